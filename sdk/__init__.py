@@ -1,0 +1,21 @@
+"""tinyllm: distill, compress and serve LLM-powered NLP tasks as one tiny model.
+
+Importing tinyllm never imports torch; functions that need it import it when called.
+"""
+
+from tinyllm.api import import_model, inspect, load_torch_model, open_bundle
+from tinyllm.bundle import Bundle
+from tinyllm.errors import TinyLLMError
+from tinyllm.inspection import Inspection
+from tinyllm.version import __version__
+
+__all__ = [
+    "Bundle",
+    "Inspection",
+    "TinyLLMError",
+    "__version__",
+    "import_model",
+    "inspect",
+    "load_torch_model",
+    "open_bundle",
+]

@@ -1,0 +1,273 @@
+"""The bundle (``NAME.tllm/``): the one artifact that carries work from stage to stage.
+
+A bundle is read with :meth:`Bundle.open`, which validates it (schema version, file sizes
+and hashes, tensor shapes against the model config) and rejects a bad one with an error
+naming the file and the problem. It is written with :class:`BundleWriter`, atomically:
+files go to a hidden temporary folder beside the target, which is renamed into place only
+once complete, so an interrupted write never leaves a half bundle that loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from tinyllm.config import ModelConfig
+from tinyllm.errors import BundleError, BundleExistsError
+from tinyllm.manifest import (
+    MANIFEST,
+    TOKENIZER_DIR,
+    WEIGHTS,
+    FileEntry,
+    Manifest,
+    check_relative_path,
+    parse_manifest,
+)
+from tinyllm.tensorfile import DTYPE_NAMES, TensorInfo, read_header, save_tensors
+
+Verify = Literal["full", "size"]
+_CHUNK = 8 * 1024 * 1024
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Bundle:
+    """A validated bundle on disk. Open it with :meth:`Bundle.open`."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.hash = manifest.content_hash()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], verify: Verify = "full") -> Bundle:
+        """Open and validate a bundle.
+
+        Args:
+            path: the ``NAME.tllm`` folder.
+            verify: ``"full"`` checks every file's sha256; ``"size"`` only sizes (faster
+                for large bundles that were verified before).
+        """
+        root = Path(path)
+        if not root.exists():
+            raise BundleError(f"no bundle at {root}: the path does not exist")
+        if not root.is_dir():
+            raise BundleError(f"{root} is not a bundle: a bundle is a folder (NAME.tllm/)")
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(
+                f"{root} has no {MANIFEST}: it is not a tinyllm bundle (or its write was "
+                "interrupted); re-create it with `tinyllm import`"
+            )
+        manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"), str(manifest_path))
+        bundle = cls(root, manifest)
+        bundle._check_files(verify)
+        bundle._check_weights()
+        bundle._check_components()
+        return bundle
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model configuration."""
+        return self.manifest.model
+
+    @property
+    def weights_path(self) -> Path:
+        """Path of the base weights (safetensors)."""
+        return self.path / WEIGHTS
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """Folder holding tokenizer.json and its config."""
+        return self.path / TOKENIZER_DIR
+
+    def file(self, name: str) -> Path:
+        """Path of a file the manifest lists; an unlisted name is an error."""
+        if name not in self.manifest.files:
+            raise BundleError(f"{self.path}: the manifest lists no file {name!r}")
+        return self.path / name
+
+    def tensor_infos(self) -> dict[str, TensorInfo]:
+        """Names, dtypes and shapes of the base weights, read from the header only."""
+        infos, _ = read_header(self.weights_path)
+        return infos
+
+    def size_bytes(self) -> int:
+        """Total size of the files the manifest lists."""
+        return sum(entry.size for entry in self.manifest.files.values())
+
+    def _check_files(self, verify: Verify) -> None:
+        where = self.path / MANIFEST
+        for required in (WEIGHTS, f"{TOKENIZER_DIR}/tokenizer.json"):
+            if required not in self.manifest.files:
+                raise BundleError(f"{where}: a bundle must list {required!r} in its files")
+        for name, entry in self.manifest.files.items():
+            path = self.path / name
+            if not path.is_file():
+                raise BundleError(f"{path}: the manifest lists this file but it is missing")
+            size = path.stat().st_size
+            if size != entry.size:
+                raise BundleError(
+                    f"{path}: size is {size} bytes, the manifest says {entry.size} "
+                    "(truncated or replaced file)"
+                )
+            if verify == "full" and file_sha256(path) != entry.sha256:
+                raise BundleError(
+                    f"{path}: sha256 does not match the manifest (the file was modified or "
+                    "corrupted); re-create the bundle"
+                )
+
+    def _check_weights(self) -> None:
+        infos = self.tensor_infos()
+        if self.manifest.quantization is not None:
+            raise BundleError(
+                f"{self.path}: quantization {self.manifest.quantization.get('method')!r} is "
+                "recorded, but this tinyllm cannot read quantized bundles yet"
+            )
+        expected = self.config.weight_shapes()
+        missing = sorted(set(expected) - set(infos))
+        if missing:
+            raise BundleError(
+                f"{self.weights_path}: tensor {missing[0]!r} is missing "
+                f"({len(missing)} missing in all)"
+            )
+        extra = sorted(set(infos) - set(expected))
+        if extra:
+            raise BundleError(
+                f"{self.weights_path}: unexpected tensor {extra[0]!r} for a "
+                f"{self.config.family} model of this config"
+            )
+        want_dtype = DTYPE_NAMES[self.manifest.dtype]
+        for name, shape in expected.items():
+            info = infos[name]
+            if info.shape != shape:
+                raise BundleError(
+                    f"{self.weights_path}: tensor {name!r} has shape {list(info.shape)}, "
+                    f"the model config needs {list(shape)}"
+                )
+            if info.dtype != want_dtype:
+                raise BundleError(
+                    f"{self.weights_path}: tensor {name!r} is {info.dtype}, the manifest "
+                    f"says {self.manifest.dtype}"
+                )
+
+    def _check_components(self) -> None:
+        where = self.path / MANIFEST
+        for task, adapter in self.manifest.adapters.items():
+            if adapter.file not in self.manifest.files:
+                raise BundleError(f"{where}: adapter {task!r} names unlisted file {adapter.file!r}")
+            read_header(self.path / adapter.file)
+        for name, engine in self.manifest.engines.items():
+            prefix = engine.path.rstrip("/") + "/"
+            if not any(f.startswith(prefix) for f in self.manifest.files):
+                raise BundleError(f"{where}: engine {name!r} has no files under {engine.path!r}")
+
+
+class BundleWriter:
+    """Write a bundle atomically: stage files in a temp folder, then rename into place.
+
+    Use as a context manager; call :meth:`commit` with the manifest (its ``files`` are
+    filled in here). Leaving the block without committing, or with an exception, removes
+    the temporary folder and leaves any existing bundle at ``out`` untouched.
+    """
+
+    def __init__(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        self.out = Path(out)
+        self.overwrite = overwrite
+        self._tmp: Path | None = None
+        if self.out.exists() and not overwrite:
+            raise BundleExistsError(
+                f"{self.out} already exists; choose another output path or pass "
+                "overwrite=True (--force on the command line)"
+            )
+        if self.out.exists() and not self.out.is_dir():
+            raise BundleExistsError(f"{self.out} exists and is not a bundle folder")
+
+    def __enter__(self) -> BundleWriter:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    @property
+    def staging(self) -> Path:
+        """The temporary folder files are written to."""
+        if self._tmp is None:
+            raise BundleError("BundleWriter used outside its `with` block")
+        return self._tmp
+
+    def path(self, name: str) -> Path:
+        """Where to write the bundle file ``name`` (parent folders are created)."""
+        check_relative_path(name, str(self.out))
+        target = self.staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def save_tensors(
+        self, name: str, tensors: Mapping[str, Any], metadata: dict[str, str] | None = None
+    ) -> None:
+        """Write tensors (torch or numpy) as a safetensors file of the bundle."""
+        save_tensors(self.path(name), tensors, metadata or {})
+
+    def copy_file(self, src: Path, name: str) -> None:
+        """Bring a file from another (immutable) bundle: hard link if possible, else copy."""
+        target = self.path(name)
+        try:
+            os.link(src, target)
+        except OSError:
+            shutil.copy2(src, target)
+
+    def commit(self, manifest: Manifest) -> Bundle:
+        """Hash the staged files, write manifest.json, move the bundle into place, validate."""
+        files = {}
+        for path in sorted(p for p in self.staging.rglob("*") if p.is_file()):
+            name = path.relative_to(self.staging).as_posix()
+            if name == MANIFEST:
+                continue
+            files[name] = FileEntry(sha256=file_sha256(path), size=path.stat().st_size)
+            path.chmod(0o644)  # staged files may be private (mkstemp); bundles are shareable
+        self.staging.chmod(0o755)
+        final = dataclasses.replace(manifest, files=files)
+        manifest_path = self.staging / MANIFEST
+        with manifest_path.open("w", encoding="utf-8") as f:
+            f.write(final.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        # Validate before the swap, so a bad write never replaces a good bundle.
+        Bundle.open(self.staging, verify="size")
+        self._swap_into_place()
+        return Bundle(self.out, final)
+
+    def _swap_into_place(self) -> None:
+        staging = self.staging
+        old: Path | None = None
+        if self.out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
+            os.replace(self.out, old / "bundle")
+        os.replace(staging, self.out)
+        self._tmp = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
