@@ -24,7 +24,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-@cli.command("import")
+PRESETS_HELP = "\b\nPresets:\n" + "\n".join(
+    f"  {name:<20}{preset.description}" for name, preset in PRESETS.items()
+)
+
+
+@cli.command("import", epilog=PRESETS_HELP)
 @click.argument("source")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
 @click.option(
@@ -37,21 +42,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--name", default=None, help="Bundle name (default: the folder name).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 def import_cmd(source: str, out: str, dtype: Any, name: str | None, force: bool) -> None:
-    """Import SOURCE (a preset, a .gguf file or a HF folder) into a new bundle.
-
-    \b
-    Presets:
-    """
+    """Import SOURCE (a preset, a .gguf file or a HF folder) into a new bundle."""
     start = time.perf_counter()
     click.echo(f"importing {source} ...", err=True)
     bundle = api.import_model(source, out, dtype=dtype, name=name, overwrite=force)
     seconds = time.perf_counter() - start
     click.echo(f"wrote {bundle.path} ({bundle.size_bytes() / 2**20:.1f} MiB) in {seconds:.1f}s")
-
-
-import_cmd.help = (import_cmd.help or "") + "".join(
-    f"\b\n  {name:<20}{preset.description}\n" for name, preset in PRESETS.items()
-)
 
 
 @cli.command("inspect")

