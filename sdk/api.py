@@ -8,12 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from tinyllm.bundle import Bundle, BundleWriter
+from tinyllm.errors import ConfigError
 from tinyllm.inspection import Inspection, inspect_bundle
 from tinyllm.manifest import SCHEMA_VERSION, TOKENIZER_DIR, WEIGHTS, Manifest
 from tinyllm.version import __version__
 
 if TYPE_CHECKING:
+    from tinyllm.evaluation import EvalReport
     from tinyllm.models import LoadedModel
+    from tinyllm.tasks import Suite
+
+BUILTIN = "builtin"
 
 PathLike = str | os.PathLike[str]
 DTypeName = Literal["float32", "float16", "bfloat16"]
@@ -72,3 +77,81 @@ def load_torch_model(bundle: PathLike | Bundle, dtype: DTypeName | None = None) 
 
     opened = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
     return load_model(opened, dtype)
+
+
+def load_tasks(tasks: PathLike = BUILTIN) -> Suite:
+    """Load a suite file; ``"builtin"`` is the built-in six-task suite."""
+    from tinyllm.suite import builtin_suite_path
+    from tinyllm.tasks import load_suite
+
+    return load_suite(builtin_suite_path() if str(tasks) == BUILTIN else tasks)
+
+
+def prepare_data(
+    tasks: PathLike = BUILTIN, *, names: list[str] | None = None, force: bool = False
+) -> dict[str, dict[str, str]]:
+    """Build the data of every builder task of a suite into the cache.
+
+    Returns task name -> split -> sha256 of the split file (same for the same spec).
+    """
+    from tinyllm.suite import prepare
+
+    suite = load_tasks(tasks)
+    selected = [suite.task(n) for n in names] if names else suite.tasks
+    return {t.name: prepare(t, force) for t in selected if t.data.builder is not None}
+
+
+def evaluate(
+    bundle: PathLike,
+    tasks: PathLike = BUILTIN,
+    *,
+    names: list[str] | None = None,
+    limit: int | None = None,
+    few_shot: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> EvalReport:
+    """Run every task's test split through the bundle and score it (torch backend).
+
+    Args:
+        bundle: the bundle to evaluate.
+        tasks: a suite YAML file, or ``"builtin"``.
+        names: evaluate only these tasks (default: all).
+        limit: evaluate only the first N test examples of each task.
+        few_shot: number of worked examples from the train split put before each input.
+        batch_size: prompts generated together.
+        progress: show a progress bar per task.
+    """
+    import time
+
+    from tinyllm.evaluation import EvalReport, TorchGenerator, evaluate_task
+    from tinyllm.suite import prepare
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be a positive number of examples, got {limit}")
+    if batch_size < 1 or few_shot < 0:
+        raise ConfigError("batch_size must be >= 1 and few_shot >= 0")
+    suite = load_tasks(tasks)
+    selected = [suite.task(n) for n in names] if names else suite.tasks
+    opened = open_bundle(bundle)
+    start = time.perf_counter()
+    for task in selected:
+        if task.data.builder is not None:
+            prepare(task)
+    loaded = load_torch_model(opened)
+    generator = TorchGenerator(loaded.model, loaded.tokenizer)
+    results = [
+        evaluate_task(generator, suite, task, limit=limit, few_shot=few_shot,
+                      batch_size=batch_size, progress=progress)
+        for task in selected
+    ]  # fmt: skip
+    return EvalReport(
+        bundle=str(opened.path),
+        bundle_hash=opened.hash,
+        suite=str(tasks),
+        few_shot=few_shot,
+        limit=limit,
+        batch_size=batch_size,
+        results=results,
+        seconds=time.perf_counter() - start,
+    )

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -60,6 +61,52 @@ def inspect_cmd(bundle: str, as_json: bool) -> None:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         click.echo(report.format())
+
+
+@cli.command("eval")
+@click.argument("bundle", type=click.Path())
+@click.option("--tasks", default="builtin", show_default=True, help="Suite YAML, or 'builtin'.")
+@click.option("--task", "names", multiple=True, help="Evaluate only this task (repeatable).")
+@click.option("--limit", type=int, default=None, help="First N test examples per task.")
+@click.option("--few-shot", type=int, default=0, show_default=True, help="Worked examples.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write JSON here.")
+def eval_cmd(
+    bundle: str,
+    tasks: str,
+    names: tuple[str, ...],
+    limit: int | None,
+    few_shot: int,
+    batch_size: int,
+    json_out: str | None,
+) -> None:
+    """Score BUNDLE on every task's test split: metric, n, invalid outputs, latency."""
+    report = api.evaluate(
+        bundle, tasks, names=list(names) or None, limit=limit, few_shot=few_shot,
+        batch_size=batch_size, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    click.echo(report.format())
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
+        click.echo(f"wrote {json_out}")
+
+
+@cli.group("data")
+def data_group() -> None:
+    """Build the task suite's data (fetched or generated offline, cached, checked)."""
+
+
+@data_group.command("prepare")
+@click.option("--tasks", default="builtin", show_default=True, help="Suite YAML, or 'builtin'.")
+@click.option("--task", "names", multiple=True, help="Prepare only this task (repeatable).")
+@click.option("--force", is_flag=True, help="Rebuild even if cached.")
+def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
+    """Build each task's train/validation/test splits and print their sha256."""
+    digests = api.prepare_data(tasks, names=list(names) or None, force=force)
+    for task, splits in digests.items():
+        for split, digest in splits.items():
+            click.echo(f"{task:<12}{split:<12}{digest}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,3 +55,7 @@ def missing_dependency(package: str, extra: str, purpose: str) -> MissingDepende
         f"Install it with: pip install 'tinyllm[{extra}]' "
         "(install torch==2.13.0 first on CPU-only machines)."
     )
+
+
+class TaskError(TinyLLMError):
+    """A task is unknown, or its data is missing or malformed."""

@@ -12,14 +12,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDERS = {"sdk": "tinyllm", "compress": "tinyllm.compress", "distill": "tinyllm.distill",
-           "runtime": "tinyllm.runtime"}  # fmt: skip
+FOLDERS = {"sdk": "tinyllm", "sdk/suite": "tinyllm.suite", "compress": "tinyllm.compress",
+           "distill": "tinyllm.distill", "runtime": "tinyllm.runtime"}  # fmt: skip
 SKIP_COPY = shutil.ignore_patterns(".venv", ".git", "out", "build", "dist", "*.egg-info",
                                    "__pycache__", ".*_cache", ".hypothesis", "*.tllm")  # fmt: skip
 
 
 def source_modules() -> list[str]:
     """Every module of the four packages, from the source folders (not from an install)."""
+    tops = ("sdk", "compress", "distill", "runtime")
+    found = {
+        p.parent.relative_to(REPO).as_posix() for t in tops for p in (REPO / t).rglob("__init__.py")
+    }
+    assert found == set(FOLDERS), "a package folder is missing from FOLDERS (and pyproject?)"
     modules = []
     for folder, package in FOLDERS.items():
         for path in sorted((REPO / folder).glob("*.py")):
@@ -61,12 +66,14 @@ def test_wheel_in_a_scratch_venv_imports_every_module(tmp_path: Path) -> None:
         f"    assert mod.__file__.startswith({site!r}), (name, mod.__file__)\n"
         "from tinyllm.tokenizer import tiny_tokenizer_file\n"
         "print(len(tiny_tokenizer_file(300).read_text()) > 0)\n"
+        "from tinyllm.api import load_tasks\n"
+        "print(len(load_tasks('builtin').tasks))\n"
     )
     env = {**os.environ, "TINYLLM_CACHE": str(tmp_path / "cache")}
     result = subprocess.run([python, "-c", script], capture_output=True, text=True,
                             cwd=tmp_path, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True"
+    assert result.stdout.split() == ["True", "6"]  # package data: corpus and suite
     assert len(modules) >= 15
     helptext = subprocess.run([venv / "bin" / "tinyllm", "--help"], capture_output=True,
                               text=True, cwd=tmp_path, env=env)  # fmt: skip
