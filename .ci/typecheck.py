@@ -26,10 +26,19 @@ def main() -> int:
         for sub in SUBPACKAGES:
             (tree / sub).symlink_to(ROOT / sub)
         proc = subprocess.run(
-            [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-             "-p", "tinyllm"],
-            cwd=tmp, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "mypy",
+                "--config-file",
+                str(ROOT / "pyproject.toml"),
+                "-p",
+                "tinyllm",
+            ],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+        )
         report = proc.stdout + proc.stderr
         for sub in SUBPACKAGES:
             report = report.replace(f"tinyllm/{sub}/", f"{sub}/")

@@ -1,5 +1,10 @@
-"""tinyllm.runtime: ONNX export, the in-process engine, router, scheduler and server.
+"""tinyllm.runtime: ONNX export, the in-process engine (and, later, router, scheduler, server).
 
-The runtime must import without torch: deployment needs only numpy, tokenizers and
-onnxruntime. Nothing is implemented here yet; see the engines issue.
+The runtime imports without torch: deployment needs only numpy, tokenizers, jinja2 and
+onnxruntime. Export verification imports torch when it runs.
 """
+
+from tinyllm.runtime.engine import Engine, Generation
+from tinyllm.runtime.sampling import GenerationConfig
+
+__all__ = ["Engine", "Generation", "GenerationConfig"]

@@ -3,7 +3,7 @@
 Importing tinyllm never imports torch; functions that need it import it when called.
 """
 
-from tinyllm.api import import_model, inspect, load_torch_model, open_bundle
+from tinyllm.api import evaluate, export, import_model, inspect, load_torch_model, open_bundle
 from tinyllm.bundle import Bundle
 from tinyllm.errors import TinyLLMError
 from tinyllm.inspection import Inspection
@@ -14,6 +14,8 @@ __all__ = [
     "Inspection",
     "TinyLLMError",
     "__version__",
+    "evaluate",
+    "export",
     "import_model",
     "inspect",
     "load_torch_model",

@@ -16,6 +16,7 @@ from tinyllm.version import __version__
 if TYPE_CHECKING:
     from tinyllm.evaluation import EvalReport
     from tinyllm.models import LoadedModel
+    from tinyllm.runtime.verify import Verification
     from tinyllm.tasks import Suite
 
 BUILTIN = "builtin"
@@ -141,10 +142,17 @@ def evaluate(
     loaded = load_torch_model(opened)
     generator = TorchGenerator(loaded.model, loaded.tokenizer)
     results = [
-        evaluate_task(generator, suite, task, limit=limit, few_shot=few_shot,
-                      batch_size=batch_size, progress=progress)
+        evaluate_task(
+            generator,
+            suite,
+            task,
+            limit=limit,
+            few_shot=few_shot,
+            batch_size=batch_size,
+            progress=progress,
+        )
         for task in selected
-    ]  # fmt: skip
+    ]
     return EvalReport(
         bundle=str(opened.path),
         bundle_hash=opened.hash,
@@ -155,3 +163,113 @@ def evaluate(
         results=results,
         seconds=time.perf_counter() - start,
     )
+
+
+def export(
+    bundle: PathLike,
+    target: str = "onnx-cpu",
+    out: PathLike | None = None,
+    *,
+    quant: str | None = None,
+    precision: str | None = None,
+    block_size: int = 32,
+    max_seq_len: int | None = None,
+    lora_slots: int = 0,
+    lora_rank: int = 0,
+    accuracy_level: int = 4,
+    overwrite: bool = False,
+) -> tuple[Bundle, Verification]:
+    """Export an inference engine into a new bundle (``out``, default: replace ``bundle``).
+
+    The engine is always verified against the torch model (prefill and 16 decode steps on
+    sample prompts); a failed verification raises and leaves no engine behind.
+
+    Args:
+        bundle: the bundle to export.
+        target: ``onnx-cpu`` (contrib ops, fp32/int8/int4), ``onnx-cuda`` (fp16) or
+            ``onnx-standard`` (standard ops only, fp32/fp16: TensorRT and others).
+        out: where to write the new bundle (may be the same path: replaced atomically).
+        quant: ``int4`` or ``int8``: round-to-nearest weight quantization at export.
+        precision: ``fp32`` or ``fp16`` for float engines (default per target).
+        block_size: quantization block along the input dimension.
+        max_seq_len: the longest context the engine supports (default: the model's).
+        lora_slots: adapter slots of the multi-LoRA inputs (0: a plain base model).
+        lora_rank: rank of those slots.
+        accuracy_level: MatMulNBits compute mode for int engines: 4 (int8 activations,
+            fastest on CPU) or 0 (float activations, exact).
+        overwrite: replace an existing bundle at ``out`` (writing onto ``bundle`` itself
+            always replaces it).
+    """
+    import dataclasses
+
+    from tinyllm.manifest import EngineEntry
+    from tinyllm.models import build_reference
+    from tinyllm.runtime.export import ExportOptions, write_engine, write_info
+    from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
+    from tinyllm.runtime.verify import VerificationError, tolerance_for, verify_engine
+    from tinyllm.tokenizer import load_hf_tokenizer
+
+    parent = open_bundle(bundle)
+    options = ExportOptions(
+        target=target,
+        precision=precision,
+        quant=quant,
+        block_size=block_size,
+        max_seq_len=max_seq_len,
+        lora_slots=lora_slots,
+        lora_rank=lora_rank,
+        accuracy_level=accuracy_level,
+    )
+    name = options.engine_name()
+    target_path = Path(out) if out is not None else parent.path
+    same = target_path.resolve() == parent.path.resolve()
+    with BundleWriter(target_path, overwrite=same or overwrite) as writer:
+        for file in parent.manifest.files:
+            if not file.startswith(f"engines/{name}/"):
+                writer.copy_file(parent.path / file, file)
+        folder = writer.staging / "engines" / name
+        info, weights = write_engine(parent, folder, options)
+        import torch
+
+        reference = build_reference(parent.config, weights)
+        spec = SessionSpec(
+            info.flavour,
+            info.float_dtype,
+            min(info.max_seq_len, 1024),
+            info.lora_slots,
+            info.lora_rank,
+            info.lora_targets,
+        )
+        device = "cuda" if target == "onnx-cuda" and torch.cuda.is_available() else "cpu"
+        session = DecoderSession(
+            make_session(folder / info.model, device, None),
+            parent.config,
+            spec,
+            max_batch=1,
+            pad_id=0,
+        )
+        tolerance = tolerance_for(info.precision, accuracy_level)
+        verification = verify_engine(
+            session, reference, load_hf_tokenizer(parent.tokenizer_dir), info.precision, tolerance
+        )
+        if not verification.passed:
+            raise VerificationError(
+                f"the {name} engine does not reproduce the model; nothing was written.\n"
+                + verification.format()
+            )
+        write_info(folder, info, verification.to_dict())
+        entry = EngineEntry(
+            target=target,
+            path=f"engines/{name}",
+            precision=info.precision,
+            info={"flavour": info.flavour, "max_seq_len": info.max_seq_len},
+        )
+        manifest = dataclasses.replace(
+            parent.manifest,
+            stage="export",
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            tinyllm_version=__version__,
+            lineage=[parent.manifest.ref(str(parent.path)), *parent.manifest.lineage],
+            engines={**parent.manifest.engines, name: entry},
+        )
+        return writer.commit(manifest), verification

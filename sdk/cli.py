@@ -82,14 +82,97 @@ def eval_cmd(
 ) -> None:
     """Score BUNDLE on every task's test split: metric, n, invalid outputs, latency."""
     report = api.evaluate(
-        bundle, tasks, names=list(names) or None, limit=limit, few_shot=few_shot,
-        batch_size=batch_size, progress=sys.stderr.isatty(),
-    )  # fmt: skip
+        bundle,
+        tasks,
+        names=list(names) or None,
+        limit=limit,
+        few_shot=few_shot,
+        batch_size=batch_size,
+        progress=sys.stderr.isatty(),
+    )
     click.echo(report.format())
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
         click.echo(f"wrote {json_out}")
+
+
+@cli.command("export")
+@click.argument("bundle", type=click.Path())
+@click.option(
+    "--target",
+    type=click.Choice(["onnx-cpu", "onnx-cuda", "onnx-standard"]),
+    default="onnx-cpu",
+    show_default=True,
+    help="Engine kind: ONNX Runtime contrib ops (CPU/CUDA) or standard ONNX ops.",
+)
+@click.option("-o", "--out", type=click.Path(), default=None, help="New bundle (default: replace).")
+@click.option("--quant", type=click.Choice(["int4", "int8"]), default=None, help="RTN weights.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None)
+@click.option("--block-size", type=int, default=32, show_default=True)
+@click.option("--max-seq-len", type=int, default=None, help="Longest context (default: model's).")
+@click.option("--lora-slots", type=int, default=0, show_default=True, help="Multi-LoRA slots.")
+@click.option("--lora-rank", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+def export_cmd(
+    bundle: str,
+    target: str,
+    out: str | None,
+    quant: str | None,
+    precision: str | None,
+    block_size: int,
+    max_seq_len: int | None,
+    lora_slots: int,
+    lora_rank: int,
+    force: bool,
+) -> None:
+    """Export an inference engine of BUNDLE, verified against the torch model."""
+    click.echo(f"exporting {bundle} ({target}) ...", err=True)
+    result, verification = api.export(
+        bundle,
+        target,
+        out,
+        quant=quant,
+        precision=precision,
+        block_size=block_size,
+        max_seq_len=max_seq_len,
+        lora_slots=lora_slots,
+        lora_rank=lora_rank,
+        overwrite=force,
+    )
+    click.echo(verification.format())
+    click.echo(f"wrote {result.path} (engines: {', '.join(result.manifest.engines)})")
+
+
+@cli.command("generate")
+@click.argument("bundle", type=click.Path())
+@click.argument("prompt")
+@click.option("--engine", default=None, help="Engine name (default: the CPU engine).")
+@click.option("--chat", is_flag=True, help="Wrap the prompt in the chat template.")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--top-k", type=int, default=0)
+@click.option("--top-p", type=float, default=1.0)
+@click.option("--seed", type=int, default=None)
+def generate_cmd(
+    bundle: str,
+    prompt: str,
+    engine: str | None,
+    chat: bool,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    seed: int | None,
+) -> None:
+    """Generate from PROMPT with BUNDLE's exported engine, streaming the text."""
+    from tinyllm.runtime import Engine, GenerationConfig
+
+    config = GenerationConfig(max_new_tokens, temperature, top_k, top_p, seed)
+    runner = Engine.load(bundle, engine=engine)
+    for piece in runner.stream(prompt, config, chat=chat):
+        click.echo(piece, nl=False)
+    click.echo()
 
 
 @cli.group("data")

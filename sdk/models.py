@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from tinyllm.bundle import Bundle
 from tinyllm.config import FAMILIES, ModelConfig
 from tinyllm.errors import (
@@ -141,6 +143,20 @@ def build_model(config: ModelConfig, dtype: str = "float32", seed: int | None = 
     else:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype(dtype))
+    return model.eval()
+
+
+def build_reference(config: ModelConfig, weights: dict[str, Any]) -> Any:
+    """A float32 torch model from numpy weights; an ``lm_head.weight`` given for a tied model
+    unties it (an engine whose lm_head is quantized but whose embedding lookup is not)."""
+    torch = _torch()
+    model = build_model(config, "float32")
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+    head = state.pop("lm_head.weight", None) if config.tie_word_embeddings else None
+    model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    if head is not None:
+        model.lm_head.weight = torch.nn.Parameter(head)
     return model.eval()
 
 

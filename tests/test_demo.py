@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_demo_imports_and_inspects_smollm2() -> None:
-    result = subprocess.run(["make", "--no-print-directory", "demo"], cwd=REPO,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        ["make", "--no-print-directory", "demo"], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "parameters  134,515,008 (134.5M)" in out

@@ -36,8 +36,9 @@ def test_code_blocks_run(doc: Path) -> None:
         if skip is not None or lang not in RUNNERS:
             assert lang in ("", "text") or skip, f"{doc.name}: unrunnable ```{lang} block"
             continue
-        result = subprocess.run([*RUNNERS[lang], code], cwd=REPO, env=env,
-                                capture_output=True, text=True)  # fmt: skip
+        result = subprocess.run(
+            [*RUNNERS[lang], code], cwd=REPO, env=env, capture_output=True, text=True
+        )
         assert result.returncode == 0, f"{doc.name} block failed:\n{code}\n{result.stderr}"
         ran += 1
     assert ran > 0, f"{doc.name} has no runnable code block"

@@ -12,10 +12,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDERS = {"sdk": "tinyllm", "sdk/suite": "tinyllm.suite", "compress": "tinyllm.compress",
-           "distill": "tinyllm.distill", "runtime": "tinyllm.runtime"}  # fmt: skip
-SKIP_COPY = shutil.ignore_patterns(".venv", ".git", "out", "build", "dist", "*.egg-info",
-                                   "__pycache__", ".*_cache", ".hypothesis", "*.tllm")  # fmt: skip
+FOLDERS = {
+    "sdk": "tinyllm",
+    "sdk/suite": "tinyllm.suite",
+    "compress": "tinyllm.compress",
+    "distill": "tinyllm.distill",
+    "runtime": "tinyllm.runtime",
+}
+SKIP_COPY = shutil.ignore_patterns(
+    ".venv",
+    ".git",
+    "out",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    ".hypothesis",
+    "*.tllm",
+)
 
 
 def source_modules() -> list[str]:
@@ -38,23 +53,45 @@ def test_wheel_in_a_scratch_venv_imports_every_module(tmp_path: Path) -> None:
     shutil.copytree(REPO, src, ignore=SKIP_COPY)
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "-w", str(dist), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(src),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     (wheel,) = dist.glob("tinyllm-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-         "--no-deps", "--no-index", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     site = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # Dependencies come from the dev environment; a plain path entry does not run its
     # .pth files, so the editable install of tinyllm there stays invisible.
     (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
@@ -70,13 +107,15 @@ def test_wheel_in_a_scratch_venv_imports_every_module(tmp_path: Path) -> None:
         "print(len(load_tasks('builtin').tasks))\n"
     )
     env = {**os.environ, "TINYLLM_CACHE": str(tmp_path / "cache")}
-    result = subprocess.run([python, "-c", script], capture_output=True, text=True,
-                            cwd=tmp_path, env=env)  # fmt: skip
+    result = subprocess.run(
+        [python, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "6"]  # package data: corpus and suite
     assert len(modules) >= 15
-    helptext = subprocess.run([venv / "bin" / "tinyllm", "--help"], capture_output=True,
-                              text=True, cwd=tmp_path, env=env)  # fmt: skip
+    helptext = subprocess.run(
+        [venv / "bin" / "tinyllm", "--help"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
     assert helptext.returncode == 0 and "inspect" in helptext.stdout
 
 
@@ -93,8 +132,11 @@ def test_core_and_runtime_import_and_inspect_without_torch(tiny_llama_bundle: Pa
         "except tinyllm.TinyLLMError as e:\n"
         "    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script, str(tiny_llama_bundle.parent / "x")],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_llama_bundle.parent / "x")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "361088"

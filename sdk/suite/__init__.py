@@ -45,8 +45,9 @@ def builders() -> dict[str, Builder]:
 
 def data_dir(task: TaskSpec) -> Path:
     """Cache folder of a builder task's splits (keyed by builder, sizes, seed, version)."""
-    key = json.dumps([task.data.builder, task.data.sizes, task.data.seed, BUILDER_VERSION],
-                     sort_keys=True)  # fmt: skip
+    key = json.dumps(
+        [task.data.builder, task.data.sizes, task.data.seed, BUILDER_VERSION], sort_keys=True
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return cache_dir() / "data" / f"{task.data.builder}-{digest}"
 

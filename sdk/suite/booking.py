@@ -55,8 +55,15 @@ def _party(n: int, rng: random.Random) -> str:
         return rng.choice(("one person", "just me", "1 guest", "a single traveller"))
     if n == 2:
         return rng.choice(("two people", "2 guests", "a couple", "two adults", "2 people"))
-    return rng.choice((f"{n} guests", f"{NUMBER_WORDS[n - 1]} people", f"a party of {n}",
-                       f"{n} adults", f"{NUMBER_WORDS[n - 1]} guests"))  # fmt: skip
+    return rng.choice(
+        (
+            f"{n} guests",
+            f"{NUMBER_WORDS[n - 1]} people",
+            f"a party of {n}",
+            f"{n} adults",
+            f"{NUMBER_WORDS[n - 1]} guests",
+        )
+    )
 
 
 def _example(fakers: list[Any], rng: random.Random) -> Example:

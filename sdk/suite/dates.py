@@ -68,16 +68,22 @@ def _weekday(base: datetime, rng: random.Random) -> Phrase:
 
 
 KINDS: tuple[Callable[[datetime, random.Random], Phrase], ...] = (
-    _absolute, _offset, _day_at, _weekday,
-)  # fmt: skip
+    _absolute,
+    _offset,
+    _day_at,
+    _weekday,
+)
 
 
 def parse(text: str, base: datetime) -> datetime | None:
     """dateparser's reading of ``text`` relative to ``base`` (future preferred)."""
     import dateparser
 
-    settings = {"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future",
-                "RETURN_AS_TIMEZONE_AWARE": False}  # fmt: skip
+    settings = {
+        "RELATIVE_BASE": base,
+        "PREFER_DATES_FROM": "future",
+        "RETURN_AS_TIMEZONE_AWARE": False,
+    }
     return dateparser.parse(text, settings=settings)
 
 

@@ -15,27 +15,64 @@ from tinyllm.suite import split_sizes
 from tinyllm.tasks import Example
 
 DEFAULT_SIZES = {"train": 300, "validation": 100, "test": 200}
-WHEN = {"tomorrow": "tomorrow", "tmrw": "tomorrow", "today": "today", "tonight": "tonight",
-        "this weekend": "this weekend", "next week": "next week", "fri": "on Friday"}  # fmt: skip
+WHEN = {
+    "tomorrow": "tomorrow",
+    "tmrw": "tomorrow",
+    "today": "today",
+    "tonight": "tonight",
+    "this weekend": "this weekend",
+    "next week": "next week",
+    "fri": "on Friday",
+}
 CUISINES = ("italian", "thai", "vegan", "mexican", "sushi", "indian", "korean bbq", "pizza")
 ITEMS = ("laptop", "running shoes", "coffee maker", "headphones", "backpack", "desk lamp")
 DOMAINS: dict[str, tuple[tuple[str, ...], str]] = {
-    "flight": (("cheap flights {city} {when}", "flights to {city} {when} cheap",
-                "{city} flight {when} low price", "cheapest flight {city} {when}"),
-               "Find the cheapest flights to {city} {when_full}."),
-    "restaurant": (("{cuisine} {city} open now", "{cuisine} near {city} now",
-                    "open {cuisine} place {city}", "{cuisine} restaurants {city} open"),
-                   "Which {cuisine} restaurants in {city} are open right now?"),
-    "weather": (("weather {city} {when}", "{city} forecast {when}", "{when} {city} weather",
-                 "rain {city} {when}?"),
-                "What is the weather forecast for {city} {when_full}?"),
-    "shopping": (("{item} under {price}", "best {item} {price} max", "cheap {item} < {price}",
-                  "{item} budget {price}"),
-                 "Show me the best {item} that cost less than {price}."),
-    "hotel": (("hotel {city} {when} {n} ppl", "{city} hotels {when} for {n}",
-               "rooms {city} {when} {n} guests", "{n} person hotel {city} {when}"),
-              "Find a hotel in {city} for {n} people {when_full}."),
-}  # fmt: skip
+    "flight": (
+        (
+            "cheap flights {city} {when}",
+            "flights to {city} {when} cheap",
+            "{city} flight {when} low price",
+            "cheapest flight {city} {when}",
+        ),
+        "Find the cheapest flights to {city} {when_full}.",
+    ),
+    "restaurant": (
+        (
+            "{cuisine} {city} open now",
+            "{cuisine} near {city} now",
+            "open {cuisine} place {city}",
+            "{cuisine} restaurants {city} open",
+        ),
+        "Which {cuisine} restaurants in {city} are open right now?",
+    ),
+    "weather": (
+        (
+            "weather {city} {when}",
+            "{city} forecast {when}",
+            "{when} {city} weather",
+            "rain {city} {when}?",
+        ),
+        "What is the weather forecast for {city} {when_full}?",
+    ),
+    "shopping": (
+        (
+            "{item} under {price}",
+            "best {item} {price} max",
+            "cheap {item} < {price}",
+            "{item} budget {price}",
+        ),
+        "Show me the best {item} that cost less than {price}.",
+    ),
+    "hotel": (
+        (
+            "hotel {city} {when} {n} ppl",
+            "{city} hotels {when} for {n}",
+            "rooms {city} {when} {n} guests",
+            "{n} person hotel {city} {when}",
+        ),
+        "Find a hotel in {city} for {n} people {when_full}.",
+    ),
+}
 
 
 def _example(fake: Any, rng: random.Random) -> Example:
@@ -43,10 +80,14 @@ def _example(fake: Any, rng: random.Random) -> Example:
     queries, reference = DOMAINS[domain]
     when = rng.choice(sorted(WHEN))
     slots = {
-        "city": fake.city(), "when": when, "when_full": WHEN[when],
-        "cuisine": rng.choice(CUISINES), "item": rng.choice(ITEMS),
-        "price": f"${rng.choice((50, 100, 150, 200, 300, 500))}", "n": rng.randint(2, 6),
-    }  # fmt: skip
+        "city": fake.city(),
+        "when": when,
+        "when_full": WHEN[when],
+        "cuisine": rng.choice(CUISINES),
+        "item": rng.choice(ITEMS),
+        "price": f"${rng.choice((50, 100, 150, 200, 300, 500))}",
+        "n": rng.randint(2, 6),
+    }
     query = rng.choice(queries).format(**slots)
     if rng.random() < 0.5:
         query = query.lower()

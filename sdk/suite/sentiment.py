@@ -31,8 +31,19 @@ def fetch_sdist(downloads: Path) -> Path:
     path = downloads / SDIST
     if not path.is_file():
         downloads.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               "--no-binary", ":all:", "vaderSentiment==3.3.2", "-d", str(downloads)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "vaderSentiment==3.3.2",
+            "-d",
+            str(downloads),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0 or not path.is_file():
             raise TaskError(f"could not download {SDIST} from PyPI: {result.stderr.strip()[-300:]}")

@@ -22,11 +22,15 @@ def suite_file(tmp_path: Path) -> Path:
     for split in ("train", "validation", "test"):
         write_examples(tmp_path / f"{split}.jsonl", examples)
     task = {
-        "name": "parity", "description": "odd or even", "instruction": "Answer yes or no.",
-        "template": "Is it odd? {input}", "output": {"kind": "label", "labels": ["yes", "no"]},
-        "verifiers": ["label_in_set"], "metric": "accuracy",
+        "name": "parity",
+        "description": "odd or even",
+        "instruction": "Answer yes or no.",
+        "template": "Is it odd? {input}",
+        "output": {"kind": "label", "labels": ["yes", "no"]},
+        "verifiers": ["label_in_set"],
+        "metric": "accuracy",
         "data": {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"},
-    }  # fmt: skip
+    }
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump({"tasks": [task]}))
     return path
@@ -46,8 +50,9 @@ class Scripted:
 
 def test_scores_invalid_rate_and_rejections(suite_file: Path) -> None:
     suite = load_suite(suite_file)
-    answers = {f"Is it odd? item {i}": a for i, a in
-               enumerate(["no", "Yes.", "yes", "maybe", "no", "yes"])}  # fmt: skip
+    answers = {
+        f"Is it odd? item {i}": a for i, a in enumerate(["no", "Yes.", "yes", "maybe", "no", "yes"])
+    }
     gen = Scripted(answers)
     result = evaluate_task(gen, suite, suite.task("parity"), batch_size=4, progress=False)
     # refs: no yes no yes no yes -> right: 0, 1, 4, 5 -> 4/6; "maybe" is invalid.
@@ -86,8 +91,18 @@ def test_evaluate_bundle_end_to_end_and_cli(
     assert result.n == 3 and 0.0 <= result.score <= 1.0 and result.ms_per_example > 0
     assert report.bundle_hash == tinyllm.open_bundle(tiny_llama_bundle).hash
     out = tmp_path / "eval.json"
-    main(["eval", str(tiny_llama_bundle), "--tasks", str(suite_file), "--limit", "2",
-          "--json", str(out)])  # fmt: skip
+    main(
+        [
+            "eval",
+            str(tiny_llama_bundle),
+            "--tasks",
+            str(suite_file),
+            "--limit",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "parity" in printed and "accuracy" in printed
     assert json.loads(out.read_text())["results"][0]["n"] == 2

@@ -47,12 +47,15 @@ def test_random_presets_are_deterministic_with_a_chatml_tokenizer() -> None:
     tok = a.tokenizer
     assert tok.model_input_names == MODEL_INPUT_NAMES
     assert [tok.convert_ids_to_tokens(i) for i in range(3)] == [
-        "<|endoftext|>", "<|im_start|>", "<|im_end|>",
-    ]  # fmt: skip
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+    ]
     assert a.config.eos_token_id == tok.eos_token_id
     assert len(tok) <= a.config.vocab_size
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                   add_generation_prompt=True)  # fmt: skip
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert tok.decode(tok(PROMPT)["input_ids"]) == PROMPT
 
@@ -144,9 +147,19 @@ def test_unsupported_llama_features_are_named() -> None:
     base = hf_config(PRESETS["tiny-llama"].config)  # type: ignore[arg-type]
     from tinyllm.models import config_from_hf
 
-    scaled = LlamaConfig(**{**base.to_dict(), "rope_parameters": {
-        "rope_type": "llama3", "rope_theta": 1e4, "factor": 8.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}})  # fmt: skip
+    scaled = LlamaConfig(
+        **{
+            **base.to_dict(),
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 1e4,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        }
+    )
     with pytest.raises(UnsupportedModelError, match="RoPE scaling 'llama3'"):
         config_from_hf(scaled, "m")
     with pytest.raises(UnsupportedModelError, match="hidden_act 'gelu'"):

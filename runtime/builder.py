@@ -1,0 +1,289 @@
+"""Write the Llama/Qwen2 decoder directly as an ONNX graph (no tracing).
+
+Two flavours share everything but attention and normalization:
+
+- ``ort``: ONNX Runtime contrib ops. GroupQueryAttention with rotary inside and a KV
+  buffer shared between past and present (``[B, KV, max_seq, H]``, written in place at
+  each row's own position ``seqlens_k[b]``), fused (Skip)SimplifiedLayerNormalization,
+  MatMulNBits for int4/int8 weights, packed QKV and gate/up projections.
+- ``standard``: only standard ONNX ops (fp32/fp16), past/present KV that grow by
+  concatenation, an attention mask and explicit position ids: for TensorRT and others.
+
+Graph I/O (``ort``): ``input_ids [B,S]``, ``seqlens_k [B]`` (int32, each row's total length
+minus one), ``total_sequence_length`` (int32 scalar), ``past_key.i``/``past_value.i``;
+outputs ``logits [B,V]`` (the hidden state at ``logits_index [B]`` of each row) and
+``present_key.i``/``present_value.i``. Multi-LoRA adds ``lora_index [B]`` and, per
+projection kind, stacked adapters ``lora_A.P [L, slots, d_in, r]``, ``lora_B.P [L, slots,
+r, d_out]`` (slot 0 all zeros = no adapter), bound once by the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from tinyllm.config import ModelConfig
+from tinyllm.quantformat import PackedWeight
+from tinyllm.runtime.attention import (
+    AttentionInputs,
+    gqa_attention,
+    rope_tables,
+    standard_attention,
+)
+from tinyllm.runtime.graph import MS_DOMAIN, Graph
+
+Flavour = Literal["ort", "standard"]
+Precision = Literal["fp32", "fp16", "int8", "int4"]
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+Weights = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build the graph.
+
+    ``packed`` holds int4/int8 weights (by HF weight name) in MatMulNBits layout; it is
+    required for those precisions. ``accuracy_level`` is MatMulNBits' compute mode: 4
+    quantizes activations to int8 per block (fastest on CPU), 0 computes in float.
+    ``lora_slots > 0`` adds the multi-LoRA inputs for ``lora_targets`` of rank ``lora_rank``.
+    """
+
+    flavour: Flavour = "ort"
+    precision: Precision = "fp32"
+    max_seq_len: int = 2048
+    all_logits: bool = False
+    lora_slots: int = 0
+    lora_rank: int = 0
+    lora_targets: tuple[str, ...] = PROJECTIONS
+    packed: Mapping[str, PackedWeight] = field(default_factory=dict)
+    accuracy_level: int = 4
+
+    @property
+    def float_dtype(self) -> np.dtype:
+        """Activation and float-weight dtype."""
+        return np.dtype("float16" if self.precision == "fp16" else "float32")
+
+
+def lora_dims(c: ModelConfig, kind: str) -> tuple[int, int]:
+    """(d_in, d_out) of a projection kind."""
+    q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    dims = {
+        "q_proj": (c.hidden_size, q),
+        "k_proj": (c.hidden_size, kv),
+        "v_proj": (c.hidden_size, kv),
+        "o_proj": (q, c.hidden_size),
+        "gate_proj": (c.hidden_size, c.intermediate_size),
+        "up_proj": (c.hidden_size, c.intermediate_size),
+        "down_proj": (c.intermediate_size, c.hidden_size),
+    }
+    return dims[kind]
+
+
+class DecoderBuilder:
+    """Builds one decoder graph from a config and its weights (numpy, HF names)."""
+
+    def __init__(self, config: ModelConfig, weights: Weights, options: BuildOptions) -> None:
+        self.c = config
+        self.w = weights
+        self.o = options
+        self.g = Graph(f"tinyllm-{config.family}-{options.flavour}-{options.precision}")
+        self.ftype = TensorProto.FLOAT16 if options.float_dtype == np.float16 else TensorProto.FLOAT
+
+    def fw(self, name: str) -> np.ndarray:
+        """A float weight, in the graph's float dtype."""
+        return self.w[name].astype(self.o.float_dtype)
+
+    def linear(self, x: str, names: list[str], layer: int, kinds: list[str]) -> str:
+        """x @ concat(W_names)^T (+ biases) (+ LoRA deltas). x: [B, S, d_in] -> [B, S, d_out]."""
+        weights = [f"{n}.weight" for n in names]
+        label = names[0].replace("model.", "") if len(names) == 1 else f"{names[0]}+"
+        if self.o.precision in ("int4", "int8") and all(w in self.o.packed for w in weights):
+            y = self._matmul_nbits(x, [self.o.packed[w] for w in weights], label)
+        else:
+            stacked = np.concatenate([self.fw(w) for w in weights], axis=0)  # [d_out, d_in]
+            y = self.g.op1("MatMul", [x, self.g.weight(f"{label}.T", stacked.T)])
+        biases = [f"{n}.bias" for n in names]
+        if any(b in self.w for b in biases):
+            rows = [self.w[f"{n}.weight"].shape[0] for n in names]
+            bias = np.concatenate(
+                [
+                    self.fw(b) if b in self.w else np.zeros(r, self.o.float_dtype)
+                    for b, r in zip(biases, rows, strict=True)
+                ]
+            )
+            y = self.g.op1("Add", [y, self.g.weight(f"{label}.bias", bias)])
+        if self.o.lora_slots:
+            deltas = [self._lora_delta(x, layer, k) for k in kinds]
+            if any(d is not None for d in deltas):
+                y = self._add_deltas(y, x, layer, kinds, deltas)
+        return y
+
+    def _matmul_nbits(self, x: str, parts: list[PackedWeight], label: str) -> str:
+        packed = PackedWeight.concat(parts)
+        inputs = [
+            x,
+            self.g.weight(f"{label}.qweight", packed.qweight),
+            self.g.weight(f"{label}.scales", packed.scales.astype(self.o.float_dtype)),
+        ]
+        if packed.zero_points is not None:
+            inputs.append(self.g.weight(f"{label}.qzeros", packed.zero_points))
+        return self.g.op1(
+            "MatMulNBits",
+            inputs,
+            domain=MS_DOMAIN,
+            K=packed.in_features,
+            N=packed.out_features,
+            bits=packed.bits,
+            block_size=packed.block_size,
+            accuracy_level=self.o.accuracy_level,
+        )
+
+    def _lora_delta(self, x: str, layer: int, kind: str) -> str | None:
+        """((x · A[idx]) · B[idx]) for one projection kind, or None if not adapted."""
+        if kind not in self.o.lora_targets:
+            return None
+        lyr = self.g.const([layer])
+        a = self.g.op1(
+            "Squeeze", [self.g.op1("Gather", [f"lora_A.{kind}", lyr]), self.g.const([0])]
+        )
+        b = self.g.op1(
+            "Squeeze", [self.g.op1("Gather", [f"lora_B.{kind}", lyr]), self.g.const([0])]
+        )
+        a_rows = self.g.op1("Gather", [a, "lora_index"])  # [B, d_in, r]
+        b_rows = self.g.op1("Gather", [b, "lora_index"])  # [B, r, d_out]
+        return self.g.op1("MatMul", [self.g.op1("MatMul", [x, a_rows]), b_rows])  # [B, S, d_out]
+
+    def _add_deltas(
+        self, y: str, x: str, layer: int, kinds: list[str], deltas: list[str | None]
+    ) -> str:
+        if len(kinds) == 1:
+            return self.g.op1("Add", [y, deltas[0] or ""])
+        # Fused projections: un-adapted parts get a zero delta of their width.
+        g, parts = self.g, []
+        batch_seq = g.op1("Slice", [g.op1("Shape", [x]), g.const([0]), g.const([2])])
+        for kind, delta in zip(kinds, deltas, strict=True):
+            if delta is None:
+                shape = g.op1("Concat", [batch_seq, g.const([lora_dims(self.c, kind)[1]])], axis=0)
+                zero = onnx.helper.make_tensor("zero", self.ftype, [1], [0.0])
+                delta = g.op1("ConstantOfShape", [shape], value=zero)
+            parts.append(delta)
+        return g.op1("Add", [y, g.op1("Concat", parts, axis=-1)])
+
+    def declare_inputs(self) -> None:
+        """Graph inputs common to both flavours (attention inputs come from attention.py)."""
+        g = self.g
+        g.input("input_ids", TensorProto.INT64, ["batch", "seq"])
+        if not self.o.all_logits:
+            g.input("logits_index", TensorProto.INT64, ["batch"])
+        if self.o.lora_slots:
+            g.input("lora_index", TensorProto.INT64, ["batch"])
+            for kind in self.o.lora_targets:
+                d_in, d_out = lora_dims(self.c, kind)
+                layers, slots, r = self.c.num_hidden_layers, self.o.lora_slots, self.o.lora_rank
+                g.input(f"lora_A.{kind}", self.ftype, [layers, slots, d_in, r])
+                g.input(f"lora_B.{kind}", self.ftype, [layers, slots, r, d_out])
+
+    def rms_norm(self, x: str, weight: str, skip: str | None = None) -> tuple[str, str]:
+        """RMSNorm of x (+ skip). Returns (normalized, residual sum)."""
+        eps = self.c.rms_norm_eps
+        if skip is not None:
+            x = self.g.op1("Add", [x, skip])
+        if self.o.flavour == "ort":
+            y = self.g.op1(
+                "SimplifiedLayerNormalization",
+                [x, self.g.weight(weight, self.fw(weight))],
+                axis=-1,
+                epsilon=eps,
+                stash_type=1,
+            )
+            return y, x
+        # Standard ops, computed in float32 like the reference implementation.
+        xf = self.g.op1("Cast", [x], to=TensorProto.FLOAT)
+        var = self.g.op1("ReduceMean", [self.g.op1("Mul", [xf, xf])], axes=[-1], keepdims=1)
+        inv = self.g.op1(
+            "Reciprocal",
+            [self.g.op1("Sqrt", [self.g.op1("Add", [var, self.g.const(eps, "float32")])])],
+        )
+        normed = self.g.op1("Cast", [self.g.op1("Mul", [xf, inv])], to=self.ftype)
+        return self.g.op1("Mul", [normed, self.g.weight(weight, self.fw(weight))]), x
+
+    def build(self) -> onnx.ModelProto:
+        """The complete decoder graph."""
+        g, c = self.g, self.c
+        self.declare_inputs()
+        cos, sin = rope_tables(c.head_dim, c.rope_theta, self.o.max_seq_len)
+        att_in = AttentionInputs.declare(
+            g,
+            c,
+            self.o.flavour,
+            self.ftype,
+            cos.astype(self.o.float_dtype),
+            sin.astype(self.o.float_dtype),
+        )
+        embed = g.weight("model.embed_tokens.weight", self.fw("model.embed_tokens.weight"))
+        x = g.op1("Gather", [embed, "input_ids"])  # [B, S, D]
+        h, x = self.rms_norm(x, "model.layers.0.input_layernorm.weight")
+        for i in range(c.num_hidden_layers):
+            p = f"model.layers.{i}."
+            qkv = self.linear(
+                h,
+                [p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"],
+                i,
+                ["q_proj", "k_proj", "v_proj"],
+            )
+            attend = gqa_attention if self.o.flavour == "ort" else standard_attention
+            attn = attend(g, c, att_in, qkv, i)
+            o = self.linear(attn, [p + "self_attn.o_proj"], i, ["o_proj"])
+            h, x = self.rms_norm(o, p + "post_attention_layernorm.weight", skip=x)
+            gate_up = self.linear(
+                h, [p + "mlp.gate_proj", p + "mlp.up_proj"], i, ["gate_proj", "up_proj"]
+            )
+            gate, up = g.op("Split", [gate_up, g.const([c.intermediate_size] * 2)], 2, axis=-1)
+            act = g.op1("Mul", [g.op1("Mul", [gate, g.op1("Sigmoid", [gate])]), up])
+            down = self.linear(act, [p + "mlp.down_proj"], i, ["down_proj"])
+            nxt = (
+                f"model.layers.{i + 1}.input_layernorm.weight"
+                if i + 1 < c.num_hidden_layers
+                else "model.norm.weight"
+            )
+            h, x = self.rms_norm(down, nxt, skip=x)
+        self.logits(h, embed)
+        return g.model()
+
+    def logits(self, h: str, embed: str) -> None:
+        """lm_head over the hidden state at logits_index (or every position)."""
+        g, c = self.g, self.c
+        if self.o.all_logits:
+            rows = g.op1("Reshape", [h, g.const([-1, c.hidden_size])])
+        else:
+            rows = g.op1(
+                "GatherND", [h, g.op1("Unsqueeze", ["logits_index", g.const([1])])], batch_dims=1
+            )
+        head = "lm_head.weight" if not c.tie_word_embeddings else "model.embed_tokens.weight"
+        if self.o.precision in ("int4", "int8") and head in self.o.packed:
+            out = self._matmul_nbits(rows, [self.o.packed[head]], "lm_head")
+        elif c.tie_word_embeddings:
+            out = g.op1("Gemm", [rows, embed], transB=1)  # shares the embedding table
+        else:
+            out = g.op1("Gemm", [rows, g.weight(head, self.fw(head))], transB=1)
+        if self.o.all_logits:
+            shape = g.op1(
+                "Concat", [g.op1("Shape", ["input_ids"]), g.const([c.vocab_size])], axis=0
+            )
+            out = g.op1("Reshape", [out, shape])
+        g.op("Identity", [out], ["logits"])
+        g.output(
+            "logits",
+            self.ftype,
+            ["batch", "seq", c.vocab_size] if self.o.all_logits else ["batch", c.vocab_size],
+        )
+
+
+def build_decoder(config: ModelConfig, weights: Weights, options: BuildOptions) -> onnx.ModelProto:
+    """Build the decoder graph of ``config`` with ``weights`` (HF names, numpy arrays)."""
+    return DecoderBuilder(config, weights, options).build()

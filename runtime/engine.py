@@ -1,0 +1,237 @@
+"""The in-process engine: load a bundle's exported engine and generate text.
+
+Needs only numpy, tokenizers, jinja2 and onnxruntime (no torch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from tinyllm.bundle import Bundle
+from tinyllm.config import from_dict
+from tinyllm.errors import BundleError, ConfigError
+from tinyllm.manifest import EngineEntry
+from tinyllm.runtime.sampling import GenerationConfig, sample
+from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
+from tinyllm.runtime.tokenizer import ChatTokenizer
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One prompt's result."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """engine.json: how the engine was exported."""
+
+    target: str
+    flavour: str
+    precision: str
+    float_dtype: str
+    max_seq_len: int
+    model: str
+    block_size: int = 0
+    lora_slots: int = 0
+    lora_rank: int = 0
+    lora_targets: tuple[str, ...] = ()
+
+
+class _Row:
+    """Decoding state of one sequence."""
+
+    def __init__(self, prompt: list[int], config: GenerationConfig, seed: int | None) -> None:
+        self.prompt = prompt
+        self.tokens: list[int] = []
+        self.rng = np.random.default_rng(seed)
+        self.done: FinishReason | None = None
+        self.text = ""
+
+
+class Engine:
+    """Generate with an exported engine of a bundle. Create it with :meth:`Engine.load`."""
+
+    def __init__(
+        self, bundle: Bundle, info: EngineInfo, session: DecoderSession, tok: ChatTokenizer
+    ):
+        self.bundle = bundle
+        self.info = info
+        self.session = session
+        self.tokenizer = tok
+        self.max_batch = session.max_batch
+        self.stop_ids = {i for i in (tok.eos_token_id,) if i is not None}
+        eos = bundle.config.eos_token_id
+        self.stop_ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        bundle: str | os.PathLike[str] | Bundle,
+        *,
+        engine: str | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        max_batch: int = 8,
+        max_seq_len: int | None = None,
+    ) -> Engine:
+        """Load an engine of a bundle.
+
+        Args:
+            bundle: the bundle (path or opened).
+            engine: which of its engines (default: the only one, or the first for the device).
+            device: "cpu" or "cuda" ("cuda" without a CUDA provider is an error).
+            threads: intra-op threads (default: the CPUs this process may use).
+            max_batch: rows generated together (KV memory is reserved for all of them).
+            max_seq_len: context per row (default: the export's maximum, capped at 4096).
+        """
+        opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify="size")
+        _, entry = _pick_engine(opened, engine, device)
+        folder = opened.path / entry.path
+        info = from_dict(
+            EngineInfo, json.loads((folder / "engine.json").read_text()), f"{folder}/engine.json"
+        )
+        seq = min(max_seq_len or min(info.max_seq_len, 4096), info.max_seq_len)
+        tok = ChatTokenizer(opened.tokenizer_dir)
+        spec = SessionSpec(
+            info.flavour, info.float_dtype, seq, info.lora_slots, info.lora_rank, info.lora_targets
+        )
+        session = DecoderSession(
+            make_session(folder / info.model, device, threads),
+            opened.config,
+            spec,
+            max_batch,
+            tok.pad_token_id,
+        )
+        return cls(opened, info, session, tok)
+
+    def encode(self, prompt: str, chat: bool = False) -> list[int]:
+        """Token ids of a prompt (rendered with the chat template when ``chat``)."""
+        text = (
+            self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+            if chat
+            else prompt
+        )
+        return self.tokenizer.encode(text)
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        config: GenerationConfig | None = None,
+        *,
+        chat: bool = False,
+    ) -> list[Generation]:
+        """Generate for one or more prompts (batched, up to ``max_batch`` at a time)."""
+        items = [prompts] if isinstance(prompts, str) else list(prompts)
+        return self.generate_ids([self.encode(p, chat) for p in items], config)
+
+    def generate_ids(
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig | None = None
+    ) -> list[Generation]:
+        """Generate from token ids; results are the same as one prompt at a time."""
+        config = config or GenerationConfig()
+        results: list[Generation] = []
+        for start in range(0, len(prompts), self.max_batch):
+            chunk = [list(p) for p in prompts[start : start + self.max_batch]]
+            rows = self._start(chunk, config, start)
+            for _ in self._steps(rows, config):
+                pass
+            results += [
+                Generation(r.text, r.tokens, len(r.prompt), r.done or "length") for r in rows
+            ]
+        return results
+
+    def stream(
+        self, prompt: str, config: GenerationConfig | None = None, *, chat: bool = False
+    ) -> Iterator[str]:
+        """Yield the generated text piece by piece; joined, it equals ``generate``'s text."""
+        config = config or GenerationConfig()
+        rows = self._start([self.encode(prompt, chat)], config, 0)
+        sent = 0
+        for _ in self._steps(rows, config):
+            text = rows[0].text
+            # Hold back an incomplete UTF-8 sequence (decoded as U+FFFD) until it completes.
+            ready = len(text.rstrip("\ufffd")) if rows[0].done is None else len(text)
+            if ready > sent:
+                yield text[sent:ready]
+                sent = ready
+
+    def _start(self, prompts: list[list[int]], config: GenerationConfig, offset: int) -> list[_Row]:
+        limit = self.session.spec.max_seq_len
+        for i, p in enumerate(prompts):
+            if not p:
+                raise ConfigError(f"prompt {offset + i} is empty")
+            if len(p) >= limit:
+                raise ConfigError(
+                    f"prompt {offset + i} has {len(p)} tokens; the engine's context is {limit} "
+                    "tokens (prompt plus output): shorten the prompt, or load the engine "
+                    "with a larger max_seq_len"
+                )
+        seeds = [
+            None if config.seed is None else config.seed + offset + i for i in range(len(prompts))
+        ]
+        return [_Row(p, config, s) for p, s in zip(prompts, seeds, strict=True)]
+
+    def _steps(self, rows: list[_Row], config: GenerationConfig) -> Iterator[None]:
+        """Run prefill and decode steps until every row is done; yield after each step."""
+        with self._lock:
+            logits = self.session.prefill([r.prompt for r in rows])
+            while True:
+                for row, row_logits in zip(rows, logits, strict=True):
+                    if row.done is None:
+                        self._advance(row, row_logits, config)
+                yield
+                if all(r.done for r in rows):
+                    return
+                last = [r.tokens[-1] if r.tokens else self.session.pad_id for r in rows]
+                held = [len(r.prompt) + len(r.tokens) - 1 for r in rows]
+                logits = self.session.decode(last, held)
+
+    def _advance(self, row: _Row, logits: np.ndarray, config: GenerationConfig) -> None:
+        token = sample(logits, config, row.rng)
+        if token in self.stop_ids and not config.ignore_eos:
+            row.done = "stop"
+            return
+        row.tokens.append(token)
+        row.text = self.tokenizer.decode(row.tokens)
+        for stop in config.stop:
+            cut = row.text.find(stop)
+            if cut >= 0:
+                row.text, row.done = row.text[:cut], "stop"
+                return
+        full = len(row.prompt) + len(row.tokens) >= self.session.spec.max_seq_len
+        if len(row.tokens) >= config.max_new_tokens or full:
+            row.done = "length"
+
+
+def _pick_engine(bundle: Bundle, name: str | None, device: str) -> tuple[str, EngineEntry]:
+    engines = bundle.manifest.engines
+    if not engines:
+        raise BundleError(
+            f"{bundle.path} has no exported engine; run `tinyllm export {bundle.path} "
+            "--target onnx-cpu` first"
+        )
+    if name is not None:
+        if name not in engines:
+            raise BundleError(f"{bundle.path} has no engine {name!r}; it has: {', '.join(engines)}")
+        return name, engines[name]
+    wanted = "onnx-cuda" if device == "cuda" else "onnx-cpu"
+    for key, entry in engines.items():
+        if entry.target == wanted:
+            return key, entry
+    key = next(iter(engines))
+    return key, engines[key]

@@ -1,0 +1,149 @@
+"""Export: build an engine folder (model.onnx + external data + engine.json) from a bundle."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from tinyllm.bundle import Bundle
+from tinyllm.errors import ConfigError
+from tinyllm.quantformat import PackedWeight, quantize_rtn
+from tinyllm.runtime.builder import PROJECTIONS, BuildOptions, build_decoder
+from tinyllm.runtime.engine import EngineInfo
+
+Target = Literal["onnx-cpu", "onnx-cuda", "onnx-standard"]
+TARGETS: dict[str, tuple[str, str]] = {  # target -> (flavour, default precision)
+    "onnx-cpu": ("ort", "fp32"),
+    "onnx-cuda": ("ort", "fp16"),
+    "onnx-standard": ("standard", "fp32"),
+}
+MODEL_FILE = "model.onnx"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export. ``quant`` (int4/int8) quantizes by round-to-nearest at export."""
+
+    target: str = "onnx-cpu"
+    precision: str | None = None
+    quant: str | None = None
+    block_size: int = 32
+    symmetric: bool = True
+    accuracy_level: int = 4
+    max_seq_len: int | None = None
+    lora_slots: int = 0
+    lora_rank: int = 0
+    lora_targets: tuple[str, ...] = PROJECTIONS
+
+    def resolved(self) -> tuple[str, str]:
+        """(flavour, precision), checked against the target."""
+        if self.target not in TARGETS:
+            raise ConfigError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        flavour, default = TARGETS[self.target]
+        if self.quant is not None:
+            if self.quant not in ("int4", "int8"):
+                raise ConfigError(f"unknown quantization {self.quant!r}; choose int4 or int8")
+            if flavour != "ort":
+                raise ConfigError(
+                    "int4/int8 weights need the ONNX Runtime contrib ops: use onnx-cpu or onnx-cuda"
+                )
+            return flavour, self.quant
+        precision = self.precision or default
+        if precision not in ("fp32", "fp16"):
+            raise ConfigError(f"precision {precision!r}: use fp32 or fp16 (or --quant int4|int8)")
+        return flavour, precision
+
+    def engine_name(self) -> str:
+        """Folder name under engines/, e.g. ``onnx-cpu-int4``."""
+        return f"{self.target}-{self.resolved()[1]}"
+
+
+def packed_weights(
+    weights: dict[str, np.ndarray], tied: bool, options: ExportOptions
+) -> dict[str, PackedWeight]:
+    """RTN-quantize every linear weight of the decoder (and the lm_head) for MatMulNBits."""
+    bits = 4 if options.quant == "int4" else 8
+    names = [n for n in weights if n.endswith("_proj.weight")]
+    names.append("model.embed_tokens.weight" if tied else "lm_head.weight")
+    return {n: quantize_rtn(weights[n], bits, options.block_size, options.symmetric) for n in names}
+
+
+def dequantized(
+    weights: dict[str, np.ndarray], packed: dict[str, PackedWeight]
+) -> dict[str, np.ndarray]:
+    """The weights an int engine actually computes with (for the verification reference).
+
+    A tied embedding stays float for the lookup, while the lm_head computes with its
+    quantized copy: the result then has an untied ``lm_head.weight``.
+    """
+    out = dict(weights)
+    for name, p in packed.items():
+        key = "lm_head.weight" if name == "model.embed_tokens.weight" else name
+        out[key] = p.dequantize()
+    return out
+
+
+def write_engine(
+    bundle: Bundle, folder: Path, options: ExportOptions
+) -> tuple[EngineInfo, dict[str, np.ndarray]]:
+    """Build and save the engine into ``folder``.
+
+    Returns its info and the weights it computes with (dequantized where quantized).
+    """
+    from safetensors.numpy import load_file
+
+    flavour, precision = options.resolved()
+    config = bundle.config
+    max_seq = min(
+        options.max_seq_len or config.max_position_embeddings, config.max_position_embeddings
+    )
+    weights = load_file(str(bundle.weights_path))
+    packed = packed_weights(weights, config.tie_word_embeddings, options) if options.quant else {}
+    build = BuildOptions(
+        flavour=flavour,  # type: ignore[arg-type]
+        precision=precision,  # type: ignore[arg-type]
+        max_seq_len=max_seq,
+        packed=packed,
+        lora_slots=options.lora_slots,
+        lora_rank=options.lora_rank,
+        lora_targets=options.lora_targets,
+        accuracy_level=options.accuracy_level,
+    )
+    model = build_decoder(config, weights, build)
+    import onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(
+        model,
+        str(folder / MODEL_FILE),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=f"{MODEL_FILE}.data",
+        size_threshold=1024,
+    )
+    info = EngineInfo(
+        target=options.target,
+        flavour=flavour,
+        precision=precision,
+        float_dtype=str(build.float_dtype),
+        max_seq_len=max_seq,
+        model=MODEL_FILE,
+        block_size=options.block_size if options.quant else 0,
+        lora_slots=options.lora_slots,
+        lora_rank=options.lora_rank,
+        lora_targets=tuple(options.lora_targets) if options.lora_slots else (),
+    )
+    write_info(folder, info, {})
+    return info, dequantized(weights, packed)
+
+
+def write_info(folder: Path, info: EngineInfo, verification: dict[str, object]) -> None:
+    """Write engine.json (the engine's description plus its verification table)."""
+    data = {**asdict(info), "lora_targets": list(info.lora_targets)}
+    (folder / "engine.json").write_text(json.dumps(data, indent=2) + "\n")
+    if verification:
+        (folder / "verification.json").write_text(json.dumps(verification, indent=2) + "\n")

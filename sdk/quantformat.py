@@ -1,0 +1,140 @@
+"""The packed weight format of quantized bundles: exactly what ONNX Runtime's MatMulNBits reads.
+
+It lives in the core because two stages share it: ``tinyllm.compress`` writes it (RTN,
+GPTQ, ...), ``tinyllm.runtime`` exports it without re-quantizing. Pure numpy.
+
+For a weight ``W [N, K]`` (out, in) quantized in blocks of ``block_size`` along K:
+``qweight [N, k_blocks, block_size * bits / 8]`` uint8 (4-bit: two values a byte, the
+even element in the low nibble), ``scales [N, k_blocks]``, and ``zero_points`` uint8
+``[N, ceil(k_blocks * bits / 8)]`` (4-bit: two a byte, low nibble first) or None for
+the symmetric midpoint ``2^(bits-1)``. ``W[n, k] = (q[n, k] - zp[n, block]) * scale[n, block]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyllm.errors import ConfigError
+
+BITS = (4, 8)
+
+
+@dataclass(frozen=True)
+class PackedWeight:
+    """A quantized weight in MatMulNBits layout (see the module docstring)."""
+
+    qweight: np.ndarray
+    scales: np.ndarray
+    zero_points: np.ndarray | None
+    bits: int
+    block_size: int
+    in_features: int
+
+    @property
+    def out_features(self) -> int:
+        """N, the number of output features (rows of W)."""
+        return int(self.qweight.shape[0])
+
+    @property
+    def k_blocks(self) -> int:
+        """Blocks per row."""
+        return int(self.qweight.shape[1])
+
+    def codes(self) -> np.ndarray:
+        """Unpacked integer codes [N, k_blocks * block_size] (uint8)."""
+        if self.bits == 8:
+            return self.qweight.reshape(self.out_features, -1)
+        low, high = self.qweight & 0x0F, self.qweight >> 4
+        return np.stack([low, high], axis=-1).reshape(self.out_features, -1)
+
+    def zeros(self) -> np.ndarray:
+        """Zero points per block [N, k_blocks] (float32)."""
+        if self.zero_points is None:
+            return np.full((self.out_features, self.k_blocks), 2 ** (self.bits - 1), np.float32)
+        zp = self.zero_points
+        if self.bits == 4:
+            zp = np.stack([zp & 0x0F, zp >> 4], axis=-1).reshape(self.out_features, -1)
+        return zp[:, : self.k_blocks].astype(np.float32)
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 weight W [N, K] this packing represents."""
+        codes = self.codes().astype(np.float32).reshape(self.out_features, self.k_blocks, -1)
+        w = (codes - self.zeros()[..., None]) * self.scales.astype(np.float32)[..., None]
+        return w.reshape(self.out_features, -1)[:, : self.in_features]
+
+    def nbytes(self) -> int:
+        """Bytes of the packed tensors."""
+        zp = 0 if self.zero_points is None else self.zero_points.nbytes
+        return int(self.qweight.nbytes + self.scales.nbytes + zp)
+
+    @staticmethod
+    def concat(parts: list[PackedWeight]) -> PackedWeight:
+        """Stack weights with the same K along N (e.g. q, k, v into one QKV weight)."""
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        for p in parts[1:]:
+            if (p.bits, p.block_size, p.in_features) != (
+                first.bits,
+                first.block_size,
+                first.in_features,
+            ):
+                raise ConfigError("packed weights to concatenate differ in bits, block or K")
+            if (p.zero_points is None) != (first.zero_points is None):
+                raise ConfigError("packed weights to concatenate mix symmetric and asymmetric")
+        zps = None if first.zero_points is None else np.concatenate([p.zero_points for p in parts])
+        return PackedWeight(
+            np.concatenate([p.qweight for p in parts]),
+            np.concatenate([p.scales for p in parts]),
+            zps,
+            first.bits,
+            first.block_size,
+            first.in_features,
+        )
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack integer codes [..., M] (values < 2^bits) into bytes [..., M * bits / 8]."""
+    codes = codes.astype(np.uint8)
+    if bits == 8:
+        return codes
+    if codes.shape[-1] % 2:
+        codes = np.concatenate([codes, np.zeros((*codes.shape[:-1], 1), np.uint8)], axis=-1)
+    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+
+
+def quantize_rtn(
+    weight: np.ndarray, bits: int = 4, block_size: int = 32, symmetric: bool = False
+) -> PackedWeight:
+    """Round-to-nearest quantization of W [N, K] per block of ``block_size`` along K.
+
+    Asymmetric (default): each block maps [min, max] onto [0, 2^bits - 1] with a zero
+    point. Symmetric: scale = absmax / (2^(bits-1) - 1), zero point 2^(bits-1).
+    """
+    if bits not in BITS:
+        raise ConfigError(f"bits must be one of {BITS}, got {bits}")
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ConfigError(f"block_size must be a power of two >= 16, got {block_size}")
+    w = np.asarray(weight, dtype=np.float32)
+    n, k = w.shape
+    k_blocks = -(-k // block_size)
+    padded = np.zeros((n, k_blocks * block_size), np.float32)
+    padded[:, :k] = w
+    blocks = padded.reshape(n, k_blocks, block_size)
+    qmax = 2**bits - 1
+    if symmetric:
+        mid = 2 ** (bits - 1)
+        scales = np.abs(blocks).max(axis=-1) / (mid - 1)
+        scales = np.where(scales == 0, 1.0, scales).astype(np.float32)
+        zeros = np.full((n, k_blocks), mid, np.float32)
+    else:
+        lo, hi = np.minimum(blocks.min(axis=-1), 0.0), np.maximum(blocks.max(axis=-1), 0.0)
+        scales = ((hi - lo) / qmax).astype(np.float32)
+        scales = np.where(scales == 0, 1.0, scales).astype(np.float32)
+        zeros = np.clip(np.round(-lo / scales), 0, qmax).astype(np.float32)
+    codes = np.clip(np.round(blocks / scales[..., None]) + zeros[..., None], 0, qmax)
+    qweight = pack_codes(codes, bits).reshape(n, k_blocks, block_size * bits // 8)
+    zero_points = None if symmetric else pack_codes(zeros, bits)
+    return PackedWeight(qweight, scales, zero_points, bits, block_size, k)
