@@ -1,0 +1,92 @@
+"""Export: verified engines in a new bundle; failures leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import tinyllm
+from tinyllm.cli import main
+from tinyllm.errors import ConfigError
+from tinyllm.runtime import Engine, GenerationConfig
+from tinyllm.runtime import verify as verify_module
+from tinyllm.runtime.verify import VerificationError
+
+
+def test_export_writes_a_child_bundle_with_a_verified_engine(
+    exported: Path, tiny_llama_bundle: Path
+) -> None:
+    bundle = tinyllm.open_bundle(exported)
+    assert set(bundle.manifest.engines) == {"onnx-cpu-fp32", "onnx-standard-fp32"}
+    assert bundle.manifest.stage == "export"
+    # Two exports: the standard engine's parent is the cpu-engine bundle, then the import.
+    assert [r.stage for r in bundle.manifest.lineage] == ["export", "import"]
+    assert bundle.manifest.lineage[1].hash == tinyllm.open_bundle(tiny_llama_bundle).hash
+    table = json.loads((exported / "engines" / "onnx-cpu-fp32" / "verification.json").read_text())
+    assert table["passed"] and len(table["checks"]) == 3
+    assert all(c["steps"] == 17 and c["greedy_agreement"] == 1.0 for c in table["checks"])
+    assert all(c["max_abs_err"] < 1e-3 for c in table["checks"])
+    assert (
+        "engines     onnx-cpu-fp32 (onnx-cpu), onnx-standard-fp32 (onnx-standard)"
+        in tinyllm.inspect(exported).format()
+    )
+
+
+def test_failed_verification_leaves_no_engine(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshot
+) -> None:
+    monkeypatch.setitem(verify_module.TOLERANCE, "fp32", -1.0)
+    with pytest.raises(
+        VerificationError, match="does not reproduce the model; nothing was written"
+    ):
+        tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "x.tllm")
+    assert list(tmp_path.iterdir()) == []
+    copy = tmp_path / "copy.tllm"
+    shutil.copytree(tiny_llama_bundle, copy)
+    before = snapshot(copy)
+    with pytest.raises(VerificationError):
+        tinyllm.export(copy, "onnx-cpu")  # in place: the original must survive
+    assert snapshot(copy) == before and sorted(p.name for p in tmp_path.iterdir()) == ["copy.tllm"]
+
+
+def test_in_place_int4_export_and_generation(tiny_llama_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "small.tllm"
+    shutil.copytree(tiny_llama_bundle, copy)
+    parent_hash = tinyllm.open_bundle(copy).hash
+    bundle, verification = tinyllm.export(copy, "onnx-cpu", quant="int4", block_size=32)
+    assert bundle.path == copy and bundle.manifest.lineage[0].hash == parent_hash
+    assert verification.passed and verification.precision == "int4"
+    info = json.loads((copy / "engines" / "onnx-cpu-int4" / "engine.json").read_text())
+    assert (info["precision"], info["block_size"]) == ("int4", 32)
+    result = Engine.load(copy).generate(
+        "hello", GenerationConfig(max_new_tokens=5, ignore_eos=True)
+    )
+    assert len(result[0].token_ids) == 5
+
+
+def test_bad_export_options(tiny_llama_bundle: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown target 'onnx-tpu'"):
+        tinyllm.export(tiny_llama_bundle, "onnx-tpu", tmp_path / "a.tllm")
+    with pytest.raises(ConfigError, match="need the ONNX Runtime contrib ops"):
+        tinyllm.export(tiny_llama_bundle, "onnx-standard", tmp_path / "a.tllm", quant="int4")
+    with pytest.raises(ConfigError, match="unknown quantization 'int3'"):
+        tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "a.tllm", quant="int3")
+    with pytest.raises(ConfigError, match="block_size must be a power of two"):
+        tinyllm.export(
+            tiny_llama_bundle, "onnx-cpu", tmp_path / "a.tllm", quant="int4", block_size=24
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_and_generate(
+    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cli.tllm"
+    main(["export", str(exported), "--quant", "int8", "-o", str(out)])
+    printed = capsys.readouterr().out
+    assert "verification (int8" in printed and "PASSED" in printed and f"wrote {out}" in printed
+    main(["generate", str(out), "hello", "--max-new-tokens", "4", "--engine", "onnx-cpu-int8"])
+    assert capsys.readouterr().out.strip() != ""
