@@ -191,17 +191,23 @@ class DecoderBuilder:
     def rms_norm(self, x: str, weight: str, skip: str | None = None) -> tuple[str, str]:
         """RMSNorm of x (+ skip). Returns (normalized, residual sum)."""
         eps = self.c.rms_norm_eps
+        if self.o.flavour == "ort":
+            gamma = self.g.weight(weight, self.fw(weight))
+            if skip is None:
+                y = self.g.op1(
+                    "SimplifiedLayerNormalization", [x, gamma], axis=-1, epsilon=eps, stash_type=1
+                )
+                return y, x
+            y, _, _, total = self.g.op(
+                "SkipSimplifiedLayerNormalization",
+                [x, skip, gamma],
+                [self.g.fresh("norm"), "", "", self.g.fresh("residual")],
+                domain=MS_DOMAIN,
+                epsilon=eps,
+            )
+            return y, total
         if skip is not None:
             x = self.g.op1("Add", [x, skip])
-        if self.o.flavour == "ort":
-            y = self.g.op1(
-                "SimplifiedLayerNormalization",
-                [x, self.g.weight(weight, self.fw(weight))],
-                axis=-1,
-                epsilon=eps,
-                stash_type=1,
-            )
-            return y, x
         # Standard ops, computed in float32 like the reference implementation.
         xf = self.g.op1("Cast", [x], to=TensorProto.FLOAT)
         var = self.g.op1("ReduceMean", [self.g.op1("Mul", [xf, xf])], axes=[-1], keepdims=1)

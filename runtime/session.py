@@ -78,6 +78,7 @@ class DecoderSession:
             self.kv = [np.zeros(kv_shape, self.dtype) for _ in range(2 * self.layers)]
             self.logits_buf = np.zeros((max_batch, config.vocab_size), self.dtype)
             self._views: dict[int, list[Any]] = {}
+            self._bindings: dict[int, Any] = {}
         self.past: list[np.ndarray] = []
         self.mask = np.zeros((0, 0), np.int64)
         self.lora = self.empty_lora()
@@ -95,8 +96,13 @@ class DecoderSession:
         return tensors
 
     def set_lora(self, tensors: dict[str, np.ndarray]) -> None:
-        """Bind the stacked adapter tensors (``lora_A.P`` / ``lora_B.P``) for later calls."""
-        self.lora = tensors
+        """Bind the stacked adapter tensors (``lora_A.P`` / ``lora_B.P``) for later calls.
+
+        The arrays are bound without copying: writing a slot in place updates the model.
+        """
+        self.lora = {k: np.ascontiguousarray(v, self.dtype) for k, v in tensors.items()}
+        if self.shared:
+            self._bindings.clear()
 
     def _bound(self, b: int) -> list[Any]:
         """OrtValues over rows [0, b) of every KV buffer and of the logits buffer."""
@@ -109,27 +115,37 @@ class DecoderSession:
 
     def _run(self, feeds: dict[str, np.ndarray], b: int) -> np.ndarray:
         if self.spec.lora_slots:
-            feeds = {**feeds, **self.lora}
             feeds.setdefault("lora_index", np.zeros(b, np.int64))
         if not self.shared:
+            feeds = {**feeds, **self.lora}
             names = ["logits"] + [
                 f"present_{k}.{i}" for i in range(self.layers) for k in ("key", "value")
             ]
             outputs = self.sess.run(names, {**feeds, **self._past_feeds()})
             self.past = outputs[1:]
             return np.asarray(outputs[0])
-        io = self.sess.io_binding()
+        io = self._binding(b)
         for name, value in feeds.items():
             io.bind_cpu_input(name, value)
-        views = self._bound(b)
-        for i in range(self.layers):
-            for j, kind in enumerate(("key", "value")):
-                view = views[2 * i + j]
-                io.bind_ortvalue_input(f"past_{kind}.{i}", view)
-                io.bind_ortvalue_output(f"present_{kind}.{i}", view)
-        io.bind_ortvalue_output("logits", views[-1])
         self.sess.run_with_iobinding(io)
         return self.logits_buf[:b]
+
+    def _binding(self, b: int) -> Any:
+        """An IO binding for ``b`` rows with the KV buffers and logits bound (made once)."""
+        if b not in self._bindings:
+            from onnxruntime import OrtValue
+
+            io = self.sess.io_binding()
+            views = self._bound(b)
+            for i in range(self.layers):
+                for j, kind in enumerate(("key", "value")):
+                    io.bind_ortvalue_input(f"past_{kind}.{i}", views[2 * i + j])
+                    io.bind_ortvalue_output(f"present_{kind}.{i}", views[2 * i + j])
+            io.bind_ortvalue_output("logits", views[-1])
+            for name, tensor in self.lora.items():  # bound once, not copied per step
+                io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(tensor))
+            self._bindings[b] = io
+        return self._bindings[b]
 
     def _past_feeds(self) -> dict[str, np.ndarray]:
         return {

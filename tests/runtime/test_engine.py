@@ -148,3 +148,33 @@ def test_chat_template_rendering(exported: Path) -> None:
     assert runner.tokenizer.decode(ids) == "user\nhi\nassistant\n"  # special tokens removed
     assert ids[0] == runner.tokenizer.tok.token_to_id("<|im_start|>")
     assert np.count_nonzero(np.array(ids) == runner.tokenizer.eos_token_id) == 1
+
+
+def test_session_binds_adapters_once_and_routes_rows(
+    tiny_llama_bundle: Path, tmp_path: Path
+) -> None:
+    bundle, _ = tinyllm.export(
+        tiny_llama_bundle,
+        "onnx-cpu",
+        tmp_path / "lora.tllm",
+        lora_slots=2,
+        lora_rank=2,
+        max_seq_len=64,
+    )
+    engine = Engine.load(bundle.path)
+    session = engine.session
+    tensors = session.empty_lora()
+    rng = np.random.default_rng(0)
+    for value in tensors.values():
+        value[:, 1] = rng.standard_normal(value.shape[2:]).astype(np.float32) * 0.5
+    session.set_lora(tensors)
+    ids = engine.encode("Book a table for four")
+    logits = session.prefill([ids, ids], lora_index=np.array([0, 1])).copy()
+    base = Engine.load(bundle.path).session.prefill([ids])[0]  # fresh: every slot zero
+    np.testing.assert_allclose(logits[0], base, atol=1e-5)
+    assert np.abs(logits[1] - logits[0]).max() > 1e-2
+    # Decode steps route rows too: the same token and history under two slots differ.
+    step = session.decode([5, 5], [len(ids), len(ids)], lora_index=np.array([0, 0])).copy()
+    mixed = session.decode([5, 5], [len(ids), len(ids)], lora_index=np.array([0, 1]))
+    np.testing.assert_allclose(mixed[0], step[0], atol=1e-6)
+    assert np.abs(mixed[1] - step[1]).max() > 1e-2
