@@ -110,9 +110,11 @@ def evaluate(
     limit: int | None = None,
     few_shot: int = 0,
     batch_size: int = 8,
+    backend: str = "torch",
+    engine: str | None = None,
     progress: bool = True,
 ) -> EvalReport:
-    """Run every task's test split through the bundle and score it (torch backend).
+    """Run every task's test split through the bundle and score it.
 
     Args:
         bundle: the bundle to evaluate.
@@ -121,17 +123,28 @@ def evaluate(
         limit: evaluate only the first N test examples of each task.
         few_shot: number of worked examples from the train split put before each input.
         batch_size: prompts generated together.
+        backend: ``torch`` (the bundle's weights in transformers) or ``engine`` (an
+            exported engine of the bundle, see ``tinyllm export``).
+        engine: which engine for the ``engine`` backend (default: the CPU one).
         progress: show a progress bar per task.
     """
     import time
 
-    from tinyllm.evaluation import EvalReport, TorchGenerator, evaluate_task
+    from tinyllm.evaluation import (
+        EngineGenerator,
+        EvalReport,
+        Generator,
+        TorchGenerator,
+        evaluate_task,
+    )
     from tinyllm.suite import prepare
 
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be a positive number of examples, got {limit}")
     if batch_size < 1 or few_shot < 0:
         raise ConfigError("batch_size must be >= 1 and few_shot >= 0")
+    if backend not in ("torch", "engine"):
+        raise ConfigError(f"backend must be 'torch' or 'engine', got {backend!r}")
     suite = load_tasks(tasks)
     selected = [suite.task(n) for n in names] if names else suite.tasks
     opened = open_bundle(bundle)
@@ -139,8 +152,16 @@ def evaluate(
     for task in selected:
         if task.data.builder is not None:
             prepare(task)
-    loaded = load_torch_model(opened)
-    generator = TorchGenerator(loaded.model, loaded.tokenizer)
+    generator: Generator
+    if backend == "engine":
+        from tinyllm.runtime import Engine
+
+        runner = Engine.load(opened, engine=engine, max_batch=batch_size)
+        generator = EngineGenerator(runner)
+        label = f"engine {runner.info.target}-{runner.info.precision}"
+    else:
+        loaded = load_torch_model(opened)
+        generator, label = TorchGenerator(loaded.model, loaded.tokenizer), "torch"
     results = [
         evaluate_task(
             generator,
@@ -160,6 +181,7 @@ def evaluate(
         few_shot=few_shot,
         limit=limit,
         batch_size=batch_size,
+        backend=label,
         results=results,
         seconds=time.perf_counter() - start,
     )

@@ -70,6 +70,10 @@ def inspect_cmd(bundle: str, as_json: bool) -> None:
 @click.option("--limit", type=int, default=None, help="First N test examples per task.")
 @click.option("--few-shot", type=int, default=0, show_default=True, help="Worked examples.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option(
+    "--backend", type=click.Choice(["torch", "engine"]), default="torch", show_default=True
+)
+@click.option("--engine", default=None, help="Engine name for --backend engine.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write JSON here.")
 def eval_cmd(
     bundle: str,
@@ -78,6 +82,8 @@ def eval_cmd(
     limit: int | None,
     few_shot: int,
     batch_size: int,
+    backend: str,
+    engine: str | None,
     json_out: str | None,
 ) -> None:
     """Score BUNDLE on every task's test split: metric, n, invalid outputs, latency."""
@@ -88,6 +94,8 @@ def eval_cmd(
         limit=limit,
         few_shot=few_shot,
         batch_size=batch_size,
+        backend=backend,
+        engine=engine,
         progress=sys.stderr.isatty(),
     )
     click.echo(report.format())

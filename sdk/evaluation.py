@@ -61,6 +61,22 @@ class TorchGenerator:
         return [str(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
+class EngineGenerator:
+    """Batched greedy generation with an exported engine (``tinyllm.runtime.Engine``)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def generate(self, conversations: list[list[Message]], max_new_tokens: int) -> list[str]:
+        """One greedy completion per conversation."""
+        from tinyllm.runtime import GenerationConfig
+
+        tok = self.engine.tokenizer
+        prompts = [tok.encode(tok.apply_chat_template(c)) for c in conversations]
+        results = self.engine.generate_ids(prompts, GenerationConfig(max_new_tokens=max_new_tokens))
+        return [r.text for r in results]
+
+
 def conversation(task: TaskSpec, text: str, shots: list[Example]) -> list[Message]:
     """System instruction, optional worked examples, then the input as the user turn."""
     messages = [{"role": "system", "content": task.instruction}]
@@ -95,6 +111,7 @@ class EvalReport:
     few_shot: int
     limit: int | None
     batch_size: int
+    backend: str
     results: list[TaskResult]
     seconds: float
 
@@ -107,7 +124,8 @@ class EvalReport:
         """The per-task table ``tinyllm eval`` prints."""
         shots = f"{self.few_shot}-shot" if self.few_shot else "zero-shot"
         head = f"{'task':<12}{'metric':<13}{'score':>7}{'n':>6}{'invalid':>9}{'ms/ex':>9}"
-        lines = [f"{self.bundle} ({shots}, batch {self.batch_size})", head, "-" * len(head)]
+        title = f"{self.bundle} ({self.backend}, {shots}, batch {self.batch_size})"
+        lines = [title, head, "-" * len(head)]
         for r in self.results:
             lines.append(
                 f"{r.task:<12}{r.metric:<13}{r.score:>7.3f}{r.n:>6}"

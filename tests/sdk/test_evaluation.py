@@ -113,3 +113,19 @@ def test_bad_eval_inputs(tiny_llama_bundle: Path, suite_file: Path) -> None:
         evaluate(tiny_llama_bundle, suite_file, names=["nope"])
     with pytest.raises(ConfigError, match="limit must be a positive"):
         evaluate(tiny_llama_bundle, suite_file, limit=0)
+
+
+def test_engine_backend_matches_torch_backend(
+    tiny_llama_bundle: Path, suite_file: Path, tmp_path: Path
+) -> None:
+    exported, _ = tinyllm.export(
+        tiny_llama_bundle, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=256
+    )
+    torch_report = evaluate(exported.path, suite_file, limit=4, progress=False)
+    engine_report = evaluate(exported.path, suite_file, limit=4, backend="engine", progress=False)
+    assert engine_report.backend == "engine onnx-cpu-fp32" and torch_report.backend == "torch"
+    # Same greedy outputs through both backends (the fp32 engine reproduces torch).
+    outputs = [s["output"] for s in engine_report.results[0].samples]
+    assert outputs == [s["output"] for s in torch_report.results[0].samples]
+    with pytest.raises(ConfigError, match="backend must be 'torch' or 'engine'"):
+        evaluate(exported.path, suite_file, backend="tpu")
