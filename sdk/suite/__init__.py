@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -19,7 +22,7 @@ from tinyllm.tokenizer import cache_dir
 
 Builder = Callable[[dict[str, int], int, Path], dict[str, list[Example]]]
 # Bump when a builder's output changes, so cached data is rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 def builtin_suite_path() -> Path:
@@ -86,19 +89,63 @@ def prepare(task: TaskSpec, force: bool = False) -> dict[str, str]:
         recorded: dict[str, str] = json.loads(checksums.read_text())
         if all(file_digest(folder / f"{s}.jsonl") == recorded.get(s) for s in SPLITS):
             return recorded
-    downloads = cache_dir() / "downloads"
-    splits = table[task.data.builder](dict(task.data.sizes), task.data.seed, downloads)
+    # Some generators (Faker locales, mathematics_dataset) iterate over sets, whose order
+    # depends on Python's string-hash seed: build in a child with a fixed seed, so the same
+    # spec gives the same bytes in every process.
+    spec = json.dumps(
+        {
+            "builder": task.data.builder,
+            "sizes": task.data.sizes,
+            "seed": task.data.seed,
+            "folder": str(folder),
+        }
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    code = "import sys; from tinyllm.suite import build_into; build_into(sys.argv[1])"
+    result = subprocess.run(
+        [sys.executable, "-c", code, spec], env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise TaskError(
+            f"task {task.name!r}: building its data failed: {lines[-1] if lines else '?'}"
+        )
+    return dict(json.loads(checksums.read_text()))
+
+
+def build_into(spec_json: str) -> None:
+    """Run one builder and write its splits and checksums.json (the child side of prepare)."""
+    spec = json.loads(spec_json)
+    folder = Path(spec["folder"])
+    splits = builders()[spec["builder"]](spec["sizes"], spec["seed"], cache_dir() / "downloads")
     digests: dict[str, str] = {}
     for split in SPLITS:
         write_examples(folder / f"{split}.jsonl", splits[split])
         digests[split] = hashlib.sha256((folder / f"{split}.jsonl").read_bytes()).hexdigest()
-    checksums.write_text(json.dumps(digests, indent=2, sort_keys=True))
-    return digests
+    (folder / "checksums.json").write_text(json.dumps(digests, indent=2, sort_keys=True))
 
 
 def file_digest(path: Path) -> str | None:
     """sha256 of a file, or None if it does not exist."""
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def draw_splits(
+    sizes: dict[str, int], draw: Callable[[], Example | None]
+) -> dict[str, list[Example]]:
+    """Fill test, then validation, then train with examples from ``draw`` whose inputs are
+    all distinct (no input shared between splits); ``draw`` returns None to reject one."""
+    seen: set[str] = set()
+    splits: dict[str, list[Example]] = {}
+    for split in ("test", "validation", "train"):
+        out: list[Example] = []
+        while len(out) < sizes[split]:
+            example = draw()
+            if example is not None and example.input not in seen:
+                seen.add(example.input)
+                out.append(example)
+        splits[split] = out
+    return splits
 
 
 def split_sizes(sizes: dict[str, int], defaults: dict[str, int]) -> dict[str, int]:

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from tinyllm.suite import split_sizes
+from tinyllm.suite import draw_splits, split_sizes
 from tinyllm.tasks import Example
 
 DEFAULT_SIZES = {"train": 1500, "validation": 200, "test": 300}
@@ -88,14 +88,4 @@ def build(sizes: dict[str, int], seed: int, downloads: Path) -> dict[str, list[E
         fake.seed_instance(seed * 100 + i)
         fakers.append(fake)
     rng = random.Random(seed)
-    seen: set[str] = set()
-    splits: dict[str, list[Example]] = {}
-    for split in ("test", "validation", "train"):
-        out: list[Example] = []
-        while len(out) < n[split]:
-            ex = _example(fakers, rng)
-            if ex.input not in seen:
-                seen.add(ex.input)
-                out.append(ex)
-        splits[split] = out
-    return splits
+    return draw_splits(n, lambda: _example(fakers, rng))

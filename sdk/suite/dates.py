@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tinyllm.suite import split_sizes
+from tinyllm.suite import draw_splits, split_sizes
 from tinyllm.tasks import Example
 
 DEFAULT_SIZES = {"train": 400, "validation": 100, "test": 200}
@@ -87,23 +87,19 @@ def parse(text: str, base: datetime) -> datetime | None:
     return dateparser.parse(text, settings=settings)
 
 
+def _example(rng: random.Random) -> Example | None:
+    """One labelled expression, or None where dateparser and the generator disagree."""
+    base = datetime(2024, 1, 1) + timedelta(days=rng.randrange(1000))
+    base = base.replace(hour=rng.randrange(24), minute=rng.randrange(0, 60, 5))
+    text, expected = rng.choice(KINDS)(base, rng)
+    prompt = f"Reference time: {base:%Y-%m-%d %H:%M} ({base:%A}). Expression: {text}"
+    parsed = parse(text, base)
+    if parsed is None or parsed.strftime(ISO) != expected.strftime(ISO):
+        return None
+    return Example(prompt, parsed.strftime(ISO), {"expression": text})
+
+
 def build(sizes: dict[str, int], seed: int, downloads: Path) -> dict[str, list[Example]]:
-    """Splits of distinct (reference, expression) pairs; meta records dropped disagreements."""
-    n = split_sizes(sizes, DEFAULT_SIZES)
+    """Splits of distinct (reference time, expression) inputs."""
     rng = random.Random(seed)
-    seen: set[str] = set()
-    splits: dict[str, list[Example]] = {}
-    for split in ("test", "validation", "train"):
-        out: list[Example] = []
-        while len(out) < n[split]:
-            base = datetime(2024, 1, 1) + timedelta(days=rng.randrange(1000))
-            base = base.replace(hour=rng.randrange(24), minute=rng.randrange(0, 60, 5))
-            text, expected = rng.choice(KINDS)(base, rng)
-            prompt = f"Reference time: {base:%Y-%m-%d %H:%M} ({base:%A}). Expression: {text}"
-            parsed = parse(text, base)
-            if prompt in seen or parsed is None or parsed.strftime(ISO) != expected.strftime(ISO):
-                continue
-            seen.add(prompt)
-            out.append(Example(prompt, parsed.strftime(ISO), {"expression": text}))
-        splits[split] = out
-    return splits
+    return draw_splits(split_sizes(sizes, DEFAULT_SIZES), lambda: _example(rng))

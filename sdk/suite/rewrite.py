@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from tinyllm.suite import split_sizes
+from tinyllm.suite import draw_splits, split_sizes
 from tinyllm.tasks import Example
 
 DEFAULT_SIZES = {"train": 300, "validation": 100, "test": 200}
@@ -102,14 +102,4 @@ def build(sizes: dict[str, int], seed: int, downloads: Path) -> dict[str, list[E
     fake = Faker("en_US")
     fake.seed_instance(seed)
     rng = random.Random(seed)
-    seen: set[str] = set()
-    splits: dict[str, list[Example]] = {}
-    for split in ("test", "validation", "train"):
-        out: list[Example] = []
-        while len(out) < n[split]:
-            ex = _example(fake, rng)
-            if ex.input not in seen:
-                seen.add(ex.input)
-                out.append(ex)
-        splits[split] = out
-    return splits
+    return draw_splits(n, lambda: _example(fake, rng))

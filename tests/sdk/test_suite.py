@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -105,3 +108,32 @@ def test_unknown_builder_and_file_tasks(cache: Path) -> None:
     with pytest.raises(TaskError, match="reads its data from files"):
         prepare(files)
     assert "vader-sentiment" in builders()
+
+
+def test_splits_are_identical_across_processes(tmp_path: Path) -> None:
+    """Builders iterate over sets (Faker, mathematics_dataset): the hash seed must not matter."""
+    script = (
+        "import dataclasses, json\n"
+        "from tinyllm.api import load_tasks\n"
+        "from tinyllm.suite import prepare\n"
+        "from tinyllm.tasks import DataSpec\n"
+        "out = {}\n"
+        "for name in ('booking', 'arithmetic'):\n"
+        "    t = load_tasks().task(name)\n"
+        f"    spec = DataSpec(builder=t.data.builder, sizes={SMALL!r}, seed=0)\n"
+        "    out[name] = prepare(dataclasses.replace(t, data=spec))\n"
+        "print(json.dumps(out))\n"
+    )
+    runs = []
+    for hash_seed in ("1", "2"):
+        env = {
+            **os.environ,
+            "PYTHONHASHSEED": hash_seed,
+            "TINYLLM_CACHE": str(tmp_path / hash_seed),
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        runs.append(json.loads(result.stdout))
+    assert runs[0] == runs[1]
