@@ -36,6 +36,13 @@ class SessionSpec:
     lora_targets: tuple[str, ...] = ()
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def make_session(model: Path, device: str, threads: int | None) -> Any:
     """An InferenceSession on ``device`` ("cpu" or "cuda"); a missing provider is an error."""
     import onnxruntime as ort
@@ -49,7 +56,7 @@ def make_session(model: Path, device: str, threads: int | None) -> Any:
             "'tinyllm[gpu]' on a CUDA machine, or use device='cpu'"
         )
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    options.intra_op_num_threads = threads or usable_cpus()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = [PROVIDERS[device]] + (["CPUExecutionProvider"] if device != "cpu" else [])
