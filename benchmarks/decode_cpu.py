@@ -180,7 +180,10 @@ def llama_gguf(precision: str) -> Path | None:
         target.parent.mkdir(parents=True, exist_ok=True)
         writer = gguf.GGUFWriter(str(target), arch="llama")
         for field in reader.fields.values():
-            if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            if field.name.startswith("GGUF.") or field.name in (
+                "general.architecture",
+                "general.file_type",
+            ):
                 continue
             writer.add_key_value(
                 field.name,
