@@ -44,10 +44,17 @@ def timed(fn: Any) -> float:
 
 
 def memory_bandwidth() -> float:
-    """Bytes/s of a streaming read (sum over a 512 MiB array), best of 5."""
-    data = np.ones(128 * 2**20, np.float32)
-    best = min(timed(lambda: data.sum()) for _ in range(5))
-    return data.nbytes / best
+    """Bytes/s of streaming reads over 1 GiB with every thread: the best of a threaded
+    numpy reduction and a numpy (OpenBLAS) matrix-vector product, 5 tries each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = np.ones(256 * 2**20, np.float32)
+    chunks = np.array_split(data, THREADS)
+    matrix, vector = data.reshape(-1, 4096), np.ones(4096, np.float32)
+    with ThreadPoolExecutor(THREADS) as pool:
+        reduce_s = min(timed(lambda: list(pool.map(np.sum, chunks))) for _ in range(5))
+    gemv_s = min(timed(lambda: matrix @ vector) for _ in range(5))
+    return data.nbytes / min(reduce_s, gemv_s)
 
 
 def decode_bytes(bundle: tinyllm.Bundle, precision: str) -> int:
@@ -111,11 +118,10 @@ def prepare_models(name: str, precision: str, block: int) -> dict[str, Path]:
 
 
 def run_tinyllm(paths: dict[str, Path], prompts: list[list[int]], n: int) -> float:
-    engine = Engine.load(
-        paths["engine"],
-        max_batch=len(prompts),
-        max_seq_len=len(prompts[0]) + n + 8,
-        threads=THREADS,
+    engine = _cached(
+        "tinyllm",
+        f"{paths['engine']}:{len(prompts)}",
+        lambda: Engine.load(paths["engine"], max_batch=len(prompts), threads=THREADS),
     )
     config = GenerationConfig(max_new_tokens=n, ignore_eos=True)
     return timed(lambda: engine.generate_ids(prompts, config))
@@ -231,8 +237,8 @@ _CACHE: dict[tuple[str, str], Any] = {}
 
 
 def _cached(kind: str, key: str, make: Any) -> Any:
+    """Peer models stay loaded for one (model, precision), so repeats can interleave peers."""
     if (kind, key) not in _CACHE:
-        _CACHE.clear()  # one peer model in memory at a time
         _CACHE[(kind, key)] = make()
     return _CACHE[(kind, key)]
 
@@ -249,27 +255,74 @@ def peer_runners(name: str, precision: str, paths: dict[str, Path]) -> dict[str,
     return peers
 
 
-def measure(run: Any, prompts: list[list[int]], n: int, repeats: int) -> dict[str, float] | None:
-    run(prompts, 2)  # warm-up
-    first = [run(prompts, 1) for _ in range(repeats)]
-    full = [run(prompts, n) for _ in range(repeats)]
-    if first[0] is None:
-        return None
-    ttft, total = min(first), min(full)
-    decode = (n - 1) / max(total - ttft, 1e-9) * len(prompts)
-    return {"ttft_s": ttft, "total_s": total, "decode_tok_s": decode}
+def measure(
+    peers: dict[str, Any], prompts: list[list[int]], n: int, repeats: int
+) -> dict[str, Any]:
+    """Per peer: TTFT, total time and decode tokens/s (best of ``repeats``).
+
+    Repeats go round-robin over the peers, so a slow or fast moment of the machine does
+    not land on one peer only.
+    """
+    for run in peers.values():
+        run(prompts, 2)  # warm-up (and load)
+    times: dict[str, list[tuple[float, float]]] = {peer: [] for peer in peers}
+    for _ in range(repeats):
+        for peer, run in peers.items():
+            first = run(prompts, 1)
+            if first is not None:
+                times[peer].append((first, run(prompts, n)))
+    results: dict[str, Any] = {}
+    for peer, pairs in times.items():
+        if not pairs:
+            results[peer] = None
+            continue
+        ttft, total = min(p[0] for p in pairs), min(p[1] for p in pairs)
+        decode = (n - 1) / max(total - ttft, 1e-9) * len(prompts)
+        results[peer] = {"ttft_s": ttft, "total_s": total, "decode_tok_s": decode}
+    return results
+
+
+def greedy_parity(paths: dict[str, Path], count: int, new_tokens: int = 32) -> dict[str, int]:
+    """fp32 engine vs transformers greedy generation on ``count`` real sentences."""
+    from importlib import resources
+
+    import torch
+
+    corpus = resources.files("tinyllm").joinpath("tokenizer_corpus.txt").read_text("utf-8")
+    texts = [line for line in corpus.splitlines() if len(line) > 30][:count]
+    engine = Engine.load(paths["engine"], max_batch=1)
+    loaded = tinyllm.load_torch_model(paths["bundle"])
+    same = 0
+    for text in texts:
+        ids = engine.encode(text)
+        ours = engine.generate_ids(
+            [ids], GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True)
+        )
+        with torch.inference_mode():
+            out = loaded.model.generate(
+                torch.tensor([ids]),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        same += ours[0].token_ids == out[0, len(ids) :].tolist()
+    return {"prompts": len(texts), "identical": same, "new_tokens": new_tokens}
 
 
 def peak_memory(engine_path: Path, prompt_len: int, n: int) -> dict[str, float]:
     """Peak RSS growth of loading the engine and generating, in a fresh process."""
+    # ru_maxrss survives exec (it would report the parent's peak): read VmRSS / VmHWM.
     script = (
-        "import resource, numpy as np\n"
         "from tinyllm.runtime import Engine, GenerationConfig\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "def status(key):\n"
+        "    line = [x for x in open('/proc/self/status') if x.startswith(key)][0]\n"
+        "    return int(line.split()[1]) * 1024\n"
+        "base = status('VmRSS')\n"
         f"e = Engine.load({str(engine_path)!r}, max_batch=1, max_seq_len={prompt_len + n + 8})\n"
         f"config = GenerationConfig(max_new_tokens={n}, ignore_eos=True)\n"
         f"e.generate_ids([list(range(10, 10 + {prompt_len}))], config)\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)\n"
+        "print(status('VmHWM') - base)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     bundle = tinyllm.open_bundle(engine_path)
@@ -296,8 +349,9 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--parity", type=int, default=20, help="prompts for the fp32 token check")
     parser.add_argument(
         "--quick", action="store_true", help="SmolLM2 only, 32 new tokens, 1 repeat"
     )
@@ -310,6 +364,7 @@ def main() -> None:
     bandwidth = memory_bandwidth()
     rows: list[dict[str, Any]] = []
     memory: dict[str, Any] = {}
+    parity: dict[str, Any] = {}
     rng = np.random.default_rng(0)
     for name in args.models.split(","):
         for precision in args.precisions.split(","):
@@ -321,10 +376,7 @@ def main() -> None:
                 prompts = [
                     rng.integers(100, 1000, args.prompt_tokens).tolist() for _ in range(batch)
                 ]
-                results = {
-                    peer: measure(run, prompts, args.new_tokens, args.repeats)
-                    for peer, run in peers.items()
-                }
+                results = measure(peers, prompts, args.new_tokens, args.repeats)
                 ours = results["tinyllm"]
                 assert ours is not None
                 for peer, result in results.items():
@@ -342,10 +394,14 @@ def main() -> None:
                             "floor_tok_s": floor,
                         }
                     )
-                _CACHE.clear()
+            _CACHE.clear()
+            if precision == "fp32" and args.parity:
+                parity[name] = greedy_parity(paths, args.parity)
             if precision == "int4":
                 memory[name] = peak_memory(paths["engine"], args.prompt_tokens, args.new_tokens)
+    bandwidth = max(bandwidth, memory_bandwidth())  # measured before and after the runs
     report = {
+        "parity": parity,
         "machine": {
             "cpu_threads": THREADS,
             "platform": platform.platform(),
@@ -377,6 +433,11 @@ def main() -> None:
             f"{name} int4 engine: peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MiB = "
             f"{m['ratio']:.2f} x (weights {m['weight_bytes'] / 2**20:.0f} MiB"
             f" + KV {m['kv_bytes'] / 2**20:.0f} MiB)"
+        )
+    for name, p in parity.items():
+        print(
+            f"{name} fp32 engine vs transformers: {p['identical']}/{p['prompts']} prompts give "
+            f"identical greedy tokens ({p['new_tokens']} new tokens each)"
         )
     print(f"wrote {args.out}")
 
