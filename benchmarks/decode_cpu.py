@@ -283,7 +283,11 @@ def measure(
 
 
 def greedy_parity(paths: dict[str, Path], count: int, new_tokens: int = 32) -> dict[str, int]:
-    """fp32 engine vs transformers greedy generation on ``count`` real sentences."""
+    """fp32 engine vs transformers greedy generation on ``count`` real sentences.
+
+    Both stop at end-of-sequence (transformers' min_new_tokens would forbid it while the
+    engine's ignore_eos only keeps going, so neither is used here).
+    """
     from importlib import resources
 
     import torch
@@ -292,21 +296,23 @@ def greedy_parity(paths: dict[str, Path], count: int, new_tokens: int = 32) -> d
     texts = [line for line in corpus.splitlines() if len(line) > 30][:count]
     engine = Engine.load(paths["engine"], max_batch=1)
     loaded = tinyllm.load_torch_model(paths["bundle"])
+    stops = engine.stop_ids
     same = 0
     for text in texts:
         ids = engine.encode(text)
-        ours = engine.generate_ids(
-            [ids], GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True)
-        )
+        ours = engine.generate_ids([ids], GenerationConfig(max_new_tokens=new_tokens))[0].token_ids
         with torch.inference_mode():
             out = loaded.model.generate(
                 torch.tensor([ids]),
                 max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
                 do_sample=False,
+                eos_token_id=sorted(stops),
                 pad_token_id=0,
             )
-        same += ours[0].token_ids == out[0, len(ids) :].tolist()
+        theirs = out[0, len(ids) :].tolist()
+        while theirs and theirs[-1] in stops:
+            theirs.pop()
+        same += ours == theirs
     return {"prompts": len(texts), "identical": same, "new_tokens": new_tokens}
 
 
@@ -352,6 +358,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--block-size", type=int, default=32)
     parser.add_argument("--parity", type=int, default=20, help="prompts for the fp32 token check")
+    parser.add_argument("--parity-only", action="store_true", help="only the fp32 token check")
     parser.add_argument(
         "--quick", action="store_true", help="SmolLM2 only, 32 new tokens, 1 repeat"
     )
@@ -361,6 +368,15 @@ def main() -> None:
         args.models, args.new_tokens, args.repeats = "smollm2-135m", 32, 1
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.parity_only:
+        for name in args.models.split(","):
+            result = greedy_parity(prepare_models(name, "fp32", args.block_size), args.parity)
+            print(
+                f"{name} fp32 engine vs transformers: {result['identical']}/{result['prompts']} "
+                "prompts give identical greedy tokens"
+            )
+            Path(OUT / f"parity-{name}.json").write_text(json.dumps(result, indent=2))
+        return
     bandwidth = memory_bandwidth()
     rows: list[dict[str, Any]] = []
     memory: dict[str, Any] = {}
