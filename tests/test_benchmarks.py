@@ -1,0 +1,42 @@
+"""The benchmark scripts import, parse their options, and compute what they claim."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_decode_benchmark_help() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "decode_cpu.py"), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--quick" in out.stdout and "onnxruntime-genai" in out.stdout
+
+
+def test_measure_formula_with_scripted_peers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_cpu
+
+    calls: list[str] = []
+
+    def peer(name: str, first: float, per_token: float):  # seconds = first + (n - 1) * per_token
+        def run(prompts: list[list[int]], n: int) -> float:
+            calls.append(name)
+            return first + (n - 1) * per_token
+
+        return run
+
+    peers = {"a": peer("a", 0.1, 0.01), "b": peer("b", 0.2, 0.02)}
+    results = decode_cpu.measure(peers, [[1, 2], [3, 4]], n=11, repeats=2)
+    # 10 decode steps for 2 rows: a does 2*10 / (10*0.01) = 200 tok/s, b 100 tok/s.
+    assert results["a"]["decode_tok_s"] == pytest.approx(200.0)
+    assert results["b"]["decode_tok_s"] == pytest.approx(100.0)
+    assert results["a"]["ttft_s"] == pytest.approx(0.1)
+    # Warm-up (a, b), then each repeat interleaves the peers: a a b b, a a b b.
+    assert calls == ["a", "b", "a", "a", "b", "b", "a", "a", "b", "b"]
