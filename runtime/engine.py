@@ -54,7 +54,7 @@ class EngineInfo:
 class _Row:
     """Decoding state of one sequence."""
 
-    def __init__(self, prompt: list[int], config: GenerationConfig, seed: int | None) -> None:
+    def __init__(self, prompt: list[int], seed: int | None) -> None:
         self.prompt = prompt
         self.tokens: list[int] = []
         self.rng = np.random.default_rng(seed)
@@ -100,7 +100,7 @@ class Engine:
             max_seq_len: context per row (default: the export's maximum, capped at 4096).
         """
         opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify="size")
-        _, entry = _pick_engine(opened, engine, device)
+        entry = _pick_engine(opened, engine, device)
         folder = opened.path / entry.path
         info = from_dict(
             EngineInfo, json.loads((folder / "engine.json").read_text()), f"{folder}/engine.json"
@@ -148,11 +148,11 @@ class Engine:
         for start in range(0, len(prompts), self.max_batch):
             chunk = [list(p) for p in prompts[start : start + self.max_batch]]
             rows = self._start(chunk, config, start)
-            for _ in self._steps(rows, config):
+            for _ in self._steps(rows, config, live_text=False):
                 pass
-            results += [
-                Generation(r.text, r.tokens, len(r.prompt), r.done or "length") for r in rows
-            ]
+            for r in rows:
+                text = r.text if config.stop else self.tokenizer.decode(r.tokens)
+                results.append(Generation(text, r.tokens, len(r.prompt), r.done or "length"))
         return results
 
     def stream(
@@ -162,7 +162,7 @@ class Engine:
         config = config or GenerationConfig()
         rows = self._start([self.encode(prompt, chat)], config, 0)
         sent = 0
-        for _ in self._steps(rows, config):
+        for _ in self._steps(rows, config, live_text=True):
             text = rows[0].text
             # Hold back an incomplete UTF-8 sequence (decoded as U+FFFD) until it completes.
             ready = len(text.rstrip("\ufffd")) if rows[0].done is None else len(text)
@@ -184,16 +184,20 @@ class Engine:
         seeds = [
             None if config.seed is None else config.seed + offset + i for i in range(len(prompts))
         ]
-        return [_Row(p, config, s) for p, s in zip(prompts, seeds, strict=True)]
+        return [_Row(p, s) for p, s in zip(prompts, seeds, strict=True)]
 
-    def _steps(self, rows: list[_Row], config: GenerationConfig) -> Iterator[None]:
-        """Run prefill and decode steps until every row is done; yield after each step."""
+    def _steps(self, rows: list[_Row], config: GenerationConfig, live_text: bool) -> Iterator[None]:
+        """Run prefill and decode steps until every row is done; yield after each step.
+
+        Rows' text is re-decoded each step only where it is read then (``live_text``, or
+        stop strings to search); otherwise it is decoded once at the end.
+        """
         with self._lock:
             logits = self.session.prefill([r.prompt for r in rows])
             while True:
                 for row, row_logits in zip(rows, logits, strict=True):
                     if row.done is None:
-                        self._advance(row, row_logits, config)
+                        self._advance(row, row_logits, config, live_text)
                 yield
                 if all(r.done for r in rows):
                     return
@@ -201,13 +205,16 @@ class Engine:
                 held = [len(r.prompt) + len(r.tokens) - 1 for r in rows]
                 logits = self.session.decode(last, held)
 
-    def _advance(self, row: _Row, logits: np.ndarray, config: GenerationConfig) -> None:
+    def _advance(
+        self, row: _Row, logits: np.ndarray, config: GenerationConfig, live_text: bool
+    ) -> None:
         token = sample(logits, config, row.rng)
         if token in self.stop_ids and not config.ignore_eos:
             row.done = "stop"
             return
         row.tokens.append(token)
-        row.text = self.tokenizer.decode(row.tokens)
+        if live_text or config.stop:
+            row.text = self.tokenizer.decode(row.tokens)
         for stop in config.stop:
             cut = row.text.find(stop)
             if cut >= 0:
@@ -218,7 +225,7 @@ class Engine:
             row.done = "length"
 
 
-def _pick_engine(bundle: Bundle, name: str | None, device: str) -> tuple[str, EngineEntry]:
+def _pick_engine(bundle: Bundle, name: str | None, device: str) -> EngineEntry:
     engines = bundle.manifest.engines
     if not engines:
         raise BundleError(
@@ -228,10 +235,9 @@ def _pick_engine(bundle: Bundle, name: str | None, device: str) -> tuple[str, En
     if name is not None:
         if name not in engines:
             raise BundleError(f"{bundle.path} has no engine {name!r}; it has: {', '.join(engines)}")
-        return name, engines[name]
+        return engines[name]
     wanted = "onnx-cuda" if device == "cuda" else "onnx-cpu"
-    for key, entry in engines.items():
+    for entry in engines.values():
         if entry.target == wanted:
-            return key, entry
-    key = next(iter(engines))
-    return key, engines[key]
+            return entry
+    return next(iter(engines.values()))
