@@ -6,13 +6,17 @@ forcing), so every step compares logits for the same input. torch is imported he
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tinyllm.bundle import Bundle
 from tinyllm.errors import TinyLLMError
-from tinyllm.runtime.session import DecoderSession
+from tinyllm.runtime.engine import EngineInfo
+from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
 
 PROMPTS = (
     "The room was spotless and the staff were friendly.",
@@ -120,3 +124,39 @@ def verify_engine(
     if precision == "fp32":
         passed = passed and all(c.greedy_agreement == 1.0 for c in checks)
     return Verification(precision, tolerance, checks, passed)
+
+
+def verify_export(
+    bundle: Bundle,
+    folder: Path,
+    info: EngineInfo,
+    weights: Mapping[str, np.ndarray],
+    accuracy_level: int,
+) -> Verification:
+    """Verify a freshly written engine folder against a torch model with ``weights``.
+
+    ``weights`` are those the engine computes with (dequantized where quantized), so the
+    check isolates the graph from the quantization error. CUDA engines run on CUDA when
+    torch sees a GPU, else on the CPU provider.
+    """
+    import torch
+
+    from tinyllm.models import build_reference
+    from tinyllm.tokenizer import load_hf_tokenizer
+
+    reference = build_reference(bundle.config, dict(weights))
+    spec = SessionSpec(
+        info.flavour,
+        info.float_dtype,
+        min(info.max_seq_len, 1024),
+        info.lora_slots,
+        info.lora_rank,
+        info.lora_targets,
+    )
+    device = "cuda" if info.target == "onnx-cuda" and torch.cuda.is_available() else "cpu"
+    session = DecoderSession(
+        make_session(folder / info.model, device, None), bundle.config, spec, max_batch=1, pad_id=0
+    )
+    tokenizer = load_hf_tokenizer(bundle.tokenizer_dir)
+    tolerance = tolerance_for(info.precision, accuracy_level)
+    return verify_engine(session, reference, tokenizer, info.precision, tolerance)

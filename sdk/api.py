@@ -225,11 +225,8 @@ def export(
     import dataclasses
 
     from tinyllm.manifest import EngineEntry
-    from tinyllm.models import build_reference
     from tinyllm.runtime.export import ExportOptions, write_engine, write_info
-    from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
-    from tinyllm.runtime.verify import VerificationError, tolerance_for, verify_engine
-    from tinyllm.tokenizer import load_hf_tokenizer
+    from tinyllm.runtime.verify import VerificationError, verify_export
 
     parent = open_bundle(bundle)
     options = ExportOptions(
@@ -251,29 +248,7 @@ def export(
                 writer.copy_file(parent.path / file, file)
         folder = writer.staging / "engines" / name
         info, weights = write_engine(parent, folder, options)
-        import torch
-
-        reference = build_reference(parent.config, weights)
-        spec = SessionSpec(
-            info.flavour,
-            info.float_dtype,
-            min(info.max_seq_len, 1024),
-            info.lora_slots,
-            info.lora_rank,
-            info.lora_targets,
-        )
-        device = "cuda" if target == "onnx-cuda" and torch.cuda.is_available() else "cpu"
-        session = DecoderSession(
-            make_session(folder / info.model, device, None),
-            parent.config,
-            spec,
-            max_batch=1,
-            pad_id=0,
-        )
-        tolerance = tolerance_for(info.precision, accuracy_level)
-        verification = verify_engine(
-            session, reference, load_hf_tokenizer(parent.tokenizer_dir), info.precision, tolerance
-        )
+        verification = verify_export(parent, folder, info, weights, accuracy_level)
         if not verification.passed:
             raise VerificationError(
                 f"the {name} engine does not reproduce the model; nothing was written.\n"
