@@ -98,7 +98,7 @@ def prepare_data(
     from tinyllm.suite import prepare
 
     suite = load_tasks(tasks)
-    selected = [suite.task(n) for n in names] if names else suite.tasks
+    selected = suite.select(names)
     return {t.name: prepare(t, force) for t in selected if t.data.builder is not None}
 
 
@@ -146,7 +146,7 @@ def evaluate(
     if backend not in ("torch", "engine"):
         raise ConfigError(f"backend must be 'torch' or 'engine', got {backend!r}")
     suite = load_tasks(tasks)
-    selected = [suite.task(n) for n in names] if names else suite.tasks
+    selected = suite.select(names)
     opened = open_bundle(bundle)
     start = time.perf_counter()
     for task in selected:

@@ -132,6 +132,10 @@ class Suite:
         known = ", ".join(t.name for t in self.tasks)
         raise TaskError(f"unknown task {name!r}; this suite has: {known}")
 
+    def select(self, names: list[str] | None) -> list[TaskSpec]:
+        """The named tasks (every task when ``names`` is empty or None)."""
+        return [self.task(n) for n in names] if names else list(self.tasks)
+
 
 def load_suite(path: str | os.PathLike[str]) -> Suite:
     """Load and validate a suite YAML file (``tasks:`` list of task specs)."""
