@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from tinyllm.adapters import PROJECTIONS, projection_dims
 from tinyllm.config import ModelConfig
 from tinyllm.quantformat import PackedWeight
 from tinyllm.runtime.attention import (
@@ -39,7 +40,6 @@ from tinyllm.runtime.graph import MS_DOMAIN, Graph
 
 Flavour = Literal["ort", "standard"]
 Precision = Literal["fp32", "fp16", "int8", "int4"]
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 Weights = Mapping[str, np.ndarray]
 
 
@@ -71,17 +71,7 @@ class BuildOptions:
 
 def lora_dims(c: ModelConfig, kind: str) -> tuple[int, int]:
     """(d_in, d_out) of a projection kind."""
-    q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-    dims = {
-        "q_proj": (c.hidden_size, q),
-        "k_proj": (c.hidden_size, kv),
-        "v_proj": (c.hidden_size, kv),
-        "o_proj": (q, c.hidden_size),
-        "gate_proj": (c.hidden_size, c.intermediate_size),
-        "up_proj": (c.hidden_size, c.intermediate_size),
-        "down_proj": (c.intermediate_size, c.hidden_size),
-    }
-    return dims[kind]
+    return projection_dims(c, kind)
 
 
 class DecoderBuilder:

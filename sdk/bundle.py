@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from tinyllm.adapters import check_adapter_shapes
 from tinyllm.config import ModelConfig
 from tinyllm.errors import BundleError, BundleExistsError
 from tinyllm.manifest import (
@@ -170,7 +171,14 @@ class Bundle:
         for task, adapter in self.manifest.adapters.items():
             if adapter.file not in self.manifest.files:
                 raise BundleError(f"{where}: adapter {task!r} names unlisted file {adapter.file!r}")
-            read_header(self.path / adapter.file)
+            infos, _ = read_header(self.path / adapter.file)
+            check_adapter_shapes(
+                self.config,
+                adapter.rank,
+                adapter.target_modules,
+                {k: v.shape for k, v in infos.items()},
+                f"{self.path / adapter.file} (adapter {task!r})",
+            )
         for name, engine in self.manifest.engines.items():
             prefix = engine.path.rstrip("/") + "/"
             if not any(f.startswith(prefix) for f in self.manifest.files):
