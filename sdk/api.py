@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -10,14 +11,15 @@ from typing import TYPE_CHECKING, Literal
 from tinyllm.bundle import Bundle, BundleWriter
 from tinyllm.errors import ConfigError
 from tinyllm.inspection import Inspection, inspect_bundle
-from tinyllm.manifest import SCHEMA_VERSION, TOKENIZER_DIR, WEIGHTS, Manifest
+from tinyllm.manifest import SCHEMA_VERSION, TOKENIZER_DIR, WEIGHTS, Manifest, Stage
 from tinyllm.version import __version__
 
 if TYPE_CHECKING:
+    from tinyllm.adapters import LoraAdapter
     from tinyllm.evaluation import EvalReport
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.verify import Verification
-    from tinyllm.tasks import Suite
+    from tinyllm.tasks import Suite, TaskSpec
 
 BUILTIN = "builtin"
 
@@ -63,6 +65,66 @@ def import_model(
             source=loaded.source,
             model=loaded.config,
             dtype=dtype,
+        )
+        return writer.commit(manifest)
+
+
+def add_tasks(
+    bundle: PathLike,
+    out: PathLike,
+    tasks: Sequence[TaskSpec],
+    adapters: Mapping[str, LoraAdapter] | None = None,
+    *,
+    lora_mode: Literal["separate", "merged"] = "separate",
+    stage: Stage = "distill",
+    overwrite: bool = False,
+) -> Bundle:
+    """Write a child bundle that serves ``tasks``, each with its LoRA adapter if given.
+
+    Base weights, tokenizer and engines are shared with the parent (hard links); tasks and
+    adapters already in the parent are kept unless named again (then replaced).
+
+    Args:
+        bundle: the parent bundle.
+        out: the bundle folder to write.
+        tasks: task specs to record in the manifest (the router and eval read them).
+        adapters: task name -> adapter (``adapters/TASK.safetensors``); every name must be
+            one of ``tasks`` or already a task of the parent.
+        lora_mode: ``separate`` (adapters beside one base) or ``merged``.
+        stage: the pipeline stage recorded for the child.
+        overwrite: replace an existing bundle at ``out``.
+    """
+    import dataclasses
+
+    from tinyllm.config import to_dict
+
+    parent = open_bundle(bundle)
+    adapters = dict(adapters or {})
+    task_dicts = {**parent.manifest.tasks, **{t.name: to_dict(t) for t in tasks}}
+    unknown = sorted(set(adapters) - set(task_dicts))
+    if unknown:
+        raise ConfigError(f"adapter {unknown[0]!r} names no task; add its task spec too")
+    for name, adapter in adapters.items():
+        adapter.check(parent.config, f"adapter {name!r}")
+    entries = dict(parent.manifest.adapters)
+    with BundleWriter(out, overwrite=overwrite) as writer:
+        for file in parent.manifest.files:
+            if not any(file == entries[n].file for n in adapters if n in entries):
+                writer.copy_file(parent.path / file, file)
+        for name, adapter in adapters.items():
+            file = f"adapters/{name}.safetensors"
+            writer.save_tensors(file, adapter.tensors)
+            entries[name] = adapter.entry(file)
+        manifest = dataclasses.replace(
+            parent.manifest,
+            name=Path(out).name.removesuffix(".tllm"),
+            stage=stage,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            tinyllm_version=__version__,
+            lineage=[parent.manifest.ref(str(parent.path)), *parent.manifest.lineage],
+            tasks=task_dicts,
+            adapters=entries,
+            lora_mode=lora_mode if entries else parent.manifest.lora_mode,
         )
         return writer.commit(manifest)
 

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tinyllm.adapters import check_adapter_shapes
 from tinyllm.config import ModelConfig
@@ -32,6 +32,10 @@ from tinyllm.manifest import (
     parse_manifest,
 )
 from tinyllm.tensorfile import DTYPE_NAMES, TensorInfo, read_header, save_tensors
+
+if TYPE_CHECKING:
+    from tinyllm.adapters import LoraAdapter
+    from tinyllm.tasks import TaskSpec
 
 Verify = Literal["full", "size"]
 _CHUNK = 8 * 1024 * 1024
@@ -106,6 +110,25 @@ class Bundle:
         """Names, dtypes and shapes of the base weights, read from the header only."""
         infos, _ = read_header(self.weights_path)
         return infos
+
+    def task_specs(self) -> dict[str, TaskSpec]:
+        """The tasks this bundle serves (manifest ``tasks``), as specs."""
+        from tinyllm.tasks import task_from_dict
+
+        return {
+            name: task_from_dict(data, f"{self.path / MANIFEST}: task {name!r}")
+            for name, data in self.manifest.tasks.items()
+        }
+
+    def adapter(self, task: str) -> LoraAdapter:
+        """The LoRA adapter of ``task``; a clear error names the adapters there are."""
+        from tinyllm.adapters import load_adapter
+
+        entry = self.manifest.adapters.get(task)
+        if entry is None:
+            have = ", ".join(sorted(self.manifest.adapters)) or "none"
+            raise BundleError(f"{self.path}: no adapter for task {task!r} (adapters: {have})")
+        return load_adapter(self.path, entry)
 
     def size_bytes(self) -> int:
         """Total size of the files the manifest lists."""

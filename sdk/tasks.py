@@ -137,6 +137,11 @@ class Suite:
         return [self.task(n) for n in names] if names else list(self.tasks)
 
 
+def task_from_dict(data: dict[str, Any], where: str) -> TaskSpec:
+    """A task spec from its dict form (as stored in a bundle manifest)."""
+    return from_dict(TaskSpec, data, where)
+
+
 def load_suite(path: str | os.PathLike[str]) -> Suite:
     """Load and validate a suite YAML file (``tasks:`` list of task specs)."""
     path = Path(path)

@@ -91,3 +91,24 @@ def test_stack_pads_lower_ranks_and_rejects_larger(tiny_llama_bundle: Path) -> N
     np.testing.assert_allclose(a[1, 1] @ b[1, 1], small.delta(1, "q_proj").T, atol=1e-6)
     with pytest.raises(ConfigError, match="exceeds the engine's LoRA rank"):
         stack_adapters(c, [small], rank=1, targets=("q_proj",))
+
+
+def test_add_tasks_writes_specs_and_adapters(tiny_llama_bundle: Path, tmp_path: Path) -> None:
+    suite = tinyllm.api.load_tasks()
+    spec = suite.task("sentiment")
+    bundle = tinyllm.open_bundle(tiny_llama_bundle)
+    adapter = random_adapter(bundle.config, 2, ("q_proj", "down_proj"), 3)
+    child = tinyllm.api.add_tasks(
+        tiny_llama_bundle, tmp_path / "c.tllm", [spec], {"sentiment": adapter}
+    )
+    reopened = tinyllm.open_bundle(child.path)
+    assert reopened.task_specs() == {"sentiment": spec}
+    assert reopened.manifest.lora_mode == "separate"
+    assert reopened.manifest.lineage[0].hash == bundle.manifest.content_hash()
+    got = reopened.adapter("sentiment")
+    np.testing.assert_array_equal(got.delta(0, "q_proj"), adapter.delta(0, "q_proj"))
+    with pytest.raises(BundleError, match="no adapter for task 'intent'"):
+        reopened.adapter("intent")
+    with pytest.raises(ConfigError, match="names no task"):
+        tinyllm.api.add_tasks(tiny_llama_bundle, tmp_path / "d.tllm", [], {"intent": adapter})
+    assert not (tmp_path / "d.tllm").exists()
