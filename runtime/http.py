@@ -1,0 +1,418 @@
+"""OpenAI-compatible HTTP server over a serving engine (Starlette app, run by uvicorn).
+
+Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (``model`` names a task;
+``stream: true`` sends server-sent events ending ``data: [DONE]``), ``GET /v1/models``
+(the tasks), ``GET /health``, ``GET /metrics`` (Prometheus text). Errors use OpenAI's
+``{"error": {...}}`` body. A client that disconnects mid-stream cancels its request.
+Needs the ``serve`` extra (starlette, uvicorn), imported when an app is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tinyllm.errors import ConfigError, TinyLLMError, missing_dependency
+from tinyllm.runtime import wire
+from tinyllm.runtime.prometheus import ServerMetrics
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+DEFAULT_HOST = "127.0.0.1"
+MAX_BODY_BYTES = 1 << 20
+SERVE_EXTRA = "serve"
+
+# Engine errors (by class name, so the mapping needs no engine import) -> HTTP answer.
+ERROR_STATUS: dict[str, tuple[int, str, str]] = {
+    "UnknownTaskError": (404, "invalid_request_error", "model_not_found"),
+    "QueueFullError": (429, "rate_limit_error", "queue_full"),
+    "EngineClosedError": (503, "service_unavailable", "engine_closed"),
+    "PromptTooLongError": (400, "invalid_request_error", "context_length_exceeded"),
+    "DeadlineExceededError": (504, "timeout_error", "deadline_exceeded"),
+    "RequestCancelledError": (499, "cancelled", "request_cancelled"),
+    "ConfigError": (400, "invalid_request_error", "invalid_value"),
+    "TaskError": (400, "invalid_request_error", "invalid_task_input"),
+}
+
+
+class ServingEngine(Protocol):
+    """What the server needs from an engine (``tinyllm.Engine`` provides it)."""
+
+    @property
+    def tasks(self) -> Mapping[str, Any]: ...
+
+    async def arun(self, task: str, text: str, **options: Any) -> Any: ...
+
+    def astream_task(self, task: str, text: str, **options: Any) -> AsyncIterator[str]: ...
+
+    def stats(self) -> Mapping[str, Any]: ...
+
+
+def classify(error: BaseException) -> wire.WireError:
+    """The HTTP status and OpenAI error type of an engine error (500 if unknown)."""
+    if isinstance(error, wire.WireError):
+        return error
+    for cls in type(error).__mro__:
+        if cls.__name__ in ERROR_STATUS:
+            status, kind, code = ERROR_STATUS[cls.__name__]
+            return wire.WireError(status, str(error), kind, code)
+    if isinstance(error, TinyLLMError):
+        return wire.WireError(400, str(error), "invalid_request_error", None)
+    return wire.WireError(500, f"internal error: {type(error).__name__}", "server_error", None)
+
+
+class TaskServer:
+    """The request handlers of one app: parsing, engine calls, errors, metrics."""
+
+    def __init__(
+        self, engine: ServingEngine, max_body_bytes: int, owner: str, deadline_s: float | None
+    ) -> None:
+        self.engine = engine
+        self.max_body_bytes = max_body_bytes
+        self.owner = owner
+        self.deadline_s = deadline_s
+        self.created = int(time.time())
+        self.metrics = ServerMetrics()
+
+    def error(self, err: wire.WireError, request_id: str | None = None) -> Response:
+        """An OpenAI-style error response."""
+        from starlette.responses import JSONResponse
+
+        headers = {"Retry-After": "1"} if err.status in (429, 503) else {}
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        body = wire.error_body(str(err), err.kind, err.code, err.param)
+        return JSONResponse(body, status_code=err.status, headers=headers)
+
+    async def read_json(self, request: Request) -> dict[str, Any]:
+        """The body as a JSON object, refusing bodies over ``max_body_bytes`` (413)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise self._too_large()
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > self.max_body_bytes:
+                raise self._too_large()
+        return wire.parse_json(bytes(body))
+
+    def _too_large(self) -> wire.WireError:
+        return wire.WireError(
+            413,
+            f"the request body exceeds {self.max_body_bytes} bytes",
+            "invalid_request_error",
+            "request_too_large",
+        )
+
+    async def complete(self, request: Request, kind: wire.Kind) -> Response:
+        """POST /v1/chat/completions and /v1/completions."""
+        start = time.perf_counter()
+        self.metrics.started()
+        task, status, streaming = "-", 500, False
+        rid = request.headers.get("x-request-id") or wire.new_id(kind)
+        try:
+            req = wire.parse_request(kind, await self.read_json(request))
+            task, streaming = req.task, req.stream
+            if req.task not in self.engine.tasks:
+                known = ", ".join(sorted(self.engine.tasks)) or "none"
+                raise wire.WireError(
+                    404,
+                    f"the model {req.task!r} does not exist: models are this server's tasks "
+                    f"({known})",
+                    "invalid_request_error",
+                    "model_not_found",
+                    "model",
+                )
+            response = await (self._stream(req, rid) if req.stream else self._once(req, rid))
+            status = response.status_code
+            return response
+        except Exception as e:
+            err = classify(e)
+            status = err.status
+            return self.error(err, rid)
+        finally:
+            if not (status == 200 and streaming):  # a stream reports when it ends
+                self.metrics.finished(task, status, time.perf_counter() - start)
+
+    def _options(self, req: wire.TaskRequest) -> dict[str, Any]:
+        return {
+            "max_new_tokens": req.max_new_tokens,
+            "temperature": req.temperature,
+            "deadline_s": self.deadline_s,
+        }
+
+    async def _once(self, req: wire.TaskRequest, rid: str) -> Response:
+        from starlette.responses import JSONResponse
+
+        output = await self.engine.arun(req.task, req.text, **self._options(req))
+        self.metrics.generated(req.task, output.prompt_tokens, output.output_tokens, output.ttft_s)
+        return JSONResponse(wire.response(req, rid, output), headers={"X-Request-Id": rid})
+
+    async def _stream(self, req: wire.TaskRequest, rid: str) -> Response:
+        """Start the stream and wait for its first piece (errors before it are HTTP errors)."""
+        start = time.perf_counter()
+        pieces = self.engine.astream_task(req.task, req.text, **self._options(req))
+        try:
+            first = await anext(pieces)
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await _close(pieces)
+            raise
+        events = self._events(req, rid, pieces, first, start)
+        return SSEResponse(events, self, req.task, start, {"X-Request-Id": rid})  # type: ignore[return-value]
+
+    async def _events(
+        self,
+        req: wire.TaskRequest,
+        rid: str,
+        pieces: AsyncIterator[str],
+        first: str | None,
+        start: float,
+    ) -> AsyncIterator[bytes]:
+        created = int(time.time())
+        ttft = time.perf_counter() - start
+        try:
+            yield wire.sse(
+                wire.chunk(req, rid, created, "" if req.kind == "chat" else None, first=True)
+            )
+            if first is not None:
+                yield wire.sse(wire.chunk(req, rid, created, first))
+                async for piece in pieces:
+                    yield wire.sse(wire.chunk(req, rid, created, piece))
+        except Exception as e:  # after the headers: report in-band, as OpenAI does
+            err = classify(e)
+            yield wire.sse(wire.error_body(str(err), err.kind, err.code))
+            yield wire.sse("[DONE]")
+            return
+        finally:
+            await _close_shielded(pieces)
+        output = getattr(pieces, "output", None)
+        finish = getattr(output, "finish_reason", None) or "stop"
+        yield wire.sse(wire.chunk(req, rid, created, finish=finish))
+        if output is not None:
+            used = wire.usage(output.prompt_tokens, output.output_tokens)
+            self.metrics.generated(req.task, output.prompt_tokens, output.output_tokens, ttft)
+            if req.include_usage:
+                yield wire.sse(wire.usage_chunk(req, rid, created, used))
+        yield wire.sse("[DONE]")
+
+    async def models(self, request: Request) -> Response:
+        """GET /v1/models."""
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(wire.model_list(sorted(self.engine.tasks), self.created, self.owner))
+
+    async def health(self, request: Request) -> Response:
+        """GET /health: 200 while the engine accepts work, 503 once it is closing."""
+        from starlette.responses import JSONResponse
+
+        stats = dict(self.engine.stats())
+        closed = bool(stats.get("closed", False))
+        body = {"status": "closing" if closed else "ok", "tasks": len(self.engine.tasks)}
+        return JSONResponse(body, status_code=503 if closed else 200)
+
+    async def prometheus(self, request: Request) -> Response:
+        """GET /metrics."""
+        from starlette.responses import PlainTextResponse
+
+        text = self.metrics.render(self.engine.stats())
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+async def _close(pieces: AsyncIterator[Any]) -> None:
+    aclose = getattr(pieces, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _close_shielded(pieces: AsyncIterator[Any]) -> None:
+    """Close a stream even while the calling task is being cancelled (client gone)."""
+    import anyio
+
+    with anyio.CancelScope(shield=True):
+        await _close(pieces)
+
+
+class SSEResponse:
+    """An event stream (ASGI app) that watches for the client going away and then stops.
+
+    Closing the body iterator closes the engine's stream, which cancels the request.
+    """
+
+    status_code = 200
+
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        server: TaskServer,
+        task: str,
+        start: float,
+        headers: dict[str, str],
+    ) -> None:
+        self.events, self.server, self.task, self.start = events, server, task, start
+        self.headers = {
+            "content-type": "text/event-stream; charset=utf-8",
+            "cache-control": "no-cache",
+            **{k.lower(): v for k, v in headers.items()},
+        }
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import anyio
+
+        gone = False
+
+        async def body(group: anyio.abc.TaskGroup) -> None:
+            nonlocal gone
+            raw = [(k.encode(), v.encode()) for k, v in self.headers.items()]
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": raw})
+                async for event in self.events:
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:  # the server reports a closed connection this way
+                gone = True
+            group.cancel_scope.cancel()
+
+        async def watch(group: anyio.abc.TaskGroup) -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            group.cancel_scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(body, group)
+                group.start_soon(watch, group)
+        finally:
+            await _close_shielded(self.events)
+            if gone:
+                self.server.metrics.disconnected()
+            status = 499 if gone else 200
+            self.server.metrics.finished(self.task, status, time.perf_counter() - self.start)
+
+
+def create_app(
+    engine: ServingEngine,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    owner: str = "tinyllm",
+    deadline_s: float | None = None,
+    close_engine: bool = False,
+) -> Starlette:
+    """The ASGI app serving ``engine``.
+
+    Args:
+        engine: the serving engine (``tinyllm.Engine`` or anything with its interface).
+        max_body_bytes: larger request bodies are refused with 413.
+        owner: ``owned_by`` of the models in /v1/models.
+        deadline_s: per-request deadline passed to the engine (None: no deadline).
+        close_engine: close the engine (draining in-flight work) when the app shuts down.
+    """
+    try:
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+    except ImportError as e:
+        raise missing_dependency("starlette", SERVE_EXTRA, "the HTTP server") from e
+    if max_body_bytes < 1:
+        raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
+    server = TaskServer(engine, max_body_bytes, owner, deadline_s)
+
+    async def chat(request: Request) -> Response:
+        return await server.complete(request, "chat")
+
+    async def completions(request: Request) -> Response:
+        return await server.complete(request, "completion")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if close_engine:
+            import anyio
+
+            await anyio.to_thread.run_sync(lambda: engine.close(drain=True))  # type: ignore[attr-defined]
+
+    routes = [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", server.models, methods=["GET"]),
+        Route("/health", server.health, methods=["GET"]),
+        Route("/metrics", server.prometheus, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.server = server
+    return app
+
+
+def _uvicorn_config(app: Starlette, host: str, port: int, log_level: str) -> Any:
+    try:
+        import uvicorn
+    except ImportError as e:
+        raise missing_dependency("uvicorn", SERVE_EXTRA, "the HTTP server") from e
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+        lifespan="on",
+    )
+
+
+def run_server(
+    app: Starlette, host: str = DEFAULT_HOST, port: int = 8000, log_level: str = "info"
+) -> None:
+    """Serve ``app`` until interrupted (Ctrl-C / SIGTERM drain in-flight requests first)."""
+    import uvicorn
+
+    uvicorn.Server(_uvicorn_config(app, host, port, log_level)).run()
+
+
+class BackgroundServer:
+    """A server on a background thread (tests, benchmarks); a context manager.
+
+    ``port=0`` picks a free port; :attr:`url` is the base URL once started.
+    """
+
+    def __init__(
+        self, app: Starlette, host: str = DEFAULT_HOST, port: int = 0, log_level: str = "warning"
+    ) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(_uvicorn_config(app, host, port, log_level))
+        self.thread = threading.Thread(target=self.server.run, name="tinyllm-http", daemon=True)
+        self.host = host
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` of the running server."""
+        sockets = [s for srv in self.server.servers for s in srv.sockets]
+        return f"http://{self.host}:{sockets[0].getsockname()[1]}"
+
+    def start(self, timeout_s: float = 30.0) -> BackgroundServer:
+        """Start serving; returns once the server accepts connections."""
+        self.thread.start()
+        end = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > end:
+                raise TinyLLMError("the HTTP server did not start (see its log above)")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, finish in-flight requests, shut down."""
+        self.server.should_exit = True
+        self.thread.join()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,238 @@
+"""The OpenAI wire format: parse request bodies, build response and error bodies.
+
+Plain dicts in, plain dicts out (no web framework here), so the mapping between the
+OpenAI API and a task call is tested without a server. A request names a task as its
+``model``; the task's input is the last user message (chat) or the prompt (completions).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tinyllm.errors import TinyLLMError
+
+Kind = Literal["chat", "completion"]
+
+
+class WireError(TinyLLMError):
+    """A request the server rejects, with its HTTP status and OpenAI error type/code."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.code, self.param = status, kind, code, param
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> WireError:
+    """A 400 ``invalid_request_error``."""
+    return WireError(400, message, "invalid_request_error", code, param)
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """One parsed request: which task, its input text, and the generation options."""
+
+    kind: Kind
+    task: str
+    text: str
+    stream: bool
+    include_usage: bool
+    max_new_tokens: int | None
+    temperature: float | None
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (400 if it is not one)."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise invalid(f"the request body is not valid JSON ({e})", code="invalid_json") from e
+    if not isinstance(data, dict):
+        raise invalid("the request body must be a JSON object", code="invalid_json")
+    return data
+
+
+def parse_request(kind: Kind, data: dict[str, Any]) -> TaskRequest:
+    """Map a /v1/chat/completions or /v1/completions body onto a task call."""
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("'model' must name a task (see GET /v1/models)", "model")
+    text = _chat_input(data.get("messages")) if kind == "chat" else _prompt(data.get("prompt"))
+    n = data.get("n", 1)
+    if n not in (1, None):
+        raise invalid("only n=1 is supported: send one request per completion", "n")
+    stream = _optional(data, "stream", bool) or False
+    options = _optional(data, "stream_options", dict) or {}
+    limit = _optional(data, "max_completion_tokens", int) or _optional(data, "max_tokens", int)
+    if limit is not None and limit < 1:
+        raise invalid("max_tokens must be >= 1", "max_tokens")
+    temperature = _optional(data, "temperature", (int, float))
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise invalid("temperature must be between 0 and 2", "temperature")
+    return TaskRequest(
+        kind=kind,
+        task=model,
+        text=text,
+        stream=stream,
+        include_usage=bool(options.get("include_usage", False)),
+        max_new_tokens=limit,
+        temperature=None if temperature is None else float(temperature),
+    )
+
+
+def _optional(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
+        raise invalid(f"'{key}' has the wrong type (got a boolean)", key)
+    if not isinstance(value, kind):
+        raise invalid(f"'{key}' has the wrong type (got {type(value).__name__})", key)
+    return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _chat_input(messages: Any) -> str:
+    """The task input: the text of the last user message."""
+    if not isinstance(messages, list) or not messages:
+        raise invalid("'messages' must be a non-empty list of messages", "messages")
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _content_text(message.get("content"))
+    raise invalid("'messages' has no user message: the task input is the last one", "messages")
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: only text parts are meaningful here
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        texts = [p for p in parts if isinstance(p, str)]
+        if texts and len(texts) == len(parts):
+            return "".join(texts)
+    raise invalid("a user message's content must be text (a string or text parts)", "messages")
+
+
+def _prompt(prompt: Any) -> str:
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise invalid("'prompt' must be one string (batches: send one request each)", "prompt")
+    return prompt
+
+
+def new_id(kind: Kind) -> str:
+    """A response id in OpenAI's style (chatcmpl-… or cmpl-…)."""
+    return f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """The ``usage`` object."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def response(req: TaskRequest, rid: str, output: Any) -> dict[str, Any]:
+    """The full (non-streamed) response for a finished task output.
+
+    ``tinyllm`` carries the task's parsed value and whether it passed its verifier.
+    """
+    if req.kind == "chat":
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": output.text},
+            "finish_reason": output.finish_reason,
+            "logprobs": None,
+        }
+        obj = "chat.completion"
+    else:
+        choice = {
+            "index": 0,
+            "text": output.text,
+            "finish_reason": output.finish_reason,
+            "logprobs": None,
+        }
+        obj = "text_completion"
+    return {
+        "id": rid,
+        "object": obj,
+        "created": int(time.time()),
+        "model": req.task,
+        "choices": [choice],
+        "usage": usage(output.prompt_tokens, output.output_tokens),
+        "tinyllm": {"value": output.value, "valid": output.valid, "error": output.error},
+    }
+
+
+def chunk(
+    req: TaskRequest,
+    rid: str,
+    created: int,
+    text: str | None = None,
+    *,
+    first: bool = False,
+    finish: str | None = None,
+) -> dict[str, Any]:
+    """One streamed chunk: a text delta, or (``finish``) the last one with its reason."""
+    if req.kind == "chat":
+        delta: dict[str, Any] = {}
+        if first:
+            delta["role"] = "assistant"
+        if text is not None:
+            delta["content"] = text
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        obj = "chat.completion.chunk"
+    else:
+        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        obj = "text_completion"
+    return {"id": rid, "object": obj, "created": created, "model": req.task, "choices": [choice]}
+
+
+def usage_chunk(req: TaskRequest, rid: str, created: int, used: dict[str, int]) -> dict[str, Any]:
+    """The extra last chunk of ``stream_options.include_usage``: no choices, the usage."""
+    obj = "chat.completion.chunk" if req.kind == "chat" else "text_completion"
+    return {
+        "id": rid,
+        "object": obj,
+        "created": created,
+        "model": req.task,
+        "choices": [],
+        "usage": used,
+    }
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    """One server-sent event (``data: …`` and a blank line)."""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
+def error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict:
+    """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def model_list(tasks: list[str], created: int, owner: str) -> dict[str, Any]:
+    """GET /v1/models: every task as a model."""
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": owner} for name in tasks
+        ],
+    }
