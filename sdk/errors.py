@@ -59,3 +59,31 @@ def missing_dependency(package: str, extra: str, purpose: str) -> MissingDepende
 
 class TaskError(TinyLLMError):
     """A task is unknown, or its data is missing or malformed."""
+
+
+class ServingError(TinyLLMError):
+    """A serving request could not be completed (base of the serving errors below)."""
+
+
+class UnknownTaskError(ServingError, TaskError):
+    """A request names a task the engine does not serve."""
+
+
+class QueueFullError(ServingError):
+    """The engine's request queue is full; retry later or load it with a larger queue_size."""
+
+
+class EngineClosedError(ServingError):
+    """The engine was closed; no request is accepted any more."""
+
+
+class PromptTooLongError(ServingError, ConfigError):
+    """A prompt does not fit the engine's context together with its output."""
+
+
+class DeadlineExceededError(ServingError):
+    """A request's deadline passed before it finished."""
+
+
+class RequestCancelledError(ServingError):
+    """A request was cancelled before it finished."""
