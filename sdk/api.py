@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tinyllm.bundle import Bundle, BundleWriter
 from tinyllm.errors import ConfigError
@@ -332,3 +332,44 @@ def export(
             engines={**parent.manifest.engines, name: entry},
         )
         return writer.commit(manifest), verification
+
+
+def serve(
+    bundle: PathLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch: int = 8,
+    engine: str | None = None,
+    max_body_bytes: int = 1 << 20,
+    deadline_s: float | None = None,
+    log_level: str = "info",
+    engine_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Serve a bundle's tasks over OpenAI-compatible HTTP until interrupted (needs
+    ``tinyllm[serve]``). Each task is a model; Ctrl-C drains in-flight requests.
+
+    Args:
+        bundle: a bundle with an exported engine and tasks.
+        host: interface to bind (loopback by default: nothing outside this machine).
+        port: TCP port.
+        max_batch: KV rows, i.e. requests generated together.
+        engine: which exported engine (default: the CPU one).
+        max_body_bytes: larger request bodies get 413.
+        deadline_s: per-request deadline (504 when missed); None waits as long as needed.
+        log_level: uvicorn's log level.
+        engine_options: more keyword arguments for ``Engine.load`` (scheduler, queue_size).
+    """
+    from tinyllm.runtime import Engine
+    from tinyllm.runtime.http import create_app, run_server
+
+    opened = open_bundle(bundle)
+    runner = Engine.load(opened, engine=engine, max_batch=max_batch, **dict(engine_options or {}))
+    app = create_app(
+        runner,  # type: ignore[arg-type]
+        max_body_bytes=max_body_bytes,
+        owner=opened.manifest.name,
+        deadline_s=deadline_s,
+        close_engine=True,
+    )
+    run_server(app, host, port, log_level)

@@ -200,6 +200,37 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
             click.echo(f"{task:<12}{split:<12}{digest}")
 
 
+@cli.command("serve")
+@click.argument("bundle", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--max-batch", type=int, default=8, show_default=True, help="Requests in flight.")
+@click.option("--engine", default=None, help="Engine name (default: the CPU one).")
+@click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
+@click.option("--deadline", "deadline_s", type=float, default=None, help="Seconds per request.")
+def serve_cmd(
+    bundle: str,
+    host: str,
+    port: int,
+    max_batch: int,
+    engine: str | None,
+    max_body_bytes: int,
+    deadline_s: float | None,
+) -> None:
+    """Serve BUNDLE's tasks over OpenAI-compatible HTTP (each task is a model)."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: binding {host}: reachable from other machines, no auth", err=True)
+    api.serve(
+        bundle,
+        host=host,
+        port=port,
+        max_batch=max_batch,
+        engine=engine,
+        max_body_bytes=max_body_bytes,
+        deadline_s=deadline_s,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, printing tinyllm errors as one line (exit 1)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
