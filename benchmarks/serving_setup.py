@@ -64,9 +64,12 @@ def random_adapter(
     return LoraAdapter(rank=rank, alpha=2.0 * rank, targets=PROJECTIONS, tensors=tensors)
 
 
-def build(source: str, n_tasks: int, max_seq_len: int, out: Path = OUT) -> dict[str, Path]:
+def build(
+    source: str, n_tasks: int, max_seq_len: int, out: Path = OUT, merged: bool = True
+) -> dict[str, Path]:
     """Bundles (cached): ``shared`` (tasks + LoRA-slot engine), ``task{i}`` (merged, one
-    engine each). ``source`` is a preset (``smollm2-135m``, ``tiny-llama``)."""
+    engine each, unless not ``merged``). ``source`` is a preset (``smollm2-135m``,
+    ``tiny-llama``)."""
     root = out / f"{source}-{n_tasks}"
     base = root / "base.tllm"
     if not base.exists():
@@ -85,6 +88,8 @@ def build(source: str, n_tasks: int, max_seq_len: int, out: Path = OUT) -> dict[
             lora_slots=n_tasks + 2,  # slot 0 is the base model; one free for add-under-load
             lora_rank=RANK,
         )
+    if not merged:
+        return paths
     weights = load_file(str(opened.weights_path))
     for spec in specs:
         paths[spec.name] = root / f"{spec.name}-merged.tllm"

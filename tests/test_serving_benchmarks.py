@@ -1,0 +1,65 @@
+"""The serving benchmarks: trace generation and statistics on hand-built data, the CLI
+parses, and the load test (reduced) loses or duplicates no request."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture()
+def trace_module(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import serving_trace
+
+    return serving_trace
+
+
+def test_trace_is_poisson_zipf_and_skewed(trace_module) -> None:
+    tasks = [f"t{i}" for i in range(8)]
+    trace = trace_module.make_trace(tasks, 4000, rate=5.0, seed=1)
+    assert trace == trace_module.make_trace(tasks, 4000, rate=5.0, seed=1)
+    gaps = np.diff([r.arrival_s for r in trace])
+    assert gaps.mean() == pytest.approx(1 / 5.0, rel=0.05)
+    assert gaps.std() == pytest.approx(gaps.mean(), rel=0.1)  # exponential: std == mean
+    counts = [sum(r.task == t for r in trace) for t in tasks]
+    assert counts == sorted(counts, reverse=True) and counts[0] > 4 * counts[-1]
+    outs = np.array([r.max_new_tokens for r in trace])
+    words = np.array([len(r.text.split()) for r in trace])
+    assert np.percentile(outs, 99) > 4 * np.median(outs)
+    assert np.percentile(words, 99) > 4 * np.median(words)
+
+
+def test_summarize_and_windows_on_hand_built_completions(trace_module) -> None:
+    c = trace_module.Completion
+    done = [
+        c(0, "a", arrival_s=0.0, end_s=1.0, ttft_s=0.1, output_tokens=10),
+        c(1, "a", arrival_s=1.0, end_s=2.0, ttft_s=0.3, output_tokens=30),
+        c(2, "b", arrival_s=2.0, end_s=6.0, ttft_s=0.5, output_tokens=20),
+        c(3, "b", arrival_s=3.0, end_s=3.0, error="QueueFullError: full"),
+    ]
+    s = trace_module.summarize(done, slo=lambda comp: 2.0)
+    assert s["failed"] == 1 and s["output_tokens"] == 60
+    assert s["throughput_tok_s"] == pytest.approx(60 / 6.0)
+    assert s["latency_p50_s"] == pytest.approx(1.0)
+    assert s["ttft_p50_s"] == pytest.approx(0.3)
+    assert s["slo_attainment"] == pytest.approx(2 / 4)  # the failure misses its SLO
+    assert trace_module.windows(done, [0.0, 2.0, 4.0, 8.0]) == [5.0, 15.0, 5.0]
+    slo = trace_module.slo_seconds(done[1], ttft_s=0.1, tpot_s=0.01, scale=5.0)
+    assert slo == pytest.approx(5.0 * (0.1 + 29 * 0.01))
+
+
+def test_multitask_benchmark_help() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "multitask_serving.py"), "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--quick" in out.stdout and "--rates-x" in out.stdout
