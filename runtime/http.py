@@ -15,7 +15,18 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tinyllm.errors import ConfigError, TinyLLMError, missing_dependency
+from tinyllm.errors import (
+    ConfigError,
+    DeadlineExceededError,
+    EngineClosedError,
+    PromptTooLongError,
+    QueueFullError,
+    RequestCancelledError,
+    TaskError,
+    TinyLLMError,
+    UnknownTaskError,
+    missing_dependency,
+)
 from tinyllm.runtime import wire
 from tinyllm.runtime.prometheus import ServerMetrics
 
@@ -28,17 +39,17 @@ DEFAULT_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 1 << 20
 SERVE_EXTRA = "serve"
 
-# Engine errors (by class name, so the mapping needs no engine import) -> HTTP answer.
-ERROR_STATUS: dict[str, tuple[int, str, str]] = {
-    "UnknownTaskError": (404, "invalid_request_error", "model_not_found"),
-    "QueueFullError": (429, "rate_limit_error", "queue_full"),
-    "EngineClosedError": (503, "service_unavailable", "engine_closed"),
-    "PromptTooLongError": (400, "invalid_request_error", "context_length_exceeded"),
-    "DeadlineExceededError": (504, "timeout_error", "deadline_exceeded"),
-    "RequestCancelledError": (499, "cancelled", "request_cancelled"),
-    "ConfigError": (400, "invalid_request_error", "invalid_value"),
-    "TaskError": (400, "invalid_request_error", "invalid_task_input"),
-}
+# Engine errors -> (HTTP status, OpenAI error type, code); the first match wins.
+ERROR_STATUS: tuple[tuple[type[Exception], int, str, str], ...] = (
+    (UnknownTaskError, 404, "invalid_request_error", "model_not_found"),
+    (QueueFullError, 429, "rate_limit_error", "queue_full"),
+    (EngineClosedError, 503, "service_unavailable", "engine_closed"),
+    (PromptTooLongError, 400, "invalid_request_error", "context_length_exceeded"),
+    (DeadlineExceededError, 504, "timeout_error", "deadline_exceeded"),
+    (RequestCancelledError, 499, "cancelled", "request_cancelled"),
+    (ConfigError, 400, "invalid_request_error", "invalid_value"),
+    (TaskError, 400, "invalid_request_error", "invalid_task_input"),
+)
 
 
 class ServingEngine(Protocol):
@@ -58,9 +69,8 @@ def classify(error: BaseException) -> wire.WireError:
     """The HTTP status and OpenAI error type of an engine error (500 if unknown)."""
     if isinstance(error, wire.WireError):
         return error
-    for cls in type(error).__mro__:
-        if cls.__name__ in ERROR_STATUS:
-            status, kind, code = ERROR_STATUS[cls.__name__]
+    for cls, status, kind, code in ERROR_STATUS:
+        if isinstance(error, cls):
             return wire.WireError(status, str(error), kind, code)
     if isinstance(error, TinyLLMError):
         return wire.WireError(400, str(error), "invalid_request_error", None)
@@ -207,22 +217,33 @@ class TaskServer:
         """GET /v1/models."""
         from starlette.responses import JSONResponse
 
-        return JSONResponse(wire.model_list(sorted(self.engine.tasks), self.created, self.owner))
+        try:
+            names = sorted(self.engine.tasks)
+        except Exception as e:  # closed engine: 503
+            return self.error(classify(e))
+        return JSONResponse(wire.model_list(names, self.created, self.owner))
 
     async def health(self, request: Request) -> Response:
         """GET /health: 200 while the engine accepts work, 503 once it is closing."""
         from starlette.responses import JSONResponse
 
-        stats = dict(self.engine.stats())
+        try:
+            stats, tasks = dict(self.engine.stats()), len(self.engine.tasks)
+        except Exception:  # a closed engine refuses every call
+            return JSONResponse({"status": "closing", "tasks": 0}, status_code=503)
         closed = bool(stats.get("closed", False))
-        body = {"status": "closing" if closed else "ok", "tasks": len(self.engine.tasks)}
+        body = {"status": "closing" if closed else "ok", "tasks": tasks}
         return JSONResponse(body, status_code=503 if closed else 200)
 
     async def prometheus(self, request: Request) -> Response:
-        """GET /metrics."""
+        """GET /metrics (engine counters only while the engine is open)."""
         from starlette.responses import PlainTextResponse
 
-        text = self.metrics.render(self.engine.stats())
+        try:
+            stats = dict(self.engine.stats())
+        except Exception:
+            stats = {}
+        text = self.metrics.render(stats)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

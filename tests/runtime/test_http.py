@@ -15,25 +15,13 @@ from typing import Any
 import openai
 import pytest
 
-from tinyllm.errors import TinyLLMError
+from tinyllm.errors import (
+    DeadlineExceededError,
+    EngineClosedError,
+    PromptTooLongError,
+    QueueFullError,
+)
 from tinyllm.runtime.http import BackgroundServer, create_app
-
-
-class QueueFullError(TinyLLMError):
-    """Stands in for the engine's error of the same name (the server maps by name)."""
-
-
-class PromptTooLongError(TinyLLMError):
-    pass
-
-
-class EngineClosedError(TinyLLMError):
-    pass
-
-
-class DeadlineExceededError(TinyLLMError):
-    pass
-
 
 SCRIPTED = {
     "queue-full": QueueFullError("the queue is full (64 waiting); retry later"),
@@ -103,7 +91,7 @@ class ScriptedEngine:
         assert set(options) == {"max_new_tokens", "temperature", "deadline_s"}
         if text in SCRIPTED:
             raise SCRIPTED[text]
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.5 if text == "slow" else 0)
         out = self.output(task, text)
         if options["max_new_tokens"] is not None and out.output_tokens > options["max_new_tokens"]:
             kept = text.upper().split()[: options["max_new_tokens"]]
@@ -295,3 +283,22 @@ def test_binds_loopback_by_default() -> None:
 
     server = BackgroundServer(create_app(ScriptedEngine()))
     assert server.host == DEFAULT_HOST == "127.0.0.1"
+
+
+def test_shutdown_lets_requests_in_flight_finish() -> None:
+    import threading
+
+    engine = ScriptedEngine()
+    server = BackgroundServer(create_app(engine, close_engine=True)).start()
+    results: list[Any] = []
+    call = threading.Thread(
+        target=lambda: results.append(
+            client(server.url).completions.create(model="echo", prompt="slow")
+        )
+    )
+    call.start()
+    time.sleep(0.2)  # the request is in flight
+    server.stop()
+    call.join()
+    assert results[0].choices[0].text == "SLOW"
+    assert engine.closed  # the app's shutdown closed (drained) the engine
