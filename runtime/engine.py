@@ -16,9 +16,12 @@ import numpy as np
 
 from tinyllm.bundle import Bundle
 from tinyllm.config import from_dict
-from tinyllm.errors import BundleError, ConfigError
+from tinyllm.errors import BundleError, ConfigError, EngineClosedError
 from tinyllm.manifest import EngineEntry
 from tinyllm.runtime.sampling import GenerationConfig, sample
+from tinyllm.runtime.scheduler import Policy, SchedulerConfig
+from tinyllm.runtime.service import TaskService
+from tinyllm.runtime.serving import Server, ServingOptions
 from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
 from tinyllm.runtime.tokenizer import ChatTokenizer
 
@@ -62,11 +65,18 @@ class _Row:
         self.text = ""
 
 
-class Engine:
-    """Generate with an exported engine of a bundle. Create it with :meth:`Engine.load`."""
+class Engine(TaskService):
+    """Generate with an exported engine of a bundle, and serve its tasks (``run``,
+    ``submit``, ``stream_task``, ... from :class:`TaskService`). Create it with
+    :meth:`Engine.load`."""
 
     def __init__(
-        self, bundle: Bundle, info: EngineInfo, session: DecoderSession, tok: ChatTokenizer
+        self,
+        bundle: Bundle,
+        info: EngineInfo,
+        session: DecoderSession,
+        tok: ChatTokenizer,
+        serving: ServingOptions | None = None,
     ):
         self.bundle = bundle
         self.info = info
@@ -77,6 +87,10 @@ class Engine:
         eos = bundle.config.eos_token_id
         self.stop_ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._lock = threading.Lock()
+        self.serving = serving or ServingOptions(SchedulerConfig(max_rows=self.max_batch))
+        self._server: Server | None = None
+        self._closed = False
+        self._serve_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -88,6 +102,13 @@ class Engine:
         threads: int | None = None,
         max_batch: int = 8,
         max_seq_len: int | None = None,
+        queue_size: int = 64,
+        max_tasks_per_step: int = 4,
+        scheduler: Policy = "continuous",
+        chunk_size: int = 256,
+        prefill_tokens: int = 512,
+        aging: float = 20.0,
+        constrain: bool = True,
     ) -> Engine:
         """Load an engine of a bundle.
 
@@ -98,7 +119,26 @@ class Engine:
             threads: intra-op threads (default: the CPUs this process may use).
             max_batch: rows generated together (KV memory is reserved for all of them).
             max_seq_len: context per row (default: the export's maximum, capped at 4096).
+            queue_size: serving: requests waiting beyond the ``max_batch`` in flight.
+            max_tasks_per_step: serving: at most this many distinct tasks in one step (β).
+            scheduler: serving policy, ``continuous`` batching or ``fifo`` static batches.
+            chunk_size: serving: longer prompts are prefilled in chunks of this many tokens.
+            prefill_tokens: serving: padded prompt tokens prefilled per step.
+            aging: serving: predicted output tokens forgiven per second a request waits.
+            constrain: serving: label tasks decode only their labels (a token trie).
         """
+        options = ServingOptions(
+            SchedulerConfig(
+                max_rows=max_batch,
+                queue_size=queue_size,
+                max_tasks_per_step=max_tasks_per_step,
+                chunk_size=chunk_size,
+                prefill_tokens=prefill_tokens,
+                aging=aging,
+                policy=scheduler,
+            ),
+            constrain,
+        )
         opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify="size")
         entry = _pick_engine(opened, engine, device)
         folder = opened.path / entry.path
@@ -117,7 +157,7 @@ class Engine:
             max_batch,
             tok.pad_token_id,
         )
-        return cls(opened, info, session, tok)
+        return cls(opened, info, session, tok, options)
 
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
         """Token ids of a prompt (rendered with the chat template when ``chat``)."""
@@ -144,6 +184,8 @@ class Engine:
     ) -> list[Generation]:
         """Generate from token ids; results are the same as one prompt at a time."""
         config = config or GenerationConfig()
+        if self._closed:
+            raise EngineClosedError("the engine is closed; load a new one to generate")
         results: list[Generation] = []
         for start in range(0, len(prompts), self.max_batch):
             chunk = [list(p) for p in prompts[start : start + self.max_batch]]
@@ -160,6 +202,8 @@ class Engine:
     ) -> Iterator[str]:
         """Yield the generated text piece by piece; joined, it equals ``generate``'s text."""
         config = config or GenerationConfig()
+        if self._closed:
+            raise EngineClosedError("the engine is closed; load a new one to generate")
         rows = self._start([self.encode(prompt, chat)], config, 0)
         sent = 0
         for _ in self._steps(rows, config, live_text=True):

@@ -84,8 +84,8 @@ class DecoderSession:
         if self.shared:
             self.kv = [np.zeros(kv_shape, self.dtype) for _ in range(2 * self.layers)]
             self.logits_buf = np.zeros((max_batch, config.vocab_size), self.dtype)
-            self._views: dict[int, list[Any]] = {}
-            self._bindings: dict[int, Any] = {}
+            self._views: dict[tuple[int, int], list[Any]] = {}
+            self._bindings: dict[tuple[int, int], Any] = {}
         self.past: list[np.ndarray] = []
         self.mask = np.zeros((0, 0), np.int64)
         self.lora = self.empty_lora()
@@ -111,18 +111,21 @@ class DecoderSession:
         if self.shared:
             self._bindings.clear()
 
-    def _bound(self, b: int) -> list[Any]:
-        """OrtValues over rows [0, b) of every KV buffer and of the logits buffer."""
-        if b not in self._views:
+    def _bound(self, b: int, start: int = 0) -> list[Any]:
+        """OrtValues over rows [start, start + b) of every KV buffer and the logits buffer."""
+        if (start, b) not in self._views:
             from onnxruntime import OrtValue
 
             arrays = [*self.kv, self.logits_buf]
-            self._views[b] = [OrtValue.ortvalue_from_numpy(a[:b]) for a in arrays]
-        return self._views[b]
+            rows = slice(start, start + b)
+            self._views[start, b] = [OrtValue.ortvalue_from_numpy(a[rows]) for a in arrays]
+        return self._views[start, b]
 
-    def _run(self, feeds: dict[str, np.ndarray], b: int) -> np.ndarray:
+    def _run(self, feeds: dict[str, np.ndarray], b: int, start: int = 0) -> np.ndarray:
         if self.spec.lora_slots:
             feeds.setdefault("lora_index", np.zeros(b, np.int64))
+        else:  # an engine without LoRA inputs: every row is the base model anyway
+            feeds.pop("lora_index", None)
         if not self.shared:
             feeds = {**feeds, **self.lora}
             names = ["logits"] + [
@@ -131,19 +134,19 @@ class DecoderSession:
             outputs = self.sess.run(names, {**feeds, **self._past_feeds()})
             self.past = outputs[1:]
             return np.asarray(outputs[0])
-        io = self._binding(b)
+        io = self._binding(b, start)
         for name, value in feeds.items():
             io.bind_cpu_input(name, value)
         self.sess.run_with_iobinding(io)
-        return self.logits_buf[:b]
+        return self.logits_buf[start : start + b]
 
-    def _binding(self, b: int) -> Any:
-        """An IO binding for ``b`` rows with the KV buffers and logits bound (made once)."""
-        if b not in self._bindings:
+    def _binding(self, b: int, start: int = 0) -> Any:
+        """An IO binding for rows [start, start + b), KV buffers and logits bound (made once)."""
+        if (start, b) not in self._bindings:
             from onnxruntime import OrtValue
 
             io = self.sess.io_binding()
-            views = self._bound(b)
+            views = self._bound(b, start)
             for i in range(self.layers):
                 for j, kind in enumerate(("key", "value")):
                     io.bind_ortvalue_input(f"past_{kind}.{i}", views[2 * i + j])
@@ -151,8 +154,8 @@ class DecoderSession:
             io.bind_ortvalue_output("logits", views[-1])
             for name, tensor in self.lora.items():  # bound once, not copied per step
                 io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(tensor))
-            self._bindings[b] = io
-        return self._bindings[b]
+            self._bindings[start, b] = io
+        return self._bindings[start, b]
 
     def _past_feeds(self) -> dict[str, np.ndarray]:
         return {
@@ -209,3 +212,42 @@ class DecoderSession:
             feeds["position_ids"] = held[:, None]
             feeds["attention_mask"] = self.mask
         return self._run(feeds, b)
+
+    def prefill_rows(
+        self,
+        start: int,
+        chunks: Sequence[Sequence[int]],
+        past: Sequence[int],
+        lora_index: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Write prompt tokens into KV rows ``start..start+b-1`` (``ort`` flavour only).
+
+        Row ``i`` already holds ``past[i]`` tokens; ``chunks[i]`` follow them. Returns the
+        logits after each chunk's last token [b, V]. ONNX Runtime's CPU GroupQueryAttention
+        continues a prompt after past tokens only for one row, so ``past`` must be all zero
+        when ``b > 1``.
+        """
+        b = len(chunks)
+        if not self.shared:
+            raise ConfigError("prefill into chosen KV rows needs the ort flavour (onnx-cpu/cuda)")
+        if b < 1 or start < 0 or start + b > self.max_batch:
+            raise ConfigError(f"rows {start}..{start + b - 1} are outside 0..{self.max_batch - 1}")
+        if b > 1 and any(past):
+            raise ConfigError("a prompt continues after past tokens only one row at a time")
+        lengths = np.array([len(c) for c in chunks], np.int64)
+        held = np.asarray(past, np.int64) + lengths
+        if int(held.max()) > self.spec.max_seq_len:
+            raise ConfigError(f"a sequence exceeds the engine's context of {self.spec.max_seq_len}")
+        width = int(lengths.max())
+        ids = np.full((b, width), self.pad_id, np.int64)
+        for row, chunk in enumerate(chunks):
+            ids[row, : len(chunk)] = chunk
+        feeds: dict[str, np.ndarray] = {
+            "input_ids": ids,
+            "logits_index": lengths - 1,
+            "seqlens_k": (held - 1).astype(np.int32),
+            "total_sequence_length": np.array(int(past[0]) + width, np.int32),
+        }
+        if lora_index is not None:
+            feeds["lora_index"] = lora_index.astype(np.int64)
+        return self._run(feeds, b, start)

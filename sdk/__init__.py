@@ -9,8 +9,19 @@ from tinyllm.errors import TinyLLMError
 from tinyllm.inspection import Inspection
 from tinyllm.version import __version__
 
+
+def __getattr__(name: str) -> object:
+    """``tinyllm.Engine`` imports the runtime (onnxruntime) only when first used."""
+    if name == "Engine":
+        from tinyllm.runtime import Engine
+
+        return Engine
+    raise AttributeError(f"module 'tinyllm' has no attribute {name!r}")
+
+
 __all__ = [
     "Bundle",
+    "Engine",
     "Inspection",
     "TinyLLMError",
     "__version__",

@@ -258,10 +258,11 @@ def export(
     precision: str | None = None,
     block_size: int = 32,
     max_seq_len: int | None = None,
-    lora_slots: int = 0,
-    lora_rank: int = 0,
+    lora_slots: int | None = None,
+    lora_rank: int | None = None,
     accuracy_level: int = 4,
     overwrite: bool = False,
+    lora_spare: int = 2,
 ) -> tuple[Bundle, Verification]:
     """Export an inference engine into a new bundle (``out``, default: replace ``bundle``).
 
@@ -278,11 +279,14 @@ def export(
         block_size: quantization block along the input dimension.
         max_seq_len: the longest context the engine supports (default: the model's).
         lora_slots: adapter slots of the multi-LoRA inputs (0: a plain base model).
-        lora_rank: rank of those slots.
+            Default: for a bundle with separate adapters, one per adapter, plus slot 0
+            (the base model), plus ``lora_spare`` for tasks added while serving; else 0.
+        lora_rank: rank of those slots (default: the largest adapter rank).
         accuracy_level: MatMulNBits compute mode for int engines: 4 (int8 activations,
             fastest on CPU) or 0 (float activations, exact).
         overwrite: replace an existing bundle at ``out`` (writing onto ``bundle`` itself
             always replaces it).
+        lora_spare: free adapter slots for tasks added while serving (default slots only).
     """
     import dataclasses
 
@@ -291,6 +295,7 @@ def export(
     from tinyllm.runtime.verify import VerificationError, verify_export
 
     parent = open_bundle(bundle)
+    lora_slots, lora_rank = _lora_defaults(parent, lora_slots, lora_rank, lora_spare)
     options = ExportOptions(
         target=target,
         precision=precision,
@@ -332,6 +337,20 @@ def export(
             engines={**parent.manifest.engines, name: entry},
         )
         return writer.commit(manifest), verification
+
+
+def _lora_defaults(
+    bundle: Bundle, slots: int | None, rank: int | None, spare: int
+) -> tuple[int, int]:
+    """Multi-LoRA slots and rank of an export: what was asked, else what the adapters need."""
+    adapters = bundle.manifest.adapters if bundle.manifest.lora_mode != "merged" else {}
+    if spare < 0:
+        raise ConfigError(f"lora_spare must be >= 0, got {spare}")
+    if slots is None:
+        slots = len(adapters) + 1 + spare if adapters else 0
+    if rank is None:
+        rank = max((a.rank for a in adapters.values()), default=8 if slots else 0)
+    return slots, rank
 
 
 def serve(

@@ -119,8 +119,13 @@ def eval_cmd(
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None)
 @click.option("--block-size", type=int, default=32, show_default=True)
 @click.option("--max-seq-len", type=int, default=None, help="Longest context (default: model's).")
-@click.option("--lora-slots", type=int, default=0, show_default=True, help="Multi-LoRA slots.")
-@click.option("--lora-rank", type=int, default=0, show_default=True)
+@click.option(
+    "--lora-slots",
+    type=int,
+    default=None,
+    help="Multi-LoRA slots (default: the bundle's adapters + base + 2 spare, else 0).",
+)
+@click.option("--lora-rank", type=int, default=None, help="(default: the largest adapter rank)")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 def export_cmd(
     bundle: str,
@@ -130,8 +135,8 @@ def export_cmd(
     precision: str | None,
     block_size: int,
     max_seq_len: int | None,
-    lora_slots: int,
-    lora_rank: int,
+    lora_slots: int | None,
+    lora_rank: int | None,
     force: bool,
 ) -> None:
     """Export an inference engine of BUNDLE, verified against the torch model."""

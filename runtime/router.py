@@ -1,0 +1,178 @@
+"""The task router: a request names its task; the router gives its prompt, adapter slot,
+decoding parameters, stop rule and constraint, and parses the output by the task's kind.
+
+The prompt is the conversation :func:`tinyllm.evaluation.conversation` builds (the task's
+instruction as the system turn, its template around the input as the user turn), rendered
+with the bundle's chat template, so serving and evaluation see the same prompt. Outputs
+are parsed and checked with :mod:`tinyllm.verifiers`: an invalid output comes back with
+``valid=False``, ``value=None`` and the reason, never passed on as if it were fine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tinyllm.errors import UnknownTaskError
+from tinyllm.evaluation import conversation
+from tinyllm.runtime.sampling import GenerationConfig
+from tinyllm.runtime.tokenizer import ChatTokenizer
+from tinyllm.tasks import TaskSpec
+from tinyllm.verifiers import answer_text, parse_json_output, verify
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    """One served request's result.
+
+    ``value`` is the parsed answer (the label, the JSON object, or the text) when ``valid``,
+    else None with the reason in ``error``. ``text`` is the raw generated text.
+    """
+
+    task: str | None
+    text: str
+    value: Any
+    valid: bool
+    error: str | None
+    prompt_tokens: int
+    output_tokens: int
+    ttft_s: float
+    latency_s: float
+    finish_reason: str
+
+
+class LabelTrie:
+    """Token trie over a task's label strings, for constrained decoding.
+
+    Args:
+        sequences: the token ids of each label (as the model would write it).
+        eos: the end-of-sequence token allowed after a complete label (None: none).
+    """
+
+    def __init__(self, sequences: Sequence[Sequence[int]], eos: int | None) -> None:
+        self.root: dict[int, Any] = {}
+        self.eos = eos
+        for seq in sequences:
+            node = self.root
+            for token in seq:
+                node = node.setdefault(token, {})
+            node[-1] = {}  # end of a label
+
+    def allowed(self, prefix: Sequence[int]) -> list[int]:
+        """Tokens that may follow ``prefix`` (EOS where a label is complete)."""
+        node = self.root
+        for token in prefix:
+            node = node.get(token, {})
+        tokens = [t for t in node if t != -1]
+        if -1 in node and self.eos is not None:
+            tokens.append(self.eos)
+        return tokens
+
+    def complete(self, prefix: Sequence[int]) -> bool:
+        """``prefix`` spells a whole label and no longer label continues it."""
+        return self.allowed(prefix) in ([], [self.eos])
+
+
+def mask_logits(logits: np.ndarray, allowed: Sequence[int]) -> np.ndarray:
+    """``logits [V]`` with every token outside ``allowed`` set to -inf."""
+    masked = np.full_like(logits, -np.inf)
+    index = np.asarray(allowed, np.int64)
+    masked[index] = logits[index]
+    return masked
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to serve one request: prompt tokens, adapter slot, decoding, stop and parsing."""
+
+    task: TaskSpec | None
+    prompt: list[int]
+    slot: int
+    config: GenerationConfig
+    first_line: bool
+    trie: LabelTrie | None
+
+    def parse(self, text: str) -> tuple[Any, bool, str | None]:
+        """(value, valid, error) of a generated text."""
+        if self.task is None:
+            return text, True, None
+        return parse_output(self.task, text)
+
+
+def parse_output(task: TaskSpec, raw: str) -> tuple[Any, bool, str | None]:
+    """Parse ``raw`` by the task's output kind and run its verifiers: (value, valid, error)."""
+    answer = answer_text(task, raw)
+    value: Any = answer
+    if task.output.kind == "label" and answer not in task.output.labels:
+        return None, False, f"{answer[:40]!r} is not one of the labels {task.output.labels}"
+    if task.output.kind == "json":
+        try:
+            value = parse_json_output(answer)
+        except ValueError as e:
+            return None, False, f"not valid JSON ({e})"
+    verdict = verify(task, answer)
+    if not verdict.ok:
+        return None, False, verdict.reason
+    return value, True, None
+
+
+class Router:
+    """Maps task names to routes; tasks and their adapter slots change while serving."""
+
+    def __init__(self, tokenizer: ChatTokenizer, constrain: bool = True) -> None:
+        self.tokenizer = tokenizer
+        self.constrain = constrain
+        self.tasks: dict[str, TaskSpec] = {}
+        self.slots: dict[str, int] = {}
+        self._tries: dict[str, LabelTrie] = {}
+
+    def add(self, spec: TaskSpec, slot: int) -> None:
+        """Serve ``spec`` with adapter ``slot`` (0: the base model)."""
+        self.tasks[spec.name] = spec
+        self.slots[spec.name] = slot
+        self._tries.pop(spec.name, None)
+
+    def remove(self, name: str) -> int:
+        """Stop serving a task; returns its adapter slot."""
+        self.spec(name)
+        del self.tasks[name]
+        self._tries.pop(name, None)
+        return self.slots.pop(name)
+
+    def spec(self, name: str) -> TaskSpec:
+        """The task called ``name``; an unknown name lists the tasks served."""
+        if name not in self.tasks:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise UnknownTaskError(f"unknown task {name!r}; this engine serves: {known}")
+        return self.tasks[name]
+
+    def route(
+        self, name: str, text: str, max_new_tokens: int | None, temperature: float | None
+    ) -> Route:
+        """The route of one request for task ``name`` with input ``text``."""
+        spec = self.spec(name)
+        slot = self.slots.get(name)
+        if slot is None:
+            raise UnknownTaskError(f"task {name!r} was removed")
+        messages = conversation(spec, text, [])
+        prompt = self.tokenizer.encode(self.tokenizer.apply_chat_template(messages))
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens or spec.output.max_new_tokens,
+            temperature=temperature or 0.0,
+        )
+        trie = self._trie(spec) if spec.output.kind == "label" and self.constrain else None
+        return Route(spec, prompt, slot, config, spec.output.kind != "json", trie)
+
+    def raw(self, prompt: str | list[dict[str, str]], config: GenerationConfig) -> Route:
+        """A route without a task: the base model (slot 0) on a plain prompt or messages."""
+        text = prompt if isinstance(prompt, str) else self.tokenizer.apply_chat_template(prompt)
+        return Route(None, self.tokenizer.encode(text), 0, config, False, None)
+
+    def _trie(self, spec: TaskSpec) -> LabelTrie:
+        if spec.name not in self._tries:
+            sequences = [self.tokenizer.encode(label) for label in spec.output.labels]
+            self._tries[spec.name] = LabelTrie(sequences, self.tokenizer.eos_token_id)
+        return self._tries[spec.name]

@@ -1,0 +1,247 @@
+"""The engine's serving calls: tasks by name, futures, async, streaming, dynamic tasks.
+
+:class:`TaskService` is mixed into :class:`tinyllm.runtime.Engine`; the serving loop
+(:mod:`tinyllm.runtime.serving`) starts on the first request and owns its own KV cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from tinyllm.errors import ConfigError, EngineClosedError
+from tinyllm.runtime.router import Route, Router, TaskOutput
+from tinyllm.runtime.sampling import GenerationConfig
+from tinyllm.runtime.serving import Server, ServingOptions, Sink
+from tinyllm.runtime.session import DecoderSession
+from tinyllm.runtime.slots import AdapterSlots
+from tinyllm.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from tinyllm.adapters import LoraAdapter
+    from tinyllm.bundle import Bundle
+    from tinyllm.runtime.engine import EngineInfo
+    from tinyllm.runtime.tokenizer import ChatTokenizer
+
+Prompt = str | list[dict[str, str]]
+
+
+class TaskService:
+    """Serve the bundle's tasks (and plain completions) from many threads at once."""
+
+    bundle: Bundle
+    info: EngineInfo
+    session: DecoderSession
+    tokenizer: ChatTokenizer
+    max_batch: int
+    stop_ids: set[int]
+    serving: ServingOptions
+    _server: Server | None
+    _closed: bool
+    _serve_lock: threading.Lock
+
+    @property
+    def tasks(self) -> dict[str, TaskSpec]:
+        """The tasks served now, by name."""
+        return dict(self._serving().router.tasks)
+
+    def submit(
+        self,
+        task: str,
+        text: str,
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        deadline_s: float | None = None,
+    ) -> Future[TaskOutput]:
+        """Queue ``text`` for ``task``; ``future.cancel()`` cancels the request.
+
+        Raises at once: UnknownTaskError, QueueFullError, PromptTooLongError,
+        EngineClosedError. The future fails with DeadlineExceededError when ``deadline_s``
+        seconds pass before the result.
+        """
+        return self._submit(self._route(task, text, max_new_tokens, temperature), deadline_s)
+
+    def run(self, task: str, text: str, **kwargs: Any) -> TaskOutput:
+        """Serve one request and wait for it (arguments as :meth:`submit`)."""
+        return self.submit(task, text, **kwargs).result()
+
+    async def arun(self, task: str, text: str, **kwargs: Any) -> TaskOutput:
+        """``run`` for asyncio: awaits the result without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(task, text, **kwargs))
+
+    def stream_task(self, task: str, text: str, **kwargs: Any) -> Iterator[str]:
+        """Yield the generated text in pieces; joined, they equal ``run(...).text``."""
+        route = self._route(
+            task, text, kwargs.pop("max_new_tokens", None), kwargs.pop("temperature", None)
+        )
+        return self._stream(route, kwargs.get("deadline_s"))
+
+    def astream_task(self, task: str, text: str, **kwargs: Any) -> AsyncIterator[str]:
+        """``stream_task`` for asyncio."""
+        route = self._route(
+            task, text, kwargs.pop("max_new_tokens", None), kwargs.pop("temperature", None)
+        )
+        return self._astream(route, kwargs.get("deadline_s"))
+
+    def submit_complete(
+        self,
+        prompt: Prompt,
+        config: GenerationConfig | None = None,
+        *,
+        deadline_s: float | None = None,
+    ) -> Future[TaskOutput]:
+        """Queue a plain completion on the base model (no task, adapter slot 0).
+
+        ``prompt`` is raw text, or chat messages rendered with the bundle's chat template.
+        """
+        server = self._serving()
+        return self._submit(server.router.raw(prompt, config or GenerationConfig()), deadline_s)
+
+    def complete(
+        self, prompt: Prompt, config: GenerationConfig | None = None, **kwargs: Any
+    ) -> TaskOutput:
+        """Serve one plain completion and wait for it."""
+        return self.submit_complete(prompt, config, **kwargs).result()
+
+    def stream_complete(
+        self,
+        prompt: Prompt,
+        config: GenerationConfig | None = None,
+        *,
+        deadline_s: float | None = None,
+    ) -> Iterator[str]:
+        """Stream a plain completion's text in pieces."""
+        return self._stream(
+            self._serving().router.raw(prompt, config or GenerationConfig()), deadline_s
+        )
+
+    def astream_complete(
+        self,
+        prompt: Prompt,
+        config: GenerationConfig | None = None,
+        *,
+        deadline_s: float | None = None,
+    ) -> AsyncIterator[str]:
+        """``stream_complete`` for asyncio."""
+        return self._astream(
+            self._serving().router.raw(prompt, config or GenerationConfig()), deadline_s
+        )
+
+    def add_task(self, spec: TaskSpec, adapter: LoraAdapter | None = None) -> None:
+        """Serve a new task while serving: its adapter fills a free slot in place (no
+        re-export, no restart; requests in flight are unaffected). No adapter: base model."""
+        server = self._serving()
+        with server.cond:
+            if spec.name in server.router.tasks:
+                raise ConfigError(f"task {spec.name!r} is already served; remove_task it first")
+            slot = server.slots.fill(spec.name, adapter) if adapter is not None else 0
+            server.router.add(spec, slot)
+
+    def remove_task(self, name: str) -> None:
+        """Stop accepting requests for ``name``; its requests in flight still finish."""
+        server = self._serving()
+        with server.cond:
+            server.slots.release(server.router.remove(name))
+
+    def stats(self) -> dict[str, Any]:
+        """Serving counters (queue depth, running, completed, failed, per task, tokens)."""
+        return self._serving().stats()
+
+    def close(self, drain: bool = True) -> None:
+        """Stop serving: finish requests in flight (``drain``) or fail them; then every
+        call raises EngineClosedError. Closing twice is fine."""
+        with self._serve_lock:
+            self._closed = True
+            server = self._server
+        if server is not None:
+            server.close(drain)
+
+    def __enter__(self) -> TaskService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _serving(self) -> Server:
+        with self._serve_lock:
+            if self._closed:
+                raise EngineClosedError("the engine is closed; load a new one to serve requests")
+            if self._server is None:
+                self._server = self._make_server()
+            return self._server
+
+    def _make_server(self) -> Server:
+        info = self.info
+        if info.flavour != "ort":
+            raise ConfigError(
+                f"serving needs an onnx-cpu or onnx-cuda engine (this one is {info.target}, "
+                "without a shared KV cache); export one with `tinyllm export BUNDLE`"
+            )
+        session = DecoderSession(
+            self.session.sess,
+            self.bundle.config,
+            self.session.spec,
+            self.max_batch,
+            self.session.pad_id,
+        )
+        slots = AdapterSlots(
+            self.bundle.config, info.lora_slots, info.lora_rank, info.lora_targets, info.float_dtype
+        )
+        router = Router(self.tokenizer, self.serving.constrain)
+        separate = self.bundle.manifest.lora_mode != "merged"
+        for name, spec in self.bundle.task_specs().items():
+            has_adapter = separate and name in self.bundle.manifest.adapters
+            router.add(spec, slots.fill(name, self.bundle.adapter(name)) if has_adapter else 0)
+        return Server(session, router, slots, self.stop_ids, self.serving)
+
+    def _route(
+        self, task: str, text: str, max_new_tokens: int | None, temperature: float | None
+    ) -> Route:
+        return self._serving().router.route(task, text, max_new_tokens, temperature)
+
+    def _submit(
+        self, route: Route, deadline_s: float | None, sink: Sink | None = None
+    ) -> Future[TaskOutput]:
+        return self._serving().submit(route, deadline_s, sink)
+
+    def _stream(self, route: Route, deadline_s: float | None) -> Iterator[str]:
+        items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        future = self._submit(route, deadline_s, items.put)
+
+        def pieces() -> Iterator[str]:
+            try:
+                while True:
+                    kind, item = items.get()
+                    if kind == "delta":
+                        yield item
+                    elif isinstance(item, BaseException):
+                        raise item
+                    else:
+                        return
+            finally:
+                future.cancel()  # the consumer stopped early: free the row
+
+        return pieces()
+
+    async def _astream(self, route: Route, deadline_s: float | None) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        future = self._submit(
+            route, deadline_s, lambda item: loop.call_soon_threadsafe(items.put_nowait, item)
+        )
+        try:
+            while True:
+                kind, item = await items.get()
+                if kind == "delta":
+                    yield item
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    return
+        finally:
+            future.cancel()

@@ -1,0 +1,297 @@
+"""Serving: per-row adapters equal one-by-one, concurrent mixed tasks, dynamic tasks under
+load, admission, deadlines, cancellation, shutdown, streaming and async."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tinyllm
+from tinyllm.errors import (
+    ConfigError,
+    DeadlineExceededError,
+    EngineClosedError,
+    PromptTooLongError,
+    QueueFullError,
+    UnknownTaskError,
+)
+from tinyllm.runtime import Engine, GenerationConfig, TaskOutput
+
+INPUTS = [
+    "The room was spotless",
+    "Book a table for two in Oslo on Friday at 8pm",
+    "hey can u send me the report",
+    "Terrible service, cold food and a rude waiter who ignored us all evening.",
+    "ok",
+]
+TASKS = ["sentiment", "booking", "rewrite"]
+LONG = GenerationConfig(max_new_tokens=200, ignore_eos=True)
+
+
+def test_engine_json_has_default_lora_slots(served: Path) -> None:
+    info = json.loads((served / "engines" / "onnx-cpu-fp32" / "engine.json").read_text())
+    assert (info["lora_slots"], info["lora_rank"]) == (5, 4)  # 2 adapters + base + 2 spare
+
+
+def test_rows_with_different_adapters_equal_one_by_one(served: Path) -> None:
+    engine = Engine.load(served, max_batch=4)
+    server = engine._serving()
+    session, slots = server.session, server.router.slots
+    prompts = [server.router.route(t, INPUTS[i], None, None).prompt for i, t in enumerate(TASKS)]
+    lora = np.array([slots[t] for t in TASKS])
+    assert sorted(lora.tolist()) == [0, 1, 2]  # rewrite has no adapter: the base model
+    alone = [
+        session.prefill_rows(0, [p], [0], lora[i : i + 1])[0].copy() for i, p in enumerate(prompts)
+    ]
+    together = session.prefill_rows(1, prompts, [0, 0, 0], lora).copy()  # rows 1..3
+    for i in range(3):
+        np.testing.assert_allclose(together[i], alone[i], atol=1e-4)
+    base = session.prefill_rows(0, [prompts[0]], [0], np.array([0]))[0]
+    assert np.abs(base - alone[0]).max() > 1e-2  # the adapter changes the model
+    # One decode step over all rows (row 0 idle) equals each row's step alone.
+    step = session.decode([0, 5, 6, 7], [0, *map(len, prompts)], np.array([0, *lora]))[1:].copy()
+    for i, p in enumerate(prompts):
+        session.prefill_rows(0, [p], [0], lora[i : i + 1])
+        one = session.decode([5 + i], [len(p)], lora[i : i + 1])[0]
+        np.testing.assert_allclose(step[i], one, atol=1e-4)
+
+
+def reference(served: Path) -> dict[tuple[str, str], TaskOutput]:
+    """Every (task, input) served alone, one at a time."""
+    engine = Engine.load(served, max_batch=1)
+    out = {(t, x): engine.run(t, x) for t in TASKS for x in INPUTS}
+    engine.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def alone(served: Path) -> dict[tuple[str, str], TaskOutput]:
+    return reference(served)
+
+
+def test_concurrent_mixed_tasks_equal_one_by_one(served: Path, alone: dict) -> None:
+    engine = Engine.load(
+        served, max_batch=4, max_tasks_per_step=2, chunk_size=32, prefill_tokens=64
+    )
+    results: dict[tuple[str, str], TaskOutput] = {}
+
+    def client(task: str) -> None:
+        futures = {x: engine.submit(task, x) for x in INPUTS}
+        results.update({(task, x): f.result() for x, f in futures.items()})
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in TASKS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for key, expected in alone.items():
+        got = results[key]
+        assert (got.text, got.output_tokens, got.finish_reason) == (
+            expected.text,
+            expected.output_tokens,
+            expected.finish_reason,
+        ), key
+    stats = engine.stats()
+    assert stats["completed"] == len(alone) and stats["failed"] == 0
+    assert stats["tasks"]["booking"] == {"submitted": len(INPUTS), "completed": len(INPUTS)}
+    assert stats["output_tokens"] == sum(o.output_tokens for o in alone.values())
+    engine.close()
+
+
+def test_outputs_are_parsed_by_kind(alone: dict) -> None:
+    sentiment = alone["sentiment", INPUTS[0]]
+    assert sentiment.valid and sentiment.value in ("positive", "negative", "neutral")
+    assert sentiment.ttft_s > 0 and sentiment.latency_s >= sentiment.ttft_s
+    for out in alone.values():  # a random model: invalid outputs say why, never pass on
+        assert out.valid == (out.error is None)
+        assert out.valid or out.value is None
+
+
+def test_fifo_policy_gives_the_same_results(served: Path, alone: dict) -> None:
+    engine = Engine.load(served, max_batch=3, scheduler="fifo")
+    futures = {(t, x): engine.submit(t, x) for x in INPUTS for t in TASKS}
+    assert {k: f.result().text for k, f in futures.items()} == {k: v.text for k, v in alone.items()}
+    engine.close()
+
+
+def test_long_prompt_chunks_while_others_decode(served: Path) -> None:
+    text = " ".join(INPUTS[:3])
+    whole = Engine.load(served, max_batch=2).run("rewrite", text)
+    engine = Engine.load(served, max_batch=2, chunk_size=16, prefill_tokens=16)
+    other = engine.submit_complete("hello", LONG)
+    chunked = engine.run("rewrite", text)
+    assert chunked.prompt_tokens > 48 and chunked.text == whole.text
+    assert len(other.result().text) > 0
+    engine.close()
+
+
+def test_add_and_remove_tasks_under_concurrent_load(
+    served: Path, alone: dict, random_adapter: Any
+) -> None:
+    engine = Engine.load(served, max_batch=4)
+    spec = tinyllm.api.load_tasks().task("intent")
+    adapter = random_adapter(engine.bundle.config, 3, ("q_proj", "gate_proj"), 7)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    mismatches: list[tuple[str, str]] = []
+
+    def load() -> None:
+        i = 0
+        while not stop.is_set():
+            task, x = TASKS[i % 3], INPUTS[i % 5]
+            i += 1
+            try:
+                out = engine.run(task, x)
+            except UnknownTaskError:  # the removed task: rejected at once, keep going
+                continue
+            except BaseException as e:  # any other failure fails the test
+                failures.append(e)
+                return
+            if out.text != alone[task, x].text:
+                mismatches.append((task, x))
+
+    clients = [threading.Thread(target=load) for _ in range(3)]
+    for c in clients:
+        c.start()
+    engine.add_task(spec, adapter)
+    added = [engine.run("intent", x) for x in INPUTS]
+    in_flight = [engine.submit("sentiment", x) for x in INPUTS]
+    engine.remove_task("sentiment")
+    with pytest.raises(
+        UnknownTaskError,
+        match="unknown task 'sentiment'; this engine serves: booking, intent, rewrite",
+    ):
+        engine.submit("sentiment", INPUTS[0])
+    removed = [f.result() for f in in_flight]  # requests in flight still finish, unchanged
+    assert [r.text for r in removed] == [alone["sentiment", x].text for x in INPUTS]
+    engine.remove_task("intent")
+    engine.add_task(spec, adapter)  # the freed slot is filled again
+    again = [engine.run("intent", x) for x in INPUTS]
+    time.sleep(0.2)
+    stop.set()
+    for c in clients:
+        c.join()
+    assert not failures and not mismatches
+    assert [a.text for a in again] == [a.text for a in added]
+    fresh = Engine.load(served, max_batch=1)
+    fresh.add_task(spec, adapter)
+    assert [fresh.run("intent", x).text for x in INPUTS] == [a.text for a in added]
+    base = Engine.load(served, max_batch=1)
+    base.add_task(spec)  # no adapter: the base model, which answers differently
+    assert [base.run("intent", x).text for x in INPUTS] != [a.text for a in added]
+    for e in (engine, fresh, base):
+        e.close()
+
+
+def test_full_queue_is_an_immediate_error(served: Path) -> None:
+    engine = Engine.load(served, max_batch=1, queue_size=2)
+    accepted: list[Future[TaskOutput]] = []
+    rejected = 0
+    for _ in range(8):
+        start = time.perf_counter()
+        try:
+            accepted.append(engine.submit_complete("hello", LONG))
+        except QueueFullError as e:
+            assert "queue is full (2 waiting, 1 running)" in str(e)
+            rejected += 1
+        assert time.perf_counter() - start < 0.5  # never waits for room
+    assert rejected >= 4 and len(accepted) + rejected == 8
+    assert all(len(f.result().text) > 0 for f in accepted)  # nothing accepted is lost
+    assert engine.stats()["rejected"] == rejected
+    engine.close()
+
+
+def test_deadline_and_cancel(served: Path) -> None:
+    engine = Engine.load(served, max_batch=1)
+    with pytest.raises(DeadlineExceededError, match="passed its deadline"):
+        engine.complete("hello", LONG, deadline_s=0.0)
+    with pytest.raises(DeadlineExceededError):
+        engine.complete("hello", LONG, deadline_s=0.02)  # expires while decoding
+    running = engine.submit_complete("hello", LONG)
+    queued = engine.submit_complete("hello again", LONG)
+    assert queued.cancel() and queued.cancelled()
+    stream = engine.stream_complete("a third one", LONG)
+    first = next(stream)
+    stream.close()  # the consumer went away: the request is cancelled
+    assert first and len(running.result().text) > 0
+    for _ in range(100):
+        if engine.stats()["cancelled"] == 2:
+            break
+        time.sleep(0.01)
+    stats = engine.stats()
+    assert (stats["cancelled"], stats["failed"], stats["running"]) == (2, 2, 0)
+    engine.close()
+
+
+def test_close_drains_then_every_call_fails(served: Path) -> None:
+    engine = Engine.load(served, max_batch=2)
+    futures = [engine.submit(t, x) for t in TASKS for x in INPUTS[:2]]
+    engine.close()
+    assert all(isinstance(f.result(timeout=0), TaskOutput) for f in futures)
+    for call in (
+        lambda: engine.run("sentiment", "x"),
+        lambda: engine.submit_complete("x"),
+        lambda: engine.add_task(tinyllm.api.load_tasks().task("intent")),
+        lambda: engine.generate("x"),
+    ):
+        with pytest.raises(EngineClosedError, match="the engine is closed"):
+            call()
+    engine.close()  # twice is fine
+    abrupt = Engine.load(served, max_batch=1)
+    pending = [abrupt.submit_complete("hello", LONG) for _ in range(3)]
+    abrupt.close(drain=False)
+    with pytest.raises(EngineClosedError, match="closed before this finished"):
+        pending[-1].result()
+
+
+def test_bad_requests_are_clear_errors(served: Path, exported: Path, random_adapter: Any) -> None:
+    engine = Engine.load(served, max_seq_len=64)
+    with pytest.raises(
+        UnknownTaskError,
+        match="unknown task 'summary'; this engine serves: booking, rewrite, sentiment",
+    ):
+        engine.run("summary", "x")
+    with pytest.raises(
+        PromptTooLongError, match=r"the prompt has \d+ tokens; the engine's context is 64"
+    ):
+        engine.run("rewrite", "word " * 80)
+    with pytest.raises(ConfigError, match="task 'rewrite' is already served"):
+        engine.add_task(engine.tasks["rewrite"])
+    big = random_adapter(engine.bundle.config, 8, ("q_proj",), 0)
+    with pytest.raises(ConfigError, match="adapter rank 8 exceeds the engine's LoRA rank 4"):
+        engine.add_task(tinyllm.api.load_tasks().task("intent"), big)
+    engine.close()
+    plain = Engine.load(exported)  # no tasks, no LoRA slots: completions still serve
+    assert (
+        plain.tasks == {}
+        and plain.complete("hello", GenerationConfig(max_new_tokens=3)).output_tokens <= 3
+    )
+    with pytest.raises(ConfigError, match="this engine has no LoRA slots"):
+        plain.add_task(tinyllm.api.load_tasks().task("intent"), big)
+    plain.close()
+    with pytest.raises(ConfigError, match="serving needs an onnx-cpu or onnx-cuda engine"):
+        Engine.load(exported, engine="onnx-standard-fp32").complete("hello")
+
+
+def test_streaming_and_async_equal_run(served: Path, alone: dict) -> None:
+    engine = Engine.load(served, max_batch=4)
+    for task in TASKS:
+        assert "".join(engine.stream_task(task, INPUTS[1])) == alone[task, INPUTS[1]].text
+
+    async def main() -> tuple[list[TaskOutput], str]:
+        outs = await asyncio.gather(*(engine.arun(t, INPUTS[3]) for t in TASKS))
+        pieces = [p async for p in engine.astream_task("rewrite", INPUTS[3])]
+        return list(outs), "".join(pieces)
+
+    outs, streamed = asyncio.run(main())
+    assert [o.text for o in outs] == [alone[t, INPUTS[3]].text for t in TASKS]
+    assert streamed == alone["rewrite", INPUTS[3]].text
+    engine.close()
