@@ -13,7 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tinyllm.errors import (
     ConfigError,
@@ -65,6 +65,16 @@ class ServingEngine(Protocol):
     def stats(self) -> Mapping[str, Any]: ...
 
 
+class CompletionEngine(ServingEngine, Protocol):
+    """An engine that also completes plain prompts on its base model (no task)."""
+
+    def submit_complete(self, prompt: Any, config: Any, *, deadline_s: float | None) -> Any: ...
+
+    def astream_complete(
+        self, prompt: Any, config: Any, *, deadline_s: float | None
+    ) -> AsyncIterator[str]: ...
+
+
 def classify(error: BaseException) -> wire.WireError:
     """The HTTP status and OpenAI error type of an engine error (500 if unknown)."""
     if isinstance(error, wire.WireError):
@@ -81,9 +91,15 @@ class TaskServer:
     """The request handlers of one app: parsing, engine calls, errors, metrics."""
 
     def __init__(
-        self, engine: ServingEngine, max_body_bytes: int, owner: str, deadline_s: float | None
+        self,
+        engine: ServingEngine,
+        max_body_bytes: int,
+        owner: str,
+        deadline_s: float | None,
+        base_model: str | None,
     ) -> None:
         self.engine = engine
+        self.base_model = base_model
         self.max_body_bytes = max_body_bytes
         self.owner = owner
         self.deadline_s = deadline_s
@@ -129,8 +145,8 @@ class TaskServer:
         try:
             req = wire.parse_request(kind, await self.read_json(request))
             task, streaming = req.task, req.stream
-            if req.task not in self.engine.tasks:
-                known = ", ".join(sorted(self.engine.tasks)) or "none"
+            if req.task not in self.engine.tasks and req.task != self.base_model:
+                known = ", ".join(self.model_names()) or "none"
                 raise wire.WireError(
                     404,
                     f"the model {req.task!r} does not exist: models are this server's tasks "
@@ -150,6 +166,10 @@ class TaskServer:
             if not (status == 200 and streaming):  # a stream reports when it ends
                 self.metrics.finished(task, status, time.perf_counter() - start)
 
+    def model_names(self) -> list[str]:
+        """The tasks, then the base model (plain completions) when there is one."""
+        return sorted(self.engine.tasks) + ([self.base_model] if self.base_model else [])
+
     def _options(self, req: wire.TaskRequest) -> dict[str, Any]:
         return {
             "max_new_tokens": req.max_new_tokens,
@@ -157,17 +177,42 @@ class TaskServer:
             "deadline_s": self.deadline_s,
         }
 
+    def _raw(self, req: wire.TaskRequest) -> tuple[Any, Any]:
+        """(prompt, GenerationConfig) of a plain completion on the base model."""
+        from tinyllm.runtime.sampling import GenerationConfig
+
+        config = GenerationConfig(
+            max_new_tokens=req.max_new_tokens or GenerationConfig.max_new_tokens,
+            temperature=req.temperature or 0.0,
+            stop=req.stop,
+            ignore_eos=req.ignore_eos,
+        )
+        return (list(req.messages) if req.kind == "chat" else req.text), config
+
     async def _once(self, req: wire.TaskRequest, rid: str) -> Response:
+        import asyncio
+
         from starlette.responses import JSONResponse
 
-        output = await self.engine.arun(req.task, req.text, **self._options(req))
+        if req.task == self.base_model:
+            engine = cast("CompletionEngine", self.engine)
+            prompt, config = self._raw(req)
+            future = engine.submit_complete(prompt, config, deadline_s=self.deadline_s)
+            output = await asyncio.wrap_future(future)
+        else:
+            output = await self.engine.arun(req.task, req.text, **self._options(req))
         self.metrics.generated(req.task, output.prompt_tokens, output.output_tokens, output.ttft_s)
         return JSONResponse(wire.response(req, rid, output), headers={"X-Request-Id": rid})
 
     async def _stream(self, req: wire.TaskRequest, rid: str) -> Response:
         """Start the stream and wait for its first piece (errors before it are HTTP errors)."""
         start = time.perf_counter()
-        pieces = self.engine.astream_task(req.task, req.text, **self._options(req))
+        if req.task == self.base_model:
+            prompt, config = self._raw(req)
+            engine = cast("CompletionEngine", self.engine)
+            pieces = engine.astream_complete(prompt, config, deadline_s=self.deadline_s)
+        else:
+            pieces = self.engine.astream_task(req.task, req.text, **self._options(req))
         try:
             first = await anext(pieces)
         except StopAsyncIteration:
@@ -218,7 +263,7 @@ class TaskServer:
         from starlette.responses import JSONResponse
 
         try:
-            names = sorted(self.engine.tasks)
+            names = self.model_names()
         except Exception as e:  # closed engine: 503
             return self.error(classify(e))
         return JSONResponse(wire.model_list(names, self.created, self.owner))
@@ -327,6 +372,7 @@ def create_app(
     owner: str = "tinyllm",
     deadline_s: float | None = None,
     close_engine: bool = False,
+    base_model: str | None = None,
 ) -> Starlette:
     """The ASGI app serving ``engine``.
 
@@ -336,6 +382,8 @@ def create_app(
         owner: ``owned_by`` of the models in /v1/models.
         deadline_s: per-request deadline passed to the engine (None: no deadline).
         close_engine: close the engine (draining in-flight work) when the app shuts down.
+        base_model: a model name for plain completions on the base model (no task, no
+            adapter; needs ``submit_complete``/``astream_complete``); None: tasks only.
     """
     try:
         from starlette.applications import Starlette
@@ -344,7 +392,11 @@ def create_app(
         raise missing_dependency("starlette", SERVE_EXTRA, "the HTTP server") from e
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
-    server = TaskServer(engine, max_body_bytes, owner, deadline_s)
+    if base_model is not None and not hasattr(engine, "submit_complete"):
+        raise ConfigError("base_model needs an engine with plain completions (submit_complete)")
+    if base_model is not None and base_model in engine.tasks:
+        raise ConfigError(f"base_model {base_model!r} is also a task name; choose another")
+    server = TaskServer(engine, max_body_bytes, owner, deadline_s, base_model)
 
     async def chat(request: Request) -> Response:
         return await server.complete(request, "chat")

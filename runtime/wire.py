@@ -49,6 +49,9 @@ class TaskRequest:
     include_usage: bool
     max_new_tokens: int | None
     temperature: float | None
+    messages: tuple[dict[str, str], ...] = ()
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -79,6 +82,10 @@ def parse_request(kind: Kind, data: dict[str, Any]) -> TaskRequest:
     temperature = _optional(data, "temperature", (int, float))
     if temperature is not None and not 0 <= temperature <= 2:
         raise invalid("temperature must be between 0 and 2", "temperature")
+    stop = data.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise invalid("'stop' must be a string or a list of non-empty strings", "stop")
     return TaskRequest(
         kind=kind,
         task=model,
@@ -87,7 +94,20 @@ def parse_request(kind: Kind, data: dict[str, Any]) -> TaskRequest:
         include_usage=bool(options.get("include_usage", False)),
         max_new_tokens=limit,
         temperature=None if temperature is None else float(temperature),
+        messages=tuple(_messages(data["messages"])) if kind == "chat" else (),
+        stop=tuple(stop),
+        ignore_eos=bool(_optional(data, "ignore_eos", bool)),
     )
+
+
+def _messages(messages: list[Any]) -> list[dict[str, str]]:
+    """Chat messages as role/text pairs (for a plain completion on the base model)."""
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise invalid("each message needs a 'role' and a 'content'", "messages")
+        out.append({"role": m["role"], "content": _content_text(m.get("content"))})
+    return out
 
 
 def _optional(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:

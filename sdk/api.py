@@ -363,6 +363,7 @@ def serve(
     max_body_bytes: int = 1 << 20,
     deadline_s: float | None = None,
     log_level: str = "info",
+    base_model: str | None = "base",
     engine_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Serve a bundle's tasks over OpenAI-compatible HTTP until interrupted (needs
@@ -377,6 +378,7 @@ def serve(
         max_body_bytes: larger request bodies get 413.
         deadline_s: per-request deadline (504 when missed); None waits as long as needed.
         log_level: uvicorn's log level.
+        base_model: model name of plain completions on the base model (None: tasks only).
         engine_options: more keyword arguments for ``Engine.load`` (scheduler, queue_size).
     """
     from tinyllm.runtime import Engine
@@ -385,10 +387,11 @@ def serve(
     opened = open_bundle(bundle)
     runner = Engine.load(opened, engine=engine, max_batch=max_batch, **dict(engine_options or {}))
     app = create_app(
-        runner,  # type: ignore[arg-type]
+        runner,
         max_body_bytes=max_body_bytes,
         owner=opened.manifest.name,
         deadline_s=deadline_s,
         close_engine=True,
+        base_model=base_model,
     )
     run_server(app, host, port, log_level)

@@ -302,3 +302,80 @@ def test_shutdown_lets_requests_in_flight_finish() -> None:
     call.join()
     assert results[0].choices[0].text == "SLOW"
     assert engine.closed  # the app's shutdown closed (drained) the engine
+
+
+@pytest.fixture(scope="module")
+def real(served) -> Iterator[tuple[Any, str]]:
+    """The real engine (tiny-qwen2 serving sentiment, booking, rewrite) behind the server."""
+    from tinyllm.runtime import Engine
+
+    engine = Engine.load(served, max_batch=4)
+    app = create_app(engine, close_engine=True, base_model="base")
+    with BackgroundServer(app) as server:
+        yield engine, server.url
+
+
+def test_real_engine_with_the_openai_client(real) -> None:
+    engine, url = real
+    c = client(url)
+    assert [m.id for m in c.models.list()] == ["booking", "rewrite", "sentiment", "base"]
+    text = "The room was spotless"
+    want = engine.run("sentiment", text)
+    got = c.chat.completions.create(model="sentiment", messages=[{"role": "user", "content": text}])
+    assert got.choices[0].message.content == want.text
+    assert got.model_extra["tinyllm"] == {"value": want.value, "valid": want.valid, "error": None}
+    assert got.usage.prompt_tokens == want.prompt_tokens > 0
+    assert got.usage.completion_tokens == want.output_tokens
+    alone = engine.run("rewrite", "cheap flights boston", max_new_tokens=12)
+    streamed = c.chat.completions.create(
+        model="rewrite",
+        messages=[{"role": "user", "content": "cheap flights boston"}],
+        max_tokens=12,
+        stream=True,
+    )
+    assert "".join(ch.choices[0].delta.content or "" for ch in streamed) == alone.text
+    done = c.completions.create(model="rewrite", prompt="cheap flights boston", max_tokens=12)
+    assert done.choices[0].text == alone.text
+    with pytest.raises(openai.NotFoundError):
+        c.completions.create(model="intent", prompt="hi")
+
+
+def test_real_engine_plain_completion_on_the_base_model(real) -> None:
+    from tinyllm.runtime import GenerationConfig
+
+    engine, url = real
+    want = engine.complete("Once upon", GenerationConfig(max_new_tokens=8, ignore_eos=True))
+    got = client(url).completions.create(
+        model="base", prompt="Once upon", max_tokens=8, extra_body={"ignore_eos": True}
+    )
+    assert got.choices[0].text == want.text and got.usage.completion_tokens == 8
+    assert got.choices[0].finish_reason == "length"
+    with pytest.raises(openai.BadRequestError) as info:
+        client(url).completions.create(model="base", prompt="x", extra_body={"stop": [1]})
+    assert info.value.code is None and "stop" in info.value.message
+
+
+def test_real_engine_stops_generating_for_a_disconnected_stream(real) -> None:
+    engine, url = real
+    before = engine.stats()
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps(
+        {"model": "base", "prompt": "a", "max_tokens": 200, "stream": True, "ignore_eos": True}
+    ).encode()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    received = b""
+    while received.count(b"data: ") < 3:  # the role chunk and two text pieces
+        received += sock.recv(4096)
+    sock.close()
+    deadline = time.monotonic() + 10
+    while engine.stats()["cancelled"] == before["cancelled"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    after = engine.stats()
+    # Cancelled (not completed with its 200 tokens), and its batch row is free again.
+    assert after["cancelled"] == before["cancelled"] + 1 and after["running"] == 0
+    assert after["completed"] == before["completed"]
