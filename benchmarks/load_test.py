@@ -106,22 +106,30 @@ def check(outcomes: dict[int, list[str]], seconds: float) -> dict[str, Any]:
     }
 
 
-def run(requests: int, concurrency: int, model: str, out: Path | None = None) -> dict[str, Any]:
-    """Both load tests on one engine; returns their reports and the engine's counters."""
+def load(engine: Any, url: str, requests: int, concurrency: int) -> dict[str, Any]:
+    """Both load tests on a loaded engine already served at ``url``."""
+    names = sorted(engine.tasks)
+    trace = make_trace(names, requests, 1000.0, seed=3, mean_words=8, mean_out=6, max_out=16)
+    before = engine.stats()
+    report = {"in_process": in_process(engine, trace, concurrency)}
+    report["http"] = asyncio.run(over_http(url, trace, concurrency))
+    after = engine.stats()
+    counters = ("submitted", "completed", "failed", "cancelled", "rejected")
+    report["engine"] = {k: after[k] - before[k] for k in counters}
+    return report
+
+
+def run(requests: int, concurrency: int, model: str) -> dict[str, Any]:
+    """Build a tiny 3-task bundle (cached), serve it, run both load tests."""
     from tinyllm.runtime import Engine
     from tinyllm.runtime.http import BackgroundServer, create_app
 
-    paths = build(model, 3, 256, **({"out": out} if out else {}), merged=False)
+    paths = build(model, 3, 256, merged=False)
     engine = Engine.load(paths["shared"], max_batch=8, queue_size=concurrency)
-    names = sorted(engine.tasks)
-    trace = make_trace(names, requests, 1000.0, seed=3, mean_words=8, mean_out=6, max_out=16)
-    engine.run(names[0], "warm up", max_new_tokens=2)
-    report = {"in_process": in_process(engine, trace, concurrency)}
+    engine.run(sorted(engine.tasks)[0], "warm up", max_new_tokens=2)
     with BackgroundServer(create_app(engine)) as server:
-        report["http"] = asyncio.run(over_http(server.url, trace, concurrency))
-    stats = engine.stats()
+        report = load(engine, server.url, requests, concurrency)
     engine.close()
-    report["engine"] = {k: v for k, v in stats.items() if isinstance(v, int)}
     return report
 
 

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -379,3 +380,20 @@ def test_real_engine_stops_generating_for_a_disconnected_stream(real) -> None:
     # Cancelled (not completed with its 200 tokens), and its batch row is free again.
     assert after["cancelled"] == before["cancelled"] + 1 and after["running"] == 0
     assert after["completed"] == before["completed"]
+
+
+def test_load_500_requests_in_process_and_over_http_none_lost(real, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import load_test
+
+    engine, url = real
+    report = load_test.load(engine, url, requests=250, concurrency=32)
+    for way in ("in_process", "http"):
+        r = report[way]
+        assert (r["lost"], r["duplicated"], r["mismatched"]) == (0, 0, 0), r
+        assert sum(r["outcomes"].values()) == 250, r
+    counted = report["engine"]
+    # Every accepted request ended exactly once; refusals (if any) were counted as such.
+    assert counted["submitted"] == counted["completed"] + counted["failed"] + counted["cancelled"]
+    ok = report["in_process"]["outcomes"].get("ok", 0) + report["http"]["outcomes"].get("ok", 0)
+    assert counted["completed"] == ok
