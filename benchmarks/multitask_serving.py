@@ -119,12 +119,13 @@ def main() -> None:
         "max_seq_len": 256 if args.quick else 1024,
         "mean_out": 16 if args.quick else 32,
         "max_out": 48 if args.quick else 160,
+        "max_words": 40 if args.quick else 400,
+        "n": n,
     }
     start = time.perf_counter()
     calib = run_worker("calibrate", config)
     print(f"single stream: TTFT {calib['ttft_s']:.3f} s, {calib['tpot_s'] * 1e3:.1f} ms/token")
     capacity = 1.0 / (calib["ttft_s"] + config["mean_out"] * calib["tpot_s"])
-    config["n"] = n
     config["rates"] = [float(x) * capacity for x in args.rates_x.split(",")]
     config["add_task"] = not args.no_add
     results = {mode: run_worker(mode, config) for mode in args.modes.split(",")}

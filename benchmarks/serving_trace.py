@@ -59,6 +59,7 @@ def make_trace(
     mean_words: float = 24.0,
     mean_out: float = 32.0,
     max_out: int = 160,
+    max_words: int = 400,
 ) -> list[TraceRequest]:
     """``n`` requests at ``rate`` requests/s (Poisson), Zipf task mix, log-normal lengths."""
     rng = np.random.default_rng(seed)
@@ -66,7 +67,7 @@ def make_trace(
     choice = rng.choice(len(tasks), size=n, p=popularity / popularity.sum())
     arrivals = np.cumsum(rng.exponential(1.0 / rate, size=n))
     sigma = 0.8  # log-normal spread: a long tail of long inputs and outputs
-    words = np.clip(rng.lognormal(np.log(mean_words) - sigma**2 / 2, sigma, n), 2, 400)
+    words = np.clip(rng.lognormal(np.log(mean_words) - sigma**2 / 2, sigma, n), 2, max_words)
     outs = np.clip(rng.lognormal(np.log(mean_out) - sigma**2 / 2, sigma, n), 2, max_out)
     return [
         TraceRequest(

@@ -6,6 +6,7 @@ python serving_workers.py MODE CONFIG_JSON   # prints one JSON line
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sys
 import threading
@@ -31,11 +32,15 @@ def peak_rss_mib() -> float:
 def traces(config: dict[str, Any], names: list[str]) -> dict[str, list[TraceRequest]]:
     """The same trace per rate in every worker (same seed)."""
     return {
-        f"{rate:.3f}": make_trace(
-            names, config["n"], rate, SEED, mean_out=config["mean_out"], max_out=config["max_out"]
-        )
+        f"{rate:.3f}": make_trace(names, config["n"], rate, SEED, **lengths(config))
         for rate in config["rates"]
     }
+
+
+def lengths(config: dict[str, Any]) -> dict[str, Any]:
+    """Length parameters of make_trace from the config."""
+    keys = ("mean_out", "max_out", "max_words")
+    return {k: config[k] for k in keys}
 
 
 def load_shared(paths: dict[str, Path], config: dict[str, Any], policy: str) -> Any:
@@ -63,12 +68,15 @@ def run_rates(submit: Any, config: dict[str, Any], names: list[str]) -> dict[str
 
 def calibrate(paths: dict[str, Path], config: dict[str, Any]) -> dict[str, Any]:
     """Unloaded single-stream TTFT and time per output token on the shared engine."""
+    from tinyllm.runtime import GenerationConfig
+
     engine = load_shared(paths, config, "continuous")
     engine.run("task0", "warm up", max_new_tokens=4)
-    text = " ".join(["the room was clean"] * 6)
+    # A task-like prompt, with a fixed output length (end-of-sequence ignored).
+    prompt = [{"role": "user", "content": " ".join(["the room was clean"] * 6)}]
     ttfts, tpots = [], []
     for _ in range(3):
-        out = engine.run("task0", text, max_new_tokens=32)
+        out = engine.complete(prompt, GenerationConfig(max_new_tokens=32, ignore_eos=True))
         ttfts.append(out.ttft_s)
         tpots.append((out.latency_s - out.ttft_s) / max(out.output_tokens - 1, 1))
     engine.close()
@@ -95,9 +103,9 @@ def add_under_load(engine: Any, config: dict[str, Any], names: list[str]) -> dic
 
     new = dataclasses.replace(task_specs(1)[0], name="added")
     rate = max(config["rates"])
-    trace = make_trace(
-        [*names, "added"], 2 * config["n"], rate, SEED + 2, max_out=config["max_out"]
-    )
+    # The added task is the most popular once it exists (before that its requests go to
+    # task0), so the add is exercised by many requests.
+    trace = make_trace(["added", *names], 2 * config["n"], rate, SEED + 2, **lengths(config))
     at = trace[len(trace) // 2].arrival_s
     trace = [
         dataclasses.replace(r, task="task0") if r.task == "added" and r.arrival_s < at else r
@@ -122,6 +130,7 @@ def add_under_load(engine: Any, config: dict[str, Any], names: list[str]) -> dic
         "tok_s_after": during,
         "dip": 1.0 - during / before if before else 0.0,
         "failed": sum(1 for c in done if c.error),
+        "errors": sorted({c.error for c in done if c.error})[:3],
         "added_task_requests": sum(1 for c in done if c.task == "added" and not c.error),
         "requests": len(done),
     }
@@ -154,7 +163,7 @@ class HFPeftServer:
         import tinyllm
         from tinyllm.adapters import PROJECTIONS, to_peft_state_dict
 
-        torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
         loaded = tinyllm.load_torch_model(paths["shared"])
         specs = task_specs(config["tasks"])
         lora = LoraConfig(r=8, lora_alpha=16, target_modules=list(PROJECTIONS), lora_dropout=0.0)
@@ -257,4 +266,5 @@ WORKERS = {
 if __name__ == "__main__":
     mode, raw = sys.argv[1], json.loads(sys.argv[2])
     paths = build(raw["model"], raw["tasks"], raw["max_seq_len"])
-    print(json.dumps(WORKERS[mode](paths, raw)))
+    print(json.dumps(WORKERS[mode](paths, raw)), flush=True)
+    os._exit(0)  # skip interpreter teardown: torch's threads may abort it
