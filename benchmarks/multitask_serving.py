@@ -95,6 +95,15 @@ def targets(table: dict[str, Any], one_mib: float) -> dict[str, Any]:
         }
     for mode, entry in table.items():
         out[f"memory_x_one_{mode}"] = entry["peak_rss_mib"] / one_mib
+    if a and "merged" in table:
+        # One shared service against N single-task services: memory (what sets how many
+        # machines are needed) and tokens/s per GiB at the highest rate.
+        merged = table["merged"]
+        top = max(a["rates"], key=float)
+        out["cost_reduction_memory_x"] = merged["peak_rss_mib"] / a["peak_rss_mib"]
+        out["tok_s_per_gib_shared_vs_per_task_x"] = (
+            a["rates"][top]["throughput_tok_s"] / a["peak_rss_mib"]
+        ) / max(merged["rates"][top]["throughput_tok_s"] / merged["peak_rss_mib"], 1e-9)
     return out
 
 
@@ -119,7 +128,8 @@ def main() -> None:
         "max_seq_len": 256 if args.quick else 1024,
         "mean_out": 16 if args.quick else 32,
         "max_out": 48 if args.quick else 160,
-        "max_words": 40 if args.quick else 400,
+        "max_words": 40 if args.quick else 200,
+        "serve_seq_len": 256 if args.quick else 512,  # KV reserved per engine
         "n": n,
     }
     start = time.perf_counter()

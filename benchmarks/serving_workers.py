@@ -49,6 +49,7 @@ def load_shared(paths: dict[str, Path], config: dict[str, Any], policy: str) -> 
     return Engine.load(
         paths["shared"],
         max_batch=config["max_batch"],
+        max_seq_len=config["serve_seq_len"],
         queue_size=4 * config["n"],
         scheduler=policy,
     )
@@ -142,7 +143,12 @@ def merged_mode(paths: dict[str, Path], config: dict[str, Any], count: int) -> d
 
     names = [s.name for s in task_specs(config["tasks"])][:count]
     engines = {
-        n: Engine.load(paths[n], max_batch=config["max_batch"], queue_size=4 * config["n"])
+        n: Engine.load(
+            paths[n],
+            max_batch=config["max_batch"],
+            max_seq_len=config["serve_seq_len"],
+            queue_size=4 * config["n"],
+        )
         for n in names
     }
     runs = run_rates(engine_submit(engines), config, names) if count > 1 else {}
