@@ -378,7 +378,8 @@ def serve(
         max_body_bytes: larger request bodies get 413.
         deadline_s: per-request deadline (504 when missed); None waits as long as needed.
         log_level: uvicorn's log level.
-        base_model: model name of plain completions on the base model (None: tasks only).
+        base_model: model name of plain completions on the base model (None, or the name
+            of a task: tasks only).
         engine_options: more keyword arguments for ``Engine.load`` (scheduler, queue_size).
     """
     from tinyllm.runtime import Engine
@@ -392,6 +393,6 @@ def serve(
         owner=opened.manifest.name,
         deadline_s=deadline_s,
         close_engine=True,
-        base_model=base_model,
+        base_model=None if base_model in runner.tasks else base_model,
     )
     run_server(app, host, port, log_level)
