@@ -445,7 +445,10 @@ def run_server(
     """Serve ``app`` until interrupted (Ctrl-C / SIGTERM drain in-flight requests first)."""
     import uvicorn
 
-    uvicorn.Server(_uvicorn_config(app, host, port, log_level)).run()
+    try:
+        uvicorn.Server(_uvicorn_config(app, host, port, log_level)).run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        pass
 
 
 class BackgroundServer:

@@ -397,3 +397,38 @@ def test_load_500_requests_in_process_and_over_http_none_lost(real, monkeypatch)
     assert counted["submitted"] == counted["completed"] + counted["failed"] + counted["cancelled"]
     ok = report["in_process"]["outcomes"].get("ok", 0) + report["http"]["outcomes"].get("ok", 0)
     assert counted["completed"] == ok
+
+
+def test_tinyllm_serve_command_serves_then_stops_on_sigint(served) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = Path(sys.executable).parent / "tinyllm"
+    proc = subprocess.Popen(
+        [str(cli), "serve", str(served), "--port", str(port), "--max-batch", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                resp, data = raw(url, "GET", "/health")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.2)
+        assert resp.status == 200 and json.loads(data)["tasks"] == 3
+        models = [m.id for m in client(url).models.list()]
+        assert models == ["booking", "rewrite", "sentiment", "base"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "Uvicorn running on http://127.0.0.1" in out
