@@ -10,7 +10,6 @@ Needs the ``serve`` extra (starlette, uvicorn), imported when an app is made.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -29,15 +28,16 @@ from tinyllm.errors import (
 )
 from tinyllm.runtime import wire
 from tinyllm.runtime.prometheus import ServerMetrics
+from tinyllm.runtime.sse import SSEResponse, close, close_shielded
+from tinyllm.runtime.webserver import DEFAULT_HOST, SERVE_EXTRA, BackgroundServer, run_server
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
 
-DEFAULT_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 1 << 20
-SERVE_EXTRA = "serve"
+__all__ = ["DEFAULT_HOST", "BackgroundServer", "create_app", "run_server"]
 
 # Engine errors -> (HTTP status, OpenAI error type, code); the first match wins.
 ERROR_STATUS: tuple[tuple[type[Exception], int, str, str], ...] = (
@@ -218,10 +218,10 @@ class TaskServer:
         except StopAsyncIteration:
             first = None
         except BaseException:
-            await _close(pieces)
+            await close(pieces)
             raise
         events = self._events(req, rid, pieces, first, start)
-        return SSEResponse(events, self, req.task, start, {"X-Request-Id": rid})  # type: ignore[return-value]
+        return SSEResponse(events, self.metrics, req.task, start, {"X-Request-Id": rid})  # type: ignore[return-value]
 
     async def _events(
         self,
@@ -247,7 +247,7 @@ class TaskServer:
             yield wire.sse("[DONE]")
             return
         finally:
-            await _close_shielded(pieces)
+            await close_shielded(pieces)
         output = getattr(pieces, "output", None)
         finish = getattr(output, "finish_reason", None) or "stop"
         yield wire.sse(wire.chunk(req, rid, created, finish=finish))
@@ -290,79 +290,6 @@ class TaskServer:
             stats = {}
         text = self.metrics.render(stats)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
-
-
-async def _close(pieces: AsyncIterator[Any]) -> None:
-    aclose = getattr(pieces, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-async def _close_shielded(pieces: AsyncIterator[Any]) -> None:
-    """Close a stream even while the calling task is being cancelled (client gone)."""
-    import anyio
-
-    with anyio.CancelScope(shield=True):
-        await _close(pieces)
-
-
-class SSEResponse:
-    """An event stream (ASGI app) that watches for the client going away and then stops.
-
-    Closing the body iterator closes the engine's stream, which cancels the request.
-    """
-
-    status_code = 200
-
-    def __init__(
-        self,
-        events: AsyncIterator[bytes],
-        server: TaskServer,
-        task: str,
-        start: float,
-        headers: dict[str, str],
-    ) -> None:
-        self.events, self.server, self.task, self.start = events, server, task, start
-        self.headers = {
-            "content-type": "text/event-stream; charset=utf-8",
-            "cache-control": "no-cache",
-            **{k.lower(): v for k, v in headers.items()},
-        }
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        import anyio
-
-        gone = False
-
-        async def body(group: anyio.abc.TaskGroup) -> None:
-            nonlocal gone
-            raw = [(k.encode(), v.encode()) for k, v in self.headers.items()]
-            try:
-                await send({"type": "http.response.start", "status": 200, "headers": raw})
-                async for event in self.events:
-                    await send({"type": "http.response.body", "body": event, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            except OSError:  # the server reports a closed connection this way
-                gone = True
-            group.cancel_scope.cancel()
-
-        async def watch(group: anyio.abc.TaskGroup) -> None:
-            nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone = True
-            group.cancel_scope.cancel()
-
-        try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(body, group)
-                group.start_soon(watch, group)
-        finally:
-            await _close_shielded(self.events)
-            if gone:
-                self.server.metrics.disconnected()
-            status = 499 if gone else 200
-            self.server.metrics.finished(self.task, status, time.perf_counter() - self.start)
 
 
 def create_app(
@@ -422,73 +349,3 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.server = server
     return app
-
-
-def _uvicorn_config(app: Starlette, host: str, port: int, log_level: str) -> Any:
-    try:
-        import uvicorn
-    except ImportError as e:
-        raise missing_dependency("uvicorn", SERVE_EXTRA, "the HTTP server") from e
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        timeout_graceful_shutdown=30,
-        lifespan="on",
-    )
-
-
-def run_server(
-    app: Starlette, host: str = DEFAULT_HOST, port: int = 8000, log_level: str = "info"
-) -> None:
-    """Serve ``app`` until interrupted (Ctrl-C / SIGTERM drain in-flight requests first)."""
-    import uvicorn
-
-    try:
-        uvicorn.Server(_uvicorn_config(app, host, port, log_level)).run()
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
-        pass
-
-
-class BackgroundServer:
-    """A server on a background thread (tests, benchmarks); a context manager.
-
-    ``port=0`` picks a free port; :attr:`url` is the base URL once started.
-    """
-
-    def __init__(
-        self, app: Starlette, host: str = DEFAULT_HOST, port: int = 0, log_level: str = "warning"
-    ) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(_uvicorn_config(app, host, port, log_level))
-        self.thread = threading.Thread(target=self.server.run, name="tinyllm-http", daemon=True)
-        self.host = host
-
-    @property
-    def url(self) -> str:
-        """``http://HOST:PORT`` of the running server."""
-        sockets = [s for srv in self.server.servers for s in srv.sockets]
-        return f"http://{self.host}:{sockets[0].getsockname()[1]}"
-
-    def start(self, timeout_s: float = 30.0) -> BackgroundServer:
-        """Start serving; returns once the server accepts connections."""
-        self.thread.start()
-        end = time.monotonic() + timeout_s
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > end:
-                raise TinyLLMError("the HTTP server did not start (see its log above)")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting, finish in-flight requests, shut down."""
-        self.server.should_exit = True
-        self.thread.join()
-
-    def __enter__(self) -> BackgroundServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
