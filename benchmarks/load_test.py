@@ -62,7 +62,12 @@ async def over_http(url: str, trace: list[Any], concurrency: int) -> dict[str, A
     """The same through the OpenAI client; the server echoes each ``X-Request-Id``."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    # No retries (a retry could duplicate a request); generous timeouts, since on a
+    # shared, overloaded machine a 5 s connect timeout fires before the server is slow.
+    timeout = openai.Timeout(300.0, connect=60.0)
+    client = openai.AsyncOpenAI(
+        base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=timeout
+    )
     outcomes: dict[int, list[str]] = {r.id: [] for r in trace}
     gate = asyncio.Semaphore(concurrency)
 
