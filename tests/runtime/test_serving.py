@@ -284,11 +284,17 @@ def test_bad_requests_are_clear_errors(served: Path, exported: Path, random_adap
 def test_streaming_and_async_equal_run(served: Path, alone: dict) -> None:
     engine = Engine.load(served, max_batch=4)
     for task in TASKS:
-        assert "".join(engine.stream_task(task, INPUTS[1])) == alone[task, INPUTS[1]].text
+        stream = engine.stream_task(task, INPUTS[1])
+        assert stream.output is None
+        assert "".join(stream) == alone[task, INPUTS[1]].text
+        assert stream.output is not None and stream.output.text == alone[task, INPUTS[1]].text
+        assert stream.output.output_tokens == alone[task, INPUTS[1]].output_tokens
 
     async def main() -> tuple[list[TaskOutput], str]:
         outs = await asyncio.gather(*(engine.arun(t, INPUTS[3]) for t in TASKS))
-        pieces = [p async for p in engine.astream_task("rewrite", INPUTS[3])]
+        stream = engine.astream_task("rewrite", INPUTS[3])
+        pieces = [p async for p in stream]
+        assert stream.output is not None and stream.output.text == "".join(pieces)
         return list(outs), "".join(pieces)
 
     outs, streamed = asyncio.run(main())
