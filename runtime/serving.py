@@ -25,6 +25,7 @@ from tinyllm.errors import (
     TinyLLMError,
     UnknownTaskError,
 )
+from tinyllm.runtime.constraints import JsonPrefix, pick_json_token
 from tinyllm.runtime.router import Route, Router, TaskOutput, mask_logits
 from tinyllm.runtime.sampling import sample
 from tinyllm.runtime.scheduler import Request, Scheduler, SchedulerConfig, StepPlan
@@ -60,6 +61,7 @@ class _Live:
         self.start = time.perf_counter()
         self.ttft = 0.0
         self.done: str | None = None
+        self.json = JsonPrefix(_json_root(route)) if route.json else None
 
     @property
     def kv_len(self) -> int:
@@ -236,13 +238,23 @@ class Server:
             allowed = route.trie.allowed(live.tokens)
             if allowed:
                 logits = mask_logits(logits, allowed)
-        token = sample(logits, config, live.rng)
+        if live.json is not None:
+            eos = self.router.tokenizer.eos_token_id
+            text = self.router.token_text
+            token = pick_json_token(live.json, logits, config, live.rng, text, eos)
+        else:
+            token = sample(logits, config, live.rng)
         if token in self.stop_ids and not config.ignore_eos:
             live.done = "stop"
         else:
             live.tokens.append(token)
             live.text = self.router.tokenizer.decode(live.tokens)
             live.done = _stopped(live, self.session.spec.max_seq_len)
+            if live.json is not None:
+                if not live.json.feed(self.router.token_text(token)):
+                    live.json = None  # no token fitted: stop constraining, report it invalid
+                elif live.json.mode == "done":
+                    live.done = "stop"
         ready = len(live.text) if live.done else _ready(live.text, config.stop)
         if ready > live.sent:
             live.emit(("delta", live.text[live.sent : ready]))
@@ -340,3 +352,10 @@ def _ready(text: str, stops: tuple[str, ...]) -> int:
                 ready -= k
                 break
     return ready
+
+
+def _json_root(route: Route) -> str:
+    """``{`` or ``[`` when the task's schema requires an object or an array at the top."""
+    schema = route.task.output.schema if route.task else None
+    kind = (schema or {}).get("type")
+    return {"object": "{", "array": "["}.get(kind, "") if isinstance(kind, str) else ""

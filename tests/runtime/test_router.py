@@ -10,6 +10,7 @@ import pytest
 import tinyllm
 from tinyllm.evaluation import conversation
 from tinyllm.runtime import Engine
+from tinyllm.runtime.constraints import JsonPrefix
 from tinyllm.runtime.router import LabelTrie, Router, mask_logits, parse_output
 from tinyllm.runtime.tokenizer import ChatTokenizer
 
@@ -76,3 +77,66 @@ def test_constrained_label_tasks_always_answer_a_label(served: Path) -> None:
     assert not all(o.valid for o in loose)  # the random model, unconstrained, goes astray
     with pytest.raises(tinyllm.errors.UnknownTaskError, match="this engine serves: none"):
         Router(ChatTokenizer(tinyllm.open_bundle(served).tokenizer_dir)).route("x", "y", None, None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"city": "Oslo", "guests": 2, "ok": true, "x": null, "f": -1.5e+3, "a": [1, [], {}]}',
+        ' [ "a\\"b\\u00e9", false ] ',
+        "0",
+        '"\\n"',
+    ],
+)
+def test_json_prefix_accepts_every_prefix_of_valid_json(text: str) -> None:
+    import json
+
+    json.loads(text)
+    for end in range(len(text) + 1):
+        state = JsonPrefix()
+        assert state.feed(text[:end]), text[:end]
+    assert state.complete
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a" 1}',
+        " " * 17,
+        "{,}",
+        "[1,]",
+        '{"a": 01}',
+        "tru e",
+        '{"a": 1}}',
+        "[1 2]",
+        '"\\x"',
+        "{'a': 1}",
+    ],
+)
+def test_json_prefix_rejects_invalid_json(text: str) -> None:
+    assert not JsonPrefix().feed(text)
+
+
+def test_json_prefix_completion() -> None:
+    state = JsonPrefix()
+    assert state.feed('{"a": [1, 2') and not state.complete
+    assert state.feed("]}") and state.complete and state.mode == "done"
+    number = JsonPrefix()
+    assert number.feed("12") and number.complete and number.feed(".5e3")
+    assert not JsonPrefix("{").feed(" [") and JsonPrefix("{").feed(' {"a": [1]}')
+
+
+def test_constrained_json_task_writes_json(served: Path) -> None:
+    inputs = ["Book a table for two in Oslo", "3 guests, Paris, 2026-05-01", "x", "hello there"]
+    engine = Engine.load(served, max_batch=4)
+    strict = [engine.run("booking", x) for x in inputs]
+    engine.close()
+    free = Engine.load(served, max_batch=4, constrain=False)
+    loose = [free.run("booking", x) for x in inputs]
+    free.close()
+    for out in strict:
+        assert JsonPrefix().feed(out.text)  # never leaves JSON syntax
+        if out.finish_reason == "stop":
+            assert not str(out.error).startswith("not valid JSON")
+    assert any(o.finish_reason == "stop" for o in strict)
+    assert all(str(o.error).startswith("not valid JSON") for o in loose)
