@@ -170,13 +170,19 @@ class Server:
                 while not self.scheduler.requests and not self.closing:
                     self.cond.wait()
                 if self.closing and (not self.drain or not self.scheduler.requests):
-                    for rid in list(self.scheduler.requests):
-                        self.scheduler.finish(rid, observe=False)
-                        self._end(rid, EngineClosedError("the engine closed before this finished"))
+                    self._fail(
+                        list(self.scheduler.requests),
+                        EngineClosedError("the engine closed before this request finished"),
+                    )
                     return
-                plan = self.scheduler.schedule(time.monotonic())
+                try:
+                    plan = self.scheduler.schedule(time.monotonic())
+                except Exception as e:  # never leave callers waiting on a broken loop
+                    self._fail(
+                        list(self.scheduler.requests), TinyLLMError(f"scheduling failed: {e}")
+                    )
+                    continue
                 rows = {r.row: r.id for r in self.scheduler.running if r.row is not None}
-            with self.cond:
                 for r in plan.cancelled:
                     self._end(r.id, RequestCancelledError(f"request {r.id} was cancelled"))
                 for r in plan.expired:
@@ -184,12 +190,15 @@ class Server:
             try:
                 self._step(plan, rows)
             except Exception as e:  # the session failed: fail what ran, keep serving
-                error = TinyLLMError(f"the engine step failed: {e}")
                 with self.cond:
-                    for rid in rows.values():
-                        if rid in self.scheduler.requests:
-                            self.scheduler.finish(rid, observe=False)
-                            self._end(rid, error)
+                    self._fail(list(rows.values()), TinyLLMError(f"the engine step failed: {e}"))
+
+    def _fail(self, ids: list[int], error: Exception) -> None:
+        """Remove requests from the scheduler and fail them (call with the lock held)."""
+        for rid in ids:
+            if rid in self.scheduler.requests:
+                self.scheduler.finish(rid, observe=False)
+                self._end(rid, error)
 
     def _step(self, plan: StepPlan, rows: dict[int, int]) -> None:
         for group in plan.prefill:
@@ -266,7 +275,10 @@ class Server:
         self.slots.done(live.route.slot)
         name = live.route.task.name if live.route.task else None
         if error is None:
-            value, valid, reason = live.route.parse(live.text)
+            try:
+                value, valid, reason = live.route.parse(live.text)
+            except Exception as e:  # a verifier bug must not take the loop down
+                value, valid, reason = None, False, f"the output could not be checked: {e}"
             result: Any = TaskOutput(
                 name,
                 live.text,

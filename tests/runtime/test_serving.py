@@ -248,7 +248,7 @@ def test_close_drains_then_every_call_fails(served: Path) -> None:
     abrupt = Engine.load(served, max_batch=1)
     pending = [abrupt.submit_complete("hello", LONG) for _ in range(3)]
     abrupt.close(drain=False)
-    with pytest.raises(EngineClosedError, match="closed before this finished"):
+    with pytest.raises(EngineClosedError, match="closed before this request finished"):
         pending[-1].result()
 
 
@@ -300,4 +300,26 @@ def test_streaming_and_async_equal_run(served: Path, alone: dict) -> None:
     outs, streamed = asyncio.run(main())
     assert [o.text for o in outs] == [alone[t, INPUTS[3]].text for t in TASKS]
     assert streamed == alone["rewrite", INPUTS[3]].text
+    engine.close()
+
+
+def test_a_failed_step_fails_its_requests_and_serving_goes_on(
+    served: Path, alone: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine.load(served, max_batch=2)
+    session = engine._serving().session
+    real = session.decode
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kwargs: object) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated ONNX Runtime failure")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session, "decode", flaky)
+    with pytest.raises(tinyllm.TinyLLMError, match="the engine step failed: simulated"):
+        engine.complete("hello", LONG)
+    assert engine.run("rewrite", INPUTS[0]).text == alone["rewrite", INPUTS[0]].text
+    assert engine.stats()["failed"] == 1
     engine.close()
