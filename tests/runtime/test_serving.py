@@ -173,6 +173,8 @@ def test_add_and_remove_tasks_under_concurrent_load(
     removed = [f.result() for f in in_flight]  # requests in flight still finish, unchanged
     assert [r.text for r in removed] == [alone["sentiment", x].text for x in INPUTS]
     engine.remove_task("intent")
+    with pytest.raises(UnknownTaskError, match="unknown task 'intent'"):
+        engine.remove_task("intent")
     engine.add_task(spec, adapter)  # the freed slot is filled again
     again = [engine.run("intent", x) for x in INPUTS]
     time.sleep(0.2)
@@ -323,3 +325,24 @@ def test_a_failed_step_fails_its_requests_and_serving_goes_on(
     assert engine.run("rewrite", INPUTS[0]).text == alone["rewrite", INPUTS[0]].text
     assert engine.stats()["failed"] == 1
     engine.close()
+
+
+def test_export_lora_defaults_follow_the_adapters(
+    tiny_qwen2_bundle: Path, tmp_path: Path, random_adapter: Any
+) -> None:
+    from tinyllm.api import _lora_defaults
+
+    suite = tinyllm.api.load_tasks()
+    config = tinyllm.open_bundle(tiny_qwen2_bundle).config
+    adapters = {"sentiment": random_adapter(config, 3, ("q_proj",), 0)}
+    tasks = suite.select(["sentiment", "intent"])
+    separate = tinyllm.api.add_tasks(tiny_qwen2_bundle, tmp_path / "s.tllm", tasks, adapters)
+    merged = tinyllm.api.add_tasks(
+        tiny_qwen2_bundle, tmp_path / "m.tllm", tasks, adapters, lora_mode="merged"
+    )
+    assert _lora_defaults(separate, None, None, 2) == (4, 3)  # adapter + base + 2 spare
+    assert _lora_defaults(separate, 6, None, 0) == (6, 3)
+    assert _lora_defaults(merged, None, None, 2) == (0, 0)  # merged: every task is slot 0
+    assert _lora_defaults(tinyllm.open_bundle(tiny_qwen2_bundle), None, None, 2) == (0, 0)
+    with pytest.raises(ConfigError, match="lora_spare must be >= 0"):
+        _lora_defaults(separate, None, None, -1)
