@@ -270,6 +270,13 @@ def test_bad_requests_are_clear_errors(served: Path, exported: Path, random_adap
     big = random_adapter(engine.bundle.config, 8, ("q_proj",), 0)
     with pytest.raises(ConfigError, match="adapter rank 8 exceeds the engine's LoRA rank 4"):
         engine.add_task(tinyllm.api.load_tasks().task("intent"), big)
+    small = random_adapter(engine.bundle.config, 2, ("q_proj",), 0)
+    for name in ("intent", "dates"):  # the two spare slots
+        engine.add_task(tinyllm.api.load_tasks().task(name), small)
+    assert engine.stats()["adapter_slots_free"] == 0
+    with pytest.raises(ConfigError, match="all 4 adapter slots are taken; remove a task first"):
+        engine.add_task(tinyllm.api.load_tasks().task("arithmetic"), small)
+    assert "arithmetic" not in engine.tasks
     engine.close()
     plain = Engine.load(exported)  # no tasks, no LoRA slots: completions still serve
     assert (
