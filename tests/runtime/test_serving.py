@@ -353,3 +353,16 @@ def test_export_lora_defaults_follow_the_adapters(
     assert _lora_defaults(tinyllm.open_bundle(tiny_qwen2_bundle), None, None, 2) == (0, 0)
     with pytest.raises(ConfigError, match="lora_spare must be >= 0"):
         _lora_defaults(separate, None, None, -1)
+
+
+def test_generate_keeps_working_beside_serving(served: Path, alone: dict) -> None:
+    engine = Engine.load(served, max_batch=2)
+    greedy = GenerationConfig(max_new_tokens=16, ignore_eos=True)
+    expected = engine.generate(INPUTS[:2], greedy)
+    futures = [engine.submit(t, x) for t in TASKS for x in INPUTS[:3]]
+    side = engine.generate(INPUTS[:2], greedy)  # its own KV cache: serving is undisturbed
+    assert [g.token_ids for g in side] == [g.token_ids for g in expected]
+    assert [f.result().text for f in futures] == [
+        alone[t, x].text for t in TASKS for x in INPUTS[:3]
+    ]
+    engine.close()
