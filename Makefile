@@ -23,12 +23,13 @@ $(VENV)/.setup-done: pyproject.toml
 	@touch $@
 
 # The main job on the embedded default model: import, inspect, export a verified int4
-# engine, and generate from it.
+# engine, generate from it, and serve two tasks from it at once.
 demo: setup
 	$(BIN)/tinyllm import smollm2-135m -o out/smollm2.tllm --force
 	$(BIN)/tinyllm inspect out/smollm2.tllm
 	$(BIN)/tinyllm export out/smollm2.tllm --target onnx-cpu --quant int4 -o out/smollm2-int4.tllm --force
 	$(BIN)/tinyllm generate out/smollm2-int4.tllm "What is the capital of France?" --chat --max-new-tokens 24
+	$(BIN)/python examples/serve_tasks.py out/smollm2-int4.tllm out/smollm2-tasks.tllm
 
 lint: setup
 	$(BIN)/ruff check .

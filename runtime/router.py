@@ -86,7 +86,11 @@ def mask_logits(logits: np.ndarray, allowed: Sequence[int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Route:
-    """How to serve one request: prompt tokens, adapter slot, decoding, stop and parsing."""
+    """How to serve one request: prompt tokens, adapter slot, decoding, stop and parsing.
+
+    ``trie`` constrains a label task to its labels; ``json`` keeps a JSON task's output
+    valid JSON syntax (see :mod:`tinyllm.runtime.constraints`).
+    """
 
     task: TaskSpec | None
     prompt: list[int]
@@ -94,6 +98,7 @@ class Route:
     config: GenerationConfig
     first_line: bool
     trie: LabelTrie | None
+    json: bool = False
 
     def parse(self, text: str) -> tuple[Any, bool, str | None]:
         """(value, valid, error) of a generated text."""
@@ -128,6 +133,7 @@ class Router:
         self.tasks: dict[str, TaskSpec] = {}
         self.slots: dict[str, int] = {}
         self._tries: dict[str, LabelTrie] = {}
+        self._texts: dict[int, str] = {}
 
     def add(self, spec: TaskSpec, slot: int) -> None:
         """Serve ``spec`` with adapter ``slot`` (0: the base model)."""
@@ -164,12 +170,22 @@ class Router:
             temperature=temperature or 0.0,
         )
         trie = self._trie(spec) if spec.output.kind == "label" and self.constrain else None
-        return Route(spec, prompt, slot, config, spec.output.kind != "json", trie)
+        kind = spec.output.kind
+        return Route(
+            spec, prompt, slot, config, kind != "json", trie, kind == "json" and self.constrain
+        )
 
     def raw(self, prompt: str | list[dict[str, str]], config: GenerationConfig) -> Route:
         """A route without a task: the base model (slot 0) on a plain prompt or messages."""
         text = prompt if isinstance(prompt, str) else self.tokenizer.apply_chat_template(prompt)
         return Route(None, self.tokenizer.encode(text), 0, config, False, None)
+
+    def token_text(self, token: int) -> str:
+        """The text of one token (empty for special tokens), cached."""
+        text = self._texts.get(token)
+        if text is None:
+            text = self._texts[token] = self.tokenizer.decode([token])
+        return text
 
     def _trie(self, spec: TaskSpec) -> LabelTrie:
         if spec.name not in self._tries:

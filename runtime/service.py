@@ -74,14 +74,15 @@ class TaskService:
         """``run`` for asyncio: awaits the result without blocking the event loop."""
         return await asyncio.wrap_future(self.submit(task, text, **kwargs))
 
-    def stream_task(self, task: str, text: str, **kwargs: Any) -> Iterator[str]:
-        """Yield the generated text in pieces; joined, they equal ``run(...).text``."""
+    def stream_task(self, task: str, text: str, **kwargs: Any) -> TextStream:
+        """The generated text in pieces; joined, they equal ``run(...).text``. The stream's
+        ``output`` is the TaskOutput once it ended; closing it early cancels the request."""
         route = self._route(
             task, text, kwargs.pop("max_new_tokens", None), kwargs.pop("temperature", None)
         )
         return self._stream(route, kwargs.get("deadline_s"))
 
-    def astream_task(self, task: str, text: str, **kwargs: Any) -> AsyncIterator[str]:
+    def astream_task(self, task: str, text: str, **kwargs: Any) -> AsyncTextStream:
         """``stream_task`` for asyncio."""
         route = self._route(
             task, text, kwargs.pop("max_new_tokens", None), kwargs.pop("temperature", None)
@@ -114,8 +115,8 @@ class TaskService:
         config: GenerationConfig | None = None,
         *,
         deadline_s: float | None = None,
-    ) -> Iterator[str]:
-        """Stream a plain completion's text in pieces."""
+    ) -> TextStream:
+        """Stream a plain completion's text in pieces (see :meth:`stream_task`)."""
         return self._stream(
             self._serving().router.raw(prompt, config or GenerationConfig()), deadline_s
         )
@@ -126,7 +127,7 @@ class TaskService:
         config: GenerationConfig | None = None,
         *,
         deadline_s: float | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncTextStream:
         """``stream_complete`` for asyncio."""
         return self._astream(
             self._serving().router.raw(prompt, config or GenerationConfig()), deadline_s
@@ -209,39 +210,73 @@ class TaskService:
     ) -> Future[TaskOutput]:
         return self._serving().submit(route, deadline_s, sink)
 
-    def _stream(self, route: Route, deadline_s: float | None) -> Iterator[str]:
+    def _stream(self, route: Route, deadline_s: float | None) -> TextStream:
         items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        future = self._submit(route, deadline_s, items.put)
+        return TextStream(self._submit(route, deadline_s, items.put), items)
 
-        def pieces() -> Iterator[str]:
-            try:
-                while True:
-                    kind, item = items.get()
-                    if kind == "delta":
-                        yield item
-                    elif isinstance(item, BaseException):
-                        raise item
-                    else:
-                        return
-            finally:
-                future.cancel()  # the consumer stopped early: free the row
-
-        return pieces()
-
-    async def _astream(self, route: Route, deadline_s: float | None) -> AsyncIterator[str]:
+    def _astream(self, route: Route, deadline_s: float | None) -> AsyncTextStream:
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         future = self._submit(
             route, deadline_s, lambda item: loop.call_soon_threadsafe(items.put_nowait, item)
         )
-        try:
-            while True:
-                kind, item = await items.get()
-                if kind == "delta":
-                    yield item
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    return
-        finally:
-            future.cancel()
+        return AsyncTextStream(future, items)
+
+
+class TextStream(Iterator[str]):
+    """Text pieces of one request; ``output`` holds its TaskOutput once the stream ended.
+
+    Closing the stream early cancels the request (its KV row is freed at the next step).
+    """
+
+    def __init__(self, future: Future[TaskOutput], items: queue.SimpleQueue[tuple[str, Any]]):
+        self.future = future
+        self.items = items
+        self.output: TaskOutput | None = None
+
+    def __next__(self) -> str:
+        if self.output is not None or self.future.cancelled():
+            raise StopIteration
+        kind, item = self.items.get()
+        if kind == "delta":
+            return str(item)
+        if isinstance(item, BaseException):
+            self.future.cancel()
+            raise item
+        self.output = item
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop reading; cancels the request if it has not finished."""
+        self.future.cancel()
+
+    def __del__(self) -> None:
+        self.future.cancel()
+
+
+class AsyncTextStream(AsyncIterator[str]):
+    """``TextStream`` for asyncio (``aclose()`` cancels the request)."""
+
+    def __init__(self, future: Future[TaskOutput], items: asyncio.Queue[tuple[str, Any]]):
+        self.future = future
+        self.items = items
+        self.output: TaskOutput | None = None
+
+    async def __anext__(self) -> str:
+        if self.output is not None or self.future.cancelled():
+            raise StopAsyncIteration
+        kind, item = await self.items.get()
+        if kind == "delta":
+            return str(item)
+        if isinstance(item, BaseException):
+            self.future.cancel()
+            raise item
+        self.output = item
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Stop reading; cancels the request if it has not finished."""
+        self.future.cancel()
+
+    def __del__(self) -> None:
+        self.future.cancel()

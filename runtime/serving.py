@@ -25,6 +25,7 @@ from tinyllm.errors import (
     TinyLLMError,
     UnknownTaskError,
 )
+from tinyllm.runtime.constraints import JsonPrefix, pick_json_token
 from tinyllm.runtime.router import Route, Router, TaskOutput, mask_logits
 from tinyllm.runtime.sampling import sample
 from tinyllm.runtime.scheduler import Request, Scheduler, SchedulerConfig, StepPlan
@@ -60,6 +61,7 @@ class _Live:
         self.start = time.perf_counter()
         self.ttft = 0.0
         self.done: str | None = None
+        self.json = JsonPrefix(_json_root(route)) if route.json else None
 
     @property
     def kv_len(self) -> int:
@@ -168,13 +170,19 @@ class Server:
                 while not self.scheduler.requests and not self.closing:
                     self.cond.wait()
                 if self.closing and (not self.drain or not self.scheduler.requests):
-                    for rid in list(self.scheduler.requests):
-                        self.scheduler.finish(rid, observe=False)
-                        self._end(rid, EngineClosedError("the engine closed before this finished"))
+                    self._fail(
+                        list(self.scheduler.requests),
+                        EngineClosedError("the engine closed before this request finished"),
+                    )
                     return
-                plan = self.scheduler.schedule(time.monotonic())
+                try:
+                    plan = self.scheduler.schedule(time.monotonic())
+                except Exception as e:  # never leave callers waiting on a broken loop
+                    self._fail(
+                        list(self.scheduler.requests), TinyLLMError(f"scheduling failed: {e}")
+                    )
+                    continue
                 rows = {r.row: r.id for r in self.scheduler.running if r.row is not None}
-            with self.cond:
                 for r in plan.cancelled:
                     self._end(r.id, RequestCancelledError(f"request {r.id} was cancelled"))
                 for r in plan.expired:
@@ -182,12 +190,15 @@ class Server:
             try:
                 self._step(plan, rows)
             except Exception as e:  # the session failed: fail what ran, keep serving
-                error = TinyLLMError(f"the engine step failed: {e}")
                 with self.cond:
-                    for rid in rows.values():
-                        if rid in self.scheduler.requests:
-                            self.scheduler.finish(rid, observe=False)
-                            self._end(rid, error)
+                    self._fail(list(rows.values()), TinyLLMError(f"the engine step failed: {e}"))
+
+    def _fail(self, ids: list[int], error: Exception) -> None:
+        """Remove requests from the scheduler and fail them (call with the lock held)."""
+        for rid in ids:
+            if rid in self.scheduler.requests:
+                self.scheduler.finish(rid, observe=False)
+                self._end(rid, error)
 
     def _step(self, plan: StepPlan, rows: dict[int, int]) -> None:
         for group in plan.prefill:
@@ -236,13 +247,23 @@ class Server:
             allowed = route.trie.allowed(live.tokens)
             if allowed:
                 logits = mask_logits(logits, allowed)
-        token = sample(logits, config, live.rng)
+        if live.json is not None:
+            eos = self.router.tokenizer.eos_token_id
+            text = self.router.token_text
+            token = pick_json_token(live.json, logits, config, live.rng, text, eos)
+        else:
+            token = sample(logits, config, live.rng)
         if token in self.stop_ids and not config.ignore_eos:
             live.done = "stop"
         else:
             live.tokens.append(token)
             live.text = self.router.tokenizer.decode(live.tokens)
             live.done = _stopped(live, self.session.spec.max_seq_len)
+            if live.json is not None:
+                if not live.json.feed(self.router.token_text(token)):
+                    live.json = None  # no token fitted: stop constraining, report it invalid
+                elif live.json.mode == "done":
+                    live.done = "stop"
         ready = len(live.text) if live.done else _ready(live.text, config.stop)
         if ready > live.sent:
             live.emit(("delta", live.text[live.sent : ready]))
@@ -254,7 +275,10 @@ class Server:
         self.slots.done(live.route.slot)
         name = live.route.task.name if live.route.task else None
         if error is None:
-            value, valid, reason = live.route.parse(live.text)
+            try:
+                value, valid, reason = live.route.parse(live.text)
+            except Exception as e:  # a verifier bug must not take the loop down
+                value, valid, reason = None, False, f"the output could not be checked: {e}"
             result: Any = TaskOutput(
                 name,
                 live.text,
@@ -340,3 +364,10 @@ def _ready(text: str, stops: tuple[str, ...]) -> int:
                 ready -= k
                 break
     return ready
+
+
+def _json_root(route: Route) -> str:
+    """``{`` or ``[`` when the task's schema requires an object or an array at the top."""
+    schema = route.task.output.schema if route.task else None
+    kind = (schema or {}).get("type")
+    return {"object": "{", "array": "["}.get(kind, "") if isinstance(kind, str) else ""

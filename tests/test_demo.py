@@ -24,3 +24,5 @@ def test_make_demo_imports_exports_and_generates_with_smollm2() -> None:
     assert "source      preset: smollm2-135m" in out
     assert "verification (int4" in out and "PASSED" in out
     assert "Paris" in out.split("PASSED")[1]  # the int4 engine answers the demo question
+    answers = [line for line in out.splitlines() if line.startswith(("sentiment ", "intent "))]
+    assert len(answers) == 4 and all(" -> '" in line for line in answers)  # labels, not None

@@ -193,3 +193,48 @@ def test_bad_config() -> None:
         SchedulerConfig(chunk_size=64, prefill_tokens=32)
     with pytest.raises(ConfigError, match="scheduler must be 'continuous' or 'fifo'"):
         SchedulerConfig(policy="lifo")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("policy", ["continuous", "fifo"])
+def test_random_workloads_keep_the_invariants(policy: str) -> None:
+    import random
+
+    rng = random.Random(policy)
+    config = SchedulerConfig(
+        max_rows=4, queue_size=6, max_tasks_per_step=2, chunk_size=8, prefill_tokens=16
+    )
+    s = Scheduler(SchedulerConfig(**{**config.__dict__, "policy": policy}))
+    outputs, admitted, ended, next_id = {}, set(), set(), 0
+    for step in range(400):
+        now = step * 0.01
+        for _ in range(rng.randint(0, 2)):
+            if step > 300:
+                break
+            r = req(next_id, rng.choice("abc"), prompt=rng.randint(1, 30), out=20, at=now)
+            if rng.random() < 0.1:
+                r.deadline = now + rng.random() * 0.2
+            try:
+                s.admit(r)
+                admitted.add(next_id)
+                outputs[next_id] = rng.randint(1, 20)
+            except QueueFullError:
+                pass
+            next_id += 1
+        if rng.random() < 0.05 and s.requests:
+            s.cancel(rng.choice(sorted(s.requests)))
+        plan = s.schedule(now)
+        ended |= {r.id for r in plan.expired + plan.cancelled}
+        rows = [p.row for g in plan.prefill for p in g]
+        assert len(rows) == len(set(rows))  # no row twice in one step
+        for group in plan.prefill:
+            assert [p.row for p in group] == list(range(group[0].row, group[0].row + len(group)))
+            assert len(group) == 1 or all(p.start == 0 for p in group)
+        held = [r.row for r in s.running]
+        assert len(held) == len(set(held)) and sum(not f for f in s.free_rows) == len(held)
+        if policy == "continuous":
+            tasks = {s.requests[i].task for i in plan.decode}
+            tasks |= {s.requests[p.request].task for g in plan.prefill for p in g}
+            assert len(tasks) <= 2
+        ended |= set(run_step(s, plan, outputs))
+    assert not s.requests and ended == admitted  # every admitted request ended exactly once
+    assert s.free_rows == [True] * 4

@@ -173,6 +173,8 @@ def test_add_and_remove_tasks_under_concurrent_load(
     removed = [f.result() for f in in_flight]  # requests in flight still finish, unchanged
     assert [r.text for r in removed] == [alone["sentiment", x].text for x in INPUTS]
     engine.remove_task("intent")
+    with pytest.raises(UnknownTaskError, match="unknown task 'intent'"):
+        engine.remove_task("intent")
     engine.add_task(spec, adapter)  # the freed slot is filled again
     again = [engine.run("intent", x) for x in INPUTS]
     time.sleep(0.2)
@@ -248,7 +250,7 @@ def test_close_drains_then_every_call_fails(served: Path) -> None:
     abrupt = Engine.load(served, max_batch=1)
     pending = [abrupt.submit_complete("hello", LONG) for _ in range(3)]
     abrupt.close(drain=False)
-    with pytest.raises(EngineClosedError, match="closed before this finished"):
+    with pytest.raises(EngineClosedError, match="closed before this request finished"):
         pending[-1].result()
 
 
@@ -268,6 +270,13 @@ def test_bad_requests_are_clear_errors(served: Path, exported: Path, random_adap
     big = random_adapter(engine.bundle.config, 8, ("q_proj",), 0)
     with pytest.raises(ConfigError, match="adapter rank 8 exceeds the engine's LoRA rank 4"):
         engine.add_task(tinyllm.api.load_tasks().task("intent"), big)
+    small = random_adapter(engine.bundle.config, 2, ("q_proj",), 0)
+    for name in ("intent", "dates"):  # the two spare slots
+        engine.add_task(tinyllm.api.load_tasks().task(name), small)
+    assert engine.stats()["adapter_slots_free"] == 0
+    with pytest.raises(ConfigError, match="all 4 adapter slots are taken; remove a task first"):
+        engine.add_task(tinyllm.api.load_tasks().task("arithmetic"), small)
+    assert "arithmetic" not in engine.tasks
     engine.close()
     plain = Engine.load(exported)  # no tasks, no LoRA slots: completions still serve
     assert (
@@ -284,14 +293,76 @@ def test_bad_requests_are_clear_errors(served: Path, exported: Path, random_adap
 def test_streaming_and_async_equal_run(served: Path, alone: dict) -> None:
     engine = Engine.load(served, max_batch=4)
     for task in TASKS:
-        assert "".join(engine.stream_task(task, INPUTS[1])) == alone[task, INPUTS[1]].text
+        stream = engine.stream_task(task, INPUTS[1])
+        assert stream.output is None
+        assert "".join(stream) == alone[task, INPUTS[1]].text
+        assert stream.output is not None and stream.output.text == alone[task, INPUTS[1]].text
+        assert stream.output.output_tokens == alone[task, INPUTS[1]].output_tokens
 
     async def main() -> tuple[list[TaskOutput], str]:
         outs = await asyncio.gather(*(engine.arun(t, INPUTS[3]) for t in TASKS))
-        pieces = [p async for p in engine.astream_task("rewrite", INPUTS[3])]
+        stream = engine.astream_task("rewrite", INPUTS[3])
+        pieces = [p async for p in stream]
+        assert stream.output is not None and stream.output.text == "".join(pieces)
         return list(outs), "".join(pieces)
 
     outs, streamed = asyncio.run(main())
     assert [o.text for o in outs] == [alone[t, INPUTS[3]].text for t in TASKS]
     assert streamed == alone["rewrite", INPUTS[3]].text
+    engine.close()
+
+
+def test_a_failed_step_fails_its_requests_and_serving_goes_on(
+    served: Path, alone: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine.load(served, max_batch=2)
+    session = engine._serving().session
+    real = session.decode
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kwargs: object) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated ONNX Runtime failure")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session, "decode", flaky)
+    with pytest.raises(tinyllm.TinyLLMError, match="the engine step failed: simulated"):
+        engine.complete("hello", LONG)
+    assert engine.run("rewrite", INPUTS[0]).text == alone["rewrite", INPUTS[0]].text
+    assert engine.stats()["failed"] == 1
+    engine.close()
+
+
+def test_export_lora_defaults_follow_the_adapters(
+    tiny_qwen2_bundle: Path, tmp_path: Path, random_adapter: Any
+) -> None:
+    from tinyllm.api import _lora_defaults
+
+    suite = tinyllm.api.load_tasks()
+    config = tinyllm.open_bundle(tiny_qwen2_bundle).config
+    adapters = {"sentiment": random_adapter(config, 3, ("q_proj",), 0)}
+    tasks = suite.select(["sentiment", "intent"])
+    separate = tinyllm.api.add_tasks(tiny_qwen2_bundle, tmp_path / "s.tllm", tasks, adapters)
+    merged = tinyllm.api.add_tasks(
+        tiny_qwen2_bundle, tmp_path / "m.tllm", tasks, adapters, lora_mode="merged"
+    )
+    assert _lora_defaults(separate, None, None, 2) == (4, 3)  # adapter + base + 2 spare
+    assert _lora_defaults(separate, 6, None, 0) == (6, 3)
+    assert _lora_defaults(merged, None, None, 2) == (0, 0)  # merged: every task is slot 0
+    assert _lora_defaults(tinyllm.open_bundle(tiny_qwen2_bundle), None, None, 2) == (0, 0)
+    with pytest.raises(ConfigError, match="lora_spare must be >= 0"):
+        _lora_defaults(separate, None, None, -1)
+
+
+def test_generate_keeps_working_beside_serving(served: Path, alone: dict) -> None:
+    engine = Engine.load(served, max_batch=2)
+    greedy = GenerationConfig(max_new_tokens=16, ignore_eos=True)
+    expected = engine.generate(INPUTS[:2], greedy)
+    futures = [engine.submit(t, x) for t in TASKS for x in INPUTS[:3]]
+    side = engine.generate(INPUTS[:2], greedy)  # its own KV cache: serving is undisturbed
+    assert [g.token_ids for g in side] == [g.token_ids for g in expected]
+    assert [f.result().text for f in futures] == [
+        alone[t, x].text for t in TASKS for x in INPUTS[:3]
+    ]
     engine.close()
