@@ -88,8 +88,14 @@ def targets(table: dict[str, Any], one_mib: float) -> dict[str, Any]:
         out["throughput_x_fifo_at_top_rate"] = a["rates"][top]["throughput_tok_s"] / max(
             b["rates"][top]["throughput_tok_s"], 1e-9
         )
-        out["slo_x_fifo_where_fifo_below_50"] = {
-            rate: a["rates"][rate]["slo_attainment"] / max(s["slo_attainment"], 1e-9)
+        out["slo_where_fifo_below_50"] = {
+            rate: {
+                "continuous": a["rates"][rate]["slo_attainment"],
+                "fifo": s["slo_attainment"],
+                "x": a["rates"][rate]["slo_attainment"] / s["slo_attainment"]
+                if s["slo_attainment"]
+                else None,  # fifo met none: no finite ratio
+            }
             for rate, s in b["rates"].items()
             if s["slo_attainment"] < 0.5
         }
