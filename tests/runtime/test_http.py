@@ -333,8 +333,13 @@ def test_real_engine_with_the_openai_client(real) -> None:
         messages=[{"role": "user", "content": "cheap flights boston"}],
         max_tokens=12,
         stream=True,
+        stream_options={"include_usage": True},
     )
-    assert "".join(ch.choices[0].delta.content or "" for ch in streamed) == alone.text
+    chunks = list(streamed)
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == alone.text
+    assert chunks[-2].choices[0].finish_reason == alone.finish_reason
+    assert chunks[-1].usage.completion_tokens == alone.output_tokens
+    assert chunks[-1].usage.prompt_tokens == alone.prompt_tokens
     done = c.completions.create(model="rewrite", prompt="cheap flights boston", max_tokens=12)
     assert done.choices[0].text == alone.text
     with pytest.raises(openai.NotFoundError):
