@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -16,6 +16,7 @@ from tinyllm.version import __version__
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
+    from tinyllm.distill.pipeline import DistillReport
     from tinyllm.evaluation import EvalReport
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.verify import Verification
@@ -199,6 +200,7 @@ def evaluate(
         TorchGenerator,
         evaluate_task,
     )
+    from tinyllm.models import adapter_applied
     from tinyllm.suite import prepare
 
     if limit is not None and limit < 1:
@@ -215,6 +217,7 @@ def evaluate(
         if task.data.builder is not None:
             prepare(task)
     generator: Generator
+    torch_model = None
     if backend == "engine":
         from tinyllm.runtime import Engine
 
@@ -224,18 +227,24 @@ def evaluate(
     else:
         loaded = load_torch_model(opened)
         generator, label = TorchGenerator(loaded.model, loaded.tokenizer), "torch"
-    results = [
-        evaluate_task(
-            generator,
-            suite,
-            task,
-            limit=limit,
-            few_shot=few_shot,
-            batch_size=batch_size,
-            progress=progress,
-        )
-        for task in selected
-    ]
+        torch_model = loaded.model
+    results = []
+    for task in selected:
+        # The torch backend folds the task's LoRA adapter (if the bundle has one) into the
+        # weights while that task runs; an engine routes to its adapter slots itself.
+        adapter = opened.adapter(task.name) if task.name in opened.manifest.adapters else None
+        with adapter_applied(torch_model, adapter if torch_model is not None else None):
+            results.append(
+                evaluate_task(
+                    generator,
+                    suite,
+                    task,
+                    limit=limit,
+                    few_shot=few_shot,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            )
     return EvalReport(
         bundle=str(opened.path),
         bundle_hash=opened.hash,
@@ -332,3 +341,86 @@ def export(
             engines={**parent.manifest.engines, name: entry},
         )
         return writer.commit(manifest), verification
+
+
+def distill(
+    tasks: PathLike = BUILTIN,
+    *,
+    teacher: str = "oracle",
+    student: PathLike,
+    out: PathLike,
+    names: list[str] | None = None,
+    method: str = "sft",
+    curriculum: bool = False,
+    quick: bool = False,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    rank: int | None = None,
+    train_limit: int | None = None,
+    eval_limit: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> DistillReport:
+    """Distill a suite's tasks from a teacher into a student bundle with per-task LoRA.
+
+    Writes ``out``: the student's base weights plus one adapter per task and the task
+    specs (``lora_mode`` separate), then evaluates teacher, student and the student's
+    zero-shot baseline on each task's test split.
+
+    Args:
+        tasks: a suite YAML file, or ``"builtin"``.
+        teacher: ``oracle`` (the suite's own labels) or a teacher spec (``bundle:PATH``,
+            ``hf:PATH``, ``openai:MODEL@URL``, ``pipeline:builtin``).
+        student: a student bundle folder or a preset name (imported beside ``out``).
+        out: the bundle to write.
+        names: distill only these tasks (default: all).
+        method: ``sft`` (sequence-level: SFT on teacher outputs), ``kd`` (logit KD when
+            the teacher is a local model with the student's tokenizer, else sequence KD),
+            ``grpo`` (RL with verifier rewards).
+        curriculum: the three-stage multi-task curriculum instead of one LoRA per task.
+        quick: small sizes for CI (minutes on CPU); explicit sizes still win.
+        steps, batch_size, lr, rank: training sizes (per task; per stage for curriculum).
+        train_limit: use at most this many training examples per task.
+        eval_limit: evaluate on the first N test examples per task.
+        seed: seeds data order, LoRA init and sampling.
+        overwrite: replace an existing bundle at ``out``.
+        progress: progress bars.
+        log: where progress lines go (default: stderr).
+    """
+    import sys
+
+    from tinyllm.distill.pipeline import DistillOptions, run_distill
+    from tinyllm.distill.sft import TrainConfig
+
+    defaults = {"steps": 20, "batch": 4, "train": 200, "eval": 20} if quick else {
+        "steps": 200, "batch": 8, "train": 2000, "eval": 100,
+    }  # fmt: skip
+    config = TrainConfig(
+        steps=steps if steps is not None else defaults["steps"],
+        batch_size=batch_size if batch_size is not None else defaults["batch"],
+        lr=lr if lr is not None else 1e-3,
+        rank=rank if rank is not None else 8,
+        alpha=2 * (rank if rank is not None else 8),
+        seed=seed,
+    )
+    options = DistillOptions(
+        train=config,
+        train_limit=train_limit if train_limit is not None else defaults["train"],
+        eval_limit=eval_limit if eval_limit is not None else defaults["eval"],
+    )
+    return run_distill(
+        tasks,
+        teacher=teacher,
+        student=student,
+        out=out,
+        names=names,
+        method=method,
+        curriculum=curriculum,
+        options=options,
+        overwrite=overwrite,
+        progress=progress,
+        log=log or (lambda line: print(line, file=sys.stderr)),
+    )

@@ -200,6 +200,37 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
             click.echo(f"{task:<12}{split:<12}{digest}")
 
 
+@cli.command("distill")
+@click.argument("tasks")
+@click.option("--teacher", default="oracle", show_default=True, help="Teacher spec or 'oracle'.")
+@click.option("--student", required=True, help="Student bundle folder or preset name.")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
+@click.option("--task", "names", multiple=True, help="Distill only this task (repeatable).")
+@click.option(
+    "--method", type=click.Choice(["sft", "kd", "grpo"]), default="sft", show_default=True
+)
+@click.option("--curriculum", is_flag=True, help="Three-stage multi-task curriculum.")
+@click.option("--quick", is_flag=True, help="Small sizes for CI (minutes on CPU).")
+@click.option("--steps", type=int, default=None, help="Training steps per task (or stage).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--rank", type=int, default=None, help="LoRA rank.")
+@click.option("--train-limit", type=int, default=None, help="Training examples per task.")
+@click.option("--eval-limit", type=int, default=None, help="Test examples per task.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write JSON here.")
+def distill_cmd(
+    tasks: str, names: tuple[str, ...], force: bool, json_out: str | None, **kwargs: Any
+) -> None:
+    """Distill the tasks of TASKS (a suite YAML or 'builtin') into a student bundle."""
+    report = api.distill(tasks, names=list(names) or None, overwrite=force, **kwargs)
+    click.echo(report.format())
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, printing tinyllm errors as one line (exit 1)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
