@@ -357,6 +357,7 @@ def distill(
     batch_size: int | None = None,
     lr: float | None = None,
     rank: int | None = None,
+    layers: int | None = None,
     train_limit: int | None = None,
     eval_limit: int | None = None,
     seed: int = 0,
@@ -383,6 +384,7 @@ def distill(
         curriculum: the three-stage multi-task curriculum instead of one LoRA per task.
         quick: small sizes for CI (minutes on CPU); explicit sizes still win.
         steps, batch_size, lr, rank: training sizes (per task; per stage for curriculum).
+        layers: LoRA on the last N layers only (cheaper steps); default all layers.
         train_limit: use at most this many training examples per task.
         eval_limit: evaluate on the first N test examples per task.
         seed: seeds data order, LoRA init and sampling.
@@ -405,6 +407,7 @@ def distill(
         rank=rank if rank is not None else 8,
         alpha=2 * (rank if rank is not None else 8),
         seed=seed,
+        layers=layers,
     )
     options = DistillOptions(
         train=config,

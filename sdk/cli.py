@@ -215,6 +215,7 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
 @click.option("--rank", type=int, default=None, help="LoRA rank.")
+@click.option("--layers", type=int, default=None, help="LoRA on the last N layers only.")
 @click.option("--train-limit", type=int, default=None, help="Training examples per task.")
 @click.option("--eval-limit", type=int, default=None, help="Test examples per task.")
 @click.option("--seed", type=int, default=0, show_default=True)
