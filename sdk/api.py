@@ -16,7 +16,7 @@ from tinyllm.version import __version__
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
-    from tinyllm.distill.pipeline import DistillReport
+    from tinyllm.distill.recipe import DistillReport
     from tinyllm.evaluation import EvalReport
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.verify import Verification
@@ -394,7 +394,7 @@ def distill(
     """
     import sys
 
-    from tinyllm.distill.pipeline import DistillOptions, run_distill
+    from tinyllm.distill.recipe import DistillOptions, run_distill
     from tinyllm.distill.sft import TrainConfig
 
     defaults = {"steps": 20, "batch": 4, "train": 200, "eval": 20} if quick else {
