@@ -297,3 +297,17 @@ def _write_outputs(
     )
     (out / f"{task.name}.stats.json").write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
     return stats
+
+
+def format_stats(stats: Sequence[LabelStats]) -> str:
+    """The per-task summary table ``tinyllm data label`` prints."""
+    head = f"{'task':<12}{'labelled':>9}{'accepted':>9}{'rate':>7}{'resumed':>9}"
+    head += "  top rejection reasons"
+    lines = [head, "-" * len(head)]
+    for s in stats:
+        top = "; ".join(f"{reason} ({n})" for reason, n in list(s.reasons.items())[:2]) or "-"
+        lines.append(
+            f"{s.task:<12}{s.labelled:>9}{s.accepted:>9}{100 * s.acceptance_rate:>6.1f}%"
+            f"{s.resumed:>9}  {top}"
+        )
+    return "\n".join(lines)

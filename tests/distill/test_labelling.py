@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from tinyllm import api
+from tinyllm.cli import main
 from tinyllm.distill.labelling import choose, label_task, read_journal
 from tinyllm.distill.teachers import TeacherError
 from tinyllm.errors import ConfigError
-from tinyllm.tasks import TaskSpec, read_examples
+from tinyllm.tasks import Suite, TaskSpec, read_examples
 
 SUITE = api.load_tasks("builtin")
 SENTIMENT = SUITE.task("sentiment")
@@ -134,3 +135,29 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
         label_task(SENTIMENT, [], teacher, tmp_path, k=0)
     with pytest.raises(ConfigError, match="batch_size"):
         label_task(SENTIMENT, [], teacher, tmp_path, batch_size=0)
+
+
+def test_label_data_and_cli_with_the_oracle(
+    toy_suite: Suite, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite_file = str(toy_suite.root / "suite.yaml")
+    stats = api.label_data(suite_file, "oracle", tmp_path / "a", k=2, limit=2, progress=False)
+    assert [(s.task, s.labelled, s.accepted) for s in stats] == [("mood", 2, 2)]
+    labelled = read_examples(tmp_path / "a" / "mood.jsonl", "test")
+    assert [(e.input, e.output) for e in labelled] == [("good", "positive"), ("bad", "negative")]
+    main(["data", "label", suite_file, "--teacher", "oracle", "-o", str(tmp_path / "b")])
+    assert row(capsys.readouterr().out) == ["mood", "3", "3", "100.0%", "0", "-"]
+    main(["data", "label", suite_file, "--teacher", "oracle", "-o", str(tmp_path / "b")])
+    assert row(capsys.readouterr().out) == ["mood", "3", "3", "100.0%", "3", "-"]  # resumed
+
+
+def row(table: str) -> list[str]:
+    return next(line.split() for line in table.splitlines() if line.startswith("mood"))
+
+
+def test_label_data_rejects_bad_arguments(toy_suite: Suite, tmp_path: Path) -> None:
+    suite_file = toy_suite.root / "suite.yaml"
+    with pytest.raises(ConfigError, match="limit"):
+        api.label_data(suite_file, "oracle", tmp_path, limit=0)
+    with pytest.raises(ConfigError, match="unknown teacher"):
+        api.label_data(suite_file, "gpt", tmp_path)

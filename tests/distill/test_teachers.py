@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from tinyllm import api
 from tinyllm.distill.labelling import label_task
 from tinyllm.distill.teachers import (
     LocalTeacher,
@@ -19,31 +17,6 @@ from tinyllm.distill.teachers import (
 )
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Suite
-
-SUITE_YAML = """
-tasks:
-  - name: mood
-    description: toy sentiment
-    instruction: Answer positive or negative.
-    output: {kind: label, labels: [negative, positive], max_new_tokens: 3}
-    verifiers: [label_in_set]
-    metric: accuracy
-    data: {train: train.jsonl, validation: val.jsonl, test: test.jsonl}
-"""
-
-
-@pytest.fixture()
-def toy_suite(tmp_path: Path) -> Suite:
-    rows = {
-        "train.jsonl": [("good", "positive"), ("bad", "negative"), ("fine", "positive")],
-        "val.jsonl": [("nice", "positive")],
-        "test.jsonl": [("awful", "negative")],
-    }
-    for name, pairs in rows.items():
-        lines = [json.dumps({"input": i, "output": o}) for i, o in pairs]
-        (tmp_path / name).write_text("\n".join(lines) + "\n")
-    (tmp_path / "suite.yaml").write_text(SUITE_YAML)
-    return api.load_tasks(tmp_path / "suite.yaml")
 
 
 def test_oracle_answers_with_reference_outputs(toy_suite: Suite) -> None:
