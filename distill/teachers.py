@@ -264,7 +264,8 @@ def teacher_from_spec(spec: str, suite: Suite | None = None, *, few_shot: int = 
 
     Specs: ``oracle`` (reference outputs, needs ``suite``), ``bundle:PATH``, ``hf:PATH``,
     ``openai:MODEL@BASE_URL`` (key from ``$OPENAI_API_KEY``), ``pipeline:builtin`` (the
-    shipped SmolLM2 + tools pipeline) and ``pipeline:MODULE:FUNCTION`` (a function returning
+    shipped SmolLM2 + tools pipeline; its LLM at ``out/smollm2.tllm``, or
+    ``pipeline:builtin:BUNDLE``) and ``pipeline:MODULE:FUNCTION`` (a function returning
     a teacher).
     """
     kind, _, rest = spec.partition(":")
@@ -289,10 +290,10 @@ def teacher_from_spec(spec: str, suite: Suite | None = None, *, few_shot: int = 
 
 
 def _pipeline_teacher(target: str, suite: Suite | None) -> Teacher:
-    if target == "builtin":
+    if target == "builtin" or target.startswith("builtin:"):
         from tinyllm.distill.pipeline import builtin_pipeline
 
-        return builtin_pipeline()
+        return builtin_pipeline(target.partition(":")[2] or None, suite)
     module_name, _, function = target.rpartition(":")
     if not module_name:
         raise ConfigError(f"pipeline teacher {target!r}: write pipeline:MODULE:FUNCTION")
