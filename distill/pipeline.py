@@ -4,8 +4,8 @@ Per input, a small loop with a step limit:
 
 1. the LLM picks one option among the tools' names and ``none`` — constrained to those
    names by scoring each option's log-likelihood after a routing prompt that lists the
-   tools with their descriptions (works even for a 135M model that cannot write reliable
-   JSON calls);
+   tools with their descriptions, calibrated against a content-free request (works even
+   for a 135M model that cannot write reliable JSON calls);
 2. the chosen tool is called with the request (``{"text": input}``, checked against the
    tool's JSON schema) and computes the answer;
 3. if the tool fails (:class:`~tinyllm.distill.tools.ToolError`) or its answer does not pass
@@ -18,6 +18,7 @@ so how often the LLM picked the right tool can be measured.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class ToolPipelineTeacher:
         self.llm, self.tools, self.max_steps = llm, {t.name: t for t in tools}, max_steps
         self.name = name
         self.trace: list[Trace] = []
+        self._priors: dict[tuple[str, ...], dict[str, float]] = {}
 
     def routing_prompt(self, task: TaskSpec, text: str) -> list[dict[str, str]]:
         """The chat messages that ask the LLM which tool to use for one input."""
@@ -116,48 +118,88 @@ class ToolPipelineTeacher:
     def choose(
         self, task: TaskSpec, inputs: Sequence[str], allowed: Sequence[set[str]]
     ) -> list[str]:
-        """The LLM's pick per input among its allowed options (highest log-likelihood)."""
+        """The LLM's pick per input among its allowed options.
+
+        Scores are calibrated (Zhao et al. 2021, "Calibrate before use"): each option's
+        log-likelihood minus its log-likelihood for a content-free request ("N/A"), so a
+        small model's prior for a short answer such as ``none`` does not decide alone.
+        """
         options = sorted({o for a in allowed for o in a})
         scores = self._score(task, inputs, options)  # [n_inputs][n_options]
+        prior = self._prior(task, options)
         picks = []
         for row, ok in zip(scores, allowed, strict=True):
-            best = max(
-                (s, -i) for i, (s, o) in enumerate(zip(row, options, strict=True)) if o in ok
-            )
-            picks.append(options[-best[1]])
+            calibrated = {o: s - prior[o] for s, o in zip(row, options, strict=True) if o in ok}
+            picks.append(max(sorted(calibrated), key=calibrated.__getitem__))
         return picks
+
+    def _prior(self, task: TaskSpec, options: list[str]) -> dict[str, float]:
+        key = tuple(options)
+        if key not in self._priors:
+            blank = dataclasses.replace(task, instruction="N/A", template="{input}")
+            self._priors[key] = dict(
+                zip(options, self._score(blank, ["N/A"], options)[0], strict=True)
+            )
+        return self._priors[key]
 
     def _score(
         self, task: TaskSpec, inputs: Sequence[str], options: list[str]
     ) -> list[list[float]]:
-        """Summed log-probability of each option's tokens after each input's routing prompt."""
+        """Log-likelihood of each option after each input's routing prompt: [inputs][options].
+
+        When the options start with distinct tokens (the built-in tools do), the first
+        token's log-probability decides exactly as decoding constrained to the option
+        names would, in one batched forward pass; otherwise all tokens are summed.
+        """
+        tok = self.llm.tokenizer
+        option_ids = [tok(o, add_special_tokens=False)["input_ids"] for o in options]
+        prompts = [
+            str(
+                tok.apply_chat_template(
+                    self.routing_prompt(task, t), tokenize=False, add_generation_prompt=True
+                )
+            )
+            for t in inputs
+        ]
+        if len({ids[0] for ids in option_ids}) < len(options):
+            return [self._sequence_scores(p, option_ids) for p in prompts]
+        firsts = [ids[0] for ids in option_ids]
+        result: list[list[float]] = []
+        for start in range(0, len(prompts), self.llm.batch_size):
+            logp = self._next_token_logprobs(prompts[start : start + self.llm.batch_size])
+            result.extend(logp[:, firsts].tolist())
+        return result
+
+    def _next_token_logprobs(self, prompts: list[str]) -> Any:
+        """[B, V] log-probabilities of the token after each (left-padded) prompt."""
+        import torch
+
+        batch = self.llm.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        with torch.inference_mode():
+            logits = self.llm.model(**batch).logits[:, -1]  # [B, V]
+        return logits.float().log_softmax(-1)
+
+    def _sequence_scores(self, prompt: str, option_ids: list[list[int]]) -> list[float]:
+        """Summed log-probability of every token of each option after one prompt."""
         import torch
 
         tok, model = self.llm.tokenizer, self.llm.model
-        result = []
-        for text in inputs:
-            prompt = tok.apply_chat_template(
-                self.routing_prompt(task, text), tokenize=False, add_generation_prompt=True
-            )
-            prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-            option_ids = [tok(o, add_special_tokens=False)["input_ids"] for o in options]
-            width = len(prompt_ids) + max(len(o) for o in option_ids)
-            ids = torch.full((len(options), width), tok.pad_token_id)
-            mask = torch.zeros((len(options), width), dtype=torch.long)
-            for i, o in enumerate(option_ids):
-                row = prompt_ids + o
-                ids[i, : len(row)] = torch.tensor(row)
-                mask[i, : len(row)] = 1
-            with torch.inference_mode():
-                logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-            start = len(prompt_ids)
-            result.append(
-                [
-                    sum(float(logp[i, start + j - 1, t]) for j, t in enumerate(o))
-                    for i, o in enumerate(option_ids)
-                ]
-            )
-        return result
+        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        width = len(prompt_ids) + max(len(o) for o in option_ids)
+        ids = torch.full((len(option_ids), width), tok.pad_token_id)  # [O, T]
+        mask = torch.zeros((len(option_ids), width), dtype=torch.long)
+        for i, o in enumerate(option_ids):
+            ids[i, : len(prompt_ids) + len(o)] = torch.tensor(prompt_ids + o)
+            mask[i, : len(prompt_ids) + len(o)] = 1
+        with torch.inference_mode():
+            logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+        start = len(prompt_ids)
+        return [
+            sum(float(logp[i, start + j - 1, t]) for j, t in enumerate(o))
+            for i, o in enumerate(option_ids)
+        ]
 
     def label(
         self, task: TaskSpec, inputs: Sequence[str], k: int = 1, temperature: float = 0.0

@@ -29,14 +29,22 @@ def prefer(pipeline: ToolPipelineTeacher, ranking: list[str], monkeypatch: Any) 
         return [[-float(ranking.index(o)) for o in options] for _ in inputs]
 
     monkeypatch.setattr(pipeline, "_score", score)
+    monkeypatch.setattr(pipeline, "_prior", lambda task, options: dict.fromkeys(options, 0.0))
 
 
 def test_scoring_is_a_log_likelihood_per_option(tiny_llm: LocalTeacher) -> None:
     pipeline = ToolPipelineTeacher(tiny_llm, BUILTIN_TOOLS)
-    scores = pipeline._score(ARITHMETIC, ["What is 2 plus 3?"], ["calculator", "none"])
-    assert len(scores) == 1 and len(scores[0]) == 2 and all(s < 0 for s in scores[0])
-    picks = pipeline.choose(ARITHMETIC, ["What is 2 plus 3?"], [{"calculator", "none"}])
-    assert picks[0] == ["calculator", "none"][scores[0].index(max(scores[0]))]
+    inputs = ["What is 2 plus 3?", "Solve 2*x + 7 = 8 + 4*x - 11 for x, please."]
+    options = ["calculator", "none"]
+    scores = pipeline._score(ARITHMETIC, inputs, options)  # batched, left-padded
+    tok = tiny_llm.tokenizer
+    firsts = [[tok(o, add_special_tokens=False)["input_ids"][0]] for o in options]
+    for text, row in zip(inputs, scores, strict=True):
+        prompt = tok.apply_chat_template(
+            pipeline.routing_prompt(ARITHMETIC, text), tokenize=False, add_generation_prompt=True
+        )
+        assert row == pytest.approx(pipeline._sequence_scores(prompt, firsts), abs=1e-4)
+        assert all(s < 0 for s in row)
 
 
 def test_the_chosen_tool_answers(tiny_llm: LocalTeacher, monkeypatch: Any) -> None:
@@ -92,3 +100,23 @@ def test_pipeline_spec_with_a_bundle(tiny_llama_bundle: Path) -> None:
     teacher = teacher_from_spec(f"pipeline:builtin:{tiny_llama_bundle}", SUITE)
     assert isinstance(teacher, ToolPipelineTeacher)
     assert sorted(teacher.tools) == ["booking_extractor", "calculator", "date_parser"]
+
+
+def test_choice_is_calibrated_by_a_content_free_prior(
+    tiny_llm: LocalTeacher, monkeypatch: Any
+) -> None:
+    pipeline = ToolPipelineTeacher(tiny_llm, BUILTIN_TOOLS)
+
+    def score(task: Any, inputs: list[str], options: list[str]) -> list[list[float]]:
+        # "none" is likelier for every input, most of all for the content-free "N/A".
+        table = {
+            "N/A": {"calculator": -5.0, "none": -0.5},
+            "a": {"calculator": -3.0, "none": -1.0},
+            "b": {"calculator": -6.0, "none": -0.9},
+        }
+        return [[table[text][o] for o in options] for text in inputs]
+
+    monkeypatch.setattr(pipeline, "_score", score)
+    allowed = [{"calculator", "none"}] * 2
+    assert pipeline.choose(ARITHMETIC, ["a", "b"], allowed) == ["calculator", "none"]
+    assert pipeline.choose(ARITHMETIC, ["a"], [{"none"}]) == ["none"]
