@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,20 @@ def test_choice_is_calibrated_by_a_content_free_prior(
     allowed = [{"calculator", "none"}] * 2
     assert pipeline.choose(ARITHMETIC, ["a", "b"], allowed) == ["calculator", "none"]
     assert pipeline.choose(ARITHMETIC, ["a"], [{"none"}]) == ["none"]
+
+
+@pytest.mark.slow
+def test_worked_example_runs_on_a_tiny_model(tiny_llama_bundle: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "tool_pipeline", Path(__file__).parents[2] / "examples" / "tool_pipeline.py"
+    )
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    row = example.measure("dates", 3, str(tiny_llama_bundle))
+    assert row["n"] == 3 and row["metric"] == "exact_match"
+    # Only date_parser can pass the dates verifier, and it is exact there: every tool
+    # answer is right, so the pipeline scores at least its share of tool answers.
+    assert row["pipeline"] >= row["answered_by_tool"]
+    assert sum(row["first_picks"].values()) == 3
+    assert 0 <= row["right_first_pick"] <= 1
