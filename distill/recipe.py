@@ -99,34 +99,29 @@ class TeacherScore:
 def teacher_data(
     suite: Suite, task: TaskSpec, teacher: str, limit: int | None, out_dir: Path, log: Log
 ) -> list[Example]:
-    """Training examples for ``task``: the train split (oracle) or the teacher's labels."""
+    """Training examples for ``task``: the train split (oracle) or the teacher's labels.
+
+    A real teacher labels the train inputs with rejection sampling
+    (:func:`tinyllm.distill.labelling.label_task`, resumable) into ``out_dir``.
+    """
+    from tinyllm.distill.labelling import label_task
+    from tinyllm.distill.teachers import teacher_from_spec
     from tinyllm.suite import load_split
+    from tinyllm.tasks import read_examples
 
     inputs = load_split(suite, task, "train", limit)
     if teacher == "oracle":
         return inputs
-    label_task, teacher_from_spec = _teacher_api(teacher)
-    stats = label_task(task, [e.input for e in inputs], teacher_from_spec(teacher), out_dir)
-    log(f"{task.name}: teacher labelled {stats}")
-    from tinyllm.tasks import read_examples
-
+    stats = label_task(
+        task, [e.input for e in inputs], teacher_from_spec(teacher, suite), out_dir, progress=False
+    )
+    log(f"{task.name}: teacher accepted {stats.accepted}/{stats.labelled} inputs")
     return read_examples(out_dir / f"{task.name}.jsonl", f"teacher data of {task.name!r}")
-
-
-def _teacher_api(teacher: str) -> tuple[Any, Any]:
-    try:
-        from tinyllm.distill.labelling import label_task
-        from tinyllm.distill.teachers import teacher_from_spec
-    except ImportError as e:
-        raise ConfigError(
-            f"teacher {teacher!r} needs tinyllm.distill.teachers, which this build lacks; "
-            "use --teacher oracle (the suite's own labels)"
-        ) from e
-    return label_task, teacher_from_spec
 
 
 def score_teacher(suite: Suite, task: TaskSpec, teacher: str, limit: int | None) -> TeacherScore:
     """The teacher's metric on the test split (oracle: its references, latency n/a)."""
+    from tinyllm.distill.teachers import teacher_from_spec
     from tinyllm.metrics import score
     from tinyllm.suite import load_split
     from tinyllm.verifiers import answer_text
@@ -135,9 +130,8 @@ def score_teacher(suite: Suite, task: TaskSpec, teacher: str, limit: int | None)
     refs = [e.output for e in test]
     if teacher == "oracle":
         return TeacherScore(score(task.metric, refs, refs), None)
-    _, teacher_from_spec = _teacher_api(teacher)
     start = time.perf_counter()
-    outs = teacher_from_spec(teacher).label(task, [e.input for e in test], 1, 0.0)
+    outs = teacher_from_spec(teacher, suite).label(task, [e.input for e in test], 1, 0.0)
     ms = 1000 * (time.perf_counter() - start) / max(1, len(test))
     answers = [answer_text(task, o[0] if o else "") for o in outs]
     return TeacherScore(score(task.metric, answers, refs), ms)
@@ -238,8 +232,9 @@ def run_distill(
         raise ConfigError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     base = student_bundle(student, out, log)
     loaded = api.load_torch_model(base)
+    labels_dir = out.parent / f"{out.name.removesuffix('.tllm')}-labels"
     data = {
-        t.name: teacher_data(suite, t, teacher, options.train_limit, out.parent, log)
+        t.name: teacher_data(suite, t, teacher, options.train_limit, labels_dir, log)
         for t in selected
     }
     report = DistillReport(str(out), teacher, str(student), method, curriculum)

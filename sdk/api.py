@@ -16,7 +16,9 @@ from tinyllm.version import __version__
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
+    from tinyllm.distill.labelling import LabelStats
     from tinyllm.distill.recipe import DistillReport
+    from tinyllm.distill.teachers import Teacher
     from tinyllm.evaluation import EvalReport
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.verify import Verification
@@ -427,3 +429,68 @@ def distill(
         progress=progress,
         log=log or (lambda line: print(line, file=sys.stderr)),
     )
+
+
+def label_data(
+    tasks: PathLike,
+    teacher: str | Teacher,
+    out_dir: PathLike,
+    *,
+    names: list[str] | None = None,
+    split: str = "train",
+    k: int = 4,
+    limit: int | None = None,
+    batch_size: int = 16,
+    temperature: float = 0.7,
+    few_shot: int = 0,
+    progress: bool = True,
+) -> list[LabelStats]:
+    """Label each task's inputs with a teacher; keep the best verified of k candidates.
+
+    Writes ``TASK.jsonl`` (accepted examples), ``TASK.rejected.jsonl``, ``TASK.stats.json``
+    and a journal per task under ``out_dir``; rerunning resumes where a run stopped.
+
+    Args:
+        tasks: a suite YAML file, or ``"builtin"``; inputs come from each task's ``split``.
+        teacher: a Teacher, or a spec (``oracle``, ``bundle:PATH``, ``hf:PATH``,
+            ``openai:MODEL@BASE_URL``, ``pipeline:builtin``, ``pipeline:MODULE:FUNCTION``).
+        out_dir: folder for the labelled data.
+        names: label only these tasks (default: all).
+        split: which split's inputs to label (its reference outputs are not used).
+        k: candidates per input.
+        limit: label only the first N inputs of each task.
+        batch_size: inputs per teacher call and per journal append.
+        temperature: sampling temperature of the teacher.
+        few_shot: worked examples before each input (local teachers).
+        progress: show progress bars.
+    """
+    from tinyllm.distill.labelling import label_task
+    from tinyllm.distill.teachers import teacher_from_spec
+    from tinyllm.suite import load_split, prepare
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be a positive number of inputs, got {limit}")
+    if split not in ("train", "validation", "test"):
+        raise ConfigError(f"split must be train, validation or test, got {split!r}")
+    suite = load_tasks(tasks)
+    selected = suite.select(names)
+    if isinstance(teacher, str):
+        teacher = teacher_from_spec(teacher, suite, few_shot=few_shot)
+    results = []
+    for task in selected:
+        if task.data.builder is not None:
+            prepare(task)
+        inputs = [ex.input for ex in load_split(suite, task, split, limit)]  # type: ignore[arg-type]
+        results.append(
+            label_task(
+                task,
+                inputs,
+                teacher,
+                out_dir,
+                k=k,
+                batch_size=batch_size,
+                temperature=temperature,
+                progress=progress,
+            )
+        )
+    return results

@@ -232,6 +232,63 @@ def distill_cmd(
         Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
 
 
+@data_group.command("label")
+@click.argument("tasks")
+@click.option(
+    "--teacher",
+    required=True,
+    help="oracle, bundle:PATH, hf:PATH, "
+    "openai:MODEL@BASE_URL, pipeline:builtin or pipeline:MODULE:FUNCTION.",
+)
+@click.option("-o", "--out", required=True, type=click.Path(), help="Folder for labelled data.")
+@click.option("--task", "names", multiple=True, help="Label only this task (repeatable).")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "validation", "test"]),
+    default="train",
+    show_default=True,
+    help="Whose inputs to label.",
+)
+@click.option("--k", type=int, default=4, show_default=True, help="Candidates per input.")
+@click.option("--limit", type=int, default=None, help="First N inputs per task.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--few-shot", type=int, default=0, show_default=True, help="Local teachers.")
+def data_label_cmd(
+    tasks: str,
+    teacher: str,
+    out: str,
+    names: tuple[str, ...],
+    split: str,
+    k: int,
+    limit: int | None,
+    batch_size: int,
+    temperature: float,
+    few_shot: int,
+) -> None:
+    """Label TASKS (suite YAML or 'builtin') with a teacher: k candidates, verified, best kept.
+
+    Rerunning with the same -o resumes: inputs already labelled are not relabelled.
+    """
+    from tinyllm.distill.labelling import format_stats
+
+    stats = api.label_data(
+        tasks,
+        teacher,
+        out,
+        names=list(names) or None,
+        split=split,
+        k=k,
+        limit=limit,
+        batch_size=batch_size,
+        temperature=temperature,
+        few_shot=few_shot,
+        progress=sys.stderr.isatty(),
+    )
+    click.echo(format_stats(stats))
+    click.echo(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, printing tinyllm errors as one line (exit 1)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -62,8 +62,8 @@ def test_bad_distill_inputs(tiny_llama_bundle: Path, color_suite: Path, tmp_path
         distill(color_suite, out=tmp_path / "a.tllm", method="dpo", **common)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="neither a bundle folder nor a preset"):
         distill(color_suite, out=tmp_path / "a.tllm", student="nope", quick=True)
-    with pytest.raises(ConfigError, match=r"needs tinyllm\.distill\.teachers|no logits"):
-        distill(color_suite, out=tmp_path / "a.tllm", teacher="openai:x@http://h", **common)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="teacher"):
+        distill(color_suite, out=tmp_path / "a.tllm", teacher="nonsense:x", **common)  # type: ignore[arg-type]
     write_examples(color_suite.parent / "train.jsonl", [])
     with pytest.raises(TaskError, match="no training examples"):
         distill(color_suite, out=tmp_path / "b.tllm", **common)  # type: ignore[arg-type]
