@@ -1,4 +1,5 @@
 """tinyllm.distill: teachers, verified data generation, trainers and the multi-task curriculum.
 
-Nothing is implemented here yet; see the distillation issue.
+Trainers: ``sft`` (per-task LoRA or full), ``kd`` (logit KD / GKD), ``grpo`` (verifier
+rewards), ``curriculum`` (three-stage multi-task), ``recipe`` (``tinyllm distill``).
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,6 +16,9 @@ from tinyllm.version import __version__
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
+    from tinyllm.distill.labelling import LabelStats
+    from tinyllm.distill.recipe import DistillReport
+    from tinyllm.distill.teachers import Teacher
     from tinyllm.evaluation import EvalReport
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.verify import Verification
@@ -199,6 +202,7 @@ def evaluate(
         TorchGenerator,
         evaluate_task,
     )
+    from tinyllm.models import adapter_applied
     from tinyllm.suite import prepare
 
     if limit is not None and limit < 1:
@@ -215,6 +219,7 @@ def evaluate(
         if task.data.builder is not None:
             prepare(task)
     generator: Generator
+    torch_model = None
     if backend == "engine":
         from tinyllm.runtime import Engine
 
@@ -224,18 +229,24 @@ def evaluate(
     else:
         loaded = load_torch_model(opened)
         generator, label = TorchGenerator(loaded.model, loaded.tokenizer), "torch"
-    results = [
-        evaluate_task(
-            generator,
-            suite,
-            task,
-            limit=limit,
-            few_shot=few_shot,
-            batch_size=batch_size,
-            progress=progress,
-        )
-        for task in selected
-    ]
+        torch_model = loaded.model
+    results = []
+    for task in selected:
+        # The torch backend folds the task's LoRA adapter (if the bundle has one) into the
+        # weights while that task runs; an engine routes to its adapter slots itself.
+        adapter = opened.adapter(task.name) if task.name in opened.manifest.adapters else None
+        with adapter_applied(torch_model, adapter if torch_model is not None else None):
+            results.append(
+                evaluate_task(
+                    generator,
+                    suite,
+                    task,
+                    limit=limit,
+                    few_shot=few_shot,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            )
     return EvalReport(
         bundle=str(opened.path),
         bundle_hash=opened.hash,
@@ -396,3 +407,154 @@ def serve(
         base_model=None if base_model in runner.tasks else base_model,
     )
     run_server(app, host, port, log_level)
+
+
+def distill(
+    tasks: PathLike = BUILTIN,
+    *,
+    teacher: str = "oracle",
+    student: PathLike,
+    out: PathLike,
+    names: list[str] | None = None,
+    method: str = "sft",
+    curriculum: bool = False,
+    quick: bool = False,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    rank: int | None = None,
+    layers: int | None = None,
+    train_limit: int | None = None,
+    eval_limit: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> DistillReport:
+    """Distill a suite's tasks from a teacher into a student bundle with per-task LoRA.
+
+    Writes ``out``: the student's base weights plus one adapter per task and the task
+    specs (``lora_mode`` separate), then evaluates teacher, student and the student's
+    zero-shot baseline on each task's test split.
+
+    Args:
+        tasks: a suite YAML file, or ``"builtin"``.
+        teacher: ``oracle`` (the suite's own labels) or a teacher spec (``bundle:PATH``,
+            ``hf:PATH``, ``openai:MODEL@URL``, ``pipeline:builtin``).
+        student: a student bundle folder or a preset name (imported beside ``out``).
+        out: the bundle to write.
+        names: distill only these tasks (default: all).
+        method: ``sft`` (sequence-level: SFT on teacher outputs), ``kd`` (logit KD when
+            the teacher is a local model with the student's tokenizer, else sequence KD),
+            ``grpo`` (RL with verifier rewards).
+        curriculum: the three-stage multi-task curriculum instead of one LoRA per task.
+        quick: small sizes for CI (minutes on CPU); explicit sizes still win.
+        steps, batch_size, lr, rank: training sizes (per task; per stage for curriculum).
+        layers: LoRA on the last N layers only (cheaper steps); default all layers.
+        train_limit: use at most this many training examples per task.
+        eval_limit: evaluate on the first N test examples per task.
+        seed: seeds data order, LoRA init and sampling.
+        overwrite: replace an existing bundle at ``out``.
+        progress: progress bars.
+        log: where progress lines go (default: stderr).
+    """
+    import sys
+
+    from tinyllm.distill.recipe import DistillOptions, run_distill
+    from tinyllm.distill.sft import TrainConfig
+
+    defaults = {"steps": 20, "batch": 4, "train": 200, "eval": 20} if quick else {
+        "steps": 200, "batch": 8, "train": 2000, "eval": 100,
+    }  # fmt: skip
+    config = TrainConfig(
+        steps=steps if steps is not None else defaults["steps"],
+        batch_size=batch_size if batch_size is not None else defaults["batch"],
+        lr=lr if lr is not None else 1e-3,
+        rank=rank if rank is not None else 8,
+        alpha=2 * (rank if rank is not None else 8),
+        seed=seed,
+        layers=layers,
+    )
+    options = DistillOptions(
+        train=config,
+        train_limit=train_limit if train_limit is not None else defaults["train"],
+        eval_limit=eval_limit if eval_limit is not None else defaults["eval"],
+    )
+    return run_distill(
+        tasks,
+        teacher=teacher,
+        student=student,
+        out=out,
+        names=names,
+        method=method,
+        curriculum=curriculum,
+        options=options,
+        overwrite=overwrite,
+        progress=progress,
+        log=log or (lambda line: print(line, file=sys.stderr)),
+    )
+
+
+def label_data(
+    tasks: PathLike,
+    teacher: str | Teacher,
+    out_dir: PathLike,
+    *,
+    names: list[str] | None = None,
+    split: str = "train",
+    k: int = 4,
+    limit: int | None = None,
+    batch_size: int = 16,
+    temperature: float = 0.7,
+    few_shot: int = 0,
+    progress: bool = True,
+) -> list[LabelStats]:
+    """Label each task's inputs with a teacher; keep the best verified of k candidates.
+
+    Writes ``TASK.jsonl`` (accepted examples), ``TASK.rejected.jsonl``, ``TASK.stats.json``
+    and a journal per task under ``out_dir``; rerunning resumes where a run stopped.
+
+    Args:
+        tasks: a suite YAML file, or ``"builtin"``; inputs come from each task's ``split``.
+        teacher: a Teacher, or a spec (``oracle``, ``bundle:PATH``, ``hf:PATH``,
+            ``openai:MODEL@BASE_URL``, ``pipeline:builtin``, ``pipeline:MODULE:FUNCTION``).
+        out_dir: folder for the labelled data.
+        names: label only these tasks (default: all).
+        split: which split's inputs to label (its reference outputs are not used).
+        k: candidates per input.
+        limit: label only the first N inputs of each task.
+        batch_size: inputs per teacher call and per journal append.
+        temperature: sampling temperature of the teacher.
+        few_shot: worked examples before each input (local teachers).
+        progress: show progress bars.
+    """
+    from tinyllm.distill.labelling import label_task
+    from tinyllm.distill.teachers import teacher_from_spec
+    from tinyllm.suite import load_split, prepare
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be a positive number of inputs, got {limit}")
+    if split not in ("train", "validation", "test"):
+        raise ConfigError(f"split must be train, validation or test, got {split!r}")
+    suite = load_tasks(tasks)
+    selected = suite.select(names)
+    if isinstance(teacher, str):
+        teacher = teacher_from_spec(teacher, suite, few_shot=few_shot)
+    results = []
+    for task in selected:
+        if task.data.builder is not None:
+            prepare(task)
+        inputs = [ex.input for ex in load_split(suite, task, split, limit)]  # type: ignore[arg-type]
+        results.append(
+            label_task(
+                task,
+                inputs,
+                teacher,
+                out_dir,
+                k=k,
+                batch_size=batch_size,
+                temperature=temperature,
+                progress=progress,
+            )
+        )
+    return results

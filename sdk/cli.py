@@ -236,6 +236,95 @@ def serve_cmd(
     )
 
 
+@cli.command("distill")
+@click.argument("tasks")
+@click.option("--teacher", default="oracle", show_default=True, help="Teacher spec or 'oracle'.")
+@click.option("--student", required=True, help="Student bundle folder or preset name.")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
+@click.option("--task", "names", multiple=True, help="Distill only this task (repeatable).")
+@click.option(
+    "--method", type=click.Choice(["sft", "kd", "grpo"]), default="sft", show_default=True
+)
+@click.option("--curriculum", is_flag=True, help="Three-stage multi-task curriculum.")
+@click.option("--quick", is_flag=True, help="Small sizes for CI (minutes on CPU).")
+@click.option("--steps", type=int, default=None, help="Training steps per task (or stage).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--rank", type=int, default=None, help="LoRA rank.")
+@click.option("--layers", type=int, default=None, help="LoRA on the last N layers only.")
+@click.option("--train-limit", type=int, default=None, help="Training examples per task.")
+@click.option("--eval-limit", type=int, default=None, help="Test examples per task.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write JSON here.")
+def distill_cmd(
+    tasks: str, names: tuple[str, ...], force: bool, json_out: str | None, **kwargs: Any
+) -> None:
+    """Distill the tasks of TASKS (a suite YAML or 'builtin') into a student bundle."""
+    report = api.distill(tasks, names=list(names) or None, overwrite=force, **kwargs)
+    click.echo(report.format())
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
+
+
+@data_group.command("label")
+@click.argument("tasks")
+@click.option(
+    "--teacher",
+    required=True,
+    help="oracle, bundle:PATH, hf:PATH, "
+    "openai:MODEL@BASE_URL, pipeline:builtin or pipeline:MODULE:FUNCTION.",
+)
+@click.option("-o", "--out", required=True, type=click.Path(), help="Folder for labelled data.")
+@click.option("--task", "names", multiple=True, help="Label only this task (repeatable).")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "validation", "test"]),
+    default="train",
+    show_default=True,
+    help="Whose inputs to label.",
+)
+@click.option("--k", type=int, default=4, show_default=True, help="Candidates per input.")
+@click.option("--limit", type=int, default=None, help="First N inputs per task.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--few-shot", type=int, default=0, show_default=True, help="Local teachers.")
+def data_label_cmd(
+    tasks: str,
+    teacher: str,
+    out: str,
+    names: tuple[str, ...],
+    split: str,
+    k: int,
+    limit: int | None,
+    batch_size: int,
+    temperature: float,
+    few_shot: int,
+) -> None:
+    """Label TASKS (suite YAML or 'builtin') with a teacher: k candidates, verified, best kept.
+
+    Rerunning with the same -o resumes: inputs already labelled are not relabelled.
+    """
+    from tinyllm.distill.labelling import format_stats
+
+    stats = api.label_data(
+        tasks,
+        teacher,
+        out,
+        names=list(names) or None,
+        split=split,
+        k=k,
+        limit=limit,
+        batch_size=batch_size,
+        temperature=temperature,
+        few_shot=few_shot,
+        progress=sys.stderr.isatty(),
+    )
+    click.echo(format_stats(stats))
+    click.echo(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, printing tinyllm errors as one line (exit 1)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

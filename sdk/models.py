@@ -6,6 +6,8 @@ tinyllm (bundle, runtime) imports without them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,8 @@ from tinyllm.tokenizer import load_hf_tokenizer
 
 if TYPE_CHECKING:
     import torch
+
+    from tinyllm.adapters import LoraAdapter
 
 GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
 
@@ -277,3 +281,35 @@ def load_source(source: str, dtype: str = "float32") -> LoadedModel:
         f"unknown preset {source!r}; known presets: {', '.join(PRESETS)} "
         "(or give a path to a GGUF file or a Hugging Face folder)"
     )
+
+
+@contextmanager
+def adapter_applied(model: Any, adapter: LoraAdapter | None) -> Iterator[Any]:
+    """Fold a LoRA adapter into a transformers model's weights for the ``with`` block.
+
+    The original weights are restored exactly on exit (copies, not a subtraction).
+    ``None`` leaves the model as it is.
+    """
+    if adapter is None:
+        yield model
+        return
+    import torch
+
+    from tinyllm.adapters import module_name
+
+    params = dict(model.named_parameters())
+    saved: dict[str, torch.Tensor] = {}
+    try:
+        with torch.no_grad():
+            for layer in range(model.config.num_hidden_layers):
+                for kind in adapter.targets:
+                    name = f"{module_name(layer, kind)}.weight"
+                    weight = params[name]
+                    saved[name] = weight.detach().clone()
+                    delta = torch.from_numpy(adapter.delta(layer, kind))  # [d_out, d_in]
+                    weight.add_(delta.to(weight.dtype))
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, original in saved.items():
+                params[name].copy_(original)

@@ -1,0 +1,187 @@
+"""GRPO with verifier rewards into a per-task LoRA (a compact loop, no trl).
+
+For each prompt the policy samples a group of G answers; each answer's reward is
+``verifier_weight * verify(task, answer).ok + (1 - verifier_weight) * metric(answer,
+reference)`` (just the verifier when the reference is unknown). Advantages are the
+rewards normalised within the group, ``(r - mean) / (std + eps)``, and the loss is
+``-mean_i A_i * mean_t log pi(a_i,t)``: GRPO with one policy update per sampled group
+(trl's default ``num_iterations=1``, where the clipped ratio is exactly 1) and no KL
+term (trl's default ``beta=0``). Our loop shares :func:`tinyllm.distill.sft.train`, so
+seeds, LoRA and adapters work as for SFT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tinyllm.distill.losses import IGNORE_INDEX
+from tinyllm.distill.sft import (
+    Batch,
+    Encoded,
+    TrainConfig,
+    TrainResult,
+    adapter_of,
+    answer_logits,
+    batches,
+    collate,
+    encode,
+    train,
+    with_lora,
+)
+from tinyllm.errors import ConfigError
+from tinyllm.tasks import Example, TaskSpec
+
+if TYPE_CHECKING:
+    from tinyllm.adapters import LoraAdapter
+
+Reward = Callable[[str, str], float]  # (completion, reference) -> reward
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Group size G, sampling temperature, reward mix and answer length (None: the task's)."""
+
+    group_size: int = 4
+    temperature: float = 1.0
+    verifier_weight: float = 0.5
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ConfigError("GRPO needs group_size >= 2 (advantages compare samples)")
+        if self.temperature <= 0 or not 0.0 <= self.verifier_weight <= 1.0:
+            raise ConfigError("temperature must be > 0 and verifier_weight in [0, 1]")
+
+
+def verifier_reward(task: TaskSpec, weight: float = 0.5) -> Reward:
+    """Reward of one completion: verifier pass/fail mixed with the task metric vs reference."""
+    from tinyllm.metrics import score
+    from tinyllm.verifiers import answer_text, verify
+
+    def reward(completion: str, reference: str) -> float:
+        answer = answer_text(task, completion)
+        ok = 1.0 if verify(task, answer).ok else 0.0
+        if not reference:
+            return ok
+        return weight * ok + (1.0 - weight) * score(task.metric, [answer], [reference])
+
+    return reward
+
+
+@dataclass
+class RewardLog:
+    """Mean reward of each step's samples."""
+
+    means: list[float] = field(default_factory=list)
+
+
+def group_advantages(rewards: Any, group_size: int) -> Any:
+    """Rewards [B*G] -> advantages [B*G], normalised within each group of G."""
+    grouped = rewards.view(-1, group_size)  # [B, G]
+    mean, std = grouped.mean(dim=1, keepdim=True), grouped.std(dim=1, keepdim=True)
+    return ((grouped - mean) / (std + 1e-4)).view(-1)
+
+
+def grpo_loss_fn(
+    tokenizer: Any, config: GRPOConfig, reward: Reward, max_new_tokens: int, log: RewardLog
+) -> Callable[[Any, Batch], Any]:
+    """``(policy, batch) -> loss``: sample groups, score them, policy-gradient step."""
+    import torch
+
+    def loss(model: Any, batch: Batch) -> Any:
+        prompts, refs = [], []
+        for ids, mask, labels in zip(
+            batch.input_ids, batch.attention_mask, batch.labels, strict=True
+        ):
+            prompts.append(ids[(mask == 1) & (labels == IGNORE_INDEX)].tolist())
+            refs.append(tokenizer.decode(labels[labels != IGNORE_INDEX], skip_special_tokens=True))
+        g = config.group_size
+        samples = sample(
+            model, tokenizer, [p for p in prompts for _ in range(g)], config, max_new_tokens
+        )
+        texts = [tokenizer.decode(s, skip_special_tokens=True) for s in samples]
+        rewards = torch.tensor(
+            [reward(t, refs[i // g]) for i, t in enumerate(texts)], dtype=torch.float32
+        )  # [B*G]
+        log.means.append(float(rewards.mean()))
+        items = [
+            Encoded(p + s, [IGNORE_INDEX] * len(p) + s)
+            for p, s in zip([p for p in prompts for _ in range(g)], samples, strict=True)
+        ]
+        scored = collate(items, tokenizer.pad_token_id or 0, batch.task)
+        logits, targets = answer_logits(model, scored)  # [B*G, K, V], [B*G, K]
+        mask = targets != IGNORE_INDEX
+        logp = (
+            torch.log_softmax(logits.float(), dim=-1)
+            .gather(-1, targets.clamp(min=0).unsqueeze(-1))
+            .squeeze(-1)
+        )  # [B*G, K]
+        per_sample = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B*G]
+        return -(group_advantages(rewards, g) * per_sample).mean()
+
+    return loss
+
+
+def sample(
+    model: Any, tokenizer: Any, prompts: list[list[int]], config: GRPOConfig, max_new_tokens: int
+) -> list[list[int]]:
+    """Sampled answer ids per prompt (up to and including eos; at least one token)."""
+    import torch
+
+    pad = tokenizer.pad_token_id or 0
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # [N, P]
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # [N, P]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=config.temperature,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    model.train(was_training)
+    eos = tokenizer.eos_token_id
+    return [row[: row.index(eos) + 1] if eos in row else row for row in out[:, width:].tolist()]
+
+
+def train_grpo_lora(
+    model: Any,
+    tokenizer: Any,
+    task: TaskSpec,
+    examples: Sequence[Example],
+    config: TrainConfig,
+    grpo: GRPOConfig,
+    progress: bool = False,
+    reward: Reward | None = None,
+    rewards: RewardLog | None = None,
+) -> tuple[LoraAdapter, TrainResult]:
+    """Train one task's LoRA with GRPO; ``reward`` defaults to :func:`verifier_reward`.
+
+    ``rewards`` (if given) receives each step's mean reward. Returns adapter and losses.
+    """
+    data = encode(tokenizer, task, examples, config.max_len)
+    peft_model = with_lora(model, config)
+    fn = grpo_loss_fn(
+        tokenizer,
+        grpo,
+        reward or verifier_reward(task, grpo.verifier_weight),
+        grpo.max_new_tokens or task.output.max_new_tokens,
+        rewards if rewards is not None else RewardLog(),
+    )
+    result = train(
+        peft_model,
+        batches(data, config.batch_size, config.seed, task.name),
+        config,
+        fn,
+        progress=f"{task.name} (grpo)" if progress else None,
+    )
+    adapter = adapter_of(peft_model, config)
+    peft_model.unload()
+    return adapter, result

@@ -1,0 +1,196 @@
+"""Logit knowledge distillation (GKD-style) into a per-task LoRA, or sequence KD.
+
+When the teacher is a local model with the student's tokenizer, the student learns the
+teacher's whole next-token distribution on the answer positions with
+:func:`tinyllm.distill.losses.kd_loss` (forward KL, reverse KL or generalized JSD). With
+``on_policy`` = λ, a share λ of batches replaces the reference answers by the student's
+own samples, which the teacher then scores (GKD, Agarwal et al. 2024): the student is
+corrected where it actually goes. Otherwise (an API or pipeline teacher, or a different
+tokenizer) there are no comparable logits, and distillation is sequence-level: SFT on the
+teacher's outputs (:mod:`tinyllm.distill.sft`), chosen by :func:`load_teacher_model` with
+a message saying why.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tinyllm.distill.losses import DIVERGENCES, IGNORE_INDEX, Divergence, kd_loss
+from tinyllm.distill.sft import (
+    Batch,
+    Encoded,
+    TrainConfig,
+    TrainResult,
+    adapter_of,
+    answer_logits,
+    batches,
+    collate,
+    encode,
+    train,
+    with_lora,
+)
+from tinyllm.errors import ConfigError
+from tinyllm.tasks import Example, TaskSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from tinyllm.adapters import LoraAdapter
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Logit-KD settings: divergence (forward|reverse|jsd), JSD beta, softmax temperature,
+    the on-policy share of batches, and the weight of the plain CE term on references."""
+
+    divergence: Divergence = "forward"
+    beta: float = 0.5
+    temperature: float = 1.0
+    on_policy: float = 0.0
+    ce_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.divergence not in DIVERGENCES:
+            raise ConfigError(f"unknown divergence {self.divergence!r}; use one of {DIVERGENCES}")
+        if not 0.0 <= self.on_policy <= 1.0 or self.ce_weight < 0:
+            raise ConfigError("on_policy must be in [0, 1] and ce_weight >= 0")
+
+
+def check_same_tokenizer(student: Any, teacher: Any) -> None:
+    """Raise ConfigError unless both tokenizers map the same strings to the same ids."""
+    if student.get_vocab() != teacher.get_vocab():
+        raise ConfigError(
+            f"logit KD needs the student's tokenizer, but the teacher's vocabulary differs "
+            f"({len(teacher.get_vocab())} vs {len(student.get_vocab())} tokens); use "
+            "method='sft' (sequence-level KD on the teacher's outputs)"
+        )
+
+
+def load_teacher_model(spec: str, student_tokenizer: Any, log: Callable[[str], None]) -> Any:
+    """The teacher as a local torch model for logit KD, or None for sequence-level KD.
+
+    ``bundle:PATH`` (or a bundle folder) and ``hf:PATH`` are local models; a different
+    tokenizer or any other teacher kind falls back to sequence KD, with a message.
+    """
+    from tinyllm import api
+    from tinyllm.models import load_hf_folder
+
+    kind, _, rest = spec.partition(":")
+    if kind == "bundle" or (not rest and Path(spec).is_dir()):
+        loaded = api.load_torch_model(rest or spec)
+    elif kind == "hf":
+        loaded = load_hf_folder(Path(rest), "float32")
+    else:
+        log(f"teacher {spec!r} gives no logits: sequence-level KD (SFT on its outputs)")
+        return None
+    try:
+        check_same_tokenizer(student_tokenizer, loaded.tokenizer)
+    except ConfigError as e:
+        log(f"{e}; falling back to sequence-level KD")
+        return None
+    log(f"teacher {spec!r} shares the student's tokenizer: logit KD")
+    return loaded.model
+
+
+def on_policy_batch(model: Any, tokenizer: Any, batch: Batch, max_new_tokens: int) -> Batch:
+    """The batch's prompts with the student's own sampled answers in place of the references."""
+    import torch
+
+    prompts = []
+    for ids, mask, labels in zip(batch.input_ids, batch.attention_mask, batch.labels, strict=True):
+        keep = (mask == 1) & (labels == IGNORE_INDEX)
+        prompts.append(ids[keep].tolist())
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # [B, P]
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # [B, P]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=1.0,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )  # [B, P + N]
+    model.train(was_training)
+    items = []
+    for p, row in zip(prompts, out[:, width:].tolist(), strict=True):
+        answer = (
+            row[: row.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in row else row
+        )
+        items.append(Encoded(p + answer, [IGNORE_INDEX] * len(p) + answer))
+    return collate(items, pad, batch.task)
+
+
+def kd_loss_fn(
+    teacher: Any, tokenizer: Any, task: TaskSpec, config: KDConfig, seed: int
+) -> Callable[[Any, Batch], torch.Tensor]:
+    """``(student, batch) -> loss``: KD against the teacher on the answer positions."""
+    import torch
+
+    rng = random.Random(seed)
+
+    def loss(model: Any, batch: Batch) -> Any:
+        if config.on_policy and rng.random() < config.on_policy:
+            batch = on_policy_batch(model, tokenizer, batch, task.output.max_new_tokens)
+        s_logits, targets = answer_logits(model, batch)  # [B, K, V], [B, K]
+        with torch.no_grad():
+            t_logits, _ = answer_logits(teacher, batch)  # [B, K, V']
+        vocab = min(s_logits.shape[-1], t_logits.shape[-1])  # padded embedding rows differ
+        value = kd_loss(
+            s_logits[..., :vocab],
+            t_logits[..., :vocab],
+            targets,
+            config.divergence,
+            config.beta,
+            config.temperature,
+        )
+        if config.ce_weight:
+            ce = torch.nn.functional.cross_entropy(
+                s_logits.float().reshape(-1, s_logits.shape[-1]),
+                targets.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+            )
+            value = value + config.ce_weight * ce
+        return value
+
+    return loss
+
+
+def train_kd_lora(
+    model: Any,
+    teacher: Any,
+    tokenizer: Any,
+    task: TaskSpec,
+    examples: Sequence[Example],
+    config: TrainConfig,
+    kd: KDConfig,
+    progress: bool = False,
+) -> tuple[LoraAdapter, TrainResult]:
+    """Train one task's LoRA by logit KD from ``teacher`` (same tokenizer; frozen).
+
+    Returns the adapter and the KD loss curve; the student is returned to its base state.
+    """
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    data = encode(tokenizer, task, examples, config.max_len)
+    peft_model = with_lora(model, config)
+    result = train(
+        peft_model,
+        batches(data, config.batch_size, config.seed, task.name),
+        config,
+        kd_loss_fn(teacher, tokenizer, task, kd, config.seed),
+        progress=f"{task.name} (kd)" if progress else None,
+    )
+    adapter = adapter_of(peft_model, config)
+    peft_model.unload()
+    return adapter, result

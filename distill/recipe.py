@@ -1,0 +1,301 @@
+"""The ``tinyllm distill`` recipe: label with a teacher, train the student, write, evaluate.
+
+Per task: training data comes from the teacher (``oracle`` = the suite's own train split),
+the student learns one LoRA per task (or the curriculum's multi-task adapter), the
+adapters and task specs go into a child bundle of the student (``lora_mode`` separate),
+and the report compares teacher, student and the student's zero-shot baseline on each
+task's test split, with latency per example.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tinyllm.errors import ConfigError
+from tinyllm.tasks import Example, Suite, TaskSpec
+
+Method = Literal["sft", "kd", "grpo"]
+METHODS: tuple[Method, ...] = ("sft", "kd", "grpo")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One task's line of the final report."""
+
+    task: str
+    metric: str
+    teacher: float | None
+    student: float
+    baseline: float
+    teacher_ms: float | None
+    student_ms: float
+    train_examples: int
+    steps: int
+    loss_first: float
+    loss_last: float
+    note: str = ""
+
+
+@dataclass
+class DistillReport:
+    """What ``tinyllm distill`` did and how well the student does, per task."""
+
+    out: str
+    teacher: str
+    student: str
+    method: str
+    curriculum: bool
+    rows: list[TaskRow] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        from tinyllm.config import to_dict
+
+        result: dict[str, Any] = to_dict(self)
+        return result
+
+    def format(self) -> str:
+        """The table ``tinyllm distill`` prints."""
+        head = (
+            f"{'task':<12}{'metric':<12}{'teacher':>8}{'student':>8}{'zero-shot':>10}"
+            f"{'t ms/ex':>9}{'s ms/ex':>9}{'n':>7}{'steps':>6}{'loss':>13}"
+        )
+        lines = [
+            f"{self.out}: {self.method} from {self.teacher} into {self.student}"
+            + (" (curriculum)" if self.curriculum else ""),
+            head,
+            "-" * len(head),
+        ]
+        for r in self.rows:
+            teacher = f"{r.teacher:.3f}" if r.teacher is not None else "n/a"
+            t_ms = f"{r.teacher_ms:.0f}" if r.teacher_ms is not None else "n/a"
+            lines.append(
+                f"{r.task:<12}{r.metric:<12}{teacher:>8}{r.student:>8.3f}{r.baseline:>10.3f}"
+                f"{t_ms:>9}{r.student_ms:>9.0f}{r.train_examples:>7}{r.steps:>6}"
+                f"{r.loss_first:>6.2f}->{r.loss_last:<5.2f}" + (f"  {r.note}" if r.note else "")
+            )
+        for d in self.decisions:
+            lines.append(f"curriculum: {d['task']}: {d['stage']} ({d['reason']})")
+        lines.append(f"total {self.seconds:.0f}s")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TeacherScore:
+    """A teacher's metric on a test split and its latency per example."""
+
+    score: float
+    ms_per_example: float | None
+
+
+def teacher_data(
+    suite: Suite, task: TaskSpec, teacher: str, limit: int | None, out_dir: Path, log: Log
+) -> list[Example]:
+    """Training examples for ``task``: the train split (oracle) or the teacher's labels.
+
+    A real teacher labels the train inputs with rejection sampling
+    (:func:`tinyllm.distill.labelling.label_task`, resumable) into ``out_dir``.
+    """
+    from tinyllm.distill.labelling import label_task
+    from tinyllm.distill.teachers import teacher_from_spec
+    from tinyllm.suite import load_split
+    from tinyllm.tasks import read_examples
+
+    inputs = load_split(suite, task, "train", limit)
+    if teacher == "oracle":
+        return inputs
+    stats = label_task(
+        task, [e.input for e in inputs], teacher_from_spec(teacher, suite), out_dir, progress=False
+    )
+    log(f"{task.name}: teacher accepted {stats.accepted}/{stats.labelled} inputs")
+    return read_examples(out_dir / f"{task.name}.jsonl", f"teacher data of {task.name!r}")
+
+
+def score_teacher(suite: Suite, task: TaskSpec, teacher: str, limit: int | None) -> TeacherScore:
+    """The teacher's metric on the test split (oracle: its references, latency n/a)."""
+    from tinyllm.distill.teachers import teacher_from_spec
+    from tinyllm.metrics import score
+    from tinyllm.suite import load_split
+    from tinyllm.verifiers import answer_text
+
+    test = load_split(suite, task, "test", limit)
+    refs = [e.output for e in test]
+    if teacher == "oracle":
+        return TeacherScore(score(task.metric, refs, refs), None)
+    start = time.perf_counter()
+    outs = teacher_from_spec(teacher, suite).label(task, [e.input for e in test], 1, 0.0)
+    ms = 1000 * (time.perf_counter() - start) / max(1, len(test))
+    answers = [answer_text(task, o[0] if o else "") for o in outs]
+    return TeacherScore(score(task.metric, answers, refs), ms)
+
+
+def check_method(method: str, tasks: Sequence[TaskSpec]) -> None:
+    """Reject an unknown method or an empty task selection."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown distillation method {method!r}; use one of {METHODS}")
+    if not tasks:
+        raise ConfigError("no tasks to distill; the suite selection is empty")
+
+
+@dataclass(frozen=True)
+class DistillOptions:
+    """Sizes of a distillation run (``quick`` shrinks them for CI)."""
+
+    train: Any  # TrainConfig; typed loosely so importing this module needs no torch
+    train_limit: int | None = 2000
+    eval_limit: int | None = 100
+    eval_batch_size: int = 8
+
+
+def trained_adapters(
+    loaded: Any,
+    suite: Suite,
+    selected: Sequence[TaskSpec],
+    data: dict[str, list[Example]],
+    method: str,
+    teacher: str,
+    options: DistillOptions,
+    log: Log,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One adapter per task with the chosen method. Returns (adapters, train results)."""
+    from tinyllm.distill.sft import train_lora
+
+    adapters: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    teacher_model = None
+    if method == "kd":
+        from tinyllm.distill.kd import load_teacher_model
+
+        teacher_model = load_teacher_model(teacher, loaded.tokenizer, log)
+    for task in selected:
+        if method == "sft" or (method == "kd" and teacher_model is None):
+            adapter, result = train_lora(
+                loaded.model, loaded.tokenizer, task, data[task.name], options.train, progress
+            )
+        elif method == "kd":
+            from tinyllm.distill.kd import KDConfig, train_kd_lora
+
+            adapter, result = train_kd_lora(
+                loaded.model, teacher_model, loaded.tokenizer, task, data[task.name],
+                options.train, KDConfig(), progress,
+            )  # fmt: skip
+        else:
+            from tinyllm.distill.grpo import GRPOConfig, train_grpo_lora
+
+            adapter, result = train_grpo_lora(
+                loaded.model, loaded.tokenizer, task, data[task.name], options.train,
+                GRPOConfig(), progress,
+            )  # fmt: skip
+        log(
+            f"{task.name}: {len(result.losses)} steps, loss {result.first:.3f} -> {result.last:.3f}"
+        )
+        adapters[task.name], results[task.name] = adapter, result
+    return adapters, results
+
+
+def run_distill(
+    tasks: str | os.PathLike[str],
+    *,
+    teacher: str,
+    student: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    names: list[str] | None,
+    method: str,
+    curriculum: bool,
+    options: DistillOptions,
+    overwrite: bool,
+    progress: bool,
+    log: Log,
+) -> DistillReport:
+    """The whole recipe; see :func:`tinyllm.api.distill` for the arguments."""
+    from tinyllm import api
+    from tinyllm.suite import prepare
+
+    start = time.perf_counter()
+    suite = api.load_tasks(tasks)
+    selected = suite.select(names)
+    check_method(method, selected)
+    for task in selected:
+        if task.data.builder is not None:
+            prepare(task)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    base = student_bundle(student, out, log)
+    loaded = api.load_torch_model(base)
+    labels_dir = out.parent / f"{out.name.removesuffix('.tllm')}-labels"
+    data = {
+        t.name: teacher_data(suite, t, teacher, options.train_limit, labels_dir, log)
+        for t in selected
+    }
+    report = DistillReport(str(out), teacher, str(student), method, curriculum)
+    if curriculum:
+        from tinyllm.distill.curriculum import run_curriculum
+
+        adapters, results, decisions = run_curriculum(
+            loaded, suite, selected, data, options, log, progress
+        )
+        report.decisions = decisions
+    else:
+        adapters, results = trained_adapters(
+            loaded, suite, selected, data, method, teacher, options, log, progress
+        )
+    del loaded
+    api.add_tasks(base, out, selected, adapters, overwrite=overwrite)
+    log(f"wrote {out}; evaluating student and zero-shot baseline")
+    kwargs: dict[str, Any] = {
+        "names": [t.name for t in selected],
+        "limit": options.eval_limit,
+        "batch_size": options.eval_batch_size,
+        "progress": progress,
+    }
+    student_eval = {r.task: r for r in api.evaluate(out, tasks, **kwargs).results}
+    baseline_eval = {r.task: r for r in api.evaluate(base, tasks, **kwargs).results}
+    for task in selected:
+        t_score = score_teacher(suite, task, teacher, options.eval_limit)
+        s, b, res = student_eval[task.name], baseline_eval[task.name], results[task.name]
+        report.rows.append(
+            TaskRow(
+                task=task.name,
+                metric=task.metric,
+                teacher=t_score.score,
+                student=s.score,
+                baseline=b.score,
+                teacher_ms=t_score.ms_per_example,
+                student_ms=s.ms_per_example,
+                train_examples=len(data[task.name]),
+                steps=len(res.losses),
+                loss_first=res.first,
+                loss_last=res.last,
+            )
+        )
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def student_bundle(student: str | os.PathLike[str], out: Path, log: Log) -> Path:
+    """The student's bundle: an existing ``.tllm`` folder, or a preset imported beside ``out``."""
+    from tinyllm import api
+    from tinyllm.presets import PRESETS
+
+    path = Path(student)
+    if path.is_dir():
+        return path
+    if str(student) not in PRESETS:
+        raise ConfigError(
+            f"student {student!r} is neither a bundle folder nor a preset ({', '.join(PRESETS)})"
+        )
+    base = out.parent / f"{out.name.removesuffix('.tllm')}-base.tllm"
+    if not base.is_dir():
+        log(f"importing preset {student} into {base}")
+        api.import_model(str(student), base)
+    return base

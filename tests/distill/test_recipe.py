@@ -1,0 +1,69 @@
+"""`tinyllm distill` end to end on a tiny model: bundle, report, curriculum, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import tinyllm
+from tinyllm.api import distill
+from tinyllm.cli import main
+from tinyllm.errors import ConfigError, TaskError
+from tinyllm.tasks import write_examples
+
+
+def test_cli_quick_writes_adapters_and_prints_the_report(
+    tiny_llama_bundle: Path, color_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "student.tllm"
+    report_json = tmp_path / "report.json"
+    args = ["distill", str(color_suite), "--student", str(tiny_llama_bundle), "-o", str(out)]
+    main([*args, "--quick", "--steps", "3", "--eval-limit", "4", "--json", str(report_json)])
+    printed = capsys.readouterr().out
+    assert "zero-shot" in printed and "color" in printed and "shade" in printed
+    bundle = tinyllm.open_bundle(out)
+    assert set(bundle.manifest.adapters) == {"color", "shade"}
+    assert bundle.manifest.lora_mode == "separate"
+    assert set(bundle.task_specs()) == {"color", "shade"}
+    data = json.loads(report_json.read_text())
+    rows = {r["task"]: r for r in data["rows"]}
+    assert rows["color"]["teacher"] == 1.0  # oracle: the references score themselves
+    assert rows["color"]["steps"] == 3 and rows["color"]["train_examples"] == 48
+
+
+def test_curriculum_reports_decisions_and_early_stops(
+    tiny_llama_bundle: Path, color_suite: Path, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    report = distill(
+        color_suite,
+        student=tiny_llama_bundle,
+        out=tmp_path / "mt.tllm",
+        curriculum=True,
+        quick=True,
+        steps=4,
+        eval_limit=2,
+        progress=False,
+        log=lines.append,
+    )
+    stages = {d["task"]: d["stage"] for d in report.decisions}
+    assert stages == {"color": "low-resource", "shade": "low-resource"}  # 48 < 1000
+    assert all("48 train examples < 1000" in d["reason"] for d in report.decisions)
+    assert any(line.startswith("curriculum stage 1: color") for line in lines)
+    assert set(tinyllm.open_bundle(tmp_path / "mt.tllm").manifest.adapters) == {"color", "shade"}
+    assert sum(r.steps for r in report.rows) == 4  # one shared run, split between tasks
+
+
+def test_bad_distill_inputs(tiny_llama_bundle: Path, color_suite: Path, tmp_path: Path) -> None:
+    common = {"student": tiny_llama_bundle, "quick": True, "progress": False}
+    with pytest.raises(ConfigError, match="unknown distillation method"):
+        distill(color_suite, out=tmp_path / "a.tllm", method="dpo", **common)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="neither a bundle folder nor a preset"):
+        distill(color_suite, out=tmp_path / "a.tllm", student="nope", quick=True)
+    with pytest.raises(ConfigError, match="teacher"):
+        distill(color_suite, out=tmp_path / "a.tllm", teacher="nonsense:x", **common)  # type: ignore[arg-type]
+    write_examples(color_suite.parent / "train.jsonl", [])
+    with pytest.raises(TaskError, match="no training examples"):
+        distill(color_suite, out=tmp_path / "b.tllm", **common)  # type: ignore[arg-type]
