@@ -60,7 +60,8 @@ class TaskHessians:
             "samples": str(self.samples),
             "fingerprint": self.fingerprint,
         }
-        save_file({k: v.contiguous() for k, v in self.hessians.items()}, str(path), metadata=meta)
+        tensors = {k: upper_triangle(v) for k, v in self.hessians.items()}
+        save_file(tensors, str(path), metadata=meta)
 
     @classmethod
     def load(cls, path: Path) -> TaskHessians:
@@ -69,7 +70,7 @@ class TaskHessians:
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            tensors = {k: from_upper_triangle(f.get_tensor(k)) for k in f.keys()}  # noqa: SIM118
         return cls(
             task=meta["task"],
             hessians=tensors,
@@ -166,7 +167,28 @@ def collect_hessians(
             h.remove()
     if tokens == 0:
         raise ConfigError("the calibration set has no tokens; give it non-empty examples")
-    return {k: (2 * s / tokens).float() for k, s in sums.items()}, tokens
+    # Symmetric by construction (from the upper triangle), so the cache stores half of it
+    # and a reloaded Hessian is bit for bit the one used here.
+    hessians = {
+        k: from_upper_triangle(upper_triangle((2 * s / tokens).float())) for k, s in sums.items()
+    }
+    return hessians, tokens
+
+
+def upper_triangle(h: torch.Tensor) -> torch.Tensor:
+    """The upper triangle (diagonal included) of H [K, K], row by row: [K (K + 1) / 2]."""
+    rows, cols = torch.triu_indices(h.shape[0], h.shape[0])
+    return h[rows, cols].contiguous()
+
+
+def from_upper_triangle(values: torch.Tensor) -> torch.Tensor:
+    """The symmetric H [K, K] whose upper triangle is ``values`` [K (K + 1) / 2]."""
+    k = int(((8 * values.numel() + 1) ** 0.5 - 1) / 2)
+    rows, cols = torch.triu_indices(k, k)
+    h = torch.zeros(k, k, dtype=values.dtype)
+    h[rows, cols] = values
+    h[cols, rows] = values
+    return h
 
 
 class AdapterApplied:
