@@ -65,46 +65,74 @@ def evaluate(bundle: Path, names: list[str], limit: int, few_shot: int) -> dict[
     return {r.task: r.score for r in report.results}
 
 
+def cached_hessians(bundle: Any) -> dict[str, Any]:
+    """Task -> TaskHessians cached in a calibrated bundle."""
+    from tinyllm.compress.hessian import HESSIAN_DIR, TaskHessians
+
+    files = sorted((bundle.path / HESSIAN_DIR).glob("*.safetensors"))
+    return {p.stem: TaskHessians.load(p) for p in files}
+
+
+def quantize_from_cache(
+    args: argparse.Namespace, out: Path, method: str, names: list[str], cache: dict[str, Any]
+) -> Any:
+    """Quantize with Hessians reused from the full run (same fingerprint: same inputs)."""
+    from tinyllm import api
+    from tinyllm.compress.mlgptq import QuantSettings
+    from tinyllm.compress.quantize import Calibration, quantize_bundle
+
+    suite = api.load_tasks()
+    cal = Calibration(
+        [suite.task(n) for n in names],
+        args.calib_samples,
+        cached={n: cache[n] for n in names},
+    )
+    outcome = quantize_bundle(
+        api.open_bundle(args.source),
+        out / f"{method}.tllm",
+        suite,
+        QuantSettings(method, 4, 32),
+        cal,
+        overwrite=True,
+        progress=False,
+    )
+    assert not outcome.calibrated  # nothing re-calibrated: the cache matched
+    return outcome.bundle
+
+
 def quantize_all(args: argparse.Namespace, out: Path, names: list[str]) -> dict[str, Any]:
-    """Step 1: the three methods, timed, with their reports."""
+    """Step 1: the full multi-task run (timed), then RTN and mixed GPTQ on its Hessians."""
     from tinyllm import api
 
-    runs = {}
-    for method in METHODS:
-        start = time.perf_counter()
-        bundle, report = api.compress(
-            args.source,
-            out / f"{method}.tllm",
-            quant=f"int4-{method}",
-            names=names,
-            calib_samples=args.calib_samples,
-            overwrite=True,
-            progress=False,
-        )
-        runs[method] = {
-            "bundle": bundle,
-            "seconds": time.perf_counter() - start,
-            "report": report.to_dict(),
-        }
-        print(f"{method}: {runs[method]['seconds']:.0f}s", flush=True)
-    return runs
-
-
-def incremental(args: argparse.Namespace, out: Path, names: list[str], full: Any) -> dict[str, Any]:
-    """Step 3: 5 tasks, then add the sixth; compare with the full run bit for bit."""
-    from safetensors.numpy import load_file
-
-    from tinyllm import api
-
-    first, _ = api.compress(
+    start = time.perf_counter()
+    full, report = api.compress(
         args.source,
-        out / "five.tllm",
+        out / "mlgptq.tllm",
         quant="int4-mlgptq",
-        names=names[:-1],
+        names=names,
         calib_samples=args.calib_samples,
         overwrite=True,
         progress=False,
     )
+    runs = {"mlgptq": {"bundle": full, "seconds": time.perf_counter() - start}}
+    runs["mlgptq"]["report"] = report.to_dict()
+    print(f"mlgptq (full, 6 tasks): {runs['mlgptq']['seconds']:.0f}s", flush=True)
+    cache = cached_hessians(full)
+    for method in ("rtn", "gptq"):
+        start = time.perf_counter()
+        bundle = quantize_from_cache(args, out, method, names, cache)
+        runs[method] = {"bundle": bundle, "seconds": time.perf_counter() - start}
+        print(f"{method} (Hessians reused): {runs[method]['seconds']:.0f}s", flush=True)
+    return runs
+
+
+def incremental(args: argparse.Namespace, out: Path, names: list[str], full: Any) -> dict[str, Any]:
+    """Step 3: a 5-task bundle (from cached Hessians), then add the sixth task, timed."""
+    from safetensors.numpy import load_file
+
+    from tinyllm import api
+
+    first = quantize_from_cache(args, out / "five", "mlgptq", names[:-1], cached_hessians(full))
     start = time.perf_counter()
     added, report = api.compress(
         first.path, out / "added.tllm", add_task=names[-1], overwrite=True, progress=False
@@ -112,6 +140,7 @@ def incremental(args: argparse.Namespace, out: Path, names: list[str], full: Any
     seconds = time.perf_counter() - start
     a, b = load_file(str(added.weights_path)), load_file(str(full.weights_path))
     identical = a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    print(f"incremental add: {seconds:.0f}s, identical: {identical}", flush=True)
     return {"seconds": seconds, "identical": identical, "report": report.to_dict()}
 
 
@@ -126,6 +155,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=25, help="Test examples per task.")
     parser.add_argument("--few-shot", type=int, default=3)
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument(
+        "--fp32-engine-bundle", default=None, help="The source already exported (fp32 engine)."
+    )
     args = parser.parse_args()
     out = Path(args.out)
     names = [t.name for t in api.load_tasks().tasks]
@@ -134,16 +166,27 @@ def main() -> None:
     inc = incremental(args, out, names, runs["mlgptq"]["bundle"])
     hess = runs["mlgptq"]["bundle"]
     errors = {m: task_errors_of(r["bundle"], source, hess) for m, r in runs.items()}
+    partial = {
+        "seconds": {m: r["seconds"] for m, r in runs.items()},
+        "incremental": inc,
+        "task_errors": errors,
+    }
+    Path("out/bench").mkdir(parents=True, exist_ok=True)
+    Path("out/bench/quantization.json").write_text(json.dumps(partial, indent=2, default=str))
     metrics: dict[str, dict[str, float]] = {}
     if not args.skip_eval:
-        fp32, _ = api.export(args.source, out=out / "fp32.tllm", overwrite=True)
-        metrics["fp32"] = evaluate(fp32.path, names, args.limit, args.few_shot)
+        fp32 = Path(args.fp32_engine_bundle) if args.fp32_engine_bundle else None
+        if fp32 is None:
+            fp32 = api.export(args.source, out=out / "fp32.tllm", overwrite=True)[0].path
+        metrics["fp32"] = evaluate(fp32, names, args.limit, args.few_shot)
+        print(f"eval fp32: {metrics['fp32']}", flush=True)
         for method, run in runs.items():
             exported, _ = api.export(
                 run["bundle"].path, out=out / f"{method}-e.tllm", accuracy_level=0, overwrite=True
             )
             metrics[method] = evaluate(exported.path, names, args.limit, args.few_shot)
             print(f"eval {method}: {metrics[method]}", flush=True)
+            Path("out/bench/quantization-metrics.json").write_text(json.dumps(metrics, indent=2))
     result = summarize(names, runs, inc, errors, metrics, args)
     Path("out/bench").mkdir(parents=True, exist_ok=True)
     Path("out/bench/quantization.json").write_text(json.dumps(result, indent=2, default=str))
@@ -186,7 +229,7 @@ def summarize(
     return {
         "args": vars(args),
         "seconds": {m: r["seconds"] for m, r in runs.items()},
-        "reports": {m: r["report"] for m, r in runs.items()},
+        "reports": {m: r["report"] for m, r in runs.items() if "report" in r},
         "task_errors": errors,
         "metrics": metrics,
         "mean_relative_drop": drops,

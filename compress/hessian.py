@@ -140,10 +140,10 @@ def collect_hessians(
 
     def hook(key: str) -> Callable[[Any, tuple[torch.Tensor, ...]], None]:
         def accumulate(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
-            x = inputs[0][mask[0]].double()  # [tokens, K]
+            x = inputs[0][mask[0]].float()  # [tokens, K]
             if key not in sums:
-                sums[key] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
-            sums[key] += x.T @ x
+                sums[key] = torch.zeros(x.shape[1], x.shape[1])
+            sums[key].addmm_(x.T, x)
 
         return accumulate
 
