@@ -32,7 +32,7 @@ class IncrementalPlan:
 def plan_add_task(previous: Bundle, suite: Suite, task: str) -> IncrementalPlan:
     """Plan adding ``task`` to the quantized bundle ``previous`` (see the module docstring)."""
     spec = previous.quant_spec()
-    if spec is None or not spec.calibration or spec.method == "rtn":
+    if spec is None or not spec.calibration or spec.method not in ("gptq", "mlgptq"):
         raise ConfigError(
             f"{previous.path} is not a calibrated quantized bundle (from `tinyllm compress "
             "--quant int4-gptq|int4-mlgptq`): --add-task has no Hessians to reuse"
@@ -63,10 +63,13 @@ def plan_add_task(previous: Bundle, suite: Suite, task: str) -> IncrementalPlan:
     return IncrementalPlan(source, settings, calibration, spec.lora or "separate")
 
 
+METHOD_NAMES = ("rtn", "gptq", "mlgptq", "nncf", "nncf-awq")
+
+
 def parse_quant(quant: str) -> tuple[int, str]:
     """``int4-mlgptq`` -> (4, "mlgptq"); a clear error for anything else."""
     bits_part, _, method = quant.partition("-")
-    choices = "int4|int8 followed by -rtn, -gptq, -mlgptq or -nncf (e.g. int4-mlgptq)"
-    if bits_part not in ("int4", "int8") or method not in ("rtn", "gptq", "mlgptq", "nncf"):
+    choices = "int4|int8 followed by -rtn, -gptq, -mlgptq, -nncf or -nncf-awq (int4-mlgptq)"
+    if bits_part not in ("int4", "int8") or method not in METHOD_NAMES:
         raise ConfigError(f"unknown quantization {quant!r}; use {choices}")
     return int(bits_part[3:]), method

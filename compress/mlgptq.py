@@ -35,13 +35,16 @@ from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
 from tinyllm.quantformat import PackedWeight
 
-METHODS = ("rtn", "gptq", "mlgptq")
+METHODS = ("rtn", "gptq", "mlgptq", "nncf")
 AGGREGATION = {"gptq": "mixed", "mlgptq": "max"}
 
 
 @dataclass(frozen=True)
 class QuantSettings:
-    """How to quantize: method (rtn | gptq | mlgptq), bits, group size and GPTQ options."""
+    """How to quantize: method (rtn | gptq | mlgptq | nncf), bits, group size, options.
+
+    ``awq`` applies to ``nncf`` only (AWQ + scale estimation on calibration data).
+    """
 
     method: str = "mlgptq"
     bits: int = 4
@@ -49,6 +52,7 @@ class QuantSettings:
     symmetric: bool = False
     act_order: bool = False
     damp: float = 0.01
+    awq: bool = False
 
     def check(self) -> None:
         """Raise ConfigError on an unknown method."""
@@ -82,6 +86,8 @@ def quantize_weights(
         on_weight: called with each weight name when done (progress).
     """
     settings.check()
+    if settings.method == "nncf":
+        raise ConfigError("nncf weights come from tinyllm.compress.nncf_backend.nncf_quantize")
     hessians: dict[str, torch.Tensor] = {}
     if settings.method != "rtn":
         hessians = aggregate(task_hessians, AGGREGATION[settings.method])

@@ -175,20 +175,32 @@ def quantize_bundle(
     seconds_cal = time.perf_counter() - start
     if fold is not None:
         AdapterApplied(model, source.config, fold[1]).__enter__()  # merged: fold for good
-    weights = {k: v.detach() for k, v in model.state_dict().items()}
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start = time.perf_counter()
-    total = 7 * source.config.num_hidden_layers
-    with tqdm(total=total, desc="quantize", disable=not progress) as bar:
-        results = quantize_weights(weights, source.config, settings, task_h, lambda _: bar.update())
+    if settings.method == "nncf":
+        results = nncf_results(model, loaded.tokenizer, source, suite, settings, cal)
+        # AWQ folds its input scales into the RMSNorm weights: keep NNCF's float tensors
+        # (its compressed embedding is uint8 there: the float one stays).
+        after = model.state_dict()
+        weights = {k: after[k] if after[k].is_floating_point() else v for k, v in weights.items()}
+    else:
+        total = 7 * source.config.num_hidden_layers
+        with tqdm(total=total, desc="quantize", disable=not progress) as bar:
+            results = quantize_weights(
+                weights, source.config, settings, task_h, lambda _: bar.update()
+            )
     seconds_q = time.perf_counter() - start
-    errors = task_errors(weights, source.config, results, task_h)
+    # AWQ rescales each linear's inputs, so ||(Q - W) X||² with the float model's X and W
+    # does not measure its error: no per-task errors for it.
+    errors = {} if settings.awq else task_errors(weights, source.config, results, task_h)
     spec = QuantSpec(
-        method=settings.method,
+        method=settings.method + ("-awq" if settings.awq else ""),
         bits=settings.bits,
         group_size=settings.group_size,
         symmetric=settings.symmetric,
         tensors=sorted(results),
         act_order=settings.act_order,
+        backend="nncf" if settings.method == "nncf" else "tinyllm",
         lora=lora,
         calibration={
             "tasks": {t: {"samples": h.samples, "tokens": h.tokens} for t, h in task_h.items()},
@@ -204,6 +216,35 @@ def quantize_bundle(
     bundle = write_quantized(source, out, weights, packed, spec, task_h, cal, folded, overwrite)
     return QuantOutcome(
         bundle, errors, computed, sorted(set(task_h) - set(computed)), seconds_cal, seconds_q
+    )
+
+
+def nncf_results(
+    model: Any,
+    tokenizer: Any,
+    source: Bundle,
+    suite: Suite,
+    settings: QuantSettings,
+    cal: Calibration,
+) -> dict[str, Any]:
+    """NNCF-compressed weights in our packing; AWQ calibrates on every task's samples."""
+    from tinyllm.compress.nncf_backend import nncf_quantize
+    from tinyllm.suite import load_split
+
+    data = []
+    for task in cal.tasks if settings.awq else cal.tasks[:1]:  # data-free: one input to trace
+        examples = load_split(suite, task, "train")
+        samples = cal.samples if settings.awq else 1
+        for text in calibration_texts(task, examples, samples, tokenizer, cal.seed):
+            data.append(dict(tokenizer(text, return_tensors="pt", add_special_tokens=False)))
+    return nncf_quantize(
+        model,
+        source.config,
+        settings.bits,
+        settings.group_size,
+        settings.symmetric,
+        settings.awq,
+        data,
     )
 
 

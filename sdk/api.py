@@ -363,7 +363,8 @@ def compress(
         out: the quantized bundle to write.
         quant: ``int4-mlgptq`` (multi-task GPTQ: per-task Hessians, element-wise max),
             ``int4-gptq`` (GPTQ on all tasks' data mixed), ``int4-rtn``; ``int8-*`` alike;
-            ``int4-nncf``/``int8-nncf`` (NNCF weight compression).
+            ``int4-nncf``/``int8-nncf`` (NNCF weight compression, data-free),
+            ``int4-nncf-awq`` (NNCF with AWQ and scale estimation).
         tasks: the suite (YAML or ``"builtin"``) whose train data calibrates.
         names: calibrate on these tasks only (default: all of the suite).
         calib_samples: calibration examples per task.
@@ -396,11 +397,9 @@ def compress(
         quant = f"int{settings.bits}-{settings.method}"
     else:
         bits, method = parse_quant(quant)
-        if method == "nncf":
-            from tinyllm.compress.nncf_backend import require_nncf
-
-            require_nncf()
-        settings = QuantSettings(method, bits, group_size, symmetric, act_order)
+        awq = method == "nncf-awq"
+        method = method.removesuffix("-awq")
+        settings = QuantSettings(method, bits, group_size, symmetric, act_order, awq=awq)
         source, cal = opened, Calibration(suite.select(names), calib_samples)
     outcome = quantize_bundle(
         source, out, suite, settings, cal, lora=lora, overwrite=overwrite, progress=progress

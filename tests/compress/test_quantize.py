@@ -150,8 +150,6 @@ def test_separate_mode_keeps_adapters_and_calibrates_with_them(
 def test_bad_inputs_are_clear_errors(tiny_llama_bundle: Path, tmp_path: Path, full: Bundle) -> None:
     with pytest.raises(ConfigError, match="unknown quantization 'int4-foo'"):
         compress(tiny_llama_bundle, tmp_path / "x.tllm", quant="int4-foo")
-    with pytest.raises(ConfigError, match="NNCF"):
-        compress(tiny_llama_bundle, tmp_path / "x.tllm", quant="int4-nncf")
     with pytest.raises(ConfigError, match="already quantized"):
         compress(full.path, tmp_path / "x.tllm", names=["alpha"])
     rtn, _ = compress(tiny_llama_bundle, tmp_path / "r.tllm", quant="int4-rtn")
