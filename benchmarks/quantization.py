@@ -144,23 +144,57 @@ def incremental(args: argparse.Namespace, out: Path, names: list[str], full: Any
     return {"seconds": seconds, "identical": identical, "report": report.to_dict()}
 
 
-def main() -> None:
-    """Run the benchmark (see the module docstring)."""
+def evaluate_all(args: argparse.Namespace, out: Path, names: list[str]) -> dict[str, Any]:
+    """Step 2: the float engine and each int4 bundle's engine (float activations)."""
     from tinyllm import api
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    metrics: dict[str, Any] = {}
+    if not args.skip_fp32:
+        fp32 = Path(args.fp32_engine_bundle) if args.fp32_engine_bundle else None
+        if fp32 is None:
+            fp32 = api.export(args.source, out=out / "fp32.tllm", overwrite=True)[0].path
+        metrics["fp32"] = evaluate(fp32, names, args.limit, args.few_shot)
+        print(f"eval fp32: {metrics['fp32']}", flush=True)
+    for method in args.eval_method:
+        exported, _ = api.export(
+            out / f"{method}.tllm", out=out / f"{method}-e.tllm", accuracy_level=0, overwrite=True
+        )
+        metrics[method] = evaluate(exported.path, names, args.limit, args.few_shot)
+        print(f"eval {method}: {metrics[method]}", flush=True)
+        Path("out/bench/quantization-metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--source", default="out/smollm2.tllm", help="Float bundle.")
     parser.add_argument("--out", default="out/bench/quant", help="Where bundles go.")
     parser.add_argument("--calib-samples", type=int, default=16)
     parser.add_argument("--limit", type=int, default=25, help="Test examples per task.")
     parser.add_argument("--few-shot", type=int, default=3)
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--eval-only", action="store_true", help="Evaluate bundles in --out.")
+    parser.add_argument("--eval-task", action="append", help="Evaluate this task (repeatable).")
+    parser.add_argument("--eval-method", nargs="+", default=list(METHODS), help="Bundles to eval.")
+    parser.add_argument("--skip-fp32", action="store_true", help="Do not evaluate the float model.")
     parser.add_argument(
         "--fp32-engine-bundle", default=None, help="The source already exported (fp32 engine)."
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Run the benchmark (see the module docstring)."""
+    from tinyllm import api
+
+    args = parse_args()
     out = Path(args.out)
     names = [t.name for t in api.load_tasks().tasks]
+    eval_names = args.eval_task or names
+    if args.eval_only:
+        print(json.dumps(evaluate_all(args, out, eval_names), indent=2))
+        return
     source = api.open_bundle(args.source)
     runs = quantize_all(args, out, names)
     inc = incremental(args, out, names, runs["mlgptq"]["bundle"])
@@ -173,22 +207,8 @@ def main() -> None:
     }
     Path("out/bench").mkdir(parents=True, exist_ok=True)
     Path("out/bench/quantization.json").write_text(json.dumps(partial, indent=2, default=str))
-    metrics: dict[str, dict[str, float]] = {}
-    if not args.skip_eval:
-        fp32 = Path(args.fp32_engine_bundle) if args.fp32_engine_bundle else None
-        if fp32 is None:
-            fp32 = api.export(args.source, out=out / "fp32.tllm", overwrite=True)[0].path
-        metrics["fp32"] = evaluate(fp32, names, args.limit, args.few_shot)
-        print(f"eval fp32: {metrics['fp32']}", flush=True)
-        for method, run in runs.items():
-            exported, _ = api.export(
-                run["bundle"].path, out=out / f"{method}-e.tllm", accuracy_level=0, overwrite=True
-            )
-            metrics[method] = evaluate(exported.path, names, args.limit, args.few_shot)
-            print(f"eval {method}: {metrics[method]}", flush=True)
-            Path("out/bench/quantization-metrics.json").write_text(json.dumps(metrics, indent=2))
-    result = summarize(names, runs, inc, errors, metrics, args)
-    Path("out/bench").mkdir(parents=True, exist_ok=True)
+    metrics = {} if args.skip_eval else evaluate_all(args, out, eval_names)
+    result = summarize(eval_names, runs, inc, errors, metrics, args)
     Path("out/bench/quantization.json").write_text(json.dumps(result, indent=2, default=str))
     print("wrote out/bench/quantization.json")
 
@@ -204,16 +224,16 @@ def summarize(
     """Print the tables; return the JSON record."""
     print(f"\nper-task relative output error (calibration inputs, {args.calib_samples}/task)")
     print(f"{'task':<12}" + "".join(f"{m:>10}" for m in METHODS))
-    for t in names:
+    for t in errors["mlgptq"]:
         print(f"{t:<12}" + "".join(f"{errors[m][t]:>10.2e}" for m in METHODS))
     drops: dict[str, float] = {}
-    if metrics:
-        cols = ["fp32", *METHODS]
+    if "fp32" in metrics:
+        cols = [c for c in ("fp32", *METHODS) if c in metrics]
         print(f"\nmetric ({args.few_shot}-shot, first {args.limit} test examples, engine)")
         print(f"{'task':<12}" + "".join(f"{c:>10}" for c in cols))
         for t in names:
             print(f"{t:<12}" + "".join(f"{metrics[c][t]:>10.3f}" for c in cols))
-        for m in METHODS:
+        for m in cols[1:]:
             rel = [
                 (metrics["fp32"][t] - metrics[m][t]) / metrics["fp32"][t]
                 for t in names
