@@ -26,6 +26,8 @@ class CompressReport:
     quantized_parameters: int
     bytes_before: int
     bytes_after: int
+    weights_bytes_before: int
+    weights_bytes_after: int
     calibrated: list[str]
     reused: list[str]
     task_errors: dict[str, float]
@@ -48,8 +50,11 @@ class CompressReport:
             f"compressed {self.source} -> {self.out} ({self.quant}, lora {self.lora})",
             f"parameters  {self.parameters_before:,} -> {self.parameters_after:,} "
             f"({self.quantized_parameters:,} quantized)",
-            f"size        {self.bytes_before / mib:.1f} MiB -> {self.bytes_after / mib:.1f} MiB "
-            f"on disk ({self.bytes_before / max(self.bytes_after, 1):.1f}x smaller)",
+            f"weights     {self.weights_bytes_before / mib:.1f} MiB -> "
+            f"{self.weights_bytes_after / mib:.1f} MiB "
+            f"({self.weights_bytes_before / max(self.weights_bytes_after, 1):.1f}x smaller)",
+            f"bundle      {self.bytes_before / mib:.1f} MiB -> {self.bytes_after / mib:.1f} MiB on "
+            "disk (with the stats/hessians cache)",
             f"calibrated  {', '.join(self.calibrated) or '-'}"
             + (f"; reused cached Hessians of {', '.join(self.reused)}" if self.reused else ""),
         ]
@@ -61,9 +66,9 @@ class CompressReport:
                 err = self.task_errors.get(t)
                 b, a = self.metrics_before.get(t), self.metrics_after.get(t)
                 rel = (a - b) / b if a is not None and b else None
+                pct = "-" if rel is None else f"{100 * rel:+.1f}%"
                 lines.append(
-                    f"{t:<12}{_num(err, '.2e'):>9}{_num(b, '.3f'):>9}{_num(a, '.3f'):>9}"
-                    f"{_num(None if rel is None else 100 * rel, '+.1f'):>7}%"
+                    f"{t:<12}{_num(err, '.2e'):>9}{_num(b, '.3f'):>9}{_num(a, '.3f'):>9}{pct:>8}"
                 )
             if self.eval_info:
                 lines.append(self.eval_info)

@@ -434,6 +434,8 @@ def compress(
         ),
         bytes_before=source.size_bytes(),
         bytes_after=outcome.bundle.size_bytes(),
+        weights_bytes_before=source.manifest.files[WEIGHTS].size,
+        weights_bytes_after=outcome.bundle.manifest.files[WEIGHTS].size,
         calibrated=outcome.calibrated,
         reused=outcome.reused,
         task_errors=outcome.task_errors,
