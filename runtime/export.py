@@ -11,7 +11,7 @@ import numpy as np
 
 from tinyllm.bundle import Bundle
 from tinyllm.errors import ConfigError
-from tinyllm.quantformat import PackedWeight, quantize_rtn
+from tinyllm.quantformat import PackedWeight, quantize_rtn, read_weights
 from tinyllm.runtime.builder import PROJECTIONS, BuildOptions, build_decoder
 from tinyllm.runtime.engine import EngineInfo
 
@@ -94,15 +94,23 @@ def write_engine(
 
     Returns its info and the weights it computes with (dequantized where quantized).
     """
-    from safetensors.numpy import load_file
-
     flavour, precision = options.resolved()
     config = bundle.config
     max_seq = min(
         options.max_seq_len or config.max_position_embeddings, config.max_position_embeddings
     )
-    weights = load_file(str(bundle.weights_path))
-    packed = packed_weights(weights, config.tie_word_embeddings, options) if options.quant else {}
+    packed, weights = read_weights(bundle)
+    spec = bundle.quant_spec()
+    if spec is not None:
+        # A quantized bundle's packed weights go into the engine as they are.
+        if (options.quant, options.block_size) != (f"int{spec.bits}", spec.group_size):
+            raise ConfigError(
+                f"{bundle.path} is already quantized (int{spec.bits}, group {spec.group_size}); "
+                "export it without --quant/--block-size"
+            )
+        weights = {**weights, **{n: p.dequantize() for n, p in packed.items()}}
+    elif options.quant:
+        packed = packed_weights(weights, config.tie_word_embeddings, options)
     build = BuildOptions(
         flavour=flavour,  # type: ignore[arg-type]
         precision=precision,  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from tinyllm.version import __version__
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
+    from tinyllm.compress.report import CompressReport
     from tinyllm.distill.labelling import LabelStats
     from tinyllm.distill.recipe import DistillReport
     from tinyllm.distill.teachers import Teacher
@@ -307,6 +308,10 @@ def export(
 
     parent = open_bundle(bundle)
     lora_slots, lora_rank = _lora_defaults(parent, lora_slots, lora_rank, lora_spare)
+
+    spec = parent.quant_spec()
+    if spec is not None and quant is None:  # a quantized bundle exports its packed weights
+        quant, block_size = f"int{spec.bits}", spec.group_size
     options = ExportOptions(
         target=target,
         precision=precision,
@@ -558,3 +563,113 @@ def label_data(
             )
         )
     return results
+
+
+def compress(
+    bundle: PathLike,
+    out: PathLike,
+    *,
+    quant: str = "int4-mlgptq",
+    tasks: PathLike = BUILTIN,
+    names: list[str] | None = None,
+    calib_samples: int = 32,
+    group_size: int = 32,
+    symmetric: bool = False,
+    act_order: bool = False,
+    lora: str = "separate",
+    add_task: str | None = None,
+    eval_limit: int | None = None,
+    few_shot: int = 3,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[Bundle, CompressReport]:
+    """Quantize a bundle's weights to int4/int8 (MatMulNBits packing), keeping its tasks.
+
+    Args:
+        bundle: the float bundle; with ``add_task``, a bundle this function made before.
+        out: the quantized bundle to write.
+        quant: ``int4-mlgptq`` (multi-task GPTQ: per-task Hessians, element-wise max),
+            ``int4-gptq`` (GPTQ on all tasks' data mixed), ``int4-rtn``; ``int8-*`` alike;
+            ``int4-nncf``/``int8-nncf`` (NNCF weight compression, data-free),
+            ``int4-nncf-awq`` (NNCF with AWQ and scale estimation).
+        tasks: the suite (YAML or ``"builtin"``) whose train data calibrates.
+        names: calibrate on these tasks only (default: all of the suite).
+        calib_samples: calibration examples per task.
+        group_size: input columns per scale/zero point.
+        symmetric: symmetric quantization (no zero points).
+        act_order: GPTQ visits columns by decreasing Hessian diagonal (static groups).
+        lora: ``separate`` (adapters stay float beside one quantized base) or ``merged``
+            (the one task adapter is folded into the base before quantization).
+        add_task: add this suite task to an existing quantized bundle: only its forward
+            pass runs, the other tasks' Hessians come from the bundle's ``stats/``.
+        eval_limit: evaluate every task before and after on this many test examples
+            (torch backend, ``few_shot`` shots); None skips evaluation.
+        few_shot: worked examples per evaluation prompt.
+        overwrite: replace an existing bundle at ``out``.
+        progress: show progress bars.
+    """
+    import time
+
+    from tinyllm.compress.incremental import parse_quant, plan_add_task
+    from tinyllm.compress.mlgptq import QuantSettings
+    from tinyllm.compress.quantize import Calibration, quantize_bundle
+    from tinyllm.compress.report import CompressReport
+
+    start = time.perf_counter()
+    suite = load_tasks(tasks)
+    opened = open_bundle(bundle)
+    if add_task is not None:
+        plan = plan_add_task(opened, suite, add_task)
+        source, settings, cal, lora = plan.source, plan.settings, plan.calibration, plan.lora
+        quant = f"int{settings.bits}-{settings.method}"
+    else:
+        bits, method = parse_quant(quant)
+        awq = method == "nncf-awq"
+        method = method.removesuffix("-awq")
+        settings = QuantSettings(method, bits, group_size, symmetric, act_order, awq=awq)
+        source, cal = opened, Calibration(suite.select(names), calib_samples)
+    outcome = quantize_bundle(
+        source, out, suite, settings, cal, lora=lora, overwrite=overwrite, progress=progress
+    )
+    before, after = inspect_bundle(source), inspect_bundle(outcome.bundle)
+    evaluated = [t.name for t in cal.tasks]
+    metrics: list[dict[str, float]] = [{}, {}]
+    info = ""
+    if eval_limit is not None:
+        for i, b in enumerate((source, outcome.bundle)):
+            report = evaluate(
+                b.path,
+                tasks,
+                names=evaluated,
+                limit=eval_limit,
+                few_shot=few_shot,
+                progress=progress,
+            )
+            metrics[i] = {r.task: r.score for r in report.results}
+        info = f"metric: torch, {few_shot}-shot, first {eval_limit} test examples per task"
+    spec = outcome.bundle.quant_spec()
+    shapes = source.config.weight_shapes()
+    return outcome.bundle, CompressReport(
+        source=str(source.path),
+        out=str(outcome.bundle.path),
+        quant=quant,
+        lora=lora,
+        parameters_before=before.parameters,
+        parameters_after=after.parameters,
+        quantized_parameters=sum(
+            shapes[n][0] * shapes[n][1] for n in (spec.tensors if spec else [])
+        ),
+        bytes_before=source.size_bytes(),
+        bytes_after=outcome.bundle.size_bytes(),
+        weights_bytes_before=source.manifest.files[WEIGHTS].size,
+        weights_bytes_after=outcome.bundle.manifest.files[WEIGHTS].size,
+        calibrated=outcome.calibrated,
+        reused=outcome.reused,
+        task_errors=outcome.task_errors,
+        seconds_calibration=outcome.seconds_calibration,
+        seconds_quantization=outcome.seconds_quantization,
+        seconds=time.perf_counter() - start,
+        metrics_before=metrics[0],
+        metrics_after=metrics[1],
+        eval_info=info,
+    )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tinyllm.adapters import check_adapter_shapes
 from tinyllm.config import ModelConfig
-from tinyllm.errors import BundleError, BundleExistsError
+from tinyllm.errors import BundleError, BundleExistsError, ConfigError
 from tinyllm.manifest import (
     MANIFEST,
     TOKENIZER_DIR,
@@ -35,6 +35,7 @@ from tinyllm.tensorfile import DTYPE_NAMES, TensorInfo, read_header, save_tensor
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
+    from tinyllm.quantformat import QuantSpec
     from tinyllm.tasks import TaskSpec
 
 Verify = Literal["full", "size"]
@@ -130,6 +131,18 @@ class Bundle:
             raise BundleError(f"{self.path}: no adapter for task {task!r} (adapters: {have})")
         return load_adapter(self.path, entry)
 
+    def quant_spec(self) -> QuantSpec | None:
+        """The quantization spec of a quantized bundle (packed weights), else None."""
+        from tinyllm.quantformat import QuantSpec
+
+        data = self.manifest.quantization
+        if data is None:
+            return None
+        try:
+            return QuantSpec.from_manifest(data, f"{self.path / MANIFEST}: quantization")
+        except ConfigError as e:
+            raise BundleError(str(e)) from e
+
     def size_bytes(self) -> int:
         """Total size of the files the manifest lists."""
         return sum(entry.size for entry in self.manifest.files.values())
@@ -157,12 +170,19 @@ class Bundle:
 
     def _check_weights(self) -> None:
         infos = self.tensor_infos()
-        if self.manifest.quantization is not None:
-            raise BundleError(
-                f"{self.path}: quantization {self.manifest.quantization.get('method')!r} is "
-                "recorded, but this tinyllm cannot read quantized bundles yet"
-            )
         expected = self.config.weight_shapes()
+        dtypes = dict.fromkeys(expected, DTYPE_NAMES[self.manifest.dtype])
+        spec = self.quant_spec()
+        if spec is not None:
+            for name in spec.tensors:
+                if name not in expected or len(expected[name]) != 2:
+                    raise BundleError(
+                        f"{self.path / MANIFEST}: quantization names {name!r}, which is not a "
+                        "2-D weight of this model"
+                    )
+                packed = spec.packed_shapes(name, expected.pop(name))
+                expected.update(packed)
+                dtypes.update({k: "F32" if k.endswith(".scales") else "U8" for k in packed})
         missing = sorted(set(expected) - set(infos))
         if missing:
             raise BundleError(
@@ -175,8 +195,8 @@ class Bundle:
                 f"{self.weights_path}: unexpected tensor {extra[0]!r} for a "
                 f"{self.config.family} model of this config"
             )
-        want_dtype = DTYPE_NAMES[self.manifest.dtype]
         for name, shape in expected.items():
+            want_dtype = dtypes[name]
             info = infos[name]
             if info.shape != shape:
                 raise BundleError(
@@ -186,7 +206,7 @@ class Bundle:
             if info.dtype != want_dtype:
                 raise BundleError(
                     f"{self.weights_path}: tensor {name!r} is {info.dtype}, the manifest "
-                    f"says {self.manifest.dtype}"
+                    f"says {want_dtype}"
                 )
 
     def _check_components(self) -> None:

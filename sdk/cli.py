@@ -188,6 +188,74 @@ def generate_cmd(
     click.echo()
 
 
+@cli.command("compress")
+@click.argument("bundle", type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
+@click.option(
+    "--quant",
+    default="int4-mlgptq",
+    show_default=True,
+    help="int4|int8 + -mlgptq (multi-task GPTQ), -gptq (mixed data), -rtn, -nncf.",
+)
+@click.option(
+    "--lora", type=click.Choice(["separate", "merged"]), default="separate", show_default=True
+)
+@click.option("--tasks", default="builtin", show_default=True, help="Suite YAML, or 'builtin'.")
+@click.option("--task", "names", multiple=True, help="Calibrate on this task (repeatable).")
+@click.option("--add-task", default=None, help="Add this task to a quantized BUNDLE.")
+@click.option("--calib-samples", type=int, default=32, show_default=True, help="Per task.")
+@click.option("--group-size", type=int, default=32, show_default=True)
+@click.option("--symmetric", is_flag=True, help="Symmetric (no zero points).")
+@click.option("--act-order", is_flag=True, help="GPTQ columns by decreasing Hessian diagonal.")
+@click.option("--eval-limit", type=int, default=None, help="Evaluate before/after on N examples.")
+@click.option("--few-shot", type=int, default=3, show_default=True, help="Shots for --eval-limit.")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report here.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+def compress_cmd(
+    bundle: str,
+    out: str,
+    quant: str,
+    lora: str,
+    tasks: str,
+    names: tuple[str, ...],
+    add_task: str | None,
+    calib_samples: int,
+    group_size: int,
+    symmetric: bool,
+    act_order: bool,
+    eval_limit: int | None,
+    few_shot: int,
+    json_out: str | None,
+    force: bool,
+) -> None:
+    """Quantize BUNDLE to int4/int8 for every task (or add a task to a quantized bundle)."""
+    click.echo(
+        f"compressing {bundle} ({quant if add_task is None else '+' + add_task}) ...", err=True
+    )
+    _, report = api.compress(
+        bundle,
+        out,
+        quant=quant,
+        tasks=tasks,
+        names=list(names) or None,
+        calib_samples=calib_samples,
+        group_size=group_size,
+        symmetric=symmetric,
+        act_order=act_order,
+        lora=lora,
+        add_task=add_task,
+        eval_limit=eval_limit,
+        few_shot=few_shot,
+        overwrite=force,
+        progress=sys.stderr.isatty(),
+    )
+    click.echo(report.format())
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
+        click.echo(f"wrote {json_out}")
+
+
 @cli.group("data")
 def data_group() -> None:
     """Build the task suite's data (fetched or generated offline, cached, checked)."""

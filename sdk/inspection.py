@@ -68,7 +68,14 @@ class Inspection:
         for kind, count in self.parameters_by_kind.items():
             share = 100 * count / max(self.parameters, 1)
             lines.append(f"  {kind:<10}{count:>14,}  {share:5.1f}%")
-        quant = "none" if self.quantization is None else str(self.quantization)
+        quant = "none"
+        if self.quantization is not None:
+            q = self.quantization
+            quant = (
+                f"{q.get('method')} int{q.get('bits')}, group {q.get('group_size')}, "
+                f"{'symmetric' if q.get('symmetric') else 'asymmetric'}, "
+                f"{len(q.get('tensors', []))} weights packed ({q.get('backend')})"
+            )
         lines += [
             f"dtype       {self.dtype}; quantization: {quant}",
             f"size        {self.size_bytes / 2**20:.1f} MiB on disk",
@@ -88,7 +95,14 @@ class Inspection:
 def inspect_bundle(bundle: Bundle) -> Inspection:
     """Summarize a validated bundle, reading only tensor headers (no weights, no torch)."""
     by_kind = dict.fromkeys(PARAMETER_KINDS, 0)
+    shapes = bundle.config.weight_shapes()
     for name, info in bundle.tensor_infos().items():
+        if name.endswith((".scales", ".zero_points")):
+            continue  # packed weights count as the parameters they encode
+        if name.endswith(".qweight"):
+            name = name.removesuffix(".qweight")
+            by_kind[parameter_kind(name)] += prod(shapes[name])
+            continue
         by_kind[parameter_kind(name)] += prod(info.shape)
     man = bundle.manifest
     return Inspection(

@@ -181,6 +181,8 @@ def load_model(bundle: Bundle, dtype: str | None = None) -> LoadedModel:
 
     model = build_model(bundle.config, dtype or bundle.manifest.dtype)
     state = load_file(str(bundle.weights_path))
+    if bundle.quant_spec() is not None:
+        state = {k: _torch().from_numpy(v) for k, v in dequantized_weights(bundle).items()}
     result = model.load_state_dict(state, strict=False)
     allowed_missing = {"lm_head.weight"} if bundle.config.tie_word_embeddings else set()
     if set(result.missing_keys) - allowed_missing or result.unexpected_keys:
@@ -191,6 +193,14 @@ def load_model(bundle: Bundle, dtype: str | None = None) -> LoadedModel:
     model.tie_weights()
     tokenizer = load_hf_tokenizer(bundle.tokenizer_dir)
     return LoadedModel(model.eval(), tokenizer, bundle.config, dict(bundle.manifest.source))
+
+
+def dequantized_weights(bundle: Bundle) -> dict[str, np.ndarray]:
+    """A bundle's weights as numpy arrays, packed weights dequantized to float32 (no torch)."""
+    from tinyllm.quantformat import read_weights
+
+    packed, rest = read_weights(bundle)
+    return {**rest, **{name: p.dequantize() for name, p in packed.items()}}
 
 
 def load_hf_folder(folder: Path, dtype: str) -> LoadedModel:

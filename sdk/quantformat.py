@@ -13,10 +13,14 @@ the symmetric midpoint ``2^(bits-1)``. ``W[n, k] = (q[n, k] - zp[n, block]) * sc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinyllm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tinyllm.bundle import Bundle
 
 BITS = (4, 8)
 
@@ -138,3 +142,112 @@ def quantize_rtn(
     qweight = pack_codes(codes, bits).reshape(n, k_blocks, block_size * bits // 8)
     zero_points = None if symmetric else pack_codes(zeros, bits)
     return PackedWeight(qweight, scales, zero_points, bits, block_size, k)
+
+
+# --- Quantized bundles -------------------------------------------------------------
+# A quantized bundle stores each quantized weight ``NAME`` (e.g.
+# ``model.layers.0.mlp.up_proj.weight``) as three tensors in weights.safetensors instead of
+# ``NAME``: ``NAME.qweight`` (uint8), ``NAME.scales`` (float32), ``NAME.zero_points``
+# (uint8, only if asymmetric), in MatMulNBits layout. The manifest's ``quantization``
+# holds a :class:`QuantSpec`.
+
+PACKED_SUFFIXES = (".qweight", ".scales", ".zero_points")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """The manifest's ``quantization`` entry of a quantized bundle.
+
+    ``tensors`` lists the weight names stored packed; ``method`` is how the codes were
+    chosen (rtn, gptq, mlgptq, nncf-...); ``calibration`` records tasks and sample counts.
+    """
+
+    method: str
+    bits: int
+    group_size: int
+    symmetric: bool
+    tensors: list[str]
+    backend: str = "tinyllm"
+    format: str = "matmulnbits"
+    act_order: bool = False
+    lora: str | None = None
+    calibration: dict[str, object] | None = None
+
+    @classmethod
+    def from_manifest(cls, data: dict[str, object], where: str) -> QuantSpec:
+        """Parse the manifest's ``quantization`` dict; unknown keys and bad values are errors."""
+        from tinyllm.config import from_dict
+
+        spec = from_dict(cls, data, where)
+        if spec.format != "matmulnbits":
+            raise ConfigError(f"{where}: quantization format {spec.format!r} is not supported")
+        if spec.bits not in BITS:
+            raise ConfigError(f"{where}: quantization bits must be one of {BITS}")
+        if spec.group_size < 16 or spec.group_size & (spec.group_size - 1):
+            raise ConfigError(f"{where}: group_size must be a power of two >= 16")
+        return spec
+
+    def packed_shapes(self, name: str, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of the packed tensors of weight ``name`` of ``shape`` [N, K]."""
+        n, k = shape
+        blocks = -(-k // self.group_size)
+        shapes = {
+            f"{name}.qweight": (n, blocks, self.group_size * self.bits // 8),
+            f"{name}.scales": (n, blocks),
+        }
+        if not self.symmetric:
+            shapes[f"{name}.zero_points"] = (n, -(-blocks * self.bits // 8))
+        return shapes
+
+    def to_dict(self) -> dict[str, object]:
+        """The manifest form."""
+        from tinyllm.config import to_dict
+
+        result: dict[str, object] = to_dict(self)
+        return result
+
+
+def packed_tensors(packed: dict[str, PackedWeight]) -> dict[str, np.ndarray]:
+    """The weights.safetensors entries of packed weights (see :class:`QuantSpec`)."""
+    out: dict[str, np.ndarray] = {}
+    for name, p in packed.items():
+        out[f"{name}.qweight"] = p.qweight
+        out[f"{name}.scales"] = p.scales.astype(np.float32)
+        if p.zero_points is not None:
+            out[f"{name}.zero_points"] = p.zero_points
+    return out
+
+
+def unpack_tensors(
+    tensors: dict[str, np.ndarray], spec: QuantSpec, shapes: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, PackedWeight], dict[str, np.ndarray]]:
+    """Split a quantized bundle's tensors into packed weights and the float rest.
+
+    Args:
+        tensors: everything in weights.safetensors.
+        spec: the bundle's quantization spec.
+        shapes: the model config's weight shapes (for K of each packed weight).
+    """
+    packed = {}
+    for name in spec.tensors:
+        packed[name] = PackedWeight(
+            tensors[f"{name}.qweight"],
+            tensors[f"{name}.scales"],
+            None if spec.symmetric else tensors[f"{name}.zero_points"],
+            spec.bits,
+            spec.group_size,
+            shapes[name][1],
+        )
+    rest = {k: v for k, v in tensors.items() if not k.endswith(PACKED_SUFFIXES)}
+    return packed, rest
+
+
+def read_weights(bundle: Bundle) -> tuple[dict[str, PackedWeight], dict[str, np.ndarray]]:
+    """A bundle's weights: (packed weights by name, float tensors); no packed ones if float."""
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(bundle.weights_path))
+    spec = bundle.quant_spec()
+    if spec is None:
+        return {}, tensors
+    return unpack_tensors(tensors, spec, bundle.config.weight_shapes())

@@ -40,3 +40,11 @@ def test_measure_formula_with_scripted_peers(monkeypatch: pytest.MonkeyPatch) ->
     assert results["a"]["ttft_s"] == pytest.approx(0.1)
     # Warm-up (a, b), then each repeat interleaves the peers: a a b b, a a b b.
     assert calls == ["a", "b", "a", "a", "b", "b", "a", "a", "b", "b"]
+
+
+def test_quantization_benchmark_help() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "quantization.py"), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--calib-samples" in out.stdout and "--eval-only" in out.stdout

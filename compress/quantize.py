@@ -1,0 +1,307 @@
+"""The quantization recipe: float bundle in, quantized bundle (packed weights) out.
+
+Steps: load the float model, collect (or reuse) each task's calibration Hessians, fold an
+adapter in merged mode, quantize every linear weight, write the packed weights with the
+float rest, the Hessian cache under ``stats/hessians/`` and the quantization spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from tinyllm.adapters import LoraAdapter
+from tinyllm.bundle import Bundle, BundleWriter
+from tinyllm.compress.hessian import (
+    HESSIAN_DIR,
+    AdapterApplied,
+    TaskHessians,
+    batches,
+    calibration_texts,
+    collect_hessians,
+)
+from tinyllm.compress.mlgptq import QuantSettings, quantize_weights, task_errors
+from tinyllm.errors import BundleError, ConfigError
+from tinyllm.manifest import WEIGHTS
+from tinyllm.quantformat import QuantSpec, packed_tensors
+from tinyllm.tasks import Suite, TaskSpec
+from tinyllm.version import __version__
+
+LORA_MODES = ("separate", "merged")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Which tasks calibrate, how many samples each, and which cached Hessians to reuse."""
+
+    tasks: list[TaskSpec]
+    samples: int = 32
+    seed: int = 0
+    cached: dict[str, TaskHessians] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuantOutcome:
+    """What the recipe did: the bundle, per-task output errors, timings, reused tasks."""
+
+    bundle: Bundle
+    task_errors: dict[str, float]
+    calibrated: list[str]
+    reused: list[str]
+    seconds_calibration: float
+    seconds_quantization: float
+
+
+def fingerprint(source: Bundle, adapter_file: str | None, lora: str, cal: Calibration) -> str:
+    """What a task's Hessians depend on: base weights, its adapter, samples, seed, mode."""
+    files = source.manifest.files
+    parts = [files[WEIGHTS].sha256, files[adapter_file].sha256 if adapter_file else "-"]
+    parts += [lora, str(cal.samples), str(cal.seed)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def adapters_for(source: Bundle, names: list[str]) -> dict[str, LoraAdapter]:
+    """The source bundle's adapters of the calibrated tasks (shapes checked on open)."""
+    return {t: source.adapter(t) for t in names if t in source.manifest.adapters}
+
+
+def merged_adapter(
+    adapters: Mapping[str, LoraAdapter], lora: str
+) -> tuple[str, LoraAdapter] | None:
+    """(task, adapter) that merged mode folds into the base (None: nothing to fold)."""
+    if lora not in LORA_MODES:
+        raise ConfigError(f"unknown LoRA mode {lora!r}; use one of {LORA_MODES}")
+    if lora == "separate" or not adapters:
+        return None
+    if len(adapters) > 1:
+        raise ConfigError(
+            f"--lora merged folds one adapter into the base, but tasks {sorted(adapters)} each "
+            "have one; compress one task (names=[TASK]) or use --lora separate"
+        )
+    return next(iter(adapters.items()))
+
+
+def calibrate(
+    model: Any,
+    tokenizer: Any,
+    source: Bundle,
+    suite: Suite,
+    cal: Calibration,
+    lora: str,
+    progress: bool,
+) -> tuple[dict[str, TaskHessians], list[str]]:
+    """Each task's Hessians: reused from ``cal.cached`` when the fingerprint matches, else
+    collected with the task's adapter applied (separate mode). Returns (hessians, computed)."""
+    from tinyllm.suite import load_split, prepare
+
+    out: dict[str, TaskHessians] = {}
+    computed = []
+    for task in cal.tasks:
+        entry = source.manifest.adapters.get(task.name)
+        fp = fingerprint(source, entry.file if entry else None, lora, cal)
+        cached = cal.cached.get(task.name)
+        if cached is not None:
+            if cached.fingerprint != fp:
+                raise BundleError(
+                    f"cached Hessians of task {task.name!r} were made from other weights, "
+                    "adapter or calibration settings; run a full compress instead of --add-task"
+                )
+            out[task.name] = cached
+            continue
+        if task.data.builder is not None:
+            prepare(task)
+        texts = calibration_texts(
+            task, load_split(suite, task, "train"), cal.samples, tokenizer, cal.seed
+        )
+        data = list(batches(texts, tokenizer))
+        adapter = source.adapter(task.name) if entry and lora == "separate" else None
+        with (
+            tqdm(total=len(data), desc=f"calibrate {task.name}", disable=not progress) as bar,
+            AdapterApplied(model, source.config, adapter),
+        ):
+            hessians, tokens = collect_hessians(model, source.config, data, lambda: bar.update())
+        out[task.name] = TaskHessians(task.name, hessians, tokens, len(texts), fp)
+        computed.append(task.name)
+    return out, computed
+
+
+def quantize_bundle(
+    source: Bundle,
+    out: str | os.PathLike[str],
+    suite: Suite,
+    settings: QuantSettings,
+    cal: Calibration,
+    *,
+    lora: str = "separate",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> QuantOutcome:
+    """Quantize ``source`` (a float bundle) into a new bundle at ``out``.
+
+    Args:
+        source: the float bundle (base weights, tokenizer, per-task adapters).
+        out: the bundle folder to write.
+        suite: the task suite the calibration tasks come from.
+        settings: method, bits, group size, GPTQ options.
+        cal: calibration tasks, samples per task, and cached Hessians to reuse.
+        lora: ``separate`` (adapters kept in float beside the quantized base) or
+            ``merged`` (the one task adapter folded into the base first).
+        overwrite: replace an existing bundle at ``out``.
+        progress: show progress bars.
+    """
+    from tinyllm.models import load_model
+
+    settings.check()
+    if source.quant_spec() is not None:
+        raise ConfigError(f"{source.path} is already quantized; compress its float parent")
+    names = [t.name for t in cal.tasks]
+    fold = merged_adapter(adapters_for(source, names), lora)
+    loaded = load_model(source, "float32")
+    model, start = loaded.model, time.perf_counter()
+    task_h: dict[str, TaskHessians] = {}
+    computed: list[str] = []
+    if settings.method != "rtn":
+        task_h, computed = calibrate(model, loaded.tokenizer, source, suite, cal, lora, progress)
+    seconds_cal = time.perf_counter() - start
+    if fold is not None:
+        AdapterApplied(model, source.config, fold[1]).__enter__()  # merged: fold for good
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    start = time.perf_counter()
+    if settings.method == "nncf":
+        results = nncf_results(model, loaded.tokenizer, source, suite, settings, cal)
+        # AWQ folds its input scales into the RMSNorm weights: keep NNCF's float tensors
+        # (its compressed embedding is uint8 there: the float one stays).
+        after = model.state_dict()
+        weights = {k: after[k] if after[k].is_floating_point() else v for k, v in weights.items()}
+    else:
+        total = 7 * source.config.num_hidden_layers
+        with tqdm(total=total, desc="quantize", disable=not progress) as bar:
+            results = quantize_weights(
+                weights, source.config, settings, task_h, lambda _: bar.update()
+            )
+    seconds_q = time.perf_counter() - start
+    # AWQ rescales each linear's inputs, so ||(Q - W) X||² with the float model's X and W
+    # does not measure its error: no per-task errors for it.
+    errors = {} if settings.awq else task_errors(weights, source.config, results, task_h)
+    spec = QuantSpec(
+        method=settings.method + ("-awq" if settings.awq else ""),
+        bits=settings.bits,
+        group_size=settings.group_size,
+        symmetric=settings.symmetric,
+        tensors=sorted(results),
+        act_order=settings.act_order,
+        backend="nncf" if settings.method == "nncf" else "tinyllm",
+        lora=lora,
+        calibration={
+            "tasks": {t: {"samples": h.samples, "tokens": h.tokens} for t, h in task_h.items()},
+            "samples_per_task": cal.samples,
+            "seed": cal.seed,
+            "source_path": str(source.path.resolve()),
+            "source_hash": source.hash,
+            "damp": settings.damp,
+        },
+    )
+    packed = {name: r.packed for name, r in results.items()}
+    folded = fold[0] if fold else None
+    bundle = write_quantized(source, out, weights, packed, spec, task_h, cal, folded, overwrite)
+    return QuantOutcome(
+        bundle, errors, computed, sorted(set(task_h) - set(computed)), seconds_cal, seconds_q
+    )
+
+
+def nncf_results(
+    model: Any,
+    tokenizer: Any,
+    source: Bundle,
+    suite: Suite,
+    settings: QuantSettings,
+    cal: Calibration,
+) -> dict[str, Any]:
+    """NNCF-compressed weights in our packing; AWQ calibrates on every task's samples."""
+    from tinyllm.compress.nncf_backend import nncf_quantize
+    from tinyllm.suite import load_split
+
+    data = []
+    for task in cal.tasks if settings.awq else cal.tasks[:1]:  # data-free: one input to trace
+        examples = load_split(suite, task, "train")
+        samples = cal.samples if settings.awq else 1
+        for text in calibration_texts(task, examples, samples, tokenizer, cal.seed):
+            data.append(dict(tokenizer(text, return_tensors="pt", add_special_tokens=False)))
+    return nncf_quantize(
+        model,
+        source.config,
+        settings.bits,
+        settings.group_size,
+        settings.symmetric,
+        settings.awq,
+        data,
+    )
+
+
+def write_quantized(
+    source: Bundle,
+    out: str | os.PathLike[str],
+    weights: Mapping[str, torch.Tensor],
+    packed: Mapping[str, Any],
+    spec: QuantSpec,
+    task_h: Mapping[str, TaskHessians],
+    cal: Calibration,
+    folded: str | None,
+    overwrite: bool,
+) -> Bundle:
+    """Write the quantized bundle: packed + float tensors, Hessian cache, manifest."""
+    man = source.manifest
+    adapters = {t: a for t, a in man.adapters.items() if t != folded}
+    keep = {a.file for a in adapters.values()}
+    with BundleWriter(out, overwrite=overwrite) as writer:
+        for file in man.files:
+            if file.startswith("adapters/") and file not in keep:
+                continue
+            if file == WEIGHTS or file.startswith(("engines/", HESSIAN_DIR + "/")):
+                continue
+            writer.copy_file(source.path / file, file)
+        rest = {k: v.to(_torch_dtype(man.dtype)) for k, v in weights.items() if k not in packed}
+        if man.model.tie_word_embeddings:
+            rest.pop("lm_head.weight", None)
+        tensors = {**{k: v.numpy() for k, v in rest.items()}, **packed_tensors(dict(packed))}
+        writer.save_tensors(WEIGHTS, tensors)
+        for task, h in task_h.items():
+            h.save(writer.path(f"{HESSIAN_DIR}/{task}.safetensors"))
+        specs = {t.name: _task_dict(t) for t in cal.tasks}
+        manifest = dataclasses.replace(
+            man,
+            name=Path(out).name.removesuffix(".tllm"),
+            stage="compress",
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            tinyllm_version=__version__,
+            lineage=[man.ref(str(source.path)), *man.lineage],
+            quantization=spec.to_dict(),
+            lora_mode=("merged" if spec.lora == "merged" else "separate")
+            if adapters
+            else man.lora_mode,
+            tasks={**man.tasks, **specs},
+            adapters=adapters,
+            engines={},
+        )
+        return writer.commit(manifest)
+
+
+def _task_dict(task: TaskSpec) -> dict[str, Any]:
+    from tinyllm.config import to_dict
+
+    result: dict[str, Any] = to_dict(task)
+    return result
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]

@@ -1,0 +1,199 @@
+"""The quantization recipe on a tiny model: packed bundles, export, incremental, LoRA modes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import tinyllm
+from tinyllm import api
+from tinyllm.adapters import LoraAdapter, adapter_shapes, merge_adapter
+from tinyllm.bundle import Bundle
+from tinyllm.compress.report import CompressReport
+from tinyllm.errors import BundleError, ConfigError
+from tinyllm.models import dequantized_weights
+
+TASKS = ["alpha", "beta", "gamma"]
+
+
+def random_adapter(bundle: Bundle, rank: int, seed: int) -> LoraAdapter:
+    targets = ("q_proj", "v_proj", "up_proj", "down_proj")
+    rng = np.random.default_rng(seed)
+    tensors = {
+        k: rng.standard_normal(s).astype(np.float32) * 0.2
+        for k, s in adapter_shapes(bundle.config, rank, targets).items()
+    }
+    return LoraAdapter(rank=rank, alpha=2.0 * rank, targets=targets, tensors=tensors)
+
+
+SUITE: list[Path] = []
+
+
+def compress(bundle: Path, out: Path, **kwargs: object) -> tuple[Bundle, CompressReport]:
+    """api.compress on the tiny file suite, without progress bars."""
+    return api.compress(bundle, out, tasks=SUITE[0], progress=False, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _suite(tiny_suite: Path) -> None:
+    SUITE[:] = [tiny_suite]
+
+
+@pytest.fixture(scope="module")
+def full(
+    tiny_llama_bundle: Path, tiny_suite: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Bundle:
+    SUITE[:] = [tiny_suite]
+    out = tmp_path_factory.mktemp("q") / "full.tllm"
+    bundle, _ = compress(tiny_llama_bundle, out, names=TASKS, calib_samples=8)
+    return bundle
+
+
+def test_quantized_bundle_loads_dequantized_and_exports_packed_weights(
+    full: Bundle, tmp_path: Path
+) -> None:
+    spec = full.quant_spec()
+    assert spec is not None and spec.method == "mlgptq" and spec.bits == 4
+    assert len(spec.tensors) == 7 * full.config.num_hidden_layers
+    stored = load_file(str(full.weights_path))
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert name not in stored and stored[f"{name}.qweight"].dtype == np.uint8
+    model = api.load_torch_model(full).model
+    deq = dequantized_weights(full)[name]
+    np.testing.assert_array_equal(model.state_dict()[name].numpy(), deq)
+    exported, verification = api.export(full.path, out=tmp_path / "e.tllm")
+    assert verification.passed and "onnx-cpu-int4" in exported.manifest.engines
+    import onnx
+
+    graph = onnx.load(str(exported.path / "engines/onnx-cpu-int4/model.onnx")).graph
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    key = next(k for k in inits if "layers.0.mlp.down_proj" in k and k.endswith("qweight"))
+    np.testing.assert_array_equal(inits[key], stored[f"{name}.qweight"])  # no re-quantization
+    with pytest.raises(ConfigError, match="already quantized"):
+        api.export(full.path, out=tmp_path / "e2.tllm", quant="int8")
+
+
+def test_inspect_counts_logical_parameters(full: Bundle, tiny_llama_bundle: Path) -> None:
+    after, before = api.inspect(full.path), api.inspect(tiny_llama_bundle)
+    assert after.parameters == before.parameters
+    assert "mlgptq int4, group 32" in after.format()
+
+
+def test_incremental_equals_full_bit_for_bit(
+    tiny_llama_bundle: Path, full: Bundle, tmp_path: Path
+) -> None:
+    first, _ = compress(tiny_llama_bundle, tmp_path / "two.tllm", names=TASKS[:2], calib_samples=8)
+    added, report = compress(first.path, tmp_path / "three.tllm", add_task=TASKS[2])
+    assert report.calibrated == [TASKS[2]] and sorted(report.reused) == sorted(TASKS[:2])
+    a, b = load_file(str(added.weights_path)), load_file(str(full.weights_path))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    two = load_file(str(first.weights_path))
+    assert any(not np.array_equal(two[k], b[k]) for k in b)  # the third task mattered
+    with pytest.raises(ConfigError, match="already calibrated"):
+        compress(added.path, tmp_path / "x.tllm", add_task=TASKS[0])
+
+
+def with_adapters(src: Path, out: Path, adapters: dict[str, LoraAdapter]) -> Bundle:
+    bundle = Bundle.open(src)
+    suite = api.load_tasks(SUITE[0])
+    return api.add_tasks(bundle.path, out, [suite.task(t) for t in adapters], adapters)
+
+
+def test_merged_mode_folds_the_adapter(tiny_llama_bundle: Path, tmp_path: Path) -> None:
+    bundle = Bundle.open(tiny_llama_bundle)
+    adapter = random_adapter(bundle, 4, 0)
+    src = with_adapters(tiny_llama_bundle, tmp_path / "a.tllm", {"alpha": adapter})
+    merged, _ = compress(
+        src.path,
+        tmp_path / "m.tllm",
+        quant="int8-rtn",
+        names=["alpha"],
+        lora="merged",
+    )
+    assert "alpha" not in merged.manifest.adapters
+    want = merge_adapter(load_file(str(bundle.weights_path)), bundle.config, adapter)
+    got = dequantized_weights(merged)
+    name = "model.layers.1.mlp.up_proj.weight"
+    base = load_file(str(bundle.weights_path))[name]
+    assert np.abs(want[name] - base).max() > 0.05  # the adapter changes the weight ...
+    np.testing.assert_allclose(got[name], want[name], atol=0.02)  # ... and it is folded in
+
+
+def test_separate_mode_keeps_adapters_and_calibrates_with_them(
+    tiny_llama_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = Bundle.open(tiny_llama_bundle)
+    adapter = random_adapter(bundle, 4, 1)
+    src = with_adapters(tiny_llama_bundle, tmp_path / "a.tllm", {"alpha": adapter})
+    sep, report = compress(src.path, tmp_path / "s.tllm", names=["alpha"], calib_samples=4)
+    plain, _ = compress(
+        tiny_llama_bundle,
+        tmp_path / "p.tllm",
+        names=["alpha"],
+        calib_samples=4,
+    )
+    assert sep.manifest.adapters["alpha"].rank == 4 and sep.manifest.lora_mode == "separate"
+    h_sep = load_file(str(sep.path / "stats/hessians/alpha.safetensors"))
+    h_plain = load_file(str(plain.path / "stats/hessians/alpha.safetensors"))
+    key = "model.layers.1.attn_in"  # layer 0's adapter changes layer 1's inputs
+    assert not np.allclose(h_sep[key], h_plain[key])
+    assert set(report.task_errors) == {"alpha"} and report.task_errors["alpha"] < 0.05
+
+
+def test_bad_inputs_are_clear_errors(tiny_llama_bundle: Path, tmp_path: Path, full: Bundle) -> None:
+    with pytest.raises(ConfigError, match="unknown quantization 'int4-foo'"):
+        compress(tiny_llama_bundle, tmp_path / "x.tllm", quant="int4-foo")
+    with pytest.raises(ConfigError, match="already quantized"):
+        compress(full.path, tmp_path / "x.tllm", names=["alpha"])
+    rtn, _ = compress(tiny_llama_bundle, tmp_path / "r.tllm", quant="int4-rtn")
+    with pytest.raises(ConfigError, match="not a calibrated"):
+        compress(rtn.path, tmp_path / "x.tllm", add_task="gamma")
+    bundle = Bundle.open(tiny_llama_bundle)
+    two = {"alpha": random_adapter(bundle, 2, 0), "beta": random_adapter(bundle, 2, 1)}
+    src = with_adapters(tiny_llama_bundle, tmp_path / "two.tllm", two)
+    with pytest.raises(ConfigError, match="folds one adapter"):
+        compress(src.path, tmp_path / "x.tllm", names=list(two), lora="merged")
+
+
+def test_empty_calibration_set_and_rank_mismatch(
+    tiny_llama_bundle: Path, tmp_path: Path, reseal: Callable[[Path], None]
+) -> None:
+    from tinyllm.compress.hessian import calibration_texts
+
+    task = api.load_tasks(SUITE[0]).task("alpha")
+    with pytest.raises(ConfigError, match="calibration set is empty"):
+        calibration_texts(task, [], 8, None)
+    bundle = Bundle.open(tiny_llama_bundle)
+    src = with_adapters(
+        tiny_llama_bundle, tmp_path / "a.tllm", {"alpha": random_adapter(bundle, 4, 0)}
+    )
+    manifest = json.loads((src.path / "manifest.json").read_text())
+    manifest["adapters"]["alpha"]["rank"] = 8
+    (src.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="rank mismatch"):
+        compress(src.path, tmp_path / "x.tllm", names=["alpha"])
+
+
+def test_bad_packed_shape_is_rejected(
+    full: Bundle, tmp_path: Path, reseal: Callable[[Path], None]
+) -> None:
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    copy = tmp_path / "bad.tllm"
+    shutil.copytree(full.path, copy)
+    tensors = load_file(str(copy / "weights.safetensors"))
+    name = "model.layers.0.self_attn.q_proj.weight.scales"
+    tensors[name] = tensors[name][:, :1].copy()
+    save_file(tensors, str(copy / "weights.safetensors"))
+    reseal(copy)
+    with pytest.raises(BundleError, match=r"q_proj\.weight\.scales' has shape"):
+        tinyllm.open_bundle(copy)
