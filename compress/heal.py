@@ -112,9 +112,9 @@ def heal(
         ids, mask = _batch(chosen, 0)  # [B, T] teacher ids
         student_ids = torch.as_tensor(to_student)[ids] * mask  # [B, T] (pad -> 0)
         with torch.no_grad():
-            t_logits = teacher(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        if keep is not None:
-            t_logits = t_logits[..., keep]  # [B, T, V']
+            hidden = teacher.model(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+            head = teacher.lm_head.weight if keep is None else teacher.lm_head.weight[keep]
+            t_logits = torch.nn.functional.linear(hidden, head)  # [B, T, V'] kept rows only
         s_logits = student(input_ids=student_ids, attention_mask=mask, use_cache=False).logits
         labels = student_ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE_INDEX)  # [B, T-1]
         loss = loss_fn(s_logits[:, :-1], t_logits[:, :-1], labels)

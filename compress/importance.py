@@ -146,7 +146,8 @@ def collect_importance(
     try:
         with torch.inference_mode():
             for seq in sequences:
-                model(input_ids=torch.tensor([list(seq)]), use_cache=False)
+                # The base model only: the statistics need no logits (the lm_head is costly).
+                model.model(input_ids=torch.tensor([list(seq)]), use_cache=False)
                 total += len(seq)
                 if progress is not None:
                     progress(1)
