@@ -1,9 +1,10 @@
 """Pruning quality: the parent against its pruned child, unhealed and healed, per task.
 
-Prunes the parent to ``--ratio`` of its parameters twice from the same plan (no healing,
-then ``--heal-steps`` of KD healing), exports each to an fp32 onnx-cpu engine, and scores
-all three with the 3-shot evaluation on the first ``--limit`` test examples of every
-built-in task. Prints a table and writes JSON to out/bench/pruning.json.
+Prunes the parent to ``--ratio`` of its parameters and heals it with ``--heal-steps`` of
+KD (with ``--unhealed`` also once without healing), exports each to an fp32 onnx-cpu
+engine, and scores them and the parent with the 3-shot evaluation on the first
+``--limit`` test examples of every built-in task. Prints a table and writes JSON to
+out/bench/pruning.json.
 
     .venv/bin/tinyllm import smollm2-135m -o out/smollm2.tllm
     .venv/bin/python benchmarks/pruning.py out/smollm2.tllm --ratio 0.8 --limit 40
@@ -82,12 +83,16 @@ def main() -> None:
     parser.add_argument("--heal-batch-size", type=int, default=2)
     parser.add_argument("--heal-lr", type=float, default=5e-5)
     parser.add_argument("--work", type=Path, default=Path("out/pruning"))
+    parser.add_argument(
+        "--unhealed", action="store_true", help="also prune without healing (a second run)"
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     children: dict[str, Path] = {}
     reports: dict[str, Any] = {}
-    for label, steps in (("pruned", 0), ("healed", args.heal_steps)):
+    variants = [("pruned", 0)] if args.unhealed else []
+    for label, steps in [*variants, ("healed", args.heal_steps)]:
         child, report = tinyllm.api.prune(
             args.parent,
             args.work / f"{label}.tllm",

@@ -40,3 +40,23 @@ def test_measure_formula_with_scripted_peers(monkeypatch: pytest.MonkeyPatch) ->
     assert results["a"]["ttft_s"] == pytest.approx(0.1)
     # Warm-up (a, b), then each repeat interleaves the peers: a a b b, a a b b.
     assert calls == ["a", "b", "a", "a", "b", "b", "a", "a", "b", "b"]
+
+
+def test_pruning_benchmark_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "pruning.py"), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--heal-steps" in out.stdout and "--unhealed" in out.stdout
+    monkeypatch.syspath_prepend(str(BENCH))
+    import pruning
+
+    def task(score: float) -> dict[str, object]:
+        return {"metric": "accuracy", "score": score, "n": 10, "invalid": 0.0}
+
+    parent = {"a": task(0.5), "b": task(0.8), "c": task(0.0)}
+    child = {"a": task(0.4), "b": task(0.8), "c": task(0.1)}
+    # Tasks the parent scores 0 on have no relative drop; a: 20%, b: 0%.
+    assert pruning.relative_drop(parent, child) == pytest.approx({"a": 0.2, "b": 0.0})
+    text = pruning.table({"parent": parent, "healed": child})
+    assert "mean relative drop of healed: 10.0% over 2 tasks" in text
