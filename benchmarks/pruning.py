@@ -35,14 +35,26 @@ def engine_bundle(bundle: Path, work: Path) -> Path:
 
 
 def scores(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """task -> {metric, score, n, invalid} with the 3-shot engine evaluation."""
-    report = tinyllm.evaluate(
-        bundle, few_shot=args.few_shot, limit=args.limit, backend="engine", progress=False
-    )
-    return {
-        r.task: {"metric": r.metric, "score": r.score, "n": r.n, "invalid": r.invalid_rate}
-        for r in report.results
-    }
+    """task -> {metric, score, n, invalid} with the few-shot engine evaluation.
+
+    The same as ``tinyllm eval --backend engine`` (api.evaluate), with the engine's
+    thread count set (one thread is much faster than two on a machine that is shared).
+    """
+    from tinyllm.evaluation import EngineGenerator, evaluate_task
+    from tinyllm.runtime import Engine
+    from tinyllm.suite import prepare
+
+    suite = tinyllm.api.load_tasks()
+    generator = EngineGenerator(Engine.load(bundle, max_batch=8, threads=args.threads))
+    out = {}
+    for task in suite.select(None):
+        prepare(task)
+        r = evaluate_task(
+            generator, suite, task, limit=args.limit, few_shot=args.few_shot, progress=False
+        )
+        out[r.task] = {"metric": r.metric, "score": r.score, "n": r.n, "invalid": r.invalid_rate}
+        print(f"{bundle.name:<24}{r.task:<12}{r.score:.3f}", flush=True)
+    return out
 
 
 def relative_drop(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, float]:
@@ -86,7 +98,11 @@ def main() -> None:
     parser.add_argument(
         "--unhealed", action="store_true", help="also prune without healing (a second run)"
     )
+    parser.add_argument("--threads", type=int, default=1, help="torch and engine threads")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     children: dict[str, Path] = {}

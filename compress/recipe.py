@@ -155,6 +155,8 @@ def prune_bundle(
         )
         order, required = _vocab_priority(parent.tokenizer_dir, {i for s in vocab_text for i in s})
         config = parent.config
+        if order is not None:  # tokenizer ids without an embedding row cannot be kept
+            order = order[order < config.vocab_size]
         plan = choose_plan(
             config,
             importance,
