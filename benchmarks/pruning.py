@@ -80,6 +80,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         drops = relative_drop(parent, results[n])
         mean = sum(drops.values()) / max(len(drops), 1)
         lines.append(f"mean relative drop of {n}: {100 * mean:.1f}% over {len(drops)} tasks")
+        before = sum(p["score"] for p in parent.values())
+        after = sum(results[n][task]["score"] for task in parent)
+        lines.append(f"relative drop of {n}'s mean score: {100 * (before - after) / before:.1f}%")
     return "\n".join(lines)
 
 

@@ -55,8 +55,9 @@ def test_pruning_benchmark_table(monkeypatch: pytest.MonkeyPatch) -> None:
         return {"metric": "accuracy", "score": score, "n": 10, "invalid": 0.0}
 
     parent = {"a": task(0.5), "b": task(0.8), "c": task(0.0)}
-    child = {"a": task(0.4), "b": task(0.8), "c": task(0.1)}
+    child = {"a": task(0.4), "b": task(0.8), "c": task(0.0)}
     # Tasks the parent scores 0 on have no relative drop; a: 20%, b: 0%.
     assert pruning.relative_drop(parent, child) == pytest.approx({"a": 0.2, "b": 0.0})
     text = pruning.table({"parent": parent, "healed": child})
     assert "mean relative drop of healed: 10.0% over 2 tasks" in text
+    assert "relative drop of healed's mean score: 7.7%" in text  # 1.3 -> 1.2
