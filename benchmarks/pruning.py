@@ -102,6 +102,9 @@ def main() -> None:
         "--unhealed", action="store_true", help="also prune without healing (a second run)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch and engine threads")
+    parser.add_argument(
+        "--parent-scores", type=Path, default=None, help="reuse the parent's scores (JSON)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -125,7 +128,10 @@ def main() -> None:
         print(report.format(), flush=True)
         children[label] = engine_bundle(child.path, args.work)
         reports[label] = report.to_dict()
-    results = {"parent": scores(engine_bundle(args.parent, args.work), args)}
+    if args.parent_scores is not None:  # same engine, same examples: the same scores
+        results = {"parent": json.loads(args.parent_scores.read_text())["results"]["parent"]}
+    else:
+        results = {"parent": scores(engine_bundle(args.parent, args.work), args)}
     for label, path in children.items():
         results[label] = scores(path, args)
     text = table(results)
