@@ -94,9 +94,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=40, help="test examples per task")
     parser.add_argument("--few-shot", type=int, default=3)
     parser.add_argument("--calib-samples", type=int, default=16)
-    parser.add_argument("--heal-steps", type=int, default=40)
+    parser.add_argument("--heal-steps", type=int, default=60)
     parser.add_argument("--heal-batch-size", type=int, default=2)
-    parser.add_argument("--heal-lr", type=float, default=5e-5)
+    parser.add_argument("--heal-lr", type=float, default=1e-5)
     parser.add_argument("--work", type=Path, default=Path("out/pruning"))
     parser.add_argument(
         "--unhealed", action="store_true", help="also prune without healing (a second run)"

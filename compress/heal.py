@@ -25,9 +25,9 @@ LossFn = Callable[[Any, Any, Any], Any]
 class HealConfig:
     """Healing hyper-parameters (AdamW on every weight of the pruned model)."""
 
-    steps: int = 100
-    batch_size: int = 4
-    lr: float = 5e-5
+    steps: int = 60
+    batch_size: int = 2
+    lr: float = 1e-5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     seed: int = 0

@@ -208,9 +208,9 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
 @click.option("--task", "names", multiple=True, help="Calibrate on this task only (repeatable).")
 @click.option("--calib-samples", type=int, default=16, show_default=True, help="Per task.")
 @click.option("--min-vocab", type=int, default=8192, show_default=True)
-@click.option("--heal-steps", type=int, default=100, show_default=True, help="0: no healing.")
-@click.option("--heal-batch-size", type=int, default=4, show_default=True)
-@click.option("--heal-lr", type=float, default=5e-5, show_default=True)
+@click.option("--heal-steps", type=int, default=60, show_default=True, help="0: no healing.")
+@click.option("--heal-batch-size", type=int, default=2, show_default=True)
+@click.option("--heal-lr", type=float, default=1e-5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 def prune_cmd(
