@@ -16,6 +16,7 @@ from tinyllm.version import __version__
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
+    from tinyllm.compress.recipe import PruneReport
     from tinyllm.compress.report import CompressReport
     from tinyllm.distill.labelling import LabelStats
     from tinyllm.distill.recipe import DistillReport
@@ -672,4 +673,63 @@ def compress(
         metrics_before=metrics[0],
         metrics_after=metrics[1],
         eval_info=info,
+    )
+
+
+def prune(
+    bundle: PathLike,
+    out: PathLike,
+    ratio: float = 0.8,
+    *,
+    tasks: PathLike = BUILTIN,
+    names: list[str] | None = None,
+    calib_samples: int = 16,
+    min_vocab: int = 8192,
+    heal_steps: int = 60,
+    heal_batch_size: int = 2,
+    heal_lr: float = 1e-5,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[Bundle, PruneReport]:
+    """Structured pruning to ``ratio`` of the parameters, healed by KD from the parent.
+
+    Importance comes from activations on every task's train examples; the plan trims the
+    vocabulary to the tokens the tasks (and the chat template) use, then MLP width, then
+    query heads, then whole blocks. The child bundle (stage ``compress``) has the new
+    config, the rewritten tokenizer and the plan in ``stats/prune.json``.
+
+    Args:
+        bundle: the parent bundle (without adapters).
+        out: the bundle folder to write.
+        ratio: fraction of the parameters kept, in (0, 1].
+        tasks: a suite YAML file, or ``"builtin"``; ``names`` selects tasks.
+        calib_samples: train examples per task for the activation statistics.
+        min_vocab: the vocabulary keeps at least this many tokens (the tokenizer's most
+            frequent fill the gap) before MLP width is pruned.
+        heal_steps / heal_batch_size / heal_lr: the healing run (0 steps: no healing).
+        seed: healing seed (deterministic on CPU).
+    """
+    from tinyllm.compress.heal import HealConfig
+    from tinyllm.compress.recipe import PruneOptions, prune_bundle
+    from tinyllm.distill.losses import kd_loss
+
+    options = PruneOptions(
+        ratio=ratio,
+        calib_samples=calib_samples,
+        min_vocab=min_vocab,
+        heal=HealConfig(steps=heal_steps, batch_size=heal_batch_size, lr=heal_lr, seed=seed),
+    )
+    options.check()
+    suite = load_tasks(tasks)
+    parent = open_bundle(bundle)
+    return prune_bundle(
+        parent,
+        Path(out),
+        suite,
+        suite.select(names),
+        options,
+        kd_loss,
+        overwrite=overwrite,
+        progress=progress,
     )

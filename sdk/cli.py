@@ -393,6 +393,53 @@ def data_label_cmd(
     click.echo(f"wrote {out}")
 
 
+@cli.command("prune")
+@click.argument("bundle", type=click.Path())
+@click.option("--ratio", type=float, default=0.8, show_default=True, help="Parameters kept.")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
+@click.option("--tasks", default="builtin", show_default=True, help="Suite YAML, or 'builtin'.")
+@click.option("--task", "names", multiple=True, help="Calibrate on this task only (repeatable).")
+@click.option("--calib-samples", type=int, default=16, show_default=True, help="Per task.")
+@click.option("--min-vocab", type=int, default=8192, show_default=True)
+@click.option("--heal-steps", type=int, default=60, show_default=True, help="0: no healing.")
+@click.option("--heal-batch-size", type=int, default=2, show_default=True)
+@click.option("--heal-lr", type=float, default=1e-5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+def prune_cmd(
+    bundle: str,
+    ratio: float,
+    out: str,
+    tasks: str,
+    names: tuple[str, ...],
+    calib_samples: int,
+    min_vocab: int,
+    heal_steps: int,
+    heal_batch_size: int,
+    heal_lr: float,
+    seed: int,
+    force: bool,
+) -> None:
+    """Prune BUNDLE to --ratio of its parameters (vocab, MLP, heads, blocks), then heal it."""
+    click.echo(f"pruning {bundle} to ratio {ratio} ...", err=True)
+    result, report = api.prune(
+        bundle,
+        out,
+        ratio,
+        tasks=tasks,
+        names=list(names) or None,
+        calib_samples=calib_samples,
+        min_vocab=min_vocab,
+        heal_steps=heal_steps,
+        heal_batch_size=heal_batch_size,
+        heal_lr=heal_lr,
+        seed=seed,
+        overwrite=force,
+    )
+    click.echo(report.format())
+    click.echo(f"wrote {result.path} ({result.size_bytes() / 2**20:.1f} MiB)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, printing tinyllm errors as one line (exit 1)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -48,3 +48,24 @@ def test_quantization_benchmark_help() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "--calib-samples" in out.stdout and "--eval-only" in out.stdout
+
+
+def test_pruning_benchmark_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "pruning.py"), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--heal-steps" in out.stdout and "--unhealed" in out.stdout
+    monkeypatch.syspath_prepend(str(BENCH))
+    import pruning
+
+    def task(score: float) -> dict[str, object]:
+        return {"metric": "accuracy", "score": score, "n": 10, "invalid": 0.0}
+
+    parent = {"a": task(0.5), "b": task(0.8), "c": task(0.0)}
+    child = {"a": task(0.4), "b": task(0.8), "c": task(0.0)}
+    # Tasks the parent scores 0 on have no relative drop; a: 20%, b: 0%.
+    assert pruning.relative_drop(parent, child) == pytest.approx({"a": 0.2, "b": 0.0})
+    text = pruning.table({"parent": parent, "healed": child})
+    assert "mean relative drop of healed: 10.0% over 2 tasks" in text
+    assert "relative drop of healed's mean score: 7.7%" in text  # 1.3 -> 1.2

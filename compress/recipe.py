@@ -1,0 +1,223 @@
+"""The pruning recipe: calibrate, plan, prune, heal, write the child bundle.
+
+It owns the loop over the components (importance, plan, vocab, heal); the healing loss
+comes in as an argument, so this module never imports distill (``tinyllm.api.prune``
+passes the shared KD loss).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyllm.bundle import Bundle, BundleWriter
+from tinyllm.compress.heal import HealConfig, HealReport, LossFn, heal
+from tinyllm.compress.importance import (
+    Importance,
+    calibration_conversations,
+    collect_importance,
+    encode_conversations,
+)
+from tinyllm.compress.prune import (
+    PrunePlan,
+    apply_selection,
+    check_ratio,
+    choose_plan,
+    remap_token_ids,
+    select,
+)
+from tinyllm.compress.vocab import BpeVocab, write_trimmed_tokenizer
+from tinyllm.errors import ConfigError
+from tinyllm.manifest import TOKENIZER_DIR, WEIGHTS
+from tinyllm.tasks import Suite, TaskSpec
+from tinyllm.version import __version__
+
+STATS_FILE = "stats/prune.json"
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """How to prune: calibration sizes, plan policy, healing."""
+
+    ratio: float = 0.8
+    calib_samples: int = 16
+    vocab_samples: int = 2000
+    min_vocab: int = 8192
+    mlp_floor: float = 0.5
+    head_floor: float = 0.5
+    heal: HealConfig = field(default_factory=HealConfig)
+    heal_samples: int = 200
+
+    def check(self) -> None:
+        """Reject out-of-range options with a message naming the option."""
+        check_ratio(self.ratio)
+        if self.calib_samples < 1:
+            raise ConfigError(
+                f"calib_samples must be >= 1 (examples per task for the activation "
+                f"statistics), got {self.calib_samples}"
+            )
+        if self.vocab_samples < 1 or self.min_vocab < 0 or self.heal_samples < 0:
+            raise ConfigError("vocab_samples must be >= 1, min_vocab and heal_samples >= 0")
+        for name in ("mlp_floor", "head_floor"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What pruning did: the plan, the calibration, the healing losses, the time taken."""
+
+    plan: PrunePlan
+    parent_config: Any
+    importance: Importance
+    healing: HealReport
+    calibration_sequences: int
+    required_vocab: int | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (written to the child's stats/prune.json)."""
+        return {
+            "plan": self.plan.to_dict(),
+            "importance": self.importance.to_dict(),
+            "calibration_sequences": self.calibration_sequences,
+            "required_vocab": self.required_vocab,
+            "heal_losses": [round(x, 5) for x in self.healing.losses],
+            "seconds": round(self.seconds, 1),
+        }
+
+    def format(self) -> str:
+        """The plan table plus calibration and healing lines, as the CLI prints them."""
+        lines = [self.plan.format(self.parent_config)]
+        lines.append(
+            f"calibration: {self.calibration_sequences} sequences, {self.importance.tokens} "
+            f"tokens; tokens the tasks need: {self.required_vocab}"
+        )
+        if self.healing.losses:
+            lines.append(
+                f"healing: {len(self.healing.losses)} steps, KD loss "
+                f"{self.healing.first:.4f} -> {self.healing.last:.4f}"
+            )
+        lines.append(f"total {self.seconds:.0f}s")
+        return "\n".join(lines)
+
+
+def _vocab_priority(tokenizer_dir: Path, used: set[int]) -> tuple[np.ndarray | None, int | None]:
+    path = tokenizer_dir / "tokenizer.json"
+    try:
+        vocab = BpeVocab.read(path)
+    except ConfigError:
+        return None, None  # not byte-level BPE: the vocabulary is kept whole
+    return vocab.priority(used)
+
+
+def prune_bundle(
+    parent: Bundle,
+    out: Path,
+    suite: Suite,
+    tasks: list[TaskSpec],
+    options: PruneOptions,
+    loss_fn: LossFn,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[Bundle, PruneReport]:
+    """Prune ``parent`` to ``options.ratio`` of its parameters, heal it, write ``out``."""
+    from safetensors.numpy import load_file
+    from tqdm import tqdm
+
+    from tinyllm.models import build_reference, bundle_state_dict, load_model
+
+    options.check()
+    if parent.manifest.adapters:
+        raise ConfigError(
+            f"{parent.path} has LoRA adapters, whose shapes pruning would break; prune the "
+            "base bundle before adding adapters (or merge them first)"
+        )
+    start = time.perf_counter()
+    with BundleWriter(out, overwrite=overwrite) as writer:
+        loaded = load_model(parent, "float32")
+        tok = loaded.tokenizer
+        calib = encode_conversations(
+            tok, calibration_conversations(suite, tasks, options.calib_samples)
+        )
+        with tqdm(total=len(calib), desc="calibrate", disable=not progress, leave=False) as bar:
+            importance = collect_importance(loaded.model, calib, bar.update)
+        vocab_text = encode_conversations(
+            tok, calibration_conversations(suite, tasks, options.vocab_samples)
+        )
+        order, required = _vocab_priority(parent.tokenizer_dir, {i for s in vocab_text for i in s})
+        config = parent.config
+        if order is not None:  # tokenizer ids without an embedding row cannot be kept
+            order = order[order < config.vocab_size]
+        plan = choose_plan(
+            config,
+            importance,
+            options.ratio,
+            max_vocab=None if order is None else min(len(order), config.vocab_size),
+            required_vocab=required,
+            min_vocab=options.min_vocab,
+            mlp_floor=options.mlp_floor,
+            head_floor=options.head_floor,
+        )
+        tokens = None
+        if plan.vocab_size != config.vocab_size and order is not None:
+            tokens = np.sort(order[: plan.vocab_size])
+        selection = select(config, plan, importance, tokens)
+        weights = apply_selection(load_file(str(parent.weights_path)), config, selection)
+        new_config = remap_token_ids(plan.config(config), tokens)
+        student = build_reference(new_config, weights)
+        healing = heal(
+            student,
+            loaded.model,
+            encode_conversations(
+                tok,
+                calibration_conversations(
+                    suite, tasks, options.heal_samples, offset=options.calib_samples
+                ),
+            ),
+            loss_fn,
+            kept_tokens=tokens,
+            config=options.heal,
+            progress=progress,
+        )
+        writer.save_tensors(WEIGHTS, bundle_state_dict(student, new_config))
+        _write_tokenizer(writer, parent, tokens)
+        report = PruneReport(
+            plan=plan,
+            parent_config=config,
+            importance=importance,
+            healing=healing,
+            calibration_sequences=len(calib),
+            required_vocab=required,
+            seconds=time.perf_counter() - start,
+        )
+        writer.path(STATS_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        manifest = dataclasses.replace(
+            parent.manifest,
+            name=Path(out).name.removesuffix(".tllm"),
+            stage="compress",
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            tinyllm_version=__version__,
+            source={"kind": "prune", "ref": str(parent.path), "plan": STATS_FILE},
+            model=new_config,
+            lineage=[parent.manifest.ref(str(parent.path)), *parent.manifest.lineage],
+            engines={},
+        )
+        return writer.commit(manifest), report
+
+
+def _write_tokenizer(writer: BundleWriter, parent: Bundle, tokens: np.ndarray | None) -> None:
+    if tokens is None:
+        for file in parent.manifest.files:
+            if file.startswith(f"{TOKENIZER_DIR}/"):
+                writer.copy_file(parent.path / file, file)
+        return
+    write_trimmed_tokenizer(parent.tokenizer_dir, writer.path(TOKENIZER_DIR), tokens)
