@@ -119,7 +119,11 @@ class OpenAITeacher:
             raise missing_dependency("httpx", "train", "The OpenAI-compatible teacher") from e
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"openai teacher: base URL {base_url!r} must start with http(s)://")
-        if timeout <= 0 or max_retries < 0 or (requests_per_second or 1) <= 0:
+        if (
+            timeout <= 0
+            or max_retries < 0
+            or (requests_per_second is not None and requests_per_second <= 0)
+        ):
             raise ConfigError(
                 "openai teacher: timeout and requests_per_second must be > 0, max_retries >= 0"
             )

@@ -121,6 +121,8 @@ def test_bad_endpoint_configuration() -> None:
         OpenAITeacher("localhost:8000", "m")
     with pytest.raises(ConfigError, match="timeout"):
         OpenAITeacher("http://localhost", "m", timeout=0)
+    with pytest.raises(ConfigError, match="requests_per_second"):
+        OpenAITeacher("http://localhost", "m", requests_per_second=0)
 
 
 def test_a_server_without_n_gets_one_request_per_candidate(openai_stub: OpenAIStub) -> None:
