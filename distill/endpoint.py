@@ -93,6 +93,7 @@ class OpenAITeacher:
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         use_tools: bool = True,
+        task_as_model: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """Configure the endpoint.
@@ -107,6 +108,9 @@ class OpenAITeacher:
             backoff: first backoff in seconds; doubles each retry, with jitter.
             max_backoff: cap of one wait (also caps Retry-After).
             use_tools: answer through function calling (else plain text content).
+            task_as_model: the server serves tasks as models (``tinyllm serve``): send the
+                task name as ``model`` and the raw input as the only user message, without
+                tools; the server applies the task's prompt itself.
             sleep: how to wait (tests pass a recorder).
         """
         try:
@@ -115,13 +119,19 @@ class OpenAITeacher:
             raise missing_dependency("httpx", "train", "The OpenAI-compatible teacher") from e
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"openai teacher: base URL {base_url!r} must start with http(s)://")
-        if timeout <= 0 or max_retries < 0 or (requests_per_second or 1) <= 0:
+        if (
+            timeout <= 0
+            or max_retries < 0
+            or (requests_per_second is not None and requests_per_second <= 0)
+        ):
             raise ConfigError(
                 "openai teacher: timeout and requests_per_second must be > 0, max_retries >= 0"
             )
-        self.name = f"openai:{model}@{base_url}"
+        self.name = f"tinyllm:{base_url}" if task_as_model else f"openai:{model}@{base_url}"
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.max_retries, self.use_tools = model, max_retries, use_tools
+        self.model, self.max_retries = model, max_retries
+        self.use_tools, self.task_as_model = use_tools and not task_as_model, task_as_model
+        self.supports_n = True  # cleared when the server rejects n > 1
         self.backoff, self.max_backoff, self.sleep = backoff, max_backoff, sleep
         self.interval = 1.0 / requests_per_second if requests_per_second else 0.0
         self._next_slot = 0.0
@@ -139,23 +149,34 @@ class OpenAITeacher:
         return [self._answers(task, text, k, temperature) for text in inputs]
 
     def request_body(self, task: TaskSpec, text: str, k: int, temperature: float) -> dict[str, Any]:
-        """The JSON body of one chat-completions request."""
+        """The JSON body of one chat-completions request (``n`` only when k > 1)."""
         body: dict[str, Any] = {
-            "model": self.model,
-            "messages": conversation(task, text, []),
+            "model": task.name if self.task_as_model else self.model,
+            "messages": [{"role": "user", "content": text}]
+            if self.task_as_model
+            else conversation(task, text, []),
             "temperature": temperature,
-            "n": k,
             "max_tokens": max(task.output.max_new_tokens, 64),
         }
+        if k > 1:
+            body["n"] = k
         if self.use_tools:
             body["tools"] = [answer_tool(task)]
             body["tool_choice"] = {"type": "function", "function": {"name": FUNCTION}}
         return body
 
     def _answers(self, task: TaskSpec, text: str, k: int, temperature: float) -> list[str]:
-        data = self._post(self.request_body(task, text, k, temperature))
-        answers = [read_answer(task, choice["message"]) for choice in data["choices"]]
-        return answers[:k]
+        if k > 1 and self.supports_n:
+            try:
+                return self._choices(task, self.request_body(task, text, k, temperature))[:k]
+            except NoMultipleChoices:
+                self.supports_n = False
+        body = self.request_body(task, text, 1, temperature)
+        return [a for _ in range(k) for a in self._choices(task, body)[:1]]
+
+    def _choices(self, task: TaskSpec, body: dict[str, Any]) -> list[str]:
+        data = self._post(body)
+        return [read_answer(task, choice["message"]) for choice in data["choices"]]
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST with retries; the parsed response, or a TeacherError naming the last failure."""
@@ -188,6 +209,8 @@ class OpenAITeacher:
         status = response.status_code
         if status == 429 or status >= 500:
             raise RetryableError(f"HTTP {status}: {response.text[:200]}", _retry_after(response))
+        if status == 400 and body.get("n", 1) > 1 and _error_param(response) == "n":
+            raise NoMultipleChoices(response.text[:200])
         if status >= 400:
             hint = " (set the API key variable)" if status in (401, 403) else ""
             raise TeacherError(
@@ -216,6 +239,17 @@ class OpenAITeacher:
             self._next_slot = max(now, self._next_slot) + self.interval
         if wait > 0:
             self.sleep(wait)
+
+
+class NoMultipleChoices(Exception):
+    """The server answers only one choice per request (it rejected ``n`` > 1)."""
+
+
+def _error_param(response: Any) -> Any:
+    try:
+        return response.json()["error"]["param"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _retry_after(response: Any) -> float | None:

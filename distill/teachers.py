@@ -263,7 +263,8 @@ def teacher_from_spec(spec: str, suite: Suite | None = None, *, few_shot: int = 
     """Build a teacher from a CLI string.
 
     Specs: ``oracle`` (reference outputs, needs ``suite``), ``bundle:PATH``, ``hf:PATH``,
-    ``openai:MODEL@BASE_URL`` (key from ``$OPENAI_API_KEY``), ``pipeline:builtin`` (the
+    ``openai:MODEL@BASE_URL`` (key from ``$OPENAI_API_KEY``), ``tinyllm:BASE_URL`` (a
+    ``tinyllm serve`` endpoint: the task is the model), ``pipeline:builtin`` (the
     shipped SmolLM2 + tools pipeline; its LLM at ``out/smollm2.tllm``, or
     ``pipeline:builtin:BUNDLE``) and ``pipeline:MODULE:FUNCTION`` (a function returning
     a teacher).
@@ -281,10 +282,15 @@ def teacher_from_spec(spec: str, suite: Suite | None = None, *, few_shot: int = 
 
         model, _, base_url = rest.partition("@")
         return OpenAITeacher(base_url, model)
+    if kind == "tinyllm" and rest.startswith(("http://", "https://")):
+        from tinyllm.distill.endpoint import OpenAITeacher
+
+        return OpenAITeacher(rest, "", task_as_model=True)
     if kind == "pipeline" and rest:
         return _pipeline_teacher(rest, suite)
     raise ConfigError(
         f"unknown teacher {spec!r}; use oracle, bundle:PATH, hf:PATH, openai:MODEL@BASE_URL, "
+        "tinyllm:BASE_URL, "
         "pipeline:builtin or pipeline:MODULE:FUNCTION"
     )
 

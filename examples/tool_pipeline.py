@@ -77,9 +77,10 @@ def main() -> None:
             f"{100 * r['right_first_pick']:>11.0f}%{100 * r['answered_by_tool']:>8.0f}%",
             flush=True,
         )
+        if args.json:  # after every task, so a long run keeps what it measured
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(rows, indent=2))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2))
         print(f"wrote {args.json}")
 
 

@@ -6,7 +6,8 @@ It speaks the real wire format: ``POST /v1/chat/completions`` with ``model``, ``
 ``message.content``; errors are ``{"error": {"message", "type", "param", "code"}}``.
 Each request pops the next action of ``script`` (``ok`` once the script is empty):
 ``("429", retry_after)``, ``("500",)``, ``("slow", seconds)``, ``("malformed",)`` (a body
-that is not JSON), ``("no_choices",)``, ``("401",)``.
+that is not JSON), ``("no_choices",)``, ``("401",)``, ``("reject_n",)`` (400 on ``n`` > 1,
+as ``tinyllm serve`` answers).
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class OpenAIStub:
             )
         if kind == "500":
             return self._send(http, 500, _error("The server had an error", "server_error"))
+        if kind == "reject_n":  # as `tinyllm serve` does
+            error = _error("only n=1 is supported", "invalid_request_error")
+            error["error"]["param"] = "n"
+            return self._send(http, 400, error)
         if kind == "401":
             return self._send(http, 401, _error("Incorrect API key", "invalid_request_error"))
         if kind == "malformed":

@@ -121,3 +121,23 @@ def test_bad_endpoint_configuration() -> None:
         OpenAITeacher("localhost:8000", "m")
     with pytest.raises(ConfigError, match="timeout"):
         OpenAITeacher("http://localhost", "m", timeout=0)
+    with pytest.raises(ConfigError, match="requests_per_second"):
+        OpenAITeacher("http://localhost", "m", requests_per_second=0)
+
+
+def test_a_server_without_n_gets_one_request_per_candidate(openai_stub: OpenAIStub) -> None:
+    openai_stub.script = [("reject_n",)]
+    t = teacher(openai_stub, [])
+    assert t.label(SENTIMENT, ["a", "b"], k=2) == [["negative", "negative"]] * 2
+    assert [r.get("n") for r in openai_stub.requests] == [2, None, None, None, None]
+    assert not t.supports_n
+
+
+def test_tinyllm_serve_spec_sends_the_task_as_model(openai_stub: OpenAIStub) -> None:
+    openai_stub.answer = lambda body, i: "Positive."
+    t = teacher_from_spec(f"tinyllm:{openai_stub.base_url}")
+    assert t.name == f"tinyllm:{openai_stub.base_url}"
+    assert t.label(SENTIMENT, ["great food"]) == [["positive"]]
+    body = openai_stub.requests[0]
+    assert body["model"] == "sentiment" and "tools" not in body and "n" not in body
+    assert body["messages"] == [{"role": "user", "content": "great food"}]
