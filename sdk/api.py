@@ -579,6 +579,7 @@ def compress(
     act_order: bool = False,
     lora: str = "separate",
     add_task: str | None = None,
+    prune_ratio: float | None = None,
     eval_limit: int | None = None,
     few_shot: int = 3,
     overwrite: bool = False,
@@ -603,6 +604,10 @@ def compress(
             (the one task adapter is folded into the base before quantization).
         add_task: add this suite task to an existing quantized bundle: only its forward
             pass runs, the other tasks' Hessians come from the bundle's ``stats/``.
+        prune_ratio: first prune to this parameter ratio with :func:`prune` (healed by
+            logit KD, calibrated on the same tasks); the pruned float bundle is kept
+            beside ``out`` as ``OUT-pruned.tllm`` (the quantized bundle's parent), and
+            the report's "before" is that pruned model.
         eval_limit: evaluate every task before and after on this many test examples
             (torch backend, ``few_shot`` shots); None skips evaluation.
         few_shot: worked examples per evaluation prompt.
@@ -619,6 +624,20 @@ def compress(
     start = time.perf_counter()
     suite = load_tasks(tasks)
     opened = open_bundle(bundle)
+    if prune_ratio is not None:
+        if add_task is not None:
+            raise ConfigError("prune_ratio and add_task do not combine: prune before adding")
+        stem = Path(out).name.removesuffix(".tllm")
+        opened, _ = prune(
+            opened.path,
+            Path(out).with_name(f"{stem}-pruned.tllm"),
+            prune_ratio,
+            tasks=tasks,
+            names=names,
+            calib_samples=calib_samples,
+            overwrite=overwrite,
+            progress=progress,
+        )
     if add_task is not None:
         plan = plan_add_task(opened, suite, add_task)
         source, settings, cal, lora = plan.source, plan.settings, plan.calibration, plan.lora

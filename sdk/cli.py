@@ -203,6 +203,12 @@ def generate_cmd(
 @click.option("--tasks", default="builtin", show_default=True, help="Suite YAML, or 'builtin'.")
 @click.option("--task", "names", multiple=True, help="Calibrate on this task (repeatable).")
 @click.option("--add-task", default=None, help="Add this task to a quantized BUNDLE.")
+@click.option(
+    "--prune",
+    type=float,
+    default=None,
+    help="First prune to this parameter ratio (e.g. 0.8) and heal; kept as OUT-pruned.tllm.",
+)
 @click.option("--calib-samples", type=int, default=32, show_default=True, help="Per task.")
 @click.option("--group-size", type=int, default=32, show_default=True)
 @click.option("--symmetric", is_flag=True, help="Symmetric (no zero points).")
@@ -219,6 +225,7 @@ def compress_cmd(
     tasks: str,
     names: tuple[str, ...],
     add_task: str | None,
+    prune: float | None,
     calib_samples: int,
     group_size: int,
     symmetric: bool,
@@ -244,6 +251,7 @@ def compress_cmd(
         act_order=act_order,
         lora=lora,
         add_task=add_task,
+        prune_ratio=prune,
         eval_limit=eval_limit,
         few_shot=few_shot,
         overwrite=force,

@@ -159,3 +159,18 @@ def test_compress_never_imports_distill_or_runtime() -> None:
                 names = [node.module]
             for name in names:
                 assert not name.startswith(("tinyllm.distill", "tinyllm.runtime")), (path, name)
+
+
+def test_compress_prunes_then_quantizes(
+    tiny_llama_bundle: Path, suite_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "small.tllm"
+    args = f"compress {tiny_llama_bundle} -o {out} --quant int4-rtn --prune 0.8"
+    main([*args.split(), "--tasks", str(suite_file), "--task", "mood", "--calib-samples", "4"])
+    pruned = api.open_bundle(tmp_path / "small-pruned.tllm")
+    small = api.open_bundle(out)
+    parent = api.open_bundle(tiny_llama_bundle)
+    assert pruned.config.num_parameters() <= 0.8 * parent.config.num_parameters()
+    assert small.config == pruned.config
+    assert small.quant_spec() is not None and small.quant_spec().bits == 4  # type: ignore[union-attr]
+    assert small.manifest.lineage[0].hash == pruned.manifest.content_hash()
