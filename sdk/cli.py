@@ -30,6 +30,15 @@ PRESETS_HELP = "\b\nPresets:\n" + "\n".join(
 )
 
 
+def _print_report(report: Any, json_out: str | None) -> None:
+    """Print a report's table; with ``json_out``, also write its dict form there as JSON."""
+    click.echo(report.format())
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
+        click.echo(f"wrote {json_out}")
+
+
 @cli.command("import", epilog=PRESETS_HELP)
 @click.argument("source")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
@@ -98,11 +107,7 @@ def eval_cmd(
         engine=engine,
         progress=sys.stderr.isatty(),
     )
-    click.echo(report.format())
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
-        click.echo(f"wrote {json_out}")
+    _print_report(report, json_out)
 
 
 @cli.command("export")
@@ -257,11 +262,7 @@ def compress_cmd(
         overwrite=force,
         progress=sys.stderr.isatty(),
     )
-    click.echo(report.format())
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
-        click.echo(f"wrote {json_out}")
+    _print_report(report, json_out)
 
 
 @cli.group("data")
@@ -338,10 +339,7 @@ def distill_cmd(
 ) -> None:
     """Distill the tasks of TASKS (a suite YAML or 'builtin') into a student bundle."""
     report = api.distill(tasks, names=list(names) or None, overwrite=force, **kwargs)
-    click.echo(report.format())
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
+    _print_report(report, json_out)
 
 
 @data_group.command("label")
