@@ -58,7 +58,11 @@ def plan_add_task(previous: Bundle, suite: Suite, task: str) -> IncrementalPlan:
     )
     specs = [suite.task(t) for t in [*tasks, task]]
     calibration = Calibration(
-        tasks=specs, samples=int(cal["samples_per_task"]), seed=int(cal["seed"]), cached=cached
+        tasks=specs,
+        samples=int(cal["samples_per_task"]),
+        seed=int(cal["seed"]),
+        cached=cached,
+        cache_bundle=previous,
     )
     return IncrementalPlan(source, settings, calibration, spec.lora or "separate")
 

@@ -48,6 +48,9 @@ class Calibration:
     samples: int = 32
     seed: int = 0
     cached: dict[str, TaskHessians] = field(default_factory=dict)
+    # The (fully verified) bundle ``cached`` was read from: its cache files are hard-linked
+    # into the new bundle instead of being written and hashed again.
+    cache_bundle: Bundle | None = None
 
 
 @dataclass(frozen=True)
@@ -276,7 +279,13 @@ def write_quantized(
         tensors = {**{k: v.numpy() for k, v in rest.items()}, **packed_tensors(dict(packed))}
         writer.save_tensors(WEIGHTS, tensors)
         for task, h in task_h.items():
-            h.save(writer.path(f"{HESSIAN_DIR}/{task}.safetensors"))
+            name = f"{HESSIAN_DIR}/{task}.safetensors"
+            prev = cal.cache_bundle
+            if task in cal.cached and prev is not None and name in prev.manifest.files:
+                entry = prev.manifest.files[name] if prev.hashes_checked else None
+                writer.copy_file(prev.path / name, name, entry)
+            else:
+                h.save(writer.path(name))
         specs = {t.name: _task_dict(t) for t in cal.tasks}
         manifest = dataclasses.replace(
             man,

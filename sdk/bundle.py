@@ -58,6 +58,9 @@ class Bundle:
         self.path = path
         self.manifest = manifest
         self.hash = manifest.content_hash()
+        # Whether every file's sha256 was checked (open with verify="full") or computed
+        # (a bundle just committed): only then may a writer reuse the manifest's hashes.
+        self.hashes_checked = True
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], verify: Verify = "full") -> Bundle:
@@ -82,6 +85,7 @@ class Bundle:
         manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"), str(manifest_path))
         bundle = cls(root, manifest)
         bundle._check_files(verify)
+        bundle.hashes_checked = verify == "full"
         bundle._check_weights()
         bundle._check_components()
         return bundle
@@ -240,6 +244,7 @@ class BundleWriter:
         self.out = Path(out)
         self.overwrite = overwrite
         self._tmp: Path | None = None
+        self._known: dict[str, FileEntry] = {}
         if self.out.exists() and not overwrite:
             raise BundleExistsError(
                 f"{self.out} already exists; choose another output path or pass "
@@ -283,13 +288,21 @@ class BundleWriter:
         """Write tensors (torch or numpy) as a safetensors file of the bundle."""
         save_tensors(self.path(name), tensors, metadata or {})
 
-    def copy_file(self, src: Path, name: str) -> None:
-        """Bring a file from another (immutable) bundle: hard link if possible, else copy."""
+    def copy_file(self, src: Path, name: str, entry: FileEntry | None = None) -> None:
+        """Bring a file from another (immutable) bundle: hard link if possible, else copy.
+
+        ``entry`` is the file's size and sha256 from a manifest that was verified when its
+        bundle was opened: a hard link is the same bytes, so commit reuses it instead of
+        hashing the file again (the Hessian cache of an incremental compress is ~1 GB).
+        """
         target = self.path(name)
         try:
             os.link(src, target)
         except OSError:
             shutil.copy2(src, target)
+        else:
+            if entry is not None and target.stat().st_size == entry.size:
+                self._known[name] = entry
 
     def commit(self, manifest: Manifest) -> Bundle:
         """Hash the staged files, write manifest.json, move the bundle into place, validate."""
@@ -298,8 +311,10 @@ class BundleWriter:
             name = path.relative_to(self.staging).as_posix()
             if name == MANIFEST:
                 continue
-            files[name] = FileEntry(sha256=file_sha256(path), size=path.stat().st_size)
-            path.chmod(0o644)  # staged files may be private (mkstemp); bundles are shareable
+            known = self._known.get(name)
+            files[name] = known or FileEntry(sha256=file_sha256(path), size=path.stat().st_size)
+            if known is None:  # a linked file keeps the source bundle's mode
+                path.chmod(0o644)  # staged files may be private (mkstemp); bundles are shareable
         self.staging.chmod(0o755)
         final = dataclasses.replace(manifest, files=files)
         manifest_path = self.staging / MANIFEST

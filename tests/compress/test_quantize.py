@@ -96,6 +96,13 @@ def test_incremental_equals_full_bit_for_bit(
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     two = load_file(str(first.weights_path))
     assert any(not np.array_equal(two[k], b[k]) for k in b)  # the third task mattered
+    # The reused tasks' Hessian files are the previous bundle's, linked, not rewritten, and
+    # the new bundle still verifies in full (their hashes carried over are right).
+    for task in TASKS[:2]:
+        name = f"stats/hessians/{task}.safetensors"
+        assert (added.path / name).samefile(first.path / name)
+        assert added.manifest.files[name] == first.manifest.files[name]
+    assert Bundle.open(added.path).hashes_checked
     with pytest.raises(ConfigError, match="already calibrated"):
         compress(added.path, tmp_path / "x.tllm", add_task=TASKS[0])
 
