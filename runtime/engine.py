@@ -23,6 +23,7 @@ from tinyllm.runtime.scheduler import Policy, SchedulerConfig
 from tinyllm.runtime.service import TaskService
 from tinyllm.runtime.serving import Server, ServingOptions
 from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
+from tinyllm.runtime.slots import AdapterSlots
 from tinyllm.runtime.tokenizer import ChatTokenizer
 
 FinishReason = Literal["stop", "length"]
@@ -91,6 +92,8 @@ class Engine(TaskService):
         self._server: Server | None = None
         self._closed = False
         self._serve_lock = threading.Lock()
+        self._slots: AdapterSlots | None = None  # generate()'s adapter slots (not serving's)
+        self._slot_of: dict[str, int] = {}
 
     @classmethod
     def load(
@@ -180,17 +183,29 @@ class Engine(TaskService):
         return self.generate_ids([self.encode(p, chat) for p in items], config)
 
     def generate_ids(
-        self, prompts: Sequence[Sequence[int]], config: GenerationConfig | None = None
+        self,
+        prompts: Sequence[Sequence[int]],
+        config: GenerationConfig | None = None,
+        *,
+        adapter: str | None = None,
     ) -> list[Generation]:
-        """Generate from token ids; results are the same as one prompt at a time."""
+        """Generate from token ids; results are the same as one prompt at a time.
+
+        Args:
+            prompts: token ids per prompt.
+            config: decoding parameters (default: greedy).
+            adapter: a task of the bundle whose LoRA adapter every row uses (None: the
+                base model). It takes one of the engine's LoRA slots the first time.
+        """
         config = config or GenerationConfig()
         if self._closed:
             raise EngineClosedError("the engine is closed; load a new one to generate")
+        slot = self._adapter_slot(adapter)
         results: list[Generation] = []
         for start in range(0, len(prompts), self.max_batch):
             chunk = [list(p) for p in prompts[start : start + self.max_batch]]
             rows = self._start(chunk, config, start)
-            for _ in self._steps(rows, config, live_text=False):
+            for _ in self._steps(rows, config, live_text=False, slot=slot):
                 pass
             for r in rows:
                 text = r.text if config.stop else self.tokenizer.decode(r.tokens)
@@ -230,14 +245,43 @@ class Engine(TaskService):
         ]
         return [_Row(p, s) for p, s in zip(prompts, seeds, strict=True)]
 
-    def _steps(self, rows: list[_Row], config: GenerationConfig, live_text: bool) -> Iterator[None]:
+    def _adapter_slot(self, task: str | None) -> int:
+        """The LoRA slot of ``task``'s adapter for generate() (0: base), filled once."""
+        if task is None:
+            return 0
+        if task not in self.bundle.manifest.adapters:
+            known = ", ".join(sorted(self.bundle.manifest.adapters)) or "none"
+            raise ConfigError(
+                f"no LoRA adapter for task {task!r} in {self.bundle.path} (adapters: {known})"
+            )
+        with self._lock:
+            if task not in self._slot_of:
+                if self._slots is None:
+                    info = self.info
+                    self._slots = AdapterSlots(
+                        self.bundle.config,
+                        info.lora_slots,
+                        info.lora_rank,
+                        info.lora_targets,
+                        info.float_dtype,
+                    )
+                self._slot_of[task] = self._slots.fill(task, self.bundle.adapter(task))
+                self.session.set_lora(self._slots.tensors)
+                self._slots.tensors = self.session.lora  # bound arrays: later fills reach them
+            return self._slot_of[task]
+
+    def _steps(
+        self, rows: list[_Row], config: GenerationConfig, live_text: bool, slot: int = 0
+    ) -> Iterator[None]:
         """Run prefill and decode steps until every row is done; yield after each step.
 
         Rows' text is re-decoded each step only where it is read then (``live_text``, or
-        stop strings to search); otherwise it is decoded once at the end.
+        stop strings to search); otherwise it is decoded once at the end. Every row uses
+        LoRA slot ``slot``.
         """
+        index = np.full(len(rows), slot, np.int64) if slot else None
         with self._lock:
-            logits = self.session.prefill([r.prompt for r in rows])
+            logits = self.session.prefill([r.prompt for r in rows], index)
             while True:
                 for row, row_logits in zip(rows, logits, strict=True):
                     if row.done is None:
@@ -247,7 +291,7 @@ class Engine(TaskService):
                     return
                 last = [r.tokens[-1] if r.tokens else self.session.pad_id for r in rows]
                 held = [len(r.prompt) + len(r.tokens) - 1 for r in rows]
-                logits = self.session.decode(last, held)
+                logits = self.session.decode(last, held, index)
 
     def _advance(
         self, row: _Row, logits: np.ndarray, config: GenerationConfig, live_text: bool

@@ -235,12 +235,16 @@ def evaluate(
     results = []
     for task in selected:
         # The torch backend folds the task's LoRA adapter (if the bundle has one) into the
-        # weights while that task runs; an engine routes to its adapter slots itself.
-        adapter = opened.adapter(task.name) if task.name in opened.manifest.adapters else None
+        # weights while that task runs; an engine puts it in one of its LoRA slots.
+        has_adapter = task.name in opened.manifest.adapters
+        adapter = opened.adapter(task.name) if has_adapter else None
+        task_generator = generator
+        if isinstance(generator, EngineGenerator) and has_adapter:
+            task_generator = EngineGenerator(generator.engine, adapter=task.name)
         with adapter_applied(torch_model, adapter if torch_model is not None else None):
             results.append(
                 evaluate_task(
-                    generator,
+                    task_generator,
                     suite,
                     task,
                     limit=limit,

@@ -64,8 +64,9 @@ class TorchGenerator:
 class EngineGenerator:
     """Batched greedy generation with an exported engine (``tinyllm.runtime.Engine``)."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, adapter: str | None = None) -> None:
         self.engine = engine
+        self.adapter = adapter  # the bundle task whose LoRA adapter generation uses
 
     def generate(self, conversations: list[list[Message]], max_new_tokens: int) -> list[str]:
         """One greedy completion per conversation."""
@@ -73,7 +74,9 @@ class EngineGenerator:
 
         tok = self.engine.tokenizer
         prompts = [tok.encode(tok.apply_chat_template(c)) for c in conversations]
-        results = self.engine.generate_ids(prompts, GenerationConfig(max_new_tokens=max_new_tokens))
+        results = self.engine.generate_ids(
+            prompts, GenerationConfig(max_new_tokens=max_new_tokens), adapter=self.adapter
+        )
         return [r.text for r in results]
 
 

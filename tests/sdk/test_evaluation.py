@@ -129,3 +129,36 @@ def test_engine_backend_matches_torch_backend(
     assert outputs == [s["output"] for s in torch_report.results[0].samples]
     with pytest.raises(ConfigError, match="backend must be 'torch' or 'engine'"):
         evaluate(exported.path, suite_file, backend="tpu")
+
+
+def test_engine_backend_applies_task_adapters(
+    tiny_llama_bundle: Path, suite_file: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from tinyllm.adapters import LoraAdapter, adapter_shapes
+    from tinyllm.bundle import Bundle
+
+    base = Bundle.open(tiny_llama_bundle)
+    targets = ("q_proj", "v_proj", "up_proj", "down_proj")
+    rng = np.random.default_rng(0)
+    tensors = {
+        k: rng.standard_normal(s).astype(np.float32) * 0.3
+        for k, s in adapter_shapes(base.config, 4, targets).items()
+    }
+    adapter = LoraAdapter(rank=4, alpha=8.0, targets=targets, tensors=tensors)
+    task = load_suite(suite_file).task("parity")
+    with_task = tinyllm.api.add_tasks(base.path, tmp_path / "a.tllm", [task], {"parity": adapter})
+    exported, _ = tinyllm.export(with_task.path, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=256)
+    kwargs = {"limit": 6, "progress": False}
+    torch_out = evaluate(exported.path, suite_file, **kwargs).results[0].samples  # type: ignore[arg-type]
+    engine_out = evaluate(exported.path, suite_file, backend="engine", **kwargs).results[0].samples  # type: ignore[arg-type]
+    base_out = evaluate(tiny_llama_bundle, suite_file, **kwargs).results[0].samples  # type: ignore[arg-type]
+    outputs = [s["output"] for s in engine_out]
+    assert outputs == [s["output"] for s in torch_out]  # the engine used the adapter too
+    assert outputs != [s["output"] for s in base_out]  # and the adapter changes the answers
+    from tinyllm.runtime import Engine
+
+    engine = Engine.load(exported.path)
+    with pytest.raises(ConfigError, match=r"no LoRA adapter for task 'nope'.*adapters: parity"):
+        engine.generate_ids([[1, 2, 3]], adapter="nope")
