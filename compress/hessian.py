@@ -11,9 +11,10 @@ exactly when a task is added later (incremental quantization).
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,10 @@ class TaskHessians:
     tokens: int
     samples: int
     fingerprint: str
+    # Target weights' id -> weight name -> ``tr(W H Wᵀ)``: the error report's denominators,
+    # which do not depend on the quantized weights, cached so that adding a task does not
+    # recompute them for the tasks already there.
+    energies: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         """Write ``stats/hessians/TASK.safetensors`` (counts and fingerprint in metadata)."""
@@ -60,6 +65,7 @@ class TaskHessians:
             "tokens": str(self.tokens),
             "samples": str(self.samples),
             "fingerprint": self.fingerprint,
+            "energies": json.dumps(self.energies, sort_keys=True),
         }
         tensors = {k: upper_triangle(v) for k, v in self.hessians.items()}
         save_file(tensors, str(path), metadata=meta)
@@ -78,6 +84,7 @@ class TaskHessians:
             tokens=int(meta["tokens"]),
             samples=int(meta["samples"]),
             fingerprint=meta["fingerprint"],
+            energies=json.loads(meta.get("energies", "{}")),
         )
 
 

@@ -29,7 +29,13 @@ from dataclasses import dataclass
 import torch
 
 from tinyllm.adapters import PROJECTIONS, module_name
-from tinyllm.compress.gptq import QuantResult, gptq_quantize, output_error, rtn_quantize
+from tinyllm.compress.gptq import (
+    QuantResult,
+    gptq_quantize,
+    output_error,
+    quadratic_energy,
+    rtn_quantize,
+)
 from tinyllm.compress.hessian import SITES, TaskHessians, aggregate, site_key
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
@@ -134,21 +140,25 @@ def task_errors(
     config: ModelConfig,
     results: Mapping[str, QuantResult],
     task_hessians: Mapping[str, TaskHessians],
+    weights_id: str = "",
 ) -> dict[str, float]:
     """Each task's relative output error ``||(Q - W) X_t||² / ||W X_t||²``, mean over weights.
 
     Args:
         weights: the float target weights (the base, or merged weights in merged mode).
         results: the quantized weights by name.
-        task_hessians: task -> its Hessians.
+        task_hessians: task -> its Hessians; the ``tr(W H_t Wᵀ)`` they cache under
+            ``weights_id`` are reused, missing ones are computed and cached there.
+        weights_id: what identifies ``weights`` (empty: nothing is reused or cached).
     """
     errors = {}
     for task, th in task_hessians.items():
-        per_weight = [
-            output_error(
-                weights[name].float(), results[name].dequantized, th.hessians[site_key(layer, kind)]
-            )
-            for layer, kind, name in linear_weights(config)
-        ]
+        energies = th.energies.setdefault(weights_id, {}) if weights_id else {}
+        per_weight = []
+        for layer, kind, name in linear_weights(config):
+            w, h = weights[name], th.hessians[site_key(layer, kind)]
+            if name not in energies:
+                energies[name] = quadratic_energy(w, h)
+            per_weight.append(output_error(w, results[name].dequantized, h, energies[name]))
         errors[task] = sum(per_weight) / len(per_weight)
     return errors

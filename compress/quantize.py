@@ -73,6 +73,13 @@ def fingerprint(source: Bundle, adapter_file: str | None, lora: str, cal: Calibr
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def target_id(source: Bundle, fold: tuple[str, LoraAdapter] | None) -> str:
+    """What identifies the float target weights: the base file and any folded adapter."""
+    files = source.manifest.files
+    folded = files[source.manifest.adapters[fold[0]].file].sha256 if fold else "-"
+    return f"{files[WEIGHTS].sha256}+{folded}"
+
+
 def adapters_for(source: Bundle, names: list[str]) -> dict[str, LoraAdapter]:
     """The source bundle's adapters of the calibrated tasks (shapes checked on open)."""
     return {t: source.adapter(t) for t in names if t in source.manifest.adapters}
@@ -195,7 +202,11 @@ def quantize_bundle(
     seconds_q = time.perf_counter() - start
     # AWQ rescales each linear's inputs, so ||(Q - W) X||² with the float model's X and W
     # does not measure its error: no per-task errors for it.
-    errors = {} if settings.awq else task_errors(weights, source.config, results, task_h)
+    errors = (
+        {}
+        if settings.awq
+        else task_errors(weights, source.config, results, task_h, target_id(source, fold))
+    )
     spec = QuantSpec(
         method=settings.method + ("-awq" if settings.awq else ""),
         bits=settings.bits,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 import tinyllm
@@ -103,6 +104,29 @@ def test_incremental_equals_full_bit_for_bit(
         assert (added.path / name).samefile(first.path / name)
         assert added.manifest.files[name] == first.manifest.files[name]
     assert Bundle.open(added.path).hashes_checked
+    # The error report's denominators were cached by the first run and reused: the
+    # reported errors equal a fresh computation with nothing cached.
+    from tinyllm.compress.hessian import TaskHessians
+    from tinyllm.compress.mlgptq import task_errors
+    from tinyllm.compress.quantize import target_id
+
+    source = Bundle.open(tiny_llama_bundle)
+    hess = {t: TaskHessians.load(added.path / f"stats/hessians/{t}.safetensors") for t in TASKS}
+    n_linear = 7 * added.config.num_hidden_layers
+    assert all(len(h.energies[target_id(source, None)]) == n_linear for h in hess.values())
+    weights = api.load_torch_model(tiny_llama_bundle).model.state_dict()
+    deq = dequantized_weights(added)
+    from tinyllm.compress.gptq import QuantResult
+
+    results = {
+        n: QuantResult(None, torch.from_numpy(deq[n]))  # type: ignore[arg-type]
+        for n in deq
+        if n.endswith("proj.weight")
+    }
+    fresh = task_errors(weights, added.config, results, hess)
+    assert fresh.keys() == report.task_errors.keys()
+    for t in fresh:
+        assert report.task_errors[t] == pytest.approx(fresh[t], rel=1e-6)
     with pytest.raises(ConfigError, match="already calibrated"):
         compress(added.path, tmp_path / "x.tllm", add_task=TASKS[0])
 
