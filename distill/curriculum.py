@@ -36,15 +36,23 @@ class CurriculumConfig:
     min_similarity: float = -0.6
     temperature: float = 2.0
     patience: int = 2
-    eval_every: int = 10
+    # Validation interval of stage 3; None: every max(10, steps // 6) steps, so a long run
+    # is scored about six times per task instead of spending most of its time validating.
+    eval_every: int | None = None
     eval_limit: int = 40
     embed_limit: int = 32
+
+    def interval(self, steps: int) -> int:
+        """Steps between stage-3 validations for a stage of ``steps`` steps."""
+        return self.eval_every if self.eval_every is not None else max(10, steps // 6)
 
     def __post_init__(self) -> None:
         if self.min_train < 0 or self.temperature <= 0 or self.patience < 1:
             raise ConfigError("min_train must be >= 0, temperature > 0 and patience >= 1")
-        if self.eval_every < 1 or self.eval_limit < 1 or self.embed_limit < 2:
-            raise ConfigError("eval_every and eval_limit must be >= 1, embed_limit >= 2")
+        if (self.eval_every is not None and self.eval_every < 1) or self.eval_limit < 1:
+            raise ConfigError("eval_every and eval_limit must be >= 1")
+        if self.embed_limit < 2:
+            raise ConfigError(f"embed_limit must be >= 2, got {self.embed_limit}")
 
 
 @dataclass(frozen=True)
@@ -326,15 +334,16 @@ def train_shared(
         peft_model.train()
         return not stopper.active()
 
+    every = cfg.interval(tc.steps)
     evaluate_active(0)
     result3 = train(
         peft_model,
         mixture(sampler3),
         tc,
-        on_step=lambda step, _: step % cfg.eval_every == 0 and evaluate_active(step),
+        on_step=lambda step, _: step % every == 0 and evaluate_active(step),
         progress="stage 3" if progress else None,
     )
-    if len(result3.losses) % cfg.eval_every:
+    if len(result3.losses) % every:
         evaluate_active(len(result3.losses))
     losses += result3.losses
     results = {
