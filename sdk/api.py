@@ -574,7 +574,7 @@ def compress(
     bundle: PathLike,
     out: PathLike,
     *,
-    quant: str = "int4-mlgptq",
+    quant: str = "int4-gptq",
     tasks: PathLike = BUILTIN,
     names: list[str] | None = None,
     calib_samples: int = 32,
@@ -594,8 +594,9 @@ def compress(
     Args:
         bundle: the float bundle; with ``add_task``, a bundle this function made before.
         out: the quantized bundle to write.
-        quant: ``int4-mlgptq`` (multi-task GPTQ: per-task Hessians, element-wise max),
-            ``int4-gptq`` (GPTQ on all tasks' data mixed), ``int4-rtn``; ``int8-*`` alike;
+        quant: ``int4-gptq`` (GPTQ on all tasks' calibration data pooled: the default,
+            best measured, see docs/quality.md), ``int4-mlgptq`` (multi-task GPTQ:
+            per-task Hessians, element-wise max), ``int4-rtn``; ``int8-*`` alike;
             ``int4-nncf``/``int8-nncf`` (NNCF weight compression, data-free),
             ``int4-nncf-awq`` (NNCF with AWQ and scale estimation).
         tasks: the suite (YAML or ``"builtin"``) whose train data calibrates.

@@ -198,9 +198,9 @@ def generate_cmd(
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
 @click.option(
     "--quant",
-    default="int4-mlgptq",
+    default="int4-gptq",
     show_default=True,
-    help="int4|int8 + -mlgptq (multi-task GPTQ), -gptq (mixed data), -rtn, -nncf.",
+    help="int4|int8 + -gptq (all tasks' data pooled), -mlgptq (multi-task, max), -rtn, -nncf.",
 )
 @click.option(
     "--lora", type=click.Choice(["separate", "merged"]), default="separate", show_default=True

@@ -51,8 +51,14 @@ def full(
 ) -> Bundle:
     SUITE[:] = [tiny_suite]
     out = tmp_path_factory.mktemp("q") / "full.tllm"
-    bundle, _ = compress(tiny_llama_bundle, out, names=TASKS, calib_samples=8)
+    bundle, _ = compress(tiny_llama_bundle, out, quant="int4-mlgptq", names=TASKS, calib_samples=8)
     return bundle
+
+
+def test_default_is_pooled_gptq(tiny_llama_bundle: Path, tmp_path: Path) -> None:
+    bundle, _ = compress(tiny_llama_bundle, tmp_path / "d.tllm", names=TASKS[:1], calib_samples=4)
+    spec = bundle.quant_spec()
+    assert spec is not None and spec.method == "gptq" and spec.bits == 4
 
 
 def test_quantized_bundle_loads_dequantized_and_exports_packed_weights(
@@ -88,7 +94,10 @@ def test_inspect_counts_logical_parameters(full: Bundle, tiny_llama_bundle: Path
 def test_incremental_equals_full_bit_for_bit(
     tiny_llama_bundle: Path, full: Bundle, tmp_path: Path
 ) -> None:
-    first, _ = compress(tiny_llama_bundle, tmp_path / "two.tllm", names=TASKS[:2], calib_samples=8)
+    first, _ = compress(
+        tiny_llama_bundle, tmp_path / "two.tllm", quant="int4-mlgptq", names=TASKS[:2],
+        calib_samples=8,
+    )  # fmt: skip
     added, report = compress(first.path, tmp_path / "three.tllm", add_task=TASKS[2])
     assert report.calibrated == [TASKS[2]] and sorted(report.reused) == sorted(TASKS[:2])
     a, b = load_file(str(added.weights_path)), load_file(str(full.weights_path))
