@@ -136,12 +136,16 @@ def check_adapter_shapes(
 def from_peft_state_dict(
     state: Mapping[str, Any], rank: int, alpha: float, targets: Sequence[str]
 ) -> LoraAdapter:
-    """Build an adapter from ``peft.get_peft_model_state_dict`` output (torch or numpy)."""
+    """Build an adapter from ``peft.get_peft_model_state_dict`` output (torch or numpy).
+
+    The tensors are copies: peft's state dict aliases the live parameters, so a snapshot
+    taken mid-training (the curriculum's best step) must not follow later updates.
+    """
     tensors: dict[str, np.ndarray] = {}
     for key, value in state.items():
         name = key.removeprefix(PEFT_PREFIX)
         array = value.detach().float().cpu().numpy() if hasattr(value, "detach") else value
-        tensors[name] = np.asarray(array, dtype=np.float32)
+        tensors[name] = np.array(array, dtype=np.float32, copy=True)
     return LoraAdapter(rank=rank, alpha=float(alpha), targets=tuple(targets), tensors=tensors)
 
 

@@ -71,6 +71,24 @@ def test_peft_adapter_round_trips_and_merge_matches_peft(
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+def test_peft_snapshot_does_not_follow_later_training(tiny_llama_bundle: Path) -> None:
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    bundle = tinyllm.open_bundle(tiny_llama_bundle)
+    peft_model = get_peft_model(
+        tinyllm.load_torch_model(bundle).model,
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False),
+    )
+    snapshot = from_peft_state_dict(get_peft_model_state_dict(peft_model), 4, 8, ("q_proj",))
+    before = {k: v.copy() for k, v in snapshot.tensors.items()}
+    with torch.no_grad():
+        for p in peft_model.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    for name, value in snapshot.tensors.items():
+        np.testing.assert_array_equal(value, before[name])
+
+
 def test_bundle_rejects_adapter_of_wrong_rank(tiny_llama_bundle: Path, tmp_path: Path) -> None:
     bundle = tinyllm.open_bundle(tiny_llama_bundle)
     adapter = random_adapter(bundle.config, 4, ("q_proj",), 0)
