@@ -257,17 +257,9 @@ class Engine(TaskService):
         with self._lock:
             if task not in self._slot_of:
                 if self._slots is None:
-                    info = self.info
-                    self._slots = AdapterSlots(
-                        self.bundle.config,
-                        info.lora_slots,
-                        info.lora_rank,
-                        info.lora_targets,
-                        info.float_dtype,
-                    )
+                    self._slots = self._new_slots()
+                    self._slots.bind(self.session)
                 self._slot_of[task] = self._slots.fill(task, self.bundle.adapter(task))
-                self.session.set_lora(self._slots.tensors)
-                self._slots.tensors = self.session.lora  # bound arrays: later fills reach them
             return self._slot_of[task]
 
     def _steps(

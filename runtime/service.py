@@ -176,6 +176,13 @@ class TaskService:
                 self._server = self._make_server()
             return self._server
 
+    def _new_slots(self) -> AdapterSlots:
+        """Empty adapter slots shaped like this engine's LoRA inputs."""
+        info = self.info
+        return AdapterSlots(
+            self.bundle.config, info.lora_slots, info.lora_rank, info.lora_targets, info.float_dtype
+        )
+
     def _make_server(self) -> Server:
         info = self.info
         if info.flavour != "ort":
@@ -190,9 +197,7 @@ class TaskService:
             self.max_batch,
             self.session.pad_id,
         )
-        slots = AdapterSlots(
-            self.bundle.config, info.lora_slots, info.lora_rank, info.lora_targets, info.float_dtype
-        )
+        slots = self._new_slots()
         router = Router(self.tokenizer, self.serving.constrain)
         separate = self.bundle.manifest.lora_mode != "merged"
         for name, spec in self.bundle.task_specs().items():

@@ -92,9 +92,7 @@ class Server:
         self.slots = slots
         self.stop_ids = stop_ids
         self.scheduler = Scheduler(options.scheduler)
-        if slots.tensors:
-            session.set_lora(slots.tensors)
-            slots.tensors = session.lora  # the bound arrays: slot writes reach the model
+        slots.bind(session)
         self.live: dict[int, _Live] = {}
         self.ids = itertools.count()
         self.cond = threading.Condition()

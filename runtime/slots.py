@@ -7,11 +7,16 @@ A removed task's slot is reused only after its last in-flight request finished.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tinyllm.adapters import LoraAdapter, stack_adapters
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tinyllm.runtime.session import DecoderSession
 
 
 class AdapterSlots:
@@ -36,6 +41,12 @@ class AdapterSlots:
         self.owner: list[str | None] = ["<base>"] + [None] * max(slots - 1, 0)
         self.in_use = [0] * max(slots, 1)
         self.retired: set[int] = set()
+
+    def bind(self, session: DecoderSession) -> None:
+        """Bind the stacked tensors to ``session``; later fills write into the bound arrays."""
+        if self.tensors:
+            session.set_lora(self.tensors)
+            self.tensors = session.lora
 
     @property
     def count(self) -> int:
