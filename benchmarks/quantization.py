@@ -1,8 +1,9 @@
 """Quantization quality and incremental timing on the multi-task suite.
 
 For a float bundle (default SmolLM2-135M), in one run:
-1. int4 RTN, GPTQ on mixed data and multi-task GPTQ (per-task Hessians, element-wise max),
-   all with the same calibration samples per task; each task's relative output error
+1. int4 RTN, GPTQ on mixed data, multi-task GPTQ (per-task Hessians, element-wise max) and
+   NNCF (data-free, and with AWQ + scale estimation), all with the same calibration
+   samples per task; each task's relative output error
    ``||(Q - W) X_t||² / ||W X_t||²`` (mean over the 210 linears, on the task's
    calibration inputs) for every method;
 2. the task metric of the float model and of each int4 bundle (exported ONNX engine,
@@ -27,32 +28,7 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("rtn", "gptq", "mlgptq")
-
-
-def task_errors_of(bundle: Any, source: Any, hessian_bundle: Any) -> dict[str, float]:
-    """Per-task output error of ``bundle``'s weights, with the Hessians cached in another."""
-    import torch
-
-    from tinyllm.compress.gptq import output_error
-    from tinyllm.compress.hessian import HESSIAN_DIR, TaskHessians, site_key
-    from tinyllm.compress.mlgptq import linear_weights
-    from tinyllm.models import dequantized_weights
-
-    base, quant = dequantized_weights(source), dequantized_weights(bundle)
-    out = {}
-    for path in sorted((hessian_bundle.path / HESSIAN_DIR).glob("*.safetensors")):
-        th = TaskHessians.load(path)
-        errs = [
-            output_error(
-                torch.from_numpy(base[n]),
-                torch.from_numpy(quant[n]),
-                th.hessians[site_key(layer, kind)],
-            )
-            for layer, kind, n in linear_weights(source.config)
-        ]
-        out[th.task] = float(np.mean(errs))
-    return out
+METHODS = ("rtn", "gptq", "mlgptq", "nncf", "nncf-awq")
 
 
 def evaluate(bundle: Path, names: list[str], limit: int, few_shot: int) -> dict[str, float]:
@@ -87,21 +63,22 @@ def quantize_from_cache(
         args.calib_samples,
         cached={n: cache[n] for n in names},
     )
+    awq = method == "nncf-awq"
     outcome = quantize_bundle(
         api.open_bundle(args.source),
         out / f"{method}.tllm",
         suite,
-        QuantSettings(method, 4, 32),
+        QuantSettings(method.removesuffix("-awq"), 4, 32, awq=awq),
         cal,
         overwrite=True,
         progress=False,
     )
     assert not outcome.calibrated  # nothing re-calibrated: the cache matched
-    return outcome.bundle
+    return outcome
 
 
 def quantize_all(args: argparse.Namespace, out: Path, names: list[str]) -> dict[str, Any]:
-    """Step 1: the full multi-task run (timed), then RTN and mixed GPTQ on its Hessians."""
+    """Step 1: the full multi-task run (timed), then the other methods on its Hessians."""
     from tinyllm import api
 
     start = time.perf_counter()
@@ -116,12 +93,19 @@ def quantize_all(args: argparse.Namespace, out: Path, names: list[str]) -> dict[
     )
     runs = {"mlgptq": {"bundle": full, "seconds": time.perf_counter() - start}}
     runs["mlgptq"]["report"] = report.to_dict()
+    runs["mlgptq"]["errors"] = report.task_errors
     print(f"mlgptq (full, 6 tasks): {runs['mlgptq']['seconds']:.0f}s", flush=True)
     cache = cached_hessians(full)
-    for method in ("rtn", "gptq"):
+    for method in METHODS:
+        if method == "mlgptq":
+            continue
         start = time.perf_counter()
-        bundle = quantize_from_cache(args, out, method, names, cache)
-        runs[method] = {"bundle": bundle, "seconds": time.perf_counter() - start}
+        outcome = quantize_from_cache(args, out, method, names, cache)
+        runs[method] = {
+            "bundle": outcome.bundle,
+            "seconds": time.perf_counter() - start,
+            "errors": outcome.task_errors,
+        }
         print(f"{method} (Hessians reused): {runs[method]['seconds']:.0f}s", flush=True)
     return runs
 
@@ -132,7 +116,8 @@ def incremental(args: argparse.Namespace, out: Path, names: list[str], full: Any
 
     from tinyllm import api
 
-    first = quantize_from_cache(args, out / "five", "mlgptq", names[:-1], cached_hessians(full))
+    cache = cached_hessians(full)
+    first = quantize_from_cache(args, out / "five", "mlgptq", names[:-1], cache).bundle
     start = time.perf_counter()
     added, report = api.compress(
         first.path, out / "added.tllm", add_task=names[-1], overwrite=True, progress=False
@@ -195,11 +180,11 @@ def main() -> None:
     if args.eval_only:
         print(json.dumps(evaluate_all(args, out, eval_names), indent=2))
         return
-    source = api.open_bundle(args.source)
     runs = quantize_all(args, out, names)
     inc = incremental(args, out, names, runs["mlgptq"]["bundle"])
-    hess = runs["mlgptq"]["bundle"]
-    errors = {m: task_errors_of(r["bundle"], source, hess) for m, r in runs.items()}
+    # Each method's report: ||(Q - W) X_t||² / ||W X_t||² on the same cached Hessians
+    # (AWQ's weights mapped back to the float space first).
+    errors = {m: r["errors"] for m, r in runs.items()}
     partial = {
         "seconds": {m: r["seconds"] for m, r in runs.items()},
         "incremental": inc,

@@ -8,14 +8,25 @@ which represents it exactly). ``awq=True`` adds AWQ and scale estimation (int4 o
 with calibration data). NNCF leaves each weight as packed codes plus a decompressor
 module holding scale and zero point; those are read back here and repacked into the
 MatMulNBits layout, so both backends are exported and evaluated the same way.
+
+AWQ on a Llama/Qwen2 MLP moves a per-channel scale ``s`` between ``up_proj`` (its output
+rows divided by ``s``) and ``down_proj`` (its input columns multiplied by ``s``): the
+quantized base computes the same function, but a LoRA adapter kept separate no longer
+matches it. :func:`awq_scales` recovers ``s`` from the float and the compressed weights
+and :func:`rescale_adapter` moves each adapter into the scaled space, so separate
+adapters keep working over an AWQ base (``tinyllm.compress.quantize`` does both).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
+from tinyllm.adapters import LoraAdapter, module_name
 from tinyllm.compress.gptq import QuantResult, check_quant_args, pack_result
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError, missing_dependency
@@ -142,3 +153,61 @@ def _to_packed(
     z = zeros.repeat_interleave(group_size, dim=1)
     packed = pack_result(codes, scales, zeros, bits, group_size, symmetric)
     return QuantResult(packed, (codes - z) * s)
+
+
+def awq_scales(
+    before: Mapping[str, torch.Tensor], results: Mapping[str, QuantResult], config: ModelConfig
+) -> dict[int, torch.Tensor]:
+    """Per layer, the scale ``s`` [intermediate] that AWQ moved from ``up_proj`` to ``down_proj``.
+
+    Least squares per channel on both sides (``down_proj`` column ``≈ s·W[:, i]``,
+    ``up_proj`` row ``≈ W[i]/s``), combined by their geometric mean; the quantization
+    noise averages out over the channel's ``hidden_size`` weights. Where AWQ left a
+    layer alone the estimate is 1 up to that noise.
+
+    Args:
+        before: the float weights NNCF started from.
+        results: NNCF's compressed weights in our packing (:func:`nncf_quantize`).
+        config: the model config.
+    """
+    out = {}
+    for layer in range(config.num_hidden_layers):
+        down, up = (f"{module_name(layer, k)}.weight" for k in ("down_proj", "up_proj"))
+        wd, qd = before[down].float(), results[down].dequantized.float()
+        wu, qu = before[up].float(), results[up].dequantized.float()
+        s_down = (qd * wd).sum(0) / (wd * wd).sum(0).clamp_min(1e-12)
+        inv_up = (qu * wu).sum(1) / (wu * wu).sum(1).clamp_min(1e-12)
+        ratio = s_down / inv_up
+        if bool((ratio <= 0).any()):
+            raise ConfigError(f"layer {layer}: NNCF's AWQ scales could not be recovered")
+        out[layer] = ratio.sqrt()
+    return out
+
+
+def rescale_adapter(adapter: LoraAdapter, scales: Mapping[int, torch.Tensor]) -> LoraAdapter:
+    """``adapter`` moved into AWQ's scaled space: ``up_proj``'s B rows divided by ``s``,
+    ``down_proj``'s A columns multiplied by ``s`` (other projections unchanged)."""
+    tensors = dict(adapter.tensors)
+    for layer, s in scales.items():
+        scale = s.numpy().astype(np.float32)
+        if "up_proj" in adapter.targets:
+            key = f"{module_name(layer, 'up_proj')}.lora_B.weight"
+            tensors[key] = (tensors[key] / scale[:, None]).astype(tensors[key].dtype)
+        if "down_proj" in adapter.targets:
+            key = f"{module_name(layer, 'down_proj')}.lora_A.weight"
+            tensors[key] = (tensors[key] * scale[None, :]).astype(tensors[key].dtype)
+    return dataclasses.replace(adapter, tensors=tensors)
+
+
+def unscale_results(
+    results: Mapping[str, QuantResult], scales: Mapping[int, torch.Tensor]
+) -> dict[str, QuantResult]:
+    """The compressed weights mapped back to the float model's space (``up_proj`` rows
+    times ``s``, ``down_proj`` columns divided by ``s``): the same MLP function, so the
+    output error ``||(Q - W) X||²`` against the float weights applies to AWQ too."""
+    out = dict(results)
+    for layer, s in scales.items():
+        up, down = (f"{module_name(layer, k)}.weight" for k in ("up_proj", "down_proj"))
+        out[up] = QuantResult(results[up].packed, results[up].dequantized * s[:, None])
+        out[down] = QuantResult(results[down].packed, results[down].dequantized / s[None, :])
+    return out

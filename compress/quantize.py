@@ -180,19 +180,23 @@ def quantize_bundle(
     model, start = loaded.model, time.perf_counter()
     task_h: dict[str, TaskHessians] = {}
     computed: list[str] = []
-    if settings.method != "rtn":
+    if settings.method != "rtn" or cal.cached:  # RTN: cached Hessians give its error report
         task_h, computed = calibrate(model, loaded.tokenizer, source, suite, cal, lora, progress)
     seconds_cal = time.perf_counter() - start
     if fold is not None:
         AdapterApplied(model, source.config, fold[1]).__enter__()  # merged: fold for good
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start = time.perf_counter()
+    rescaled: dict[str, LoraAdapter] = {}
+    errors_of = None
     if settings.method == "nncf":
         results = nncf_results(model, loaded.tokenizer, source, suite, settings, cal)
-        # AWQ folds its input scales into the RMSNorm weights: keep NNCF's float tensors
-        # (its compressed embedding is uint8 there: the float one stays).
+        # Keep any float tensor NNCF changed (its compressed embedding is uint8 there: the
+        # float one stays).
         after = model.state_dict()
         weights = {k: after[k] if after[k].is_floating_point() else v for k, v in weights.items()}
+        if settings.awq:
+            rescaled, errors_of = awq_adapters(source, weights, results, fold)
     else:
         total = 7 * source.config.num_hidden_layers
         with tqdm(total=total, desc="quantize", disable=not progress) as bar:
@@ -200,12 +204,8 @@ def quantize_bundle(
                 weights, source.config, settings, task_h, lambda _: bar.update()
             )
     seconds_q = time.perf_counter() - start
-    # AWQ rescales each linear's inputs, so ||(Q - W) X||² with the float model's X and W
-    # does not measure its error: no per-task errors for it.
-    errors = (
-        {}
-        if settings.awq
-        else task_errors(weights, source.config, results, task_h, target_id(source, fold))
+    errors = task_errors(
+        weights, source.config, errors_of or results, task_h, target_id(source, fold)
     )
     spec = QuantSpec(
         method=settings.method + ("-awq" if settings.awq else ""),
@@ -227,7 +227,9 @@ def quantize_bundle(
     )
     packed = {name: r.packed for name, r in results.items()}
     folded = fold[0] if fold else None
-    bundle = write_quantized(source, out, weights, packed, spec, task_h, cal, folded, overwrite)
+    bundle = write_quantized(
+        source, out, weights, packed, spec, task_h, cal, folded, overwrite, rescaled
+    )
     return QuantOutcome(
         bundle, errors, computed, sorted(set(task_h) - set(computed)), seconds_cal, seconds_q
     )
@@ -262,6 +264,26 @@ def nncf_results(
     )
 
 
+def awq_adapters(
+    source: Bundle,
+    weights: Mapping[str, torch.Tensor],
+    results: Mapping[str, Any],
+    fold: tuple[str, LoraAdapter] | None,
+) -> tuple[dict[str, LoraAdapter], dict[str, Any]]:
+    """After NNCF's AWQ: the separate adapters moved into its scaled space, and the
+    compressed weights mapped back to the float space for the per-task error report."""
+    from tinyllm.compress.nncf_backend import awq_scales, rescale_adapter, unscale_results
+
+    scales = awq_scales(weights, results, source.config)
+    folded = fold[0] if fold else None
+    rescaled = {
+        t: rescale_adapter(source.adapter(t), scales)
+        for t in source.manifest.adapters
+        if t != folded
+    }
+    return rescaled, unscale_results(results, scales)
+
+
 def write_quantized(
     source: Bundle,
     out: str | os.PathLike[str],
@@ -272,12 +294,19 @@ def write_quantized(
     cal: Calibration,
     folded: str | None,
     overwrite: bool,
+    rescaled: Mapping[str, LoraAdapter] | None = None,
 ) -> Bundle:
-    """Write the quantized bundle: packed + float tensors, Hessian cache, manifest."""
+    """Write the quantized bundle: packed + float tensors, Hessian cache, manifest.
+
+    ``rescaled`` adapters (AWQ's scaled space) replace the source's files of those tasks.
+    """
     man = source.manifest
     adapters = {t: a for t, a in man.adapters.items() if t != folded}
-    keep = {a.file for a in adapters.values()}
+    rescaled = rescaled or {}
+    keep = {a.file for t, a in adapters.items() if t not in rescaled}
     with BundleWriter(out, overwrite=overwrite) as writer:
+        for task, adapter in rescaled.items():
+            writer.save_tensors(adapters[task].file, adapter.tensors)
         for file in man.files:
             if file.startswith("adapters/") and file not in keep:
                 continue
