@@ -1,8 +1,9 @@
 """Quantization quality and incremental timing on the multi-task suite.
 
 For a float bundle (default SmolLM2-135M), in one run:
-1. int4 RTN, GPTQ on mixed data, multi-task GPTQ (per-task Hessians, element-wise max) and
-   NNCF (data-free, and with AWQ + scale estimation), all with the same calibration
+1. int4 RTN, GPTQ on mixed data, multi-task GPTQ (per-task Hessians, element-wise max;
+   and ``mlgptq-bal``, every task's Hessian weighted equally) and NNCF (data-free, and
+   with AWQ + scale estimation), all with the same calibration
    samples per task; each task's relative output error
    ``||(Q - W) X_t||² / ||W X_t||²`` (mean over the 210 linears, on the task's
    calibration inputs) for every method;
@@ -28,7 +29,16 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("rtn", "gptq", "mlgptq", "nncf", "nncf-awq")
+# Column name -> QuantSettings fields (int4, group 32).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "rtn": {"method": "rtn"},
+    "gptq": {"method": "gptq"},
+    "mlgptq": {"method": "mlgptq"},
+    "mlgptq-bal": {"method": "mlgptq", "aggregation": "balanced"},
+    "nncf": {"method": "nncf"},
+    "nncf-awq": {"method": "nncf", "awq": True},
+}
+METHODS = tuple(SETTINGS)
 
 
 def evaluate(bundle: Path, names: list[str], limit: int, few_shot: int) -> dict[str, float]:
@@ -63,12 +73,11 @@ def quantize_from_cache(
         args.calib_samples,
         cached={n: cache[n] for n in names},
     )
-    awq = method == "nncf-awq"
     outcome = quantize_bundle(
         api.open_bundle(args.source),
         out / f"{method}.tllm",
         suite,
-        QuantSettings(method.removesuffix("-awq"), 4, 32, awq=awq),
+        QuantSettings(bits=4, group_size=32, **SETTINGS[method]),
         cal,
         overwrite=True,
         progress=False,
@@ -208,16 +217,16 @@ def summarize(
 ) -> dict[str, Any]:
     """Print the tables; return the JSON record."""
     print(f"\nper-task relative output error (calibration inputs, {args.calib_samples}/task)")
-    print(f"{'task':<12}" + "".join(f"{m:>10}" for m in METHODS))
+    print(f"{'task':<12}" + "".join(f"{m:>11}" for m in METHODS))
     for t in errors["mlgptq"]:
-        print(f"{t:<12}" + "".join(f"{errors[m][t]:>10.2e}" for m in METHODS))
+        print(f"{t:<12}" + "".join(f"{errors[m][t]:>11.2e}" for m in METHODS))
     drops: dict[str, float] = {}
     if "fp32" in metrics:
         cols = [c for c in ("fp32", *METHODS) if c in metrics]
         print(f"\nmetric ({args.few_shot}-shot, first {args.limit} test examples, engine)")
-        print(f"{'task':<12}" + "".join(f"{c:>10}" for c in cols))
+        print(f"{'task':<12}" + "".join(f"{c:>11}" for c in cols))
         for t in names:
-            print(f"{t:<12}" + "".join(f"{metrics[c][t]:>10.3f}" for c in cols))
+            print(f"{t:<12}" + "".join(f"{metrics[c][t]:>11.3f}" for c in cols))
         for m in cols[1:]:
             rel = [
                 (metrics["fp32"][t] - metrics[m][t]) / metrics["fp32"][t]

@@ -233,9 +233,15 @@ class AdapterApplied:
         self.saved = {}
 
 
+AGGREGATIONS = ("max", "mixed", "balanced")
+
+
 def aggregate(hessians: Mapping[str, TaskHessians], how: str) -> dict[str, torch.Tensor]:
-    """Combine per-task Hessians: ``max`` (element-wise, multi-task GPTQ) or ``mixed``
-    (token-weighted mean: exactly the Hessian of all tasks' data pooled together)."""
+    """Combine per-task Hessians: ``max`` (element-wise, multi-task GPTQ), ``mixed``
+    (token-weighted mean: exactly the Hessian of all tasks' data pooled together) or
+    ``balanced`` (every task weighted equally whatever its token count: ``Σ_t H_t / T``,
+    positive semi-definite and, up to the factor ``T``, above every ``H_t`` in the
+    Loewner order: each task keeps at least its own weight on every input direction)."""
     if not hessians:
         raise ConfigError("no task Hessians to aggregate: calibrate at least one task")
     tasks = [hessians[t] for t in sorted(hessians)]
@@ -247,4 +253,6 @@ def aggregate(hessians: Mapping[str, TaskHessians], how: str) -> dict[str, torch
         return {
             k: (sum(t.hessians[k].double() * t.tokens for t in tasks) / total).float() for k in keys
         }
-    raise ConfigError(f"unknown Hessian aggregation {how!r}; use 'max' or 'mixed'")
+    if how == "balanced":
+        return {k: (sum(t.hessians[k].double() for t in tasks) / len(tasks)).float() for k in keys}
+    raise ConfigError(f"unknown Hessian aggregation {how!r}; use one of {AGGREGATIONS}")

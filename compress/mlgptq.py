@@ -36,13 +36,12 @@ from tinyllm.compress.gptq import (
     quadratic_energy,
     rtn_quantize,
 )
-from tinyllm.compress.hessian import SITES, TaskHessians, aggregate, site_key
+from tinyllm.compress.hessian import AGGREGATIONS, SITES, TaskHessians, aggregate, site_key
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
 from tinyllm.quantformat import PackedWeight
 
 METHODS = ("rtn", "gptq", "mlgptq", "nncf")
-AGGREGATION = {"gptq": "mixed", "mlgptq": "max"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,8 @@ class QuantSettings:
     """How to quantize: method (rtn | gptq | mlgptq | nncf), bits, group size, options.
 
     ``awq`` applies to ``nncf`` only (AWQ + scale estimation on calibration data).
+    ``aggregation`` overrides how multi-task GPTQ combines the per-task Hessians
+    (:func:`tinyllm.compress.hessian.aggregate`; default ``max``).
     """
 
     method: str = "mlgptq"
@@ -59,11 +60,21 @@ class QuantSettings:
     act_order: bool = False
     damp: float = 0.01
     awq: bool = False
+    aggregation: str = "max"
 
     def check(self) -> None:
-        """Raise ConfigError on an unknown method."""
+        """Raise ConfigError on an unknown method or aggregation."""
         if self.method not in METHODS:
             raise ConfigError(f"unknown quantization method {self.method!r}; use one of {METHODS}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(
+                f"unknown Hessian aggregation {self.aggregation!r}; use one of {AGGREGATIONS}"
+            )
+
+    @property
+    def hessian_aggregation(self) -> str:
+        """How the per-task Hessians are combined (pooled GPTQ: always the mixed data)."""
+        return "mixed" if self.method == "gptq" else self.aggregation
 
 
 def linear_weights(config: ModelConfig) -> list[tuple[int, str, str]]:
@@ -96,7 +107,7 @@ def quantize_weights(
         raise ConfigError("nncf weights come from tinyllm.compress.nncf_backend.nncf_quantize")
     hessians: dict[str, torch.Tensor] = {}
     if settings.method != "rtn":
-        hessians = aggregate(task_hessians, AGGREGATION[settings.method])
+        hessians = aggregate(task_hessians, settings.hessian_aggregation)
     out: dict[str, QuantResult] = {}
     for layer in range(config.num_hidden_layers):
         for site, kinds in SITES.items():

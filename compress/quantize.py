@@ -223,6 +223,7 @@ def quantize_bundle(
             "source_path": str(source.path.resolve()),
             "source_hash": source.hash,
             "damp": settings.damp,
+            "aggregation": settings.hessian_aggregation,
         },
     )
     packed = {name: r.packed for name, r in results.items()}
