@@ -91,14 +91,24 @@ def test_inspect_counts_logical_parameters(full: Bundle, tiny_llama_bundle: Path
     assert "mlgptq int4, group 32" in after.format()
 
 
-def test_incremental_equals_full_bit_for_bit(
-    tiny_llama_bundle: Path, full: Bundle, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def incremental(
+    tiny_llama_bundle: Path, full: Bundle, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Bundle, Bundle, CompressReport]:
+    """(two-task bundle, the same plus ``--add-task`` of the third, the addition's report)."""
+    tmp = tmp_path_factory.mktemp("inc")
     first, _ = compress(
-        tiny_llama_bundle, tmp_path / "two.tllm", quant="int4-mlgptq", names=TASKS[:2],
+        tiny_llama_bundle, tmp / "two.tllm", quant="int4-mlgptq", names=TASKS[:2],
         calib_samples=8,
     )  # fmt: skip
-    added, report = compress(first.path, tmp_path / "three.tllm", add_task=TASKS[2])
+    added, report = compress(first.path, tmp / "three.tllm", add_task=TASKS[2])
+    return first, added, report
+
+
+def test_incremental_equals_full_bit_for_bit(
+    full: Bundle, incremental: tuple[Bundle, Bundle, CompressReport], tmp_path: Path
+) -> None:
+    first, added, report = incremental
     assert report.calibrated == [TASKS[2]] and sorted(report.reused) == sorted(TASKS[:2])
     a, b = load_file(str(added.weights_path)), load_file(str(full.weights_path))
     assert a.keys() == b.keys()
@@ -106,27 +116,40 @@ def test_incremental_equals_full_bit_for_bit(
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     two = load_file(str(first.weights_path))
     assert any(not np.array_equal(two[k], b[k]) for k in b)  # the third task mattered
-    # The reused tasks' Hessian files are the previous bundle's, linked, not rewritten, and
-    # the new bundle still verifies in full (their hashes carried over are right).
+    with pytest.raises(ConfigError, match="already calibrated"):
+        compress(added.path, tmp_path / "x.tllm", add_task=TASKS[0])
+
+
+def test_incremental_links_the_cached_hessians(
+    incremental: tuple[Bundle, Bundle, CompressReport],
+) -> None:
+    """The reused tasks' Hessian files are the previous bundle's, linked, not rewritten, and
+    the new bundle still verifies in full (their hashes carried over are right)."""
+    first, added, _ = incremental
     for task in TASKS[:2]:
         name = f"stats/hessians/{task}.safetensors"
         assert (added.path / name).samefile(first.path / name)
         assert added.manifest.files[name] == first.manifest.files[name]
     assert Bundle.open(added.path).hashes_checked
-    # The error report's denominators were cached by the first run and reused: the
-    # reported errors equal a fresh computation with nothing cached.
+
+
+def test_incremental_error_report_reuses_cached_denominators(
+    tiny_llama_bundle: Path, incremental: tuple[Bundle, Bundle, CompressReport]
+) -> None:
+    """The error report's denominators were cached by the first run and reused: the
+    reported errors equal a fresh computation with nothing cached."""
+    from tinyllm.compress.gptq import QuantResult
     from tinyllm.compress.hessian import TaskHessians
     from tinyllm.compress.mlgptq import task_errors
     from tinyllm.compress.quantize import target_id
 
+    _, added, report = incremental
     source = Bundle.open(tiny_llama_bundle)
     hess = {t: TaskHessians.load(added.path / f"stats/hessians/{t}.safetensors") for t in TASKS}
     n_linear = 7 * added.config.num_hidden_layers
     assert all(len(h.energies[target_id(source, None)]) == n_linear for h in hess.values())
     weights = api.load_torch_model(tiny_llama_bundle).model.state_dict()
     deq = dequantized_weights(added)
-    from tinyllm.compress.gptq import QuantResult
-
     results = {
         n: QuantResult(None, torch.from_numpy(deq[n]))  # type: ignore[arg-type]
         for n in deq
@@ -136,8 +159,6 @@ def test_incremental_equals_full_bit_for_bit(
     assert fresh.keys() == report.task_errors.keys()
     for t in fresh:
         assert report.task_errors[t] == pytest.approx(fresh[t], rel=1e-6)
-    with pytest.raises(ConfigError, match="already calibrated"):
-        compress(added.path, tmp_path / "x.tllm", add_task=TASKS[0])
 
 
 def with_adapters(src: Path, out: Path, adapters: dict[str, LoraAdapter]) -> Bundle:
