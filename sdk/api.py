@@ -708,6 +708,7 @@ def prune(
     tasks: PathLike = BUILTIN,
     names: list[str] | None = None,
     calib_samples: int = 16,
+    vocab_samples: int = 2000,
     min_vocab: int = 8192,
     heal_steps: int = 60,
     heal_batch_size: int = 2,
@@ -729,6 +730,8 @@ def prune(
         ratio: fraction of the parameters kept, in (0, 1].
         tasks: a suite YAML file, or ``"builtin"``; ``names`` selects tasks.
         calib_samples: train examples per task for the activation statistics.
+        vocab_samples: train conversations per task whose tokens the vocabulary keeps
+            (more keeps more of the words unseen inputs use, at the cost of parameters).
         min_vocab: the vocabulary keeps at least this many tokens (the tokenizer's most
             frequent fill the gap) before MLP width is pruned.
         heal_steps / heal_batch_size / heal_lr: the healing run (0 steps: no healing).
@@ -741,6 +744,7 @@ def prune(
     options = PruneOptions(
         ratio=ratio,
         calib_samples=calib_samples,
+        vocab_samples=vocab_samples,
         min_vocab=min_vocab,
         heal=HealConfig(steps=heal_steps, batch_size=heal_batch_size, lr=heal_lr, seed=seed),
     )

@@ -406,6 +406,13 @@ def data_label_cmd(
 @click.option("--tasks", default="builtin", show_default=True, help="Suite YAML, or 'builtin'.")
 @click.option("--task", "names", multiple=True, help="Calibrate on this task only (repeatable).")
 @click.option("--calib-samples", type=int, default=16, show_default=True, help="Per task.")
+@click.option(
+    "--vocab-samples",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Train conversations per task whose tokens the vocabulary keeps.",
+)
 @click.option("--min-vocab", type=int, default=8192, show_default=True)
 @click.option("--heal-steps", type=int, default=60, show_default=True, help="0: no healing.")
 @click.option("--heal-batch-size", type=int, default=2, show_default=True)
@@ -419,6 +426,7 @@ def prune_cmd(
     tasks: str,
     names: tuple[str, ...],
     calib_samples: int,
+    vocab_samples: int,
     min_vocab: int,
     heal_steps: int,
     heal_batch_size: int,
@@ -435,6 +443,7 @@ def prune_cmd(
         tasks=tasks,
         names=list(names) or None,
         calib_samples=calib_samples,
+        vocab_samples=vocab_samples,
         min_vocab=min_vocab,
         heal_steps=heal_steps,
         heal_batch_size=heal_batch_size,

@@ -177,3 +177,19 @@ def test_separate_adapters_survive_awq(
     )
     assert err_stored < 0.5 * err_original
     assert err_stored < 1.5 * err_rtn
+
+
+def test_data_free_asymmetric_int4_nncf_equals_our_rtn(tiny_llama_bundle: Path) -> None:
+    """Two independent implementations of asymmetric int4 round-to-nearest agree: the same
+    codes and zero points, scales equal up to float rounding."""
+    from tinyllm.compress.gptq import rtn_quantize
+
+    loaded = api.load_torch_model(tiny_llama_bundle)
+    before = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
+    data = [{"input_ids": torch.tensor([[1, 5, 9, 2]]), "attention_mask": torch.ones(1, 4)}]
+    results = nncf_quantize(loaded.model, loaded.config, 4, 32, False, False, data)
+    for name, result in results.items():
+        ours = rtn_quantize(before[name], 4, 32, symmetric=False).packed
+        np.testing.assert_array_equal(result.packed.qweight, ours.qweight, err_msg=name)
+        np.testing.assert_array_equal(result.packed.zero_points, ours.zero_points, err_msg=name)
+        np.testing.assert_allclose(result.packed.scales, ours.scales, rtol=1e-3, err_msg=name)
