@@ -258,3 +258,27 @@ def test_bad_packed_shape_is_rejected(
     reseal(copy)
     with pytest.raises(BundleError, match=r"q_proj\.weight\.scales' has shape"):
         tinyllm.open_bundle(copy)
+
+
+def test_balanced_aggregation_is_recorded_and_added_to_bit_for_bit(
+    tiny_llama_bundle: Path, full: Bundle, tmp_path: Path
+) -> None:
+    from tinyllm.compress.mlgptq import QuantSettings
+    from tinyllm.compress.quantize import Calibration, quantize_bundle
+
+    suite = api.load_tasks(SUITE[0])
+    source = Bundle.open(tiny_llama_bundle)
+    settings = QuantSettings("mlgptq", aggregation="balanced")
+
+    def run(names: list[str], out: str) -> Bundle:
+        cal = Calibration([suite.task(t) for t in names], samples=8)
+        return quantize_bundle(source, tmp_path / out, suite, settings, cal, progress=False).bundle
+
+    three, two = run(TASKS, "three.tllm"), run(TASKS[:2], "two.tllm")
+    spec = two.quant_spec()
+    assert spec is not None and spec.calibration["aggregation"] == "balanced"
+    added, _ = compress(two.path, tmp_path / "added.tllm", add_task=TASKS[2])
+    a, b = load_file(str(added.weights_path)), load_file(str(three.weights_path))
+    assert all(np.array_equal(a[k], b[k]) for k in b)
+    maxed = load_file(str(full.weights_path))  # the same tasks and samples, max aggregation
+    assert any(not np.array_equal(maxed[k], b[k]) for k in b)
