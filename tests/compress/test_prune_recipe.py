@@ -174,3 +174,24 @@ def test_compress_prunes_then_quantizes(
     assert small.config == pruned.config
     assert small.quant_spec() is not None and small.quant_spec().bits == 4  # type: ignore[union-attr]
     assert small.manifest.lineage[0].hash == pruned.manifest.content_hash()
+
+
+def test_vocab_samples_decide_the_kept_vocabulary(
+    tiny_llama_bundle: Path, suite_file: Path, tmp_path: Path
+) -> None:
+    required = []
+    for n in (1, 1000):
+        _, report = api.prune(
+            tiny_llama_bundle,
+            tmp_path / f"v{n}.tllm",
+            0.9,
+            tasks=suite_file,
+            names=["mood", "topic"],
+            calib_samples=2,
+            vocab_samples=n,
+            min_vocab=0,
+            heal_steps=0,
+            progress=False,
+        )
+        required.append(report.required_vocab)
+    assert required[0] < required[1]  # one conversation per task uses fewer tokens
