@@ -86,8 +86,12 @@ def quantize_from_cache(
     return outcome
 
 
-def quantize_all(args: argparse.Namespace, out: Path, names: list[str]) -> dict[str, Any]:
-    """Step 1: the full multi-task run (timed), then the other methods on its Hessians."""
+def quantize_all(
+    args: argparse.Namespace, out: Path, names: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Step 1: the full multi-task run (timed), then the other methods on its Hessians.
+
+    Returns (method -> run, the full run's cached Hessians by task)."""
     from tinyllm import api
 
     start = time.perf_counter()
@@ -116,16 +120,17 @@ def quantize_all(args: argparse.Namespace, out: Path, names: list[str]) -> dict[
             "errors": outcome.task_errors,
         }
         print(f"{method} (Hessians reused): {runs[method]['seconds']:.0f}s", flush=True)
-    return runs
+    return runs, cache
 
 
-def incremental(args: argparse.Namespace, out: Path, names: list[str], full: Any) -> dict[str, Any]:
+def incremental(
+    args: argparse.Namespace, out: Path, names: list[str], full: Any, cache: dict[str, Any]
+) -> dict[str, Any]:
     """Step 3: a 5-task bundle (from cached Hessians), then add the sixth task, timed."""
     from safetensors.numpy import load_file
 
     from tinyllm import api
 
-    cache = cached_hessians(full)
     first = quantize_from_cache(args, out / "five", "mlgptq", names[:-1], cache).bundle
     start = time.perf_counter()
     added, report = api.compress(
@@ -189,8 +194,8 @@ def main() -> None:
     if args.eval_only:
         print(json.dumps(evaluate_all(args, out, eval_names), indent=2))
         return
-    runs = quantize_all(args, out, names)
-    inc = incremental(args, out, names, runs["mlgptq"]["bundle"])
+    runs, cache = quantize_all(args, out, names)
+    inc = incremental(args, out, names, runs["mlgptq"]["bundle"], cache)
     # Each method's report: ||(Q - W) X_t||² / ||W X_t||² on the same cached Hessians
     # (AWQ's weights mapped back to the float space first).
     errors = {m: r["errors"] for m, r in runs.items()}

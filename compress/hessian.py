@@ -248,11 +248,11 @@ def aggregate(hessians: Mapping[str, TaskHessians], how: str) -> dict[str, torch
     keys = tasks[0].hessians.keys()
     if how == "max":
         return {k: torch.stack([t.hessians[k] for t in tasks]).amax(dim=0) for k in keys}
-    if how == "mixed":
-        total = sum(t.tokens for t in tasks)
+    if how in ("mixed", "balanced"):
+        weight = {t.task: t.tokens if how == "mixed" else 1 for t in tasks}
+        total = sum(weight.values())
         return {
-            k: (sum(t.hessians[k].double() * t.tokens for t in tasks) / total).float() for k in keys
+            k: (sum(t.hessians[k].double() * weight[t.task] for t in tasks) / total).float()
+            for k in keys
         }
-    if how == "balanced":
-        return {k: (sum(t.hessians[k].double() for t in tasks) / len(tasks)).float() for k in keys}
     raise ConfigError(f"unknown Hessian aggregation {how!r}; use one of {AGGREGATIONS}")

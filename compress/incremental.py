@@ -55,7 +55,7 @@ def plan_add_task(previous: Bundle, suite: Suite, task: str) -> IncrementalPlan:
         symmetric=spec.symmetric,
         act_order=spec.act_order,
         damp=float(cal["damp"]),
-        aggregation=str(cal.get("aggregation", "max")) if spec.method == "mlgptq" else "max",
+        aggregation=str(cal.get("aggregation", "max")),  # pooled gptq ignores it
     )
     specs = [suite.task(t) for t in [*tasks, task]]
     calibration = Calibration(

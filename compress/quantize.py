@@ -188,7 +188,7 @@ def quantize_bundle(
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start = time.perf_counter()
     rescaled: dict[str, LoraAdapter] = {}
-    errors_of = None
+    error_results: Mapping[str, Any] | None = None  # AWQ: the weights in the float space
     if settings.method == "nncf":
         results = nncf_results(model, loaded.tokenizer, source, suite, settings, cal)
         # Keep any float tensor NNCF changed (its compressed embedding is uint8 there: the
@@ -196,7 +196,7 @@ def quantize_bundle(
         after = model.state_dict()
         weights = {k: after[k] if after[k].is_floating_point() else v for k, v in weights.items()}
         if settings.awq:
-            rescaled, errors_of = awq_adapters(source, weights, results, fold)
+            rescaled, error_results = awq_adapters(source, weights, results, fold)
     else:
         total = 7 * source.config.num_hidden_layers
         with tqdm(total=total, desc="quantize", disable=not progress) as bar:
@@ -205,7 +205,7 @@ def quantize_bundle(
             )
     seconds_q = time.perf_counter() - start
     errors = task_errors(
-        weights, source.config, errors_of or results, task_h, target_id(source, fold)
+        weights, source.config, error_results or results, task_h, target_id(source, fold)
     )
     spec = QuantSpec(
         method=settings.method + ("-awq" if settings.awq else ""),
