@@ -13,7 +13,7 @@ from tinyllm.bundle import Bundle
 from tinyllm.errors import ConfigError
 from tinyllm.quantformat import PackedWeight, quantize_rtn, read_weights
 from tinyllm.runtime.builder import PROJECTIONS, BuildOptions, build_decoder
-from tinyllm.runtime.engine import EngineInfo
+from tinyllm.runtime.engineinfo import EngineInfo
 
 Target = Literal["onnx-cpu", "onnx-cuda", "onnx-standard"]
 TARGETS: dict[str, tuple[str, str]] = {  # target -> (flavour, default precision)

@@ -3,7 +3,10 @@ decoding parameters, stop rule and constraint, and parses the output by the task
 
 The prompt is the conversation :func:`tinyllm.evaluation.conversation` builds (the task's
 instruction as the system turn, its template around the input as the user turn), rendered
-with the bundle's chat template, so serving and evaluation see the same prompt. Outputs
+with the bundle's chat template, so serving and evaluation see the same prompt. An engine
+exported with a task table (:mod:`tinyllm.runtime.tasktable`) has that rendering done once:
+the router puts the input between the table's text, and reads the label sequences and the
+prefix every prompt of the task starts with from it. Outputs
 are parsed and checked with :mod:`tinyllm.verifiers`: an invalid output comes back with
 ``valid=False``, ``value=None`` and the reason, never passed on as if it were fine.
 """
@@ -16,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from tinyllm.errors import UnknownTaskError
+from tinyllm.errors import ConfigError, UnknownTaskError
 from tinyllm.evaluation import conversation
 from tinyllm.runtime.sampling import GenerationConfig
+from tinyllm.runtime.tasktable import TaskEntry, TaskTable, build_entry, common_prefix
 from tinyllm.runtime.tokenizer import ChatTokenizer
-from tinyllm.tasks import TaskSpec
+from tinyllm.tasks import Example, TaskSpec
 from tinyllm.verifiers import answer_text, parse_json_output, verify
 
 
@@ -42,6 +46,7 @@ class TaskOutput:
     ttft_s: float
     latency_s: float
     finish_reason: str
+    token_ids: tuple[int, ...] = ()
 
 
 class LabelTrie:
@@ -89,7 +94,8 @@ class Route:
     """How to serve one request: prompt tokens, adapter slot, decoding, stop and parsing.
 
     ``trie`` constrains a label task to its labels; ``json`` keeps a JSON task's output
-    valid JSON syntax (see :mod:`tinyllm.runtime.constraints`).
+    valid JSON syntax (see :mod:`tinyllm.runtime.constraints`). The first ``prefix_len``
+    prompt tokens are the task's fixed prefix (the prefix cache may hold their KV).
     """
 
     task: TaskSpec | None
@@ -99,6 +105,7 @@ class Route:
     first_line: bool
     trie: LabelTrie | None
     json: bool = False
+    prefix_len: int = 0
 
     def parse(self, text: str) -> tuple[Any, bool, str | None]:
         """(value, valid, error) of a generated text."""
@@ -127,11 +134,15 @@ def parse_output(task: TaskSpec, raw: str) -> tuple[Any, bool, str | None]:
 class Router:
     """Maps task names to routes; tasks and their adapter slots change while serving."""
 
-    def __init__(self, tokenizer: ChatTokenizer, constrain: bool = True) -> None:
+    def __init__(
+        self, tokenizer: ChatTokenizer, constrain: bool = True, table: TaskTable | None = None
+    ) -> None:
         self.tokenizer = tokenizer
         self.constrain = constrain
+        self.table = table
         self.tasks: dict[str, TaskSpec] = {}
         self.slots: dict[str, int] = {}
+        self._entries: dict[str, TaskEntry] = {}
         self._tries: dict[str, LabelTrie] = {}
         self._texts: dict[int, str] = {}
 
@@ -140,12 +151,17 @@ class Router:
         self.tasks[spec.name] = spec
         self.slots[spec.name] = slot
         self._tries.pop(spec.name, None)
+        entry = self.table.entry(spec) if self.table is not None else None
+        if entry is None:  # a task added after export: render it here, once
+            entry = build_entry(spec, self.tokenizer, slot, None)
+        self._entries[spec.name] = entry
 
     def remove(self, name: str) -> int:
         """Stop serving a task; returns its adapter slot."""
         self.spec(name)
         del self.tasks[name]
         self._tries.pop(name, None)
+        self._entries.pop(name, None)
         return self.slots.pop(name)
 
     def spec(self, name: str) -> TaskSpec:
@@ -156,29 +172,53 @@ class Router:
         return self.tasks[name]
 
     def route(
-        self, name: str, text: str, max_new_tokens: int | None, temperature: float | None
+        self,
+        name: str,
+        text: str,
+        max_new_tokens: int | None,
+        temperature: float | None,
+        shots: list[Example] | None = None,
     ) -> Route:
-        """The route of one request for task ``name`` with input ``text``."""
+        """The route of one request for task ``name`` with input ``text`` (``shots``:
+        worked examples put before the input, as evaluation's few-shot prompts)."""
         spec = self.spec(name)
         slot = self.slots.get(name)
         if slot is None:
             raise UnknownTaskError(f"task {name!r} was removed")
-        messages = conversation(spec, text, [])
-        prompt = self.tokenizer.encode(self.tokenizer.apply_chat_template(messages))
+        _check_text(text, "the input")
+        entry = self._entries[name]
+        if entry.exact and not shots:
+            prompt_text = entry.render(text)
+        else:
+            messages = conversation(spec, text, list(shots or []))
+            prompt_text = self.tokenizer.apply_chat_template(messages)
+        prompt = self.tokenizer.encode(prompt_text)
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or spec.output.max_new_tokens,
             temperature=temperature or 0.0,
         )
-        trie = self._trie(spec) if spec.output.kind == "label" and self.constrain else None
         kind = spec.output.kind
+        trie = self._trie(entry) if kind == "label" and self.constrain else None
         return Route(
-            spec, prompt, slot, config, kind != "json", trie, kind == "json" and self.constrain
+            spec,
+            prompt,
+            slot,
+            config,
+            kind != "json",
+            trie,
+            kind == "json" and self.constrain,
+            common_prefix(prompt, entry.prefix_ids),
         )
 
     def raw(self, prompt: str | list[dict[str, str]], config: GenerationConfig) -> Route:
         """A route without a task: the base model (slot 0) on a plain prompt or messages."""
         text = prompt if isinstance(prompt, str) else self.tokenizer.apply_chat_template(prompt)
-        return Route(None, self.tokenizer.encode(text), 0, config, False, None)
+        _check_text(text, "the prompt")
+        return self.raw_ids(self.tokenizer.encode(text), config, 0)
+
+    def raw_ids(self, ids: list[int], config: GenerationConfig, slot: int) -> Route:
+        """A route without a task over token ids, with adapter ``slot`` (0: base model)."""
+        return Route(None, ids, slot, config, False, None)
 
     def token_text(self, token: int) -> str:
         """The text of one token (empty for special tokens), cached."""
@@ -187,8 +227,19 @@ class Router:
             text = self._texts[token] = self.tokenizer.decode([token])
         return text
 
-    def _trie(self, spec: TaskSpec) -> LabelTrie:
-        if spec.name not in self._tries:
-            sequences = [self.tokenizer.encode(label) for label in spec.output.labels]
-            self._tries[spec.name] = LabelTrie(sequences, self.tokenizer.eos_token_id)
-        return self._tries[spec.name]
+    def _trie(self, entry: TaskEntry) -> LabelTrie:
+        if entry.name not in self._tries:
+            self._tries[entry.name] = LabelTrie(entry.label_ids, self.tokenizer.eos_token_id)
+        return self._tries[entry.name]
+
+
+def _check_text(text: str, what: str) -> None:
+    """Reject text that is not valid Unicode (a lone surrogate cannot be UTF-8)."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{what} must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ConfigError(
+            f"{what} is not valid Unicode ({e.reason} at character {e.start}); send UTF-8 text"
+        ) from None

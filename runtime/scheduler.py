@@ -12,7 +12,10 @@ output length plus a small cost per prompt token) minus an aging credit per seco
 waited, so short work goes first and nothing starves; at most ``max_tasks_per_step``
 distinct tasks run in one step; prompts of similar length are prefilled together in
 contiguous rows; a prompt longer than ``chunk_size`` is prefilled alone, one chunk per
-step, so running decodes keep going. Policy ``fifo``: static batches in arrival order
+step, so running decodes keep going. A request whose prompt starts with a cached prefix
+(``Request.cached`` tokens, see :mod:`tinyllm.runtime.prefixcache`) is prefilled alone
+from there: ONNX Runtime's CPU attention continues a prompt after past tokens only for
+one row. Policy ``fifo``: static batches in arrival order
 (the baseline the serving benchmark compares against).
 """
 
@@ -82,6 +85,7 @@ class Request:
     generated: int = 0
     row: int | None = None
     cancelled: bool = False
+    cached: int = 0
 
     @property
     def running(self) -> bool:
@@ -96,7 +100,7 @@ class Request:
     def remaining_work(self, prompt_weight: float) -> float:
         """Predicted work left: output tokens still to come plus weighted prompt tokens."""
         out = max(self.predicted_out - self.generated, 1.0)
-        return out + prompt_weight * (self.prompt_len - self.prefilled)
+        return out + prompt_weight * (self.prompt_len - max(self.prefilled, self.cached))
 
 
 @dataclass(frozen=True)
@@ -277,11 +281,27 @@ class Scheduler:
                 end = min(r.prefilled + self.config.chunk_size, r.prompt_len)
                 groups.append([PrefillRow(r.id, r.row or 0, r.prefilled, end)])
                 budget -= end - r.prefilled
-        group = self._new_group(admitted, budget)
+        cached = self._admit_cached(admitted, budget)
+        groups += cached
+        budget -= sum(g[0].end - g[0].start for g in cached)
+        group = self._new_group([r for r in admitted if not r.cached], budget)
         if group:
             groups.append(group)
         decode = [r.id for r in self.running if r.decoding and r.task in tasks]
         return StepPlan(prefill=groups, decode=decode)
+
+    def _admit_cached(self, admitted: list[Request], budget: int) -> list[list[PrefillRow]]:
+        """Admitted requests with a cached prefix, each prefilled alone after it (in
+        priority order, while the prefill budget lasts)."""
+        groups = []
+        for r in admitted:
+            end = min(r.prompt_len, r.cached + self.config.chunk_size)
+            if r.cached and end - r.cached <= budget:
+                self._take(r, self._rows(1))
+                r.prefilled = r.cached  # the engine copies the cached KV into the row
+                groups.append([PrefillRow(r.id, r.row or 0, r.cached, end)])
+                budget -= end - r.cached
+        return groups
 
     def _new_group(self, admitted: list[Request], budget: int) -> list[PrefillRow]:
         """Admitted requests of similar prompt length, prefilled together in free rows."""

@@ -1,7 +1,7 @@
 """The engine's serving calls: tasks by name, futures, async, streaming, dynamic tasks.
 
-:class:`TaskService` is mixed into :class:`tinyllm.runtime.Engine`; the serving loop
-(:mod:`tinyllm.runtime.serving`) starts on the first request and owns its own KV cache.
+:class:`TaskService` is mixed into :class:`tinyllm.runtime.Engine`; the decode loop
+(:mod:`tinyllm.runtime.serving`) is made on first use and owns the engine's session.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.runtime.serving import Server, ServingOptions, Sink
 from tinyllm.runtime.session import DecoderSession
 from tinyllm.runtime.slots import AdapterSlots
-from tinyllm.tasks import TaskSpec
+from tinyllm.tasks import Example, TaskSpec
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
     from tinyllm.bundle import Bundle
-    from tinyllm.runtime.engine import EngineInfo
+    from tinyllm.runtime.engineinfo import EngineInfo
+    from tinyllm.runtime.tasktable import TaskTable
     from tinyllm.runtime.tokenizer import ChatTokenizer
 
 Prompt = str | list[dict[str, str]]
@@ -37,6 +38,7 @@ class TaskService:
     info: EngineInfo
     session: DecoderSession
     tokenizer: ChatTokenizer
+    table: TaskTable | None
     max_batch: int
     stop_ids: set[int]
     serving: ServingOptions
@@ -57,14 +59,19 @@ class TaskService:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         deadline_s: float | None = None,
+        shots: list[Example] | None = None,
+        wait: bool = False,
     ) -> Future[TaskOutput]:
         """Queue ``text`` for ``task``; ``future.cancel()`` cancels the request.
 
-        Raises at once: UnknownTaskError, QueueFullError, PromptTooLongError,
-        EngineClosedError. The future fails with DeadlineExceededError when ``deadline_s``
-        seconds pass before the result.
+        Raises at once: UnknownTaskError, QueueFullError (unless ``wait``: then it waits
+        for room in the queue), PromptTooLongError, EngineClosedError. The future fails
+        with DeadlineExceededError when ``deadline_s`` seconds pass before the result.
+        ``shots`` are worked examples put before the input (few-shot prompting).
         """
-        return self._submit(self._route(task, text, max_new_tokens, temperature), deadline_s)
+        server = self._serving()
+        route = server.router.route(task, text, max_new_tokens, temperature, shots)
+        return server.submit(route, deadline_s, None, wait)
 
     def run(self, task: str, text: str, **kwargs: Any) -> TaskOutput:
         """Serve one request and wait for it (arguments as :meth:`submit`)."""
@@ -141,6 +148,9 @@ class TaskService:
             if spec.name in server.router.tasks:
                 raise ConfigError(f"task {spec.name!r} is already served; remove_task it first")
             slot = server.slots.fill(spec.name, adapter) if adapter is not None else 0
+            server.cache.drop(task=spec.name)
+            if slot:
+                server.cache.drop(slot=slot)
             server.router.add(spec, slot)
 
     def remove_task(self, name: str) -> None:
@@ -148,6 +158,7 @@ class TaskService:
         server = self._serving()
         with server.cond:
             server.slots.release(server.router.remove(name))
+            server.cache.drop(task=name)
 
     def stats(self) -> dict[str, Any]:
         """Serving counters (queue depth, running, completed, failed, per task, tokens)."""
@@ -184,26 +195,13 @@ class TaskService:
         )
 
     def _make_server(self) -> Server:
-        info = self.info
-        if info.flavour != "ort":
-            raise ConfigError(
-                f"serving needs an onnx-cpu or onnx-cuda engine (this one is {info.target}, "
-                "without a shared KV cache); export one with `tinyllm export BUNDLE`"
-            )
-        session = DecoderSession(
-            self.session.sess,
-            self.bundle.config,
-            self.session.spec,
-            self.max_batch,
-            self.session.pad_id,
-        )
         slots = self._new_slots()
-        router = Router(self.tokenizer, self.serving.constrain)
+        router = Router(self.tokenizer, self.serving.constrain, self.table)
         separate = self.bundle.manifest.lora_mode != "merged"
         for name, spec in self.bundle.task_specs().items():
             has_adapter = separate and name in self.bundle.manifest.adapters
             router.add(spec, slots.fill(name, self.bundle.adapter(name)) if has_adapter else 0)
-        return Server(session, router, slots, self.stop_ids, self.serving)
+        return Server(self.session, router, slots, self.stop_ids, self.serving)
 
     def _route(
         self, task: str, text: str, max_new_tokens: int | None, temperature: float | None

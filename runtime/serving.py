@@ -1,8 +1,11 @@
-"""The serving loop: one background thread runs every request of every task on one engine.
+"""The decode loop: one background thread runs every request on one engine.
 
-Requests join between decode steps (see :mod:`tinyllm.runtime.scheduler`); each KV row
-decodes with its task's adapter slot (``lora_index`` per row). Callers get futures; the
-loop owns the session, so the public calls are thread-safe.
+Task requests, plain completions, ``Engine.generate``/``stream`` and evaluation all come
+here. Requests join between decode steps (see :mod:`tinyllm.runtime.scheduler`); each KV
+row decodes with its adapter slot (``lora_index`` per row); a request whose prompt starts
+with its task's cached prefix (:mod:`tinyllm.runtime.prefixcache`) gets that KV copied
+into its row and prefills only the rest. Callers get futures; the loop owns the session,
+so the public calls are thread-safe.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ from typing import Any
 import numpy as np
 
 from tinyllm.errors import (
+    ConfigError,
     DeadlineExceededError,
     EngineClosedError,
     PromptTooLongError,
+    QueueFullError,
     RequestCancelledError,
     TinyLLMError,
     UnknownTaskError,
 )
 from tinyllm.runtime.constraints import JsonPrefix, pick_json_token
+from tinyllm.runtime.prefixcache import CachedPrefix, PrefixCache
 from tinyllm.runtime.router import Route, Router, TaskOutput, mask_logits
 from tinyllm.runtime.sampling import sample
 from tinyllm.runtime.scheduler import Request, Scheduler, SchedulerConfig, StepPlan
@@ -39,11 +45,17 @@ Sink = Callable[[tuple[str, Any]], object]
 class ServingOptions:
     """How the engine serves tasks (see :class:`SchedulerConfig` for the scheduling knobs).
 
-    ``constrain`` restricts label tasks' tokens to their label set (a token trie).
+    ``constrain`` restricts label tasks' tokens to their label set (a token trie) and
+    JSON tasks' to valid JSON; ``prefix_cache_mb`` bounds the per-task prefix cache.
     """
 
     scheduler: SchedulerConfig
     constrain: bool = True
+    prefix_cache_mb: float = 64.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.prefix_cache_mb < float("inf"):
+            raise ConfigError(f"prefix_cache_mb must be >= 0, got {self.prefix_cache_mb}")
 
 
 class _Live:
@@ -61,7 +73,15 @@ class _Live:
         self.start = time.perf_counter()
         self.ttft = 0.0
         self.done: str | None = None
+        self.error: Exception | None = None
         self.json = JsonPrefix(_json_root(route)) if route.json else None
+        self.prefix: CachedPrefix | None = None  # cached KV to copy into the row first
+        self.fill_cache = False  # store this request's prefix KV once it is prefilled
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """The prefix cache key: (task, adapter slot)."""
+        return (self.route.task.name if self.route.task else "", self.route.slot)
 
     @property
     def kv_len(self) -> int:
@@ -92,6 +112,7 @@ class Server:
         self.slots = slots
         self.stop_ids = stop_ids
         self.scheduler = Scheduler(options.scheduler)
+        self.cache = PrefixCache(int(options.prefix_cache_mb * 2**20))
         slots.bind(session)
         self.live: dict[int, _Live] = {}
         self.ids = itertools.count()
@@ -105,47 +126,92 @@ class Server:
         self.tokens = {"prompt": 0, "output": 0}
         self.per_task: dict[str, dict[str, int]] = {}
 
-    def submit(self, route: Route, deadline_s: float | None, sink: Sink | None) -> Future[Any]:
-        """Queue a routed request; raises at once when closed, full or too long."""
-        limit = self.session.spec.max_seq_len
-        if len(route.prompt) >= limit:
-            raise PromptTooLongError(
-                f"the prompt has {len(route.prompt)} tokens; the engine's context is {limit} "
-                "tokens (prompt plus output): shorten the input, or load the engine with a "
-                "larger max_seq_len"
-            )
+    def submit(
+        self, route: Route, deadline_s: float | None, sink: Sink | None, wait: bool = False
+    ) -> Future[Any]:
+        """Queue a routed request; raises at once when closed, too long, or full (unless
+        ``wait``: then it waits for room in the queue)."""
+        self.check_prompt(route.prompt)
         future: Future[TaskOutput] = Future()
         name = route.task.name if route.task else None
         with self.cond:
-            if self.closing:
-                raise EngineClosedError("the engine is closed; load a new one to serve requests")
-            if name is not None and self.router.slots.get(name) != route.slot:
-                raise UnknownTaskError(f"task {name!r} was removed while the request was routed")
-            rid = next(self.ids)
-            now = time.monotonic()
-            request = Request(
-                rid,
-                name or "",
-                len(route.prompt),
-                route.config.max_new_tokens,
-                now,
-                None if deadline_s is None else now + deadline_s,
-            )
-            try:
-                self.scheduler.admit(request)
-            except TinyLLMError:
-                self.counts["rejected"] += 1
-                raise
+            while True:
+                if self.closing:
+                    raise EngineClosedError(
+                        "the engine is closed; load a new one to serve requests"
+                    )
+                if name is not None and self.router.slots.get(name) != route.slot:
+                    raise UnknownTaskError(
+                        f"task {name!r} was removed while the request was routed"
+                    )
+                rid = next(self.ids)
+                request = self._request(rid, route, deadline_s)
+                try:
+                    self.scheduler.admit(request)
+                    break
+                except QueueFullError:
+                    if not wait:
+                        self.counts["rejected"] += 1
+                        raise
+                    self.cond.wait()
+            live = _Live(rid, route, future, sink)
+            self._use_cache(live, request)
             self.slots.acquire(route.slot)
-            self.live[rid] = _Live(rid, route, future, sink)
+            self.live[rid] = live
             self.counts["submitted"] += 1
             self._task_count(name, "submitted")
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="tinyllm-serve", daemon=True)
                 self.thread.start()
-            self.cond.notify()
+            self.cond.notify_all()
         future.add_done_callback(lambda f: self._on_done(rid, f))
         return future
+
+    def check_prompt(self, ids: list[int], what: str = "the prompt") -> None:
+        """Reject an empty prompt, or one that leaves no room in the context."""
+        limit = self.session.spec.max_seq_len
+        if not ids:
+            raise ConfigError(f"{what} is empty: it has no tokens")
+        if len(ids) >= limit:
+            raise PromptTooLongError(
+                f"{what} has {len(ids)} tokens; the engine's context is {limit} tokens "
+                "(prompt plus output): shorten the input, or load the engine with a larger "
+                "max_seq_len"
+            )
+
+    def _request(self, rid: int, route: Route, deadline_s: float | None) -> Request:
+        now = time.monotonic()
+        return Request(
+            rid,
+            route.task.name if route.task else "",
+            len(route.prompt),
+            route.config.max_new_tokens,
+            now,
+            None if deadline_s is None else now + deadline_s,
+        )
+
+    def _use_cache(self, live: _Live, request: Request) -> None:
+        """Give the request its task's cached prefix, or let it fill the cache."""
+        if self.scheduler.config.policy != "continuous":
+            return
+        prefix = self.cache.lookup(live.key, live.route.prompt, live.route.prefix_len)
+        if prefix is not None:
+            live.prefix = prefix
+            request.cached = len(prefix.ids)
+        else:
+            live.fill_cache = self.cache.wants(live.key, live.route.prefix_len)
+
+    def adapter_slot(self, task: str, load: Callable[[str], Any]) -> int:
+        """A slot holding ``task``'s adapter (``load(task)`` gives it): the served task's
+        slot, else one filled for ``generate(adapter=task)`` the first time."""
+        with self.cond:
+            slot = self.router.slots.get(task, 0)
+            if slot:
+                return slot
+            owner = self.slots.owner
+            if task in owner:
+                return owner.index(task)
+            return self.slots.fill(task, load(task))
 
     def _on_done(self, rid: int, future: Future[Any]) -> None:
         if future.cancelled():
@@ -158,7 +224,7 @@ class Server:
         with self.cond:
             self.closing = True
             self.drain = drain
-            self.cond.notify()
+            self.cond.notify_all()
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join()
 
@@ -185,8 +251,14 @@ class Server:
                     self._end(r.id, RequestCancelledError(f"request {r.id} was cancelled"))
                 for r in plan.expired:
                     self._end(r.id, DeadlineExceededError(f"request {r.id} passed its deadline"))
+                prefixes = {
+                    p.request: self.live[p.request].prefix
+                    for group in plan.prefill
+                    for p in group
+                    if p.start > 0 and p.start == self.scheduler.requests[p.request].cached
+                }
             try:
-                self._step(plan, rows)
+                self._step(plan, rows, prefixes)
             except Exception as e:  # the session failed: fail what ran, keep serving
                 with self.cond:
                     self._fail(list(rows.values()), TinyLLMError(f"the engine step failed: {e}"))
@@ -198,9 +270,15 @@ class Server:
                 self.scheduler.finish(rid, observe=False)
                 self._end(rid, error)
 
-    def _step(self, plan: StepPlan, rows: dict[int, int]) -> None:
+    def _step(
+        self, plan: StepPlan, rows: dict[int, int], prefixes: dict[int, CachedPrefix | None]
+    ) -> None:
         for group in plan.prefill:
             lives = [self.live[p.request] for p in group]
+            for p in group:
+                prefix = prefixes.get(p.request)
+                if prefix is not None:  # a fresh row starts from its task's cached prefix
+                    self.session.write_kv(p.row, prefix.kv)
             logits = self.session.prefill_rows(
                 group[0].row,
                 [live.route.prompt[p.start : p.end] for p, live in zip(group, lives, strict=True)],
@@ -209,6 +287,8 @@ class Server:
             )
             for p, live, row_logits in zip(group, lives, logits, strict=True):
                 self.scheduler.prefilled(p.request, p.end)
+                if live.fill_cache and p.end >= live.route.prefix_len:
+                    self._fill_cache(live, p.row)
                 if p.end == len(live.route.prompt):
                     live.ttft = time.perf_counter() - live.start
                     self._advance(live, row_logits)
@@ -234,10 +314,34 @@ class Server:
         with self.cond:
             for rid in [rid for rid, live in self.live.items() if live.done]:
                 if rid in self.scheduler.requests:
-                    self.scheduler.finish(rid)
-                    self._end(rid, None)
+                    live = self.live[rid]
+                    self.scheduler.finish(rid, observe=live.error is None)
+                    self._end(rid, live.error)
+            self.cond.notify_all()  # room in the queue for waiting submitters
+
+    def _fill_cache(self, live: _Live, row: int) -> None:
+        """Store the KV of the request's task prefix, prefilled just now in ``row``."""
+        live.fill_cache = False
+        n = live.route.prefix_len
+        kv = self.session.read_kv(row, n)
+        with self.cond:
+            if self.router.slots.get(live.key[0]) == live.route.slot:  # still served so
+                self.cache.store(live.key, live.route.prompt[:n], kv)
 
     def _advance(self, live: _Live, logits: np.ndarray) -> None:
+        """Sample one token for a row and apply its stop rules; a failure fails the
+        request alone (the other rows of the step go on)."""
+        try:
+            self._sample(live, logits)
+        except Exception as e:
+            live.error = (
+                e
+                if isinstance(e, TinyLLMError)
+                else TinyLLMError(f"request {live.id} failed while decoding: {e}")
+            )
+            live.done = "error"
+
+    def _sample(self, live: _Live, logits: np.ndarray) -> None:
         """Sample one token for a row and apply its stop rules."""
         route, config = live.route, live.route.config
         self.scheduler.decoded(live.id)
@@ -288,6 +392,7 @@ class Server:
                 live.ttft,
                 time.perf_counter() - live.start,
                 live.done or "length",
+                tuple(live.tokens),
             )
             self.counts["completed"] += 1
             self.counts["invalid"] += not valid
@@ -328,6 +433,8 @@ class Server:
                 "output_tokens": self.tokens["output"],
                 "adapter_slots": self.slots.count,
                 "adapter_slots_free": self.slots.free(),
+                "kv_cache_bytes": self.session.kv_bytes,
+                "prefix_cache": self.cache.stats(),
                 "tasks": {k: dict(v) for k, v in self.per_task.items()},
             }
 

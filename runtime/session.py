@@ -1,11 +1,15 @@
 """One exported decoder in an ONNX Runtime session, with its KV cache.
 
-``prefill`` starts sequences in batch rows ``0..b-1`` (prompts right-padded to the longest),
-``decode`` advances every row by one token; each returns the next-token logits ``[b, V]``.
-The ``ort`` flavour keeps one KV buffer per layer ``[max_batch, KV, max_seq, H]`` that is
-bound as both past and present (IO binding, no per-step copies; GroupQueryAttention
-writes each row's new key/value at that row's own position). The ``standard`` flavour
-grows past/present by concatenation, with an attention mask and position ids.
+Both flavours keep one KV buffer per layer ``[max_batch, KV, max_seq, H]``; a row's
+tokens sit at positions ``0..held-1`` of its row. ``prefill_rows`` writes prompt tokens
+into chosen rows after the tokens they already hold, ``decode`` advances rows
+``0..b-1`` by one token; each returns the next-token logits ``[b, V]``.
+
+The ``ort`` flavour binds the buffers as both past and present (IO binding, no per-step
+copies; GroupQueryAttention writes each row's new key/value at that row's own position).
+The ``standard`` flavour's graph concatenates past and new keys, so each call feeds the
+rows' buffers up to the longest row, masks each row's unused positions, and copies the
+new keys back into the rows (a copy per step: that flavour is for portability, not speed).
 """
 
 from __future__ import annotations
@@ -81,22 +85,24 @@ class DecoderSession:
         self.layers = config.num_hidden_layers
         kv_shape = (max_batch, config.num_key_value_heads, spec.max_seq_len, config.head_dim)
         self.shared = spec.flavour == "ort"
-        if self.shared:
-            self.kv = [np.zeros(kv_shape, self.dtype) for _ in range(2 * self.layers)]
-            self.logits_buf = np.zeros((max_batch, config.vocab_size), self.dtype)
-            self._views: dict[tuple[int, int], list[Any]] = {}
-            self._bindings: dict[tuple[int, int], Any] = {}
-        self.past: list[np.ndarray] = []
-        self.mask = np.zeros((0, 0), np.int64)
+        self.kv = [np.zeros(kv_shape, self.dtype) for _ in range(2 * self.layers)]
+        self.logits_buf = np.zeros((max_batch, config.vocab_size), self.dtype)
+        self._views: dict[tuple[int, int], list[Any]] = {}
+        self._bindings: dict[tuple[int, int], Any] = {}
         self.lora = self.empty_lora()
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of the KV buffers."""
+        return sum(a.nbytes for a in self.kv)
 
     def empty_lora(self) -> dict[str, np.ndarray]:
         """Stacked adapter tensors with every slot zero (no adapter anywhere)."""
-        from tinyllm.runtime.builder import lora_dims
+        from tinyllm.adapters import projection_dims
 
         tensors = {}
         for kind in self.spec.lora_targets:
-            d_in, d_out = lora_dims(self.c, kind)
+            d_in, d_out = projection_dims(self.c, kind)
             lead = (self.layers, self.spec.lora_slots)
             tensors[f"lora_A.{kind}"] = np.zeros((*lead, d_in, self.spec.lora_rank), self.dtype)
             tensors[f"lora_B.{kind}"] = np.zeros((*lead, self.spec.lora_rank, d_out), self.dtype)
@@ -108,8 +114,118 @@ class DecoderSession:
         The arrays are bound without copying: writing a slot in place updates the model.
         """
         self.lora = {k: np.ascontiguousarray(v, self.dtype) for k, v in tensors.items()}
-        if self.shared:
-            self._bindings.clear()
+        self._bindings.clear()
+
+    def read_kv(self, row: int, n: int) -> list[np.ndarray]:
+        """Copies of the first ``n`` positions of ``row`` in every KV buffer."""
+        return [buf[row, :, :n].copy() for buf in self.kv]
+
+    def write_kv(self, row: int, kv: Sequence[np.ndarray]) -> None:
+        """Put ``kv`` (from :meth:`read_kv`) at the first positions of ``row``."""
+        for buf, part in zip(self.kv, kv, strict=True):
+            buf[row, :, : part.shape[1]] = part
+
+    def prefill(
+        self, prompts: Sequence[Sequence[int]], lora_index: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Start one sequence per row ``0..b-1`` from its prompt; last-token logits [b, V]."""
+        b = len(prompts)
+        if not 0 < b <= self.max_batch:
+            raise ConfigError(f"batch of {b} prompts; this engine takes 1 to {self.max_batch}")
+        return self.prefill_rows(0, prompts, [0] * b, lora_index)
+
+    def prefill_rows(
+        self,
+        start: int,
+        chunks: Sequence[Sequence[int]],
+        past: Sequence[int],
+        lora_index: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Write prompt tokens into KV rows ``start..start+b-1``.
+
+        Row ``i`` already holds ``past[i]`` tokens; ``chunks[i]`` follow them. Returns the
+        logits after each chunk's last token [b, V]. ONNX Runtime's CPU GroupQueryAttention
+        continues a prompt after past tokens only for one row, so with the ``ort`` flavour
+        ``past`` must be all zero when ``b > 1``.
+        """
+        b = len(chunks)
+        if b < 1 or start < 0 or start + b > self.max_batch:
+            raise ConfigError(f"rows {start}..{start + b - 1} are outside 0..{self.max_batch - 1}")
+        if self.shared and b > 1 and any(past):
+            raise ConfigError("a prompt continues after past tokens only one row at a time")
+        lengths = np.array([len(c) for c in chunks], np.int64)
+        if int(lengths.min()) < 1:
+            raise ConfigError("every prefilled chunk needs at least one token")
+        held = np.asarray(past, np.int64) + lengths
+        if int(held.max()) > self.spec.max_seq_len:
+            raise ConfigError(f"a sequence exceeds the engine's context of {self.spec.max_seq_len}")
+        ids = np.full((b, int(lengths.max())), self.pad_id, np.int64)
+        for row, chunk in enumerate(chunks):
+            ids[row, : len(chunk)] = chunk
+        return self._step(ids, start, np.asarray(past, np.int64), lengths, lora_index)
+
+    def decode(
+        self, tokens: Sequence[int], lengths: Sequence[int], lora_index: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Feed one token per row ``0..b-1``; ``lengths`` are the tokens each row holds."""
+        held = np.asarray(lengths, np.int64)
+        if int(held.max()) >= self.spec.max_seq_len:
+            raise ConfigError(f"a sequence reached the engine's context of {self.spec.max_seq_len}")
+        ids = np.asarray(tokens, np.int64)[:, None]
+        return self._step(ids, 0, held, np.ones(len(tokens), np.int64), lora_index)
+
+    def _step(
+        self,
+        ids: np.ndarray,
+        start: int,
+        past: np.ndarray,
+        lengths: np.ndarray,
+        lora_index: np.ndarray | None,
+    ) -> np.ndarray:
+        """Run ``ids [b, S]`` (right-padded to S) after ``past`` tokens in rows from ``start``."""
+        b = ids.shape[0]
+        feeds: dict[str, np.ndarray] = {"input_ids": ids, "logits_index": lengths - 1}
+        if self.spec.lora_slots:
+            index = np.zeros(b, np.int64) if lora_index is None else lora_index
+            feeds["lora_index"] = np.asarray(index, np.int64)
+        if not self.shared:
+            return self._run_standard(feeds, start, past, lengths)
+        held = past + lengths
+        feeds["seqlens_k"] = (held - 1).astype(np.int32)
+        feeds["total_sequence_length"] = np.array(int(past.max()) + ids.shape[1], np.int32)
+        io = self._binding(b, start)
+        for name, value in feeds.items():
+            io.bind_cpu_input(name, value)
+        self.sess.run_with_iobinding(io)
+        return self.logits_buf[start : start + b]
+
+    def _run_standard(
+        self, feeds: dict[str, np.ndarray], start: int, past: np.ndarray, lengths: np.ndarray
+    ) -> np.ndarray:
+        """One call of the standard graph over rows' KV buffers (see the module docstring)."""
+        b, width = feeds["input_ids"].shape
+        p = int(past.max())
+        mask = np.zeros((b, p + width), np.int64)
+        for row in range(b):
+            mask[row, : past[row]] = 1
+            mask[row, p : p + lengths[row]] = 1
+        positions = past[:, None] + np.arange(width)[None, :]
+        feeds["position_ids"] = np.minimum(positions, self.spec.max_seq_len - 1)
+        feeds["attention_mask"] = mask
+        rows = slice(start, start + b)
+        names = ["logits"]
+        for i in range(self.layers):
+            for j, kind in enumerate(("key", "value")):
+                feeds[f"past_{kind}.{i}"] = np.ascontiguousarray(self.kv[2 * i + j][rows, :, :p])
+                names.append(f"present_{kind}.{i}")
+        outputs = self.sess.run(names, {**feeds, **self.lora})
+        for buf, present in zip(self.kv, outputs[1:], strict=True):
+            for row in range(b):
+                n, at = int(lengths[row]), int(past[row])
+                buf[start + row, :, at : at + n] = present[row, :, p : p + n]
+        logits = self.logits_buf[rows]
+        logits[:] = outputs[0]
+        return logits
 
     def _bound(self, b: int, start: int = 0) -> list[Any]:
         """OrtValues over rows [start, start + b) of every KV buffer and the logits buffer."""
@@ -120,25 +236,6 @@ class DecoderSession:
             rows = slice(start, start + b)
             self._views[start, b] = [OrtValue.ortvalue_from_numpy(a[rows]) for a in arrays]
         return self._views[start, b]
-
-    def _run(self, feeds: dict[str, np.ndarray], b: int, start: int = 0) -> np.ndarray:
-        if self.spec.lora_slots:
-            feeds.setdefault("lora_index", np.zeros(b, np.int64))
-        else:  # an engine without LoRA inputs: every row is the base model anyway
-            feeds.pop("lora_index", None)
-        if not self.shared:
-            feeds = {**feeds, **self.lora}
-            names = ["logits"] + [
-                f"present_{k}.{i}" for i in range(self.layers) for k in ("key", "value")
-            ]
-            outputs = self.sess.run(names, {**feeds, **self._past_feeds()})
-            self.past = outputs[1:]
-            return np.asarray(outputs[0])
-        io = self._binding(b, start)
-        for name, value in feeds.items():
-            io.bind_cpu_input(name, value)
-        self.sess.run_with_iobinding(io)
-        return self.logits_buf[start : start + b]
 
     def _binding(self, b: int, start: int = 0) -> Any:
         """An IO binding for rows [start, start + b), KV buffers and logits bound (made once)."""
@@ -156,98 +253,3 @@ class DecoderSession:
                 io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(tensor))
             self._bindings[start, b] = io
         return self._bindings[start, b]
-
-    def _past_feeds(self) -> dict[str, np.ndarray]:
-        return {
-            f"past_{k}.{i}": self.past[2 * i + j]
-            for i in range(self.layers)
-            for j, k in enumerate(("key", "value"))
-        }
-
-    def prefill(
-        self, prompts: Sequence[Sequence[int]], lora_index: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Start one sequence per row from its prompt; returns last-token logits [b, V]."""
-        b = len(prompts)
-        if not 0 < b <= self.max_batch:
-            raise ConfigError(f"batch of {b} prompts; this engine takes 1 to {self.max_batch}")
-        lengths = np.array([len(p) for p in prompts], np.int64)
-        width = int(lengths.max())
-        ids = np.full((b, width), self.pad_id, np.int64)
-        for row, prompt in enumerate(prompts):
-            ids[row, : len(prompt)] = prompt
-        feeds: dict[str, np.ndarray] = {"input_ids": ids, "logits_index": lengths - 1}
-        if lora_index is not None:
-            feeds["lora_index"] = lora_index.astype(np.int64)
-        if self.shared:
-            feeds["seqlens_k"] = (lengths - 1).astype(np.int32)
-            feeds["total_sequence_length"] = np.array(width, np.int32)
-        else:
-            shape = (b, self.c.num_key_value_heads, 0, self.c.head_dim)
-            self.past = [np.zeros(shape, self.dtype) for _ in range(2 * self.layers)]
-            self.mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
-            feeds["position_ids"] = np.broadcast_to(np.arange(width), (b, width)).copy()
-            feeds["attention_mask"] = self.mask
-        return self._run(feeds, b)
-
-    def decode(
-        self, tokens: Sequence[int], lengths: Sequence[int], lora_index: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Feed one token per row; ``lengths`` are the tokens each row already holds."""
-        b = len(tokens)
-        held = np.asarray(lengths, np.int64)
-        if int(held.max()) >= self.spec.max_seq_len:
-            raise ConfigError(f"a sequence reached the engine's context of {self.spec.max_seq_len}")
-        feeds: dict[str, np.ndarray] = {
-            "input_ids": np.asarray(tokens, np.int64)[:, None],
-            "logits_index": np.zeros(b, np.int64),
-        }
-        if lora_index is not None:
-            feeds["lora_index"] = lora_index.astype(np.int64)
-        if self.shared:
-            feeds["seqlens_k"] = held.astype(np.int32)
-            feeds["total_sequence_length"] = np.array(int(held.max()) + 1, np.int32)
-        else:
-            self.mask = np.concatenate([self.mask, np.ones((b, 1), np.int64)], axis=1)
-            feeds["position_ids"] = held[:, None]
-            feeds["attention_mask"] = self.mask
-        return self._run(feeds, b)
-
-    def prefill_rows(
-        self,
-        start: int,
-        chunks: Sequence[Sequence[int]],
-        past: Sequence[int],
-        lora_index: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Write prompt tokens into KV rows ``start..start+b-1`` (``ort`` flavour only).
-
-        Row ``i`` already holds ``past[i]`` tokens; ``chunks[i]`` follow them. Returns the
-        logits after each chunk's last token [b, V]. ONNX Runtime's CPU GroupQueryAttention
-        continues a prompt after past tokens only for one row, so ``past`` must be all zero
-        when ``b > 1``.
-        """
-        b = len(chunks)
-        if not self.shared:
-            raise ConfigError("prefill into chosen KV rows needs the ort flavour (onnx-cpu/cuda)")
-        if b < 1 or start < 0 or start + b > self.max_batch:
-            raise ConfigError(f"rows {start}..{start + b - 1} are outside 0..{self.max_batch - 1}")
-        if b > 1 and any(past):
-            raise ConfigError("a prompt continues after past tokens only one row at a time")
-        lengths = np.array([len(c) for c in chunks], np.int64)
-        held = np.asarray(past, np.int64) + lengths
-        if int(held.max()) > self.spec.max_seq_len:
-            raise ConfigError(f"a sequence exceeds the engine's context of {self.spec.max_seq_len}")
-        width = int(lengths.max())
-        ids = np.full((b, width), self.pad_id, np.int64)
-        for row, chunk in enumerate(chunks):
-            ids[row, : len(chunk)] = chunk
-        feeds: dict[str, np.ndarray] = {
-            "input_ids": ids,
-            "logits_index": lengths - 1,
-            "seqlens_k": (held - 1).astype(np.int32),
-            "total_sequence_length": np.array(int(past[0]) + width, np.int32),
-        }
-        if lora_index is not None:
-            feeds["lora_index"] = lora_index.astype(np.int64)
-        return self._run(feeds, b, start)

@@ -15,7 +15,7 @@ import numpy as np
 
 from tinyllm.bundle import Bundle
 from tinyllm.errors import TinyLLMError
-from tinyllm.runtime.engine import EngineInfo
+from tinyllm.runtime.engineinfo import EngineInfo
 from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
 
 PROMPTS = (

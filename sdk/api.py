@@ -111,10 +111,16 @@ def add_tasks(
         raise ConfigError(f"adapter {unknown[0]!r} names no task; add its task spec too")
     for name, adapter in adapters.items():
         adapter.check(parent.config, f"adapter {name!r}")
+    from tinyllm.runtime.tasktable import FILE as TASK_TABLE
+    from tinyllm.runtime.tasktable import write_task_table
+    from tinyllm.tasks import task_from_dict
+
     entries = dict(parent.manifest.adapters)
+    tables = {f"{e.path}/{TASK_TABLE}" for e in parent.manifest.engines.values()}
     with BundleWriter(out, overwrite=overwrite) as writer:
         for file in parent.manifest.files:
-            if not any(file == entries[n].file for n in adapters if n in entries):
+            replaced = any(file == entries[n].file for n in adapters if n in entries)
+            if not replaced and file not in tables:
                 writer.copy_file(parent.path / file, file)
         for name, adapter in adapters.items():
             file = f"adapters/{name}.safetensors"
@@ -131,6 +137,10 @@ def add_tasks(
             adapters=entries,
             lora_mode=lora_mode if entries else parent.manifest.lora_mode,
         )
+        specs = {n: task_from_dict(d, f"task {n!r}") for n, d in task_dicts.items()}
+        for engine in parent.manifest.engines.values():  # the engines serve the new tasks
+            folder = writer.staging / engine.path
+            write_task_table(folder, specs, manifest, parent.tokenizer_dir)
         return writer.commit(manifest)
 
 
@@ -179,6 +189,7 @@ def evaluate(
     batch_size: int = 8,
     backend: str = "torch",
     engine: str | None = None,
+    constrain: bool = True,
     progress: bool = True,
 ) -> EvalReport:
     """Run every task's test split through the bundle and score it.
@@ -189,21 +200,18 @@ def evaluate(
         names: evaluate only these tasks (default: all).
         limit: evaluate only the first N test examples of each task.
         few_shot: number of worked examples from the train split put before each input.
-        batch_size: prompts generated together.
+        batch_size: prompts generated together (the engine's rows).
         backend: ``torch`` (the bundle's weights in transformers) or ``engine`` (an
-            exported engine of the bundle, see ``tinyllm export``).
+            exported engine of the bundle, see ``tinyllm export``, through the task
+            router and decode loop that serving uses).
         engine: which engine for the ``engine`` backend (default: the CPU one).
+        constrain: engine backend: decode as served, label tasks within their labels and
+            JSON tasks as valid JSON; False measures the raw model.
         progress: show a progress bar per task.
     """
     import time
 
-    from tinyllm.evaluation import (
-        EngineGenerator,
-        EvalReport,
-        Generator,
-        TorchGenerator,
-        evaluate_task,
-    )
+    from tinyllm.evaluation import EvalReport, Generator, TorchGenerator, evaluate_task
     from tinyllm.models import adapter_applied
     from tinyllm.suite import prepare
 
@@ -224,35 +232,29 @@ def evaluate(
     torch_model = None
     if backend == "engine":
         from tinyllm.runtime import Engine
+        from tinyllm.runtime.evalbackend import EngineGenerator
 
-        runner = Engine.load(opened, engine=engine, max_batch=batch_size)
+        runner = Engine.load(opened, engine=engine, max_batch=batch_size, constrain=constrain)
         generator = EngineGenerator(runner)
-        label = f"engine {runner.info.target}-{runner.info.precision}"
+        mode = "constrained" if constrain else "raw"
+        label = f"engine {runner.info.target}-{runner.info.precision}, {mode}"
     else:
         loaded = load_torch_model(opened)
-        generator, label = TorchGenerator(loaded.model, loaded.tokenizer), "torch"
-        torch_model = loaded.model
+        generator = TorchGenerator(loaded.model, loaded.tokenizer, batch_size)
+        label, torch_model = "torch", loaded.model
     results = []
     for task in selected:
         # The torch backend folds the task's LoRA adapter (if the bundle has one) into the
-        # weights while that task runs; an engine puts it in one of its LoRA slots.
-        has_adapter = task.name in opened.manifest.adapters
-        adapter = opened.adapter(task.name) if has_adapter else None
-        task_generator = generator
-        if isinstance(generator, EngineGenerator) and has_adapter:
-            task_generator = EngineGenerator(generator.engine, adapter=task.name)
-        with adapter_applied(torch_model, adapter if torch_model is not None else None):
+        # weights while that task runs; the engine routes the task to its adapter's slot.
+        has_adapter = torch_model is not None and task.name in opened.manifest.adapters
+        with adapter_applied(torch_model, opened.adapter(task.name) if has_adapter else None):
             results.append(
                 evaluate_task(
-                    task_generator,
-                    suite,
-                    task,
-                    limit=limit,
-                    few_shot=few_shot,
-                    batch_size=batch_size,
-                    progress=progress,
+                    generator, suite, task, limit=limit, few_shot=few_shot, progress=progress
                 )
             )
+    if backend == "engine":
+        runner.close()
     return EvalReport(
         bundle=str(opened.path),
         bundle_hash=opened.hash,
@@ -309,6 +311,7 @@ def export(
 
     from tinyllm.manifest import EngineEntry
     from tinyllm.runtime.export import ExportOptions, write_engine, write_info
+    from tinyllm.runtime.tasktable import write_task_table
     from tinyllm.runtime.verify import VerificationError, verify_export
 
     parent = open_bundle(bundle)
@@ -343,6 +346,7 @@ def export(
                 + verification.format()
             )
         write_info(folder, info, verification.to_dict())
+        write_task_table(folder, parent.task_specs(), parent.manifest, parent.tokenizer_dir)
         entry = EngineEntry(
             target=target,
             path=f"engines/{name}",

@@ -83,6 +83,12 @@ def inspect_cmd(bundle: str, as_json: bool) -> None:
     "--backend", type=click.Choice(["torch", "engine"]), default="torch", show_default=True
 )
 @click.option("--engine", default=None, help="Engine name for --backend engine.")
+@click.option(
+    "--constrain/--no-constrain",
+    default=True,
+    show_default=True,
+    help="--backend engine: decode as served (labels, JSON) or the raw model.",
+)
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write JSON here.")
 def eval_cmd(
     bundle: str,
@@ -93,6 +99,7 @@ def eval_cmd(
     batch_size: int,
     backend: str,
     engine: str | None,
+    constrain: bool,
     json_out: str | None,
 ) -> None:
     """Score BUNDLE on every task's test split: metric, n, invalid outputs, latency."""
@@ -105,6 +112,7 @@ def eval_cmd(
         batch_size=batch_size,
         backend=backend,
         engine=engine,
+        constrain=constrain,
         progress=sys.stderr.isatty(),
     )
     _print_report(report, json_out)

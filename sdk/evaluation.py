@@ -1,8 +1,9 @@
 """Evaluation: run every task's test split through a model and score it.
 
-The model is anything with ``generate(conversations, max_new_tokens) -> texts`` (a
-:class:`Generator`); :class:`TorchGenerator` wraps a bundle's transformers model. The
-engine backend plugs in the same way.
+The model is anything that answers a task's inputs (a :class:`Generator`):
+:class:`TorchGenerator` wraps a bundle's transformers model; the engine backend
+(``tinyllm.runtime.evalbackend``) sends the inputs through the engine's task router and
+decode loop, exactly as serving does.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,22 +25,41 @@ Message = dict[str, str]
 
 
 class Generator(Protocol):
-    """Greedy text generation over chat conversations."""
+    """Answers a task's inputs (greedy)."""
 
-    def generate(self, conversations: list[list[Message]], max_new_tokens: int) -> list[str]:
-        """One completion per conversation (the assistant's reply, special tokens removed)."""
+    def answer(
+        self, task: TaskSpec, inputs: list[str], shots: list[Example], done: Callable[[int], object]
+    ) -> list[str]:
+        """One raw completion per input (``shots``: worked examples before each input);
+        ``done(n)`` reports progress."""
         ...
 
 
 class TorchGenerator:
     """Batched greedy generation with a transformers model (left padding)."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.batch_size = batch_size
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def answer(
+        self, task: TaskSpec, inputs: list[str], shots: list[Example], done: Callable[[int], object]
+    ) -> list[str]:
+        """Greedy completions, in batches of inputs of similar length (less padding)."""
+        conversations = [conversation(task, text, shots) for text in inputs]
+        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+        raw: list[str] = [""] * len(inputs)
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            outs = self.generate([conversations[j] for j in idx], task.output.max_new_tokens)
+            for j, out in zip(idx, outs, strict=True):
+                raw[j] = out
+            done(len(idx))
+        return raw
 
     def generate(self, conversations: list[list[Message]], max_new_tokens: int) -> list[str]:
         """One greedy completion per conversation."""
@@ -59,25 +80,6 @@ class TorchGenerator:
             )
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         return [str(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-
-
-class EngineGenerator:
-    """Batched greedy generation with an exported engine (``tinyllm.runtime.Engine``)."""
-
-    def __init__(self, engine: Any, adapter: str | None = None) -> None:
-        self.engine = engine
-        self.adapter = adapter  # the bundle task whose LoRA adapter generation uses
-
-    def generate(self, conversations: list[list[Message]], max_new_tokens: int) -> list[str]:
-        """One greedy completion per conversation."""
-        from tinyllm.runtime import GenerationConfig
-
-        tok = self.engine.tokenizer
-        prompts = [tok.encode(tok.apply_chat_template(c)) for c in conversations]
-        results = self.engine.generate_ids(
-            prompts, GenerationConfig(max_new_tokens=max_new_tokens), adapter=self.adapter
-        )
-        return [r.text for r in results]
 
 
 def conversation(task: TaskSpec, text: str, shots: list[Example]) -> list[Message]:
@@ -145,7 +147,6 @@ def evaluate_task(
     *,
     limit: int | None = None,
     few_shot: int = 0,
-    batch_size: int = 8,
     progress: bool = True,
 ) -> TaskResult:
     """Score one task's test split; outputs are verified and scored after answer extraction."""
@@ -156,18 +157,9 @@ def evaluate_task(
     if few_shot:
         train = load_split(suite, task, "train")
         shots = random.Random(0).sample(train, min(few_shot, len(train)))
-    conversations = [conversation(task, ex.input, shots) for ex in examples]
-    # Batch prompts of similar length together: less padding, same results.
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input))
-    raw: list[str] = [""] * len(examples)
     start = time.perf_counter()
     with tqdm(total=len(examples), desc=task.name, disable=not progress, leave=False) as bar:
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            outs = generator.generate([conversations[j] for j in idx], task.output.max_new_tokens)
-            for j, out in zip(idx, outs, strict=True):
-                raw[j] = out
-            bar.update(len(idx))
+        raw = generator.answer(task, [ex.input for ex in examples], shots, bar.update)
     elapsed = time.perf_counter() - start
     answers = [answer_text(task, r) for r in raw]
     verdicts = [verify(task, a) for a in answers]

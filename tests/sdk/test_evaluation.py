@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ import tinyllm
 from tinyllm.api import evaluate
 from tinyllm.cli import main
 from tinyllm.errors import ConfigError, TaskError
-from tinyllm.evaluation import Message, TorchGenerator, conversation, evaluate_task
-from tinyllm.tasks import Example, load_suite, write_examples
+from tinyllm.evaluation import TorchGenerator, conversation, evaluate_task
+from tinyllm.tasks import Example, TaskSpec, load_suite, write_examples
 
 
 @pytest.fixture()
@@ -41,11 +42,14 @@ class Scripted:
 
     def __init__(self, answers: dict[str, str]) -> None:
         self.answers = answers
-        self.batches: list[int] = []
+        self.calls: list[int] = []
 
-    def generate(self, conversations: list[list[Message]], max_new_tokens: int) -> list[str]:
-        self.batches.append(len(conversations))
-        return [self.answers[c[-1]["content"]] for c in conversations]
+    def answer(
+        self, task: TaskSpec, inputs: list[str], shots: list[Example], done: Callable[[int], object]
+    ) -> list[str]:
+        self.calls.append(len(inputs))
+        done(len(inputs))
+        return [self.answers[conversation(task, text, shots)[-1]["content"]] for text in inputs]
 
 
 def test_scores_invalid_rate_and_rejections(suite_file: Path) -> None:
@@ -54,12 +58,12 @@ def test_scores_invalid_rate_and_rejections(suite_file: Path) -> None:
         f"Is it odd? item {i}": a for i, a in enumerate(["no", "Yes.", "yes", "maybe", "no", "yes"])
     }
     gen = Scripted(answers)
-    result = evaluate_task(gen, suite, suite.task("parity"), batch_size=4, progress=False)
+    result = evaluate_task(gen, suite, suite.task("parity"), progress=False)
     # refs: no yes no yes no yes -> right: 0, 1, 4, 5 -> 4/6; "maybe" is invalid.
     assert result.score == pytest.approx(4 / 6)
     assert result.invalid_rate == pytest.approx(1 / 6)
     assert result.rejections == {"label_in_set": 1}
-    assert gen.batches == [4, 2] and result.n == 6
+    assert gen.calls == [6] and result.n == 6
     limited = evaluate_task(gen, suite, suite.task("parity"), limit=2, progress=False)
     assert limited.n == 2 and limited.score == 1.0  # "no" and "Yes." both right
 
@@ -115,6 +119,12 @@ def test_bad_eval_inputs(tiny_llama_bundle: Path, suite_file: Path) -> None:
         evaluate(tiny_llama_bundle, suite_file, limit=0)
 
 
+def first_line(text: str) -> str:
+    """``text`` cut after its first line of content, as the router stops label tasks."""
+    body = text.lstrip()
+    return text[: len(text) - len(body) + len(body.split("\n")[0])]
+
+
 def test_engine_backend_matches_torch_backend(
     tiny_llama_bundle: Path, suite_file: Path, tmp_path: Path
 ) -> None:
@@ -122,11 +132,19 @@ def test_engine_backend_matches_torch_backend(
         tiny_llama_bundle, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=256
     )
     torch_report = evaluate(exported.path, suite_file, limit=4, progress=False)
-    engine_report = evaluate(exported.path, suite_file, limit=4, backend="engine", progress=False)
-    assert engine_report.backend == "engine onnx-cpu-fp32" and torch_report.backend == "torch"
-    # Same greedy outputs through both backends (the fp32 engine reproduces torch).
-    outputs = [s["output"] for s in engine_report.results[0].samples]
-    assert outputs == [s["output"] for s in torch_report.results[0].samples]
+    raw = evaluate(
+        exported.path, suite_file, limit=4, backend="engine", constrain=False, progress=False
+    )
+    served = evaluate(exported.path, suite_file, limit=4, backend="engine", progress=False)
+    assert raw.backend == "engine onnx-cpu-fp32, raw" and torch_report.backend == "torch"
+    assert served.backend == "engine onnx-cpu-fp32, constrained"
+    # Unconstrained, the engine gives torch's greedy text, cut as served: at the first line.
+    outputs = [s["output"] for s in raw.results[0].samples]
+    assert outputs == [first_line(s["output"]) for s in torch_report.results[0].samples]
+    # Constrained, every answer is one of the task's labels (the random model's are not).
+    labels = load_suite(suite_file).task("parity").output.labels
+    assert all(s["output"] in labels for s in served.results[0].samples)
+    assert served.results[0].invalid_rate == 0.0
     with pytest.raises(ConfigError, match="backend must be 'torch' or 'engine'"):
         evaluate(exported.path, suite_file, backend="tpu")
 
@@ -150,13 +168,16 @@ def test_engine_backend_applies_task_adapters(
     task = load_suite(suite_file).task("parity")
     with_task = tinyllm.api.add_tasks(base.path, tmp_path / "a.tllm", [task], {"parity": adapter})
     exported, _ = tinyllm.export(with_task.path, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=256)
-    kwargs = {"limit": 6, "progress": False}
-    torch_out = evaluate(exported.path, suite_file, **kwargs).results[0].samples  # type: ignore[arg-type]
-    engine_out = evaluate(exported.path, suite_file, backend="engine", **kwargs).results[0].samples  # type: ignore[arg-type]
-    base_out = evaluate(tiny_llama_bundle, suite_file, **kwargs).results[0].samples  # type: ignore[arg-type]
+    torch_out = evaluate(exported.path, suite_file, limit=6, progress=False).results[0].samples
+    raw = evaluate(
+        exported.path, suite_file, limit=6, backend="engine", constrain=False, progress=False
+    )
+    engine_out = raw.results[0].samples
+    base_out = evaluate(tiny_llama_bundle, suite_file, limit=6, progress=False).results[0].samples
     outputs = [s["output"] for s in engine_out]
-    assert outputs == [s["output"] for s in torch_out]  # the engine used the adapter too
-    assert outputs != [s["output"] for s in base_out]  # and the adapter changes the answers
+    # The engine used the adapter too, and the adapter changes the answers.
+    assert outputs == [first_line(s["output"]) for s in torch_out]
+    assert outputs != [first_line(s["output"]) for s in base_out]
     from tinyllm.runtime import Engine
 
     engine = Engine.load(exported.path)

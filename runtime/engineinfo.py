@@ -1,0 +1,21 @@
+"""engine.json: how an engine was exported (a leaf schema shared by export and serving)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """engine.json: how the engine was exported."""
+
+    target: str
+    flavour: str
+    precision: str
+    float_dtype: str
+    max_seq_len: int
+    model: str
+    block_size: int = 0
+    lora_slots: int = 0
+    lora_rank: int = 0
+    lora_targets: tuple[str, ...] = ()
