@@ -2,10 +2,11 @@
 
 Peers (each in its own process, so peak memory is its own): (a) ``continuous`` — the
 engine's continuous batching scheduler over one base model with a LoRA slot per task;
-(b) ``fifo`` — FIFO static batches on the same engine; (c) ``merged`` — one engine per
-task with its adapter merged (the one-deployment-per-task setup); (d) ``hf`` — Hugging
-Face transformers + peft, static batches of mixed adapters (``adapter_names=``). ``one``
-is a single merged engine: the memory of "one model".
+``nocache`` — the same without the per-task prefix cache; (b) ``fifo`` — FIFO static
+batches on the same engine; (c) ``merged`` — one engine per task with its adapter merged
+(the one-deployment-per-task setup); (d) ``hf`` — Hugging Face transformers + peft,
+static batches of mixed adapters (``adapter_names=``). ``one`` is a single merged
+engine: the memory of "one model".
 
 Workload: N synthetic tasks (random LoRA adapters; speed does not depend on their
 values), Zipf task mix, Poisson arrivals, log-normal input and output lengths
@@ -17,6 +18,7 @@ reports throughput before/after and failures.
 
     .venv/bin/python benchmarks/multitask_serving.py            # SmolLM2-135M, ~15 min
     .venv/bin/python benchmarks/multitask_serving.py --quick    # tiny model, ~2 min
+    .venv/bin/python benchmarks/multitask_serving.py --shots 3  # prompts with worked examples
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 from serving_trace import Completion, slo_seconds, summarize
 
 OUT = Path("out/bench")
-MODES = ("continuous", "fifo", "merged", "hf")
+MODES = ("continuous", "nocache", "fifo", "merged", "hf")
 
 
 def run_worker(mode: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +59,7 @@ def analyse(results: dict[str, Any], calib: dict[str, Any], scale: float) -> dic
     for mode, result in results.items():
         table[mode] = {
             "peak_rss_mib": result["peak_rss_mib"],
+            "prefix_cache": result.get("prefix_cache"),
             "rates": {
                 rate: summarize([Completion(**c) for c in done], slo)
                 for rate, done in result["runs"].items()
@@ -99,6 +102,16 @@ def targets(table: dict[str, Any], one_mib: float) -> dict[str, Any]:
             for rate, s in b["rates"].items()
             if s["slo_attainment"] < 0.5
         }
+    c = table.get("nocache")
+    if a and c:  # the prefix cache: same scheduler with and without it
+        out["ttft_p50_cache_x_nocache"] = {
+            rate: a["rates"][rate]["ttft_p50_s"] / max(s["ttft_p50_s"], 1e-9)
+            for rate, s in c["rates"].items()
+        }
+        out["throughput_cache_x_nocache"] = {
+            rate: a["rates"][rate]["throughput_tok_s"] / max(s["throughput_tok_s"], 1e-9)
+            for rate, s in c["rates"].items()
+        }
     for mode, entry in table.items():
         out[f"memory_x_one_{mode}"] = entry["peak_rss_mib"] / one_mib
     if a and "merged" in table:
@@ -124,6 +137,9 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--slo-scale", type=float, default=5.0)
     parser.add_argument("--no-add", action="store_true", help="skip adding a task under load")
+    parser.add_argument("--shots", type=int, default=0, help="worked examples per instruction")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per engine")
+    parser.add_argument("--quant", choices=["int4", "int8"], default=None, help="engine weights")
     args = parser.parse_args()
     model = args.model or ("tiny-llama" if args.quick else "smollm2-135m")
     n = args.requests or (24 if args.quick else 48)
@@ -137,6 +153,9 @@ def main() -> None:
         "max_words": 40 if args.quick else 200,
         "serve_seq_len": 256 if args.quick else 512,  # KV reserved per engine
         "n": n,
+        "shots": args.shots,
+        "threads": args.threads,
+        "quant": args.quant,
     }
     start = time.perf_counter()
     calib = run_worker("calibrate", config)
@@ -154,7 +173,9 @@ def main() -> None:
         summary["add_under_load"] = added
     print(json.dumps(summary, indent=1))
     OUT.mkdir(parents=True, exist_ok=True)
-    out = OUT / f"multitask_serving{'-quick' if args.quick else ''}.json"
+    tag = ("-quick" if args.quick else "") + (f"-shots{args.shots}" if args.shots else "")
+    tag += f"-{args.quant}" if args.quant else ""
+    out = OUT / f"multitask_serving{tag}.json"
     record = {
         "config": config,
         "calibration": calib,

@@ -35,14 +35,35 @@ STYLES = (
 )
 
 
-def task_specs(n: int, max_new_tokens: int = 256) -> list[TaskSpec]:
+# Worked examples a production prompt carries in its instruction (``shots``): the fixed
+# text before every input that the per-task prefix cache holds.
+EXAMPLES = (
+    ("the hotel was clean but the breakfast was cold", "Clean hotel, cold breakfast."),
+    ("cant make it tmrw, can we move the call to friday", "Can we move the call to Friday?"),
+    ("the delivery came two days late and the box was torn", "Late delivery, torn box."),
+    ("pls send the q3 numbers before the board meeting", "Please send the Q3 numbers."),
+    ("the app crashes every time i open the camera", "The app crashes on camera open."),
+    ("great service, the staff went out of their way", "Great, attentive staff."),
+)
+
+
+def instruction(i: int, shots: int) -> str:
+    """Task ``i``'s instruction, with ``shots`` worked examples after it."""
+    lines = [STYLES[i % len(STYLES)]]
+    for k in range(shots):
+        text, answer = EXAMPLES[(i + k) % len(EXAMPLES)]
+        lines.append(f"Example {k + 1}. Input: {text}\nOutput: {answer}")
+    return "\n\n".join(lines)
+
+
+def task_specs(n: int, max_new_tokens: int = 256, shots: int = 0) -> list[TaskSpec]:
     """``n`` text tasks (``task0`` ...) built on the suite's rewrite task."""
     base = load_tasks().task("rewrite")
     return [
         dataclasses.replace(
             base,
             name=f"task{i}",
-            instruction=STYLES[i % len(STYLES)],
+            instruction=instruction(i, shots),
             template="{input}",
             output=OutputSpec(kind="text", max_new_tokens=max_new_tokens),
             few_shot=0,
@@ -65,17 +86,25 @@ def random_adapter(
 
 
 def build(
-    source: str, n_tasks: int, max_seq_len: int, out: Path = OUT, merged: bool = True
+    source: str,
+    n_tasks: int,
+    max_seq_len: int,
+    out: Path = OUT,
+    merged: bool = True,
+    shots: int = 0,
+    quant: str | None = None,
 ) -> dict[str, Path]:
     """Bundles (cached): ``shared`` (tasks + LoRA-slot engine), ``task{i}`` (merged, one
     engine each, unless not ``merged``). ``source`` is a preset (``smollm2-135m``,
-    ``tiny-llama``)."""
-    root = out / f"{source}-{n_tasks}"
+    ``tiny-llama``); ``shots`` worked examples go into each task's instruction; ``quant``
+    (``int4``/``int8``) quantizes the engines' weights at export."""
+    tag = (f"-shots{shots}" if shots else "") + (f"-{quant}" if quant else "")
+    root = out / f"{source}-{n_tasks}{tag}"
     base = root / "base.tllm"
     if not base.exists():
         tinyllm.import_model(source, base)
     opened = Bundle.open(base)
-    specs = task_specs(n_tasks)
+    specs = task_specs(n_tasks, shots=shots)
     adapters = {s.name: random_adapter(opened, seed=i) for i, s in enumerate(specs)}
     paths = {"shared": root / "shared.tllm"}
     if not paths["shared"].exists():
@@ -87,6 +116,7 @@ def build(
             max_seq_len=max_seq_len,
             lora_slots=n_tasks + 2,  # slot 0 is the base model; one free for add-under-load
             lora_rank=RANK,
+            quant=quant,
         )
     if not merged:
         return paths
@@ -96,7 +126,9 @@ def build(
         if not paths[spec.name].exists():
             merged = merge_adapter(weights, opened.config, adapters[spec.name])
             staged = _merged_bundle(opened, root / f"{spec.name}-weights.tllm", spec, merged)
-            tinyllm.export(staged.path, "onnx-cpu", paths[spec.name], max_seq_len=max_seq_len)
+            tinyllm.export(
+                staged.path, "onnx-cpu", paths[spec.name], max_seq_len=max_seq_len, quant=quant
+            )
     return paths
 
 

@@ -43,7 +43,9 @@ def lengths(config: dict[str, Any]) -> dict[str, Any]:
     return {k: config[k] for k in keys}
 
 
-def load_shared(paths: dict[str, Path], config: dict[str, Any], policy: str) -> Any:
+def load_shared(
+    paths: dict[str, Path], config: dict[str, Any], policy: str, cache: bool = True
+) -> Any:
     from tinyllm.runtime import Engine
 
     return Engine.load(
@@ -52,6 +54,8 @@ def load_shared(paths: dict[str, Path], config: dict[str, Any], policy: str) -> 
         max_seq_len=config["serve_seq_len"],
         queue_size=4 * config["n"],
         scheduler=policy,
+        prefix_cache_mb=64.0 if cache else 0.0,
+        threads=config.get("threads"),
     )
 
 
@@ -84,15 +88,19 @@ def calibrate(paths: dict[str, Path], config: dict[str, Any]) -> dict[str, Any]:
     return {"ttft_s": min(ttfts), "tpot_s": min(tpots), "peak_rss_mib": peak_rss_mib()}
 
 
-def shared_mode(paths: dict[str, Path], config: dict[str, Any], policy: str) -> dict[str, Any]:
-    """(a) continuous or (b) fifo on one engine with a LoRA slot per task."""
-    names = [s.name for s in task_specs(config["tasks"])]
-    engine = load_shared(paths, config, policy)
+def shared_mode(
+    paths: dict[str, Path], config: dict[str, Any], policy: str, cache: bool = True
+) -> dict[str, Any]:
+    """(a) continuous or (b) fifo on one engine with a LoRA slot per task; ``cache``:
+    the per-task prefix cache (off for the ``nocache`` peer)."""
+    names = [s.name for s in task_specs(config["tasks"], shots=config.get("shots", 0))]
+    engine = load_shared(paths, config, policy, cache)
     result: dict[str, Any] = {
         "runs": run_rates(engine_submit({n: engine for n in names}), config, names)
     }
-    if policy == "continuous" and config.get("add_task"):
+    if policy == "continuous" and cache and config.get("add_task"):
         result["add_under_load"] = add_under_load(engine, config, names)
+    result["prefix_cache"] = engine.stats()["prefix_cache"]
     engine.close()
     result["peak_rss_mib"] = peak_rss_mib()
     return result
@@ -102,7 +110,7 @@ def add_under_load(engine: Any, config: dict[str, Any], names: list[str]) -> dic
     """Add a task halfway through a trace at the highest rate; throughput around the add."""
     import dataclasses
 
-    new = dataclasses.replace(task_specs(1)[0], name="added")
+    new = dataclasses.replace(task_specs(1, shots=config.get("shots", 0))[0], name="added")
     rate = max(config["rates"])
     # The added task is the most popular once it exists (before that its requests go to
     # task0), so the add is exercised by many requests.
@@ -141,7 +149,7 @@ def merged_mode(paths: dict[str, Path], config: dict[str, Any], count: int) -> d
     """(c) one engine per task, adapter merged; ``count=1`` is the one-model baseline."""
     from tinyllm.runtime import Engine
 
-    names = [s.name for s in task_specs(config["tasks"])][:count]
+    names = [s.name for s in task_specs(config["tasks"], shots=config.get("shots", 0))][:count]
     engines = {
         n: Engine.load(
             paths[n],
@@ -171,7 +179,7 @@ class HFPeftServer:
 
         torch.set_num_threads(len(os.sched_getaffinity(0)))
         loaded = tinyllm.load_torch_model(paths["shared"])
-        specs = task_specs(config["tasks"])
+        specs = task_specs(config["tasks"], shots=config.get("shots", 0))
         lora = LoraConfig(r=8, lora_alpha=16, target_modules=list(PROJECTIONS), lora_dropout=0.0)
         model = get_peft_model(loaded.model, lora, adapter_name=specs[0].name)
         bundle = tinyllm.open_bundle(paths["shared"])
@@ -254,7 +262,7 @@ class _Out:
 
 
 def hf_mode(paths: dict[str, Path], config: dict[str, Any]) -> dict[str, Any]:
-    names = [s.name for s in task_specs(config["tasks"])]
+    names = [s.name for s in task_specs(config["tasks"], shots=config.get("shots", 0))]
     server = HFPeftServer(paths, config)
     return {"runs": run_rates(server.submit, config, names), "peak_rss_mib": peak_rss_mib()}
 
@@ -262,6 +270,7 @@ def hf_mode(paths: dict[str, Path], config: dict[str, Any]) -> dict[str, Any]:
 WORKERS = {
     "calibrate": lambda p, c: calibrate(p, c),
     "continuous": lambda p, c: shared_mode(p, c, "continuous"),
+    "nocache": lambda p, c: shared_mode(p, c, "continuous", cache=False),
     "fifo": lambda p, c: shared_mode(p, c, "fifo"),
     "merged": lambda p, c: merged_mode(p, c, c["tasks"]),
     "one": lambda p, c: merged_mode(p, c, 1),
@@ -271,6 +280,12 @@ WORKERS = {
 
 if __name__ == "__main__":
     mode, raw = sys.argv[1], json.loads(sys.argv[2])
-    paths = build(raw["model"], raw["tasks"], raw["max_seq_len"])
+    paths = build(
+        raw["model"],
+        raw["tasks"],
+        raw["max_seq_len"],
+        shots=raw.get("shots", 0),
+        quant=raw.get("quant"),
+    )
     print(json.dumps(WORKERS[mode](paths, raw)), flush=True)
     os._exit(0)  # skip interpreter teardown: torch's threads may abort it
