@@ -53,8 +53,8 @@ def calibration_conversations(
     Args:
         samples: examples per task (None: all), taken from position ``offset`` on.
     """
-    from tinyllm.evaluation import conversation
     from tinyllm.suite import load_split, prepare
+    from tinyllm.tasks import conversation
 
     out = []
     for task in tasks:

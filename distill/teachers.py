@@ -193,7 +193,7 @@ class LocalTeacher:
 
     def prompts(self, task: TaskSpec, inputs: Sequence[str]) -> list[str]:
         """The chat-formatted prompt text per input, ending with the assistant turn's start."""
-        from tinyllm.evaluation import conversation
+        from tinyllm.tasks import conversation
 
         shots = self.shots(task)
         return [

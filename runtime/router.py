@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from tinyllm.errors import UnknownTaskError
-from tinyllm.evaluation import conversation
 from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.runtime.tokenizer import ChatTokenizer
-from tinyllm.tasks import TaskSpec
+from tinyllm.tasks import TaskSpec, conversation
 from tinyllm.verifiers import answer_text, parse_json_output, verify
 
 

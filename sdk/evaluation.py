@@ -16,10 +16,20 @@ from typing import Any, Protocol
 from tinyllm.config import to_dict
 from tinyllm.metrics import score
 from tinyllm.suite import load_split
-from tinyllm.tasks import Example, Suite, TaskSpec
+from tinyllm.tasks import Message, Suite, TaskSpec, conversation
 from tinyllm.verifiers import answer_text, verify
 
-Message = dict[str, str]
+# `conversation` and `Message` live in tinyllm.tasks; they stay importable from here.
+__all__ = [
+    "EngineGenerator",
+    "EvalReport",
+    "Generator",
+    "Message",
+    "TaskResult",
+    "TorchGenerator",
+    "conversation",
+    "evaluate_task",
+]
 
 
 class Generator(Protocol):
@@ -78,16 +88,6 @@ class EngineGenerator:
             prompts, GenerationConfig(max_new_tokens=max_new_tokens), adapter=self.adapter
         )
         return [r.text for r in results]
-
-
-def conversation(task: TaskSpec, text: str, shots: list[Example]) -> list[Message]:
-    """System instruction, optional worked examples, then the input as the user turn."""
-    messages = [{"role": "system", "content": task.instruction}]
-    for shot in shots:
-        messages.append({"role": "user", "content": task.prompt(shot.input)})
-        messages.append({"role": "assistant", "content": shot.output})
-    messages.append({"role": "user", "content": task.prompt(text)})
-    return messages
 
 
 @dataclass(frozen=True)
