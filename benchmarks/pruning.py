@@ -40,8 +40,9 @@ def scores(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
     The same as ``tinyllm eval --backend engine`` (api.evaluate), with the engine's
     thread count set (one thread is much faster than two on a machine that is shared).
     """
-    from tinyllm.evaluation import EngineGenerator, evaluate_task
+    from tinyllm.evaluation import evaluate_task
     from tinyllm.runtime import Engine
+    from tinyllm.runtime.generator import EngineGenerator
     from tinyllm.suite import prepare
 
     suite = tinyllm.api.load_tasks()

@@ -89,10 +89,9 @@ class OracleTeacher:
 
     def _table(self, task: TaskSpec) -> dict[str, str]:
         if task.name not in self._answers:
-            from tinyllm.suite import load_split, prepare
+            from tinyllm.suite import load_split, prepare_tasks
 
-            if task.data.builder is not None:
-                prepare(task)
+            prepare_tasks([task])
             table: dict[str, str] = {}
             for split in ("train", "validation", "test"):
                 for ex in load_split(self.suite, task, split):
@@ -158,10 +157,11 @@ class LocalTeacher:
 
     @classmethod
     def from_bundle(cls, path: str | Path, **kwargs: Any) -> LocalTeacher:
-        """A teacher from a tinyllm bundle (via ``tinyllm.api.load_torch_model``)."""
-        from tinyllm.api import load_torch_model
+        """A teacher from a tinyllm bundle (its weights as a transformers model)."""
+        from tinyllm.bundle import Bundle
+        from tinyllm.models import load_model
 
-        loaded = load_torch_model(path)
+        loaded = load_model(Bundle.open(path))
         loaded.model.eval()
         kwargs.setdefault("name", f"bundle:{Path(path).name}")
         return cls(loaded.model, loaded.tokenizer, **kwargs)
