@@ -109,7 +109,7 @@ def teacher_data(
     (:func:`tinyllm.distill.labelling.label_task`, resumable) into ``out_dir``.
     """
     from tinyllm.distill.labelling import label_task
-    from tinyllm.distill.teachers import teacher_from_spec
+    from tinyllm.distill.teacher_specs import teacher_from_spec
     from tinyllm.suite import load_split
     from tinyllm.tasks import read_examples
 
@@ -125,7 +125,7 @@ def teacher_data(
 
 def score_teacher(suite: Suite, task: TaskSpec, teacher: str, limit: int | None) -> TeacherScore:
     """The teacher's metric on the test split (oracle: its references, latency n/a)."""
-    from tinyllm.distill.teachers import teacher_from_spec
+    from tinyllm.distill.teacher_specs import teacher_from_spec
     from tinyllm.metrics import score
     from tinyllm.suite import load_split
     from tinyllm.verifiers import answer_text

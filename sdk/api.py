@@ -449,7 +449,7 @@ def label_data(
         progress: show progress bars.
     """
     from tinyllm.distill.labelling import label_task
-    from tinyllm.distill.teachers import teacher_from_spec
+    from tinyllm.distill.teacher_specs import teacher_from_spec
     from tinyllm.suite import load_split, prepare_tasks
 
     if limit is not None and limit < 1:
