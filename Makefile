@@ -35,6 +35,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python .ci/typecheck.py
+	$(BIN)/python .ci/import_contract.py
 
 test: lint
 	$(BIN)/python -m pytest

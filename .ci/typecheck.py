@@ -1,9 +1,8 @@
 """Type-check the tinyllm package under its import names.
 
-The package is assembled from top-level folders (sdk/ -> tinyllm, compress/ ->
-tinyllm.compress, ...), a mapping mypy cannot read from pyproject.toml, so this script
-builds a tree of symlinks with the installed layout, runs mypy on it and maps the paths
-in mypy's report back to the source folders.
+mypy cannot read the folder -> package mapping from pyproject.toml, so this script runs
+it on a tree of symlinks with the installed layout (layout.py) and maps the paths in
+mypy's report back to the source folders.
 """
 
 from __future__ import annotations
@@ -13,18 +12,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("compress", "distill", "runtime")
+from layout import ROOT, SUBPACKAGES, installed_tree
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tinyllm-typecheck-") as tmp:
-        tree = Path(tmp) / "tinyllm"
-        tree.mkdir()
-        for item in (ROOT / "sdk").iterdir():
-            (tree / item.name).symlink_to(item)
-        for sub in SUBPACKAGES:
-            (tree / sub).symlink_to(ROOT / sub)
+        installed_tree(Path(tmp))
         proc = subprocess.run(
             [
                 sys.executable,

@@ -42,7 +42,7 @@ def scores(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
     """
     from tinyllm.evaluation import evaluate_task
     from tinyllm.runtime import Engine
-    from tinyllm.runtime.evalbackend import EngineGenerator
+    from tinyllm.runtime.generator import EngineGenerator
     from tinyllm.suite import prepare
 
     suite = tinyllm.api.load_tasks()

@@ -220,7 +220,7 @@ class HFPeftServer:
         import torch
         from transformers import LogitsProcessor, LogitsProcessorList
 
-        from tinyllm.evaluation import conversation
+        from tinyllm.tasks import conversation
 
         first: list[float] = []
 

@@ -24,8 +24,7 @@ import torch
 from tinyllm.adapters import LoraAdapter, module_name
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
-from tinyllm.evaluation import conversation
-from tinyllm.tasks import Example, TaskSpec
+from tinyllm.tasks import Example, TaskSpec, conversation
 
 SITES: dict[str, tuple[str, ...]] = {
     "attn_in": ("q_proj", "k_proj", "v_proj"),

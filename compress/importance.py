@@ -53,13 +53,12 @@ def calibration_conversations(
     Args:
         samples: examples per task (None: all), taken from position ``offset`` on.
     """
-    from tinyllm.evaluation import conversation
-    from tinyllm.suite import load_split, prepare
+    from tinyllm.suite import load_split, prepare_tasks
+    from tinyllm.tasks import conversation
 
     out = []
     for task in tasks:
-        if task.data.builder is not None:
-            prepare(task)
+        prepare_tasks([task])
         train = load_split(suite, task, "train")
         chosen = train[offset:] if samples is None else train[offset : offset + samples]
         for ex in chosen:

@@ -7,14 +7,11 @@ float rest, the Hessian cache under ``stats/hessians/`` and the quantization spe
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,10 +29,10 @@ from tinyllm.compress.hessian import (
 )
 from tinyllm.compress.mlgptq import QuantSettings, quantize_weights, task_errors
 from tinyllm.errors import BundleError, ConfigError
+from tinyllm.lineage import bundle_name, child_manifest
 from tinyllm.manifest import WEIGHTS
 from tinyllm.quantformat import QuantSpec, packed_tensors
 from tinyllm.tasks import Suite, TaskSpec
-from tinyllm.version import __version__
 
 LORA_MODES = ("separate", "merged")
 
@@ -112,7 +109,7 @@ def calibrate(
 ) -> tuple[dict[str, TaskHessians], list[str]]:
     """Each task's Hessians: reused from ``cal.cached`` when the fingerprint matches, else
     collected with the task's adapter applied (separate mode). Returns (hessians, computed)."""
-    from tinyllm.suite import load_split, prepare
+    from tinyllm.suite import load_split, prepare_tasks
 
     out: dict[str, TaskHessians] = {}
     computed = []
@@ -128,8 +125,7 @@ def calibrate(
                 )
             out[task.name] = cached
             continue
-        if task.data.builder is not None:
-            prepare(task)
+        prepare_tasks([task])
         texts = calibration_texts(
             task, load_split(suite, task, "train"), cal.samples, tokenizer, cal.seed
         )
@@ -328,13 +324,10 @@ def write_quantized(
             else:
                 h.save(writer.path(name))
         specs = {t.name: _task_dict(t) for t in cal.tasks}
-        manifest = dataclasses.replace(
-            man,
-            name=Path(out).name.removesuffix(".tllm"),
-            stage="compress",
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            tinyllm_version=__version__,
-            lineage=[man.ref(str(source.path)), *man.lineage],
+        manifest = child_manifest(
+            source,
+            "compress",
+            name=bundle_name(out),
             quantization=spec.to_dict(),
             lora_mode=("merged" if spec.lora == "merged" else "separate")
             if adapters

@@ -7,11 +7,9 @@ passes the shared KD loss).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +33,9 @@ from tinyllm.compress.prune import (
 )
 from tinyllm.compress.vocab import BpeVocab, write_trimmed_tokenizer
 from tinyllm.errors import ConfigError
+from tinyllm.lineage import bundle_name, child_manifest
 from tinyllm.manifest import TOKENIZER_DIR, WEIGHTS
 from tinyllm.tasks import Suite, TaskSpec
-from tinyllm.version import __version__
 
 STATS_FILE = "stats/prune.json"
 
@@ -200,15 +198,12 @@ def prune_bundle(
             seconds=time.perf_counter() - start,
         )
         writer.path(STATS_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        manifest = dataclasses.replace(
-            parent.manifest,
-            name=Path(out).name.removesuffix(".tllm"),
-            stage="compress",
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            tinyllm_version=__version__,
+        manifest = child_manifest(
+            parent,
+            "compress",
+            name=bundle_name(out),
             source={"kind": "prune", "ref": str(parent.path), "plan": STATS_FILE},
             model=new_config,
-            lineage=[parent.manifest.ref(str(parent.path)), *parent.manifest.lineage],
             engines={},
         )
         return writer.commit(manifest), report

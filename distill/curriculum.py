@@ -185,8 +185,9 @@ class EarlyStopping:
 
 def validation_score(model: Any, tokenizer: Any, task: Any, examples: Sequence[Any]) -> float:
     """Greedy-decode a task's validation examples and score them with its metric."""
-    from tinyllm.evaluation import TorchGenerator, conversation
+    from tinyllm.evaluation import TorchGenerator
     from tinyllm.metrics import score
+    from tinyllm.tasks import conversation
     from tinyllm.verifiers import answer_text
 
     generator = TorchGenerator(model, tokenizer)

@@ -20,8 +20,7 @@ from typing import Any
 
 from tinyllm.distill.teachers import TeacherError, canonical_answer, check_k
 from tinyllm.errors import ConfigError, missing_dependency
-from tinyllm.evaluation import conversation
-from tinyllm.tasks import TaskSpec
+from tinyllm.tasks import TaskSpec, conversation
 
 FUNCTION = "submit_answer"
 

@@ -76,12 +76,12 @@ def load_teacher_model(spec: str, student_tokenizer: Any, log: Callable[[str], N
     ``bundle:PATH`` (or a bundle folder) and ``hf:PATH`` are local models; a different
     tokenizer or any other teacher kind falls back to sequence KD, with a message.
     """
-    from tinyllm import api
-    from tinyllm.models import load_hf_folder
+    from tinyllm.bundle import Bundle
+    from tinyllm.models import load_hf_folder, load_model
 
     kind, _, rest = spec.partition(":")
     if kind == "bundle" or (not rest and Path(spec).is_dir()):
-        loaded = api.load_torch_model(rest or spec)
+        loaded = load_model(Bundle.open(rest or spec))
     elif kind == "hf":
         loaded = load_hf_folder(Path(rest), "float32")
     else:

@@ -265,7 +265,7 @@ def builtin_pipeline(
             f"`tinyllm import smollm2-135m -o {path}`"
         )
     if suite is None:
-        from tinyllm.api import load_tasks
+        from tinyllm.suite import load_tasks
 
         suite = load_tasks("builtin")
     teacher = LocalTeacher.from_bundle(path, suite=suite, few_shot=few_shot)

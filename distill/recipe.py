@@ -14,10 +14,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, Suite, TaskSpec
+
+if TYPE_CHECKING:
+    from tinyllm.bundle import Bundle
+    from tinyllm.evaluation import TaskResult
 
 Method = Literal["sft", "kd", "grpo"]
 METHODS: tuple[Method, ...] = ("sft", "kd", "grpo")
@@ -105,7 +109,7 @@ def teacher_data(
     (:func:`tinyllm.distill.labelling.label_task`, resumable) into ``out_dir``.
     """
     from tinyllm.distill.labelling import label_task
-    from tinyllm.distill.teachers import teacher_from_spec
+    from tinyllm.distill.teacher_specs import teacher_from_spec
     from tinyllm.suite import load_split
     from tinyllm.tasks import read_examples
 
@@ -121,7 +125,7 @@ def teacher_data(
 
 def score_teacher(suite: Suite, task: TaskSpec, teacher: str, limit: int | None) -> TeacherScore:
     """The teacher's metric on the test split (oracle: its references, latency n/a)."""
-    from tinyllm.distill.teachers import teacher_from_spec
+    from tinyllm.distill.teacher_specs import teacher_from_spec
     from tinyllm.metrics import score
     from tinyllm.suite import load_split
     from tinyllm.verifiers import answer_text
@@ -217,21 +221,21 @@ def run_distill(
     log: Log,
 ) -> DistillReport:
     """The whole recipe; see :func:`tinyllm.api.distill` for the arguments."""
-    from tinyllm import api
-    from tinyllm.suite import prepare
+    from tinyllm.bundle import Bundle
+    from tinyllm.lineage import add_tasks
+    from tinyllm.models import load_model
+    from tinyllm.suite import load_tasks, prepare_tasks
 
     start = time.perf_counter()
-    suite = api.load_tasks(tasks)
+    suite = load_tasks(tasks)
     selected = suite.select(names)
     check_method(method, selected)
-    for task in selected:
-        if task.data.builder is not None:
-            prepare(task)
+    prepare_tasks(selected)
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     base = student_bundle(student, out, log)
-    loaded = api.load_torch_model(base)
+    loaded = load_model(Bundle.open(base))
     labels_dir = out.parent / f"{out.name.removesuffix('.tllm')}-labels"
     data = {
         t.name: teacher_data(suite, t, teacher, options.train_limit, labels_dir, log)
@@ -250,16 +254,10 @@ def run_distill(
             loaded, suite, selected, data, method, teacher, options, log, progress
         )
     del loaded
-    api.add_tasks(base, out, selected, adapters, overwrite=overwrite)
+    add_tasks(Bundle.open(base), out, selected, adapters, overwrite=overwrite)
     log(f"wrote {out}; evaluating student and zero-shot baseline")
-    kwargs: dict[str, Any] = {
-        "names": [t.name for t in selected],
-        "limit": options.eval_limit,
-        "batch_size": options.eval_batch_size,
-        "progress": progress,
-    }
-    student_eval = {r.task: r for r in api.evaluate(out, tasks, **kwargs).results}
-    baseline_eval = {r.task: r for r in api.evaluate(base, tasks, **kwargs).results}
+    student_eval = evaluated(Bundle.open(out), suite, selected, options, progress)
+    baseline_eval = evaluated(Bundle.open(base), suite, selected, options, progress)
     for task in selected:
         t_score = score_teacher(suite, task, teacher, options.eval_limit)
         s, b, res = student_eval[task.name], baseline_eval[task.name], results[task.name]
@@ -282,9 +280,22 @@ def run_distill(
     return report
 
 
+def evaluated(
+    bundle: Bundle, suite: Suite, tasks: list[TaskSpec], options: DistillOptions, progress: bool
+) -> dict[str, TaskResult]:
+    """Task name -> the bundle's score on the first ``eval_limit`` test examples (torch)."""
+    from tinyllm.evaluation import evaluate_bundle
+
+    limit, batch_size = options.eval_limit, options.eval_batch_size
+    report = evaluate_bundle(
+        bundle, suite, tasks, limit=limit, batch_size=batch_size, progress=progress
+    )
+    return {r.task: r for r in report.results}
+
+
 def student_bundle(student: str | os.PathLike[str], out: Path, log: Log) -> Path:
     """The student's bundle: an existing ``.tllm`` folder, or a preset imported beside ``out``."""
-    from tinyllm import api
+    from tinyllm.models import import_bundle
     from tinyllm.presets import PRESETS
 
     path = Path(student)
@@ -297,5 +308,5 @@ def student_bundle(student: str | os.PathLike[str], out: Path, log: Log) -> Path
     base = out.parent / f"{out.name.removesuffix('.tllm')}-base.tllm"
     if not base.is_dir():
         log(f"importing preset {student} into {base}")
-        api.import_model(str(student), base)
+        import_bundle(str(student), base)
     return base

@@ -1,7 +1,7 @@
 """Supervised fine-tuning on chat-formatted task examples, LoRA per task or full.
 
 Each example becomes ``prompt + answer + eos``: the prompt is the task's conversation
-(:func:`tinyllm.evaluation.conversation`, no shots, exactly what evaluation and serving
+(:func:`tinyllm.tasks.conversation`, no shots, exactly what evaluation and serving
 send) rendered with the tokenizer's chat template; the loss is cross-entropy on the
 answer tokens only. The loop is ours, not trl's SFTTrainer: on 2 CPU cores the whole
 budget is a few hundred steps, and a 60-line loop gives bit-identical losses for a seed,
@@ -21,8 +21,7 @@ import numpy as np
 from tinyllm.adapters import PROJECTIONS, LoraAdapter, from_peft_state_dict
 from tinyllm.distill.losses import IGNORE_INDEX
 from tinyllm.errors import ConfigError, TaskError, missing_dependency
-from tinyllm.evaluation import conversation
-from tinyllm.tasks import Example, TaskSpec
+from tinyllm.tasks import Example, TaskSpec, conversation
 
 if TYPE_CHECKING:
     import torch

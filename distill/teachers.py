@@ -11,12 +11,11 @@ the task expects (a label, a JSON object, a line of text). Data generation
 - :class:`~tinyllm.distill.pipeline.ToolPipelineTeacher`: an LLM that picks tools, tools
   that compute.
 
-:func:`teacher_from_spec` builds one from a CLI string.
+:func:`tinyllm.distill.teacher_specs.teacher_from_spec` builds one from a CLI string.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 from collections.abc import Sequence
@@ -89,10 +88,9 @@ class OracleTeacher:
 
     def _table(self, task: TaskSpec) -> dict[str, str]:
         if task.name not in self._answers:
-            from tinyllm.suite import load_split, prepare
+            from tinyllm.suite import load_split, prepare_tasks
 
-            if task.data.builder is not None:
-                prepare(task)
+            prepare_tasks([task])
             table: dict[str, str] = {}
             for split in ("train", "validation", "test"):
                 for ex in load_split(self.suite, task, split):
@@ -158,10 +156,11 @@ class LocalTeacher:
 
     @classmethod
     def from_bundle(cls, path: str | Path, **kwargs: Any) -> LocalTeacher:
-        """A teacher from a tinyllm bundle (via ``tinyllm.api.load_torch_model``)."""
-        from tinyllm.api import load_torch_model
+        """A teacher from a tinyllm bundle (its weights as a transformers model)."""
+        from tinyllm.bundle import Bundle
+        from tinyllm.models import load_model
 
-        loaded = load_torch_model(path)
+        loaded = load_model(Bundle.open(path))
         loaded.model.eval()
         kwargs.setdefault("name", f"bundle:{Path(path).name}")
         return cls(loaded.model, loaded.tokenizer, **kwargs)
@@ -193,7 +192,7 @@ class LocalTeacher:
 
     def prompts(self, task: TaskSpec, inputs: Sequence[str]) -> list[str]:
         """The chat-formatted prompt text per input, ending with the assistant turn's start."""
-        from tinyllm.evaluation import conversation
+        from tinyllm.tasks import conversation
 
         shots = self.shots(task)
         return [
@@ -257,60 +256,3 @@ class LocalTeacher:
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         return out.logits.float()  # [B, T, V]
-
-
-def teacher_from_spec(spec: str, suite: Suite | None = None, *, few_shot: int = 0) -> Teacher:
-    """Build a teacher from a CLI string.
-
-    Specs: ``oracle`` (reference outputs, needs ``suite``), ``bundle:PATH``, ``hf:PATH``,
-    ``openai:MODEL@BASE_URL`` (key from ``$OPENAI_API_KEY``), ``tinyllm:BASE_URL`` (a
-    ``tinyllm serve`` endpoint: the task is the model), ``pipeline:builtin`` (the
-    shipped SmolLM2 + tools pipeline; its LLM at ``out/smollm2.tllm``, or
-    ``pipeline:builtin:BUNDLE``) and ``pipeline:MODULE:FUNCTION`` (a function returning
-    a teacher).
-    """
-    kind, _, rest = spec.partition(":")
-    if kind == "oracle" and not rest:
-        if suite is None:
-            raise ConfigError("the oracle teacher needs the suite whose reference outputs it uses")
-        return OracleTeacher(suite)
-    if kind in ("bundle", "hf") and rest:
-        build = LocalTeacher.from_bundle if kind == "bundle" else LocalTeacher.from_hf
-        return build(rest, suite=suite, few_shot=few_shot)
-    if kind == "openai" and "@" in rest:
-        from tinyllm.distill.endpoint import OpenAITeacher
-
-        model, _, base_url = rest.partition("@")
-        return OpenAITeacher(base_url, model)
-    if kind == "tinyllm" and rest.startswith(("http://", "https://")):
-        from tinyllm.distill.endpoint import OpenAITeacher
-
-        return OpenAITeacher(rest, "", task_as_model=True)
-    if kind == "pipeline" and rest:
-        return _pipeline_teacher(rest, suite)
-    raise ConfigError(
-        f"unknown teacher {spec!r}; use oracle, bundle:PATH, hf:PATH, openai:MODEL@BASE_URL, "
-        "tinyllm:BASE_URL, "
-        "pipeline:builtin or pipeline:MODULE:FUNCTION"
-    )
-
-
-def _pipeline_teacher(target: str, suite: Suite | None) -> Teacher:
-    if target == "builtin" or target.startswith("builtin:"):
-        from tinyllm.distill.pipeline import builtin_pipeline
-
-        return builtin_pipeline(target.partition(":")[2] or None, suite)
-    module_name, _, function = target.rpartition(":")
-    if not module_name:
-        raise ConfigError(f"pipeline teacher {target!r}: write pipeline:MODULE:FUNCTION")
-    try:
-        factory = getattr(importlib.import_module(module_name), function)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"pipeline teacher {target!r}: cannot import it ({e})") from e
-    teacher = factory()
-    if not isinstance(teacher, Teacher):
-        raise ConfigError(
-            f"pipeline teacher {target!r} returned {type(teacher).__name__}, "
-            "not a Teacher (needs .name and .label)"
-        )
-    return teacher

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from tinyllm.bundle import Bundle
+from tinyllm.chat import ChatTokenizer
 from tinyllm.config import from_dict
 from tinyllm.errors import BundleError, ConfigError
 from tinyllm.manifest import EngineEntry
@@ -27,8 +28,7 @@ from tinyllm.runtime.scheduler import Policy, SchedulerConfig
 from tinyllm.runtime.service import TaskService
 from tinyllm.runtime.serving import Server, ServingOptions
 from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
-from tinyllm.runtime.tasktable import TaskTable
-from tinyllm.runtime.tokenizer import ChatTokenizer
+from tinyllm.tasktable import TaskTable
 
 FinishReason = Literal["stop", "length"]
 

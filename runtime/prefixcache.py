@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyllm.runtime.tasktable import common_prefix
+from tinyllm.tasktable import common_prefix
 
 Key = tuple[str, int]
 

@@ -1,10 +1,10 @@
 """The task router: a request names its task; the router gives its prompt, adapter slot,
 decoding parameters, stop rule and constraint, and parses the output by the task's kind.
 
-The prompt is the conversation :func:`tinyllm.evaluation.conversation` builds (the task's
+The prompt is the conversation :func:`tinyllm.tasks.conversation` builds (the task's
 instruction as the system turn, its template around the input as the user turn), rendered
 with the bundle's chat template, so serving and evaluation see the same prompt. An engine
-exported with a task table (:mod:`tinyllm.runtime.tasktable`) has that rendering done once:
+exported with a task table (:mod:`tinyllm.tasktable`) has that rendering done once:
 the router puts the input between the table's text, and reads the label sequences and the
 prefix every prompt of the task starts with from it. Outputs
 are parsed and checked with :mod:`tinyllm.verifiers`: an invalid output comes back with
@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from tinyllm.chat import ChatTokenizer
 from tinyllm.errors import ConfigError, UnknownTaskError
-from tinyllm.evaluation import conversation
 from tinyllm.runtime.sampling import GenerationConfig
-from tinyllm.runtime.tasktable import TaskEntry, TaskTable, build_entry, common_prefix
-from tinyllm.runtime.tokenizer import ChatTokenizer
-from tinyllm.tasks import Example, TaskSpec
+from tinyllm.tasks import Example, TaskSpec, conversation
+from tinyllm.tasktable import TaskEntry, TaskTable, build_entry, common_prefix
 from tinyllm.verifiers import answer_text, parse_json_output, verify
 
 

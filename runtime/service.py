@@ -24,9 +24,9 @@ from tinyllm.tasks import Example, TaskSpec
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
     from tinyllm.bundle import Bundle
+    from tinyllm.chat import ChatTokenizer
     from tinyllm.runtime.engineinfo import EngineInfo
-    from tinyllm.runtime.tasktable import TaskTable
-    from tinyllm.runtime.tokenizer import ChatTokenizer
+    from tinyllm.tasktable import TaskTable
 
 Prompt = str | list[dict[str, str]]
 

@@ -1,22 +1,60 @@
 """tinyllm: distill, compress and serve LLM-powered NLP tasks as one tiny model.
 
 Importing tinyllm never imports torch; functions that need it import it when called.
+The facade (:mod:`tinyllm.api`) and the runtime load on first use of a name here, so
+importing a stage (``tinyllm.runtime``, ``tinyllm.distill``...) never runs the facade.
 """
 
-from tinyllm.api import evaluate, export, import_model, inspect, load_torch_model, open_bundle
-from tinyllm.bundle import Bundle
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from tinyllm.errors import TinyLLMError
-from tinyllm.inspection import Inspection
 from tinyllm.version import __version__
+
+if TYPE_CHECKING:
+    from tinyllm import api
+    from tinyllm.api import (
+        evaluate,
+        export,
+        import_model,
+        inspect,
+        load_torch_model,
+        open_bundle,
+    )
+    from tinyllm.bundle import Bundle
+    from tinyllm.inspection import Inspection
+    from tinyllm.runtime import Engine
+
+# name -> the module that defines it, imported on first access.
+_LAZY = {
+    "Bundle": "tinyllm.bundle",
+    "Engine": "tinyllm.runtime",
+    "Inspection": "tinyllm.inspection",
+    "evaluate": "tinyllm.api",
+    "export": "tinyllm.api",
+    "import_model": "tinyllm.api",
+    "inspect": "tinyllm.api",
+    "load_torch_model": "tinyllm.api",
+    "open_bundle": "tinyllm.api",
+}
 
 
 def __getattr__(name: str) -> object:
-    """``tinyllm.Engine`` imports the runtime (onnxruntime) only when first used."""
-    if name == "Engine":
-        from tinyllm.runtime import Engine
-
-        return Engine
+    """Load the facade's names (and ``tinyllm.Engine``, onnxruntime) only when first used."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name == "api":  # `import tinyllm; tinyllm.api.distill(...)` keeps working
+        return importlib.import_module("tinyllm.api")
     raise AttributeError(f"module 'tinyllm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public names, loaded or not."""
+    return sorted([*globals(), *_LAZY, "api"])
 
 
 __all__ = [
@@ -25,6 +63,7 @@ __all__ = [
     "Inspection",
     "TinyLLMError",
     "__version__",
+    "api",
     "evaluate",
     "export",
     "import_model",

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tinyllm.bundle import Bundle, BundleWriter
 from tinyllm.errors import ConfigError
 from tinyllm.inspection import Inspection, inspect_bundle
-from tinyllm.manifest import SCHEMA_VERSION, TOKENIZER_DIR, WEIGHTS, Manifest, Stage
-from tinyllm.version import __version__
+from tinyllm.manifest import WEIGHTS, Stage
+from tinyllm.suite import BUILTIN
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
@@ -21,12 +20,11 @@ if TYPE_CHECKING:
     from tinyllm.distill.labelling import LabelStats
     from tinyllm.distill.recipe import DistillReport
     from tinyllm.distill.teachers import Teacher
-    from tinyllm.evaluation import EvalReport
+    from tinyllm.evaluation import BundleGenerator, EvalReport
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.verify import Verification
     from tinyllm.tasks import Suite, TaskSpec
 
-BUILTIN = "builtin"
 
 PathLike = str | os.PathLike[str]
 DTypeName = Literal["float32", "float16", "bfloat16"]
@@ -55,23 +53,9 @@ def import_model(
         name: the bundle's name (default: the folder name without ``.tllm``).
         overwrite: replace an existing bundle at ``out`` (atomically).
     """
-    from tinyllm.models import bundle_state_dict, load_source
+    from tinyllm.models import import_bundle
 
-    with BundleWriter(out, overwrite=overwrite) as writer:
-        loaded = load_source(source, dtype)
-        writer.save_tensors(WEIGHTS, bundle_state_dict(loaded.model, loaded.config))
-        loaded.tokenizer.save_pretrained(str(writer.path(TOKENIZER_DIR)))
-        manifest = Manifest(
-            schema_version=SCHEMA_VERSION,
-            name=name or Path(out).name.removesuffix(".tllm"),
-            stage="import",
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            tinyllm_version=__version__,
-            source=loaded.source,
-            model=loaded.config,
-            dtype=dtype,
-        )
-        return writer.commit(manifest)
+    return import_bundle(source, out, dtype=dtype, name=name, overwrite=overwrite)
 
 
 def add_tasks(
@@ -99,49 +83,17 @@ def add_tasks(
         stage: the pipeline stage recorded for the child.
         overwrite: replace an existing bundle at ``out``.
     """
-    import dataclasses
+    from tinyllm.lineage import add_tasks as write_child
 
-    from tinyllm.config import to_dict
-
-    parent = open_bundle(bundle)
-    adapters = dict(adapters or {})
-    task_dicts = {**parent.manifest.tasks, **{t.name: to_dict(t) for t in tasks}}
-    unknown = sorted(set(adapters) - set(task_dicts))
-    if unknown:
-        raise ConfigError(f"adapter {unknown[0]!r} names no task; add its task spec too")
-    for name, adapter in adapters.items():
-        adapter.check(parent.config, f"adapter {name!r}")
-    from tinyllm.runtime.tasktable import FILE as TASK_TABLE
-    from tinyllm.runtime.tasktable import write_task_table
-    from tinyllm.tasks import task_from_dict
-
-    entries = dict(parent.manifest.adapters)
-    tables = {f"{e.path}/{TASK_TABLE}" for e in parent.manifest.engines.values()}
-    with BundleWriter(out, overwrite=overwrite) as writer:
-        for file in parent.manifest.files:
-            replaced = any(file == entries[n].file for n in adapters if n in entries)
-            if not replaced and file not in tables:
-                writer.copy_file(parent.path / file, file)
-        for name, adapter in adapters.items():
-            file = f"adapters/{name}.safetensors"
-            writer.save_tensors(file, adapter.tensors)
-            entries[name] = adapter.entry(file)
-        manifest = dataclasses.replace(
-            parent.manifest,
-            name=Path(out).name.removesuffix(".tllm"),
-            stage=stage,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            tinyllm_version=__version__,
-            lineage=[parent.manifest.ref(str(parent.path)), *parent.manifest.lineage],
-            tasks=task_dicts,
-            adapters=entries,
-            lora_mode=lora_mode if entries else parent.manifest.lora_mode,
-        )
-        specs = {n: task_from_dict(d, f"task {n!r}") for n, d in task_dicts.items()}
-        for engine in parent.manifest.engines.values():  # the engines serve the new tasks
-            folder = writer.staging / engine.path
-            write_task_table(folder, specs, manifest, parent.tokenizer_dir)
-        return writer.commit(manifest)
+    return write_child(
+        open_bundle(bundle),
+        out,
+        tasks,
+        adapters,
+        lora_mode=lora_mode,
+        stage=stage,
+        overwrite=overwrite,
+    )
 
 
 def inspect(bundle: PathLike) -> Inspection:
@@ -159,10 +111,9 @@ def load_torch_model(bundle: PathLike | Bundle, dtype: DTypeName | None = None) 
 
 def load_tasks(tasks: PathLike = BUILTIN) -> Suite:
     """Load a suite file; ``"builtin"`` is the built-in six-task suite."""
-    from tinyllm.suite import builtin_suite_path
-    from tinyllm.tasks import load_suite
+    from tinyllm.suite import load_tasks as load
 
-    return load_suite(builtin_suite_path() if str(tasks) == BUILTIN else tasks)
+    return load(tasks)
 
 
 def prepare_data(
@@ -172,11 +123,9 @@ def prepare_data(
 
     Returns task name -> split -> sha256 of the split file (same for the same spec).
     """
-    from tinyllm.suite import prepare
+    from tinyllm.suite import prepare_tasks
 
-    suite = load_tasks(tasks)
-    selected = suite.select(names)
-    return {t.name: prepare(t, force) for t in selected if t.data.builder is not None}
+    return prepare_tasks(load_tasks(tasks).select(names), force)
 
 
 def evaluate(
@@ -209,62 +158,34 @@ def evaluate(
             JSON tasks as valid JSON; False measures the raw model.
         progress: show a progress bar per task.
     """
-    import time
+    from tinyllm.evaluation import check_eval_args, evaluate_bundle, torch_generator
 
-    from tinyllm.evaluation import EvalReport, Generator, TorchGenerator, evaluate_task
-    from tinyllm.models import adapter_applied
-    from tinyllm.suite import prepare
-
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be a positive number of examples, got {limit}")
-    if batch_size < 1 or few_shot < 0:
-        raise ConfigError("batch_size must be >= 1 and few_shot >= 0")
+    check_eval_args(limit, few_shot, batch_size)
     if backend not in ("torch", "engine"):
         raise ConfigError(f"backend must be 'torch' or 'engine', got {backend!r}")
     suite = load_tasks(tasks)
     selected = suite.select(names)
-    opened = open_bundle(bundle)
-    start = time.perf_counter()
-    for task in selected:
-        if task.data.builder is not None:
-            prepare(task)
-    generator: Generator
-    torch_model = None
-    if backend == "engine":
-        from tinyllm.runtime import Engine
-        from tinyllm.runtime.evalbackend import EngineGenerator
 
-        runner = Engine.load(opened, engine=engine, max_batch=batch_size, constrain=constrain)
-        generator = EngineGenerator(runner)
+    def engine_generator(opened: Bundle, size: int) -> tuple[BundleGenerator, str]:
+        from tinyllm.runtime import Engine
+        from tinyllm.runtime.generator import EngineGenerator
+
+        runner = Engine.load(opened, engine=engine, max_batch=size, constrain=constrain)
         mode = "constrained" if constrain else "raw"
-        label = f"engine {runner.info.target}-{runner.info.precision}, {mode}"
-    else:
-        loaded = load_torch_model(opened)
-        generator = TorchGenerator(loaded.model, loaded.tokenizer, batch_size)
-        label, torch_model = "torch", loaded.model
-    results = []
-    for task in selected:
-        # The torch backend folds the task's LoRA adapter (if the bundle has one) into the
-        # weights while that task runs; the engine routes the task to its adapter's slot.
-        has_adapter = torch_model is not None and task.name in opened.manifest.adapters
-        with adapter_applied(torch_model, opened.adapter(task.name) if has_adapter else None):
-            results.append(
-                evaluate_task(
-                    generator, suite, task, limit=limit, few_shot=few_shot, progress=progress
-                )
-            )
-    if backend == "engine":
-        runner.close()
-    return EvalReport(
-        bundle=str(opened.path),
-        bundle_hash=opened.hash,
-        suite=str(tasks),
-        few_shot=few_shot,
+        return EngineGenerator(
+            runner
+        ), f"engine {runner.info.target}-{runner.info.precision}, {mode}"
+
+    return evaluate_bundle(
+        open_bundle(bundle),
+        suite,
+        selected,
+        load=engine_generator if backend == "engine" else torch_generator,
+        suite_name=str(tasks),
         limit=limit,
+        few_shot=few_shot,
         batch_size=batch_size,
-        backend=label,
-        results=results,
-        seconds=time.perf_counter() - start,
+        progress=progress,
     )
 
 
@@ -307,12 +228,11 @@ def export(
             always replaces it).
         lora_spare: free adapter slots for tasks added while serving (default slots only).
     """
-    import dataclasses
-
+    from tinyllm.lineage import child_manifest
     from tinyllm.manifest import EngineEntry
     from tinyllm.runtime.export import ExportOptions, write_engine, write_info
-    from tinyllm.runtime.tasktable import write_task_table
     from tinyllm.runtime.verify import VerificationError, verify_export
+    from tinyllm.tasktable import write_task_table
 
     parent = open_bundle(bundle)
     lora_slots, lora_rank = _lora_defaults(parent, lora_slots, lora_rank, lora_spare)
@@ -353,13 +273,8 @@ def export(
             precision=info.precision,
             info={"flavour": info.flavour, "max_seq_len": info.max_seq_len},
         )
-        manifest = dataclasses.replace(
-            parent.manifest,
-            stage="export",
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            tinyllm_version=__version__,
-            lineage=[parent.manifest.ref(str(parent.path)), *parent.manifest.lineage],
-            engines={**parent.manifest.engines, name: entry},
+        manifest = child_manifest(
+            parent, "export", engines={**parent.manifest.engines, name: entry}
         )
         return writer.commit(manifest), verification
 
@@ -543,8 +458,8 @@ def label_data(
         progress: show progress bars.
     """
     from tinyllm.distill.labelling import label_task
-    from tinyllm.distill.teachers import teacher_from_spec
-    from tinyllm.suite import load_split, prepare
+    from tinyllm.distill.teacher_specs import teacher_from_spec
+    from tinyllm.suite import load_split, prepare_tasks
 
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be a positive number of inputs, got {limit}")
@@ -554,10 +469,9 @@ def label_data(
     selected = suite.select(names)
     if isinstance(teacher, str):
         teacher = teacher_from_spec(teacher, suite, few_shot=few_shot)
+    prepare_tasks(selected)
     results = []
     for task in selected:
-        if task.data.builder is not None:
-            prepare(task)
         inputs = [ex.input for ex in load_split(suite, task, split, limit)]  # type: ignore[arg-type]
         results.append(
             label_task(

@@ -2,8 +2,8 @@
 
 The model is anything that answers a task's inputs (a :class:`Generator`):
 :class:`TorchGenerator` wraps a bundle's transformers model; the engine backend
-(``tinyllm.runtime.evalbackend``) sends the inputs through the engine's task router and
-decode loop, exactly as serving does.
+(``tinyllm.runtime.generator.EngineGenerator``) sends the inputs through the engine's
+task router and decode loop, exactly as serving does. The core never imports the runtime.
 """
 
 from __future__ import annotations
@@ -11,17 +11,34 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tinyllm.config import to_dict
+from tinyllm.errors import ConfigError
 from tinyllm.metrics import score
-from tinyllm.suite import load_split
-from tinyllm.tasks import Example, Suite, TaskSpec
+from tinyllm.suite import load_split, prepare_tasks
+from tinyllm.tasks import Example, Message, Suite, TaskSpec, conversation
 from tinyllm.verifiers import answer_text, verify
 
-Message = dict[str, str]
+if TYPE_CHECKING:
+    from tinyllm.adapters import LoraAdapter
+    from tinyllm.bundle import Bundle
+
+# `conversation` and `Message` live in tinyllm.tasks; they stay importable from here.
+__all__ = [
+    "BundleGenerator",
+    "EvalReport",
+    "Generator",
+    "Message",
+    "TaskResult",
+    "TorchGenerator",
+    "conversation",
+    "evaluate_bundle",
+    "evaluate_task",
+]
 
 
 class Generator(Protocol):
@@ -32,6 +49,20 @@ class Generator(Protocol):
     ) -> list[str]:
         """One raw completion per input (``shots``: worked examples before each input);
         ``done(n)`` reports progress."""
+        ...
+
+
+class BundleGenerator(Generator, Protocol):
+    """A generator over a bundle's model that can switch to one task's LoRA adapter."""
+
+    def with_adapter(
+        self, task: str, adapter: LoraAdapter | None
+    ) -> AbstractContextManager[Generator]:
+        """This generator with ``task``'s adapter (None: the base model) for a ``with`` block."""
+        ...
+
+    def close(self) -> None:
+        """Release what the generator holds (an engine's decode loop)."""
         ...
 
 
@@ -81,15 +112,24 @@ class TorchGenerator:
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         return [str(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
+    @contextmanager
+    def with_adapter(self, task: str, adapter: LoraAdapter | None) -> Iterator[Generator]:
+        """The adapter folded into the weights for the ``with`` block, restored after."""
+        from tinyllm.models import adapter_applied
 
-def conversation(task: TaskSpec, text: str, shots: list[Example]) -> list[Message]:
-    """System instruction, optional worked examples, then the input as the user turn."""
-    messages = [{"role": "system", "content": task.instruction}]
-    for shot in shots:
-        messages.append({"role": "user", "content": task.prompt(shot.input)})
-        messages.append({"role": "assistant", "content": shot.output})
-    messages.append({"role": "user", "content": task.prompt(text)})
-    return messages
+        with adapter_applied(self.model, adapter):
+            yield self
+
+    def close(self) -> None:
+        """Nothing to release (the model is freed with the generator)."""
+
+
+def torch_generator(bundle: Bundle, batch_size: int = 8) -> tuple[BundleGenerator, str]:
+    """The bundle's weights as a transformers model (needs ``tinyllm[torch]``), labelled."""
+    from tinyllm.models import load_model
+
+    loaded = load_model(bundle)
+    return TorchGenerator(loaded.model, loaded.tokenizer, batch_size), "torch"
 
 
 @dataclass(frozen=True)
@@ -176,4 +216,70 @@ def evaluate_task(
             {"input": ex.input, "reference": ex.output, "output": raw[k]}
             for k, ex in enumerate(examples[:5])
         ],
+    )
+
+
+def check_eval_args(limit: int | None, few_shot: int, batch_size: int) -> None:
+    """Reject an evaluation's bad sizes before anything loads."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be a positive number of examples, got {limit}")
+    if batch_size < 1 or few_shot < 0:
+        raise ConfigError("batch_size must be >= 1 and few_shot >= 0")
+
+
+def evaluate_bundle(
+    bundle: Bundle,
+    suite: Suite,
+    tasks: Sequence[TaskSpec],
+    *,
+    load: Callable[[Bundle, int], tuple[BundleGenerator, str]] = torch_generator,
+    suite_name: str = "builtin",
+    limit: int | None = None,
+    few_shot: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> EvalReport:
+    """Score each task's test split with a bundle's model, each task with its LoRA adapter.
+
+    Args:
+        bundle: the bundle to evaluate.
+        suite: where the tasks' data comes from; ``tasks`` are some of its tasks.
+        load: builds the generator and its label from the bundle and the batch size
+            (default: the torch model); timed with the rest.
+        suite_name: how the report names the suite.
+        batch_size: prompts generated together.
+        limit, few_shot, progress: as :func:`evaluate_task`.
+    """
+    check_eval_args(limit, few_shot, batch_size)
+    start = time.perf_counter()
+    prepare_tasks(tasks)
+    generator, label = load(bundle, batch_size)
+    results = []
+    for task in tasks:
+        # The torch generator folds the task's adapter (if the bundle has one) into the
+        # weights while that task runs; an engine puts it in one of its LoRA slots.
+        has_adapter = task.name in bundle.manifest.adapters
+        adapter = bundle.adapter(task.name) if has_adapter else None
+        with generator.with_adapter(task.name, adapter) as task_generator:
+            results.append(
+                evaluate_task(
+                    task_generator,
+                    suite,
+                    task,
+                    limit=limit,
+                    few_shot=few_shot,
+                    progress=progress,
+                )
+            )
+    generator.close()
+    return EvalReport(
+        bundle=str(bundle.path),
+        bundle_hash=bundle.hash,
+        suite=suite_name,
+        few_shot=few_shot,
+        limit=limit,
+        batch_size=batch_size,
+        backend=label,
+        results=results,
+        seconds=time.perf_counter() - start,
     )

@@ -6,6 +6,7 @@ tinyllm (bundle, runtime) imports without them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,12 +23,13 @@ from tinyllm.errors import (
     UnsupportedModelError,
     missing_dependency,
 )
-from tinyllm.tokenizer import load_hf_tokenizer
+from tinyllm.tokenizer import load_hf_tokenizer, tiny_tokenizer
 
 if TYPE_CHECKING:
     import torch
 
     from tinyllm.adapters import LoraAdapter
+    from tinyllm.manifest import DType
 
 GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
 
@@ -262,6 +264,20 @@ def load_gguf(path: Path, dtype: str) -> LoadedModel:
     return LoadedModel(model.eval(), tokenizer, config, {"kind": "gguf", "ref": str(path)})
 
 
+def load_preset(name: str, dtype: str = "float32") -> LoadedModel:
+    """Load a preset by name (a key of :data:`tinyllm.presets.PRESETS`)."""
+    from tinyllm.presets import PRESETS, TINY_VOCAB, smollm2_gguf_path
+
+    preset = PRESETS[name]
+    if preset.config is None:
+        loaded = load_gguf(smollm2_gguf_path(), dtype)
+        loaded.source = {"kind": "preset", "ref": name, "file": loaded.source["ref"]}
+        return loaded
+    model = build_model(preset.config, dtype, seed=preset.seed)
+    tokenizer = tiny_tokenizer(TINY_VOCAB)
+    return LoadedModel(model, tokenizer, preset.config, {"kind": "preset", "ref": name})
+
+
 def load_source(source: str, dtype: str = "float32") -> LoadedModel:
     """Load a model from a preset name, a GGUF file or a Hugging Face folder.
 
@@ -270,7 +286,7 @@ def load_source(source: str, dtype: str = "float32") -> LoadedModel:
             or path to a folder with config.json.
         dtype: float32 | float16 | bfloat16, the dtype of the loaded weights.
     """
-    from tinyllm.presets import PRESETS, load_preset
+    from tinyllm.presets import PRESETS
 
     if source in PRESETS:
         return load_preset(source, dtype)
@@ -291,6 +307,37 @@ def load_source(source: str, dtype: str = "float32") -> LoadedModel:
         f"unknown preset {source!r}; known presets: {', '.join(PRESETS)} "
         "(or give a path to a GGUF file or a Hugging Face folder)"
     )
+
+
+def import_bundle(
+    source: str,
+    out: str | os.PathLike[str],
+    *,
+    dtype: DType = "float32",
+    name: str | None = None,
+    overwrite: bool = False,
+) -> Bundle:
+    """Import a model into a new bundle; see :func:`tinyllm.api.import_model`."""
+    from tinyllm.bundle import BundleWriter
+    from tinyllm.lineage import bundle_name, now
+    from tinyllm.manifest import SCHEMA_VERSION, TOKENIZER_DIR, WEIGHTS, Manifest
+    from tinyllm.version import __version__
+
+    with BundleWriter(out, overwrite=overwrite) as writer:
+        loaded = load_source(source, dtype)
+        writer.save_tensors(WEIGHTS, bundle_state_dict(loaded.model, loaded.config))
+        loaded.tokenizer.save_pretrained(str(writer.path(TOKENIZER_DIR)))
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            name=name or bundle_name(out),
+            stage="import",
+            created_at=now(),
+            tinyllm_version=__version__,
+            source=loaded.source,
+            model=loaded.config,
+            dtype=dtype,
+        )
+        return writer.commit(manifest)
 
 
 @contextmanager

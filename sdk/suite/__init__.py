@@ -12,22 +12,37 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
 
 from tinyllm.errors import TaskError, missing_dependency
-from tinyllm.tasks import SPLITS, Example, Split, Suite, TaskSpec, read_examples, write_examples
+from tinyllm.tasks import (
+    SPLITS,
+    Example,
+    Split,
+    Suite,
+    TaskSpec,
+    load_suite,
+    read_examples,
+    write_examples,
+)
 from tinyllm.tokenizer import cache_dir
 
 Builder = Callable[[dict[str, int], int, Path], dict[str, list[Example]]]
 # Bump when a builder's output changes, so cached data is rebuilt.
 BUILDER_VERSION = 2
+BUILTIN = "builtin"  # the name that stands for the built-in suite wherever a suite file goes
 
 
 def builtin_suite_path() -> Path:
     """Path of the built-in suite YAML shipped with tinyllm."""
     return Path(str(resources.files("tinyllm.suite").joinpath("builtin.yaml")))
+
+
+def load_tasks(tasks: str | os.PathLike[str] = BUILTIN) -> Suite:
+    """Load a suite file; ``"builtin"`` is the built-in six-task suite."""
+    return load_suite(builtin_suite_path() if str(tasks) == BUILTIN else tasks)
 
 
 def builders() -> dict[str, Builder]:
@@ -113,6 +128,14 @@ def prepare(task: TaskSpec, force: bool = False) -> dict[str, str]:
     return dict(json.loads(checksums.read_text()))
 
 
+def prepare_tasks(tasks: Iterable[TaskSpec], force: bool = False) -> dict[str, dict[str, str]]:
+    """Build the data of every builder task among ``tasks`` (tasks with files are skipped).
+
+    Returns task name -> split -> sha256 of the split file, for the builder tasks.
+    """
+    return {t.name: prepare(t, force) for t in tasks if t.data.builder is not None}
+
+
 def build_into(spec_json: str) -> None:
     """Run one builder and write its splits and checksums.json (the child side of prepare)."""
     spec = json.loads(spec_json)
@@ -128,26 +151,3 @@ def build_into(spec_json: str) -> None:
 def file_digest(path: Path) -> str | None:
     """sha256 of a file, or None if it does not exist."""
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
-def draw_splits(
-    sizes: dict[str, int], draw: Callable[[], Example | None]
-) -> dict[str, list[Example]]:
-    """Fill test, then validation, then train with examples from ``draw`` whose inputs are
-    all distinct (no input shared between splits); ``draw`` returns None to reject one."""
-    seen: set[str] = set()
-    splits: dict[str, list[Example]] = {}
-    for split in ("test", "validation", "train"):
-        out: list[Example] = []
-        while len(out) < sizes[split]:
-            example = draw()
-            if example is not None and example.input not in seen:
-                seen.add(example.input)
-                out.append(example)
-        splits[split] = out
-    return splits
-
-
-def split_sizes(sizes: dict[str, int], defaults: dict[str, int]) -> dict[str, int]:
-    """Sizes per split: the spec's where given, else the builder's defaults."""
-    return {split: sizes.get(split, defaults[split]) for split in SPLITS}

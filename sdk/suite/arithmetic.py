@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tinyllm.suite import split_sizes
+from tinyllm.suite.splits import split_sizes
 from tinyllm.tasks import Example
 
 MODULES = (

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from tinyllm.suite import draw_splits, split_sizes
+from tinyllm.suite.splits import draw_splits, split_sizes
 from tinyllm.tasks import Example
 
 DEFAULT_SIZES = {"train": 1500, "validation": 200, "test": 300}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tinyllm.suite import draw_splits, split_sizes
+from tinyllm.suite.splits import draw_splits, split_sizes
 from tinyllm.tasks import Example
 
 DEFAULT_SIZES = {"train": 400, "validation": 100, "test": 200}

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from tinyllm.suite import split_sizes
+from tinyllm.suite.splits import split_sizes
 from tinyllm.tasks import Example
 
 DEFAULT_SIZES = {"train": 4000, "validation": 300, "test": 400}

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from tinyllm.suite import draw_splits, split_sizes
+from tinyllm.suite.splits import draw_splits, split_sizes
 from tinyllm.tasks import Example
 
 DEFAULT_SIZES = {"train": 300, "validation": 100, "test": 200}

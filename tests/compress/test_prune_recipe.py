@@ -146,21 +146,6 @@ def test_cli_bad_ratio_is_one_line_error(
     assert "prune ratio must be in (0, 1]" in capsys.readouterr().err
 
 
-def test_compress_never_imports_distill_or_runtime() -> None:
-    import ast
-
-    folder = Path(__file__).resolve().parents[2] / "compress"
-    for path in folder.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert not name.startswith(("tinyllm.distill", "tinyllm.runtime")), (path, name)
-
-
 def test_compress_prunes_then_quantizes(
     tiny_llama_bundle: Path, suite_file: Path, tmp_path: Path
 ) -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
+from tinyllm.chat import ChatTokenizer
 from tinyllm.compress.vocab import BpeVocab, write_trimmed_tokenizer
 from tinyllm.errors import ConfigError
-from tinyllm.runtime.tokenizer import ChatTokenizer
 
 SEEN = [
     "The room was spotless and the staff were friendly.",

@@ -12,7 +12,8 @@ from openai_stub import OpenAIStub
 from tinyllm import api
 from tinyllm.distill.endpoint import OpenAITeacher, answer_tool, read_answer
 from tinyllm.distill.labelling import label_task
-from tinyllm.distill.teachers import TeacherError, teacher_from_spec
+from tinyllm.distill.teacher_specs import teacher_from_spec
+from tinyllm.distill.teachers import TeacherError
 from tinyllm.errors import ConfigError
 
 SUITE = api.load_tasks("builtin")

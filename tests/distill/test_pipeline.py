@@ -10,7 +10,8 @@ import pytest
 
 from tinyllm import api
 from tinyllm.distill.pipeline import ToolPipelineTeacher, builtin_pipeline
-from tinyllm.distill.teachers import LocalTeacher, teacher_from_spec
+from tinyllm.distill.teacher_specs import teacher_from_spec
+from tinyllm.distill.teachers import LocalTeacher
 from tinyllm.distill.tools import BUILTIN_TOOLS, Tool
 from tinyllm.errors import ConfigError
 

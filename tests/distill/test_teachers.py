@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from tinyllm.distill.labelling import label_task
+from tinyllm.distill.teacher_specs import teacher_from_spec
 from tinyllm.distill.teachers import (
     LocalTeacher,
     OracleTeacher,
     Teacher,
     TeacherError,
-    teacher_from_spec,
 )
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Suite

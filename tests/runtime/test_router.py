@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import tinyllm
-from tinyllm.evaluation import conversation
+from tinyllm.chat import ChatTokenizer
 from tinyllm.runtime import Engine
 from tinyllm.runtime.constraints import JsonPrefix
 from tinyllm.runtime.router import LabelTrie, Router, mask_logits, parse_output
-from tinyllm.runtime.tokenizer import ChatTokenizer
+from tinyllm.tasks import conversation
 
 SUITE = tinyllm.api.load_tasks()
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 import tinyllm
+from tinyllm.chat import ChatTokenizer
 from tinyllm.errors import BundleError
 from tinyllm.evaluation import conversation
 from tinyllm.runtime import Engine
-from tinyllm.runtime.tasktable import TaskTable, build_table, common_prefix
-from tinyllm.runtime.tokenizer import ChatTokenizer
 from tinyllm.suite import load_split, prepare
 from tinyllm.tasks import TaskSpec
+from tinyllm.tasktable import TaskTable, build_table, common_prefix
 
 ODD = ["", " ", "\n\nx", "{input}", "<|im_end|>", "naïve café 😀", "  lead", "trail  \n"]
 
@@ -82,8 +82,9 @@ def test_export_writes_the_table_and_the_router_uses_it(served: Path, tmp_path: 
     doctored["tasks"]["sentiment"]["before"] = "SAY NOTHING "
     (copy / "tasks.json").write_text(json.dumps(doctored))
     table = TaskTable.read(copy)
-    assert table is not None and table.tasks["sentiment"].render("x") == "SAY NOTHING x" + (
-        sentiment["after"]
+    assert (
+        table is not None
+        and table.tasks["sentiment"].render("x") == "SAY NOTHING x" + (sentiment["after"])
     )
 
 
@@ -119,7 +120,7 @@ def test_add_tasks_rewrites_the_table_of_exported_engines(
 
 def test_bad_tables_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "tasks.json").write_text(json.dumps({"schema": 99, "tasks": {}, "stop_ids": []}))
-    with pytest.raises(BundleError, match="task table schema 99.*re-export"):
+    with pytest.raises(BundleError, match=r"task table schema 99.*re-export"):
         TaskTable.read(tmp_path)
     (tmp_path / "tasks.json").write_text(json.dumps({"schema": 1, "tasks": {"a": {"x": 1}}}))
     with pytest.raises(BundleError, match="not a valid task table"):

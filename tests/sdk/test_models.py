@@ -11,8 +11,8 @@ import torch
 
 import tinyllm
 from tinyllm.errors import ModelSourceError, UnknownPresetError, UnsupportedModelError
-from tinyllm.models import build_model, hf_config, load_gguf, load_source
-from tinyllm.presets import PRESETS, load_preset, smollm2_gguf_path
+from tinyllm.models import build_model, hf_config, load_gguf, load_preset, load_source
+from tinyllm.presets import PRESETS, smollm2_gguf_path
 from tinyllm.tokenizer import MODEL_INPUT_NAMES
 
 PROMPT = "Book a table for four people in Lisbon on Friday evening."

@@ -22,12 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinyllm.chat import ChatTokenizer
 from tinyllm.config import to_dict
 from tinyllm.errors import BundleError
-from tinyllm.evaluation import conversation
 from tinyllm.manifest import Manifest
-from tinyllm.runtime.tokenizer import ChatTokenizer
-from tinyllm.tasks import TaskSpec
+from tinyllm.tasks import TaskSpec, conversation
 
 SCHEMA = 1
 FILE = "tasks.json"

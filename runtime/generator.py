@@ -1,23 +1,27 @@
-"""Evaluation on an exported engine, through the task router and the one decode loop.
+"""An exported engine as an evaluation generator (:class:`tinyllm.evaluation.BundleGenerator`).
 
 Each test input is a task request, exactly as ``Engine.run`` and ``tinyllm serve`` take
 it: the task's prompt, adapter slot, stop rules and constraints (unless the engine was
-loaded with ``constrain=False``), so what evaluation measures is what serving returns.
+loaded with ``constrain=False``), through the engine's one decode loop, so what
+evaluation measures is what serving returns. It lives in the runtime, not in the core
+evaluation module, so the core never imports the runtime.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from tinyllm.tasks import Example, TaskSpec
 
 if TYPE_CHECKING:
+    from tinyllm.adapters import LoraAdapter
     from tinyllm.runtime.engine import Engine
 
 
 class EngineGenerator:
-    """Answers a task's inputs with an engine (see :class:`tinyllm.evaluation.Generator`)."""
+    """Answers a task's inputs with an engine, through its task router."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -33,6 +37,16 @@ class EngineGenerator:
         for future in futures:
             future.add_done_callback(lambda _: done(1))
         return [f.result().text for f in futures]
+
+    def with_adapter(
+        self, task: str, adapter: LoraAdapter | None
+    ) -> AbstractContextManager[EngineGenerator]:
+        """The router already serves each task with the bundle's adapter for it."""
+        return nullcontext(self)
+
+    def close(self) -> None:
+        """Stop the engine's decode loop."""
+        self.engine.close()
 
     def _serve(self, task: TaskSpec) -> None:
         """Serve ``task`` as evaluated (its spec from the suite), with the bundle's adapter
