@@ -1,15 +1,18 @@
 """Constrained decoding of JSON: keep the output a valid JSON prefix, token by token.
 
 :class:`JsonPrefix` is a character-level JSON syntax machine (RFC 8259: objects, arrays,
-strings with escapes, numbers, literals). :func:`pick_json_token` tries the candidates in
-logit order and keeps only tokens whose text extends a valid prefix (end of sequence only
-once the value is complete). It constrains syntax, not the schema: the router still
-checks the schema afterwards and reports a mismatch.
+strings with escapes, numbers, literals). :class:`JsonTokens` knows, for a state, which
+tokens' texts extend a valid prefix (end of sequence only once the value is complete):
+it scans the vocabulary once per distinct state and caches the answer, since generation
+revisits few states (inside a string, after a key, ...). :func:`pick_json_token` takes
+the best allowed token. It constrains syntax, not the schema: the router still checks
+the schema afterwards and reports a mismatch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -64,6 +67,19 @@ class JsonPrefix:
         other.mode, other.key, other.number = self.mode, self.key, self.number
         other.literal, other.hex, other.blank = self.literal, self.hex, self.blank
         return other
+
+    def signature(self) -> tuple[object, ...]:
+        """Everything that decides which texts may follow (equal states, equal answers)."""
+        return (
+            self.root,
+            tuple(self.stack),
+            self.mode,
+            self.key,
+            self.number,
+            self.literal,
+            self.hex,
+            self.blank,
+        )
 
     @property
     def complete(self) -> bool:
@@ -163,35 +179,111 @@ class JsonPrefix:
         return True
 
 
+class _Node:
+    """A vocabulary trie node: children by character, and small subtrees kept flat."""
+
+    __slots__ = ("children", "flat", "ids", "plain")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.ids: list[int] = []  # tokens whose text ends here
+        self.flat: list[tuple[int, str]] = []  # (id, rest of text): small subtrees
+        self.plain: list[int] | None = None  # every id below, if all its text is plain
+
+
+def _is_plain(text: str) -> bool:
+    """Characters that leave a JSON string state unchanged."""
+    return all(ch >= " " and ch not in '"\\' for ch in text)
+
+
+def _build(items: list[tuple[int, str]], leaf: int = 8) -> _Node:
+    node = _Node()
+    if len(items) <= leaf:
+        node.ids = [i for i, t in items if not t]
+        node.flat = [(i, t) for i, t in items if t]
+    else:
+        groups: dict[str, list[tuple[int, str]]] = {}
+        for i, t in items:
+            if t:
+                groups.setdefault(t[0], []).append((i, t[1:]))
+            else:
+                node.ids.append(i)
+        node.children = {ch: _build(group, leaf) for ch, group in groups.items()}
+    if all(_is_plain(t) for _, t in items):
+        node.plain = [i for i, _ in items]
+    return node
+
+
+class JsonTokens:
+    """The tokens allowed after a JSON prefix, per state, cached (bounded, LRU).
+
+    The vocabulary is a character trie walked with the state, so a character that breaks
+    the syntax prunes every token below it, and inside a string every subtree of plain
+    characters is taken whole.
+
+    Args:
+        texts: the text of every token id (empty for special tokens: never allowed).
+        eos: the end-of-sequence id, allowed once the value is complete.
+        states: how many states' answers to keep.
+    """
+
+    def __init__(self, texts: Sequence[str], eos: int | None, states: int = 512) -> None:
+        self.root = _build([(i, t) for i, t in enumerate(texts) if t])
+        self.root.ids = []  # the empty text is never a token
+        self.eos = eos
+        self.states = states
+        self.cache: OrderedDict[tuple[object, ...], np.ndarray] = OrderedDict()
+
+    def allowed(self, state: JsonPrefix) -> np.ndarray:
+        """Token ids whose text keeps ``state`` a valid JSON prefix (ascending)."""
+        key = state.signature()
+        ids = self.cache.get(key)
+        if ids is None:
+            found: list[int] = []
+            _walk(self.root, state, found)
+            if state.complete and self.eos is not None:
+                found.append(self.eos)
+            ids = np.array(sorted(found), np.int64)
+            self.cache[key] = ids
+            if len(self.cache) > self.states:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(key)
+        return ids
+
+
+def _walk(node: _Node, state: JsonPrefix, found: list[int]) -> None:
+    """Collect the ids below ``node`` whose remaining text ``state`` accepts."""
+    if state.mode == "string" and node.plain is not None:
+        found.extend(node.plain)
+        return
+    found.extend(node.ids)
+    found.extend(i for i, rest in node.flat if state.copy().feed(rest))
+    for ch, child in node.children.items():
+        after = state.copy()
+        if after.feed(ch):
+            _walk(child, after, found)
+
+
 def pick_json_token(
     state: JsonPrefix,
     logits: np.ndarray,
     config: GenerationConfig,
     rng: np.random.Generator,
-    token_text: Callable[[int], str],
-    eos: int | None,
-    candidates: int = 64,
+    tokens: JsonTokens,
 ) -> int:
     """Sample a token that keeps the output a valid JSON prefix (``logits [V]``).
 
-    Greedy takes the best valid token; sampling samples among the valid ones of the
-    ``candidates`` most likely. Falls back to the whole vocabulary in logit order.
+    Greedy takes the best allowed token (the lowest id among equals); sampling samples
+    among the allowed ones. With none allowed it samples freely (the output is then
+    reported invalid).
     """
-
-    def valid(token: int) -> bool:
-        if token == eos:
-            return state.complete
-        text = token_text(token)
-        return bool(text) and state.copy().feed(text)
-
-    order = np.argsort(-logits, kind="stable")
-    if config.temperature > 0:
-        allowed = [int(t) for t in order[:candidates] if valid(int(t))]
-        if allowed:
-            masked = np.full_like(logits, -np.inf)
-            masked[allowed] = logits[allowed]
-            return sample(masked, config, rng)
-    for token in order:
-        if valid(int(token)):
-            return int(token)
-    return sample(logits, config, rng)  # nothing fits: the output is reported invalid
+    allowed = tokens.allowed(state)
+    allowed = allowed[allowed < logits.shape[0]]
+    if not allowed.size:
+        return sample(logits, config, rng)
+    if config.temperature == 0:
+        return int(allowed[int(np.argmax(logits[allowed]))])
+    masked = np.full_like(logits, -np.inf)
+    masked[allowed] = logits[allowed]
+    return sample(masked, config, rng)

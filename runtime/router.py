@@ -21,6 +21,7 @@ import numpy as np
 
 from tinyllm.chat import ChatTokenizer
 from tinyllm.errors import ConfigError, UnknownTaskError
+from tinyllm.runtime.constraints import JsonTokens
 from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.tasks import Example, TaskSpec, conversation
 from tinyllm.tasktable import TaskEntry, TaskTable, build_entry, common_prefix
@@ -144,6 +145,7 @@ class Router:
         self._entries: dict[str, TaskEntry] = {}
         self._tries: dict[str, LabelTrie] = {}
         self._texts: dict[int, str] = {}
+        self._json: JsonTokens | None = None
 
     def add(self, spec: TaskSpec, slot: int) -> None:
         """Serve ``spec`` with adapter ``slot`` (0: the base model)."""
@@ -218,6 +220,14 @@ class Router:
     def raw_ids(self, ids: list[int], config: GenerationConfig, slot: int) -> Route:
         """A route without a task over token ids, with adapter ``slot`` (0: base model)."""
         return Route(None, ids, slot, config, False, None)
+
+    @property
+    def json_tokens(self) -> JsonTokens:
+        """Which tokens may follow a JSON prefix (the vocabulary's texts, decoded once)."""
+        if self._json is None:
+            texts = [self.token_text(i) for i in range(self.tokenizer.vocab_size)]
+            self._json = JsonTokens(texts, self.tokenizer.eos_token_id)
+        return self._json
 
     def token_text(self, token: int) -> str:
         """The text of one token (empty for special tokens), cached."""

@@ -350,9 +350,7 @@ class Server:
             if allowed:
                 logits = mask_logits(logits, allowed)
         if live.json is not None:
-            eos = self.router.tokenizer.eos_token_id
-            text = self.router.token_text
-            token = pick_json_token(live.json, logits, config, live.rng, text, eos)
+            token = pick_json_token(live.json, logits, config, live.rng, self.router.json_tokens)
         else:
             token = sample(logits, config, live.rng)
         if token in self.stop_ids and not config.ignore_eos:
