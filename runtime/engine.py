@@ -5,7 +5,6 @@ Needs only numpy, tokenizers, jinja2 and onnxruntime (no torch).
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -14,10 +13,10 @@ from typing import Literal
 
 import numpy as np
 
-from tinyllm.bundle import Bundle
-from tinyllm.config import from_dict
+from tinyllm.bundle import Bundle, Verify
 from tinyllm.errors import BundleError, ConfigError, EngineClosedError
 from tinyllm.manifest import EngineEntry
+from tinyllm.runtime.enginefile import check_graph, read_engine_info, verify_engine_files
 from tinyllm.runtime.sampling import GenerationConfig, sample
 from tinyllm.runtime.scheduler import Policy, SchedulerConfig
 from tinyllm.runtime.service import TaskService
@@ -112,6 +111,7 @@ class Engine(TaskService):
         prefill_tokens: int = 512,
         aging: float = 20.0,
         constrain: bool = True,
+        verify: Verify = "sha256",
     ) -> Engine:
         """Load an engine of a bundle.
 
@@ -129,6 +129,9 @@ class Engine(TaskService):
             prefill_tokens: serving: padded prompt tokens prefilled per step.
             aging: serving: predicted output tokens forgiven per second a request waits.
             constrain: serving: label tasks decode only their labels (a token trie).
+            verify: ``"sha256"`` checks the hash of every file the engine reads (digests
+                are remembered by file identity, so a reload is fast); ``"size"`` only
+                sizes. engine.json is always checked against the graph.
         """
         options = ServingOptions(
             SchedulerConfig(
@@ -145,16 +148,17 @@ class Engine(TaskService):
         opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify="size")
         entry = _pick_engine(opened, engine, device)
         folder = opened.path / entry.path
-        info = from_dict(
-            EngineInfo, json.loads((folder / "engine.json").read_text()), f"{folder}/engine.json"
-        )
+        verify_engine_files(opened, entry, verify)
+        info = read_engine_info(folder, EngineInfo)
         seq = min(max_seq_len or min(info.max_seq_len, 4096), info.max_seq_len)
         tok = ChatTokenizer(opened.tokenizer_dir)
         spec = SessionSpec(
             info.flavour, info.float_dtype, seq, info.lora_slots, info.lora_rank, info.lora_targets
         )
+        onnx_session = make_session(folder / info.model, device, threads)
+        check_graph(info, onnx_session, opened.config, folder)
         session = DecoderSession(
-            make_session(folder / info.model, device, threads),
+            onnx_session,
             opened.config,
             spec,
             max_batch,

@@ -14,6 +14,7 @@ from tinyllm.errors import ConfigError
 from tinyllm.quantformat import PackedWeight, quantize_rtn, read_weights
 from tinyllm.runtime.builder import PROJECTIONS, BuildOptions, build_decoder
 from tinyllm.runtime.engine import EngineInfo
+from tinyllm.runtime.enginefile import stamp
 
 Target = Literal["onnx-cpu", "onnx-cuda", "onnx-standard"]
 TARGETS: dict[str, tuple[str, str]] = {  # target -> (flavour, default precision)
@@ -122,17 +123,6 @@ def write_engine(
         accuracy_level=options.accuracy_level,
     )
     model = build_decoder(config, weights, build)
-    import onnx
-
-    folder.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(
-        model,
-        str(folder / MODEL_FILE),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=f"{MODEL_FILE}.data",
-        size_threshold=1024,
-    )
     info = EngineInfo(
         target=options.target,
         flavour=flavour,
@@ -144,6 +134,19 @@ def write_engine(
         lora_slots=options.lora_slots,
         lora_rank=options.lora_rank,
         lora_targets=tuple(options.lora_targets) if options.lora_slots else (),
+    )
+    import onnx
+
+    # What load checks engine.json against (beside the graph's inputs).
+    onnx.helper.set_model_props(model, stamp(info))
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(
+        model,
+        str(folder / MODEL_FILE),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=f"{MODEL_FILE}.data",
+        size_threshold=1024,
     )
     write_info(folder, info, {})
     return info, dequantized(weights, packed)

@@ -386,6 +386,7 @@ def serve(
     log_level: str = "info",
     base_model: str | None = "base",
     engine_options: Mapping[str, Any] | None = None,
+    verify: Literal["sha256", "size"] = "sha256",
 ) -> None:
     """Serve a bundle's tasks over OpenAI-compatible HTTP until interrupted (needs
     ``tinyllm[serve]``). Each task is a model; Ctrl-C drains in-flight requests.
@@ -402,12 +403,16 @@ def serve(
         base_model: model name of plain completions on the base model (None, or the name
             of a task: tasks only).
         engine_options: more keyword arguments for ``Engine.load`` (scheduler, queue_size).
+        verify: ``sha256`` checks the hash of every file the engine reads before serving
+            (remembered per file, so a restart is fast); ``size`` only their sizes.
     """
     from tinyllm.runtime import Engine
     from tinyllm.runtime.http import create_app, run_server
 
-    opened = open_bundle(bundle)
-    runner = Engine.load(opened, engine=engine, max_batch=max_batch, **dict(engine_options or {}))
+    opened = Bundle.open(bundle, verify="size")  # Engine.load hashes the files it reads
+    runner = Engine.load(
+        opened, engine=engine, max_batch=max_batch, verify=verify, **dict(engine_options or {})
+    )
     app = create_app(
         runner,
         max_body_bytes=max_body_bytes,

@@ -172,6 +172,13 @@ def export_cmd(
 @click.option("--top-k", type=int, default=0)
 @click.option("--top-p", type=float, default=1.0)
 @click.option("--seed", type=int, default=None)
+@click.option(
+    "--verify",
+    type=click.Choice(["sha256", "size"]),
+    default="sha256",
+    show_default=True,
+    help="Check the engine's files by sha256 (remembered per file), or by size only.",
+)
 def generate_cmd(
     bundle: str,
     prompt: str,
@@ -182,12 +189,13 @@ def generate_cmd(
     top_k: int,
     top_p: float,
     seed: int | None,
+    verify: Any,
 ) -> None:
     """Generate from PROMPT with BUNDLE's exported engine, streaming the text."""
     from tinyllm.runtime import Engine, GenerationConfig
 
     config = GenerationConfig(max_new_tokens, temperature, top_k, top_p, seed)
-    runner = Engine.load(bundle, engine=engine)
+    runner = Engine.load(bundle, engine=engine, verify=verify)
     for piece in runner.stream(prompt, config, chat=chat):
         click.echo(piece, nl=False)
     click.echo()
@@ -290,6 +298,13 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
 @click.option("--engine", default=None, help="Engine name (default: the CPU one).")
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
 @click.option("--deadline", "deadline_s", type=float, default=None, help="Seconds per request.")
+@click.option(
+    "--verify",
+    type=click.Choice(["sha256", "size"]),
+    default="sha256",
+    show_default=True,
+    help="Check the engine's files by sha256 (remembered per file), or by size only.",
+)
 def serve_cmd(
     bundle: str,
     host: str,
@@ -298,6 +313,7 @@ def serve_cmd(
     engine: str | None,
     max_body_bytes: int,
     deadline_s: float | None,
+    verify: Any,
 ) -> None:
     """Serve BUNDLE's tasks over OpenAI-compatible HTTP (each task is a model)."""
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -310,6 +326,7 @@ def serve_cmd(
         engine=engine,
         max_body_bytes=max_body_bytes,
         deadline_s=deadline_s,
+        verify=verify,
     )
 
 
