@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tinyllm.bundle import Bundle, BundleWriter
+from tinyllm.bundle import Bundle, BundleWriter, check_output_path
 from tinyllm.errors import ConfigError
 from tinyllm.inspection import Inspection, inspect_bundle
 from tinyllm.manifest import SCHEMA_VERSION, TOKENIZER_DIR, WEIGHTS, Manifest, Stage
@@ -104,6 +104,7 @@ def add_tasks(
     from tinyllm.config import to_dict
 
     parent = open_bundle(bundle)
+    check_output_path(parent, out)
     adapters = dict(adapters or {})
     task_dicts = {**parent.manifest.tasks, **{t.name: to_dict(t) for t in tasks}}
     unknown = sorted(set(adapters) - set(task_dicts))
@@ -327,6 +328,7 @@ def export(
         lora_rank=lora_rank,
         accuracy_level=accuracy_level,
     )
+    options.check(parent.config)
     name = options.engine_name()
     target_path = Path(out) if out is not None else parent.path
     same = target_path.resolve() == parent.path.resolve()
@@ -634,6 +636,7 @@ def compress(
     start = time.perf_counter()
     suite = load_tasks(tasks)
     opened = open_bundle(bundle)
+    check_output_path(opened, out)
     if prune_ratio is not None:
         if add_task is not None:
             raise ConfigError("prune_ratio and add_task do not combine: prune before adding")

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 # "full" is the former name of "sha256", still accepted.
 Verify = Literal["sha256", "size", "full"]
 VERIFY_MODES = ("sha256", "size", "full")
-__all__ = ["Bundle", "BundleWriter", "Verify", "file_sha256"]
+__all__ = ["Bundle", "BundleWriter", "Verify", "check_output_path", "file_sha256"]
 
 
 class Bundle:
@@ -248,6 +248,19 @@ class Bundle:
             prefix = engine.path.rstrip("/") + "/"
             if not any(f.startswith(prefix) for f in self.manifest.files):
                 raise BundleError(f"{where}: engine {name!r} has no files under {engine.path!r}")
+
+
+def check_output_path(source: Bundle, out: str | os.PathLike[str]) -> None:
+    """Refuse to write a stage's output over its input bundle.
+
+    Every stage but export writes a child that names its parent; writing it in place
+    would destroy the parent while the child's lineage still points at it.
+    """
+    if Path(out).resolve() == source.path.resolve():
+        raise ConfigError(
+            f"the output {out} is the input bundle {source.path}: write the result to a new "
+            "path (the input stays as the result's parent)"
+        )
 
 
 class BundleWriter:
