@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,10 +29,10 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("top_k must be >= 0 and top_p in (0, 1]")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if self.top_k < 0 or not 0 < self.top_p <= 1:  # NaN fails the comparison too
+            raise ConfigError(f"top_k must be >= 0 and top_p in (0, 1], got {self.top_p}")
 
 
 def sample(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generator) -> int:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tinyllm.distill.teachers import Teacher
     from tinyllm.evaluation import EvalReport
     from tinyllm.models import LoadedModel
+    from tinyllm.runtime.access import ServerLimits
     from tinyllm.runtime.verify import Verification
     from tinyllm.tasks import Suite, TaskSpec
 
@@ -389,6 +390,9 @@ def serve(
     base_model: str | None = "base",
     engine_options: Mapping[str, Any] | None = None,
     verify: Literal["sha256", "size"] = "sha256",
+    api_key: str | None = None,
+    insecure: bool = False,
+    limits: ServerLimits | None = None,
 ) -> None:
     """Serve a bundle's tasks over OpenAI-compatible HTTP until interrupted (needs
     ``tinyllm[serve]``). Each task is a model; Ctrl-C drains in-flight requests.
@@ -396,21 +400,30 @@ def serve(
     Args:
         bundle: a bundle with an exported engine and tasks.
         host: interface to bind (loopback by default: nothing outside this machine).
-        port: TCP port.
+        port: TCP port (0: any free port, printed when the server starts).
         max_batch: KV rows, i.e. requests generated together.
         engine: which exported engine (default: the CPU one).
         max_body_bytes: larger request bodies get 413.
-        deadline_s: per-request deadline (504 when missed); None waits as long as needed.
+        deadline_s: per-request deadline (504 when missed); None: the limits' request
+            timeout.
         log_level: uvicorn's log level.
         base_model: model name of plain completions on the base model (None, or the name
             of a task: tasks only).
         engine_options: more keyword arguments for ``Engine.load`` (scheduler, queue_size).
         verify: ``sha256`` checks the hash of every file the engine reads before serving
             (remembered per file, so a restart is fast); ``size`` only their sizes.
+        api_key: require ``Authorization: Bearer KEY`` (default: ``$TINYLLM_API_KEY``).
+        insecure: allow binding a non-loopback address without an API key.
+        limits: connections, open streams, ``max_tokens`` caps, request timeout
+            (default :class:`tinyllm.runtime.access.ServerLimits`).
     """
     from tinyllm.runtime import Engine
+    from tinyllm.runtime.access import API_KEY_ENV, ServerLimits, check_bind
     from tinyllm.runtime.http import create_app, run_server
 
+    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    check_bind(host, api_key, insecure)
+    limits = limits or ServerLimits()
     opened = Bundle.open(bundle, verify="size")  # Engine.load hashes the files it reads
     runner = Engine.load(
         opened, engine=engine, max_batch=max_batch, verify=verify, **dict(engine_options or {})
@@ -422,8 +435,10 @@ def serve(
         deadline_s=deadline_s,
         close_engine=True,
         base_model=None if base_model in runner.tasks else base_model,
+        api_key=api_key,
+        limits=limits,
     )
-    run_server(app, host, port, log_level)
+    run_server(app, host, port, log_level, max_connections=limits.max_connections)
 
 
 def distill(
