@@ -125,7 +125,7 @@ def prompt_ids(tokenizer: Any, vocab_size: int) -> list[tuple[str, list[int]]]:
     engine is verified whatever its tokenizer; an id beyond the model's vocabulary is an
     error (the tokenizer does not belong to this model).
     """
-    out = []
+    out: list[tuple[str, list[int]]] = []
     for prompt in PROMPTS:
         ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         if not ids:
