@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from tinyllm.adapters import LoraAdapter
-from tinyllm.bundle import Bundle, BundleWriter
+from tinyllm.bundle import Bundle, BundleWriter, check_output_path
 from tinyllm.compress.hessian import (
     HESSIAN_DIR,
     AdapterApplied,
@@ -168,6 +168,7 @@ def quantize_bundle(
     from tinyllm.models import load_model
 
     settings.check()
+    check_output_path(source, out)
     if source.quant_spec() is not None:
         raise ConfigError(f"{source.path} is already quantized; compress its float parent")
     names = [t.name for t in cal.tasks]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyllm.bundle import Bundle, BundleWriter
+from tinyllm.bundle import Bundle, BundleWriter, check_output_path
 from tinyllm.compress.heal import HealConfig, HealReport, LossFn, heal
 from tinyllm.compress.importance import (
     Importance,
@@ -134,6 +134,13 @@ def prune_bundle(
     from tinyllm.models import build_reference, bundle_state_dict, load_model
 
     options.check()
+    check_output_path(parent, out)
+    spec = parent.quant_spec()
+    if spec is not None:
+        raise ConfigError(
+            f"{parent.path} is quantized (int{spec.bits}): prune its float parent, then "
+            "quantize the pruned bundle (`tinyllm compress --prune` does both)"
+        )
     if parent.manifest.adapters:
         raise ConfigError(
             f"{parent.path} has LoRA adapters, whose shapes pruning would break; prune the "

@@ -63,7 +63,17 @@ def read_answer(task: TaskSpec, message: dict[str, Any]) -> str:
     """
     calls = message.get("tool_calls") or []
     if calls:
-        arguments = calls[0].get("function", {}).get("arguments", "")
+        function = calls[0].get("function") if isinstance(calls[0], dict) else None
+        if not isinstance(function, dict):
+            raise TeacherError(f"openai teacher: malformed tool call {calls[0]!r:.200}")
+        if function.get("name") != FUNCTION:
+            raise TeacherError(
+                f"openai teacher: the model called the function {function.get('name')!r}, "
+                f"not {FUNCTION!r} as tool_choice asks: the server does not honour "
+                "tool_choice; use a model or server that does (or OpenAITeacher(..., "
+                "use_tools=False) to read answers from the text)"
+            )
+        arguments = function.get("arguments", "")
         try:
             value = json.loads(arguments)
         except (TypeError, json.JSONDecodeError):

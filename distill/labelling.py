@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm.config import to_dict
-from tinyllm.distill.teachers import Teacher, TeacherError, check_k
+from tinyllm.distill.teachers import Teacher, check_candidates, check_k
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec, write_examples
 from tinyllm.verifiers import answer_text, parse_json_output, verify
@@ -117,15 +117,32 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for lineno, line in enumerate(lines, 1):
+    lines = path.read_bytes().split(b"\n")
+    for lineno, raw in enumerate(lines, 1):
+        last = lineno >= len(lines) - 1  # may be torn by a crash mid-write
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if last and not raw.endswith(b"}"):
+                continue
+            raise ConfigError(
+                f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start}); the journal "
+                "was not written by tinyllm: delete it or choose another output folder"
+            ) from e
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as e:
-            if lineno < len(lines) - 1 or line.endswith("}"):
+            if not last or line.endswith("}"):
                 raise ConfigError(f"{path}:{lineno}: corrupt journal line ({e}); delete it") from e
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("input"), str):
+            raise ConfigError(
+                f"{path}:{lineno}: a journal line must be an object with an 'input'; delete "
+                "the journal or choose another output folder"
+            )
+        records.append(record)
     return records
 
 
@@ -189,12 +206,8 @@ def label_task(
     with tqdm(total=len(todo), desc=f"label {task.name}", disable=not progress) as bar:
         for i in range(0, len(todo), batch_size):
             batch = todo[i : i + batch_size]
-            candidates = teacher.label(task, batch, k=k, temperature=temperature)
-            if len(candidates) != len(batch) or any(len(c) > k for c in candidates):
-                raise TeacherError(
-                    f"teacher {teacher.name!r} returned {len(candidates)} answer lists for "
-                    f"{len(batch)} inputs (or more than k={k} candidates for one)"
-                )
+            answers = teacher.label(task, batch, k=k, temperature=temperature)
+            candidates = check_candidates(teacher.name, batch, answers, k)
             new = [
                 _record(task, text, c, teacher.name, k, temperature)
                 for text, c in zip(batch, candidates, strict=True)

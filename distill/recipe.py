@@ -126,6 +126,7 @@ def teacher_data(
 def score_teacher(suite: Suite, task: TaskSpec, teacher: str, limit: int | None) -> TeacherScore:
     """The teacher's metric on the test split (oracle: its references, latency n/a)."""
     from tinyllm.distill.teacher_specs import teacher_from_spec
+    from tinyllm.distill.teachers import check_candidates
     from tinyllm.metrics import score
     from tinyllm.suite import load_split
     from tinyllm.verifiers import answer_text
@@ -135,7 +136,9 @@ def score_teacher(suite: Suite, task: TaskSpec, teacher: str, limit: int | None)
     if teacher == "oracle":
         return TeacherScore(score(task.metric, refs, refs), None)
     start = time.perf_counter()
-    outs = teacher_from_spec(teacher, suite).label(task, [e.input for e in test], 1, 0.0)
+    chosen = teacher_from_spec(teacher, suite)
+    inputs = [e.input for e in test]
+    outs = check_candidates(chosen.name, inputs, chosen.label(task, inputs, 1, 0.0), 1)
     ms = 1000 * (time.perf_counter() - start) / max(1, len(test))
     answers = [answer_text(task, o[0] if o else "") for o in outs]
     return TeacherScore(score(task.metric, answers, refs), ms)

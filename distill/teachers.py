@@ -74,6 +74,39 @@ def check_k(k: int, temperature: float) -> None:
         raise ConfigError(f"temperature must be >= 0, got {temperature}")
 
 
+def check_candidates(
+    teacher: str, inputs: Sequence[str], candidates: object, k: int
+) -> list[list[str]]:
+    """A teacher's answer lists, checked: one list per input, at most ``k`` strings each.
+
+    Raises a :class:`TeacherError` naming the teacher and the input otherwise (a ``None``
+    candidate would fail deep inside a verifier).
+    """
+    if not isinstance(candidates, list) or len(candidates) != len(inputs):
+        got = len(candidates) if isinstance(candidates, list) else type(candidates).__name__
+        raise TeacherError(
+            f"teacher {teacher!r} returned {got} answer lists for {len(inputs)} inputs"
+        )
+    for text, answers in zip(inputs, candidates, strict=True):
+        if not isinstance(answers, list):
+            raise TeacherError(
+                f"teacher {teacher!r} returned a {type(answers).__name__} instead of a list "
+                f"of candidates for input {text[:60]!r}"
+            )
+        if len(answers) > k:
+            raise TeacherError(
+                f"teacher {teacher!r} returned {len(answers)} candidates for input "
+                f"{text[:60]!r}, more than k={k}"
+            )
+        for answer in answers:
+            if not isinstance(answer, str):
+                raise TeacherError(
+                    f"teacher {teacher!r} returned a {type(answer).__name__} candidate for "
+                    f"input {text[:60]!r}; candidates must be answer text (str)"
+                )
+    return candidates
+
+
 class OracleTeacher:
     """The task's own reference outputs: an upper bound and a test double, not a model.
 

@@ -9,18 +9,17 @@ Needs only numpy, tokenizers, jinja2 and onnxruntime (no torch).
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from tinyllm.bundle import Bundle
+from tinyllm.bundle import Bundle, Verify
 from tinyllm.chat import ChatTokenizer
-from tinyllm.config import from_dict
 from tinyllm.errors import BundleError, ConfigError
 from tinyllm.manifest import EngineEntry
+from tinyllm.runtime.enginefile import check_graph, read_engine_info, verify_engine_files
 from tinyllm.runtime.engineinfo import EngineInfo
 from tinyllm.runtime.router import TaskOutput
 from tinyllm.runtime.sampling import GenerationConfig
@@ -89,6 +88,7 @@ class Engine(TaskService):
         aging: float = 20.0,
         constrain: bool = True,
         prefix_cache_mb: float = 64.0,
+        verify: Verify = "sha256",
     ) -> Engine:
         """Load an engine of a bundle.
 
@@ -109,6 +109,9 @@ class Engine(TaskService):
                 only valid JSON; False serves the raw model.
             prefix_cache_mb: memory for the per-task prefix cache (KV of the prompt text
                 every request of a task starts with); 0 turns it off.
+            verify: ``"sha256"`` checks the hash of every file the engine reads (digests
+                are remembered by file identity, so a reload is fast); ``"size"`` only
+                sizes. engine.json is always checked against the graph.
         """
         options = ServingOptions(
             SchedulerConfig(
@@ -126,16 +129,17 @@ class Engine(TaskService):
         opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify="size")
         entry = _pick_engine(opened, engine, device)
         folder = opened.path / entry.path
-        info = from_dict(
-            EngineInfo, json.loads((folder / "engine.json").read_text()), f"{folder}/engine.json"
-        )
+        verify_engine_files(opened, entry, verify)
+        info = read_engine_info(folder, EngineInfo)
         seq = min(max_seq_len or min(info.max_seq_len, 4096), info.max_seq_len)
         tok = ChatTokenizer(opened.tokenizer_dir)
         spec = SessionSpec(
             info.flavour, info.float_dtype, seq, info.lora_slots, info.lora_rank, info.lora_targets
         )
+        onnx_session = make_session(folder / info.model, device, threads)
+        check_graph(info, onnx_session, opened.config, folder)
         session = DecoderSession(
-            make_session(folder / info.model, device, threads),
+            onnx_session,
             opened.config,
             spec,
             max_batch,

@@ -10,9 +10,11 @@ from typing import Literal
 import numpy as np
 
 from tinyllm.bundle import Bundle
+from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
 from tinyllm.quantformat import PackedWeight, quantize_rtn, read_weights
 from tinyllm.runtime.builder import PROJECTIONS, BuildOptions, build_decoder
+from tinyllm.runtime.enginefile import stamp
 from tinyllm.runtime.engineinfo import EngineInfo
 
 Target = Literal["onnx-cpu", "onnx-cuda", "onnx-standard"]
@@ -56,6 +58,34 @@ class ExportOptions:
         if precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision {precision!r}: use fp32 or fp16 (or --quant int4|int8)")
         return flavour, precision
+
+    def check(self, config: ModelConfig) -> None:
+        """Reject shapes no engine can have, before anything is built."""
+        self.resolved()
+        if self.accuracy_level not in (0, 4):
+            raise ConfigError(
+                f"accuracy_level must be 0 (float activations) or 4 (int8 activations), "
+                f"got {self.accuracy_level}"
+            )
+        if self.lora_slots < 0:
+            raise ConfigError(
+                f"lora_slots must be >= 0 (0: no multi-LoRA inputs), got {self.lora_slots}"
+            )
+        if self.lora_rank < 0 or (self.lora_slots > 0 and self.lora_rank < 1):
+            raise ConfigError(
+                f"lora_rank must be >= 1 for an engine with LoRA slots, got {self.lora_rank}"
+            )
+        context = config.max_position_embeddings
+        if self.max_seq_len is not None and self.max_seq_len < 1:
+            raise ConfigError(
+                f"max_seq_len must be >= 1 token, got {self.max_seq_len} (omit it for the "
+                f"model's context of {context} tokens)"
+            )
+        if self.max_seq_len is not None and self.max_seq_len > context:
+            raise ConfigError(
+                f"max_seq_len {self.max_seq_len} is above the model's context of {context} "
+                "tokens (max_position_embeddings); choose at most that"
+            )
 
     def engine_name(self) -> str:
         """Folder name under engines/, e.g. ``onnx-cpu-int4``."""
@@ -122,17 +152,6 @@ def write_engine(
         accuracy_level=options.accuracy_level,
     )
     model = build_decoder(config, weights, build)
-    import onnx
-
-    folder.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(
-        model,
-        str(folder / MODEL_FILE),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=f"{MODEL_FILE}.data",
-        size_threshold=1024,
-    )
     info = EngineInfo(
         target=options.target,
         flavour=flavour,
@@ -144,6 +163,19 @@ def write_engine(
         lora_slots=options.lora_slots,
         lora_rank=options.lora_rank,
         lora_targets=tuple(options.lora_targets) if options.lora_slots else (),
+    )
+    import onnx
+
+    # What load checks engine.json against (beside the graph's inputs).
+    onnx.helper.set_model_props(model, stamp(info))
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(
+        model,
+        str(folder / MODEL_FILE),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=f"{MODEL_FILE}.data",
+        size_threshold=1024,
     )
     write_info(folder, info, {})
     return info, dequantized(weights, packed)

@@ -4,29 +4,25 @@ Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (``model`` names
 ``stream: true`` sends server-sent events ending ``data: [DONE]``), ``GET /v1/models``
 (the tasks), ``GET /health``, ``GET /metrics`` (Prometheus text). Errors use OpenAI's
 ``{"error": {...}}`` body. A client that disconnects mid-stream cancels its request.
-Needs the ``serve`` extra (starlette, uvicorn), imported when an app is made.
+Client faults are 4xx; a failure inside the engine is a 500 ``server_error``. With an API
+key, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer KEY``; :class:`ServerLimits`
+bounds open streams, ``max_tokens`` per task and the time per request (see
+:mod:`tinyllm.runtime.access`). Needs the ``serve`` extra (starlette, uvicorn), imported
+when an app is made.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from tinyllm.errors import (
-    ConfigError,
-    DeadlineExceededError,
-    EngineClosedError,
-    PromptTooLongError,
-    QueueFullError,
-    RequestCancelledError,
-    TaskError,
-    TinyLLMError,
-    UnknownTaskError,
-    missing_dependency,
-)
+from tinyllm.errors import ConfigError, missing_dependency
 from tinyllm.runtime import wire
+from tinyllm.runtime.access import ServerLimits, check_api_key, key_matches
+from tinyllm.runtime.httperrors import classify, unauthorized
 from tinyllm.runtime.prometheus import ServerMetrics
 from tinyllm.runtime.sse import SSEResponse, close, close_shielded
 from tinyllm.runtime.webserver import DEFAULT_HOST, SERVE_EXTRA, BackgroundServer, run_server
@@ -37,19 +33,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
 MAX_BODY_BYTES = 1 << 20
-__all__ = ["DEFAULT_HOST", "BackgroundServer", "create_app", "run_server"]
-
-# Engine errors -> (HTTP status, OpenAI error type, code); the first match wins.
-ERROR_STATUS: tuple[tuple[type[Exception], int, str, str], ...] = (
-    (UnknownTaskError, 404, "invalid_request_error", "model_not_found"),
-    (QueueFullError, 429, "rate_limit_error", "queue_full"),
-    (EngineClosedError, 503, "service_unavailable", "engine_closed"),
-    (PromptTooLongError, 400, "invalid_request_error", "context_length_exceeded"),
-    (DeadlineExceededError, 504, "timeout_error", "deadline_exceeded"),
-    (RequestCancelledError, 499, "cancelled", "request_cancelled"),
-    (ConfigError, 400, "invalid_request_error", "invalid_value"),
-    (TaskError, 400, "invalid_request_error", "invalid_task_input"),
-)
+__all__ = ["DEFAULT_HOST", "BackgroundServer", "ServerLimits", "create_app", "run_server"]
 
 
 class ServingEngine(Protocol):
@@ -75,18 +59,6 @@ class CompletionEngine(ServingEngine, Protocol):
     ) -> AsyncIterator[str]: ...
 
 
-def classify(error: BaseException) -> wire.WireError:
-    """The HTTP status and OpenAI error type of an engine error (500 if unknown)."""
-    if isinstance(error, wire.WireError):
-        return error
-    for cls, status, kind, code in ERROR_STATUS:
-        if isinstance(error, cls):
-            return wire.WireError(status, str(error), kind, code)
-    if isinstance(error, TinyLLMError):
-        return wire.WireError(400, str(error), "invalid_request_error", None)
-    return wire.WireError(500, f"internal error: {type(error).__name__}", "server_error", None)
-
-
 class TaskServer:
     """The request handlers of one app: parsing, engine calls, errors, metrics."""
 
@@ -95,22 +67,34 @@ class TaskServer:
         engine: ServingEngine,
         max_body_bytes: int,
         owner: str,
-        deadline_s: float | None,
         base_model: str | None,
+        limits: ServerLimits,
+        api_key: str | None = None,
     ) -> None:
         self.engine = engine
         self.base_model = base_model
         self.max_body_bytes = max_body_bytes
         self.owner = owner
-        self.deadline_s = deadline_s
+        self.limits = limits
+        self.deadline_s = limits.request_timeout_s
+        self.api_key = api_key
+        self.streams = 0  # open event streams (one event loop: no lock needed)
         self.created = int(time.time())
         self.metrics = ServerMetrics()
+
+    def authorize(self, request: Request) -> None:
+        """Raise 401 unless the request carries the API key (when the server has one)."""
+        header = request.headers.get("authorization")
+        if self.api_key is not None and not key_matches(header, self.api_key):
+            raise unauthorized()
 
     def error(self, err: wire.WireError, request_id: str | None = None) -> Response:
         """An OpenAI-style error response."""
         from starlette.responses import JSONResponse
 
         headers = {"Retry-After": "1"} if err.status in (429, 503) else {}
+        if err.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
         if request_id:
             headers["X-Request-Id"] = request_id
         body = wire.error_body(str(err), err.kind, err.code, err.param)
@@ -143,18 +127,10 @@ class TaskServer:
         task, status, streaming = "-", 500, False
         rid = request.headers.get("x-request-id") or wire.new_id(kind)
         try:
+            self.authorize(request)
             req = wire.parse_request(kind, await self.read_json(request))
             task, streaming = req.task, req.stream
-            if req.task not in self.engine.tasks and req.task != self.base_model:
-                known = ", ".join(self.model_names()) or "none"
-                raise wire.WireError(
-                    404,
-                    f"the model {req.task!r} does not exist: models are this server's tasks "
-                    f"({known})",
-                    "invalid_request_error",
-                    "model_not_found",
-                    "model",
-                )
+            self._admit(req)
             response = await (self._stream(req, rid) if req.stream else self._once(req, rid))
             status = response.status_code
             return response
@@ -165,6 +141,41 @@ class TaskServer:
         finally:
             if not (status == 200 and streaming):  # a stream reports when it ends
                 self.metrics.finished(task, status, time.perf_counter() - start)
+
+    def _admit(self, req: wire.TaskRequest) -> None:
+        """Refuse what this request may not have: an unknown model, base-model options on
+        a task, more tokens than the cap, a stream beyond the limit."""
+        if req.task not in self.engine.tasks and req.task != self.base_model:
+            known = ", ".join(self.model_names()) or "none"
+            raise wire.WireError(
+                404,
+                f"the model {req.task!r} does not exist: models are this server's tasks ({known})",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
+        option = req.base_only() if req.task != self.base_model else None
+        if option is not None:
+            raise wire.invalid(
+                f"'{option}' applies to plain completions on the base model"
+                f"{f' ({self.base_model!r})' if self.base_model else ''}; a task takes its "
+                "decoding from its spec: drop it",
+                option,
+            )
+        cap = self.limits.token_cap(req.task)
+        if req.max_new_tokens is not None and req.max_new_tokens > cap:
+            raise wire.invalid(
+                f"max_tokens {req.max_new_tokens} is above this server's cap of {cap} for "
+                f"{req.task!r}",
+                "max_tokens",
+            )
+        if req.stream and self.streams >= self.limits.max_streams:
+            raise wire.WireError(
+                429,
+                f"{self.streams} streams are open, this server's limit; retry later",
+                "rate_limit_error",
+                "too_many_streams",
+            )
 
     def model_names(self) -> list[str]:
         """The tasks, then the base model (plain completions) when there is one."""
@@ -184,6 +195,7 @@ class TaskServer:
         config = GenerationConfig(
             max_new_tokens=req.max_new_tokens or GenerationConfig.max_new_tokens,
             temperature=req.temperature or 0.0,
+            top_p=req.top_p if req.top_p is not None else 1.0,
             stop=req.stop,
             ignore_eos=req.ignore_eos,
         )
@@ -213,15 +225,22 @@ class TaskServer:
             pieces = engine.astream_complete(prompt, config, deadline_s=self.deadline_s)
         else:
             pieces = self.engine.astream_task(req.task, req.text, **self._options(req))
+        self.streams += 1
         try:
             first = await anext(pieces)
         except StopAsyncIteration:
             first = None
         except BaseException:
+            self.streams -= 1
             await close(pieces)
             raise
         events = self._events(req, rid, pieces, first, start)
-        return SSEResponse(events, self.metrics, req.task, start, {"X-Request-Id": rid})  # type: ignore[return-value]
+        return SSEResponse(  # type: ignore[return-value]
+            events, self.metrics, req.task, start, {"X-Request-Id": rid}, self._stream_ended
+        )
+
+    def _stream_ended(self) -> None:
+        self.streams -= 1
 
     async def _events(
         self,
@@ -263,6 +282,7 @@ class TaskServer:
         from starlette.responses import JSONResponse
 
         try:
+            self.authorize(request)
             names = self.model_names()
         except Exception as e:  # closed engine: 503
             return self.error(classify(e))
@@ -285,6 +305,10 @@ class TaskServer:
         from starlette.responses import PlainTextResponse
 
         try:
+            self.authorize(request)
+        except wire.WireError as e:
+            return self.error(e)
+        try:
             stats = dict(self.engine.stats())
         except Exception:
             stats = {}
@@ -300,6 +324,8 @@ def create_app(
     deadline_s: float | None = None,
     close_engine: bool = False,
     base_model: str | None = None,
+    api_key: str | None = None,
+    limits: ServerLimits | None = None,
 ) -> Starlette:
     """The ASGI app serving ``engine``.
 
@@ -307,10 +333,14 @@ def create_app(
         engine: the serving engine (``tinyllm.Engine`` or anything with its interface).
         max_body_bytes: larger request bodies are refused with 413.
         owner: ``owned_by`` of the models in /v1/models.
-        deadline_s: per-request deadline passed to the engine (None: no deadline).
+        deadline_s: per-request deadline passed to the engine (504 when missed); None:
+            ``limits.request_timeout_s``.
         close_engine: close the engine (draining in-flight work) when the app shuts down.
         base_model: a model name for plain completions on the base model (no task, no
             adapter; needs ``submit_complete``/``astream_complete``); None: tasks only.
+        api_key: require ``Authorization: Bearer <api_key>`` on /v1/* and /metrics.
+        limits: open streams, ``max_tokens`` caps, the request timeout (default
+            :class:`ServerLimits`; its connection limit applies in ``run_server``).
     """
     try:
         from starlette.applications import Starlette
@@ -323,7 +353,11 @@ def create_app(
         raise ConfigError("base_model needs an engine with plain completions (submit_complete)")
     if base_model is not None and base_model in engine.tasks:
         raise ConfigError(f"base_model {base_model!r} is also a task name; choose another")
-    server = TaskServer(engine, max_body_bytes, owner, deadline_s, base_model)
+    check_api_key(api_key)
+    limits = limits or ServerLimits()
+    if deadline_s is not None:
+        limits = dataclasses.replace(limits, request_timeout_s=deadline_s)
+    server = TaskServer(engine, max_body_bytes, owner, base_model, limits, api_key)
 
     async def chat(request: Request) -> Response:
         return await server.complete(request, "chat")

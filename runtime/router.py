@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tinyllm.chat import ChatTokenizer
-from tinyllm.errors import ConfigError, UnknownTaskError
+from tinyllm.errors import UnknownTaskError
 from tinyllm.runtime.constraints import JsonTokens
 from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.tasks import Example, TaskSpec, conversation
@@ -186,7 +186,6 @@ class Router:
         slot = self.slots.get(name)
         if slot is None:
             raise UnknownTaskError(f"task {name!r} was removed")
-        _check_text(text, "the input")
         entry = self._entries[name]
         if entry.exact and not shots:
             prompt_text = entry.render(text)
@@ -214,7 +213,6 @@ class Router:
     def raw(self, prompt: str | list[dict[str, str]], config: GenerationConfig) -> Route:
         """A route without a task: the base model (slot 0) on a plain prompt or messages."""
         text = prompt if isinstance(prompt, str) else self.tokenizer.apply_chat_template(prompt)
-        _check_text(text, "the prompt")
         return self.raw_ids(self.tokenizer.encode(text), config, 0)
 
     def raw_ids(self, ids: list[int], config: GenerationConfig, slot: int) -> Route:
@@ -241,14 +239,3 @@ class Router:
             self._tries[entry.name] = LabelTrie(entry.label_ids, self.tokenizer.eos_token_id)
         return self._tries[entry.name]
 
-
-def _check_text(text: str, what: str) -> None:
-    """Reject text that is not valid Unicode (a lone surrogate cannot be UTF-8)."""
-    if not isinstance(text, str):
-        raise ConfigError(f"{what} must be a string, got {type(text).__name__}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ConfigError(
-            f"{what} is not valid Unicode ({e.reason} at character {e.start}); send UTF-8 text"
-        ) from None

@@ -7,7 +7,7 @@ in the engine (its batch row is freed at once).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tinyllm.runtime.prometheus import ServerMetrics
@@ -42,8 +42,10 @@ class SSEResponse:
         task: str,
         start: float,
         headers: dict[str, str],
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self.events, self.metrics, self.task, self.start = events, metrics, task, start
+        self.on_end = on_end
         self.headers = {
             "content-type": "text/event-stream; charset=utf-8",
             "cache-control": "no-cache",
@@ -79,6 +81,8 @@ class SSEResponse:
                 group.start_soon(body, group)
                 group.start_soon(watch, group)
         finally:
+            if self.on_end is not None:
+                self.on_end()
             await close_shielded(self.events)
             if gone:
                 self.metrics.disconnected()

@@ -14,7 +14,9 @@ DEFAULT_HOST = "127.0.0.1"
 SERVE_EXTRA = "serve"
 
 
-def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
+def _uvicorn_config(
+    app: Any, host: str, port: int, log_level: str, max_connections: int | None
+) -> Any:
     try:
         import uvicorn
     except ImportError as e:
@@ -26,18 +28,28 @@ def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
         log_level=log_level,
         timeout_graceful_shutdown=30,
         lifespan="on",
+        # Connections beyond max_connections get 503 before reaching the app. uvicorn
+        # counts the arriving connection itself, hence the + 1.
+        limit_concurrency=None if max_connections is None else max_connections + 1,
     )
 
 
 def run_server(
-    app: Any, host: str = DEFAULT_HOST, port: int = 8000, log_level: str = "info"
+    app: Any,
+    host: str = DEFAULT_HOST,
+    port: int = 8000,
+    log_level: str = "info",
+    max_connections: int | None = None,
 ) -> None:
-    """Serve ``app`` until interrupted (Ctrl-C / SIGTERM drain in-flight requests first)."""
+    """Serve ``app`` until interrupted (Ctrl-C / SIGTERM drain in-flight requests first).
+
+    ``max_connections``: open connections at once (more get 503); None: unlimited.
+    """
     import uvicorn
 
     # uvicorn re-raises Ctrl-C after its graceful shutdown: that is the normal end here.
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(_uvicorn_config(app, host, port, log_level)).run()
+        uvicorn.Server(_uvicorn_config(app, host, port, log_level, max_connections)).run()
 
 
 class BackgroundServer:
@@ -47,11 +59,17 @@ class BackgroundServer:
     """
 
     def __init__(
-        self, app: Any, host: str = DEFAULT_HOST, port: int = 0, log_level: str = "warning"
+        self,
+        app: Any,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        log_level: str = "warning",
+        max_connections: int | None = None,
     ) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(_uvicorn_config(app, host, port, log_level))
+        config = _uvicorn_config(app, host, port, log_level, max_connections)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="tinyllm-http", daemon=True)
         self.host = host
 

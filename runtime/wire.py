@@ -8,6 +8,7 @@ OpenAI API and a task call is tested without a server. A request names a task as
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -52,13 +53,53 @@ class TaskRequest:
     messages: tuple[dict[str, str], ...] = ()
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    top_p: float | None = None
+
+    def base_only(self) -> str | None:
+        """The first option sent that only plain completions on the base model honour."""
+        if self.stop:
+            return "stop"
+        if self.ignore_eos:
+            return "ignore_eos"
+        if self.top_p not in (None, 1.0):
+            return "top_p"
+        return None
+
+
+# Options of the OpenAI API this server does not implement, with the values that ask for
+# nothing (common clients send those): any other value is a 400 naming the option, never
+# silently dropped.
+UNSUPPORTED: dict[str, tuple[object, ...]] = {
+    "logprobs": (False, 0),
+    "top_logprobs": (0,),
+    "logit_bias": ({},),
+    "presence_penalty": (0,),
+    "frequency_penalty": (0,),
+    "response_format": ({"type": "text"},),
+    "seed": (),
+    "best_of": (1,),
+    "echo": (False,),
+    "suffix": ("",),
+    "store": (False,),
+    "modalities": (["text"],),
+    "audio": (),
+    "prediction": (),
+    "reasoning_effort": (),
+    "functions": ([],),
+    "function_call": ("none", "auto"),
+}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object (400 if it is not one)."""
+    """The request body as a JSON object (400 if it is not one; NaN and Infinity are not
+    JSON and are refused too)."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(body, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
         raise invalid(f"the request body is not valid JSON ({e})", code="invalid_json") from e
     if not isinstance(data, dict):
         raise invalid("the request body must be a JSON object", code="invalid_json")
@@ -70,34 +111,96 @@ def parse_request(kind: Kind, data: dict[str, Any]) -> TaskRequest:
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("'model' must name a task (see GET /v1/models)", "model")
+    _check_unicode(model, "model")
     text = _chat_input(data.get("messages")) if kind == "chat" else _prompt(data.get("prompt"))
+    _refuse_unsupported(data, model)
     n = data.get("n", 1)
-    if n not in (1, None):
+    if n not in (1, None) or isinstance(n, bool):
         raise invalid("only n=1 is supported: send one request per completion", "n")
     stream = _optional(data, "stream", bool) or False
     options = _optional(data, "stream_options", dict) or {}
-    limit = _optional(data, "max_completion_tokens", int) or _optional(data, "max_tokens", int)
-    if limit is not None and limit < 1:
-        raise invalid("max_tokens must be >= 1", "max_tokens")
-    temperature = _optional(data, "temperature", (int, float))
-    if temperature is not None and not 0 <= temperature <= 2:
-        raise invalid("temperature must be between 0 and 2", "temperature")
     stop = data.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
         raise invalid("'stop' must be a string or a list of non-empty strings", "stop")
+    for s in stop:
+        _check_unicode(s, "stop")
+    messages = tuple(_messages(data["messages"])) if kind == "chat" else ()
     return TaskRequest(
         kind=kind,
         task=model,
         text=text,
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
-        max_new_tokens=limit,
-        temperature=None if temperature is None else float(temperature),
-        messages=tuple(_messages(data["messages"])) if kind == "chat" else (),
+        max_new_tokens=_token_limit(data),
+        temperature=_number(data, "temperature", 0.0, 2.0, low_open=False),
+        messages=messages,
         stop=tuple(stop),
         ignore_eos=bool(_optional(data, "ignore_eos", bool)),
+        top_p=_number(data, "top_p", 0.0, 1.0, low_open=True),
     )
+
+
+def _refuse_unsupported(data: dict[str, Any], model: str) -> None:
+    """A 400 naming the first option that asks for something this server does not do."""
+    if data.get("tools"):
+        raise invalid(
+            f"the model {model!r} takes no tools: a task answers in its own output format "
+            "(label, JSON or text); drop 'tools'",
+            "tools",
+        )
+    choice = data.get("tool_choice")
+    if choice not in (None, "none", "auto"):
+        raise invalid("'tool_choice' needs tools, which this server does not take", "tool_choice")
+    for key, neutral in UNSUPPORTED.items():
+        value = data.get(key)
+        if value is None or any(_same(value, n) for n in neutral):
+            continue
+        allowed = " or ".join(json.dumps(n) for n in neutral) or "nothing"
+        raise invalid(f"'{key}' is not supported by this server; omit it (or send {allowed})", key)
+
+
+def _same(value: Any, neutral: object) -> bool:
+    """``value == neutral`` without taking True for 1 or False for 0."""
+    return bool(value == neutral) and isinstance(value, bool) == isinstance(neutral, bool)
+
+
+def _token_limit(data: dict[str, Any]) -> int | None:
+    """max_completion_tokens (the current name), else max_tokens; each must be >= 1."""
+    limit = None
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = _optional(data, key, int)
+        if value is not None:
+            if value < 1:
+                raise invalid(f"'{key}' must be >= 1, got {value}", key)
+            limit = value  # max_completion_tokens, checked last, wins
+    return limit
+
+
+def _number(
+    data: dict[str, Any], key: str, low: float, high: float, *, low_open: bool
+) -> float | None:
+    """An optional finite number in [low, high] (or (low, high] when ``low_open``)."""
+    value = _optional(data, key, (int, float))
+    if value is None:
+        return None
+    above = value > low if low_open else value >= low
+    if not (math.isfinite(value) and above and value <= high):
+        bracket = "(" if low_open else "["
+        raise invalid(f"'{key}' must be a number in {bracket}{low:g}, {high:g}], got {value}", key)
+    return float(value)
+
+
+def _check_unicode(text: str, param: str) -> None:
+    """400 for text that cannot be encoded (a lone surrogate from a ``\\ud800`` escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise invalid(
+            f"'{param}' holds a lone surrogate (U+{ord(text[e.start]):04X} at character "
+            f"{e.start}), which is not valid Unicode; send text as valid UTF-8",
+            param,
+        ) from e
 
 
 def _messages(messages: list[Any]) -> list[dict[str, str]]:
@@ -106,6 +209,7 @@ def _messages(messages: list[Any]) -> list[dict[str, str]]:
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise invalid("each message needs a 'role' and a 'content'", "messages")
+        _check_unicode(m["role"], "messages")
         out.append({"role": m["role"], "content": _content_text(m.get("content"))})
     return out
 
@@ -137,12 +241,15 @@ def _chat_input(messages: Any) -> str:
 
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
+        _check_unicode(content, "messages")
         return content
     if isinstance(content, list):  # content parts: only text parts are meaningful here
         parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
         texts = [p for p in parts if isinstance(p, str)]
         if texts and len(texts) == len(parts):
-            return "".join(texts)
+            joined = "".join(texts)
+            _check_unicode(joined, "messages")
+            return joined
     raise invalid("a user message's content must be text (a string or text parts)", "messages")
 
 
@@ -151,6 +258,7 @@ def _prompt(prompt: Any) -> str:
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise invalid("'prompt' must be one string (batches: send one request each)", "prompt")
+    _check_unicode(prompt, "prompt")
     return prompt
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tinyllm.bundle import Bundle, BundleWriter
+from tinyllm.bundle import Bundle, BundleWriter, check_output_path
 from tinyllm.errors import ConfigError
 from tinyllm.inspection import Inspection, inspect_bundle
 from tinyllm.manifest import WEIGHTS, Stage
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tinyllm.distill.teachers import Teacher
     from tinyllm.evaluation import BundleGenerator, EvalReport
     from tinyllm.models import LoadedModel
+    from tinyllm.runtime.access import ServerLimits
     from tinyllm.runtime.verify import Verification
     from tinyllm.tasks import Suite, TaskSpec
 
@@ -250,6 +251,7 @@ def export(
         lora_rank=lora_rank,
         accuracy_level=accuracy_level,
     )
+    options.check(parent.config)
     name = options.engine_name()
     target_path = Path(out) if out is not None else parent.path
     same = target_path.resolve() == parent.path.resolve()
@@ -305,6 +307,10 @@ def serve(
     log_level: str = "info",
     base_model: str | None = "base",
     engine_options: Mapping[str, Any] | None = None,
+    verify: Literal["sha256", "size"] = "sha256",
+    api_key: str | None = None,
+    insecure: bool = False,
+    limits: ServerLimits | None = None,
 ) -> None:
     """Serve a bundle's tasks over OpenAI-compatible HTTP until interrupted (needs
     ``tinyllm[serve]``). Each task is a model; Ctrl-C drains in-flight requests.
@@ -312,21 +318,34 @@ def serve(
     Args:
         bundle: a bundle with an exported engine and tasks.
         host: interface to bind (loopback by default: nothing outside this machine).
-        port: TCP port.
+        port: TCP port (0: any free port, printed when the server starts).
         max_batch: KV rows, i.e. requests generated together.
         engine: which exported engine (default: the CPU one).
         max_body_bytes: larger request bodies get 413.
-        deadline_s: per-request deadline (504 when missed); None waits as long as needed.
+        deadline_s: per-request deadline (504 when missed); None: the limits' request
+            timeout.
         log_level: uvicorn's log level.
         base_model: model name of plain completions on the base model (None, or the name
             of a task: tasks only).
         engine_options: more keyword arguments for ``Engine.load`` (scheduler, queue_size).
+        verify: ``sha256`` checks the hash of every file the engine reads before serving
+            (remembered per file, so a restart is fast); ``size`` only their sizes.
+        api_key: require ``Authorization: Bearer KEY`` (default: ``$TINYLLM_API_KEY``).
+        insecure: allow binding a non-loopback address without an API key.
+        limits: connections, open streams, ``max_tokens`` caps, request timeout
+            (default :class:`tinyllm.runtime.access.ServerLimits`).
     """
     from tinyllm.runtime import Engine
+    from tinyllm.runtime.access import API_KEY_ENV, ServerLimits, check_bind
     from tinyllm.runtime.http import create_app, run_server
 
-    opened = open_bundle(bundle)
-    runner = Engine.load(opened, engine=engine, max_batch=max_batch, **dict(engine_options or {}))
+    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    check_bind(host, api_key, insecure)
+    limits = limits or ServerLimits()
+    opened = Bundle.open(bundle, verify="size")  # Engine.load hashes the files it reads
+    runner = Engine.load(
+        opened, engine=engine, max_batch=max_batch, verify=verify, **dict(engine_options or {})
+    )
     app = create_app(
         runner,
         max_body_bytes=max_body_bytes,
@@ -334,8 +353,10 @@ def serve(
         deadline_s=deadline_s,
         close_engine=True,
         base_model=None if base_model in runner.tasks else base_model,
+        api_key=api_key,
+        limits=limits,
     )
-    run_server(app, host, port, log_level)
+    run_server(app, host, port, log_level, max_connections=limits.max_connections)
 
 
 def distill(
@@ -547,6 +568,7 @@ def compress(
     start = time.perf_counter()
     suite = load_tasks(tasks)
     opened = open_bundle(bundle)
+    check_output_path(opened, out)
     if prune_ratio is not None:
         if add_task is not None:
             raise ConfigError("prune_ratio and add_task do not combine: prune before adding")

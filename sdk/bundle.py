@@ -10,11 +10,10 @@ once complete, so an interrupted write never leaves a half bundle that loads.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tinyllm.adapters import check_adapter_shapes
 from tinyllm.config import ModelConfig
 from tinyllm.errors import BundleError, BundleExistsError, ConfigError
+from tinyllm.integrity import file_sha256, sha256_files
 from tinyllm.manifest import (
     MANIFEST,
     TOKENIZER_DIR,
@@ -38,17 +38,10 @@ if TYPE_CHECKING:
     from tinyllm.quantformat import QuantSpec
     from tinyllm.tasks import TaskSpec
 
-Verify = Literal["full", "size"]
-_CHUNK = 8 * 1024 * 1024
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+# "full" is the former name of "sha256", still accepted.
+Verify = Literal["sha256", "size", "full"]
+VERIFY_MODES = ("sha256", "size", "full")
+__all__ = ["Bundle", "BundleWriter", "Verify", "check_output_path", "file_sha256"]
 
 
 class Bundle:
@@ -58,19 +51,27 @@ class Bundle:
         self.path = path
         self.manifest = manifest
         self.hash = manifest.content_hash()
-        # Whether every file's sha256 was checked (open with verify="full") or computed
-        # (a bundle just committed): only then may a writer reuse the manifest's hashes.
-        self.hashes_checked = True
+        # Files whose sha256 was checked (opened with verify="sha256", or by verify_files)
+        # or computed (a bundle just committed): only those may a writer reuse unhashed.
+        self.checked: set[str] = set(manifest.files)
+
+    @property
+    def hashes_checked(self) -> bool:
+        """Whether every file's sha256 was checked or computed in this process."""
+        return self.checked >= set(self.manifest.files)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], verify: Verify = "full") -> Bundle:
+    def open(cls, path: str | os.PathLike[str], verify: Verify = "sha256") -> Bundle:
         """Open and validate a bundle.
 
         Args:
             path: the ``NAME.tllm`` folder.
-            verify: ``"full"`` checks every file's sha256; ``"size"`` only sizes (faster
-                for large bundles that were verified before).
+            verify: ``"sha256"`` checks every file's sha256 (a digest is remembered by the
+                file's identity, see :mod:`tinyllm.integrity`, so a reload of unchanged
+                files is fast); ``"size"`` checks only sizes, when asked for.
         """
+        if verify not in VERIFY_MODES:
+            raise ConfigError(f"verify must be 'sha256' or 'size', got {verify!r}")
         root = Path(path)
         if not root.exists():
             raise BundleError(f"no bundle at {root}: the path does not exist")
@@ -84,8 +85,10 @@ class Bundle:
             )
         manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"), str(manifest_path))
         bundle = cls(root, manifest)
-        bundle._check_files(verify)
-        bundle.hashes_checked = verify == "full"
+        bundle.checked = set()
+        bundle._check_files()
+        if verify != "size":
+            bundle.verify_files(manifest.files)
         bundle._check_weights()
         bundle._check_components()
         return bundle
@@ -151,13 +154,33 @@ class Bundle:
         """Total size of the files the manifest lists."""
         return sum(entry.size for entry in self.manifest.files.values())
 
-    def _check_files(self, verify: Verify) -> None:
+    def verify_files(self, names: Iterable[str]) -> None:
+        """Check the sha256 of these listed files (remembered digests are reused)."""
+        todo = sorted(set(names) - self.checked)
+        for name in todo:
+            self.file(name)  # an unlisted name is an error
+        digests = sha256_files(self.path / name for name in todo)
+        for name in todo:
+            if digests[self.path / name] != self.manifest.files[name].sha256:
+                raise BundleError(
+                    f"{self.path / name}: sha256 does not match the manifest (the file was "
+                    "modified or corrupted); re-create the bundle"
+                )
+            self.checked.add(name)
+
+    def _check_files(self) -> None:
         where = self.path / MANIFEST
         for required in (WEIGHTS, f"{TOKENIZER_DIR}/tokenizer.json"):
             if required not in self.manifest.files:
                 raise BundleError(f"{where}: a bundle must list {required!r} in its files")
+        root = self.path.resolve()
         for name, entry in self.manifest.files.items():
             path = self.path / name
+            if not path.resolve().is_relative_to(root):
+                raise BundleError(
+                    f"{path}: a symbolic link that leads outside the bundle ({path.resolve()}); "
+                    "a bundle must hold its own files: copy the file in and re-create it"
+                )
             if not path.is_file():
                 raise BundleError(f"{path}: the manifest lists this file but it is missing")
             size = path.stat().st_size
@@ -165,11 +188,6 @@ class Bundle:
                 raise BundleError(
                     f"{path}: size is {size} bytes, the manifest says {entry.size} "
                     "(truncated or replaced file)"
-                )
-            if verify == "full" and file_sha256(path) != entry.sha256:
-                raise BundleError(
-                    f"{path}: sha256 does not match the manifest (the file was modified or "
-                    "corrupted); re-create the bundle"
                 )
 
     def _check_weights(self) -> None:
@@ -230,6 +248,19 @@ class Bundle:
             prefix = engine.path.rstrip("/") + "/"
             if not any(f.startswith(prefix) for f in self.manifest.files):
                 raise BundleError(f"{where}: engine {name!r} has no files under {engine.path!r}")
+
+
+def check_output_path(source: Bundle, out: str | os.PathLike[str]) -> None:
+    """Refuse to write a stage's output over its input bundle.
+
+    Every stage but export writes a child that names its parent; writing it in place
+    would destroy the parent while the child's lineage still points at it.
+    """
+    if Path(out).resolve() == source.path.resolve():
+        raise ConfigError(
+            f"the output {out} is the input bundle {source.path}: write the result to a new "
+            "path (the input stays as the result's parent)"
+        )
 
 
 class BundleWriter:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tinyllm.errors import BundleError
+from tinyllm.errors import BundleError, ConfigError
 
 
 class ChatTokenizer:
@@ -36,7 +36,18 @@ class ChatTokenizer:
         return int(self.tok.get_vocab_size(with_added_tokens=True))
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` (no special tokens added: templates carry their own)."""
+        """Token ids of ``text`` (no special tokens added: templates carry their own).
+
+        Text that is not valid Unicode (a lone surrogate, as a ``"\\ud800"`` JSON escape
+        gives) is a ConfigError naming where, not the tokenizer's TypeError.
+        """
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ConfigError(
+                f"the text holds a lone surrogate (U+{ord(text[e.start]):04X} at character "
+                f"{e.start}), which is not valid Unicode; send valid text"
+            ) from e
         return list(self.tok.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: list[int]) -> str:

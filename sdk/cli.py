@@ -14,6 +14,9 @@ import click
 from tinyllm import api
 from tinyllm.errors import TinyLLMError
 from tinyllm.presets import PRESETS
+from tinyllm.runtime.access import API_KEY_ENV, ServerLimits
+
+LIMITS = ServerLimits()  # the documented defaults, for --help
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -180,6 +183,13 @@ def export_cmd(
 @click.option("--top-k", type=int, default=0)
 @click.option("--top-p", type=float, default=1.0)
 @click.option("--seed", type=int, default=None)
+@click.option(
+    "--verify",
+    type=click.Choice(["sha256", "size"]),
+    default="sha256",
+    show_default=True,
+    help="Check the engine's files by sha256 (remembered per file), or by size only.",
+)
 def generate_cmd(
     bundle: str,
     prompt: str,
@@ -190,12 +200,13 @@ def generate_cmd(
     top_k: int,
     top_p: float,
     seed: int | None,
+    verify: Any,
 ) -> None:
     """Generate from PROMPT with BUNDLE's exported engine, streaming the text."""
     from tinyllm.runtime import Engine, GenerationConfig
 
     config = GenerationConfig(max_new_tokens, temperature, top_k, top_p, seed)
-    runner = Engine.load(bundle, engine=engine)
+    runner = Engine.load(bundle, engine=engine, verify=verify)
     for piece in runner.stream(prompt, config, chat=chat):
         click.echo(piece, nl=False)
     click.echo()
@@ -293,11 +304,49 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
 @cli.command("serve")
 @click.argument("bundle", type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True, help="0: any free port.")
 @click.option("--max-batch", type=int, default=8, show_default=True, help="Requests in flight.")
 @click.option("--engine", default=None, help="Engine name (default: the CPU one).")
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
-@click.option("--deadline", "deadline_s", type=float, default=None, help="Seconds per request.")
+@click.option(
+    "--deadline",
+    "deadline_s",
+    type=float,
+    default=None,
+    help=f"Seconds per request [{LIMITS.request_timeout_s:g}].",
+)
+@click.option(
+    "--verify",
+    type=click.Choice(["sha256", "size"]),
+    default="sha256",
+    show_default=True,
+    help="Check the engine's files by sha256 (remembered per file), or by size only.",
+)
+@click.option(
+    "--api-key", default=None, help=f"Require 'Authorization: Bearer KEY' [${API_KEY_ENV}]."
+)
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without a key.")
+@click.option(
+    "--max-connections",
+    type=int,
+    default=None,
+    help=f"Open connections [{LIMITS.max_connections}].",
+)
+@click.option(
+    "--max-streams", type=int, default=None, help=f"Open streamed responses [{LIMITS.max_streams}]."
+)
+@click.option(
+    "--max-tokens",
+    type=int,
+    default=None,
+    help=f"Cap on a request's max_tokens [{LIMITS.max_tokens}].",
+)
+@click.option(
+    "--task-max-tokens",
+    multiple=True,
+    metavar="TASK=N",
+    help="Cap on max_tokens for one task (repeatable).",
+)
 def serve_cmd(
     bundle: str,
     host: str,
@@ -306,10 +355,25 @@ def serve_cmd(
     engine: str | None,
     max_body_bytes: int,
     deadline_s: float | None,
+    verify: Any,
+    api_key: str | None,
+    insecure: bool,
+    max_connections: int | None,
+    max_streams: int | None,
+    max_tokens: int | None,
+    task_max_tokens: tuple[str, ...],
 ) -> None:
     """Serve BUNDLE's tasks over OpenAI-compatible HTTP (each task is a model)."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: binding {host}: reachable from other machines, no auth", err=True)
+    from tinyllm.runtime.access import parse_task_caps
+
+    given = {"max_connections": max_connections, "max_streams": max_streams}
+    given["max_tokens"] = max_tokens
+    limits = ServerLimits(
+        **{k: v for k, v in given.items() if v is not None},
+        task_max_tokens=parse_task_caps(task_max_tokens),
+    )
+    if insecure and api_key is None and os.environ.get(API_KEY_ENV) is None:
+        click.echo(f"warning: serving {host} without an API key (--insecure)", err=True)
     api.serve(
         bundle,
         host=host,
@@ -318,6 +382,10 @@ def serve_cmd(
         engine=engine,
         max_body_bytes=max_body_bytes,
         deadline_s=deadline_s,
+        verify=verify,
+        api_key=api_key,
+        insecure=insecure,
+        limits=limits,
     )
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tinyllm.bundle import Bundle, BundleWriter
+from tinyllm.bundle import Bundle, BundleWriter, check_output_path
 from tinyllm.errors import ConfigError
 from tinyllm.manifest import Manifest, Stage
 from tinyllm.version import __version__
@@ -65,6 +65,7 @@ def add_tasks(
     from tinyllm.tasktable import FILE as TASK_TABLE
     from tinyllm.tasktable import write_task_table
 
+    check_output_path(parent, out)
     adapters = dict(adapters or {})
     task_dicts = {**parent.manifest.tasks, **{t.name: to_dict(t) for t in tasks}}
     unknown = sorted(set(adapters) - set(task_dicts))

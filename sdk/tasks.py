@@ -163,6 +163,10 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
         raise ConfigError(f"{path}: no such suite file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8"
+        ) from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(data, dict) or set(data) != {"tasks"} or not isinstance(data["tasks"], list):
@@ -188,8 +192,15 @@ def read_examples(path: Path, where: str) -> list[Example]:
             "`tinyllm data prepare` first"
         )
     examples = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TaskError(
+                    f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start} of the "
+                    "line); re-save the file as UTF-8"
+                ) from e
             if not line.strip():
                 continue
             try:

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tinyllm.cache import cache_dir
 from tinyllm.errors import ModelSourceError, missing_dependency
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -24,11 +25,6 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def cache_dir() -> Path:
-    """Where tinyllm caches locally built artifacts (``$TINYLLM_CACHE`` overrides)."""
-    return Path(os.environ.get("TINYLLM_CACHE", Path.home() / ".cache" / "tinyllm"))
 
 
 def tiny_tokenizer_file(vocab_size: int) -> Path:

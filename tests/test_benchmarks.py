@@ -69,3 +69,23 @@ def test_pruning_benchmark_table(monkeypatch: pytest.MonkeyPatch) -> None:
     text = pruning.table({"parent": parent, "healed": child})
     assert "mean relative drop of healed: 10.0% over 2 tasks" in text
     assert "relative drop of healed's mean score: 7.7%" in text  # 1.3 -> 1.2
+
+
+def test_engine_load_benchmark_end_to_end(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tinyllm
+    from tinyllm import integrity
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import engine_load
+
+    bundle, _ = tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=64)
+    monkeypatch.setattr(integrity, "RACY_S", 0.0)  # remember digests of the fresh engine
+    cache = tmp_path / "hashes.json"
+    monkeypatch.setenv("TINYLLM_HASH_CACHE", str(cache))
+    report = engine_load.measure(bundle.path, ["size", "cold", "warm"], 2, cache)
+    assert set(report) == {"size", "cold", "warm"}
+    for row in report.values():
+        assert 0 < row["wall_min"] <= row["wall_median"] and row["cpu_min"] > 0
+    assert cache.is_file()  # the warm rounds had digests to reuse

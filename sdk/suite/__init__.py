@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
 
+from tinyllm.cache import cache_dir
 from tinyllm.errors import TaskError, missing_dependency
 from tinyllm.tasks import (
     SPLITS,
@@ -27,7 +28,6 @@ from tinyllm.tasks import (
     read_examples,
     write_examples,
 )
-from tinyllm.tokenizer import cache_dir
 
 Builder = Callable[[dict[str, int], int, Path], dict[str, list[Example]]]
 # Bump when a builder's output changes, so cached data is rebuilt.

@@ -4,6 +4,7 @@ exports and verifies; bad requests are clear errors that write nothing."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import yaml
 import tinyllm
 from tinyllm import api
 from tinyllm.cli import main
-from tinyllm.errors import TinyLLMError
+from tinyllm.errors import ConfigError, TinyLLMError
 from tinyllm.tasks import Example, write_examples
 
 WORDS = ["spotless", "lovely", "dirty", "noisy", "table", "Lisbon", "Friday", "four"]
@@ -180,3 +181,44 @@ def test_vocab_samples_decide_the_kept_vocabulary(
         )
         required.append(report.required_vocab)
     assert required[0] < required[1]  # one conversation per task uses fewer tokens
+
+
+def test_pruning_a_quantized_bundle_is_refused(
+    tiny_llama_bundle: Path, suite_file: Path, tmp_path: Path
+) -> None:
+    quantized, _ = api.compress(
+        tiny_llama_bundle,
+        tmp_path / "q.tllm",
+        quant="int4-rtn",
+        tasks=suite_file,
+        names=["mood"],
+        progress=False,
+    )
+    out = tmp_path / "p.tllm"
+    with pytest.raises(ConfigError, match=r"q\.tllm is quantized \(int4\): prune its float"):
+        api.prune(quantized.path, out, tasks=suite_file, heal_steps=0, progress=False)
+    assert not out.exists()
+
+
+def test_an_output_path_equal_to_the_input_is_refused(
+    tiny_llama_bundle: Path, suite_file: Path, tmp_path: Path, snapshot
+) -> None:
+    copy = tmp_path / "in.tllm"
+    shutil.copytree(tiny_llama_bundle, copy)
+    before = snapshot(copy)
+    same = str(copy) + "/"  # the same folder, spelled differently
+    with pytest.raises(ConfigError, match="is the input bundle"):
+        api.prune(copy, same, tasks=suite_file, heal_steps=0, overwrite=True, progress=False)
+    with pytest.raises(ConfigError, match="is the input bundle"):
+        api.compress(
+            copy,
+            same,
+            quant="int4-rtn",
+            tasks=suite_file,
+            names=["mood"],
+            overwrite=True,
+            progress=False,
+        )
+    with pytest.raises(ConfigError, match="is the input bundle"):
+        api.add_tasks(copy, same, [], overwrite=True)
+    assert snapshot(copy) == before

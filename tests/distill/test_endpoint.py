@@ -142,3 +142,12 @@ def test_tinyllm_serve_spec_sends_the_task_as_model(openai_stub: OpenAIStub) -> 
     body = openai_stub.requests[0]
     assert body["model"] == "sentiment" and "tools" not in body and "n" not in body
     assert body["messages"] == [{"role": "user", "content": "great food"}]
+
+
+def test_a_call_to_another_function_is_a_clear_error() -> None:
+    wrong = {"tool_calls": [{"function": {"name": "lookup", "arguments": '{"label": "positive"}'}}]}
+    with pytest.raises(TeacherError, match="called the function 'lookup', not 'submit_answer'"):
+        read_answer(SENTIMENT, wrong)
+    for calls in (["not a call"], [{"function": "submit_answer"}]):
+        with pytest.raises(TeacherError, match="malformed tool call"):
+            read_answer(SENTIMENT, {"tool_calls": calls})

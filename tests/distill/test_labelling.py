@@ -161,3 +161,33 @@ def test_label_data_rejects_bad_arguments(toy_suite: Suite, tmp_path: Path) -> N
         api.label_data(suite_file, "oracle", tmp_path, limit=0)
     with pytest.raises(ConfigError, match="unknown teacher"):
         api.label_data(suite_file, "gpt", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        (["positive", None], "returned a NoneType candidate for input 'x'"),
+        ([3], "returned a int candidate for input 'x'"),
+        ([b"positive"], "returned a bytes candidate for input 'x'"),
+        ("positive", "returned a str instead of a list of candidates for input 'x'"),
+        (None, "returned a NoneType instead of a list of candidates for input 'x'"),
+    ],
+)
+def test_a_teacher_returning_none_or_non_strings_is_a_clear_error(
+    tmp_path: Path, answers: object, message: str
+) -> None:
+    teacher = ScriptedTeacher({})
+    teacher.label = lambda task, inputs, k=1, temperature=0.0: [answers]  # type: ignore[method-assign]
+    with pytest.raises(TeacherError, match=f"teacher 'scripted' {message}"):
+        label_task(SENTIMENT, ["x"], teacher, tmp_path, k=2, progress=False)
+    assert read_journal(tmp_path / "sentiment.journal.jsonl") == []  # nothing journaled
+
+
+def test_a_journal_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    journal = tmp_path / "sentiment.journal.jsonl"
+    journal.write_bytes(b'{"input": "caf\xe9"}\n')  # Latin-1, not UTF-8
+    with pytest.raises(ConfigError, match=r"sentiment\.journal\.jsonl:1: not UTF-8"):
+        label_task(SENTIMENT, ["x"], ScriptedTeacher({"x": ["positive"]}), tmp_path, k=1)
+    journal.write_bytes(b'["a list"]\n{"input": "x"}\n')
+    with pytest.raises(ConfigError, match=r"journal\.jsonl:1: a journal line must be an object"):
+        label_task(SENTIMENT, ["x"], ScriptedTeacher({"x": ["positive"]}), tmp_path, k=1)

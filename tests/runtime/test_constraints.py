@@ -12,7 +12,7 @@ from tinyllm.chat import ChatTokenizer
 from tinyllm.runtime.constraints import JsonPrefix, JsonTokens, pick_json_token
 from tinyllm.runtime.sampling import GenerationConfig
 
-PREFIXES = ["", "{", ' {"na', '{"name": ', '{"a": [1, tr', '{"a": "x\\\\', '{"n": -1.5e', '[ ']
+PREFIXES = ["", "{", ' {"na', '{"name": ', '{"a": [1, tr', '{"a": "x\\\\', '{"n": -1.5e', "[ "]
 
 
 def scan(texts: list[str], state: JsonPrefix, eos: int | None) -> list[int]:
@@ -26,7 +26,7 @@ def texts(tiny_llama_bundle: Path) -> list[str]:
     tok = ChatTokenizer(tinyllm.open_bundle(tiny_llama_bundle).tokenizer_dir)
     texts = [tok.decode([i]) for i in range(tok.vocab_size)]
     # Awkward tokens a real vocabulary has: quotes, escapes, brackets, controls, spaces.
-    return [*texts, '"}', '\\"', '", "', "]}", "\x01", "    ", '\\u00', "true,", '"\n']
+    return [*texts, '"}', '\\"', '", "', "]}", "\x01", "    ", "\\u00", "true,", '"\n']
 
 
 @pytest.mark.parametrize("root", ["", "{"])

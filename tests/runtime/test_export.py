@@ -120,3 +120,61 @@ def test_cuda_engine_matches_cpu_tokens(tiny_llama_bundle: Path, tmp_path: Path)
     gpu = Engine.load(bundle.path, device="cuda").generate("hello there", config)[0].token_ids
     cpu = Engine.load(bundle.path, device="cpu").generate("hello there", config)[0].token_ids
     assert gpu == cpu
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lora_slots": -1}, "lora_slots must be >= 0"),
+        ({"lora_slots": 3, "lora_rank": 0}, "lora_rank must be >= 1"),
+        ({"lora_slots": 3, "lora_rank": -2}, "lora_rank must be >= 1"),
+        ({"lora_slots": 0, "lora_rank": -1}, "lora_rank must be >= 1"),
+        ({"max_seq_len": 0}, "max_seq_len must be >= 1"),
+        ({"max_seq_len": -5}, "max_seq_len must be >= 1"),
+        ({"max_seq_len": 4096}, "above the model's context of 512 tokens"),
+    ],
+)
+def test_bad_engine_shapes_are_config_errors(
+    tiny_llama_bundle: Path, tmp_path: Path, kwargs: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "a.tllm", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("option", ["--lora-slots", "--lora-rank", "--max-seq-len"])
+def test_cli_bad_engine_shape_is_a_one_line_error(
+    tiny_llama_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    args = ["export", str(tiny_llama_bundle), "-o", str(tmp_path / "a.tllm"), option, "-1"]
+    if option == "--lora-rank":
+        args += ["--lora-slots", "2"]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # no traceback
+    assert last.startswith("error: ") and "must be >= " in last
+
+
+def test_a_tokenizer_that_encodes_the_prompts_to_nothing_still_verifies(
+    tiny_llama_bundle: Path, tmp_path: Path
+) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    loaded = tinyllm.load_torch_model(tiny_llama_bundle)
+    folder = tmp_path / "hf"
+    loaded.model.save_pretrained(folder)
+    # Placeholder tokens only, no unknown token: every verification prompt encodes to [].
+    vocab = {f"<p{i}>": i for i in range(loaded.config.vocab_size)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert tok.encode(verify_module.PROMPTS[0]).ids == []
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<p1>", eos_token="<p2>", pad_token="<p0>"
+    )
+    fast.save_pretrained(folder)
+    bundle = tinyllm.import_model(str(folder), tmp_path / "p.tllm")
+    _, verification = tinyllm.export(bundle.path, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=64)
+    assert verification.passed, verification.format()
+    assert all("no tokens for prompt" in c.prompt for c in verification.checks)

@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,11 +18,14 @@ import openai
 import pytest
 
 from tinyllm.errors import (
+    ConfigError,
     DeadlineExceededError,
     EngineClosedError,
     PromptTooLongError,
     QueueFullError,
+    TinyLLMError,
 )
+from tinyllm.runtime.access import ServerLimits, check_bind
 from tinyllm.runtime.http import BackgroundServer, create_app
 
 SCRIPTED = {
@@ -29,7 +33,9 @@ SCRIPTED = {
     "too-long": PromptTooLongError("the prompt has 9999 tokens; the context is 256"),
     "closed": EngineClosedError("the engine is shutting down"),
     "deadline": DeadlineExceededError("the request missed its deadline of 0.1 s"),
+    "engine-fail": TinyLLMError("the engine step failed: boom"),
 }
+KEY = "sk-tinyllm-test-key"
 
 
 @dataclass
@@ -54,6 +60,7 @@ class Stream:
         self.words = text.upper().split() if text != "forever" else None
         self.sent = 0
         self.output: Output | None = None
+        self.closed = False
 
     def __aiter__(self) -> Stream:
         return self
@@ -70,6 +77,7 @@ class Stream:
         return ("" if self.sent == 1 else " ") + (self.words[self.sent - 1] if self.words else "x")
 
     async def aclose(self) -> None:
+        self.closed = True
         if self.output is None:
             self.engine.cancelled.append(self.text)
 
@@ -82,6 +90,10 @@ class ScriptedEngine:
         self.cancelled: list[str] = []
         self.generated = 0
         self.closed = False
+        self.options: list[dict[str, Any]] = []
+        self.streams: list[Stream] = []
+        self.entered = threading.Event()  # a "block" request reached the engine
+        self.release = threading.Event()  # lets it finish
 
     def output(self, task: str, text: str) -> Output:
         words = text.upper().split()
@@ -90,9 +102,12 @@ class ScriptedEngine:
 
     async def arun(self, task: str, text: str, **options: Any) -> Output:
         assert set(options) == {"max_new_tokens", "temperature", "deadline_s"}
+        self.options.append(options)
         if text in SCRIPTED:
             raise SCRIPTED[text]
-        await asyncio.sleep(0.5 if text == "slow" else 0)
+        if text == "block":
+            self.entered.set()
+            assert await asyncio.to_thread(self.release.wait, 30)
         out = self.output(task, text)
         if options["max_new_tokens"] is not None and out.output_tokens > options["max_new_tokens"]:
             kept = text.upper().split()[: options["max_new_tokens"]]
@@ -100,7 +115,8 @@ class ScriptedEngine:
         return out
 
     def astream_task(self, task: str, text: str, **options: Any) -> Stream:
-        return Stream(self, task, text, 0.01 if text != "forever" else 0.05)
+        self.streams.append(Stream(self, task, text, 0.01 if text != "forever" else 0.05))
+        return self.streams[-1]
 
     def stats(self) -> dict[str, Any]:
         return {"queue_depth": 3, "closed": self.closed, "name": "scripted"}
@@ -116,8 +132,35 @@ def scripted() -> Iterator[tuple[ScriptedEngine, str]]:
         yield engine, server.url
 
 
-def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
+def client(url: str, key: str = "unused", **kwargs: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30, **kwargs)
+
+
+def open_stream(url: str, body: dict[str, Any], events: int = 1) -> socket.socket:
+    """A raw streaming request, read until ``events`` events arrived (10 s timeout)."""
+    host, port = url.removeprefix("http://").split(":")
+    data = json.dumps(body).encode()
+    path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+    received = b""
+    while received.count(b"data: ") < events:  # headers, then the events
+        chunk = sock.recv(4096)
+        assert chunk, f"the server closed the stream early: {received!r}"
+        received += chunk
+    return sock
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds (fails after ``timeout`` seconds)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out waiting for a condition"
+        time.sleep(0.01)
 
 
 def raw(url: str, method: str, path: str, body: bytes | None = None, headers: Any = None):
@@ -238,27 +281,11 @@ def test_oversized_chunked_body_is_refused(scripted) -> None:
 
 def test_client_disconnect_mid_stream_cancels_the_request(scripted) -> None:
     engine, url = scripted
-    host, port = url.removeprefix("http://").split(":")
-    body = json.dumps(
-        {"model": "shout", "messages": [{"role": "user", "content": "forever"}], "stream": True}
-    ).encode()
-    sock = socket.create_connection((host, int(port)))
-    sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    received = b""
-    while b"data: " not in received:  # headers, then the first event
-        received += sock.recv(4096)
-    sock.close()
-    deadline = time.monotonic() + 10
-    while not engine.cancelled and time.monotonic() < deadline:
-        time.sleep(0.02)
+    body = {"model": "shout", "messages": [{"role": "user", "content": "forever"}], "stream": True}
+    open_stream(url, body).close()
+    wait_for(lambda: engine.cancelled)
     assert engine.cancelled == ["forever"]
-    produced = engine.generated
-    time.sleep(0.3)  # the stream yields every 0.05 s: it would have advanced if still running
-    assert engine.generated == produced
+    assert engine.streams[-1].closed  # the server can no longer advance it
     _, metrics = raw(url, "GET", "/metrics")
     assert "tinyllm_client_disconnects_total 1" in metrics.decode()
 
@@ -287,21 +314,23 @@ def test_binds_loopback_by_default() -> None:
 
 
 def test_shutdown_lets_requests_in_flight_finish() -> None:
-    import threading
-
     engine = ScriptedEngine()
     server = BackgroundServer(create_app(engine, close_engine=True)).start()
     results: list[Any] = []
     call = threading.Thread(
         target=lambda: results.append(
-            client(server.url).completions.create(model="echo", prompt="slow")
+            client(server.url).completions.create(model="echo", prompt="block")
         )
     )
     call.start()
-    time.sleep(0.2)  # the request is in flight
-    server.stop()
-    call.join()
-    assert results[0].choices[0].text == "SLOW"
+    assert engine.entered.wait(10)  # the request is in flight
+    stopping = threading.Thread(target=server.stop)
+    stopping.start()
+    wait_for(lambda: server.server.should_exit)
+    engine.release.set()
+    stopping.join(30)
+    call.join(30)
+    assert results[0].choices[0].text == "BLOCK"
     assert engine.closed  # the app's shutdown closed (drained) the engine
 
 
@@ -364,23 +393,9 @@ def test_real_engine_plain_completion_on_the_base_model(real) -> None:
 def test_real_engine_stops_generating_for_a_disconnected_stream(real) -> None:
     engine, url = real
     before = engine.stats()
-    host, port = url.removeprefix("http://").split(":")
-    body = json.dumps(
-        {"model": "base", "prompt": "a", "max_tokens": 200, "stream": True, "ignore_eos": True}
-    ).encode()
-    sock = socket.create_connection((host, int(port)))
-    sock.sendall(
-        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    received = b""
-    while received.count(b"data: ") < 3:  # the role chunk and two text pieces
-        received += sock.recv(4096)
-    sock.close()
-    deadline = time.monotonic() + 10
-    while engine.stats()["cancelled"] == before["cancelled"] and time.monotonic() < deadline:
-        time.sleep(0.02)
+    body = {"model": "base", "prompt": "a", "max_tokens": 200, "stream": True, "ignore_eos": True}
+    open_stream(url, body, events=3).close()  # the role chunk and two text pieces
+    wait_for(lambda: engine.stats()["cancelled"] != before["cancelled"])
     after = engine.stats()
     # Cancelled (not completed with its 200 tokens), and its batch row is free again.
     assert after["cancelled"] == before["cancelled"] + 1 and after["running"] == 0
@@ -409,31 +424,287 @@ def test_tinyllm_serve_command_serves_then_stops_on_sigint(served) -> None:
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cli = Path(sys.executable).parent / "tinyllm"
     proc = subprocess.Popen(
-        [str(cli), "serve", str(served), "--port", str(port), "--max-batch", "2"],
+        [str(cli), "serve", str(served), "--port", "0", "--max-batch", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    lines: list[str] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                resp, data = raw(url, "GET", "/health")
+        assert proc.stdout is not None
+        for line in proc.stdout:  # readiness: uvicorn prints the bound port once it listens
+            lines.append(line)
+            if "Uvicorn running on " in line:
                 break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.2)
+        else:
+            pytest.fail("tinyllm serve exited before listening:\n" + "".join(lines))
+        url = line.split("Uvicorn running on ")[1].split()[0]
+        resp, data = raw(url, "GET", "/health")
         assert resp.status == 200 and json.loads(data)["tasks"] == 3
         models = [m.id for m in client(url).models.list()]
         assert models == ["booking", "rewrite", "sentiment", "base"]
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
-    assert "Uvicorn running on http://127.0.0.1" in out
+    assert proc.returncode == 0, "".join(lines) + out
+    assert url.startswith("http://127.0.0.1:")
+
+
+CHAT = {"model": "shout", "messages": [{"role": "user", "content": "hi there"}]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 3}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"frequency_penalty": -1}, "frequency_penalty"),
+        ({"logit_bias": {"42": 10}}, "logit_bias"),
+        ({"seed": 7}, "seed"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"n": 2}, "n"),
+    ],
+)
+def test_what_the_server_does_not_do_is_a_400_naming_the_field(
+    scripted, extra: dict, param: str
+) -> None:
+    _, url = scripted
+    with pytest.raises(openai.BadRequestError) as info:
+        client(url).chat.completions.create(**CHAT, **extra)
+    assert info.value.status_code == 400 and info.value.param == param
+    assert param in info.value.message
+
+
+def test_completions_logprobs_and_echo_are_refused(scripted) -> None:
+    _, url = scripted
+    for extra, param in (({"logprobs": 2}, "logprobs"), ({"echo": True}, "echo")):
+        with pytest.raises(openai.BadRequestError) as info:
+            client(url).completions.create(model="echo", prompt="a b", **extra)
+        assert info.value.param == param
+
+
+def test_neutral_defaults_that_clients_send_are_accepted(scripted) -> None:
+    _, url = scripted
+    got = client(url).chat.completions.create(
+        **CHAT,
+        n=1,
+        presence_penalty=0,
+        frequency_penalty=0.0,
+        logprobs=False,
+        logit_bias={},
+        tool_choice="none",
+        response_format={"type": "text"},
+        user="someone",
+        top_p=1,
+        stream=False,
+        extra_body={"parallel_tool_calls": False, "store": False, "metadata": {"a": "b"}},
+    )
+    assert got.choices[0].message.content == "HI THERE"
+
+
+def _post(url: str, body: bytes | dict, path: str = "/v1/chat/completions") -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    resp, out = raw(url, "POST", path, data, {"content-type": "application/json"})
+    return resp.status, json.loads(out)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (
+            b'{"model": "shout", "messages": [{"role": "user", "content": "x"}], '
+            b'"temperature": NaN}',
+            None,
+        ),
+        (
+            b'{"model": "shout", "messages": [{"role": "user", "content": "x"}], '
+            b'"temperature": Infinity}',
+            None,
+        ),
+        (
+            b'{"model": "shout", "messages": [{"role": "user", "content": "x"}], '
+            b'"temperature": 1e999}',  # valid JSON that parses as inf
+            "temperature",
+        ),
+        ({**CHAT, "temperature": -0.5}, "temperature"),
+        ({**CHAT, "top_p": 0}, "top_p"),
+        ({**CHAT, "top_p": 1.5}, "top_p"),
+        ({**CHAT, "top_p": "high"}, "top_p"),
+        ({**CHAT, "max_completion_tokens": 0}, "max_completion_tokens"),
+        ({**CHAT, "max_tokens": 0}, "max_tokens"),
+        ({**CHAT, "max_tokens": -3}, "max_tokens"),
+        ({**CHAT, "top_p": 0.9}, "top_p"),  # valid, but only for the base model
+        ({**CHAT, "stop": ["x"]}, "stop"),  # likewise
+    ],
+)
+def test_bad_sampling_options_are_400(scripted, body: Any, param: str | None) -> None:
+    engine, url = scripted
+    status, data = _post(url, body)
+    assert status == 400, data
+    assert data["error"]["param"] == param
+    if param is None:  # NaN and Infinity are not JSON
+        assert data["error"]["code"] == "invalid_json"
+    assert engine.options == []  # nothing reached the engine
+
+
+def test_a_lone_surrogate_is_a_400_not_a_500(scripted) -> None:
+    _, url = scripted
+    lone = b'"a\\ud800b"'  # a JSON escape of half a surrogate pair
+    for path, body, param in (
+        (
+            "/v1/chat/completions",
+            b'{"model": "shout", "messages": [{"role": "user", "content": ' + lone + b"}]}",
+            "messages",
+        ),
+        ("/v1/completions", b'{"model": "echo", "prompt": ' + lone + b"}", "prompt"),
+        ("/v1/completions", b'{"model": ' + lone + b', "prompt": "x"}', "model"),
+        ("/v1/completions", b'{"model": "echo", "prompt": "x", "stop": [' + lone + b"]}", "stop"),
+    ):
+        status, data = _post(url, body, path)
+        assert (status, data["error"]["param"]) == (400, param), data
+        assert "lone surrogate (U+D800" in data["error"]["message"]
+    status, _ = _post(
+        url, b'{"model": "shout", "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
+    )  # a whole pair is fine
+    assert status == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_engine_side_failure_is_a_500_server_error(scripted, stream: bool) -> None:
+    _, url = scripted
+    with pytest.raises(openai.InternalServerError) as info:
+        client(url).chat.completions.create(
+            model="shout", messages=[{"role": "user", "content": "engine-fail"}], stream=stream
+        )
+    assert info.value.status_code == 500 and info.value.type == "server_error"
+    assert "the engine step failed: boom" in info.value.message
+
+
+@pytest.fixture()
+def keyed() -> Iterator[tuple[ScriptedEngine, str]]:
+    engine = ScriptedEngine()
+    with BackgroundServer(create_app(engine, api_key=KEY)) as server:
+        yield engine, server.url
+
+
+def test_api_key_right_wrong_and_missing_with_the_openai_client(keyed) -> None:
+    engine, url = keyed
+    got = client(url, KEY).chat.completions.create(**CHAT)
+    assert got.choices[0].message.content == "HI THERE"
+    assert [m.id for m in client(url, KEY).models.list()] == ["echo", "shout"]
+    for c in (
+        client(url, KEY + "x"),  # wrong key
+        client(url, KEY[:-1]),  # a prefix of it
+        client(url, default_headers={"Authorization": ""}),  # no key at all
+    ):
+        with pytest.raises(openai.AuthenticationError) as info:
+            c.chat.completions.create(**CHAT)
+        assert info.value.status_code == 401 and info.value.code == "invalid_api_key"
+        assert KEY not in info.value.message
+        with pytest.raises(openai.AuthenticationError):
+            c.models.list()
+    assert len(engine.options) == 1  # only the authorized request reached the engine
+    resp, _ = raw(url, "POST", "/v1/completions", b"{}")  # no header
+    assert resp.status == 401 and resp.getheader("www-authenticate") == "Bearer"
+    assert raw(url, "GET", "/metrics")[0].status == 401
+    assert raw(url, "GET", "/metrics", headers={"Authorization": f"Bearer {KEY}"})[0].status == 200
+    assert raw(url, "GET", "/health")[0].status == 200  # open to load balancers
+
+
+def test_a_public_address_needs_a_key_unless_insecure(
+    served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tinyllm.cli import main
+
+    monkeypatch.delenv("TINYLLM_API_KEY", raising=False)
+    for host in ("0.0.0.0", "::", "192.168.1.20", "example.com"):
+        with pytest.raises(ConfigError, match=f"binding {host} makes the server reachable"):
+            check_bind(host, None, insecure=False)
+        check_bind(host, KEY, insecure=False)
+        check_bind(host, None, insecure=True)
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        check_bind(host, None, insecure=False)
+    for bad in ("", "two words", "caf\u00e9"):
+        with pytest.raises(ConfigError, match="API key must be"):
+            check_bind("127.0.0.1", bad, insecure=False)
+    with pytest.raises(SystemExit) as info:  # refused before the engine loads
+        main(["serve", str(served), "--host", "0.0.0.0", "--port", "0"])
+    assert info.value.code == 1
+    assert "give an API key (--api-key KEY or $TINYLLM_API_KEY)" in capsys.readouterr().err
+
+
+def test_stream_and_token_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = ScriptedEngine()
+    limits = ServerLimits(max_streams=1, max_tokens=5, task_max_tokens={"echo": 50})
+    with BackgroundServer(create_app(engine, limits=limits)) as server:
+        url = server.url
+        with pytest.raises(openai.BadRequestError) as info:
+            client(url).chat.completions.create(**CHAT, max_tokens=6)
+        assert info.value.param == "max_tokens" and "cap of 5 for 'shout'" in info.value.message
+        done = client(url).completions.create(model="echo", prompt="a b", max_tokens=6)
+        assert done.choices[0].text == "A B"  # echo's own cap is 50
+        body = {**CHAT, "messages": [{"role": "user", "content": "forever"}], "stream": True}
+        first = open_stream(url, body)
+        with pytest.raises(openai.RateLimitError) as limited:
+            list(client(url).chat.completions.create(**CHAT, stream=True))
+        assert limited.value.code == "too_many_streams"
+        first.close()
+        wait_for(lambda: engine.cancelled == ["forever"])
+        chunks = list(client(url).chat.completions.create(**CHAT, stream=True))  # a free slot
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    with pytest.raises(ConfigError, match="max_streams must be an integer >= 1"):
+        ServerLimits(max_streams=0)
+    with pytest.raises(ConfigError, match="request_timeout_s must be > 0"):
+        ServerLimits(request_timeout_s=float("nan"))
+
+
+def test_the_request_timeout_reaches_the_engine(scripted) -> None:
+    engine = ScriptedEngine()
+    with BackgroundServer(create_app(engine, limits=ServerLimits(request_timeout_s=7.5))) as s:
+        client(s.url).chat.completions.create(**CHAT)
+    assert engine.options[0]["deadline_s"] == 7.5
+    default = ScriptedEngine()
+    with BackgroundServer(create_app(default)) as s:
+        client(s.url).chat.completions.create(**CHAT)
+    assert default.options[0]["deadline_s"] == ServerLimits().request_timeout_s == 600.0
+
+
+def test_connections_beyond_the_limit_get_503() -> None:
+    engine = ScriptedEngine()
+    with BackgroundServer(create_app(engine), max_connections=1) as server:
+        results: list[Any] = []
+        call = threading.Thread(
+            target=lambda: results.append(
+                client(server.url).completions.create(model="echo", prompt="block")
+            )
+        )
+        call.start()
+        assert engine.entered.wait(10)  # one connection is busy
+        resp, _ = raw(server.url, "GET", "/health")
+        assert resp.status == 503
+        engine.release.set()
+        call.join(30)
+    assert results[0].choices[0].text == "BLOCK"
+
+
+def test_real_engine_rejects_bad_options_in_process_and_over_http(real) -> None:
+    engine, url = real
+    for bad in ({"temperature": float("nan")}, {"temperature": float("inf")}):
+        with pytest.raises(ConfigError, match="temperature must be a finite number"):
+            engine.submit("sentiment", "fine", **bad)
+    with pytest.raises(ConfigError, match="lone surrogate"):
+        engine.submit("sentiment", "a\ud800b")
+    status, data = _post(
+        url, b'{"model": "sentiment", "messages": [{"role": "user", "content": "a\\udc00"}]}'
+    )
+    assert status == 400 and data["error"]["param"] == "messages"
+    got = client(url).completions.create(
+        model="base", prompt="Once", max_tokens=3, top_p=0.5, temperature=0.7
+    )
+    assert got.usage.completion_tokens <= 3  # top_p is honoured for the base model

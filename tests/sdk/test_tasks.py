@@ -103,3 +103,16 @@ def test_missing_and_malformed_data_files(tmp_path: Path) -> None:
 def test_unknown_task_lists_known_ones() -> None:
     with pytest.raises(TaskError, match="unknown task 'summarize'; this suite has: sentiment"):
         load_tasks("builtin").task("summarize")
+
+
+def test_data_and_suite_files_that_are_not_utf8(tmp_path: Path) -> None:
+    from tinyllm.tasks import read_examples
+
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(b'{"input": "ok", "output": "hi"}\n{"input": "caf\xe9", "output": "hi"}\n')
+    with pytest.raises(TaskError, match=r"train\.jsonl:2: not UTF-8 text"):
+        read_examples(data, "task 'greet'")
+    suite = tmp_path / "suite.yaml"
+    suite.write_bytes(b"tasks:\n  - name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"suite\.yaml: not UTF-8 text"):
+        load_suite(suite)
