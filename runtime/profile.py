@@ -210,7 +210,7 @@ def profile_engine(
     folder = bundle.path / entry.path
     settings = settings or read_defaults(folder)
     items, described, specs = workload_items(options, bundle)
-    engine = _load(bundle, name, settings, items, specs)
+    engine = load_engine(bundle, name, settings, items, specs)
     try:
         weights = graph_weights(folder / engine.info.model)
         single = run_pass(
@@ -254,7 +254,7 @@ def profile_engine(
     )
 
 
-def _load(
+def load_engine(
     bundle: Bundle,
     name: str,
     settings: ServingDefaults,
@@ -312,7 +312,7 @@ def _op_pass(
 ) -> tuple[OpProfile, PassResult]:
     """Pass 3: the same requests on a session with ONNX Runtime's profiler on."""
     folder = bundle.path / pick_engine(bundle, name, "cpu").path
-    engine = _load(bundle, name, settings, items, specs)
+    engine = load_engine(bundle, name, settings, items, specs)
     try:
         edited, labels = label_graph(folder / engine.info.model)
         where = out or Path(tempfile.mkdtemp(prefix="tinyllm-profile-"))

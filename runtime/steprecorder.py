@@ -133,6 +133,8 @@ class PhaseRecorder:
         self._shares: dict[int, dict[str, float]] = {}
         self.profiler_s = 0.0
         self.active = 0  # loop iterations begun and not yet recorded
+        # Requests that ended in the iteration in progress: finished once it is recorded.
+        self._pending: list[tuple[RequestRecord, float]] = []
 
     def watch(self) -> Stopwatch:
         """A fresh watch for one loop iteration."""
@@ -145,6 +147,8 @@ class PhaseRecorder:
         deadline = time.perf_counter() + timeout_s
         while self.active > 0 and time.perf_counter() < deadline:
             time.sleep(0.001)
+        with self.lock:
+            self._finish_pending()
 
     def step(self, watch: Stopwatch, plan: StepPlan, rows: dict[int, int]) -> None:
         """Record one iteration (called by the loop thread after the step)."""
@@ -180,34 +184,41 @@ class PhaseRecorder:
                 share = self._shares.setdefault(rid, dict.fromkeys(PHASES, 0.0))
                 for name, seconds in phases.items():
                     share[name] += seconds / len(set(ids))
+            self._finish_pending()
         self._last_end = time.perf_counter()
         self.profiler_s += self._last_end - watch.last
         self.active -= 1
 
     def ended(self, live: Live, error: Exception | None) -> None:
-        """Record a request that left the loop."""
+        """Record a request that left the loop (its phases once its last step is)."""
         now = time.perf_counter()
         route = live.route
         client = route.build_s + route.tokenize_s  # before the request reached the loop
         start = live.start - client
-        first = self._first.pop(live.id, now)
-        phases = self._shares.pop(live.id, dict.fromkeys(PHASES, 0.0))
-        phases.update(tokenize=route.tokenize_s, prompt_build=route.build_s)
-        phases["queue"] = max(first - live.start, 0.0)
         record = RequestRecord(
             live.id,
             route.task.name if route.task else "<completion>",
             len(route.prompt),
             len(live.tokens),
             start,
-            phases["queue"],
+            0.0,
             live.ttft + client if error is None else 0.0,
             now - start,
             None if error is None else f"{type(error).__name__}: {error}",
-            phases,
+            {"tokenize": route.tokenize_s, "prompt_build": route.build_s},
         )
         with self.lock:
+            self._pending.append((record, live.start))
+
+    def _finish_pending(self) -> None:
+        """Give ended requests their queue wait and step shares (lock held)."""
+        for record, submitted in self._pending:
+            first = self._first.pop(record.id, submitted + record.e2e_s)
+            record.queue_s = max(first - submitted, 0.0)
+            record.phases.update(self._shares.pop(record.id, dict.fromkeys(PHASES, 0.0)))
+            record.phases["queue"] = record.queue_s
             self.requests.append(record)
+        self._pending.clear()
 
     def totals(self) -> dict[str, float]:
         """Seconds per loop phase over every step, plus ``idle`` and ``profiler``."""
