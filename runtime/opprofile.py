@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,14 @@ class NodeLabel:
     layer: str  # "0".."N-1", "embed", "head", or "?"
     component: str
     op: str
+    lora_path: bool = False  # its output is (part of) a LoRA delta
+    passes: str = ""  # what a consumer without weights inherits (default: from component)
+
+    def inherited(self) -> str:
+        """The component a consumer without weights of its own gets from this node."""
+        if self.passes:
+            return self.passes
+        return {"attention proj": "attention", "norms": "other"}.get(self.component, self.component)
 
 
 def label_graph(model: Path) -> tuple[bytes, dict[str, NodeLabel]]:
@@ -62,8 +70,19 @@ def label_graph(model: Path) -> tuple[bytes, dict[str, NodeLabel]]:
             if out:  # "" is an optional output left out
                 producer[out] = index
     labels: dict[int, NodeLabel] = {}
-    for index in _topological(graph.node, producer):
+    order = _topological(graph.node, producer)
+    for index in order:
         labels[index] = _label(graph.node[index], weights, lora_inputs, producer, labels)
+    consumers: dict[int, list[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name in producer:
+                consumers.setdefault(producer[name], []).append(index)
+    for index in reversed(order):  # LoRA gathers read no layer's value: take their user's
+        if labels[index].layer == "?" and labels[index].component == "lora":
+            layers = [labels[c].layer for c in consumers.get(index, []) if labels[c].layer != "?"]
+            if layers:
+                labels[index] = replace(labels[index], layer=layers[0])
     names = {}
     for index, node in enumerate(graph.node):
         label = labels[index]
@@ -105,9 +124,13 @@ def _label(
     """A node's label from its weights, else from the nodes that feed it."""
     own = [name for name in node.input if name in weights]
     fed = [done[producer[name]] for name in node.input if name in producer]
-    if any(n in lora_inputs for n in node.input) or any(f.component == "lora" for f in fed):
-        layers = [f.layer for f in fed if f.component != "lora"] or [f.layer for f in fed]
-        return NodeLabel(layers[0] if layers else "?", "lora", node.op_type)
+    lora = [f for f in fed if f.lora_path]
+    base = [f for f in fed if not f.lora_path]
+    if lora or any(n in lora_inputs for n in node.input):
+        if node.op_type == "Add" and base and lora:  # y + delta: back on the base path
+            return NodeLabel(base[0].layer, "lora", node.op_type, passes=base[0].inherited())
+        layer = (base or lora)[0].layer if fed else "?"
+        return NodeLabel(layer, "lora", node.op_type, lora_path=True)
     layer = next((m.group(1) for m in map(LAYER.search, own) if m), None)
     if any(n.startswith("lm_head") for n in own) or (
         node.op_type in ("Gemm", "MatMulNBits") and "model.embed_tokens.weight" in own
@@ -125,10 +148,8 @@ def _label(
         return NodeLabel(fed[0].layer if fed else "?", "attention", node.op_type)
     if not fed:
         return NodeLabel(layer or "?", "other", node.op_type)
-    first = next((f for f in fed if f.component not in ("other", "norms")), fed[0])
-    component = {"attention proj": "attention", "norms": "other"}.get(
-        first.component, first.component
-    )
+    first = next((f for f in fed if f.inherited() != "other"), fed[0])
+    component = first.inherited()
     if first.layer == "head" and first.component == "norms":
         component = "lm head"  # the logits row gather after the final norm
     return NodeLabel(first.layer, component, node.op_type)

@@ -112,3 +112,35 @@ def _x(
     if args:
         event["args"] = args
     return event
+
+
+def check_trace(data: Any) -> list[str]:
+    """What makes ``data`` an invalid Chrome trace (empty: valid): the event list, each
+    event's fields, and complete events of a thread nesting without partial overlaps."""
+    if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
+        return ["not an object with a traceEvents list"]
+    problems: list[str] = []
+    threads: dict[tuple[Any, Any], list[tuple[float, float, str]]] = {}
+    for i, e in enumerate(data["traceEvents"]):
+        missing = [k for k in ("name", "ph", "pid", "tid") if k not in e]
+        if missing:
+            problems.append(f"event {i} lacks {missing[0]!r}")
+            continue
+        if e["ph"] == "X":
+            ts, dur = e.get("ts"), e.get("dur")
+            if not isinstance(ts, int | float) or not isinstance(dur, int | float) or dur < 0:
+                problems.append(f"event {i} ({e['name']}) has a bad ts/dur")
+                continue
+            threads.setdefault((e["pid"], e["tid"]), []).append((ts, ts + dur, e["name"]))
+        elif e["ph"] != "M":
+            problems.append(f"event {i} has phase {e['ph']!r}, expected X or M")
+    slack = 1.0  # µs: clocks are rounded
+    for (pid, tid), spans in threads.items():
+        stack: list[float] = []
+        for start, end, name in sorted(spans, key=lambda s: (s[0], -s[1])):
+            while stack and stack[-1] <= start + slack:
+                stack.pop()
+            if stack and end > stack[-1] + slack:
+                problems.append(f"pid {pid} tid {tid}: {name!r} overlaps its parent's end")
+            stack.append(end)
+    return problems

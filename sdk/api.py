@@ -359,6 +359,7 @@ def profile(
     out: PathLike | None = "profile-out",
     ops: bool = True,
     overhead: bool = False,
+    bandwidth_mib: int = 256,
     progress: bool = True,
 ) -> ProfileReport:
     """Profile a bundle's engine on this machine: latency, phases, operators, roofline,
@@ -385,6 +386,7 @@ def profile(
         out: folder for profile.json, report.html and trace.json (None: write nothing).
         ops: run the operators pass (ONNX Runtime's profiler).
         overhead: also measure what recording costs (pass 2 with and without it).
+        bandwidth_mib: the buffer the memory bandwidth is measured over.
         progress: progress bars on stderr.
     """
     from tinyllm.runtime.profile import ProfileOptions
@@ -402,6 +404,7 @@ def profile(
         new_tokens=new_tokens,
         ops=ops,
         overhead=overhead,
+        bandwidth_mib=bandwidth_mib,
     )
     report = run_profile(
         open_bundle(bundle),

@@ -352,6 +352,7 @@ def serve_cmd(
 @click.option("-o", "--out", default="profile-out", show_default=True, type=click.Path())
 @click.option("--ops/--no-ops", default=True, show_default=True, help="The operators pass.")
 @click.option("--overhead", is_flag=True, help="Also measure the recorder's own cost.")
+@click.option("--bandwidth-mib", type=int, default=256, show_default=True, help="Buffer size.")
 def profile_cmd(
     bundle: str,
     more: tuple[str, ...],
