@@ -3,6 +3,7 @@ arrival rate (Poisson, open loop), and keep what came back."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -102,9 +103,11 @@ def drive(
         except Exception as e:  # refused at once (full queue, unknown task): a failure
             outcome.done, outcome.error = time.perf_counter(), f"{type(e).__name__}: {e}"
             room.release()
+            if on_done is not None:
+                on_done(outcome)
             finished.release()
             continue
-        future.add_done_callback(lambda f, o=outcome: record(o, f))
+        future.add_done_callback(functools.partial(record, outcome))
     for _ in items:
         finished.acquire()
     end = max((o.done for o in outcomes), default=start)

@@ -129,8 +129,7 @@ def _label(
     if lora or any(n in lora_inputs for n in node.input):
         if node.op_type == "Add" and base and lora:  # y + delta: back on the base path
             return NodeLabel(base[0].layer, "lora", node.op_type, passes=base[0].inherited())
-        layer = (base or lora)[0].layer if fed else "?"
-        return NodeLabel(layer, "lora", node.op_type, lora_path=True)
+        return NodeLabel((base or lora)[0].layer if fed else "?", "lora", node.op_type, True)
     layer = next((m.group(1) for m in map(LAYER.search, own) if m), None)
     if any(n.startswith("lm_head") for n in own) or (
         node.op_type in ("Gemm", "MatMulNBits") and "model.embed_tokens.weight" in own
@@ -169,7 +168,7 @@ class OpTable:
     def rows(self) -> list[dict[str, Any]]:
         """Rows sorted by total time: key, prefill_ms, decode_ms, total_ms."""
         keys = set(self.prefill) | set(self.decode)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "key": k,
                 "prefill_ms": self.prefill.get(k, 0.0) / 1e3,
@@ -248,17 +247,17 @@ def read_profile(
     )
     shift = shifts[len(shifts) // 2] if shifts else 0.0
     profile = OpProfile(OpTable(), OpTable(), OpTable(), {}, {}, {}, {}, [])
-    for kind, s, e in runs:
+    for kind, begin, end in runs:
         profile.runs[kind] = profile.runs.get(kind, 0) + 1
-        profile.measured_ms[kind] = profile.measured_ms.get(kind, 0.0) + (e - s) * 1e3
+        profile.measured_ms[kind] = profile.measured_ms.get(kind, 0.0) + (end - begin) * 1e3
     i = 0
     for run, (kind, _, _) in zip(model_runs, runs, strict=True):
-        end = run["ts"] + run["dur"]
+        last = run["ts"] + run["dur"]
         profile.run_ms[kind] = profile.run_ms.get(kind, 0.0) + run["dur"] / 1e3
         profile.events.append(_moved(run, shift, f"ONNX Runtime {kind} run"))
         while i < len(nodes) and nodes[i]["ts"] < run["ts"]:
             i += 1  # a node outside every run (none expected)
-        while i < len(nodes) and nodes[i]["ts"] <= end:
+        while i < len(nodes) and nodes[i]["ts"] <= last:
             node = nodes[i]
             i += 1
             name = node["name"].removesuffix("_kernel_time")

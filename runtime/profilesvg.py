@@ -12,8 +12,8 @@ from html import escape
 
 WIDTH, HEIGHT = 620, 320
 TOP, RIGHT, BOTTOM, LEFT = 34, 150, 46, 64
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
-COLORS += ("#7f7f7f", "#bcbd22", "#17becf")
+COLORS: tuple[str, ...] = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+COLORS += ("#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 Point = tuple[float, float]
 Scale = Callable[[float], float]
