@@ -289,7 +289,8 @@ def run_pass(
 ) -> PassResult:
     """Send ``items`` with a fresh recorder attached; the recorder detached after."""
     session = engine.session
-    timed = session.sess if isinstance(session.sess, TimedSession) else TimedSession(session.sess)
+    original = session.sess
+    timed = original if isinstance(original, TimedSession) else TimedSession(original)
     session.use_session(timed)
     recorder = PhaseRecorder(timed)
     tick = progress(label, len(items)) if progress is not None else None
@@ -299,6 +300,7 @@ def run_pass(
         recorder.settle()
     finally:
         engine.record(None)
+        session.use_session(original)  # unrecorded runs run on the session as it was
     return PassResult(recorder, outcomes, wall)
 
 
