@@ -117,7 +117,8 @@ def _operators(d: dict[str, Any]) -> list[str]:
         return ['<h2 id="operators">Operators</h2><p class="note">not profiled (--no-ops)</p>']
     out = [
         '<h2 id="operators">Operators</h2>',
-        f"<p>ONNX Runtime's profiler: {ops['runs']} runs; kernels are "
+        f"<p>ONNX Runtime's profiler: {ops['runs'].get('prefill', 0)} prefill and "
+        f"{ops['runs'].get('decode', 0)} decode runs; kernels are "
         f"{ops['kernel_coverage']:.0%} of the run time measured around the runs.</p>",
     ]
     for key, title in (

@@ -109,7 +109,7 @@ def bar_plot(rows: list[tuple[str, list[float]]], parts: list[str], title: str, 
     band = plot_h / max(len(rows), 1)
 
     def sx(x: float) -> float:
-        return LEFT + 80 + x / xt[-1] * (plot_w - 80)
+        return LEFT + 110 + x / xt[-1] * (plot_w - 110)
 
     body = [
         f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{TOP}" y2="{TOP + plot_h}" '
@@ -121,7 +121,7 @@ def bar_plot(rows: list[tuple[str, list[float]]], parts: list[str], title: str, 
         y = TOP + i * band
         body.append(
             f'<text x="{LEFT + 76}" y="{y + band / 2 + 4:.1f}" font-size="11" '
-            f'text-anchor="end">{escape(label[:22])}</text>'
+            f'text-anchor="end">{escape(label[:26])}</text>'
         )
         x = 0.0
         for j, v in enumerate(values):

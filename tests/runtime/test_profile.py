@@ -274,3 +274,77 @@ def test_cli_profile_writes_its_files(
     assert re.search(r"under load\s+all\s+4", printed)
     assert "booking" in printed and "<completion>" in printed and "sweep" in printed
     assert {p.name for p in out.iterdir()} == {"profile.json", "report.html", "trace.json"}
+
+
+WRAPPER = """<!DOCTYPE html><html><body><pre id="result">pending</pre>
+<iframe id="page" src="report.html" width="1300" height="3000"></iframe>
+<script>
+document.getElementById("page").addEventListener("load", () => {
+  const doc = document.getElementById("page").contentDocument;
+  const plots = [...doc.querySelectorAll("figure.plot")].map((fig) => {
+    const svg = fig.querySelector("svg");
+    const box = svg ? svg.getBoundingClientRect() : { width: 0, height: 0 };
+    const marks = svg ? [...svg.querySelectorAll("path.series, rect.bar, circle")]
+      .filter((m) => { const b = m.getBBox(); return b.width > 0 || b.height > 0; }) : [];
+    return { plot: fig.dataset.plot, width: box.width, height: box.height, marks: marks.length };
+  });
+  document.getElementById("result").textContent = JSON.stringify(plots);
+});
+</script></body></html>"""
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _render(browser: str, folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each plot of ``folder/report.html`` as Chromium laid it out, and console messages."""
+    import html
+    import subprocess
+
+    (folder / "check.html").write_text(WRAPPER)
+    result = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--allow-file-access-from-files",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            (folder / "check.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    found = re.search(r'<pre id="result">(.*?)</pre>', result.stdout, re.S)
+    assert found, result.stdout[-2000:] + result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
+    return json.loads(html.unescape(found.group(1))), console
+
+
+def test_html_report_renders_in_a_real_browser(
+    profiled: tuple[ProfileReport, Path], tmp_path: Path
+) -> None:
+    browser = _chromium()
+    if browser is None:
+        pytest.skip(
+            "Chromium is not installed: .ci/run installs Debian's chromium with apt-get; "
+            "where it cannot, this browser check skips"
+        )
+    _, out = profiled
+    plots, console = _render(browser, out)
+    assert {p["plot"] for p in plots} >= {"latency-cdf", "phases", "batch", "sweep-frontier"}
+    for p in plots:
+        assert p["width"] > 100 and p["height"] > 100 and p["marks"] > 0, p
+    assert console == []  # no errors: an invalid SVG attribute would show here
+    page = (out / "report.html").read_text().replace('class="series" d="M', 'class="series" d="Mx')
+    (tmp_path / "report.html").write_text(page)
+    _, console = _render(browser, tmp_path)
+    assert any("attribute d" in line for line in console)  # the check sees a broken plot
