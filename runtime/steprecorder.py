@@ -10,7 +10,6 @@ ONNX Runtime's run and the session's own Python (feeds and bindings).
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -118,6 +117,10 @@ class RequestRecord:
 class PhaseRecorder:
     """Collects steps and requests from the decode loop of one engine.
 
+    The loop's calls only keep what they are given; :meth:`settle` turns it into
+    :attr:`steps` and :attr:`requests` once the pass is over, so recording costs the
+    loop a few list appends per step.
+
     Args:
         session: the engine's timed session (its runs are matched to steps).
     """
@@ -126,71 +129,29 @@ class PhaseRecorder:
         self.session = session
         self.steps: list[StepRecord] = []
         self.requests: list[RequestRecord] = []
-        self.lock = threading.Lock()
-        self._seen = len(session.runs)
-        self._last_end = time.perf_counter()
-        self._first: dict[int, float] = {}
-        self._shares: dict[int, dict[str, float]] = {}
         self.profiler_s = 0.0
         self.active = 0  # loop iterations begun and not yet recorded
-        # Requests that ended in the iteration in progress: finished once it is recorded.
-        self._pending: list[tuple[RequestRecord, float]] = []
+        self._seen = len(session.runs)
+        self._last_end = time.perf_counter()
+        self._raw: list[tuple[Stopwatch, StepPlan, list[tuple[float, float]], float]] = []
+        self._ended: list[tuple[RequestRecord, float]] = []
 
     def watch(self) -> Stopwatch:
         """A fresh watch for one loop iteration."""
         self.active += 1
         return Stopwatch()
 
-    def settle(self, timeout_s: float = 10.0) -> None:
-        """Wait for the loop's iteration in progress to be recorded (its requests may
-        have ended before the step that ended them was recorded)."""
-        deadline = time.perf_counter() + timeout_s
-        while self.active > 0 and time.perf_counter() < deadline:
-            time.sleep(0.001)
-        with self.lock:
-            self._finish_pending()
-
     def step(self, watch: Stopwatch, plan: StepPlan, rows: dict[int, int]) -> None:
-        """Record one iteration (called by the loop thread after the step)."""
+        """Keep one iteration (called by the loop thread after the step)."""
         runs = self.session.runs[self._seen :]
         self._seen += len(runs)
-        phases = dict.fromkeys(PHASES, 0.0)
-        kinds = []
-        for name, a, b in watch.laps:
-            inside = sum(e - s for s, e in runs if a <= s < b)
-            if name in ("prefill", "decode"):
-                phases[f"{name}_ort"] += inside
-                phases[f"{name}_inputs"] += (b - a) - inside
-                kinds += [(name, s, e) for s, e in runs if a <= s < b]
-            else:
-                phases[name] += b - a
-        ids = [p.request for group in plan.prefill for p in group] + list(plan.decode)
-        record = StepRecord(
-            watch.start,
-            watch.last,
-            max(watch.start - self._last_end, 0.0),
-            list(watch.laps),
-            kinds,
-            phases,
-            sum(p.end - p.start for group in plan.prefill for p in group),
-            sum(len(group) for group in plan.prefill),
-            len(plan.decode),
-            ids,
-        )
-        with self.lock:
-            self.steps.append(record)
-            for rid in dict.fromkeys(ids):  # each request's share of the step
-                self._first.setdefault(rid, watch.start)
-                share = self._shares.setdefault(rid, dict.fromkeys(PHASES, 0.0))
-                for name, seconds in phases.items():
-                    share[name] += seconds / len(set(ids))
-            self._finish_pending()
+        self._raw.append((watch, plan, runs, self._last_end))
         self._last_end = time.perf_counter()
         self.profiler_s += self._last_end - watch.last
         self.active -= 1
 
     def ended(self, live: Live, error: Exception | None) -> None:
-        """Record a request that left the loop (its phases once its last step is)."""
+        """Keep a request that left the loop."""
         now = time.perf_counter()
         route = live.route
         client = route.build_s + route.tokenize_s  # before the request reached the loop
@@ -207,26 +168,70 @@ class PhaseRecorder:
             None if error is None else f"{type(error).__name__}: {error}",
             {"tokenize": route.tokenize_s, "prompt_build": route.build_s},
         )
-        with self.lock:
-            self._pending.append((record, live.start))
+        self._ended.append((record, live.start))
 
-    def _finish_pending(self) -> None:
-        """Give ended requests their queue wait and step shares (lock held)."""
-        for record, submitted in self._pending:
-            first = self._first.pop(record.id, submitted + record.e2e_s)
-            record.queue_s = max(first - submitted, 0.0)
-            record.phases.update(self._shares.pop(record.id, dict.fromkeys(PHASES, 0.0)))
+    def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait for the loop's iteration in progress to be kept (its requests may end
+        before the step that ended them is), then build the steps and requests."""
+        deadline = time.perf_counter() + timeout_s
+        while self.active > 0 and time.perf_counter() < deadline:
+            time.sleep(0.001)
+        first: dict[int, float] = {}
+        shares: dict[int, dict[str, float]] = {}
+        raw, self._raw = self._raw, []
+        for watch, plan, runs, previous_end in raw:
+            step = _step_record(watch, plan, runs, previous_end)
+            self.steps.append(step)
+            ids = set(step.requests)
+            for rid in ids:  # each request's share of the step
+                first.setdefault(rid, step.start)
+                share = shares.setdefault(rid, dict.fromkeys(PHASES, 0.0))
+                for name, seconds in step.phases.items():
+                    share[name] += seconds / len(ids)
+        ended, self._ended = self._ended, []
+        for record, submitted in ended:
+            record.queue_s = max(first.get(record.id, submitted) - submitted, 0.0)
+            record.phases.update(shares.get(record.id, dict.fromkeys(PHASES, 0.0)))
             record.phases["queue"] = record.queue_s
             self.requests.append(record)
-        self._pending.clear()
 
     def totals(self) -> dict[str, float]:
         """Seconds per loop phase over every step, plus ``idle`` and ``profiler``."""
-        with self.lock:
-            totals = dict.fromkeys(PHASES, 0.0)
-            for s in self.steps:
-                for name, seconds in s.phases.items():
-                    totals[name] += seconds
-            totals["idle"] = sum(s.idle_before for s in self.steps)
+        totals = dict.fromkeys(PHASES, 0.0)
+        for s in self.steps:
+            for name, seconds in s.phases.items():
+                totals[name] += seconds
+        totals["idle"] = sum(s.idle_before for s in self.steps)
         totals["profiler"] = self.profiler_s
         return totals
+
+
+def _step_record(
+    watch: Stopwatch, plan: StepPlan, runs: list[tuple[float, float]], previous_end: float
+) -> StepRecord:
+    """One iteration's phases: its laps, with ``prefill`` and ``decode`` laps split into
+    the ONNX Runtime runs that started inside them and the session's own time."""
+    phases = dict.fromkeys(PHASES, 0.0)
+    kinds = []
+    for name, a, b in watch.laps:
+        inside = [(s, e) for s, e in runs if a <= s < b]
+        if name in ("prefill", "decode"):
+            ort = sum(e - s for s, e in inside)
+            phases[f"{name}_ort"] += ort
+            phases[f"{name}_inputs"] += (b - a) - ort
+            kinds += [(name, s, e) for s, e in inside]
+        else:
+            phases[name] += b - a
+    prefill = [p for group in plan.prefill for p in group]
+    return StepRecord(
+        watch.start,
+        watch.last,
+        max(watch.start - previous_end, 0.0),
+        list(watch.laps),
+        kinds,
+        phases,
+        sum(p.end - p.start for p in prefill),
+        len(prefill),
+        len(plan.decode),
+        [p.request for p in prefill] + list(plan.decode),
+    )

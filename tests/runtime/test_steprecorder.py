@@ -39,6 +39,8 @@ def test_laps_split_into_ort_runs_and_session_inputs() -> None:
     timed.runs += [(1.5, 4.5), (6.5, 8.0)]
     plan = StepPlan(prefill=[[PrefillRow(7, 0, 0, 12)]], decode=[3])
     recorder.step(_watch(laps), plan, {0: 7, 1: 3})
+    assert recorder.steps == []  # the loop's call only keeps what it is given
+    recorder.settle()
     (step,) = recorder.steps
     assert step.phases["prefill_ort"] == 3.0 and step.phases["prefill_inputs"] == 1.0
     assert step.phases["decode_ort"] == 1.5 and step.phases["decode_inputs"] == 1.5
@@ -55,6 +57,7 @@ def test_a_run_outside_the_ort_laps_is_not_counted_as_ort() -> None:
     recorder.watch()
     timed.runs.append((0.2, 0.4))  # inside the scheduler's lap: not a prefill or decode
     recorder.step(_watch([("scheduler", 0.0, 1.0)]), StepPlan(), {})
+    recorder.settle()
     assert recorder.steps[0].phases["scheduler"] == 1.0
     assert recorder.steps[0].runs == [] and recorder.totals()["decode_ort"] == 0.0
 
