@@ -104,10 +104,7 @@ class ProfileReport:
 
     def format(self) -> str:
         """The terminal report."""
-        data = self.to_dict()
-        lines = _head(data) + _latency(data) + _phases(data) + _operators(data)
-        lines += _roofline(data) + _compare(data["compare"]) + _sweep(data["sweep"])
-        return "\n".join(lines)
+        return format_report(self.to_dict())
 
     def write(self, out: Path) -> dict[str, Path]:
         """Write profile.json, report.html and trace.json into ``out``; their paths."""
@@ -122,6 +119,13 @@ class ProfileReport:
         paths["html"].write_text(render_html(data))
         paths["trace"].write_text(json.dumps(chrome_trace(self.main)))
         return paths
+
+
+def format_report(data: dict[str, Any]) -> str:
+    """The terminal report of a profile's dict (as ``profile.json`` holds it)."""
+    lines = _head(data) + _latency(data) + _phases(data) + _operators(data)
+    lines += _roofline(data) + _compare(data["compare"]) + _sweep(data["sweep"])
+    return "\n".join(lines)
 
 
 def compare_row(p: EngineProfile) -> dict[str, Any]:
@@ -164,8 +168,8 @@ def _pct(p: dict[str, float] | None) -> str:
 
 def _latency(d: dict[str, Any]) -> list[str]:
     lines = [
-        f"{'latency (ms)':<28}{'n':>4}  {'TTFT p50/p90/p99':<22}{'TPOT p50/p90/p99':<20}"
-        f"{'e2e p50/p90/p99':<24}{'queue p50':>9}{'tok/s':>9}"
+        f"{'latency (ms)':<28}{'n':>4}  {'TTFT p50/p90/p99':<24}{'TPOT p50/p90/p99':<20}"
+        f"{'e2e p50/p90/p99':<26}{'queue p50':>9}{'tok/s':>9}"
     ]
     for mode, label in (("single_stream", "single stream"), ("under_load", "under load")):
         lat = d["latency"][mode]
@@ -174,8 +178,8 @@ def _latency(d: dict[str, Any]) -> list[str]:
             queue = _f((r["queue_ms"] or {}).get("p50"))
             lines.append(
                 f"{label if name == 'all' else '':<14}{name[:13]:<14}{r['requests']:>4}  "
-                f"{_pct(r['ttft_ms']):<22}{_pct(r['tpot_ms']):<20}{_pct(r['e2e_ms']):<24}"
-                f"{queue:>9}{r['throughput_tok_s']:>9.1f}"
+                f"{_pct(r['ttft_ms']):<23} {_pct(r['tpot_ms']):<19} {_pct(r['e2e_ms']):<25} "
+                f"{queue:>8}{r['throughput_tok_s']:>9.1f}"
             )
         if lat["failed"]:
             lines.append(f"  {lat['failed']} failed: {'; '.join(lat['errors'])}")
