@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -26,6 +27,7 @@ from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.runtime.scheduler import Policy, SchedulerConfig
 from tinyllm.runtime.service import TaskService
 from tinyllm.runtime.serving import Server, ServingOptions
+from tinyllm.runtime.servingdefaults import read_defaults
 from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
 from tinyllm.tasktable import TaskTable
 
@@ -78,19 +80,23 @@ class Engine(TaskService):
         engine: str | None = None,
         device: str = "cpu",
         threads: int | None = None,
-        max_batch: int = 8,
+        max_batch: int | None = None,
         max_seq_len: int | None = None,
-        queue_size: int = 64,
-        max_tasks_per_step: int = 4,
-        scheduler: Policy = "continuous",
-        chunk_size: int = 256,
-        prefill_tokens: int = 512,
-        aging: float = 20.0,
-        constrain: bool = True,
-        prefix_cache_mb: float = 64.0,
+        queue_size: int | None = None,
+        max_tasks_per_step: int | None = None,
+        scheduler: Policy | None = None,
+        chunk_size: int | None = None,
+        prefill_tokens: int | None = None,
+        aging: float | None = None,
+        constrain: bool | None = None,
+        prefix_cache_mb: float | None = None,
         verify: Verify = "sha256",
     ) -> Engine:
         """Load an engine of a bundle.
+
+        A serving setting left None comes from the engine's ``serving.json`` (written by
+        ``tinyllm profile --apply``), else from the built-in defaults
+        (:class:`~tinyllm.runtime.servingdefaults.ServingDefaults`, shown here).
 
         Args:
             bundle: the bundle (path or opened).
@@ -113,39 +119,38 @@ class Engine(TaskService):
                 are remembered by file identity, so a reload is fast); ``"size"`` only
                 sizes. engine.json is always checked against the graph.
         """
-        options = ServingOptions(
-            SchedulerConfig(
-                max_rows=max_batch,
-                queue_size=queue_size,
-                max_tasks_per_step=max_tasks_per_step,
-                chunk_size=chunk_size,
-                prefill_tokens=prefill_tokens,
-                aging=aging,
-                policy=scheduler,
-            ),
-            constrain,
-            prefix_cache_mb,
-        )
         opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify="size")
-        entry = _pick_engine(opened, engine, device)
+        entry = pick_engine(opened, engine, device)
         folder = opened.path / entry.path
         verify_engine_files(opened, entry, verify)
+        settings = read_defaults(folder).with_given(
+            threads=threads,
+            max_batch=max_batch,
+            queue_size=queue_size,
+            max_tasks_per_step=max_tasks_per_step,
+            scheduler=scheduler,
+            chunk_size=chunk_size,
+            prefill_tokens=prefill_tokens,
+            aging=aging,
+            constrain=constrain,
+            prefix_cache_mb=prefix_cache_mb,
+        )
         info = read_engine_info(folder, EngineInfo)
         seq = min(max_seq_len or min(info.max_seq_len, 4096), info.max_seq_len)
         tok = ChatTokenizer(opened.tokenizer_dir)
         spec = SessionSpec(
             info.flavour, info.float_dtype, seq, info.lora_slots, info.lora_rank, info.lora_targets
         )
-        onnx_session = make_session(folder / info.model, device, threads)
+        onnx_session = make_session(folder / info.model, device, settings.threads)
         check_graph(info, onnx_session, opened.config, folder)
         session = DecoderSession(
             onnx_session,
             opened.config,
             spec,
-            max_batch,
+            settings.max_batch,
             tok.pad_token_id,
         )
-        return cls(opened, info, session, tok, options, TaskTable.read(folder))
+        return cls(opened, info, session, tok, settings.options(), TaskTable.read(folder))
 
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
         """Token ids of a prompt (rendered with the chat template when ``chat``)."""
@@ -188,15 +193,34 @@ class Engine(TaskService):
         """
         config = config or GenerationConfig()
         server = self._serving()
-        slot = self._adapter_slot(server, adapter)
         for i, p in enumerate(prompts):
             server.check_prompt(list(p), f"prompt {i}")
         futures = []
         for i, p in enumerate(prompts):
             seeded = config if config.seed is None else replace(config, seed=config.seed + i)
-            route = server.router.raw_ids(list(p), seeded, slot)
-            futures.append(server.submit(route, None, None, wait=True))
+            futures.append(self.submit_ids(p, seeded, adapter=adapter, wait=True))
         return [_generation(f.result()) for f in futures]
+
+    def submit_ids(
+        self,
+        prompt: Sequence[int],
+        config: GenerationConfig | None = None,
+        *,
+        adapter: str | None = None,
+        wait: bool = False,
+    ) -> Future[TaskOutput]:
+        """Queue one prompt of token ids (a plain completion) on the decode loop.
+
+        Args:
+            prompt: token ids.
+            config: decoding parameters (default: greedy).
+            adapter: a task of the bundle whose LoRA adapter the row uses (None: base).
+            wait: wait for room in a full queue instead of raising QueueFullError.
+        """
+        server = self._serving()
+        slot = self._adapter_slot(server, adapter)
+        route = server.router.raw_ids(list(prompt), config or GenerationConfig(), slot)
+        return server.submit(route, None, None, wait=wait)
 
     def stream(
         self, prompt: str, config: GenerationConfig | None = None, *, chat: bool = False
@@ -229,7 +253,8 @@ def _generation(output: TaskOutput) -> Generation:
     )
 
 
-def _pick_engine(bundle: Bundle, name: str | None, device: str) -> EngineEntry:
+def pick_engine(bundle: Bundle, name: str | None, device: str) -> EngineEntry:
+    """The engine ``name`` of a bundle, or (None) the first one for ``device``."""
     engines = bundle.manifest.engines
     if not engines:
         raise BundleError(

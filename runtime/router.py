@@ -13,6 +13,7 @@ are parsed and checked with :mod:`tinyllm.verifiers`: an invalid output comes ba
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,7 @@ class Route:
     ``trie`` constrains a label task to its labels; ``json`` keeps a JSON task's output
     valid JSON syntax (see :mod:`tinyllm.runtime.constraints`). The first ``prefix_len``
     prompt tokens are the task's fixed prefix (the prefix cache may hold their KV).
+    ``build_s`` and ``tokenize_s`` are the seconds rendering and tokenizing the prompt took.
     """
 
     task: TaskSpec | None
@@ -106,6 +108,8 @@ class Route:
     trie: LabelTrie | None
     json: bool = False
     prefix_len: int = 0
+    build_s: float = 0.0
+    tokenize_s: float = 0.0
 
     def parse(self, text: str) -> tuple[Any, bool, str | None]:
         """(value, valid, error) of a generated text."""
@@ -187,12 +191,15 @@ class Router:
         if slot is None:
             raise UnknownTaskError(f"task {name!r} was removed")
         entry = self._entries[name]
+        start = time.perf_counter()
         if entry.exact and not shots:
             prompt_text = entry.render(text)
         else:
             messages = conversation(spec, text, list(shots or []))
             prompt_text = self.tokenizer.apply_chat_template(messages)
+        built = time.perf_counter()
         prompt = self.tokenizer.encode(prompt_text)
+        tokenized = time.perf_counter()
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or spec.output.max_new_tokens,
             temperature=temperature or 0.0,
@@ -208,12 +215,20 @@ class Router:
             trie,
             kind == "json" and self.constrain,
             common_prefix(prompt, entry.prefix_ids),
+            built - start,
+            tokenized - built,
         )
 
     def raw(self, prompt: str | list[dict[str, str]], config: GenerationConfig) -> Route:
         """A route without a task: the base model (slot 0) on a plain prompt or messages."""
+        start = time.perf_counter()
         text = prompt if isinstance(prompt, str) else self.tokenizer.apply_chat_template(prompt)
-        return self.raw_ids(self.tokenizer.encode(text), config, 0)
+        built = time.perf_counter()
+        ids = self.tokenizer.encode(text)
+        tokenized = time.perf_counter()
+        return Route(
+            None, ids, 0, config, False, None, build_s=built - start, tokenize_s=tokenized - built
+        )
 
     def raw_ids(self, ids: list[int], config: GenerationConfig, slot: int) -> Route:
         """A route without a task over token ids, with adapter ``slot`` (0: base model)."""
@@ -238,4 +253,3 @@ class Router:
         if entry.name not in self._tries:
             self._tries[entry.name] = LabelTrie(entry.label_ids, self.tokenizer.eos_token_id)
         return self._tries[entry.name]
-

@@ -19,6 +19,7 @@ from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.runtime.serving import Server, ServingOptions, Sink
 from tinyllm.runtime.session import DecoderSession
 from tinyllm.runtime.slots import AdapterSlots
+from tinyllm.runtime.stopwatch import StepRecorder
 from tinyllm.tasks import Example, TaskSpec
 
 if TYPE_CHECKING:
@@ -159,6 +160,15 @@ class TaskService:
         with server.cond:
             server.slots.release(server.router.remove(name))
             server.cache.drop(task=name)
+
+    def record(self, recorder: StepRecorder | None) -> None:
+        """Attach a recorder to the decode loop (``tinyllm profile``); None detaches it.
+
+        It sees every step from the next one on (see :mod:`tinyllm.runtime.stopwatch`).
+        """
+        server = self._serving()
+        with server.cond:
+            server.recorder = recorder
 
     def stats(self) -> dict[str, Any]:
         """Serving counters (queue depth, running, completed, failed, per task, tokens)."""

@@ -30,15 +30,17 @@ from tinyllm.errors import (
     TinyLLMError,
     UnknownTaskError,
 )
-from tinyllm.runtime.constraints import JsonPrefix, pick_json_token
+from tinyllm.runtime.constraints import pick_json_token
+from tinyllm.runtime.live import Counters, Live, Sink, ready, stopped
 from tinyllm.runtime.prefixcache import CachedPrefix, PrefixCache
 from tinyllm.runtime.router import Route, Router, TaskOutput, mask_logits
 from tinyllm.runtime.sampling import sample
 from tinyllm.runtime.scheduler import Request, Scheduler, SchedulerConfig, StepPlan
 from tinyllm.runtime.session import DecoderSession
 from tinyllm.runtime.slots import AdapterSlots
+from tinyllm.runtime.stopwatch import NO_WATCH, StepRecorder, Stopwatch
 
-Sink = Callable[[tuple[str, Any]], object]
+__all__ = ["Server", "ServingOptions", "Sink"]
 
 
 @dataclass(frozen=True)
@@ -56,44 +58,6 @@ class ServingOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.prefix_cache_mb < float("inf"):
             raise ConfigError(f"prefix_cache_mb must be >= 0, got {self.prefix_cache_mb}")
-
-
-class _Live:
-    """Engine-side state of one request in flight."""
-
-    def __init__(self, rid: int, route: Route, future: Future[TaskOutput], sink: Sink | None):
-        self.id = rid
-        self.route = route
-        self.future = future
-        self.sink = sink
-        self.tokens: list[int] = []
-        self.text = ""
-        self.sent = 0
-        self.rng = np.random.default_rng(route.config.seed)
-        self.start = time.perf_counter()
-        self.ttft = 0.0
-        self.done: str | None = None
-        self.error: Exception | None = None
-        self.json = JsonPrefix(_json_root(route)) if route.json else None
-        self.prefix: CachedPrefix | None = None  # cached KV to copy into the row first
-        self.fill_cache = False  # store this request's prefix KV once it is prefilled
-
-    @property
-    def key(self) -> tuple[str, int]:
-        """The prefix cache key: (task, adapter slot)."""
-        return (self.route.task.name if self.route.task else "", self.route.slot)
-
-    @property
-    def kv_len(self) -> int:
-        """Tokens of this row in the KV cache once decoding (the last one is fed next)."""
-        return len(self.route.prompt) + len(self.tokens) - 1
-
-    def emit(self, item: tuple[str, Any]) -> None:
-        if self.sink is not None:
-            try:
-                self.sink(item)
-            except Exception:  # a closed consumer loop must not stop serving
-                self.sink = None
 
 
 class Server:
@@ -114,17 +78,15 @@ class Server:
         self.scheduler = Scheduler(options.scheduler)
         self.cache = PrefixCache(int(options.prefix_cache_mb * 2**20))
         slots.bind(session)
-        self.live: dict[int, _Live] = {}
+        self.live: dict[int, Live] = {}
         self.ids = itertools.count()
         self.cond = threading.Condition()
         self.closing = False
         self.drain = True
         self.thread: threading.Thread | None = None
-        self.counts: dict[str, int] = dict.fromkeys(
-            ("submitted", "completed", "failed", "cancelled", "rejected", "invalid"), 0
-        )
-        self.tokens = {"prompt": 0, "output": 0}
-        self.per_task: dict[str, dict[str, int]] = {}
+        self.counters = Counters()
+        self.recorder: StepRecorder | None = None  # a profiler's (tinyllm profile)
+        self.watch: Stopwatch = NO_WATCH  # the loop thread's, for this iteration
 
     def submit(
         self, route: Route, deadline_s: float | None, sink: Sink | None, wait: bool = False
@@ -151,15 +113,14 @@ class Server:
                     break
                 except QueueFullError:
                     if not wait:
-                        self.counts["rejected"] += 1
+                        self.counters.counts["rejected"] += 1
                         raise
                     self.cond.wait()
-            live = _Live(rid, route, future, sink)
+            live = Live(rid, route, future, sink)
             self._use_cache(live, request)
             self.slots.acquire(route.slot)
             self.live[rid] = live
-            self.counts["submitted"] += 1
-            self._task_count(name, "submitted")
+            self.counters.count(name, "submitted")
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="tinyllm-serve", daemon=True)
                 self.thread.start()
@@ -190,7 +151,7 @@ class Server:
             None if deadline_s is None else now + deadline_s,
         )
 
-    def _use_cache(self, live: _Live, request: Request) -> None:
+    def _use_cache(self, live: Live, request: Request) -> None:
         """Give the request its task's cached prefix, or let it fill the cache."""
         if self.scheduler.config.policy != "continuous":
             return
@@ -233,6 +194,8 @@ class Server:
             with self.cond:
                 while not self.scheduler.requests and not self.closing:
                     self.cond.wait()
+                recorder = self.recorder
+                watch = self.watch = NO_WATCH if recorder is None else recorder.watch()
                 if self.closing and (not self.drain or not self.scheduler.requests):
                     self._fail(
                         list(self.scheduler.requests),
@@ -257,11 +220,14 @@ class Server:
                     for p in group
                     if p.start > 0 and p.start == self.scheduler.requests[p.request].cached
                 }
+                watch.lap("scheduler")
             try:
                 self._step(plan, rows, prefixes)
             except Exception as e:  # the session failed: fail what ran, keep serving
                 with self.cond:
                     self._fail(list(rows.values()), TinyLLMError(f"the engine step failed: {e}"))
+            if recorder is not None:
+                recorder.step(watch, plan, rows)
 
     def _fail(self, ids: list[int], error: Exception) -> None:
         """Remove requests from the scheduler and fail them (call with the lock held)."""
@@ -273,18 +239,21 @@ class Server:
     def _step(
         self, plan: StepPlan, rows: dict[int, int], prefixes: dict[int, CachedPrefix | None]
     ) -> None:
+        watch = self.watch
         for group in plan.prefill:
             lives = [self.live[p.request] for p in group]
             for p in group:
                 prefix = prefixes.get(p.request)
                 if prefix is not None:  # a fresh row starts from its task's cached prefix
                     self.session.write_kv(p.row, prefix.kv)
+                    watch.lap("prefix_copy")
             logits = self.session.prefill_rows(
                 group[0].row,
                 [live.route.prompt[p.start : p.end] for p, live in zip(group, lives, strict=True)],
                 [p.start for p in group],
                 np.array([live.route.slot for live in lives]),
             )
+            watch.lap("prefill")
             for p, live, row_logits in zip(group, lives, logits, strict=True):
                 self.scheduler.prefilled(p.request, p.end)
                 if live.fill_cache and p.end >= live.route.prefix_len:
@@ -307,7 +276,9 @@ class Server:
                 lora[row] = live.route.slot
                 if rid in decode:
                     tokens[row] = live.tokens[-1]
+            watch.lap("scheduler")
             logits = self.session.decode(tokens.tolist(), lengths.tolist(), lora)
+            watch.lap("decode")
             for row, rid in rows.items():
                 if rid in decode:
                     self._advance(self.live[rid], logits[row])
@@ -318,8 +289,9 @@ class Server:
                     self.scheduler.finish(rid, observe=live.error is None)
                     self._end(rid, live.error)
             self.cond.notify_all()  # room in the queue for waiting submitters
+        watch.lap("finish")
 
-    def _fill_cache(self, live: _Live, row: int) -> None:
+    def _fill_cache(self, live: Live, row: int) -> None:
         """Store the KV of the request's task prefix, prefilled just now in ``row``."""
         live.fill_cache = False
         n = live.route.prefix_len
@@ -327,8 +299,9 @@ class Server:
         with self.cond:
             if self.router.slots.get(live.key[0]) == live.route.slot:  # still served so
                 self.cache.store(live.key, live.route.prompt[:n], kv)
+        self.watch.lap("prefix_copy")
 
-    def _advance(self, live: _Live, logits: np.ndarray) -> None:
+    def _advance(self, live: Live, logits: np.ndarray) -> None:
         """Sample one token for a row and apply its stop rules; a failure fails the
         request alone (the other rows of the step go on)."""
         try:
@@ -341,7 +314,7 @@ class Server:
             )
             live.done = "error"
 
-    def _sample(self, live: _Live, logits: np.ndarray) -> None:
+    def _sample(self, live: Live, logits: np.ndarray) -> None:
         """Sample one token for a row and apply its stop rules."""
         route, config = live.route, live.route.config
         self.scheduler.decoded(live.id)
@@ -353,21 +326,25 @@ class Server:
             token = pick_json_token(live.json, logits, config, live.rng, self.router.json_tokens)
         else:
             token = sample(logits, config, live.rng)
+        watch = self.watch
+        watch.lap("sample")
         if token in self.stop_ids and not config.ignore_eos:
             live.done = "stop"
         else:
             live.tokens.append(token)
             live.text = self.router.tokenizer.decode(live.tokens)
-            live.done = _stopped(live, self.session.spec.max_seq_len)
+            watch.lap("detokenize")
+            live.done = stopped(live, self.session.spec.max_seq_len)
             if live.json is not None:
                 if not live.json.feed(self.router.token_text(token)):
                     live.json = None  # no token fitted: stop constraining, report it invalid
                 elif live.json.mode == "done":
                     live.done = "stop"
-        ready = len(live.text) if live.done else _ready(live.text, config.stop)
-        if ready > live.sent:
-            live.emit(("delta", live.text[live.sent : ready]))
-            live.sent = ready
+        count = len(live.text) if live.done else ready(live.text, config.stop)
+        if count > live.sent:
+            live.emit(("delta", live.text[live.sent : count]))
+            live.sent = count
+        watch.lap("sample")
 
     def _end(self, rid: int, error: Exception | None) -> None:
         """Resolve a request that left the scheduler (call with the lock held)."""
@@ -392,17 +369,14 @@ class Server:
                 live.done or "length",
                 tuple(live.tokens),
             )
-            self.counts["completed"] += 1
-            self.counts["invalid"] += not valid
-            self.tokens["prompt"] += len(live.route.prompt)
-            self.tokens["output"] += len(live.tokens)
-            self._task_count(name, "completed")
+            self.counters.completed(live, valid)
         else:
             result = error
             kind = "cancelled" if isinstance(error, RequestCancelledError) else "failed"
-            self.counts[kind] += 1
-            self._task_count(name, kind)
+            self.counters.count(name, kind)
         live.emit(("end", result))
+        if self.recorder is not None:
+            self.recorder.ended(live, error)
         if live.future.done():
             return
         try:
@@ -413,10 +387,6 @@ class Server:
         except InvalidStateError:  # cancelled by the caller meanwhile
             pass
 
-    def _task_count(self, task: str | None, what: str) -> None:
-        counts = self.per_task.setdefault(task or "<completion>", {})
-        counts[what] = counts.get(what, 0) + 1
-
     def stats(self) -> dict[str, Any]:
         """Queue depth, requests in flight, totals and per-task counts (plain data)."""
         with self.cond:
@@ -426,51 +396,9 @@ class Server:
                 "running": running,
                 "max_batch": self.scheduler.config.max_rows,
                 "queue_size": self.scheduler.config.queue_size,
-                **self.counts,
-                "prompt_tokens": self.tokens["prompt"],
-                "output_tokens": self.tokens["output"],
+                **self.counters.stats(),
                 "adapter_slots": self.slots.count,
                 "adapter_slots_free": self.slots.free(),
                 "kv_cache_bytes": self.session.kv_bytes,
                 "prefix_cache": self.cache.stats(),
-                "tasks": {k: dict(v) for k, v in self.per_task.items()},
             }
-
-
-def _stopped(live: _Live, max_seq_len: int) -> str | None:
-    """Why the row is done after its latest token (cutting a stop from its text), or None."""
-    route, config = live.route, live.route.config
-    if route.first_line:  # label and text tasks answer on one line
-        body = live.text.lstrip()
-        lines = body.splitlines()
-        if len(lines) > 1 or (lines and len(lines[0]) < len(body)):  # a line break after text
-            live.text = live.text[: len(live.text) - len(body) + len(lines[0])]
-            return "stop"
-    for stop in config.stop:
-        cut = live.text.find(stop)
-        if cut >= 0:
-            live.text = live.text[:cut]
-            return "stop"
-    if route.trie is not None and route.trie.complete(live.tokens):
-        return "stop"
-    full = len(route.prompt) + len(live.tokens) >= max_seq_len
-    return "length" if len(live.tokens) >= config.max_new_tokens or full else None
-
-
-def _ready(text: str, stops: tuple[str, ...]) -> int:
-    """Characters of ``text`` safe to stream: hold back a partial UTF-8 sequence and any
-    tail that could still become a stop string."""
-    ready = len(text.rstrip("\ufffd"))
-    for stop in stops:
-        for k in range(min(len(stop) - 1, ready), 0, -1):
-            if text[:ready].endswith(stop[:k]):
-                ready -= k
-                break
-    return ready
-
-
-def _json_root(route: Route) -> str:
-    """``{`` or ``[`` when the task's schema requires an object or an array at the top."""
-    schema = route.task.output.schema if route.task else None
-    kind = (schema or {}).get("type")
-    return {"object": "{", "array": "["}.get(kind, "") if isinstance(kind, str) else ""

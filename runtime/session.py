@@ -47,8 +47,20 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def make_session(model: Path, device: str, threads: int | None) -> Any:
-    """An InferenceSession on ``device`` ("cpu" or "cuda"); a missing provider is an error."""
+def make_session(
+    model: Path,
+    device: str,
+    threads: int | None,
+    *,
+    edited: bytes | None = None,
+    profile_prefix: str | None = None,
+) -> Any:
+    """An InferenceSession on ``device`` ("cpu" or "cuda"); a missing provider is an error.
+
+    ``edited``: the model's bytes, changed (e.g. nodes named for a profile), loaded in
+    place of the file; its external data still comes from the file's folder.
+    ``profile_prefix``: turn on ONNX Runtime's profiler, writing JSON with this prefix.
+    """
     import onnxruntime as ort
 
     if device not in PROVIDERS:
@@ -63,9 +75,18 @@ def make_session(model: Path, device: str, threads: int | None) -> Any:
     options.intra_op_num_threads = threads or usable_cpus()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    if edited is not None:
+        folder = str(model.parent)
+        options.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", folder
+        )
     providers = [PROVIDERS[device]] + (["CPUExecutionProvider"] if device != "cpu" else [])
+    source = str(model) if edited is None else edited
     try:
-        return ort.InferenceSession(str(model), sess_options=options, providers=providers)
+        return ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types
         raise TinyLLMError(f"{model}: ONNX Runtime cannot load this engine ({e})") from e
 
@@ -90,6 +111,12 @@ class DecoderSession:
         self._views: dict[tuple[int, int], list[Any]] = {}
         self._bindings: dict[tuple[int, int], Any] = {}
         self.lora = self.empty_lora()
+
+    def use_session(self, session: Any) -> None:
+        """Run on another InferenceSession of the same graph (a profiled one), from the
+        next step on."""
+        self.sess = session
+        self._bindings.clear()
 
     @property
     def kv_bytes(self) -> int:

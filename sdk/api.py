@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tinyllm.evaluation import BundleGenerator, EvalReport
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.access import ServerLimits
+    from tinyllm.runtime.profilereport import ProfileReport
     from tinyllm.runtime.verify import Verification
     from tinyllm.tasks import Suite, TaskSpec
 
@@ -300,7 +301,7 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    max_batch: int = 8,
+    max_batch: int | None = None,
     engine: str | None = None,
     max_body_bytes: int = 1 << 20,
     deadline_s: float | None = None,
@@ -319,7 +320,8 @@ def serve(
         bundle: a bundle with an exported engine and tasks.
         host: interface to bind (loopback by default: nothing outside this machine).
         port: TCP port (0: any free port, printed when the server starts).
-        max_batch: KV rows, i.e. requests generated together.
+        max_batch: KV rows, i.e. requests generated together (default: the engine's
+            serving.json from ``tinyllm profile --apply``, else 8).
         engine: which exported engine (default: the CPU one).
         max_body_bytes: larger request bodies get 413.
         deadline_s: per-request deadline (504 when missed); None: the limits' request
@@ -357,6 +359,104 @@ def serve(
         limits=limits,
     )
     run_server(app, host, port, log_level, max_connections=limits.max_connections)
+
+
+def profile(
+    bundle: PathLike,
+    *,
+    engine: str | None = None,
+    runtime: str = "python",
+    workload: str = "builtin",
+    requests: int = 32,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    prompt_len: int | None = None,
+    new_tokens: int | None = None,
+    threads: int | None = None,
+    compare: Sequence[PathLike] = (),
+    sweep: Sequence[str] = (),
+    slo_p95_ms: float | None = None,
+    apply: bool = False,
+    out: PathLike | None = "profile-out",
+    ops: bool = True,
+    overhead: bool = False,
+    bandwidth_mib: int = 256,
+    progress: bool = True,
+) -> ProfileReport:
+    """Profile a bundle's engine on this machine: latency, phases, operators, roofline,
+    memory; compare bundles, sweep settings, recommend (and apply) the fastest within an
+    SLO. See docs/profile.md.
+
+    Args:
+        bundle: an exported bundle.
+        engine: which engine (default: the CPU one).
+        runtime: ``python`` (``cpp`` is not built yet: an error says so).
+        workload: ``builtin`` (the bundle's tasks, or plain completions), a suite YAML, or
+            a JSONL file of requests (``{"task": ..., "input": ...}`` or ``{"prompt": ...}``).
+        requests: requests of the pass under load (a JSONL file is cycled to this many).
+        rate: arrivals per second (Poisson, open loop); else ``concurrency`` in flight.
+        concurrency: requests in flight (default: the engine's max_batch).
+        prompt_len, new_tokens: plain completions of exactly these lengths (builtin).
+        threads: ONNX Runtime intra-op threads (default: the engine's serving.json, else
+            every CPU this process may use).
+        compare: more bundles profiled with the same workload, side by side.
+        sweep: ``KEY=V1,V2`` settings to measure (threads, max_batch, ...), every combination.
+        slo_p95_ms: recommend the highest-throughput setting with p95 end-to-end latency
+            within this; ``apply`` writes it into the bundle's ``engines/NAME/serving.json``
+            (raises SLONotMetError, writing nothing, when no setting meets it).
+        out: folder for profile.json, report.html and trace.json (None: write nothing).
+        ops: run the operators pass (ONNX Runtime's profiler).
+        overhead: also measure what recording costs (pass 2 with and without it).
+        bandwidth_mib: the buffer the memory bandwidth is measured over.
+        progress: progress bars on stderr.
+    """
+    from tinyllm.runtime.profile import ProfileOptions
+    from tinyllm.runtime.profilereport import run_profile
+    from tinyllm.runtime.profilesweep import SLONotMetError
+
+    options = ProfileOptions(
+        engine=engine,
+        runtime=runtime,
+        workload=workload,
+        requests=requests,
+        rate=rate,
+        concurrency=concurrency,
+        prompt_len=prompt_len,
+        new_tokens=new_tokens,
+        ops=ops,
+        overhead=overhead,
+        bandwidth_mib=bandwidth_mib,
+    )
+    report = run_profile(
+        open_bundle(bundle),
+        options,
+        threads=threads,
+        compare=[open_bundle(b) for b in compare],
+        sweep=sweep,
+        slo_ms=slo_p95_ms,
+        apply=apply,
+        out=Path(out) if out is not None else None,
+        progress=_progress_bars if progress else None,
+    )
+    if out is not None:
+        report.files = report.write(Path(out))
+    if apply and report.slo_error:
+        raise SLONotMetError(f"{report.slo_error}; --apply wrote nothing", report)
+    return report
+
+
+def _progress_bars(label: str, total: int) -> Callable[[], None]:
+    """A tqdm bar on stderr for one pass; the returned function advances it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="req", leave=False)
+
+    def tick() -> None:
+        bar.update()
+        if bar.n >= total:
+            bar.close()
+
+    return tick
 
 
 def distill(

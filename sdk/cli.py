@@ -305,7 +305,12 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
 @click.argument("bundle", type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", type=int, default=8000, show_default=True, help="0: any free port.")
-@click.option("--max-batch", type=int, default=8, show_default=True, help="Requests in flight.")
+@click.option(
+    "--max-batch",
+    type=int,
+    default=None,
+    help="Requests in flight (default: the engine's serving.json, else 8).",
+)
 @click.option("--engine", default=None, help="Engine name (default: the CPU one).")
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
 @click.option(
@@ -351,7 +356,7 @@ def serve_cmd(
     bundle: str,
     host: str,
     port: int,
-    max_batch: int,
+    max_batch: int | None,
     engine: str | None,
     max_body_bytes: int,
     deadline_s: float | None,
@@ -387,6 +392,68 @@ def serve_cmd(
         insecure=insecure,
         limits=limits,
     )
+
+
+@cli.command("profile")
+@click.argument("bundle", type=click.Path())
+@click.argument("more", nargs=-1)
+@click.option("--engine", default=None, help="Engine name (default: the CPU one).")
+@click.option(
+    "--runtime", type=click.Choice(["python", "cpp"]), default="python", show_default=True
+)
+@click.option(
+    "--workload",
+    default="builtin",
+    show_default=True,
+    help="builtin, a suite YAML, or a JSONL file of requests.",
+)
+@click.option("--requests", type=int, default=32, show_default=True, help="Under load.")
+@click.option("--rate", type=float, default=None, help="Arrivals per second (open loop).")
+@click.option("--concurrency", type=int, default=None, help="In flight (default: max_batch).")
+@click.option("--prompt-len", type=int, default=None, help="Plain completions of this length.")
+@click.option("--new-tokens", type=int, default=None, help="... making this many tokens.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
+@click.option("--compare", multiple=True, help="Another bundle to profile beside it.")
+@click.option("--sweep", multiple=True, help="KEY=V1,V2 (threads, max_batch, ...).")
+@click.option("--slo-p95-ms", type=float, default=None, help="Recommend within this p95.")
+@click.option("--apply", is_flag=True, help="Write the recommendation into the bundle.")
+@click.option("-o", "--out", default="profile-out", show_default=True, type=click.Path())
+@click.option("--ops/--no-ops", default=True, show_default=True, help="The operators pass.")
+@click.option("--overhead", is_flag=True, help="Also measure the recorder's own cost.")
+@click.option("--bandwidth-mib", type=int, default=256, show_default=True, help="Buffer size.")
+def profile_cmd(
+    bundle: str,
+    more: tuple[str, ...],
+    compare: tuple[str, ...],
+    sweep: tuple[str, ...],
+    **kwargs: Any,
+) -> None:
+    """Profile BUNDLE's engine on this machine: latency, phases, operators, roofline.
+
+    Writes profile.json, report.html and trace.json into --out. Lists may follow their
+    option: `--sweep threads=1,2 max_batch=1,4,8` and `--compare A.tllm B.tllm`.
+    """
+    from tinyllm.runtime.profilesweep import SLONotMetError
+
+    extra_sweep = [m for m in more if "=" in m]
+    extra_compare = [m for m in more if "=" not in m]
+    if (extra_sweep and not sweep) or (extra_compare and not compare):
+        raise click.UsageError(f"unexpected argument {more[0]!r}")
+    try:
+        report = api.profile(
+            bundle,
+            compare=[*compare, *extra_compare],
+            sweep=[*sweep, *extra_sweep],
+            progress=sys.stderr.isatty(),
+            **kwargs,
+        )
+    except SLONotMetError as e:
+        if e.report is not None:
+            click.echo(e.report.format())
+        raise
+    click.echo(report.format())
+    for kind, path in report.files.items():
+        click.echo(f"wrote {path} ({kind})")
 
 
 @cli.command("distill")
