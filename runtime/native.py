@@ -270,7 +270,7 @@ class NativeEngine:
         options.verify_hashes = int(verify_hashes)
         raw = _P()
         check(lib, lib.tinyllm_engine_load(str(bundle).encode(), ctypes.byref(options), raw))
-        self.handle = raw
+        self.handle: Any = raw
         self.tokenizer = NativeTokenizer(lib, None, lib.tinyllm_engine_tokenizer(raw))
 
     def close(self) -> None:
