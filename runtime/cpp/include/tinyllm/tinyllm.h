@@ -41,7 +41,7 @@ typedef enum tinyllm_status {
   TINYLLM_OK = 0,
   TINYLLM_INVALID_ARGUMENT = 1, /* a NULL handle or pointer, or an option out of range */
   TINYLLM_BUNDLE_ERROR = 2,     /* a missing, corrupt or unreadable bundle */
-  TINYLLM_TOKENIZER_ERROR = 3,  /* invalid UTF-8, an unknown token id, an unsupported tokenizer */
+  TINYLLM_TOKENIZER_ERROR = 3,  /* invalid UTF-8, a negative token id, an unsupported tokenizer */
   TINYLLM_CONTEXT_ERROR = 4,    /* a prompt that is empty or does not fit the context */
   TINYLLM_RUNTIME_ERROR = 5,    /* ONNX Runtime could not be loaded or failed */
   TINYLLM_UNSUPPORTED = 6,      /* something this version of the library does not do yet */
@@ -74,7 +74,8 @@ TINYLLM_API void tinyllm_tokenizer_free(tinyllm_tokenizer* tokenizer);
 TINYLLM_API tinyllm_status tinyllm_encode(const tinyllm_tokenizer* tokenizer, const char* text,
                                           size_t text_len, int32_t** ids, size_t* n_ids);
 
-/** Text of `ids`; special tokens are left out when skip_special != 0. Free *text. */
+/** Text of `ids`; special tokens are left out when skip_special != 0; ids the tokenizer
+ * does not know decode to nothing (as in the tokenizers library). Free *text. */
 TINYLLM_API tinyllm_status tinyllm_decode(const tinyllm_tokenizer* tokenizer, const int32_t* ids,
                                           size_t n_ids, int skip_special, char** text,
                                           size_t* text_len);
