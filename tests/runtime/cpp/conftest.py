@@ -54,3 +54,14 @@ def llama_engines(tiny_llama_bundle: Path, tmp_path_factory: pytest.TempPathFact
 def qwen2_engines(tiny_qwen2_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny-qwen2 with onnx-cpu-fp32, -int8 and -int4 engines."""
     return _with_quantized(tiny_qwen2_bundle, tmp_path_factory.mktemp("native") / "qwen2.tllm")
+
+
+@pytest.fixture(scope="session")
+def smollm2_int4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M (the default model) with the demo's int4 onnx-cpu engine."""
+    folder = tmp_path_factory.mktemp("smollm2")
+    imported = tinyllm.import_model("smollm2-135m", folder / "smollm2.tllm")
+    bundle, _ = tinyllm.export(
+        imported.path, "onnx-cpu", folder / "int4.tllm", quant="int4", max_seq_len=512
+    )
+    return bundle.path

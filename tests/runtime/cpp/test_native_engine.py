@@ -108,3 +108,16 @@ def test_context_limit_ends_with_length(lib: ctypes.CDLL, llama_engines: Path) -
     same(result, python.generate_ids(ids, config))
     assert result[0].finish_reason == "length"
     assert len(ids[0]) + len(result[0].token_ids) == 32
+
+
+@pytest.mark.slow
+def test_smollm2_int4_demo_prompts_equal_python(lib: ctypes.CDLL, smollm2_int4: Path) -> None:
+    """The default model as the demo runs it: int4, chat template, greedy; a batch."""
+    python = Engine.load(smollm2_int4, max_batch=4)
+    prompts = ["What is the capital of France?", *PROMPTS[1:4]]
+    ids = [python.encode(p, chat=True) for p in prompts]
+    config = GenerationConfig(max_new_tokens=24)
+    native = NativeEngine(lib, smollm2_int4, max_batch=4)
+    expected = python.generate_ids(ids, config)
+    same(native.generate(ids, config), expected)
+    assert "Paris" in expected[0].text  # a real model: the tokens are meaningful
