@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "json.h"
+#include "unicode.h"
 
 namespace tinyllm {
 namespace {
@@ -92,7 +93,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(std::string_view text, std::stri
                                                 const std::string& where) {
   json::Value root = json::parse(text, where, TINYLLM_TOKENIZER_ERROR);
   auto tok = std::unique_ptr<Tokenizer>(new Tokenizer());
-  require_null_or(root, "normalizer", nullptr, where);
+  require_null_or(root, "normalizer", "NFC", where);
+  if (const json::Value* n = root.find("normalizer"); n && !n->is_null()) tok->nfc_ = true;
   require_null_or(root, "decoder", "ByteLevel", where);
   tok->load_model(root.at("model", where), where + ": model");
   if (const json::Value* added = root.find("added_tokens")) tok->load_added(*added, where);
@@ -228,16 +230,23 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   if (valid != text.size())
     fail(TINYLLM_TOKENIZER_ERROR, "the text is not valid UTF-8 (bad byte at offset " +
                                       std::to_string(valid) + "); pass UTF-8 text");
-  std::vector<std::pair<std::string_view, int32_t>> first, spans;
+  // As tokenizers: added tokens that are not normalized split the raw text first; the
+  // rest is normalized, split on the normalized added tokens, then pre-tokenized.
+  std::vector<std::pair<std::string_view, int32_t>> first;
   split_added(text, false, first);
-  for (const auto& [span, id] : first) {
-    if (id >= 0) spans.emplace_back(span, id);
-    else split_added(span, true, spans);
-  }
   std::vector<int32_t> ids;
-  for (const auto& [span, id] : spans) {
-    if (id >= 0) ids.push_back(id);
-    else encode_segment(span, ids);
+  for (const auto& [span, id] : first) {
+    if (id >= 0) {
+      ids.push_back(id);
+      continue;
+    }
+    std::string normalized = nfc_ ? unicode::nfc(span) : std::string(span);
+    std::vector<std::pair<std::string_view, int32_t>> second;
+    split_added(normalized, true, second);
+    for (const auto& [piece, added] : second) {
+      if (added >= 0) ids.push_back(added);
+      else encode_segment(piece, ids);
+    }
   }
   return ids;
 }

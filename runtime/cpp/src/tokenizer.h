@@ -1,6 +1,6 @@
 // Byte-level BPE from a tokenizer.json, with the same ids as the tokenizers library:
-// added tokens split first (leftmost-longest), the pre-tokenizer, then BPE merges by
-// rank. Decoding follows tokenizers' ByteLevel decoder (lossy UTF-8 over the bytes).
+// added tokens split first (leftmost-longest), the normalizer (none, or NFC), the
+// pre-tokenizer, then BPE merges by rank. Decoding follows tokenizers' ByteLevel decoder (lossy UTF-8 over the bytes).
 #pragma once
 
 #include <cstdint>
@@ -61,6 +61,7 @@ class Tokenizer {
   std::unordered_map<int32_t, size_t> added_by_id_;
   PreTokenizer pre_;
   bool ignore_merges_ = false;
+  bool nfc_ = false;  // the NFC normalizer
   int32_t unk_id_ = -1;
   bool fuse_unk_ = false;
   size_t vocab_size_ = 0;

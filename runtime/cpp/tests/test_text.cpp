@@ -10,6 +10,7 @@
 #include "safetensors.h"
 #include "sampler.h"
 #include "sha256.h"
+#include "unicode.h"
 #include "utf8.h"
 
 namespace {
@@ -125,4 +126,16 @@ TEST_CASE(bundle_paths_stay_inside) {
   CHECK_FAILS(tinyllm::check_relative_path("/etc/passwd", "m"), TINYLLM_BUNDLE_ERROR, "inside the bundle");
   CHECK_FAILS(tinyllm::check_relative_path("a\\b", "m"), TINYLLM_BUNDLE_ERROR, "inside the bundle");
   CHECK_FAILS(tinyllm::check_relative_path("", "m"), TINYLLM_BUNDLE_ERROR, "inside the bundle");
+}
+
+TEST_CASE(nfc_composes_reorders_and_keeps_exclusions) {
+  using tinyllm::unicode::nfc;
+  CHECK_EQ(nfc("e\xCC\x81"), "\xC3\xA9");                          // e + U+0301 -> é
+  CHECK_EQ(nfc("a\xCC\x81\xCC\x96"), "\xC3\xA1\xCC\x96");           // reordered, then composed
+  CHECK_EQ(nfc("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"), "\xEA\xB0\x81");  // jamo -> U+AC01
+  CHECK_EQ(nfc("\xE2\x84\xAB"), "\xC3\x85");                        // U+212B ANGSTROM -> Å
+  CHECK_EQ(nfc("\xE0\xA5\x98"), "\xE0\xA4\x95\xE0\xA4\xBC");        // U+0958 stays decomposed
+  CHECK_EQ(nfc("plain ascii"), "plain ascii");
+  CHECK_EQ(tinyllm::unicode::combining_class(0x301), 230);
+  CHECK_EQ(tinyllm::unicode::combining_class('a'), 0);
 }

@@ -110,7 +110,7 @@ def suite_inputs() -> list[str]:
 
 def tokenizer_files(tiny_json: Path, smollm2_json: Path, folder: Path) -> Iterator[Path]:
     """The tokenizers under test: tiny, SmolLM2, and the tiny vocabulary behind the
-    Qwen2, Llama-3, Digits and add_prefix_space pre-tokenizers."""
+    Qwen2, Llama-3, Digits and add_prefix_space pre-tokenizers, and Qwen2's NFC + split."""
     yield tiny_json
     yield smollm2_json
     yield variant(
@@ -130,6 +130,15 @@ def tokenizer_files(tiny_json: Path, smollm2_json: Path, folder: Path) -> Iterat
         folder / "digits.json",
     )
     yield variant(tiny_json, byte_level(True, add_prefix_space=True), folder / "prefix.json")
+    qwen2 = variant(
+        tiny_json,
+        {"type": "Sequence", "pretokenizers": [split(QWEN2_REGEX), byte_level(False)]},
+        folder / "nfc.json",
+    )
+    data = json.loads(qwen2.read_text())
+    data["normalizer"] = {"type": "NFC"}  # as Qwen2's own tokenizer.json
+    qwen2.write_text(json.dumps(data))
+    yield qwen2
 
 
 def assert_same(ours: NativeTokenizer, reference: Tokenizer, texts: list[str], name: str) -> None:
@@ -209,23 +218,26 @@ def test_every_code_point_is_classified_as_tokenizers_does(
     }
     path = tmp_path / "probe.json"
     path.write_text(json.dumps(spec))
-    reference, ours = Tokenizer.from_file(str(path)), NativeTokenizer(lib, path)
+    nfc = tmp_path / "probe-nfc.json"
+    nfc.write_text(json.dumps({**spec, "normalizer": {"type": "NFC"}}))
     points = [
         c for c in range(0x110000) if (full_check(c) or c % 101 == 0) and not 0xD800 <= c <= 0xDFFF
     ]
-    probe = "a{0}|1{0}| {0}x|"
-    for start in range(0, len(points), 8192):
-        chunk = points[start : start + 8192]
-        text = "".join(probe.format(chr(c)) for c in chunk)
-        want = reference.encode(text, add_special_tokens=False).ids
-        if ours.encode(text) != want:
-            bad = next(
-                c
-                for c in chunk
-                if ours.encode(probe.format(chr(c)))
-                != reference.encode(probe.format(chr(c)), add_special_tokens=False).ids
-            )
-            pytest.fail(f"code point U+{bad:04X} is classified differently")
+    # Classes show in where pieces split; NFC shows in the bytes (each code point alone,
+    # before combining marks of two classes, and after a starter it may compose with).
+    for file, probe in ((path, "a{0}|1{0}| {0}x|"), (nfc, "{0}|{0}\u0316\u0301|e{0}|\u1100{0}|")):
+        reference, ours = Tokenizer.from_file(str(file)), NativeTokenizer(lib, file)
+        for start in range(0, len(points), 8192):
+            chunk = points[start : start + 8192]
+            text = "".join(probe.format(chr(c)) for c in chunk)
+            if ours.encode(text) != reference.encode(text, add_special_tokens=False).ids:
+                bad = next(
+                    c
+                    for c in chunk
+                    if ours.encode(probe.format(chr(c)))
+                    != reference.encode(probe.format(chr(c)), add_special_tokens=False).ids
+                )
+                pytest.fail(f"{file.name}: code point U+{bad:04X} differs")
 
 
 def test_invalid_utf8_is_a_clear_error(lib: ctypes.CDLL, tiny_json: Path) -> None:
@@ -261,7 +273,7 @@ def test_stream_holds_back_incomplete_utf8(lib: ctypes.CDLL, tiny_json: Path) ->
 def test_unsupported_tokenizer_is_named(lib: ctypes.CDLL, tiny_json: Path, tmp_path: Path) -> None:
     data = json.loads(tiny_json.read_text())
     data["normalizer"] = {"type": "NFKC"}
-    (tmp_path / "nfkc.json").write_text(json.dumps(data))
+    (tmp_path / "nfkc.json").write_text(json.dumps(data))  # NFC is supported, NFKC not
     with pytest.raises(NativeError, match='normalizer of type "NFKC" is not supported'):
         NativeTokenizer(lib, tmp_path / "nfkc.json")
     data["normalizer"] = None
