@@ -268,11 +268,6 @@ void Tokenizer::bpe(const std::string& word, std::vector<int32_t>& out) const {
       return;
     }
   }
-  struct Symbol {
-    int32_t id;
-    int prev, next;
-    size_t len;
-  };
   std::vector<Symbol> symbols;
   int32_t unk = -1;
   size_t unk_len = 0;
@@ -301,7 +296,14 @@ void Tokenizer::bpe(const std::string& word, std::vector<int32_t>& out) const {
   if (unk >= 0) add(unk, unk_len);
   if (symbols.empty()) return;
   symbols.back().next = -1;
+  merge(symbols);
+  for (const Symbol& s : symbols)
+    if (s.len != 0) out.push_back(s.id);
+}
 
+// tokenizers' Word::merge_all: a queue of candidate merges, lowest rank first, then
+// leftmost; an entry whose pair has changed since it was queued is skipped.
+void Tokenizer::merge(std::vector<Symbol>& symbols) const {
   struct Merge {
     uint32_t rank;
     size_t pos;
@@ -324,7 +326,7 @@ void Tokenizer::bpe(const std::string& word, std::vector<int32_t>& out) const {
     if (cur.len == 0 || cur.next == -1) continue;
     Symbol right = symbols[cur.next];
     auto m = lookup(cur.id, right.id);
-    if (m == nullptr || m->second != top.id) continue;  // an expired entry
+    if (m == nullptr || m->second != top.id) continue;
     symbols[cur.next].len = 0;
     cur.id = top.id;
     cur.len += right.len;
@@ -336,8 +338,6 @@ void Tokenizer::bpe(const std::string& word, std::vector<int32_t>& out) const {
     if (cur.next >= 0)
       if (auto n = lookup(cur.id, symbols[cur.next].id)) queue.push({n->first, top.pos, n->second});
   }
-  for (const Symbol& s : symbols)
-    if (s.len != 0) out.push_back(s.id);
 }
 
 std::string Tokenizer::token_bytes(int32_t id, bool skip_special) const {

@@ -49,7 +49,13 @@ class Tokenizer {
   void load_added(const json::Value& added, const std::string& where);
   void load_config(std::string_view config, const std::string& where);
   void encode_segment(std::string_view text, std::vector<int32_t>& out) const;
+  struct Symbol {  // one token of a word during BPE, linked to its neighbours
+    int32_t id;
+    int prev, next;
+    size_t len;  // bytes; 0 once merged into its left neighbour
+  };
   void bpe(const std::string& word, std::vector<int32_t>& out) const;
+  void merge(std::vector<Symbol>& symbols) const;
   // Split on added tokens of one kind (normalized or not): (text, added id or -1) spans.
   void split_added(std::string_view text, bool normalized,
                    std::vector<std::pair<std::string_view, int32_t>>& out) const;
