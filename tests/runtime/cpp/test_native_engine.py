@@ -121,3 +121,15 @@ def test_smollm2_int4_demo_prompts_equal_python(lib: ctypes.CDLL, smollm2_int4: 
     expected = python.generate_ids(ids, config)
     same(native.generate(ids, config), expected)
     assert "Paris" in expected[0].text  # a real model: the tokens are meaningful
+
+
+def test_threads_share_an_engine(lib: ctypes.CDLL, llama_engines: Path) -> None:
+    """Calls from several threads queue on the engine and give the sequential results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    native = NativeEngine(lib, llama_engines, max_batch=2)
+    jobs = [([p], c) for p in PROMPTS for c in (GREEDY, SAMPLED)]
+    sequential = [native.generate(p, c)[0].token_ids for p, c in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda job: native.generate(*job)[0].token_ids, jobs))
+    assert threaded == sequential
