@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip install --quiet --progress-bar off
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean cpp cpp-asan
 
 setup: $(VENV)/.setup-done
 
@@ -28,14 +28,28 @@ $(VENV)/.setup-done: pyproject.toml
 demo: setup
 	$(BIN)/python examples/demo.py --out out/demo
 
+# The native runtime (runtime/cpp, docs/cpp.md): a release build, and a build with
+# AddressSanitizer + UndefinedBehaviorSanitizer for the tests. ONNX Runtime is the wheel's.
+CMAKE_CPP := cmake -S runtime/cpp -G Ninja -DTINYLLM_PYTHON=$(abspath $(BIN)/python) -Wno-dev
+
+cpp: setup
+	@test -f build/cpp/build.ninja || $(CMAKE_CPP) -B build/cpp -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build/cpp
+
+cpp-asan: setup
+	@test -f build/cpp-asan/build.ninja || $(CMAKE_CPP) -B build/cpp-asan -DCMAKE_BUILD_TYPE=Debug -DTINYLLM_SANITIZE=ON >/dev/null
+	cmake --build build/cpp-asan
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python .ci/typecheck.py
 	$(BIN)/python .ci/import_contract.py
 
-test: lint
-	$(BIN)/python -m pytest
+test: lint cpp cpp-asan
+	ctest --test-dir build/cpp --output-on-failure
+	ctest --test-dir build/cpp-asan --output-on-failure
+	TINYLLM_NATIVE_REQUIRED=1 $(BIN)/python -m pytest
 
 clean:
 	rm -rf out build dist .mypy_cache .ruff_cache .pytest_cache

@@ -21,6 +21,13 @@ BLOCK = re.compile(
     r"(<!-- docs-test: skip \((?P<why>[^)]+)\) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.S
 )
 RUNNERS = {"bash": ["bash", "-euo", "pipefail", "-c"], "python": [sys.executable, "-c"]}
+# A ```cpp block is a whole program: compiled against the built libtinyllm (make cpp), then run.
+CPP_BUILD = (
+    "set -euo pipefail; d=$(mktemp -d); printf '%s' \"$1\" > $d/main.cpp; "
+    "g++ -std=c++17 -Iruntime/cpp/include $d/main.cpp -Lbuild/cpp -ltinyllm "
+    "-Wl,-rpath,$PWD/build/cpp -o $d/main; $d/main"
+)
+RUNNERS["cpp"] = ["bash", "-c", CPP_BUILD, "cpp"]
 
 
 def code_blocks(doc: Path) -> list[tuple[str, str, str | None]]:

@@ -1,0 +1,225 @@
+/*
+ * tinyllm C API: load a tinyllm bundle's exported engine, tokenize, and generate.
+ *
+ * Conventions (the whole API follows them):
+ *  - Handles are opaque; each *_load / *_new has a matching *_free that accepts NULL.
+ *  - Every function that can fail returns a tinyllm_status. On failure,
+ *    tinyllm_last_error() returns a message saying what was wrong and what to do; the
+ *    message is per thread and stays valid until that thread's next call into tinyllm.
+ *  - No C++ exception ever crosses this boundary.
+ *  - Strings are UTF-8. Text in is (pointer, length); text out is (pointer, length) and
+ *    is also NUL-terminated.
+ *  - Arrays and strings that the library allocates for the caller are released with
+ *    tinyllm_free(). Pointers inside a tinyllm_results live as long as the results.
+ *  - Option structs start with struct_size: fill them with the *_init function, then
+ *    change what you need. Later versions only append fields.
+ */
+#ifndef TINYLLM_H
+#define TINYLLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(TINYLLM_STATIC)
+#define TINYLLM_API
+#elif defined(_WIN32) && defined(TINYLLM_BUILDING)
+#define TINYLLM_API __declspec(dllexport)
+#elif defined(_WIN32)
+#define TINYLLM_API __declspec(dllimport)
+#else
+#define TINYLLM_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Version of the library, e.g. "0.1.0". */
+TINYLLM_API const char* tinyllm_version(void);
+
+typedef enum tinyllm_status {
+  TINYLLM_OK = 0,
+  TINYLLM_INVALID_ARGUMENT = 1, /* a NULL handle or pointer, or an option out of range */
+  TINYLLM_BUNDLE_ERROR = 2,     /* a missing, corrupt or unreadable bundle */
+  TINYLLM_TOKENIZER_ERROR = 3,  /* invalid UTF-8, a negative token id, an unsupported tokenizer */
+  TINYLLM_CONTEXT_ERROR = 4,    /* a prompt that is empty or does not fit the context */
+  TINYLLM_RUNTIME_ERROR = 5,    /* ONNX Runtime could not be loaded or failed */
+  TINYLLM_UNSUPPORTED = 6,      /* something this version of the library does not do yet */
+  TINYLLM_CANCELLED = 7,        /* a streaming callback asked to stop */
+  TINYLLM_OUT_OF_MEMORY = 8,
+  TINYLLM_INTERNAL_ERROR = 9
+} tinyllm_status;
+
+/** The calling thread's message for its last failed call ("" if none). */
+TINYLLM_API const char* tinyllm_last_error(void);
+
+/** A short constant name for a status, e.g. "TINYLLM_BUNDLE_ERROR". */
+TINYLLM_API const char* tinyllm_status_name(tinyllm_status status);
+
+/** Release an array or string that the library returned. NULL is ignored. */
+TINYLLM_API void tinyllm_free(void* p);
+
+/* ---- Tokenizer ------------------------------------------------------------------- */
+
+typedef struct tinyllm_tokenizer tinyllm_tokenizer;
+
+/**
+ * Load a tokenizer: `path` is a tokenizer.json file, or a folder holding tokenizer.json
+ * (and optionally tokenizer_config.json, for the end-of-sequence and padding tokens).
+ */
+TINYLLM_API tinyllm_status tinyllm_tokenizer_load(const char* path, tinyllm_tokenizer** out);
+TINYLLM_API void tinyllm_tokenizer_free(tinyllm_tokenizer* tokenizer);
+
+/** Token ids of `text` (no special tokens are added). Free *ids with tinyllm_free. */
+TINYLLM_API tinyllm_status tinyllm_encode(const tinyllm_tokenizer* tokenizer, const char* text,
+                                          size_t text_len, int32_t** ids, size_t* n_ids);
+
+/** Text of `ids`; special tokens are left out when skip_special != 0; ids the tokenizer
+ * does not know decode to nothing (as in the tokenizers library). Free *text. */
+TINYLLM_API tinyllm_status tinyllm_decode(const tinyllm_tokenizer* tokenizer, const int32_t* ids,
+                                          size_t n_ids, int skip_special, char** text,
+                                          size_t* text_len);
+
+/** The id of a token given by its text (a vocabulary entry or an added token). */
+TINYLLM_API tinyllm_status tinyllm_token_to_id(const tinyllm_tokenizer* tokenizer,
+                                               const char* token, int32_t* id);
+
+/** Number of ids the tokenizer knows (added tokens included). */
+TINYLLM_API tinyllm_status tinyllm_vocab_size(const tinyllm_tokenizer* tokenizer, size_t* size);
+
+/**
+ * Incremental decoding: push ids one at a time and get the text they complete. A piece
+ * never ends inside a UTF-8 sequence: incomplete bytes are held back until they complete
+ * (or until finish, where an incomplete tail becomes U+FFFD). The pieces joined equal
+ * tinyllm_decode of all the ids.
+ */
+typedef struct tinyllm_text_stream tinyllm_text_stream;
+
+TINYLLM_API tinyllm_status tinyllm_text_stream_new(const tinyllm_tokenizer* tokenizer,
+                                                   int skip_special, tinyllm_text_stream** out);
+/** *piece stays valid until the next call on this stream. */
+TINYLLM_API tinyllm_status tinyllm_text_stream_push(tinyllm_text_stream* stream, int32_t id,
+                                                    const char** piece, size_t* piece_len);
+TINYLLM_API tinyllm_status tinyllm_text_stream_finish(tinyllm_text_stream* stream,
+                                                      const char** piece, size_t* piece_len);
+TINYLLM_API void tinyllm_text_stream_free(tinyllm_text_stream* stream);
+
+/* ---- Engine ---------------------------------------------------------------------- */
+
+typedef struct tinyllm_engine tinyllm_engine;
+
+typedef struct tinyllm_load_options {
+  size_t struct_size;
+  const char* engine;    /* engine name under engines/ (NULL: the first onnx-cpu engine) */
+  int32_t threads;       /* intra-op threads (0: the CPUs this process may run on) */
+  int32_t max_batch;     /* rows generated together; KV memory is reserved for all (8) */
+  int32_t max_seq_len;   /* context per row (0: the export's maximum, capped at 4096) */
+  int32_t verify_hashes; /* nonzero: check every file's sha256 (sizes are always checked) */
+} tinyllm_load_options;
+
+TINYLLM_API void tinyllm_load_options_init(tinyllm_load_options* options);
+
+/** Load an exported engine of a bundle (`bundle` is the NAME.tllm folder). */
+TINYLLM_API tinyllm_status tinyllm_engine_load(const char* bundle,
+                                               const tinyllm_load_options* options,
+                                               tinyllm_engine** out);
+TINYLLM_API void tinyllm_engine_free(tinyllm_engine* engine);
+
+/** The engine's tokenizer (owned by the engine; NULL for a NULL engine). */
+TINYLLM_API const tinyllm_tokenizer* tinyllm_engine_tokenizer(const tinyllm_engine* engine);
+
+typedef struct tinyllm_engine_info {
+  const char* name;      /* the engine's folder name, e.g. "onnx-cpu-int4" */
+  const char* target;    /* "onnx-cpu" */
+  const char* precision; /* "fp32", "int8", "int4" */
+  int32_t max_seq_len;   /* context per row as loaded */
+  int32_t max_batch;
+  int32_t lora_slots;    /* 0: the engine has no multi-LoRA inputs */
+  int32_t vocab_size;    /* rows of the logits */
+} tinyllm_engine_info;
+
+/** Strings in *info live as long as the engine. */
+TINYLLM_API tinyllm_status tinyllm_engine_get_info(const tinyllm_engine* engine,
+                                                   tinyllm_engine_info* info);
+
+typedef struct tinyllm_generation_config {
+  size_t struct_size;
+  int32_t max_new_tokens; /* >= 1 (128) */
+  double temperature;     /* 0: greedy (0) */
+  int32_t top_k;          /* 0: off */
+  double top_p;           /* in (0, 1] (1) */
+  int32_t has_seed;       /* nonzero: sampling is repeatable; row i uses seed + i */
+  uint64_t seed;
+  const char* const* stop; /* stop strings: generation ends there, and they are cut */
+  size_t n_stop;
+  int32_t ignore_eos; /* nonzero: do not stop at end-of-sequence tokens (benchmarks) */
+} tinyllm_generation_config;
+
+TINYLLM_API void tinyllm_generation_config_init(tinyllm_generation_config* config);
+
+typedef struct tinyllm_prompt {
+  const char* text; /* UTF-8 prompt; used when ids is NULL */
+  size_t text_len;
+  const int32_t* ids; /* or the prompt's token ids */
+  size_t n_ids;
+  const char* adapter; /* a task of the bundle whose LoRA adapter this row uses; NULL: none */
+} tinyllm_prompt;
+
+/**
+ * Streaming callback: `piece` is new text of prompt `index` (never a partial UTF-8
+ * sequence, never text a stop string will cut). Return 0 to go on, nonzero to cancel
+ * (tinyllm_generate then returns TINYLLM_CANCELLED).
+ */
+typedef int (*tinyllm_stream_fn)(void* user, size_t index, const char* piece, size_t piece_len);
+
+typedef enum tinyllm_finish_reason {
+  TINYLLM_FINISH_STOP = 0,  /* an end-of-sequence token or a stop string */
+  TINYLLM_FINISH_LENGTH = 1 /* max_new_tokens, or the context limit */
+} tinyllm_finish_reason;
+
+typedef struct tinyllm_results tinyllm_results;
+
+/**
+ * Generate for `n_prompts` prompts, batched up to max_batch rows at a time. Results are
+ * the same as one prompt at a time. `config` and `on_text` may be NULL (greedy; no
+ * streaming). Free *out with tinyllm_results_free.
+ */
+TINYLLM_API tinyllm_status tinyllm_generate(tinyllm_engine* engine, const tinyllm_prompt* prompts,
+                                            size_t n_prompts,
+                                            const tinyllm_generation_config* config,
+                                            tinyllm_stream_fn on_text, void* user,
+                                            tinyllm_results** out);
+
+typedef struct tinyllm_result {
+  const char* text; /* generated text (stop string cut) */
+  size_t text_len;
+  const int32_t* token_ids; /* generated ids (an end-of-sequence token is not included) */
+  size_t n_tokens;
+  size_t prompt_tokens;
+  tinyllm_finish_reason finish_reason;
+} tinyllm_result;
+
+TINYLLM_API size_t tinyllm_results_count(const tinyllm_results* results);
+TINYLLM_API tinyllm_status tinyllm_results_get(const tinyllm_results* results, size_t index,
+                                               tinyllm_result* out);
+TINYLLM_API void tinyllm_results_free(tinyllm_results* results);
+
+typedef struct tinyllm_stats {
+  uint64_t prefill_calls;    /* prefill runs of the graph */
+  uint64_t decode_steps;     /* decode runs of the graph */
+  uint64_t prompt_tokens;    /* tokens prefilled */
+  uint64_t generated_tokens; /* tokens sampled */
+  double prefill_seconds;    /* wall time of prefill runs, inside ONNX Runtime */
+  double decode_seconds;     /* wall time of decode runs, inside ONNX Runtime */
+  double generate_seconds;   /* wall time of tinyllm_generate calls, all included */
+} tinyllm_stats;
+
+/** Counters since the engine was loaded. */
+TINYLLM_API tinyllm_status tinyllm_engine_get_stats(const tinyllm_engine* engine,
+                                                    tinyllm_stats* stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TINYLLM_H */

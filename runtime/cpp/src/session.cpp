@@ -1,0 +1,185 @@
+#include "session.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <set>
+
+#include "error.h"
+
+namespace tinyllm {
+namespace {
+
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return 1;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+FloatBuffer::FloatBuffer(size_t n) : data_(static_cast<float*>(std::calloc(std::max<size_t>(n, 1), sizeof(float)))), n_(n) {
+  if (!data_) fail(TINYLLM_OUT_OF_MEMORY, "cannot allocate " + std::to_string(n * sizeof(float)) + " bytes");
+}
+
+void FloatBuffer::Free::operator()(float* p) const { std::free(p); }
+
+DecoderSession::DecoderSession(const std::string& model_path, const ModelConfig& config,
+                               const EngineInfo& info, int64_t max_batch, int64_t max_seq_len,
+                               int threads, int32_t pad_id)
+    : config_(config), info_(info), max_batch_(max_batch), max_seq_(max_seq_len),
+      vocab_(config.vocab_size), pad_id_(pad_id),
+      logits_(static_cast<size_t>(max_batch * config.vocab_size)), slots_(config, info) {
+  const OrtApi& api = ort::api();
+  OrtSessionOptions* raw_options = nullptr;
+  ort::check(api.CreateSessionOptions(&raw_options), "create session options");
+  ort::Ptr<OrtSessionOptions> options(raw_options);
+  ort::check(api.SetIntraOpNumThreads(options.get(), threads > 0 ? threads : usable_cpus()), "set threads");
+  ort::check(api.SetInterOpNumThreads(options.get(), 1), "set threads");
+  ort::check(api.SetSessionGraphOptimizationLevel(options.get(), ORT_ENABLE_ALL), "set the optimization level");
+  OrtSession* raw = nullptr;
+  OrtStatus* status = api.CreateSession(ort::env(), model_path.c_str(), options.get(), &raw);
+  if (status != nullptr) {
+    std::string message = api.GetErrorMessage(status);
+    api.ReleaseStatus(status);
+    fail(TINYLLM_BUNDLE_ERROR, model_path + ": ONNX Runtime cannot load this engine (" + message + ")");
+  }
+  session_.reset(raw);
+  check_graph(model_path);
+  size_t kv = static_cast<size_t>(max_batch * config.num_key_value_heads * max_seq_len * config.head_dim);
+  for (int64_t i = 0; i < 2 * config.num_hidden_layers; ++i) kv_.emplace_back(kv);
+}
+
+void DecoderSession::check_graph(const std::string& model_path) const {
+  std::vector<std::string> names = ort::input_names(session_.get());
+  std::set<std::string> have(names.begin(), names.end());
+  std::vector<std::string> want = {"input_ids", "logits_index", "seqlens_k", "total_sequence_length"};
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    want.push_back("past_key." + std::to_string(i));
+    want.push_back("past_value." + std::to_string(i));
+  }
+  if (info_.lora_slots > 0) {
+    want.push_back("lora_index");
+    for (const std::string& kind : info_.lora_targets) {
+      want.push_back("lora_A." + kind);
+      want.push_back("lora_B." + kind);
+    }
+  }
+  for (const std::string& name : want)
+    if (!have.count(name))
+      fail(TINYLLM_BUNDLE_ERROR, model_path + ": the graph has no input \"" + name +
+                                     "\"; it does not match its engine.json (re-export the engine)");
+  if (have.size() != want.size())
+    fail(TINYLLM_BUNDLE_ERROR, model_path + ": the graph has inputs its engine.json does not explain");
+}
+
+DecoderSession::Binding& DecoderSession::binding(int64_t b) {
+  auto it = bindings_.find(b);
+  if (it != bindings_.end()) return it->second;
+  const OrtApi& api = ort::api();
+  Binding bind;
+  OrtIoBinding* raw = nullptr;
+  ort::check(api.CreateIoBinding(session_.get(), &raw), "create an IO binding");
+  bind.io.reset(raw);
+  std::vector<int64_t> kv_shape = {b, config_.num_key_value_heads, max_seq_, config_.head_dim};
+  size_t kv_bytes = static_cast<size_t>(b * config_.num_key_value_heads * max_seq_ * config_.head_dim) * sizeof(float);
+  for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
+    for (int kind = 0; kind < 2; ++kind) {
+      const char* name = kind == 0 ? "key" : "value";
+      auto value = ort::tensor(kv_[2 * layer + kind].data(), kv_bytes, kv_shape, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      std::string suffix = std::string(name) + "." + std::to_string(layer);
+      ort::check(api.BindInput(bind.io.get(), ("past_" + suffix).c_str(), value.get()), "bind the KV cache");
+      ort::check(api.BindOutput(bind.io.get(), ("present_" + suffix).c_str(), value.get()), "bind the KV cache");
+      bind.values.push_back(std::move(value));
+    }
+  }
+  auto logits = ort::tensor(logits_.data(), static_cast<size_t>(b * vocab_) * sizeof(float), {b, vocab_},
+                            ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  ort::check(api.BindOutput(bind.io.get(), "logits", logits.get()), "bind the logits");
+  bind.values.push_back(std::move(logits));
+  for (auto& [name, tensor] : slots_.tensors()) {  // bound once; slots are filled in place
+    auto value = ort::tensor(tensor.data(), tensor.size() * sizeof(float), slots_.shape(name),
+                             ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    ort::check(api.BindInput(bind.io.get(), name.c_str(), value.get()), "bind the LoRA slots");
+    bind.values.push_back(std::move(value));
+  }
+  return bindings_.emplace(b, std::move(bind)).first->second;
+}
+
+const float* DecoderSession::run(int64_t b, int64_t width, const std::vector<int64_t>& lora_index, bool prefill) {
+  const OrtApi& api = ort::api();
+  Binding& bind = binding(b);
+  auto i64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+  auto i32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+  std::vector<ort::Ptr<OrtValue>> inputs;
+  auto bind_input = [&](const char* name, void* data, size_t bytes, std::vector<int64_t> shape,
+                        ONNXTensorElementDataType type) {
+    inputs.push_back(ort::tensor(data, bytes, shape, type));
+    ort::check(api.BindInput(bind.io.get(), name, inputs.back().get()), std::string("bind ") + name);
+  };
+  bind_input("input_ids", ids_.data(), ids_.size() * 8, {b, width}, i64);
+  bind_input("logits_index", logits_index_.data(), logits_index_.size() * 8, {b}, i64);
+  bind_input("seqlens_k", seqlens_.data(), seqlens_.size() * 4, {b}, i32);
+  bind_input("total_sequence_length", &total_, 4, {}, i32);
+  if (slots_.enabled()) {
+    lora_index_.assign(lora_index.begin(), lora_index.end());
+    lora_index_.resize(static_cast<size_t>(b), 0);
+    bind_input("lora_index", lora_index_.data(), lora_index_.size() * 8, {b}, i64);
+  }
+  auto start = std::chrono::steady_clock::now();
+  ort::check(api.RunWithBinding(session_.get(), nullptr, bind.io.get()), "run the engine");
+  double took = seconds_since(start);
+  if (prefill) {
+    ++times_.prefill_calls;
+    times_.prefill_seconds += took;
+  } else {
+    ++times_.decode_steps;
+    times_.decode_seconds += took;
+  }
+  return logits_.data();
+}
+
+const float* DecoderSession::prefill(const std::vector<std::vector<int32_t>>& prompts,
+                                     const std::vector<int64_t>& lora_index) {
+  int64_t b = static_cast<int64_t>(prompts.size());
+  if (b < 1 || b > max_batch_)
+    fail(TINYLLM_INVALID_ARGUMENT, "batch of " + std::to_string(b) + " prompts; this engine takes 1 to " +
+                                       std::to_string(max_batch_));
+  int64_t width = 0;
+  for (const auto& p : prompts) width = std::max<int64_t>(width, static_cast<int64_t>(p.size()));
+  ids_.assign(static_cast<size_t>(b * width), pad_id_);
+  logits_index_.resize(b);
+  seqlens_.resize(b);
+  for (int64_t row = 0; row < b; ++row) {
+    const auto& p = prompts[row];
+    std::copy(p.begin(), p.end(), ids_.begin() + row * width);
+    logits_index_[row] = static_cast<int64_t>(p.size()) - 1;
+    seqlens_[row] = static_cast<int32_t>(p.size()) - 1;
+    times_.prompt_tokens += p.size();
+  }
+  total_ = static_cast<int32_t>(width);
+  return run(b, width, lora_index, true);
+}
+
+const float* DecoderSession::decode(const std::vector<int32_t>& tokens, const std::vector<int64_t>& held,
+                                    const std::vector<int64_t>& lora_index) {
+  int64_t b = static_cast<int64_t>(tokens.size());
+  int64_t longest = *std::max_element(held.begin(), held.end());
+  if (longest >= max_seq_)
+    fail(TINYLLM_CONTEXT_ERROR, "a sequence reached the engine's context of " + std::to_string(max_seq_));
+  ids_.assign(tokens.begin(), tokens.end());
+  logits_index_.assign(static_cast<size_t>(b), 0);
+  seqlens_.resize(b);
+  for (int64_t row = 0; row < b; ++row) seqlens_[row] = static_cast<int32_t>(held[row]);
+  total_ = static_cast<int32_t>(longest + 1);
+  return run(b, 1, lora_index, false);
+}
+
+}  // namespace tinyllm

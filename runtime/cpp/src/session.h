@@ -1,0 +1,84 @@
+// One exported decoder (the `ort` flavour) in an ONNX Runtime session, with its KV cache.
+//
+// One KV buffer per layer and kind, [max_batch, KV, max_seq, H], is allocated once and
+// bound as both past_* and present_* (GroupQueryAttention writes each row's new entries
+// at that row's own position, seqlens_k). The logits land in a bound [max_batch, V]
+// buffer. Prefill takes right-padded prompts; decode feeds one token per row.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bundle.h"
+#include "lora.h"
+#include "ort.h"
+
+namespace tinyllm {
+
+// A zero-filled float buffer whose pages are only touched when written (calloc).
+class FloatBuffer {
+ public:
+  explicit FloatBuffer(size_t n);
+  float* data() { return data_.get(); }
+  size_t size() const { return n_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const;
+  };
+  std::unique_ptr<float, Free> data_;
+  size_t n_;
+};
+
+struct RunTimes {
+  uint64_t prefill_calls = 0, decode_steps = 0, prompt_tokens = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+class DecoderSession {
+ public:
+  DecoderSession(const std::string& model_path, const ModelConfig& config, const EngineInfo& info,
+                 int64_t max_batch, int64_t max_seq_len, int threads, int32_t pad_id);
+
+  // Start one sequence per row from its prompt; returns last-token logits [b, V].
+  const float* prefill(const std::vector<std::vector<int32_t>>& prompts,
+                       const std::vector<int64_t>& lora_index);
+  // One token per row; `held[i]` is the tokens row i already holds.
+  const float* decode(const std::vector<int32_t>& tokens, const std::vector<int64_t>& held,
+                      const std::vector<int64_t>& lora_index);
+
+  AdapterSlots& slots() { return slots_; }
+  int64_t max_batch() const { return max_batch_; }
+  int64_t max_seq_len() const { return max_seq_; }
+  int64_t vocab_size() const { return vocab_; }
+  const RunTimes& times() const { return times_; }
+
+ private:
+  struct Binding {
+    ort::Ptr<OrtIoBinding> io;
+    std::vector<ort::Ptr<OrtValue>> values;  // kept alive while bound
+  };
+  void check_graph(const std::string& model_path) const;
+  Binding& binding(int64_t b);
+  const float* run(int64_t b, int64_t width, const std::vector<int64_t>& lora_index, bool prefill);
+
+  ModelConfig config_;
+  EngineInfo info_;
+  int64_t max_batch_, max_seq_, vocab_;
+  int32_t pad_id_;
+  ort::Ptr<OrtSession> session_;
+  std::vector<FloatBuffer> kv_;  // key.0, value.0, key.1, ...
+  FloatBuffer logits_;
+  AdapterSlots slots_;
+  std::map<int64_t, Binding> bindings_;
+  // Per-call inputs, bound from these buffers before each run.
+  std::vector<int64_t> ids_, logits_index_, lora_index_;
+  std::vector<int32_t> seqlens_;
+  int32_t total_ = 0;
+  RunTimes times_;
+};
+
+}  // namespace tinyllm

@@ -1,0 +1,67 @@
+"""Native runtime fixtures: the built libtinyllm, and tiny bundles with fp32/int8/int4 engines.
+
+The library is built by ``make cpp`` (``make test`` builds it, and the sanitizer build,
+before running pytest, and sets TINYLLM_NATIVE_REQUIRED=1 so a missing build fails).
+Run alone, these tests skip when the library is not built.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import pytest
+
+import tinyllm
+from tinyllm.errors import TinyLLMError
+from tinyllm.runtime import native
+
+
+def require_built(path_of: str, build: str = "cpp") -> Path:
+    """Path of a built artifact; fails under `make test`, skips otherwise when missing."""
+    try:
+        if path_of == native.LIBRARY:
+            return native.library_path(build)
+        return native.tool_path(path_of, build)
+    except TinyLLMError as e:
+        if os.environ.get("TINYLLM_NATIVE_REQUIRED"):
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def lib() -> ctypes.CDLL:
+    """libtinyllm through ctypes."""
+    return native.load_library(require_built(native.LIBRARY))
+
+
+def _with_quantized(bundle: Path, out: Path) -> Path:
+    """``bundle`` exported as fp32, int8 and int4 onnx-cpu engines in one new bundle."""
+    first, _ = tinyllm.export(bundle, "onnx-cpu", out, max_seq_len=256)
+    for quant in ("int8", "int4"):
+        tinyllm.export(first.path, "onnx-cpu", quant=quant, max_seq_len=256)
+    return first.path
+
+
+@pytest.fixture(scope="session")
+def llama_engines(tiny_llama_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-llama with onnx-cpu-fp32, -int8 and -int4 engines."""
+    return _with_quantized(tiny_llama_bundle, tmp_path_factory.mktemp("native") / "llama.tllm")
+
+
+@pytest.fixture(scope="session")
+def qwen2_engines(tiny_qwen2_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-qwen2 with onnx-cpu-fp32, -int8 and -int4 engines."""
+    return _with_quantized(tiny_qwen2_bundle, tmp_path_factory.mktemp("native") / "qwen2.tllm")
+
+
+@pytest.fixture(scope="session")
+def smollm2_int4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M (the default model) with the demo's int4 onnx-cpu engine."""
+    folder = tmp_path_factory.mktemp("smollm2")
+    imported = tinyllm.import_model("smollm2-135m", folder / "smollm2.tllm")
+    bundle, _ = tinyllm.export(
+        imported.path, "onnx-cpu", folder / "int4.tllm", quant="int4", max_seq_len=512
+    )
+    return bundle.path
