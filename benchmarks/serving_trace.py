@@ -19,12 +19,7 @@ from typing import Any
 
 import numpy as np
 
-TEXT = (
-    "the room was clean and quiet but the service at the front desk felt slow while "
-    "our flight to boston leaves on monday morning please book two seats near a window "
-    "prices rose again this quarter as demand for small efficient models kept growing"
-)
-WORDS = TEXT.split()
+from tinyllm.runtime.workload import WORDS  # the text `tinyllm profile` draws from
 
 
 @dataclass(frozen=True)

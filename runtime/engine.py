@@ -96,7 +96,7 @@ class Engine(TaskService):
 
         A serving setting left None comes from the engine's ``serving.json`` (written by
         ``tinyllm profile --apply``), else from the built-in defaults
-        (:class:`~tinyllm.runtime.servingdefaults.ServingDefaults`, shown here).
+        (:class:`~tinyllm.runtime.servingdefaults.ServingDefaults`).
 
         Args:
             bundle: the bundle (path or opened).
