@@ -77,8 +77,12 @@ class StepCache:
         """The recorded result, if reusing is allowed, the key matches and the bundle is intact."""
         if not self.reuse or not record_path.is_file():
             return None
-        record = json.loads(record_path.read_text())
-        if record.get("key") != json.loads(json.dumps(key)):
+        try:
+            record = json.loads(record_path.read_text())
+            fields = ("bundle_hash", "report", "seconds", "cpu_seconds")
+            if record["key"] != json.loads(json.dumps(key)) or not all(f in record for f in fields):
+                return None
+        except (ValueError, TypeError, KeyError):  # unreadable: an older demo's, or damaged
             return None
         bundle = None
         if record["bundle_hash"] is not None:

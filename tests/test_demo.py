@@ -80,6 +80,16 @@ def test_step_cache_keeps_no_record_of_a_failed_step(tmp_path: Path) -> None:
     assert not cache.run("base", {}, make).cached
 
 
+def test_step_cache_remakes_a_step_whose_record_is_unreadable(tmp_path: Path) -> None:
+    cache, make = StepCache(tmp_path), Maker()
+    cache.run("base", {}, make)
+    record = tmp_path / "base.step.json"
+    for damaged in ("{not json", json.dumps({"key": {}}), "[]"):
+        record.write_text(damaged)
+        assert not cache.run("base", {}, make).cached
+    assert make.calls == 4 and cache.run("base", {}, make).cached
+
+
 def served(value: Any, valid: bool = True) -> SimpleNamespace:
     """A stand-in for a served TaskOutput."""
     return SimpleNamespace(value=value, text=str(value), valid=valid, latency_s=0.01)
