@@ -41,7 +41,8 @@ class Graph:
 
     def weight(self, name: str, array: np.ndarray) -> str:
         """Add an initializer (a weight) and return its name."""
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        data = np.ascontiguousarray(array).reshape(array.shape)  # a scalar stays a scalar
+        self.initializers.append(numpy_helper.from_array(data, name))
         return name
 
     def const(
