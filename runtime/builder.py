@@ -138,18 +138,24 @@ class DecoderBuilder:
         """((x · A[idx]) · B[idx]) for one projection kind, or None if not adapted."""
         if kind not in self.o.lora_targets:
             return None
-        lyr = self.g.const(layer)  # a scalar index: the layer axis goes
-        a_rows = self.g.op1("Gather", [self._rows(f"lora_A.{kind}"), lyr])  # [B, d_in, r]
-        b_rows = self.g.op1("Gather", [self._rows(f"lora_B.{kind}"), lyr])  # [B, r, d_out]
+        at = self._layer_rows(layer)
+        a_rows = self.g.op1("GatherND", [f"lora_A.{kind}", at])  # [B, d_in, r]
+        b_rows = self.g.op1("GatherND", [f"lora_B.{kind}", at])  # [B, r, d_out]
         return self.g.op1("MatMul", [self.g.op1("MatMul", [x, a_rows]), b_rows])  # [B, S, d_out]
 
-    def _rows(self, stack: str) -> str:
-        """The rows' adapters of a stacked input, all layers: ``[L, B, ...]``, gathered once
-        per step. Picking the rows before the layer copies B adapters per step instead of
-        every slot's in every layer (measured in docs/runtime.md)."""
-        if stack not in self._row_adapters:
-            self._row_adapters[stack] = self.g.op1("Gather", [stack, "lora_index"], axis=1)
-        return self._row_adapters[stack]
+    def _layer_rows(self, layer: int) -> str:
+        """``[B, 2]`` indices (layer, row's slot) into a stacked adapter input: one
+        ``GatherND`` then copies only the rows' adapters of that layer, not every slot's
+        (measured in docs/runtime.md)."""
+        key = f"layer{layer}"
+        if key not in self._row_adapters:
+            g = self.g
+            if "slots" not in self._row_adapters:
+                self._row_adapters["slots"] = g.op1("Unsqueeze", ["lora_index", g.const([1])])
+            slots = self._row_adapters["slots"]  # [B, 1]
+            layers = g.op1("Add", [g.op1("Mul", [slots, g.const(0)]), g.const(layer)])
+            self._row_adapters[key] = g.op1("Concat", [layers, slots], axis=1)
+        return self._row_adapters[key]
 
     def _add_deltas(
         self, y: str, x: str, layer: int, kinds: list[str], deltas: list[str | None]
