@@ -16,13 +16,9 @@ from tinyllm.quantformat import PackedWeight, quantize_rtn, read_weights
 from tinyllm.runtime.builder import PROJECTIONS, BuildOptions, build_decoder
 from tinyllm.runtime.enginefile import stamp
 from tinyllm.runtime.engineinfo import EngineInfo
+from tinyllm.runtime.targets import TARGETS, require_tensorrt
 
-Target = Literal["onnx-cpu", "onnx-cuda", "onnx-standard"]
-TARGETS: dict[str, tuple[str, str]] = {  # target -> (flavour, default precision)
-    "onnx-cpu": ("ort", "fp32"),
-    "onnx-cuda": ("ort", "fp16"),
-    "onnx-standard": ("standard", "fp32"),
-}
+Target = Literal["onnx-cpu", "onnx-cuda", "onnx-standard", "tensorrt"]
 MODEL_FILE = "model.onnx"
 
 
@@ -45,6 +41,8 @@ class ExportOptions:
         """(flavour, precision), checked against the target."""
         if self.target not in TARGETS:
             raise ConfigError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        if self.target == "tensorrt":
+            require_tensorrt()
         flavour, default = TARGETS[self.target]
         if self.quant is not None:
             if self.quant not in ("int4", "int8"):
