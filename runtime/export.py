@@ -47,10 +47,6 @@ class ExportOptions:
         if self.quant is not None:
             if self.quant not in ("int4", "int8"):
                 raise ConfigError(f"unknown quantization {self.quant!r}; choose int4 or int8")
-            if flavour != "ort":
-                raise ConfigError(
-                    "int4/int8 weights need the ONNX Runtime contrib ops: use onnx-cpu or onnx-cuda"
-                )
             return flavour, self.quant
         precision = self.precision or default
         if precision not in ("fp32", "fp16"):
@@ -59,7 +55,13 @@ class ExportOptions:
 
     def check(self, config: ModelConfig) -> None:
         """Reject shapes no engine can have, before anything is built."""
-        self.resolved()
+        flavour, precision = self.resolved()
+        if flavour == "standard" and precision in ("int4", "int8") and self.accuracy_level != 4:
+            raise ConfigError(
+                "accuracy_level is fixed at 4 for the standard flavour's int weights: its "
+                "DequantizeLinear + MatMul pairs run as ONNX Runtime makes them (on the CPU, "
+                "fused into MatMulNBits with int8 activations); use onnx-cpu for level 0"
+            )
         if self.accuracy_level not in (0, 4):
             raise ConfigError(
                 f"accuracy_level must be 0 (float activations) or 4 (int8 activations), "
