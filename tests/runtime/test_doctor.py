@@ -87,3 +87,17 @@ def test_without_torch_no_target_exports() -> None:
     for target in TARGETS:
         status = target_status(target, ["CPUExecutionProvider"], [], [], torch_found=False)
         assert not status.works and "no torch" in status.reason
+
+
+def test_the_gpu_extra_pins_onnxruntime_gpu_to_the_onnxruntime_version() -> None:
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    pins = {
+        d.split("==")[0]: d.split("==")[1]
+        for d in project["project"]["dependencies"]
+        + project["project"]["optional-dependencies"]["gpu"]
+        if "==" in d
+    }
+    assert pins["onnxruntime-gpu"] == pins["onnxruntime"]  # docs/gpu.md installs that pair
