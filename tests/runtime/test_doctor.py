@@ -101,3 +101,11 @@ def test_the_gpu_extra_pins_onnxruntime_gpu_to_the_onnxruntime_version() -> None
         if "==" in d
     }
     assert pins["onnxruntime-gpu"] == pins["onnxruntime"]  # docs/gpu.md installs that pair
+
+
+@pytest.mark.gpu
+def test_on_a_cuda_machine_doctor_finds_the_gpu_and_the_cuda_target_works() -> None:
+    report = api.doctor()
+    assert report.gpus and report.gpus[0].memory_total_mib > 0
+    cuda = next(t for t in report.targets if t.target == "onnx-cuda")
+    assert cuda.works, cuda.reason

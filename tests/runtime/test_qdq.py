@@ -162,3 +162,16 @@ def test_verification_fails_a_graph_with_broken_scales(
             tiny_llama_bundle, "onnx-standard", tmp_path / "b.tllm", quant="int4", max_seq_len=64
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.gpu
+def test_qdq_engine_on_cuda_gives_the_cpu_tokens(tiny_llama_bundle: Path, tmp_path: Path) -> None:
+    bundle, _ = tinyllm.export(
+        tiny_llama_bundle, "onnx-standard", tmp_path / "g.tllm", quant="int4", max_seq_len=128
+    )
+    config = GenerationConfig(max_new_tokens=8, ignore_eos=True)
+    tokens = {
+        device: Engine.load(bundle.path, device=device).generate("hello there", config)[0].token_ids
+        for device in ("cpu", "cuda")
+    }
+    assert tokens["cuda"] == tokens["cpu"]
