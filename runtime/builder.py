@@ -8,6 +8,8 @@ Two flavours share everything but attention and normalization:
   MatMulNBits for int4/int8 weights, packed QKV and gate/up projections.
 - ``standard``: only standard ONNX ops (fp32/fp16), past/present KV that grow by
   concatenation, an attention mask and explicit position ids: for TensorRT and others.
+  int4/int8 weights are blocked ``DequantizeLinear`` feeding ``MatMul`` (opset 21, see
+  :mod:`tinyllm.runtime.qdq`).
 
 Graph I/O (``ort``): ``input_ids [B,S]``, ``seqlens_k [B]`` (int32, each row's total length
 minus one), ``total_sequence_length`` (int32 scalar), ``past_key.i``/``past_value.i``;
@@ -36,7 +38,8 @@ from tinyllm.runtime.attention import (
     rope_tables,
     standard_attention,
 )
-from tinyllm.runtime.graph import MS_DOMAIN, Graph
+from tinyllm.runtime.graph import MS_DOMAIN, OPSET, Graph
+from tinyllm.runtime.qdq import QDQ_OPSET, integer_tensor, to_qdq
 
 Flavour = Literal["ort", "standard"]
 Precision = Literal["fp32", "fp16", "int8", "int4"]
@@ -81,7 +84,9 @@ class DecoderBuilder:
         self.c = config
         self.w = weights
         self.o = options
-        self.g = Graph(f"tinyllm-{config.family}-{options.flavour}-{options.precision}")
+        quantized = options.precision in ("int4", "int8")
+        opset = QDQ_OPSET if options.flavour == "standard" and quantized else OPSET
+        self.g = Graph(f"tinyllm-{config.family}-{options.flavour}-{options.precision}", opset)
         self.ftype = TensorProto.FLOAT16 if options.float_dtype == np.float16 else TensorProto.FLOAT
         self._row_adapters: dict[str, str] = {}
 
@@ -94,7 +99,7 @@ class DecoderBuilder:
         weights = [f"{n}.weight" for n in names]
         label = names[0].replace("model.", "") if len(names) == 1 else f"{names[0]}+"
         if self.o.precision in ("int4", "int8") and all(w in self.o.packed for w in weights):
-            y = self._matmul_nbits(x, [self.o.packed[w] for w in weights], label)
+            y = self._matmul_quantized(x, [self.o.packed[w] for w in weights], label)
         else:
             stacked = np.concatenate([self.fw(w) for w in weights], axis=0)  # [d_out, d_in]
             y = self.g.op1("MatMul", [x, self.g.weight(f"{label}.T", stacked.T)])
@@ -114,8 +119,11 @@ class DecoderBuilder:
                 y = self._add_deltas(y, x, layer, kinds, deltas)
         return y
 
-    def _matmul_nbits(self, x: str, parts: list[PackedWeight], label: str) -> str:
+    def _matmul_quantized(self, x: str, parts: list[PackedWeight], label: str) -> str:
+        """x @ W for packed weights: MatMulNBits (ort) or DequantizeLinear + MatMul."""
         packed = PackedWeight.concat(parts)
+        if self.o.flavour == "standard":
+            return self._matmul_qdq(x, packed, label)
         inputs = [
             x,
             self.g.weight(f"{label}.qweight", packed.qweight),
@@ -133,6 +141,18 @@ class DecoderBuilder:
             block_size=packed.block_size,
             accuracy_level=self.o.accuracy_level,
         )
+
+    def _matmul_qdq(self, x: str, packed: PackedWeight, label: str) -> str:
+        q = to_qdq(packed)
+        inputs = [
+            self.g.tensor(integer_tensor(f"{label}.qcodes", q.codes, q.bits, q.signed)),
+            self.g.weight(f"{label}.qscales", q.scales),
+        ]
+        if q.zero_points is not None:
+            zp = integer_tensor(f"{label}.qzeros", q.zero_points, q.bits, q.signed)
+            inputs.append(self.g.tensor(zp))
+        w = self.g.op1("DequantizeLinear", inputs, axis=0, block_size=q.block_size)  # [K, N]
+        return self.g.op1("MatMul", [x, w])
 
     def _lora_delta(self, x: str, layer: int, kind: str) -> str | None:
         """((x · A[idx]) · B[idx]) for one projection kind, or None if not adapted."""
@@ -209,7 +229,11 @@ class DecoderBuilder:
             x = self.g.op1("Add", [x, skip])
         # Standard ops, computed in float32 like the reference implementation.
         xf = self.g.op1("Cast", [x], to=TensorProto.FLOAT)
-        var = self.g.op1("ReduceMean", [self.g.op1("Mul", [xf, xf])], axes=[-1], keepdims=1)
+        square = self.g.op1("Mul", [xf, xf])
+        if self.g.opset >= 18:  # ReduceMean's axes became an input in opset 18
+            var = self.g.op1("ReduceMean", [square, self.g.const([-1])], keepdims=1)
+        else:
+            var = self.g.op1("ReduceMean", [square], axes=[-1], keepdims=1)
         inv = self.g.op1(
             "Reciprocal",
             [self.g.op1("Sqrt", [self.g.op1("Add", [var, self.g.const(eps, "float32")])])],
@@ -271,7 +295,7 @@ class DecoderBuilder:
             )
         head = "lm_head.weight" if not c.tie_word_embeddings else "model.embed_tokens.weight"
         if self.o.precision in ("int4", "int8") and head in self.o.packed:
-            out = self._matmul_nbits(rows, [self.o.packed[head]], "lm_head")
+            out = self._matmul_quantized(rows, [self.o.packed[head]], "lm_head")
         elif c.tie_word_embeddings:
             out = g.op1("Gemm", [rows, embed], transB=1)  # shares the embedding table
         else:

@@ -16,13 +16,9 @@ from tinyllm.quantformat import PackedWeight, quantize_rtn, read_weights
 from tinyllm.runtime.builder import PROJECTIONS, BuildOptions, build_decoder
 from tinyllm.runtime.enginefile import stamp
 from tinyllm.runtime.engineinfo import EngineInfo
+from tinyllm.runtime.targets import TARGETS, require_tensorrt
 
-Target = Literal["onnx-cpu", "onnx-cuda", "onnx-standard"]
-TARGETS: dict[str, tuple[str, str]] = {  # target -> (flavour, default precision)
-    "onnx-cpu": ("ort", "fp32"),
-    "onnx-cuda": ("ort", "fp16"),
-    "onnx-standard": ("standard", "fp32"),
-}
+Target = Literal["onnx-cpu", "onnx-cuda", "onnx-standard", "tensorrt"]
 MODEL_FILE = "model.onnx"
 
 
@@ -45,14 +41,12 @@ class ExportOptions:
         """(flavour, precision), checked against the target."""
         if self.target not in TARGETS:
             raise ConfigError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        if self.target == "tensorrt":
+            require_tensorrt()
         flavour, default = TARGETS[self.target]
         if self.quant is not None:
             if self.quant not in ("int4", "int8"):
                 raise ConfigError(f"unknown quantization {self.quant!r}; choose int4 or int8")
-            if flavour != "ort":
-                raise ConfigError(
-                    "int4/int8 weights need the ONNX Runtime contrib ops: use onnx-cpu or onnx-cuda"
-                )
             return flavour, self.quant
         precision = self.precision or default
         if precision not in ("fp32", "fp16"):
@@ -61,7 +55,13 @@ class ExportOptions:
 
     def check(self, config: ModelConfig) -> None:
         """Reject shapes no engine can have, before anything is built."""
-        self.resolved()
+        flavour, precision = self.resolved()
+        if flavour == "standard" and precision in ("int4", "int8") and self.accuracy_level != 4:
+            raise ConfigError(
+                "accuracy_level is fixed at 4 for the standard flavour's int weights: its "
+                "DequantizeLinear + MatMul pairs run as ONNX Runtime makes them (on the CPU, "
+                "fused into MatMulNBits with int8 activations); use onnx-cpu for level 0"
+            )
         if self.accuracy_level not in (0, 4):
             raise ConfigError(
                 f"accuracy_level must be 0 (float activations) or 4 (int8 activations), "

@@ -25,8 +25,9 @@ Dim = int | str
 class Graph:
     """Accumulates an ONNX graph; :meth:`model` returns the ModelProto."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, opset: int = OPSET) -> None:
         self.name = name
+        self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -44,6 +45,11 @@ class Graph:
         data = np.ascontiguousarray(array).reshape(array.shape)  # a scalar stays a scalar
         self.initializers.append(numpy_helper.from_array(data, name))
         return name
+
+    def tensor(self, tensor: onnx.TensorProto) -> str:
+        """Add a ready-made initializer (e.g. int4 data numpy cannot hold); returns its name."""
+        self.initializers.append(tensor)
+        return tensor.name
 
     def const(
         self, values: Sequence[int] | Sequence[float] | int | float, dtype: str = "int64"
@@ -86,11 +92,11 @@ class Graph:
         return self.op(op_type, inputs, 1, domain, **attrs)[0]
 
     def model(self) -> onnx.ModelProto:
-        """The finished model (opset 17 plus the com.microsoft domain)."""
+        """The finished model (its opset, plus the com.microsoft domain)."""
         graph = helper.make_graph(
             self.nodes, self.name, self.inputs, self.outputs, initializer=self.initializers
         )
-        opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)]
+        opsets = [helper.make_opsetid("", self.opset), helper.make_opsetid(MS_DOMAIN, 1)]
         model = helper.make_model(graph, opset_imports=opsets, producer_name="tinyllm")
-        model.ir_version = 9
+        model.ir_version = 10 if self.opset >= 21 else 9  # int4 types came with IR 10
         return model

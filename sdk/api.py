@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tinyllm.evaluation import BundleGenerator, EvalReport
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.access import ServerLimits
+    from tinyllm.runtime.doctor import DoctorReport
     from tinyllm.runtime.profilereport import ProfileReport
     from tinyllm.runtime.verify import Verification
     from tinyllm.tasks import Suite, TaskSpec
@@ -101,6 +102,14 @@ def add_tasks(
 def inspect(bundle: PathLike) -> Inspection:
     """Summarize a bundle: parameters by kind, size, dtype, tasks, adapters, engines, lineage."""
     return inspect_bundle(open_bundle(bundle))
+
+
+def doctor() -> DoctorReport:
+    """What this machine can run: ONNX Runtime providers, CUDA/cuDNN/TensorRT libraries,
+    GPUs, CPU ISA, RAM, and whether each export target works here (and why not)."""
+    from tinyllm.runtime.doctor import doctor as probe
+
+    return probe()
 
 
 def load_torch_model(bundle: PathLike | Bundle, dtype: DTypeName | None = None) -> LoadedModel:

@@ -15,6 +15,7 @@ from tinyllm import api
 from tinyllm.errors import TinyLLMError
 from tinyllm.presets import PRESETS
 from tinyllm.runtime.access import API_KEY_ENV, ServerLimits
+from tinyllm.runtime.targets import TARGETS
 
 LIMITS = ServerLimits()  # the documented defaults, for --help
 
@@ -125,10 +126,11 @@ def eval_cmd(
 @click.argument("bundle", type=click.Path())
 @click.option(
     "--target",
-    type=click.Choice(["onnx-cpu", "onnx-cuda", "onnx-standard"]),
+    type=click.Choice(list(TARGETS)),
     default="onnx-cpu",
     show_default=True,
-    help="Engine kind: ONNX Runtime contrib ops (CPU/CUDA) or standard ONNX ops.",
+    help="Engine kind: ONNX Runtime contrib ops (CPU/CUDA), standard ONNX ops, or TensorRT "
+    "(not built yet; `tinyllm doctor` says what each needs).",
 )
 @click.option("-o", "--out", type=click.Path(), default=None, help="New bundle (default: replace).")
 @click.option("--quant", type=click.Choice(["int4", "int8"]), default=None, help="RTN weights.")
@@ -171,6 +173,14 @@ def export_cmd(
     )
     click.echo(verification.format())
     click.echo(f"wrote {result.path} (engines: {', '.join(result.manifest.engines)})")
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a report.")
+def doctor_cmd(as_json: bool) -> None:
+    """Show what this machine can run: providers, GPU libraries, CPU ISA, export targets."""
+    report = api.doctor()
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
 
 
 @cli.command("generate")

@@ -85,6 +85,31 @@ def test_quantized_bundle_loads_dequantized_and_exports_packed_weights(
         api.export(full.path, out=tmp_path / "e2.tllm", quant="int8")
 
 
+def test_quantized_bundle_exports_a_qdq_standard_graph_without_requantizing(
+    full: Bundle, tmp_path: Path
+) -> None:
+    import onnx
+
+    from tinyllm.quantformat import read_weights
+    from tinyllm.runtime.qdq import to_qdq
+
+    exported, verification = api.export(full.path, "onnx-standard", out=tmp_path / "s.tllm")
+    assert verification.passed and "onnx-standard-int4" in exported.manifest.engines
+    graph = onnx.load(str(exported.path / "engines/onnx-standard-int4/model.onnx")).graph
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    packed, _ = read_weights(full)
+    name = "model.layers.0.mlp.down_proj.weight"
+    codes = next(v for k, v in inits.items() if "layers.0.mlp.down_proj" in k and "qcodes" in k)
+    zeros = next(v for k, v in inits.items() if "layers.0.mlp.down_proj" in k and "qzeros" in k)
+    scales = next(v for k, v in inits.items() if "layers.0.mlp.down_proj" in k and "qscales" in k)
+    p = packed[name]
+    k = p.in_features
+    np.testing.assert_array_equal(codes.astype(np.int16), p.codes()[:, :k].T)  # same codes
+    np.testing.assert_array_equal(zeros.astype(np.int16), p.zeros().T)
+    np.testing.assert_array_equal(scales.view(np.uint32), p.scales.T.view(np.uint32))
+    np.testing.assert_array_equal(to_qdq(p).dequantize(), p.dequantize().T)
+
+
 def test_inspect_counts_logical_parameters(full: Bundle, tiny_llama_bundle: Path) -> None:
     after, before = api.inspect(full.path), api.inspect(tiny_llama_bundle)
     assert after.parameters == before.parameters

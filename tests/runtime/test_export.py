@@ -70,8 +70,10 @@ def test_in_place_int4_export_and_generation(tiny_llama_bundle: Path, tmp_path: 
 def test_bad_export_options(tiny_llama_bundle: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown target 'onnx-tpu'"):
         tinyllm.export(tiny_llama_bundle, "onnx-tpu", tmp_path / "a.tllm")
-    with pytest.raises(ConfigError, match="need the ONNX Runtime contrib ops"):
-        tinyllm.export(tiny_llama_bundle, "onnx-standard", tmp_path / "a.tllm", quant="int4")
+    with pytest.raises(ConfigError, match="accuracy_level is fixed at 4 for the standard"):
+        tinyllm.export(
+            tiny_llama_bundle, "onnx-standard", tmp_path / "a.tllm", quant="int4", accuracy_level=0
+        )
     with pytest.raises(ConfigError, match="unknown quantization 'int3'"):
         tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "a.tllm", quant="int3")
     with pytest.raises(ConfigError, match="block_size must be a power of two"):
