@@ -126,9 +126,7 @@ def check_out(bundle: Bundle, out: Path, overwrite: bool) -> None:
         raise BundleExistsError(f"{out} exists and is not a folder")
 
 
-def model_tensors(
-    bundle: Bundle, spec: QuantSpec | None, fmt: GPTQFormat
-) -> dict[str, np.ndarray]:
+def model_tensors(bundle: Bundle, spec: QuantSpec | None, fmt: GPTQFormat) -> dict[str, np.ndarray]:
     """model.safetensors: the float tensors as they are, packed weights in GPTQ layout."""
     packed, rest = read_weights(bundle)
     tensors = dict(rest)

@@ -88,9 +88,7 @@ def test_gptq_tensors_hold_the_bundle_numbers_bit_for_bit(
     # Independent reading: codes along K, zero points along N (v1: stored minus 1).
     np.testing.assert_array_equal(reference_unpack(t["w.qweight"], bits, 0).T, want.codes)
     offset = 1 if fmt == "gptq" else 0
-    np.testing.assert_array_equal(
-        reference_unpack(t["w.qzeros"], bits, 1).T + offset, want.zeros
-    )
+    np.testing.assert_array_equal(reference_unpack(t["w.qzeros"], bits, 1).T + offset, want.zeros)
     assert t["w.scales"].T.tobytes() == np.ascontiguousarray(p.scales).tobytes()
     check_same("w", want, from_gptq(t, "w", bits, 32, fmt))  # type: ignore[arg-type]
     # And the numbers dequantize to the bundle's weight exactly.
@@ -110,7 +108,7 @@ def test_zero_point_zero_has_no_v1_encoding() -> None:
     w[3, :32] = np.abs(w[3, :32]) + 0.5  # an all-positive group: its zero point is 0
     p = quantize_rtn(w, 4, 32, symmetric=False)
     assert bundle_numbers(p).zeros[3, 0] == 0
-    with pytest.raises(GPTQLayoutError, match="zero point 0.*gptq_v2"):
+    with pytest.raises(GPTQLayoutError, match=r"zero point 0.*gptq_v2"):
         to_gptq("w", p, "gptq")
     t = to_gptq("w", p, "gptq_v2")
     check_same("w", bundle_numbers(p), from_gptq(t, "w", 4, 32, "gptq_v2"))
