@@ -39,6 +39,11 @@ class ExportOptions:
 
     def resolved(self) -> tuple[str, str]:
         """(flavour, precision), checked against the target."""
+        if self.target == "hf":
+            raise ConfigError(
+                "target 'hf' writes a Hugging Face folder, not an engine of the bundle: "
+                "use tinyllm.api.export_hf (on the command line: tinyllm export --target hf)"
+            )
         if self.target not in TARGETS:
             raise ConfigError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
         if self.target == "tensorrt":

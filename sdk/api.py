@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.access import ServerLimits
     from tinyllm.runtime.doctor import DoctorReport
+    from tinyllm.runtime.gptqlayout import GPTQFormat
+    from tinyllm.runtime.hfexport import HFExport
     from tinyllm.runtime.profilereport import ProfileReport
     from tinyllm.runtime.verify import Verification
     from tinyllm.tasks import Suite, TaskSpec
@@ -289,6 +291,25 @@ def export(
             parent, "export", engines={**parent.manifest.engines, name: entry}
         )
         return writer.commit(manifest), verification
+
+
+def export_hf(
+    bundle: PathLike, out: PathLike, *, gptq_format: GPTQFormat = "gptq", overwrite: bool = False
+) -> HFExport:
+    """Export a bundle as a Hugging Face folder plus a PEFT adapter folder per task, for
+    vLLM, TGI and transformers + peft (docs/deploy.md). A quantized bundle's packed
+    weights go out in the GPTQ checkpoint layout, unchanged.
+
+    Args:
+        bundle: the bundle to export (float, or quantized int4/int8).
+        out: the folder to write (not a bundle).
+        gptq_format: ``gptq`` (v1, read by every GPTQ loader) or ``gptq_v2``.
+        overwrite: replace an existing folder at ``out``.
+    """
+    from tinyllm.runtime.hfexport import export_hf as write_hf
+
+    parent = open_bundle(bundle)
+    return write_hf(parent, Path(out), gptq_format=gptq_format, overwrite=overwrite)
 
 
 def _lora_defaults(

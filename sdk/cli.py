@@ -126,11 +126,12 @@ def eval_cmd(
 @click.argument("bundle", type=click.Path())
 @click.option(
     "--target",
-    type=click.Choice(list(TARGETS)),
+    type=click.Choice([*TARGETS, "hf"]),
     default="onnx-cpu",
     show_default=True,
     help="Engine kind: ONNX Runtime contrib ops (CPU/CUDA), standard ONNX ops, or TensorRT "
-    "(not built yet; `tinyllm doctor` says what each needs).",
+    "(not built yet; `tinyllm doctor` says what each needs); hf: a Hugging Face folder + "
+    "PEFT adapters for vLLM/TGI (--out names the folder).",
 )
 @click.option("-o", "--out", type=click.Path(), default=None, help="New bundle (default: replace).")
 @click.option("--quant", type=click.Choice(["int4", "int8"]), default=None, help="RTN weights.")
@@ -144,6 +145,13 @@ def eval_cmd(
     help="Multi-LoRA slots (default: the bundle's adapters + base + 2 spare, else 0).",
 )
 @click.option("--lora-rank", type=int, default=None, help="(default: the largest adapter rank)")
+@click.option(
+    "--gptq-format",
+    type=click.Choice(["gptq", "gptq_v2"]),
+    default="gptq",
+    show_default=True,
+    help="hf target, quantized bundle: GPTQ zero-point convention (docs/deploy.md).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 def export_cmd(
     bundle: str,
@@ -155,9 +163,16 @@ def export_cmd(
     max_seq_len: int | None,
     lora_slots: int | None,
     lora_rank: int | None,
+    gptq_format: Any,
     force: bool,
 ) -> None:
     """Export an inference engine of BUNDLE, verified against the torch model."""
+    if target == "hf":
+        if out is None:
+            raise click.UsageError("--target hf writes a folder: name it with --out")
+        hf = api.export_hf(bundle, out, gptq_format=gptq_format, overwrite=force)
+        click.echo(hf.format())
+        return
     click.echo(f"exporting {bundle} ({target}) ...", err=True)
     result, verification = api.export(
         bundle,

@@ -10,6 +10,8 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tinyllm.errors import BundleError
 
 # Bytes per element of the safetensors dtype names.
@@ -104,4 +106,7 @@ def save_tensors(path: Path, tensors: Mapping[str, Any], metadata: dict[str, str
     else:
         from safetensors.numpy import save_file as save_numpy
 
-        save_numpy(dict(tensors), str(path), metadata=metadata)
+        # safetensors.numpy writes a strided view's buffer as it lies in memory: silently
+        # wrong for a transposed or moved-axis array, so every array goes in contiguous.
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        save_numpy(arrays, str(path), metadata=metadata)
