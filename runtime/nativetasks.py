@@ -157,6 +157,10 @@ class NativeTasks:
     def _output(self, results: Any, i: int, is_json: bool) -> NativeTaskOutput:
         r = _TaskResult()
         check(self.lib, self.lib.tinyllm_task_results_get(results, i, ctypes.byref(r)))
+        return self.output_of(r, is_json)
+
+    def output_of(self, r: _TaskResult, is_json: bool) -> NativeTaskOutput:
+        """The Python view of a filled tinyllm_task_result."""
         value: Any = ctypes.string_at(r.value, r.value_len).decode("utf-8")
         if r.valid and is_json:
             value = json.loads(value)

@@ -108,6 +108,7 @@ class Engine {
   EngineStats stats() const;
 
  private:
+  friend class Server;  // the serving loop drives the session and rows directly
   void check(const std::vector<PromptInput>& prompts, const GenerationConfig& config) const;
   // Generate rows (prompt, slot, limits and rules set) in chunks of max_batch.
   std::vector<Generation> run_rows(std::vector<Row>& rows, const GenerationConfig& config,

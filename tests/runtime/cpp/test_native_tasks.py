@@ -65,7 +65,7 @@ def test_prompt_ids_equal_the_python_router(
     python.close()
 
 
-def same_outputs(native: list, python: list) -> None:  # type: ignore[type-arg]
+def same_outputs(native: list, python: list) -> None:
     assert [o.token_ids for o in native] == [tuple(o.token_ids) for o in python]
     assert [o.text for o in native] == [o.text for o in python]
     assert [o.finish_reason for o in native] == [o.finish_reason for o in python]

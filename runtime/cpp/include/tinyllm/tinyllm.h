@@ -284,6 +284,66 @@ TINYLLM_API tinyllm_status tinyllm_task_results_get(const tinyllm_task_results* 
                                                     size_t index, tinyllm_task_result* out);
 TINYLLM_API void tinyllm_task_results_free(tinyllm_task_results* results);
 
+/* ---- Serving ---------------------------------------------------------------------- */
+
+/*
+ * A server answers task requests submitted from any thread: one scheduler thread runs
+ * them all on the engine with continuous batching (requests join free rows between
+ * decode steps, each row with its task's adapter), and the per-task prefix cache (the
+ * KV of the prompt text every request of a task starts with). Answers equal
+ * tinyllm_run_tasks's. While requests are in flight the server holds the engine
+ * (tinyllm_generate and tinyllm_run_tasks wait). Free the server before its engine.
+ */
+typedef struct tinyllm_server tinyllm_server;
+typedef struct tinyllm_request tinyllm_request;
+
+typedef struct tinyllm_server_options {
+  size_t struct_size;
+  int32_t queue_size;     /* requests waiting beyond the rows in flight (64) */
+  double prefix_cache_mb; /* memory for the prefix cache; 0 turns it off (64) */
+} tinyllm_server_options;
+
+TINYLLM_API void tinyllm_server_options_init(tinyllm_server_options* options);
+TINYLLM_API tinyllm_status tinyllm_server_start(tinyllm_engine* engine,
+                                                const tinyllm_server_options* options,
+                                                tinyllm_server** out);
+
+/**
+ * Queue a request. Fails at once with TINYLLM_NOT_FOUND (an unknown task, or its adapter
+ * missing), TINYLLM_CONTEXT_ERROR (the prompt does not fit), TINYLLM_QUEUE_FULL,
+ * TINYLLM_CLOSED (the server is closed) or TINYLLM_TOKENIZER_ERROR. Free *out with
+ * tinyllm_request_free (which does not cancel it).
+ */
+TINYLLM_API tinyllm_status tinyllm_server_submit(tinyllm_server* server,
+                                                 const tinyllm_task_request* request,
+                                                 const tinyllm_task_options* options,
+                                                 tinyllm_request** out);
+/** Wait for the answer: TINYLLM_OK and *out filled (valid as long as the request), or
+ * the request's failure (TINYLLM_CANCELLED, TINYLLM_CLOSED, ...) with its message. */
+TINYLLM_API tinyllm_status tinyllm_request_wait(tinyllm_request* request, tinyllm_task_result* out);
+/** Nonzero once the request is answered (tinyllm_request_wait then returns at once). */
+TINYLLM_API int tinyllm_request_done(const tinyllm_request* request);
+/** Ask the server to drop the request (it ends with TINYLLM_CANCELLED unless done). */
+TINYLLM_API void tinyllm_request_cancel(tinyllm_request* request);
+TINYLLM_API void tinyllm_request_free(tinyllm_request* request);
+
+/** Stop accepting requests; finish those in flight (drain != 0) or fail them with
+ * TINYLLM_CLOSED; returns when the scheduler thread has ended. */
+TINYLLM_API tinyllm_status tinyllm_server_close(tinyllm_server* server, int drain);
+/** Close (draining) and free. NULL is ignored. */
+TINYLLM_API void tinyllm_server_free(tinyllm_server* server);
+
+typedef struct tinyllm_server_stats {
+  uint64_t submitted, completed, cancelled, failed, rejected, invalid;
+  size_t queue_depth, running;
+  size_t kv_cache_bytes;
+  size_t prefix_entries, prefix_bytes, prefix_max_bytes; /* the prefix cache's memory */
+  uint64_t prefix_hits, prefix_misses, prefix_tokens_saved;
+} tinyllm_server_stats;
+
+TINYLLM_API tinyllm_status tinyllm_server_get_stats(const tinyllm_server* server,
+                                                    tinyllm_server_stats* stats);
+
 /** Counters since the engine was loaded. */
 TINYLLM_API tinyllm_status tinyllm_engine_get_stats(const tinyllm_engine* engine,
                                                     tinyllm_stats* stats);
