@@ -105,7 +105,7 @@ def test_prefix_cache_memory_is_bounded(
 
 
 def test_errors_are_statuses(lib: ctypes.CDLL, served: Path) -> None:
-    engine = NativeEngine(lib, served, max_batch=2, max_seq_len=64)
+    engine = NativeEngine(lib, served, max_batch=2)
     server = NativeServer(engine)
     with pytest.raises(NativeError) as e:
         server.submit("nope", "x")
@@ -113,8 +113,8 @@ def test_errors_are_statuses(lib: ctypes.CDLL, served: Path) -> None:
         e.value
     )
     with pytest.raises(NativeError) as e:
-        server.submit("sentiment", "word " * 100)
-    assert e.value.status == "TINYLLM_CONTEXT_ERROR" and "context is 64 tokens" in str(e.value)
+        server.submit("sentiment", "word " * 300)
+    assert e.value.status == "TINYLLM_CONTEXT_ERROR" and "context is 256 tokens" in str(e.value)
     server.shutdown()
     with pytest.raises(NativeError) as e:
         server.submit("sentiment", "x")
