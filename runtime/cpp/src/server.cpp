@@ -119,6 +119,11 @@ void Server::end(Live& live, tinyllm_status status, const std::string& error) { 
   live.request->resolve(status, error, {});
 }
 
+void Server::close_out(Live& live) {  // lock held
+  if (live.request->cancelled_) end(live, TINYLLM_CANCELLED, "the request was cancelled");
+  else end(live, TINYLLM_CLOSED, "the server closed before this request finished");
+}
+
 bool Server::admit(std::vector<Live*>& fresh) {  // lock held
   for (auto& live : waiting_)
     if (live && live->request->cancelled_) {
@@ -150,9 +155,9 @@ void Server::loop() {
       auto running = [&] { return std::any_of(rows_.begin(), rows_.end(), [](const auto& l) { return l != nullptr; }); };
       cond_.wait(lock, [&] { return closing_ || !waiting_.empty() || running(); });
       if (closing_ && (!drain_ || (waiting_.empty() && !running()))) {
-        for (auto& live : waiting_) end(*live, TINYLLM_CLOSED, "the server closed before this request finished");
+        for (auto& live : waiting_) close_out(*live);
         for (auto& live : rows_)
-          if (live) end(*live, TINYLLM_CLOSED, "the server closed before this request finished");
+          if (live) close_out(*live);
         waiting_.clear();
         for (auto& l : rows_) l.reset();
         return;

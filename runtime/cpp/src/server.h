@@ -84,6 +84,7 @@ class Server {
   void decode();
   void finish_done();
   void end(Live& live, tinyllm_status status, const std::string& error);
+  void close_out(Live& live);
 
   Engine& engine_;
   ServerOptions options_;
