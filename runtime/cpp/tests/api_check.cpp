@@ -205,7 +205,7 @@ int errors(const char* bundle) {
   tinyllm_prompt bad_text{"\xc3\x28", 2, nullptr, 0, nullptr};
   expect("invalid UTF-8 prompt", tinyllm_generate(engine, &bad_text, 1, nullptr, nullptr, nullptr, &results), TINYLLM_TOKENIZER_ERROR);
   tinyllm_prompt unknown_adapter{"hi", 2, nullptr, 0, "no-such-task"};
-  expect("unknown adapter", tinyllm_generate(engine, &unknown_adapter, 1, nullptr, nullptr, nullptr, &results), TINYLLM_INVALID_ARGUMENT);
+  expect("unknown adapter", tinyllm_generate(engine, &unknown_adapter, 1, nullptr, nullptr, nullptr, &results), TINYLLM_NOT_FOUND);
   tinyllm_generation_config c;
   tinyllm_generation_config_init(&c);
   c.max_new_tokens = 0;
@@ -253,7 +253,8 @@ int serve(const char* bundle, const char* file) {
   std::ifstream in(file);
   std::vector<std::pair<std::string, std::string>> requests;
   for (std::string line; std::getline(in, line);) {
-    const auto& pair = tinyllm::json::parse(line, "request").as_array("request");
+    Value request = tinyllm::json::parse(line, "request");
+    const auto& pair = request.as_array("request");
     requests.emplace_back(pair.at(0).as_string("task"), pair.at(1).as_string("text"));
   }
   std::vector<std::string> answers(requests.size());
