@@ -3,7 +3,8 @@
 Export renders every task's prompt once with the chat template (Jinja stays in Python)
 and writes it around the input, with what the router and the C++ runtime need to serve
 the task without the template engine: the adapter slot, the output limit, stop tokens,
-the label token sequences of the constraint trie, and the JSON root of a JSON task.
+the label token sequences of the constraint trie, the JSON root of a JSON task, and the
+verifiers (with the JSON schema) that check its outputs.
 
 ``prefix_ids`` are the tokens every prompt of the task provably starts with: the text
 before the input tokenized alone may end in a token that merges with the input (BPE),
@@ -60,6 +61,8 @@ class TaskEntry:
     labels: list[str] = field(default_factory=list)
     label_ids: list[list[int]] = field(default_factory=list)
     json_root: str = ""
+    verifiers: list[str] = field(default_factory=list)
+    schema: dict[str, Any] | None = None
 
     @property
     def prompt(self) -> str:
@@ -151,6 +154,8 @@ def build_entry(spec: TaskSpec, tok: ChatTokenizer, slot: int, adapter: str | No
         labels=list(spec.output.labels),
         label_ids=[tok.encode(label) for label in spec.output.labels] if kind == "label" else [],
         json_root={"object": "{", "array": "["}.get(str(schema_type), ""),
+        verifiers=list(spec.verifiers),
+        schema=spec.output.schema if kind == "json" else None,
     )
 
 

@@ -59,6 +59,7 @@ class Bundle {
 
   // Path of a file the manifest lists; an unlisted name is an error.
   std::string file(const std::string& name) const;
+  bool lists(const std::string& name) const { return files_.count(name) != 0; }
   // The named engine, or the first onnx-cpu engine, or the first one.
   const EngineEntry& pick_engine(const std::string& name) const;
   EngineInfo engine_info(const EngineEntry& engine) const;

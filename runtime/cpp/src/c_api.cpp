@@ -1,88 +1,12 @@
 // The C boundary: every entry point catches everything, returns a status, and leaves
 // the message in the calling thread's last-error slot.
-#include <cstdlib>
-#include <cstring>
-#include <new>
-#include <string>
-
-#include "engine.h"
-#include "error.h"
-#include "tinyllm/tinyllm.h"
-#include "tokenizer.h"
+#include "c_api.h"
 
 #ifndef TINYLLM_VERSION_STRING
 #define TINYLLM_VERSION_STRING "0.0.0"
 #endif
 
-struct tinyllm_tokenizer {
-  std::unique_ptr<tinyllm::Tokenizer> owned;
-  const tinyllm::Tokenizer* tok = nullptr;
-};
-
-struct tinyllm_text_stream {
-  tinyllm::TextStream stream;
-  std::string piece;
-};
-
-struct tinyllm_engine {
-  std::unique_ptr<tinyllm::Engine> engine;
-  tinyllm_tokenizer tokenizer;
-};
-
-struct tinyllm_results {
-  std::vector<tinyllm::Generation> items;
-};
-
-namespace {
-
-thread_local std::string last_error;
-
-tinyllm_status record(tinyllm_status status, const std::string& message) {
-  last_error = message;
-  return status;
-}
-
-// Run `body`, turning every exception into a status and a message.
-template <typename Fn>
-tinyllm_status guarded(Fn&& body) {
-  try {
-    last_error.clear();
-    body();
-    return TINYLLM_OK;
-  } catch (const tinyllm::LibError& e) {
-    return record(e.status(), e.what());
-  } catch (const std::bad_alloc&) {
-    return record(TINYLLM_OUT_OF_MEMORY, "out of memory");
-  } catch (const std::exception& e) {
-    return record(TINYLLM_INTERNAL_ERROR, std::string("internal error: ") + e.what());
-  } catch (...) {
-    return record(TINYLLM_INTERNAL_ERROR, "internal error (unknown exception)");
-  }
-}
-
-void require(const void* p, const char* what) {
-  if (p == nullptr) tinyllm::fail(TINYLLM_INVALID_ARGUMENT, std::string(what) + " is NULL");
-}
-
-template <typename T>
-T* copy_out(const T* data, size_t n) {
-  auto* out = static_cast<T*>(std::malloc(std::max<size_t>(n, 1) * sizeof(T)));
-  if (out == nullptr) throw std::bad_alloc();
-  if (n) std::memcpy(out, data, n * sizeof(T));
-  return out;
-}
-
-char* copy_string(const std::string& s) {
-  char* out = copy_out(s.c_str(), s.size() + 1);
-  return out;
-}
-
-std::string_view text_of(const char* text, size_t len) {
-  if (text == nullptr && len > 0) tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "text is NULL");
-  return text == nullptr ? std::string_view() : std::string_view(text, len);
-}
-
-}  // namespace
+using namespace tinyllm::capi;
 
 extern "C" {
 
@@ -102,6 +26,10 @@ const char* tinyllm_status_name(tinyllm_status status) {
     case TINYLLM_CANCELLED: return "TINYLLM_CANCELLED";
     case TINYLLM_OUT_OF_MEMORY: return "TINYLLM_OUT_OF_MEMORY";
     case TINYLLM_INTERNAL_ERROR: return "TINYLLM_INTERNAL_ERROR";
+    case TINYLLM_NOT_FOUND: return "TINYLLM_NOT_FOUND";
+    case TINYLLM_QUEUE_FULL: return "TINYLLM_QUEUE_FULL";
+    case TINYLLM_CLOSED: return "TINYLLM_CLOSED";
+    case TINYLLM_DEADLINE_EXCEEDED: return "TINYLLM_DEADLINE_EXCEEDED";
   }
   return "TINYLLM_UNKNOWN_STATUS";
 }

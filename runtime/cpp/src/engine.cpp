@@ -2,24 +2,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
+#include <limits>
 #include <random>
 
 #include "error.h"
+#include "row.h"
 #include "sampler.h"
 
 namespace tinyllm {
-
-struct Engine::Row {
-  size_t index = 0;  // position in the caller's prompt list
-  std::vector<int32_t> prompt, tokens;
-  int64_t slot = 0;
-  std::unique_ptr<Pcg64> rng;
-  bool done = false, length = false;
-  utf8::LossyDecoder decoder;
-  std::string committed;  // decoded text of complete UTF-8 sequences
-  std::string text;       // text as the Python engine has it (stop strings cut)
-  size_t streamed = 0;    // bytes of text handed to the callback
-};
 
 std::unique_ptr<Engine> Engine::load(const std::string& path, const LoadOptions& options) {
   if (options.max_batch < 1) fail(TINYLLM_INVALID_ARGUMENT, "max_batch must be >= 1");
@@ -45,6 +36,11 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const LoadOptions&
   auto& stop = engine->stop_ids_;
   if (engine->tokenizer_->eos_token_id() >= 0) stop.push_back(engine->tokenizer_->eos_token_id());
   for (int32_t id : engine->bundle_.config().eos_token_ids) stop.push_back(id);
+  std::string table = folder + "/tasks.json";
+  if (engine->bundle_.lists(table)) {
+    std::string table_path = engine->bundle_.file(table);
+    engine->tasks_ = TaskTable::parse(read_text_file(table_path), table_path);
+  }
   return engine;
 }
 
@@ -87,42 +83,46 @@ void Engine::check(const std::vector<PromptInput>& prompts, const GenerationConf
 std::vector<Generation> Engine::generate(const std::vector<PromptInput>& prompts,
                                          const GenerationConfig& config, const StreamFn& on_text) {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto start = std::chrono::steady_clock::now();
   check(prompts, config);
-  std::vector<int64_t> slots;
-  for (const PromptInput& p : prompts) slots.push_back(session_->slots().slot_for(bundle_, p.adapter));
-  std::vector<Generation> results;
+  std::vector<Row> rows(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    rows[i].prompt = prompts[i].ids;
+    rows[i].slot = session_->slots().slot_for(bundle_, prompts[i].adapter);
+    rows[i].max_new_tokens = config.max_new_tokens;
+  }
+  return run_rows(rows, config, on_text);
+}
+
+std::vector<Generation> Engine::run_rows(std::vector<Row>& rows, const GenerationConfig& config,
+                                         const StreamFn& on_text) {
+  auto start = std::chrono::steady_clock::now();
   std::random_device entropy;
-  for (size_t first = 0; first < prompts.size(); first += static_cast<size_t>(max_batch())) {
-    size_t count = std::min(prompts.size() - first, static_cast<size_t>(max_batch()));
-    std::vector<Row> rows(count);
-    for (size_t i = 0; i < count; ++i) {
-      Row& r = rows[i];
-      r.index = first + i;
-      r.prompt = prompts[first + i].ids;
-      r.slot = slots[first + i];
-      uint64_t seed = config.seed ? *config.seed + first + i : (uint64_t{entropy()} << 32) | entropy();
-      r.rng = std::make_unique<Pcg64>(seed);
-    }
-    run_chunk(rows, config, on_text);
-    for (Row& r : rows) {
-      Generation g;
-      g.text = config.stop.empty() ? tokenizer_->decode(r.tokens, true) : r.text;
-      g.token_ids = r.tokens;
-      g.prompt_tokens = r.prompt.size();
-      g.length = r.length || !r.done;
-      results.push_back(std::move(g));
-    }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    rows[i].index = i;
+    uint64_t seed = config.seed ? *config.seed + i : (uint64_t{entropy()} << 32) | entropy();
+    rows[i].rng = std::make_unique<Pcg64>(seed);
+  }
+  for (size_t first = 0; first < rows.size(); first += static_cast<size_t>(max_batch()))
+    run_chunk(rows.data() + first, std::min(rows.size() - first, static_cast<size_t>(max_batch())), config, on_text);
+  std::vector<Generation> results;
+  for (Row& r : rows) {
+    Generation g;
+    g.text = config.stop.empty() && !r.task ? tokenizer_->decode(r.tokens, true) : r.text;
+    g.token_ids = r.tokens;
+    g.prompt_tokens = r.prompt.size();
+    g.length = r.length || !r.done;
+    results.push_back(std::move(g));
   }
   stats_.generate_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return results;
 }
 
-void Engine::run_chunk(std::vector<Row>& rows, const GenerationConfig& config, const StreamFn& on_text) {
+void Engine::run_chunk(Row* rows, size_t count, const GenerationConfig& config, const StreamFn& on_text) {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<int64_t> index;
   bool any_slot = false;
-  for (const Row& r : rows) {
+  for (size_t i = 0; i < count; ++i) {
+    const Row& r = rows[i];
     prompts.push_back(r.prompt);
     index.push_back(r.slot);
     any_slot |= r.slot != 0;
@@ -131,15 +131,16 @@ void Engine::run_chunk(std::vector<Row>& rows, const GenerationConfig& config, c
   bool live_text = static_cast<bool>(on_text);
   const float* logits = session_->prefill(prompts, index);
   while (true) {
-    for (size_t i = 0; i < rows.size(); ++i) {
+    for (size_t i = 0; i < count; ++i) {
       if (rows[i].done) continue;
       advance(rows[i], logits + i * session_->vocab_size(), config, live_text);
       if (live_text) stream(rows[i], config, on_text);
     }
-    if (std::all_of(rows.begin(), rows.end(), [](const Row& r) { return r.done; })) return;
+    if (std::all_of(rows, rows + count, [](const Row& r) { return r.done; })) return;
     std::vector<int32_t> last;
     std::vector<int64_t> held;
-    for (const Row& r : rows) {
+    for (size_t i = 0; i < count; ++i) {
+      const Row& r = rows[i];
       last.push_back(r.tokens.empty() ? tokenizer_->pad_token_id() : r.tokens.back());
       held.push_back(static_cast<int64_t>(r.prompt.size() + r.tokens.size()) - 1);
     }
@@ -147,33 +148,54 @@ void Engine::run_chunk(std::vector<Row>& rows, const GenerationConfig& config, c
   }
 }
 
-void Engine::advance(Row& row, const float* logits, const GenerationConfig& config, bool live_text) {
+int32_t Engine::pick(Row& row, const float* logits, const GenerationConfig& config) {
   SamplingParams params{config.temperature, static_cast<int32_t>(config.top_k), config.top_p};
-  int32_t token = sample(logits, static_cast<size_t>(session_->vocab_size()), params, *row.rng);
+  size_t n = static_cast<size_t>(session_->vocab_size());
+  std::vector<int32_t> allowed;
+  if (row.trie) allowed = row.trie->allowed(row.tokens);
+  if (row.json) allowed = json_tokens().allowed(*row.json);
+  allowed.erase(std::remove_if(allowed.begin(), allowed.end(), [&](int32_t id) { return id < 0 || static_cast<size_t>(id) >= n; }),
+                allowed.end());
+  if (allowed.empty()) return sample(logits, n, params, *row.rng);  // unconstrained, as in Python
+  std::vector<float> masked(n, -std::numeric_limits<float>::infinity());
+  for (int32_t id : allowed) masked[static_cast<size_t>(id)] = logits[id];
+  return sample(masked.data(), n, params, *row.rng);
+}
+
+void Engine::advance(Row& row, const float* logits, const GenerationConfig& config, bool live_text) {
+  int32_t token = pick(row, logits, config);
   ++stats_.generated_tokens;
   if (!config.ignore_eos && std::find(stop_ids_.begin(), stop_ids_.end(), token) != stop_ids_.end()) {
     row.done = true;
     return;
   }
   row.tokens.push_back(token);
-  if (live_text || !config.stop.empty()) {
+  if (live_text || !config.stop.empty() || row.task) {
     row.decoder.push(tokenizer_->token_bytes(token, true), row.committed);
     // The Python engine re-decodes all tokens: an incomplete tail reads as U+FFFD.
     row.text = row.committed;
     if (row.decoder.waiting()) row.text += utf8::kReplacement;
   }
-  for (const std::string& stop : config.stop) {
-    size_t cut = row.text.find(stop);
-    if (cut != std::string::npos) {
-      row.text.resize(cut);
-      row.done = true;
-      return;
-    }
-  }
-  bool full = static_cast<int64_t>(row.prompt.size() + row.tokens.size()) >= session_->max_seq_len();
-  if (static_cast<int64_t>(row.tokens.size()) >= config.max_new_tokens || full) {
+  // runtime/live.py stopped(): the first line, stop strings, a whole label, the limits.
+  size_t cut = row.task && row.task->first_line ? first_line_cut(row.text) : std::string::npos;
+  for (const std::string& stop : config.stop)
+    if (cut == std::string::npos) cut = row.text.find(stop);
+  if (cut != std::string::npos) {
+    row.text.resize(cut);
     row.done = true;
-    row.length = true;
+  } else if (row.trie && row.trie->complete(row.tokens)) {
+    row.done = true;
+  } else {
+    bool full = static_cast<int64_t>(row.prompt.size() + row.tokens.size()) >= session_->max_seq_len();
+    row.done = row.length = static_cast<int64_t>(row.tokens.size()) >= row.max_new_tokens || full;
+  }
+  if (row.json) {
+    if (!row.json->feed(tokenizer_->decode({token}, true))) {
+      row.json.reset();  // no token fitted: stop constraining; the output is reported invalid
+    } else if (row.json->done()) {
+      row.done = true;
+      row.length = false;
+    }
   }
 }
 
@@ -182,7 +204,7 @@ void Engine::stream(Row& row, const GenerationConfig& config, const StreamFn& on
   const std::string* source = &row.committed;
   std::string final_text;
   if (row.done) {
-    final_text = config.stop.empty() ? tokenizer_->decode(row.tokens, true) : row.text;
+    final_text = config.stop.empty() && !row.task ? tokenizer_->decode(row.tokens, true) : row.text;
     source = &final_text;
     ready = final_text.size();
   } else {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -14,7 +15,10 @@
 #include <vector>
 
 #include "bundle.h"
+#include "constraints.h"
 #include "session.h"
+#include "taskoutput.h"
+#include "tasks.h"
 #include "tokenizer.h"
 
 namespace tinyllm {
@@ -55,6 +59,29 @@ struct EngineStats {
   double generate_seconds = 0;
 };
 
+struct TaskRequest {
+  std::string task, text;
+};
+
+struct TaskOptions {
+  int64_t max_new_tokens = 0;  // 0: the task's own limit
+  double temperature = 0;
+  std::optional<uint64_t> seed;
+  bool constrain = true;
+};
+
+struct TaskResult {
+  Generation generation;
+  ParsedOutput parsed;
+};
+
+struct TaskPrompt {
+  std::vector<int32_t> ids;
+  size_t prefix_len = 0;  // leading ids that are the task's fixed prefix
+};
+
+struct Row;
+
 // Streaming: (prompt index, new text); return false to cancel.
 using StreamFn = std::function<bool(size_t, std::string_view)>;
 
@@ -66,6 +93,12 @@ class Engine {
   std::vector<Generation> generate(const std::vector<PromptInput>& prompts,
                                    const GenerationConfig& config, const StreamFn& on_text);
 
+  // Task requests (the engine's task table), answered as the Python runtime answers them.
+  std::vector<TaskResult> run_tasks(const std::vector<TaskRequest>& requests, const TaskOptions& options);
+  TaskPrompt task_prompt(const std::string& task, std::string_view text) const;
+  // The task table (an empty one when the engine was exported without it).
+  const TaskTable& tasks() const { return tasks_; }
+
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const EngineEntry& entry() const { return entry_; }
   const EngineInfo& info() const { return info_; }
@@ -75,11 +108,17 @@ class Engine {
   EngineStats stats() const;
 
  private:
-  struct Row;
+  friend class Server;  // the serving loop drives the session and rows directly
   void check(const std::vector<PromptInput>& prompts, const GenerationConfig& config) const;
-  void run_chunk(std::vector<Row>& rows, const GenerationConfig& config, const StreamFn& on_text);
+  // Generate rows (prompt, slot, limits and rules set) in chunks of max_batch.
+  std::vector<Generation> run_rows(std::vector<Row>& rows, const GenerationConfig& config,
+                                   const StreamFn& on_text);
+  void run_chunk(Row* rows, size_t count, const GenerationConfig& config, const StreamFn& on_text);
+  int32_t pick(Row& row, const float* logits, const GenerationConfig& config);
   void advance(Row& row, const float* logits, const GenerationConfig& config, bool live_text);
   void stream(Row& row, const GenerationConfig& config, const StreamFn& on_text) const;
+  Row task_row(const TaskRequest& request, const TaskOptions& options);
+  JsonTokens& json_tokens();
 
   Bundle bundle_;
   EngineEntry entry_;
@@ -87,6 +126,9 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<DecoderSession> session_;
   std::vector<int32_t> stop_ids_;
+  TaskTable tasks_;
+  std::map<std::string, LabelTrie> tries_;
+  std::unique_ptr<JsonTokens> json_tokens_;
   mutable std::mutex mutex_;
   EngineStats stats_;
 };

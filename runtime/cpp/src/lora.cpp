@@ -41,7 +41,7 @@ int64_t AdapterSlots::slot_for(const Bundle& bundle, const std::string& task) {
   if (entry == bundle.adapters().end()) {
     std::string have;
     for (const auto& [name, a] : bundle.adapters()) have += (have.empty() ? "" : ", ") + name;
-    fail(TINYLLM_INVALID_ARGUMENT, "no LoRA adapter for task \"" + task + "\" in " + bundle.root() +
+    fail(TINYLLM_NOT_FOUND, "no LoRA adapter for task \"" + task + "\" in " + bundle.root() +
                                        " (adapters: " + (have.empty() ? "none" : have) + ")");
   }
   if (slots_ == 0)

@@ -80,8 +80,8 @@ void DecoderSession::check_graph(const std::string& model_path) const {
     fail(TINYLLM_BUNDLE_ERROR, model_path + ": the graph has inputs its engine.json does not explain");
 }
 
-DecoderSession::Binding& DecoderSession::binding(int64_t b) {
-  auto it = bindings_.find(b);
+DecoderSession::Binding& DecoderSession::binding(int64_t start, int64_t b) {
+  auto it = bindings_.find({start, b});
   if (it != bindings_.end()) return it->second;
   const OrtApi& api = ort::api();
   Binding bind;
@@ -89,18 +89,20 @@ DecoderSession::Binding& DecoderSession::binding(int64_t b) {
   ort::check(api.CreateIoBinding(session_.get(), &raw), "create an IO binding");
   bind.io.reset(raw);
   std::vector<int64_t> kv_shape = {b, config_.num_key_value_heads, max_seq_, config_.head_dim};
-  size_t kv_bytes = static_cast<size_t>(b * config_.num_key_value_heads * max_seq_ * config_.head_dim) * sizeof(float);
+  size_t row_floats = static_cast<size_t>(config_.num_key_value_heads * max_seq_ * config_.head_dim);
+  size_t kv_bytes = static_cast<size_t>(b) * row_floats * sizeof(float);
   for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
     for (int kind = 0; kind < 2; ++kind) {
       const char* name = kind == 0 ? "key" : "value";
-      auto value = ort::tensor(kv_[2 * layer + kind].data(), kv_bytes, kv_shape, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      float* rows = kv_[2 * layer + kind].data() + static_cast<size_t>(start) * row_floats;
+      auto value = ort::tensor(rows, kv_bytes, kv_shape, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
       std::string suffix = std::string(name) + "." + std::to_string(layer);
       ort::check(api.BindInput(bind.io.get(), ("past_" + suffix).c_str(), value.get()), "bind the KV cache");
       ort::check(api.BindOutput(bind.io.get(), ("present_" + suffix).c_str(), value.get()), "bind the KV cache");
       bind.values.push_back(std::move(value));
     }
   }
-  auto logits = ort::tensor(logits_.data(), static_cast<size_t>(b * vocab_) * sizeof(float), {b, vocab_},
+  auto logits = ort::tensor(logits_.data() + start * vocab_, static_cast<size_t>(b * vocab_) * sizeof(float), {b, vocab_},
                             ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   ort::check(api.BindOutput(bind.io.get(), "logits", logits.get()), "bind the logits");
   bind.values.push_back(std::move(logits));
@@ -110,12 +112,13 @@ DecoderSession::Binding& DecoderSession::binding(int64_t b) {
     ort::check(api.BindInput(bind.io.get(), name.c_str(), value.get()), "bind the LoRA slots");
     bind.values.push_back(std::move(value));
   }
-  return bindings_.emplace(b, std::move(bind)).first->second;
+  return bindings_.emplace(std::make_pair(start, b), std::move(bind)).first->second;
 }
 
-const float* DecoderSession::run(int64_t b, int64_t width, const std::vector<int64_t>& lora_index, bool prefill) {
+const float* DecoderSession::run(int64_t start, int64_t b, int64_t width, const std::vector<int64_t>& lora_index,
+                                 bool prefill) {
   const OrtApi& api = ort::api();
-  Binding& bind = binding(b);
+  Binding& bind = binding(start, b);
   auto i64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
   auto i32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
   std::vector<ort::Ptr<OrtValue>> inputs;
@@ -133,9 +136,9 @@ const float* DecoderSession::run(int64_t b, int64_t width, const std::vector<int
     lora_index_.resize(static_cast<size_t>(b), 0);
     bind_input("lora_index", lora_index_.data(), lora_index_.size() * 8, {b}, i64);
   }
-  auto start = std::chrono::steady_clock::now();
+  auto began = std::chrono::steady_clock::now();
   ort::check(api.RunWithBinding(session_.get(), nullptr, bind.io.get()), "run the engine");
-  double took = seconds_since(start);
+  double took = seconds_since(began);
   if (prefill) {
     ++times_.prefill_calls;
     times_.prefill_seconds += took;
@@ -143,7 +146,7 @@ const float* DecoderSession::run(int64_t b, int64_t width, const std::vector<int
     ++times_.decode_steps;
     times_.decode_seconds += took;
   }
-  return logits_.data();
+  return logits_.data() + start * vocab_;
 }
 
 const float* DecoderSession::prefill(const std::vector<std::vector<int32_t>>& prompts,
@@ -152,20 +155,67 @@ const float* DecoderSession::prefill(const std::vector<std::vector<int32_t>>& pr
   if (b < 1 || b > max_batch_)
     fail(TINYLLM_INVALID_ARGUMENT, "batch of " + std::to_string(b) + " prompts; this engine takes 1 to " +
                                        std::to_string(max_batch_));
-  int64_t width = 0;
-  for (const auto& p : prompts) width = std::max<int64_t>(width, static_cast<int64_t>(p.size()));
+  return prefill_rows(0, prompts, std::vector<int64_t>(static_cast<size_t>(b), 0), lora_index);
+}
+
+const float* DecoderSession::prefill_rows(int64_t start, const std::vector<std::vector<int32_t>>& chunks,
+                                          const std::vector<int64_t>& past, const std::vector<int64_t>& lora_index) {
+  int64_t b = static_cast<int64_t>(chunks.size());
+  if (b < 1 || start < 0 || start + b > max_batch_ || past.size() != chunks.size())
+    fail(TINYLLM_INTERNAL_ERROR, "rows " + std::to_string(start) + ".." + std::to_string(start + b - 1) +
+                                     " are outside 0.." + std::to_string(max_batch_ - 1));
+  int64_t width = 0, longest_past = 0;
+  for (size_t row = 0; row < chunks.size(); ++row) {
+    if (chunks[row].empty()) fail(TINYLLM_INTERNAL_ERROR, "every prefilled chunk needs at least one token");
+    if (b > 1 && past[row] > 0) fail(TINYLLM_INTERNAL_ERROR, "a prompt continues after past tokens only one row at a time");
+    if (past[row] + static_cast<int64_t>(chunks[row].size()) > max_seq_)
+      fail(TINYLLM_CONTEXT_ERROR, "a sequence exceeds the engine's context of " + std::to_string(max_seq_));
+    width = std::max<int64_t>(width, static_cast<int64_t>(chunks[row].size()));
+    longest_past = std::max(longest_past, past[row]);
+  }
   ids_.assign(static_cast<size_t>(b * width), pad_id_);
   logits_index_.resize(b);
   seqlens_.resize(b);
   for (int64_t row = 0; row < b; ++row) {
-    const auto& p = prompts[row];
+    const auto& p = chunks[row];
     std::copy(p.begin(), p.end(), ids_.begin() + row * width);
     logits_index_[row] = static_cast<int64_t>(p.size()) - 1;
-    seqlens_[row] = static_cast<int32_t>(p.size()) - 1;
+    seqlens_[row] = static_cast<int32_t>(past[row] + static_cast<int64_t>(p.size())) - 1;
     times_.prompt_tokens += p.size();
   }
-  total_ = static_cast<int32_t>(width);
-  return run(b, width, lora_index, true);
+  total_ = static_cast<int32_t>(longest_past + width);
+  return run(start, b, width, lora_index, true);
+}
+
+std::vector<std::vector<float>> DecoderSession::read_kv(int64_t row, int64_t n) const {
+  size_t heads = static_cast<size_t>(config_.num_key_value_heads), h = static_cast<size_t>(config_.head_dim);
+  size_t seq = static_cast<size_t>(max_seq_), count = static_cast<size_t>(n);
+  std::vector<std::vector<float>> out;
+  for (const FloatBuffer& buf : kv_) {
+    std::vector<float> part(heads * count * h);
+    const float* base = buf.data() + static_cast<size_t>(row) * heads * seq * h;
+    for (size_t k = 0; k < heads; ++k) std::copy_n(base + k * seq * h, count * h, part.data() + k * count * h);
+    out.push_back(std::move(part));
+  }
+  return out;
+}
+
+void DecoderSession::write_kv(int64_t row, const std::vector<std::vector<float>>& kv, int64_t n) {
+  size_t heads = static_cast<size_t>(config_.num_key_value_heads), h = static_cast<size_t>(config_.head_dim);
+  size_t seq = static_cast<size_t>(max_seq_), count = static_cast<size_t>(n);
+  if (kv.size() != kv_.size()) fail(TINYLLM_INTERNAL_ERROR, "cached KV has the wrong number of buffers");
+  for (size_t i = 0; i < kv_.size(); ++i) {
+    size_t stored = kv[i].size() / (heads * h);
+    if (count > stored) fail(TINYLLM_INTERNAL_ERROR, "cached KV is shorter than asked");
+    float* base = kv_[i].data() + static_cast<size_t>(row) * heads * seq * h;
+    for (size_t k = 0; k < heads; ++k) std::copy_n(kv[i].data() + k * stored * h, count * h, base + k * seq * h);
+  }
+}
+
+size_t DecoderSession::kv_bytes() const {
+  size_t total = 0;
+  for (const FloatBuffer& buf : kv_) total += buf.size() * sizeof(float);
+  return total;
 }
 
 const float* DecoderSession::decode(const std::vector<int32_t>& tokens, const std::vector<int64_t>& held,
@@ -179,7 +229,7 @@ const float* DecoderSession::decode(const std::vector<int32_t>& tokens, const st
   seqlens_.resize(b);
   for (int64_t row = 0; row < b; ++row) seqlens_[row] = static_cast<int32_t>(held[row]);
   total_ = static_cast<int32_t>(longest + 1);
-  return run(b, 1, lora_index, false);
+  return run(0, b, 1, lora_index, false);
 }
 
 }  // namespace tinyllm

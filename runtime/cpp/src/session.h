@@ -23,6 +23,7 @@ class FloatBuffer {
  public:
   explicit FloatBuffer(size_t n);
   float* data() { return data_.get(); }
+  const float* data() const { return data_.get(); }
   size_t size() const { return n_; }
 
  private:
@@ -46,6 +47,16 @@ class DecoderSession {
   // Start one sequence per row from its prompt; returns last-token logits [b, V].
   const float* prefill(const std::vector<std::vector<int32_t>>& prompts,
                        const std::vector<int64_t>& lora_index);
+  // Continue rows start..start+b-1: row i holds past[i] tokens and chunks[i] follow them
+  // (with past > 0 only one row at a time: ONNX Runtime's CPU GroupQueryAttention
+  // continues after past tokens for one row). Returns the logits of those rows [b, V].
+  const float* prefill_rows(int64_t start, const std::vector<std::vector<int32_t>>& chunks,
+                            const std::vector<int64_t>& past, const std::vector<int64_t>& lora_index);
+  // The first n positions of `row` in every KV buffer, each [KV heads, n, head_dim].
+  std::vector<std::vector<float>> read_kv(int64_t row, int64_t n) const;
+  // Put the first n positions of read_kv's arrays at the first positions of `row`.
+  void write_kv(int64_t row, const std::vector<std::vector<float>>& kv, int64_t n);
+  size_t kv_bytes() const;
   // One token per row; `held[i]` is the tokens row i already holds.
   const float* decode(const std::vector<int32_t>& tokens, const std::vector<int64_t>& held,
                       const std::vector<int64_t>& lora_index);
@@ -62,8 +73,8 @@ class DecoderSession {
     std::vector<ort::Ptr<OrtValue>> values;  // kept alive while bound
   };
   void check_graph(const std::string& model_path) const;
-  Binding& binding(int64_t b);
-  const float* run(int64_t b, int64_t width, const std::vector<int64_t>& lora_index, bool prefill);
+  Binding& binding(int64_t start, int64_t b);
+  const float* run(int64_t start, int64_t b, int64_t width, const std::vector<int64_t>& lora_index, bool prefill);
 
   ModelConfig config_;
   EngineInfo info_;
@@ -73,7 +84,7 @@ class DecoderSession {
   std::vector<FloatBuffer> kv_;  // key.0, value.0, key.1, ...
   FloatBuffer logits_;
   AdapterSlots slots_;
-  std::map<int64_t, Binding> bindings_;
+  std::map<std::pair<int64_t, int64_t>, Binding> bindings_;  // by (first row, rows)
   // Per-call inputs, bound from these buffers before each run.
   std::vector<int64_t> ids_, logits_index_, lora_index_;
   std::vector<int32_t> seqlens_;

@@ -2,11 +2,14 @@
 //   api_check tokenize TOKENIZER_PATH FILE   one JSON string per line -> ids, decoded text
 //   api_check generate BUNDLE FILE           one JSON request per line -> results
 //   api_check errors BUNDLE                  bad inputs: each must fail with a message
+//   api_check serve BUNDLE FILE              one JSON [task, text] per line, submitted
+//                                            from 8 threads to a server -> answers, stats
 // Output is one JSON line per input; the exit status is nonzero on any unexpected result.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "json.h"
@@ -202,7 +205,7 @@ int errors(const char* bundle) {
   tinyllm_prompt bad_text{"\xc3\x28", 2, nullptr, 0, nullptr};
   expect("invalid UTF-8 prompt", tinyllm_generate(engine, &bad_text, 1, nullptr, nullptr, nullptr, &results), TINYLLM_TOKENIZER_ERROR);
   tinyllm_prompt unknown_adapter{"hi", 2, nullptr, 0, "no-such-task"};
-  expect("unknown adapter", tinyllm_generate(engine, &unknown_adapter, 1, nullptr, nullptr, nullptr, &results), TINYLLM_INVALID_ARGUMENT);
+  expect("unknown adapter", tinyllm_generate(engine, &unknown_adapter, 1, nullptr, nullptr, nullptr, &results), TINYLLM_NOT_FOUND);
   tinyllm_generation_config c;
   tinyllm_generation_config_init(&c);
   c.max_new_tokens = 0;
@@ -228,11 +231,76 @@ int errors(const char* bundle) {
 
 }  // namespace
 
+std::string task_json(tinyllm_status s, const tinyllm_task_result& r) {
+  if (s != TINYLLM_OK) return status_json(s);
+  return "{\"ids\":" + ids_json(r.token_ids, r.n_tokens) + ",\"text\":" + quote(std::string(r.text, r.text_len)) +
+         ",\"valid\":" + (r.valid ? "true" : "false") + ",\"value\":" + quote(std::string(r.value, r.value_len)) + "}";
+}
+
+// Serve every request from 8 threads; then cancel one queued request and close with
+// requests in flight: every outcome must be a status, and nothing may leak.
+int serve(const char* bundle, const char* file) {
+  tinyllm_load_options options;
+  tinyllm_load_options_init(&options);
+  options.max_batch = 4;
+  tinyllm_engine* engine = nullptr;
+  tinyllm_server* server = nullptr;
+  if (tinyllm_engine_load(bundle, &options, &engine) != TINYLLM_OK ||
+      tinyllm_server_start(engine, nullptr, &server) != TINYLLM_OK) {
+    std::cerr << tinyllm_last_error() << "\n";
+    return 1;
+  }
+  std::ifstream in(file);
+  std::vector<std::pair<std::string, std::string>> requests;
+  for (std::string line; std::getline(in, line);) {
+    Value request = tinyllm::json::parse(line, "request");
+    const auto& pair = request.as_array("request");
+    requests.emplace_back(pair.at(0).as_string("task"), pair.at(1).as_string("text"));
+  }
+  std::vector<std::string> answers(requests.size());
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < 8; ++k)
+    threads.emplace_back([&, k] {
+      for (size_t i = k; i < requests.size(); i += 8) {
+        tinyllm_task_request r{requests[i].first.c_str(), requests[i].second.data(), requests[i].second.size()};
+        tinyllm_request* handle = nullptr;
+        tinyllm_status s = tinyllm_server_submit(server, &r, nullptr, &handle);
+        tinyllm_task_result result{};
+        if (s == TINYLLM_OK) s = tinyllm_request_wait(handle, &result);
+        answers[i] = task_json(s, result);
+        tinyllm_request_free(handle);
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const std::string& a : answers) std::cout << a << "\n";
+  std::vector<tinyllm_request*> pending(requests.size(), nullptr);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    tinyllm_task_request r{requests[i].first.c_str(), requests[i].second.data(), requests[i].second.size()};
+    tinyllm_server_submit(server, &r, nullptr, &pending[i]);
+  }
+  tinyllm_request_cancel(pending.back());
+  tinyllm_server_close(server, 0);
+  std::string outcomes;
+  for (tinyllm_request* p : pending) {
+    tinyllm_task_result result{};
+    outcomes += std::string(outcomes.empty() ? "" : ",") + quote(tinyllm_status_name(tinyllm_request_wait(p, &result)));
+    tinyllm_request_free(p);
+  }
+  tinyllm_server_stats stats{};
+  tinyllm_server_get_stats(server, &stats);
+  std::cout << "{\"outcomes\":[" << outcomes << "],\"completed\":" << stats.completed
+            << ",\"prefix_hits\":" << stats.prefix_hits << "}\n";
+  tinyllm_server_free(server);
+  tinyllm_engine_free(engine);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "tokenize" && argc == 4) return tokenize(argv[2], argv[3]);
   if (mode == "generate" && argc == 4) return generate(argv[2], argv[3]);
   if (mode == "errors" && argc == 3) return errors(argv[2]);
+  if (mode == "serve" && argc == 4) return serve(argv[2], argv[3]);
   std::cerr << "usage: api_check tokenize PATH FILE | generate BUNDLE FILE | errors BUNDLE\n";
   return 2;
 }

@@ -173,7 +173,7 @@ def test_prompt_errors(lib: ctypes.CDLL, llama_engines: Path) -> None:
     fails(lambda: engine.generate([[10**6]]), "TINYLLM_INVALID_ARGUMENT", "outside the vocabulary")
     fails(
         lambda: engine.generate(["ok"], adapters=["sentiment"]),
-        "TINYLLM_INVALID_ARGUMENT",
+        "TINYLLM_NOT_FOUND",
         "no LoRA adapter",
     )
     tok = NativeTokenizer(lib, llama_engines / "tokenizer")

@@ -86,3 +86,28 @@ def test_bad_inputs_under_sanitizers(llama_engines: Path, tmp_path: Path) -> Non
     cases = run_check("errors", str(llama_engines), lines=None, tmp_path=tmp_path)
     assert len(cases) > 15
     assert all(c["ok"] for c in cases), [c for c in cases if not c["ok"]]
+
+
+def test_serve_under_sanitizers(served: Path, tmp_path: Path) -> None:
+    """8 threads on the server, then a cancel and a close with requests in flight."""
+    requests = [
+        [task, f"{text} {i}"]
+        for i, (task, text) in enumerate(
+            [
+                ("sentiment", "lovely staff"),
+                ("booking", "Rome, 2 guests"),
+                ("rewrite", "cheap hotels"),
+            ]
+            * 4
+        )
+    ]
+    out = run_check("serve", str(served), lines=requests, tmp_path=tmp_path)
+    python = Engine.load(served, max_batch=1)
+    for (task, text), got in zip(requests, out, strict=False):
+        want = python.run(task, text)
+        assert got["ids"] == list(want.token_ids) and got["text"] == want.text
+        assert got["valid"] == want.valid
+    outcomes = out[-1]["outcomes"]
+    assert outcomes[-1] == "TINYLLM_CANCELLED" and "TINYLLM_CLOSED" in outcomes
+    assert set(outcomes) <= {"TINYLLM_OK", "TINYLLM_CANCELLED", "TINYLLM_CLOSED"}
+    assert out[-1]["prefix_hits"] > 0

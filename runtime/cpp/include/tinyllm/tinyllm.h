@@ -47,7 +47,11 @@ typedef enum tinyllm_status {
   TINYLLM_UNSUPPORTED = 6,      /* something this version of the library does not do yet */
   TINYLLM_CANCELLED = 7,        /* a streaming callback asked to stop */
   TINYLLM_OUT_OF_MEMORY = 8,
-  TINYLLM_INTERNAL_ERROR = 9
+  TINYLLM_INTERNAL_ERROR = 9,
+  TINYLLM_NOT_FOUND = 10,         /* an unknown task, or a task's adapter the bundle lacks */
+  TINYLLM_QUEUE_FULL = 11,        /* the server's queue is full: retry later */
+  TINYLLM_CLOSED = 12,            /* the server is shut down (or shut down before the end) */
+  TINYLLM_DEADLINE_EXCEEDED = 13  /* a request passed its deadline */
 } tinyllm_status;
 
 /** The calling thread's message for its last failed call ("" if none). */
@@ -213,6 +217,132 @@ typedef struct tinyllm_stats {
   double decode_seconds;     /* wall time of decode runs, inside ONNX Runtime */
   double generate_seconds;   /* wall time of tinyllm_generate calls, all included */
 } tinyllm_stats;
+
+/* ---- Tasks ----------------------------------------------------------------------- */
+
+/*
+ * An engine exported with a task table (engines/NAME/tasks.json) serves its bundle's
+ * tasks: the prompt is the task's rendered text around the input, the task's adapter
+ * is used, label tasks only write one of their labels and JSON tasks only valid JSON
+ * (constrained decoding), and the output is parsed and checked as the Python runtime
+ * does (the value, a valid flag and the reason when invalid).
+ */
+
+/** Number of tasks the engine serves (0 without a task table). */
+TINYLLM_API size_t tinyllm_engine_task_count(const tinyllm_engine* engine);
+/** Name of task `index` (in name order); NULL when out of range. Lives as the engine. */
+TINYLLM_API const char* tinyllm_engine_task_name(const tinyllm_engine* engine, size_t index);
+/** A task's output kind: "label", "json" or "text"; NULL for an unknown task. */
+TINYLLM_API const char* tinyllm_engine_task_kind(const tinyllm_engine* engine, const char* task);
+
+/** The prompt token ids of a task's input, and how many of them are the task's fixed
+ * prefix (the part the prefix cache may hold). Free *ids with tinyllm_free. */
+TINYLLM_API tinyllm_status tinyllm_task_prompt(const tinyllm_engine* engine, const char* task,
+                                               const char* text, size_t text_len, int32_t** ids,
+                                               size_t* n_ids, size_t* prefix_len);
+
+typedef struct tinyllm_task_options {
+  size_t struct_size;
+  int32_t max_new_tokens; /* 0: the task's own limit */
+  double temperature;     /* 0: greedy (0) */
+  int32_t has_seed;       /* nonzero: sampling is repeatable */
+  uint64_t seed;
+  int32_t constrain;      /* nonzero: constrained decoding of label and JSON tasks (1) */
+} tinyllm_task_options;
+
+TINYLLM_API void tinyllm_task_options_init(tinyllm_task_options* options);
+
+typedef struct tinyllm_task_request {
+  const char* task; /* a task the engine serves */
+  const char* text; /* the input, UTF-8 */
+  size_t text_len;
+} tinyllm_task_request;
+
+typedef struct tinyllm_task_result {
+  const char* text; /* the raw generated text (cut at the end of the answer) */
+  size_t text_len;
+  const char* value; /* the parsed answer: the label, the JSON text, or the answer line */
+  size_t value_len;  /* ("" when not valid) */
+  int32_t valid;
+  const char* reason; /* why the output is not valid ("" when valid) */
+  const int32_t* token_ids;
+  size_t n_tokens;
+  size_t prompt_tokens;
+  tinyllm_finish_reason finish_reason;
+} tinyllm_task_result;
+
+typedef struct tinyllm_task_results tinyllm_task_results;
+
+/** Run `n` task requests, batched as tinyllm_generate batches prompts. Each answer
+ * equals the Python runtime's Engine.run(task, text). `options` may be NULL. */
+TINYLLM_API tinyllm_status tinyllm_run_tasks(tinyllm_engine* engine,
+                                             const tinyllm_task_request* requests, size_t n,
+                                             const tinyllm_task_options* options,
+                                             tinyllm_task_results** out);
+TINYLLM_API size_t tinyllm_task_results_count(const tinyllm_task_results* results);
+TINYLLM_API tinyllm_status tinyllm_task_results_get(const tinyllm_task_results* results,
+                                                    size_t index, tinyllm_task_result* out);
+TINYLLM_API void tinyllm_task_results_free(tinyllm_task_results* results);
+
+/* ---- Serving ---------------------------------------------------------------------- */
+
+/*
+ * A server answers task requests submitted from any thread: one scheduler thread runs
+ * them all on the engine with continuous batching (requests join free rows between
+ * decode steps, each row with its task's adapter), and the per-task prefix cache (the
+ * KV of the prompt text every request of a task starts with). Answers equal
+ * tinyllm_run_tasks's. While requests are in flight the server holds the engine
+ * (tinyllm_generate and tinyllm_run_tasks wait). Free the server before its engine.
+ */
+typedef struct tinyllm_server tinyllm_server;
+typedef struct tinyllm_request tinyllm_request;
+
+typedef struct tinyllm_server_options {
+  size_t struct_size;
+  int32_t queue_size;     /* requests waiting beyond the rows in flight (64) */
+  double prefix_cache_mb; /* memory for the prefix cache; 0 turns it off (64) */
+} tinyllm_server_options;
+
+TINYLLM_API void tinyllm_server_options_init(tinyllm_server_options* options);
+TINYLLM_API tinyllm_status tinyllm_server_start(tinyllm_engine* engine,
+                                                const tinyllm_server_options* options,
+                                                tinyllm_server** out);
+
+/**
+ * Queue a request. Fails at once with TINYLLM_NOT_FOUND (an unknown task, or its adapter
+ * missing), TINYLLM_CONTEXT_ERROR (the prompt does not fit), TINYLLM_QUEUE_FULL,
+ * TINYLLM_CLOSED (the server is closed) or TINYLLM_TOKENIZER_ERROR. Free *out with
+ * tinyllm_request_free (which does not cancel it).
+ */
+TINYLLM_API tinyllm_status tinyllm_server_submit(tinyllm_server* server,
+                                                 const tinyllm_task_request* request,
+                                                 const tinyllm_task_options* options,
+                                                 tinyllm_request** out);
+/** Wait for the answer: TINYLLM_OK and *out filled (valid as long as the request), or
+ * the request's failure (TINYLLM_CANCELLED, TINYLLM_CLOSED, ...) with its message. */
+TINYLLM_API tinyllm_status tinyllm_request_wait(tinyllm_request* request, tinyllm_task_result* out);
+/** Nonzero once the request is answered (tinyllm_request_wait then returns at once). */
+TINYLLM_API int tinyllm_request_done(const tinyllm_request* request);
+/** Ask the server to drop the request (it ends with TINYLLM_CANCELLED unless done). */
+TINYLLM_API void tinyllm_request_cancel(tinyllm_request* request);
+TINYLLM_API void tinyllm_request_free(tinyllm_request* request);
+
+/** Stop accepting requests; finish those in flight (drain != 0) or fail them with
+ * TINYLLM_CLOSED; returns when the scheduler thread has ended. */
+TINYLLM_API tinyllm_status tinyllm_server_close(tinyllm_server* server, int drain);
+/** Close (draining) and free. NULL is ignored. */
+TINYLLM_API void tinyllm_server_free(tinyllm_server* server);
+
+typedef struct tinyllm_server_stats {
+  uint64_t submitted, completed, cancelled, failed, rejected, invalid;
+  size_t queue_depth, running;
+  size_t kv_cache_bytes;
+  size_t prefix_entries, prefix_bytes, prefix_max_bytes; /* the prefix cache's memory */
+  uint64_t prefix_hits, prefix_misses, prefix_tokens_saved;
+} tinyllm_server_stats;
+
+TINYLLM_API tinyllm_status tinyllm_server_get_stats(const tinyllm_server* server,
+                                                    tinyllm_server_stats* stats);
 
 /** Counters since the engine was loaded. */
 TINYLLM_API tinyllm_status tinyllm_engine_get_stats(const tinyllm_engine* engine,

@@ -1,0 +1,91 @@
+// Private to the C boundary (c_api*.cpp): the handles' definitions, and the guard that
+// turns every exception into a status and the calling thread's message.
+#pragma once
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "engine.h"
+#include "error.h"
+#include "tinyllm/tinyllm.h"
+#include "tokenizer.h"
+
+struct tinyllm_tokenizer {
+  std::unique_ptr<tinyllm::Tokenizer> owned;
+  const tinyllm::Tokenizer* tok = nullptr;
+};
+
+struct tinyllm_text_stream {
+  tinyllm::TextStream stream;
+  std::string piece;
+};
+
+struct tinyllm_engine {
+  std::unique_ptr<tinyllm::Engine> engine;
+  tinyllm_tokenizer tokenizer;
+};
+
+struct tinyllm_results {
+  std::vector<tinyllm::Generation> items;
+};
+
+namespace tinyllm::capi {
+
+inline thread_local std::string last_error;
+
+inline tinyllm_status record(tinyllm_status status, const std::string& message) {
+  last_error = message;
+  return status;
+}
+
+// Run `body`, turning every exception into a status and a message.
+template <typename Fn>
+tinyllm_status guarded(Fn&& body) {
+  try {
+    last_error.clear();
+    body();
+    return TINYLLM_OK;
+  } catch (const tinyllm::LibError& e) {
+    return record(e.status(), e.what());
+  } catch (const std::bad_alloc&) {
+    return record(TINYLLM_OUT_OF_MEMORY, "out of memory");
+  } catch (const std::exception& e) {
+    return record(TINYLLM_INTERNAL_ERROR, std::string("internal error: ") + e.what());
+  } catch (...) {
+    return record(TINYLLM_INTERNAL_ERROR, "internal error (unknown exception)");
+  }
+}
+
+inline void require(const void* p, const char* what) {
+  if (p == nullptr) tinyllm::fail(TINYLLM_INVALID_ARGUMENT, std::string(what) + " is NULL");
+}
+
+template <typename T>
+T* copy_out(const T* data, size_t n) {
+  auto* out = static_cast<T*>(std::malloc(std::max<size_t>(n, 1) * sizeof(T)));
+  if (out == nullptr) throw std::bad_alloc();
+  if (n) std::memcpy(out, data, n * sizeof(T));
+  return out;
+}
+
+inline char* copy_string(const std::string& s) {
+  char* out = copy_out(s.c_str(), s.size() + 1);
+  return out;
+}
+
+inline std::string_view text_of(const char* text, size_t len) {
+  if (text == nullptr && len > 0) tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "text is NULL");
+  return text == nullptr ? std::string_view() : std::string_view(text, len);
+}
+
+}  // namespace tinyllm::capi
+
+
+struct tinyllm_task_results {
+  std::vector<tinyllm::TaskResult> items;
+};

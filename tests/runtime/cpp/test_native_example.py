@@ -1,0 +1,46 @@
+"""examples/cpp/task_service.cpp (built by make cpp): lines on stdin, answered from 4
+threads, equal the Python runtime's answers; a bad request fails alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from conftest import require_built
+
+from tinyllm.runtime import Engine
+
+REQUESTS = [
+    ("sentiment", "The staff were lovely"),
+    ("booking", "Two guests in Rome on 2024-06-01"),
+    ("rewrite", "cheap flights lisbon"),
+    ("sentiment", "Terrible, never again"),
+    ("nope", "an unknown task"),
+    ("booking", "Paris for 3 next week"),
+]
+
+
+def test_task_service_answers_as_python(served: Path) -> None:
+    program = require_built("tinyllm-task-service")
+    stdin = "".join(f"{task}\t{text}\n" for task, text in REQUESTS)
+    proc = subprocess.run(
+        [str(program), str(served)], input=stdin, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split("\n")[:-1]
+    assert len(lines) == len(REQUESTS)
+    python = Engine.load(served)
+    for (task, text), line in zip(REQUESTS, lines, strict=True):
+        name, kind, rest = line.split("\t", 2)
+        assert name == task
+        if task == "nope":
+            assert kind == "error" and rest.startswith("TINYLLM_NOT_FOUND: unknown task")
+            continue
+        want = python.run(task, text)
+        assert kind == ("valid" if want.valid else "invalid")
+        if want.valid and task != "booking":
+            assert rest == want.value
+        elif want.valid:
+            assert json.loads(rest) == want.value
+    assert "5 answered" in proc.stderr
