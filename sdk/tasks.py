@@ -36,6 +36,24 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class ToolUse:
+    """The tools a task's model may call (names in :mod:`tinyllm.tools`' registry).
+
+    ``result``: ``answer`` when the tool's result is the task's answer; ``context`` when
+    the model reads the result and then writes the answer itself.
+    """
+
+    names: list[str]
+    result: Literal["answer", "context"] = "answer"
+
+    def __post_init__(self) -> None:
+        if not self.names or len(set(self.names)) != len(self.names):
+            raise ConfigError(f"tools.names must list distinct tool names, got {self.names}")
+        if self.result not in ("answer", "context"):
+            raise ConfigError(f"tools.result must be 'answer' or 'context', got {self.result!r}")
+
+
+@dataclass(frozen=True)
 class DataSpec:
     """Where a task's examples come from.
 
@@ -65,6 +83,7 @@ class TaskSpec:
     template: str = "{input}"
     verifiers: list[str] = field(default_factory=list)
     few_shot: int = 3
+    tools: ToolUse | None = None
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
