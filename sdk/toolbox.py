@@ -1,4 +1,7 @@
-"""The built-in tools: calculator, date parser, booking extractor (one implementation each).
+"""The tool registry, and the built-in tools: calculator, date parser, booking extractor.
+
+Tools are registered by name (:func:`register_tool`) and looked up by the names a task's
+spec gives (:func:`get_tool`); the built-ins are always there.
 
 - ``calculator``: ``{"expression": ...}`` in the grammar of :mod:`tinyllm.calculator`
   (exact fractions, bounded, never ``eval``); an equation such as ``8*c - 20 = 4`` is
@@ -13,11 +16,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from datetime import datetime
 from typing import Any
 
 from tinyllm.calculator import evaluate, number_text
-from tinyllm.errors import missing_dependency
+from tinyllm.errors import ConfigError, missing_dependency
 from tinyllm.tools import Tool, ToolError
 
 WORDS = (
@@ -220,3 +224,39 @@ BUILTIN_TOOLS = (
         setup=_dateparser,
     ),
 )
+
+
+_REGISTRY: dict[str, Tool] = {}
+_LOCK = threading.Lock()
+
+
+def register_tool(tool: Tool, replace: bool = False) -> None:
+    """Make ``tool`` callable by name from task specs (``replace`` to swap an existing one)."""
+    with _LOCK:
+        if tool.name in _REGISTRY and not replace:
+            raise ConfigError(
+                f"a tool named {tool.name!r} is already registered; pass replace=True to swap it"
+            )
+        _REGISTRY[tool.name] = tool
+
+
+def get_tool(name: str) -> Tool:
+    """The registered tool called ``name``; an unknown name lists the registered ones."""
+    _builtins()
+    tool = _REGISTRY.get(name)
+    if tool is None:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(f"unknown tool {name!r}; registered tools: {known}")
+    return tool
+
+
+def tool_names() -> list[str]:
+    """Names of every registered tool (the built-ins included)."""
+    _builtins()
+    return sorted(_REGISTRY)
+
+
+def _builtins() -> None:
+    with _LOCK:
+        for tool in BUILTIN_TOOLS:
+            _REGISTRY.setdefault(tool.name, tool)

@@ -1,11 +1,12 @@
 """Tools a task may call: a name, a JSON Schema for the arguments, a registered function.
 
 A task names its tools in its spec (``tools: {names: [...], result: answer|context}``);
-the functions live in a registry keyed by name, filled with the built-ins
-(:mod:`tinyllm.toolbox`: ``calculator``, ``date_parser``, ``booking_extractor``) and
-with whatever users register::
+the functions live in a registry keyed by name (:mod:`tinyllm.toolbox`), filled with the
+built-ins (``calculator``, ``date_parser``, ``booking_extractor``) and with whatever users
+register::
 
-    from tinyllm.tools import Tool, register_tool
+    from tinyllm.toolbox import register_tool
+    from tinyllm.tools import Tool
 
     register_tool(Tool(
         "shout", "upper-cases a text",
@@ -81,44 +82,6 @@ class Tool:
                 "parameters": self.parameters,
             },
         }
-
-
-_REGISTRY: dict[str, Tool] = {}
-_LOCK = threading.Lock()
-
-
-def register_tool(tool: Tool, replace: bool = False) -> None:
-    """Make ``tool`` callable by name from task specs (``replace`` to swap an existing one)."""
-    with _LOCK:
-        if tool.name in _REGISTRY and not replace:
-            raise ConfigError(
-                f"a tool named {tool.name!r} is already registered; pass replace=True to swap it"
-            )
-        _REGISTRY[tool.name] = tool
-
-
-def get_tool(name: str) -> Tool:
-    """The registered tool called ``name``; an unknown name lists the registered ones."""
-    _builtins()
-    tool = _REGISTRY.get(name)
-    if tool is None:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ConfigError(f"unknown tool {name!r}; registered tools: {known}")
-    return tool
-
-
-def tool_names() -> list[str]:
-    """Names of every registered tool (the built-ins included)."""
-    _builtins()
-    return sorted(_REGISTRY)
-
-
-def _builtins() -> None:
-    from tinyllm.toolbox import BUILTIN_TOOLS
-
-    with _LOCK:
-        for tool in BUILTIN_TOOLS:
-            _REGISTRY.setdefault(tool.name, tool)
 
 
 def call_tool(tool: Tool, arguments: Any) -> str:

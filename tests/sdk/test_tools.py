@@ -9,16 +9,8 @@ import pytest
 
 from tinyllm.argschema import validation_error
 from tinyllm.errors import ConfigError
-from tinyllm.tools import (
-    Tool,
-    ToolError,
-    call_tool,
-    format_call,
-    get_tool,
-    parse_call,
-    register_tool,
-    tool_names,
-)
+from tinyllm.toolbox import get_tool, register_tool, tool_names
+from tinyllm.tools import Tool, ToolError, call_tool, format_call, parse_call
 
 TEXT = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 
