@@ -98,6 +98,11 @@ def date_parser(reference: str, expression: str) -> str:
     return f"{parsed:%Y-%m-%dT%H:%M}"
 
 
+def _warm_dateparser() -> None:
+    """Load dateparser's language data (seconds, on the first unreadable text) untimed."""
+    _dateparser().parse("xyzzy", settings={"RELATIVE_BASE": datetime(2000, 1, 1)})
+
+
 def _dateparser() -> Any:
     try:
         import dateparser
@@ -212,7 +217,7 @@ BUILTIN_TOOLS = (
         date_parser,
         date_arguments,
         timeout_s=10.0,
-        setup=_dateparser,
+        setup=_warm_dateparser,
     ),
     Tool(
         "booking_extractor",
@@ -221,7 +226,7 @@ BUILTIN_TOOLS = (
         booking_extractor,
         lambda text: {"text": text},
         timeout_s=10.0,
-        setup=_dateparser,
+        setup=_warm_dateparser,
     ),
 )
 
