@@ -40,17 +40,21 @@ class ToolUse:
     """The tools a task's model may call (names in :mod:`tinyllm.tools`' registry).
 
     ``result``: ``answer`` when the tool's result is the task's answer; ``context`` when
-    the model reads the result and then writes the answer itself.
+    the model reads the result and then writes the answer itself. ``max_call_tokens``
+    bounds the tokens of the call the model writes.
     """
 
     names: list[str]
     result: Literal["answer", "context"] = "answer"
+    max_call_tokens: int = 96
 
     def __post_init__(self) -> None:
         if not self.names or len(set(self.names)) != len(self.names):
             raise ConfigError(f"tools.names must list distinct tool names, got {self.names}")
         if self.result not in ("answer", "context"):
             raise ConfigError(f"tools.result must be 'answer' or 'context', got {self.result!r}")
+        if self.max_call_tokens < 8:
+            raise ConfigError(f"tools.max_call_tokens must be >= 8, got {self.max_call_tokens}")
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,27 @@ def _set_up(tool: Tool) -> None:
     _READY.add(id(tool))
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """One executed call: what the model asked for and what came of it.
+
+    ``result`` is the tool's text, or None with the reason in ``error``; ``seconds`` is
+    the call's own time (argument check and tool run).
+    """
+
+    name: str
+    arguments: Any
+    result: str | None
+    error: str | None
+    seconds: float
+
+
+def result_text(result: str) -> str:
+    """What follows a call in the model's context when it writes the answer after the
+    result (``tools.result: context``): training targets and serving use this one text."""
+    return f"\nResult: {result}\n"
+
+
 def parse_call(text: str) -> tuple[str, Any]:
     """(tool name, arguments) of a call written as ``{"name": ..., "arguments": {...}}``."""
     try:
