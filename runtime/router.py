@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyllm.argschema import validation_error
 from tinyllm.chat import ChatTokenizer
 from tinyllm.errors import UnknownTaskError
 from tinyllm.runtime.constraints import JsonTokens
@@ -27,7 +28,7 @@ from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.tasks import Example, TaskSpec, conversation
 from tinyllm.tasktable import TaskEntry, TaskTable, build_entry, common_prefix
 from tinyllm.toolbox import get_tool
-from tinyllm.tools import Tool, ToolCall, result_text
+from tinyllm.tools import Tool, ToolCall, ToolError, parse_call, result_text
 from tinyllm.verifiers import answer_text, parse_json_output, verify
 
 
@@ -118,12 +119,30 @@ class Route:
     build_s: float = 0.0
     tokenize_s: float = 0.0
     tools: tuple[Tool, ...] = ()
+    execute_tools: bool = True
 
     def parse(self, text: str) -> tuple[Any, bool, str | None]:
-        """(value, valid, error) of a generated text."""
+        """(value, valid, error) of a generated text (a call, for a tool task's call)."""
         if self.task is None:
             return text, True, None
+        if self.tools:
+            return check_call(self.tools, text)
         return parse_output(self.task, text)
+
+
+def check_call(tools: Sequence[Tool], text: str) -> tuple[Any, bool, str | None]:
+    """(``{"name", "arguments"}``, valid, error) of a call, checked against its tool's schema."""
+    try:
+        name, arguments = parse_call(text)
+    except ToolError as e:
+        return None, False, str(e)
+    schemas = {t.name: t.parameters for t in tools}
+    if name not in schemas:
+        return None, False, f"the call names {name[:40]!r}, not one of {sorted(schemas)}"
+    error = validation_error(schemas[name], arguments)
+    if error:
+        return None, False, f"tool {name}: bad arguments: {error}"
+    return {"name": name, "arguments": arguments}, True, None
 
 
 def parse_output(task: TaskSpec, raw: str) -> tuple[Any, bool, str | None]:
@@ -195,9 +214,11 @@ class Router:
         max_new_tokens: int | None,
         temperature: float | None,
         shots: list[Example] | None = None,
+        execute_tools: bool = True,
     ) -> Route:
         """The route of one request for task ``name`` with input ``text`` (``shots``:
-        worked examples put before the input, as evaluation's few-shot prompts)."""
+        worked examples put before the input, as evaluation's few-shot prompts;
+        ``execute_tools`` False: a tool task returns the call itself, unexecuted)."""
         spec = self.spec(name)
         slot = self.slots.get(name)
         if slot is None:
@@ -230,6 +251,7 @@ class Router:
                 built - start,
                 tokenized - built,
                 tools,
+                execute_tools,
             )
         kind = spec.output.kind
         trie = self._trie(entry) if kind == "label" and self.constrain else None

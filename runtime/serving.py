@@ -345,6 +345,8 @@ class Server:
                 elif live.json.mode == "done":
                     live.done = "stop"
         count = len(live.text) if live.done else ready(live.text, config.stop)
+        if route.tools and route.execute_tools:
+            count = 0  # the call is not the answer: the tool runner streams that
         if count > live.sent:
             live.emit(("delta", live.text[live.sent : count]))
             live.sent = count
@@ -380,7 +382,8 @@ class Server:
             self.counters.count(name, kind)
         if self.recorder is not None:
             self.recorder.ended(live, error)
-        if error is None and live.route.tools:  # the call is written: run it off the loop
+        if error is None and live.route.tools and live.route.execute_tools:
+            # the call is written: run it off the loop
             self.tool_runner.take(live, result)
             return
         live.resolve(result, error)

@@ -100,6 +100,8 @@ class ToolRunner:
             else:
                 self._continue(live, output, call)
                 return
+            if done.text:
+                live.emit(("delta", done.text))
             self._settle(live, done, None)
         except Exception as e:  # never leave the caller waiting
             self._settle(live, None, TinyLLMError(f"the tool call failed: {e}"))

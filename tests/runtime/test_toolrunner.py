@@ -45,7 +45,9 @@ def _register() -> None:
 
 def _task(name: str, tools: list[str], result: str = "answer") -> TaskSpec:
     return dataclasses.replace(
-        SUITE.task("arithmetic"), name=name, tools=ToolUse(tools, result)  # type: ignore[arg-type]
+        SUITE.task("arithmetic"),
+        name=name,
+        tools=ToolUse(tools, result),  # type: ignore[arg-type]
     )
 
 
@@ -133,3 +135,53 @@ def test_unconstrained_calls_are_checked(served: Path) -> None:
     free.close()
     assert not out.valid  # the random model writes no valid call on its own
     assert out.tool_call is not None and out.tool_call.error
+
+
+def test_raw_calls_in_process_are_checked_not_run(engine: Engine) -> None:
+    out = engine.run("broken", "What is 2 plus 3?", execute_tools=False)
+    assert out.valid and out.tool_call is None  # the broken tool never ran
+    assert (
+        out.value["name"] == "broken_calc" and out.value["arguments"]["expression"] in EXPRESSIONS
+    )
+    assert parse_call(out.text) == (out.value["name"], out.value["arguments"])
+
+
+def test_streamed_answer_is_the_tool_result(engine: Engine) -> None:
+    stream = engine.stream_task("calc", "What is 2 plus 3?")
+    text = "".join(stream)
+    assert (
+        stream.output is not None
+        and text == stream.output.text == engine.run("calc", "What is 2 plus 3?").text
+    )
+
+
+def test_http_serves_tool_tasks_like_the_engine(engine: Engine) -> None:
+    import json
+
+    import openai
+
+    from tinyllm.runtime.http import BackgroundServer, create_app
+
+    text = "What is 2 plus 3?"
+    messages = [{"role": "user", "content": text}]
+    want = engine.run("calc", text)
+    with BackgroundServer(create_app(engine)) as server:
+        c = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=60)
+        got = c.chat.completions.create(model="calc", messages=messages)
+        tool = {"type": "function", "function": {"name": "fixed_calc", "parameters": {}}}
+        raw = c.chat.completions.create(model="calc", messages=messages, tools=[tool])
+        with pytest.raises(openai.BadRequestError, match="must list the tools of 'calc'"):
+            other = {"type": "function", "function": {"name": "calculator"}}
+            c.chat.completions.create(model="calc", messages=messages, tools=[other])
+        with pytest.raises(openai.BadRequestError, match="streaming tool calls"):
+            c.chat.completions.create(model="calc", messages=messages, tools=[tool], stream=True)
+    assert got.choices[0].message.content == want.text
+    extra = got.model_extra["tinyllm"]
+    assert extra["valid"] and extra["value"] == want.value
+    assert extra["tool_call"]["arguments"] == want.tool_call.arguments
+    assert extra["tool_call"]["result"] == want.text
+    choice = raw.choices[0]
+    call = engine.run("calc", text, execute_tools=False)
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.message.tool_calls[0].function.name == "fixed_calc"
+    assert json.loads(choice.message.tool_calls[0].function.arguments) == call.value["arguments"]
