@@ -116,6 +116,14 @@ def parse_request(kind: Kind, data: dict[str, Any]) -> TaskRequest:
     _check_unicode(model, "model")
     text = _chat_input(data.get("messages")) if kind == "chat" else _prompt(data.get("prompt"))
     tools = _tools(kind, data)
+    if kind == "chat" and any(
+        isinstance(m, dict) and m.get("role") == "tool" for m in data["messages"]
+    ):
+        raise invalid(
+            "'tool' messages are not taken: the server runs a task's tools itself and keeps "
+            "no conversation; send the user message alone",
+            "messages",
+        )
     _refuse_unsupported(data, model)
     n = data.get("n", 1)
     if n not in (1, None) or isinstance(n, bool):

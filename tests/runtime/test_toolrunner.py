@@ -185,3 +185,24 @@ def test_http_serves_tool_tasks_like_the_engine(engine: Engine) -> None:
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     assert choice.message.tool_calls[0].function.name == "fixed_calc"
     assert json.loads(choice.message.tool_calls[0].function.arguments) == call.value["arguments"]
+
+
+def test_wire_refuses_tool_messages_and_bad_tool_lists() -> None:
+    from tinyllm.runtime import wire
+
+    base = {"model": "calc", "messages": [{"role": "user", "content": "2+3"}]}
+    tool = {"type": "function", "function": {"name": "fixed_calc"}}
+    assert wire.parse_request("chat", {**base, "tools": [tool]}).tools == ("fixed_calc",)
+    bad = [
+        ({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "5"}]},
+         "'tool' messages are not taken"),
+        ({"tools": [{"type": "function"}]}, "'tools' must be a list"),
+        ({"tools": "calc"}, "'tools' must be a list"),
+        ({"tools": [tool], "tool_choice": "none"}, "'auto' or 'required'"),
+        ({"tool_choice": "required"}, "'tool_choice' needs 'tools'"),
+    ]  # fmt: skip
+    for extra, message in bad:
+        with pytest.raises(wire.WireError, match=message):
+            wire.parse_request("chat", {**base, **extra})
+    with pytest.raises(wire.WireError, match="are for /v1/chat/completions"):
+        wire.parse_request("completion", {"model": "calc", "prompt": "x", "tools": [tool]})
