@@ -88,7 +88,7 @@ class Server:
         self.counters = Counters()
         self.recorder: StepRecorder | None = None  # a profiler's (tinyllm profile)
         self.watch: Stopwatch = NO_WATCH  # the loop thread's, for this iteration
-        self.tool_runner = ToolRunner(self)
+        self.tool_runner = ToolRunner(router, self.submit)
 
     def submit(
         self, route: Route, deadline_s: float | None, sink: Sink | None, wait: bool = False

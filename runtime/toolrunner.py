@@ -19,16 +19,17 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tinyllm.errors import RequestCancelledError, TinyLLMError
-from tinyllm.runtime.router import TaskOutput, parse_output
+from tinyllm.runtime.live import Live, Sink
+from tinyllm.runtime.router import Route, Router, TaskOutput, parse_output
 from tinyllm.tools import ToolCall, ToolError, call_tool, parse_call
 
-if TYPE_CHECKING:
-    from tinyllm.runtime.live import Live
-    from tinyllm.runtime.serving import Server
+# How the runner queues a request on the decode loop: Server.submit(route, deadline, sink, wait)
+Submit = Callable[[Route, float | None, Sink | None, bool], "Future[TaskOutput]"]
 
 
 def execute(live: Live) -> ToolCall:
@@ -52,10 +53,16 @@ def execute(live: Live) -> ToolCall:
 
 
 class ToolRunner:
-    """Worker threads that execute calls for one server; ``drain`` waits for them."""
+    """Worker threads that execute calls for one server; ``drain`` waits for them.
 
-    def __init__(self, server: Server, workers: int = 4) -> None:
-        self.server = server
+    Args:
+        router: the server's router (it builds the route that decodes after a result).
+        submit: queues a route on the server's decode loop.
+        workers: calls run at once.
+    """
+
+    def __init__(self, router: Router, submit: Submit, workers: int = 4) -> None:
+        self.router, self.submit = router, submit
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="tinyllm-tool")
         self.pending = 0
         self.cond = threading.Condition()
@@ -108,13 +115,13 @@ class ToolRunner:
 
     def _continue(self, live: Live, output: TaskOutput, call: ToolCall) -> None:
         """Decode the answer with the result in context, through the same loop."""
-        route = self.server.router.after_call(live.route, list(live.tokens), call.result or "")
+        route = self.router.after_call(live.route, list(live.tokens), call.result or "")
 
         def forward(item: tuple[str, Any]) -> None:
             if item[0] != "end":  # the first request ends the stream, with the call
                 live.emit(item)
 
-        second = self.server.submit(route, None, forward, wait=True)
+        second = self.submit(route, None, forward, True)
 
         def finish(future: Future[TaskOutput]) -> None:
             if future.cancelled():
