@@ -111,8 +111,11 @@ class TaskSpec:
             raise ConfigError(f"{where}: data.sizes has unknown split {sorted(unknown)[0]!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (as stored in a bundle's manifest)."""
+        """JSON-ready form (as stored in a bundle's manifest); ``tools`` only when set, so
+        a task without tools reads and hashes as before tools existed."""
         result: dict[str, Any] = to_dict(self)
+        if result.get("tools") is None:
+            result.pop("tools", None)
         return result
 
     def prompt(self, text: str) -> str:
