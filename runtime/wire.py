@@ -171,12 +171,12 @@ def _tools(kind: Kind, data: dict[str, Any]) -> tuple[str, ...]:
             "'tool_choice' may be 'auto' or 'required': a task with tools always calls one",
             "tool_choice",
         )
-    names = []
+    names: list[str] = []
     for tool in tools if isinstance(tools, list) else [None]:
         function = tool.get("function") if isinstance(tool, dict) else None
         name = function.get("name") if isinstance(function, dict) else None
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if not isinstance(name, str) or kind != "function":
+        declared = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(name, str) or declared != "function":
             raise invalid(
                 '\'tools\' must be a list of {"type": "function", "function": {"name": ...}}',
                 "tools",
