@@ -225,6 +225,8 @@ def run_distill(
 ) -> DistillReport:
     """The whole recipe; see :func:`tinyllm.api.distill` for the arguments."""
     from tinyllm.bundle import Bundle
+    from tinyllm.distill.calltargets import check_method as check_call_method
+    from tinyllm.distill.calltargets import with_calls
     from tinyllm.lineage import add_tasks
     from tinyllm.models import load_model
     from tinyllm.suite import load_tasks, prepare_tasks
@@ -233,6 +235,7 @@ def run_distill(
     suite = load_tasks(tasks)
     selected = suite.select(names)
     check_method(method, selected)
+    check_call_method(method, selected)
     prepare_tasks(selected)
     out = Path(out)
     if out.exists() and not overwrite:
@@ -244,6 +247,9 @@ def run_distill(
         t.name: teacher_data(suite, t, teacher, options.train_limit, labels_dir, log)
         for t in selected
     }
+    for t in selected:  # tool tasks learn the teacher's calls (tinyllm.distill.calltargets)
+        if t.tools:
+            data[t.name] = with_calls(t, data[t.name], log)
     report = DistillReport(str(out), teacher, str(student), method, curriculum)
     if curriculum:
         from tinyllm.distill.curriculum import run_curriculum

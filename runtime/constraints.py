@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -42,6 +43,33 @@ def _number(state: str, ch: str) -> str | None:
     table = {"int": "int", "dot": "frac", "frac": "frac"}
     table |= {"exp": "exp_digits", "exp_sign": "exp_digits", "exp_digits": "exp_digits"}
     return table.get(state) if digit else None
+
+
+class Prefix(Protocol):
+    """A character machine over valid output prefixes (:class:`JsonPrefix`, or a tool
+    call's :class:`~tinyllm.runtime.callconstraint.CallPrefix`)."""
+
+    @property
+    def mode(self) -> str:
+        """``string`` where every plain text fits, ``done`` once complete."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """The text so far is a whole value."""
+        ...
+
+    def copy(self) -> Prefix:
+        """An independent copy."""
+        ...
+
+    def feed(self, text: str) -> bool:
+        """Advance over ``text``; False if it leaves the valid prefixes."""
+        ...
+
+    def signature(self) -> tuple[object, ...]:
+        """Everything that decides which texts may follow."""
+        ...
 
 
 class JsonPrefix:
@@ -234,7 +262,7 @@ class JsonTokens:
         self.states = states
         self.cache: OrderedDict[tuple[object, ...], np.ndarray] = OrderedDict()
 
-    def allowed(self, state: JsonPrefix) -> np.ndarray:
+    def allowed(self, state: Prefix) -> np.ndarray:
         """Token ids whose text keeps ``state`` a valid JSON prefix (ascending)."""
         key = state.signature()
         ids = self.cache.get(key)
@@ -252,7 +280,7 @@ class JsonTokens:
         return ids
 
 
-def _walk(node: _Node, state: JsonPrefix, found: list[int]) -> None:
+def _walk(node: _Node, state: Prefix, found: list[int]) -> None:
     """Collect the ids below ``node`` whose remaining text ``state`` accepts."""
     if state.mode == "string" and node.plain is not None:
         found.extend(node.plain)
@@ -266,7 +294,7 @@ def _walk(node: _Node, state: JsonPrefix, found: list[int]) -> None:
 
 
 def pick_json_token(
-    state: JsonPrefix,
+    state: Prefix,
     logits: np.ndarray,
     config: GenerationConfig,
     rng: np.random.Generator,

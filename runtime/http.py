@@ -162,6 +162,7 @@ class TaskServer:
                 "decoding from its spec: drop it",
                 option,
             )
+        self._admit_tools(req)
         cap = self.limits.token_cap(req.task)
         if req.max_new_tokens is not None and req.max_new_tokens > cap:
             raise wire.invalid(
@@ -177,16 +178,32 @@ class TaskServer:
                 "too_many_streams",
             )
 
+    def _admit_tools(self, req: wire.TaskRequest) -> None:
+        """``tools`` must list exactly the task's tools (the model calls one of them)."""
+        if not req.tools:
+            return
+        uses = getattr(self.engine.tasks.get(req.task), "tools", None)
+        names = list(uses.names) if uses else []
+        if sorted(req.tools) != sorted(names):
+            raise wire.invalid(
+                f"'tools' must list the tools of {req.task!r}: "
+                f"{', '.join(names) or 'it has none'}; got {', '.join(req.tools)}",
+                "tools",
+            )
+
     def model_names(self) -> list[str]:
         """The tasks, then the base model (plain completions) when there is one."""
         return sorted(self.engine.tasks) + ([self.base_model] if self.base_model else [])
 
     def _options(self, req: wire.TaskRequest) -> dict[str, Any]:
-        return {
+        options = {
             "max_new_tokens": req.max_new_tokens,
             "temperature": req.temperature,
             "deadline_s": self.deadline_s,
         }
+        if req.tools:
+            options["execute_tools"] = False  # the client runs the calls itself
+        return options
 
     def _raw(self, req: wire.TaskRequest) -> tuple[Any, Any]:
         """(prompt, GenerationConfig) of a plain completion on the base model."""

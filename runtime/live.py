@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import numpy as np
 
-from tinyllm.runtime.constraints import JsonPrefix
+from tinyllm.runtime.callconstraint import CallPrefix
+from tinyllm.runtime.constraints import JsonPrefix, Prefix
 from tinyllm.runtime.prefixcache import CachedPrefix
 from tinyllm.runtime.router import Route, TaskOutput
 
@@ -37,7 +38,9 @@ class Live:
         self.ttft = 0.0
         self.done: str | None = None
         self.error: Exception | None = None
-        self.json = JsonPrefix(json_root(route)) if route.json else None
+        self.json: Prefix | None = None
+        if route.json:
+            self.json = CallPrefix(route.tools) if route.tools else JsonPrefix(json_root(route))
         self.prefix: CachedPrefix | None = None  # cached KV to copy into the row first
         self.fill_cache = False  # store this request's prefix KV once it is prefilled
 
@@ -50,6 +53,19 @@ class Live:
     def kv_len(self) -> int:
         """Tokens of this row in the KV cache once decoding (the last one is fed next)."""
         return len(self.route.prompt) + len(self.tokens) - 1
+
+    def resolve(self, result: Any, error: BaseException | None) -> None:
+        """End the stream and settle the future (unless the caller cancelled it)."""
+        self.emit(("end", result))
+        if self.future.done():
+            return
+        try:
+            if error is None:
+                self.future.set_result(result)
+            else:
+                self.future.set_exception(error)
+        except InvalidStateError:  # cancelled by the caller meanwhile
+            pass
 
     def emit(self, item: tuple[str, Any]) -> None:
         """Send a stream item to the request's consumer, if any (a failing one is dropped)."""

@@ -20,12 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from tinyllm.argschema import validation_error
 from tinyllm.chat import ChatTokenizer
 from tinyllm.errors import UnknownTaskError
 from tinyllm.runtime.constraints import JsonTokens
 from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.tasks import Example, TaskSpec, conversation
 from tinyllm.tasktable import TaskEntry, TaskTable, build_entry, common_prefix
+from tinyllm.toolbox import get_tool
+from tinyllm.tools import Tool, ToolCall, ToolError, parse_call, result_text
 from tinyllm.verifiers import answer_text, parse_json_output, verify
 
 
@@ -34,7 +37,9 @@ class TaskOutput:
     """One served request's result.
 
     ``value`` is the parsed answer (the label, the JSON object, or the text) when ``valid``,
-    else None with the reason in ``error``. ``text`` is the raw generated text.
+    else None with the reason in ``error``. ``text`` is the raw generated text; for a
+    task with tools it is the answer (the tool's result, or what the model wrote after
+    it) and ``tool_call`` holds the call.
     """
 
     task: str | None
@@ -48,6 +53,7 @@ class TaskOutput:
     latency_s: float
     finish_reason: str
     token_ids: tuple[int, ...] = ()
+    tool_call: ToolCall | None = None
 
 
 class LabelTrie:
@@ -98,6 +104,8 @@ class Route:
     valid JSON syntax (see :mod:`tinyllm.runtime.constraints`). The first ``prefix_len``
     prompt tokens are the task's fixed prefix (the prefix cache may hold their KV).
     ``build_s`` and ``tokenize_s`` are the seconds rendering and tokenizing the prompt took.
+    ``tools``: the output is a call of one of these tools (constrained to their schemas
+    when ``json``); the engine runs it (:mod:`tinyllm.runtime.toolrunner`).
     """
 
     task: TaskSpec | None
@@ -110,12 +118,31 @@ class Route:
     prefix_len: int = 0
     build_s: float = 0.0
     tokenize_s: float = 0.0
+    tools: tuple[Tool, ...] = ()
+    execute_tools: bool = True
 
     def parse(self, text: str) -> tuple[Any, bool, str | None]:
-        """(value, valid, error) of a generated text."""
+        """(value, valid, error) of a generated text (a call, for a tool task's call)."""
         if self.task is None:
             return text, True, None
+        if self.tools:
+            return check_call(self.tools, text)
         return parse_output(self.task, text)
+
+
+def check_call(tools: Sequence[Tool], text: str) -> tuple[Any, bool, str | None]:
+    """(``{"name", "arguments"}``, valid, error) of a call, checked against its tool's schema."""
+    try:
+        name, arguments = parse_call(text)
+    except ToolError as e:
+        return None, False, str(e)
+    schemas = {t.name: t.parameters for t in tools}
+    if name not in schemas:
+        return None, False, f"the call names {name[:40]!r}, not one of {sorted(schemas)}"
+    error = validation_error(schemas[name], arguments)
+    if error:
+        return None, False, f"tool {name}: bad arguments: {error}"
+    return {"name": name, "arguments": arguments}, True, None
 
 
 def parse_output(task: TaskSpec, raw: str) -> tuple[Any, bool, str | None]:
@@ -150,9 +177,13 @@ class Router:
         self._tries: dict[str, LabelTrie] = {}
         self._texts: dict[int, str] = {}
         self._json: JsonTokens | None = None
+        self._tools: dict[str, tuple[Tool, ...]] = {}
 
     def add(self, spec: TaskSpec, slot: int) -> None:
-        """Serve ``spec`` with adapter ``slot`` (0: the base model)."""
+        """Serve ``spec`` with adapter ``slot`` (0: the base model); its tools, if any,
+        must be registered (:func:`tinyllm.toolbox.register_tool`)."""
+        tools = tuple(get_tool(n) for n in spec.tools.names) if spec.tools else ()
+        self._tools[spec.name] = tools
         self.tasks[spec.name] = spec
         self.slots[spec.name] = slot
         self._tries.pop(spec.name, None)
@@ -183,9 +214,11 @@ class Router:
         max_new_tokens: int | None,
         temperature: float | None,
         shots: list[Example] | None = None,
+        execute_tools: bool = True,
     ) -> Route:
         """The route of one request for task ``name`` with input ``text`` (``shots``:
-        worked examples put before the input, as evaluation's few-shot prompts)."""
+        worked examples put before the input, as evaluation's few-shot prompts;
+        ``execute_tools`` False: a tool task returns the call itself, unexecuted)."""
         spec = self.spec(name)
         slot = self.slots.get(name)
         if slot is None:
@@ -200,10 +233,26 @@ class Router:
         built = time.perf_counter()
         prompt = self.tokenizer.encode(prompt_text)
         tokenized = time.perf_counter()
+        tools = self._tools.get(name, ())
+        budget = spec.tools.max_call_tokens if spec.tools else spec.output.max_new_tokens
         config = GenerationConfig(
-            max_new_tokens=max_new_tokens or spec.output.max_new_tokens,
-            temperature=temperature or 0.0,
+            max_new_tokens=max_new_tokens or budget, temperature=temperature or 0.0
         )
+        if tools:
+            return Route(
+                spec,
+                prompt,
+                slot,
+                config,
+                False,
+                None,
+                self.constrain,
+                common_prefix(prompt, entry.prefix_ids),
+                built - start,
+                tokenized - built,
+                tools,
+                execute_tools,
+            )
         kind = spec.output.kind
         trie = self._trie(entry) if kind == "label" and self.constrain else None
         return Route(
@@ -218,6 +267,24 @@ class Router:
             built - start,
             tokenized - built,
         )
+
+    def after_call(self, route: Route, call: list[int], result: str) -> Route:
+        """The route that writes a tool task's answer: the prompt, the call the model wrote
+        (``call`` token ids) and the tool's result (:func:`tinyllm.tools.result_text`)."""
+        spec = route.task
+        if spec is None:
+            raise UnknownTaskError("a tool call needs a task")
+        ids = route.prompt + call + self.tokenizer.encode(result_text(result))
+        kind = spec.output.kind
+        entry = self._entries.get(spec.name)
+        config = GenerationConfig(
+            max_new_tokens=spec.output.max_new_tokens,
+            temperature=route.config.temperature,
+            seed=route.config.seed,
+        )
+        trie = self._trie(entry) if entry and kind == "label" and self.constrain else None
+        json = kind == "json" and self.constrain
+        return Route(spec, ids, route.slot, config, kind != "json", trie, json, route.prefix_len)
 
     def raw(self, prompt: str | list[dict[str, str]], config: GenerationConfig) -> Route:
         """A route without a task: the base model (slot 0) on a plain prompt or messages."""

@@ -62,16 +62,21 @@ class TaskService:
         deadline_s: float | None = None,
         shots: list[Example] | None = None,
         wait: bool = False,
+        execute_tools: bool = True,
     ) -> Future[TaskOutput]:
         """Queue ``text`` for ``task``; ``future.cancel()`` cancels the request.
 
         Raises at once: UnknownTaskError, QueueFullError (unless ``wait``: then it waits
         for room in the queue), PromptTooLongError, EngineClosedError. The future fails
         with DeadlineExceededError when ``deadline_s`` seconds pass before the result.
-        ``shots`` are worked examples put before the input (few-shot prompting).
+        ``shots`` are worked examples put before the input (few-shot prompting). For a
+        task with tools, ``execute_tools`` False returns the model's call unexecuted
+        (``value`` ``{"name", "arguments"}``, checked against the tool's schema).
         """
         server = self._serving()
-        route = server.router.route(task, text, max_new_tokens, temperature, shots)
+        route = server.router.route(
+            task, text, max_new_tokens, temperature, shots, execute_tools=execute_tools
+        )
         return server.submit(route, deadline_s, None, wait)
 
     def run(self, task: str, text: str, **kwargs: Any) -> TaskOutput:

@@ -14,7 +14,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from tinyllm.runtime.scheduler import Request, Scheduler, SchedulerConfig, StepP
 from tinyllm.runtime.session import DecoderSession
 from tinyllm.runtime.slots import AdapterSlots
 from tinyllm.runtime.stopwatch import NO_WATCH, StepRecorder, Stopwatch
+from tinyllm.runtime.toolrunner import ToolRunner
 
 __all__ = ["Server", "ServingOptions", "Sink"]
 
@@ -87,6 +88,7 @@ class Server:
         self.counters = Counters()
         self.recorder: StepRecorder | None = None  # a profiler's (tinyllm profile)
         self.watch: Stopwatch = NO_WATCH  # the loop thread's, for this iteration
+        self.tool_runner = ToolRunner(router, self.submit)
 
     def submit(
         self, route: Route, deadline_s: float | None, sink: Sink | None, wait: bool = False
@@ -182,6 +184,8 @@ class Server:
 
     def close(self, drain: bool) -> None:
         """Stop accepting requests; finish (``drain``) or fail those in flight; join."""
+        if drain:
+            self.tool_runner.drain()  # calls being run may still decode their answers
         with self.cond:
             self.closing = True
             self.drain = drain
@@ -341,6 +345,8 @@ class Server:
                 elif live.json.mode == "done":
                     live.done = "stop"
         count = len(live.text) if live.done else ready(live.text, config.stop)
+        if route.tools and route.execute_tools:
+            count = 0  # the call is not the answer: the tool runner streams that
         if count > live.sent:
             live.emit(("delta", live.text[live.sent : count]))
             live.sent = count
@@ -374,18 +380,13 @@ class Server:
             result = error
             kind = "cancelled" if isinstance(error, RequestCancelledError) else "failed"
             self.counters.count(name, kind)
-        live.emit(("end", result))
         if self.recorder is not None:
             self.recorder.ended(live, error)
-        if live.future.done():
+        if error is None and live.route.tools and live.route.execute_tools:
+            # the call is written: run it off the loop
+            self.tool_runner.take(live, result)
             return
-        try:
-            if error is None:
-                live.future.set_result(result)
-            else:
-                live.future.set_exception(error)
-        except InvalidStateError:  # cancelled by the caller meanwhile
-            pass
+        live.resolve(result, error)
 
     def stats(self) -> dict[str, Any]:
         """Queue depth, requests in flight, totals and per-task counts (plain data)."""

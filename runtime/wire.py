@@ -7,6 +7,7 @@ OpenAI API and a task call is tested without a server. A request names a task as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -54,6 +55,7 @@ class TaskRequest:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     top_p: float | None = None
+    tools: tuple[str, ...] = ()  # the function names a client sent: it wants raw calls
 
     def base_only(self) -> str | None:
         """The first option sent that only plain completions on the base model honour."""
@@ -113,6 +115,15 @@ def parse_request(kind: Kind, data: dict[str, Any]) -> TaskRequest:
         raise invalid("'model' must name a task (see GET /v1/models)", "model")
     _check_unicode(model, "model")
     text = _chat_input(data.get("messages")) if kind == "chat" else _prompt(data.get("prompt"))
+    tools = _tools(kind, data)
+    if kind == "chat" and any(
+        isinstance(m, dict) and m.get("role") == "tool" for m in data["messages"]
+    ):
+        raise invalid(
+            "'tool' messages are not taken: the server runs a task's tools itself and keeps "
+            "no conversation; send the user message alone",
+            "messages",
+        )
     _refuse_unsupported(data, model)
     n = data.get("n", 1)
     if n not in (1, None) or isinstance(n, bool):
@@ -138,20 +149,44 @@ def parse_request(kind: Kind, data: dict[str, Any]) -> TaskRequest:
         stop=tuple(stop),
         ignore_eos=bool(_optional(data, "ignore_eos", bool)),
         top_p=_number(data, "top_p", 0.0, 1.0, low_open=True),
+        tools=tools,
     )
+
+
+def _tools(kind: Kind, data: dict[str, Any]) -> tuple[str, ...]:
+    """The function names of ``tools`` (a client that sends them gets the model's calls
+    back as ``tool_calls``, unexecuted); ``tool_choice`` may only leave the choice to it."""
+    tools = data.get("tools")
+    choice = data.get("tool_choice")
+    if not tools:
+        if choice not in (None, "none", "auto"):
+            raise invalid("'tool_choice' needs 'tools'", "tool_choice")
+        return ()
+    if kind != "chat":
+        raise invalid("'tools' are for /v1/chat/completions", "tools")
+    if data.get("stream"):
+        raise invalid("streaming tool calls is not supported; send 'stream': false", "stream")
+    if choice not in (None, "auto", "required"):
+        raise invalid(
+            "'tool_choice' may be 'auto' or 'required': a task with tools always calls one",
+            "tool_choice",
+        )
+    names: list[str] = []
+    for tool in tools if isinstance(tools, list) else [None]:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        declared = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(name, str) or declared != "function":
+            raise invalid(
+                '\'tools\' must be a list of {"type": "function", "function": {"name": ...}}',
+                "tools",
+            )
+        names.append(name)
+    return tuple(names)
 
 
 def _refuse_unsupported(data: dict[str, Any], model: str) -> None:
     """A 400 naming the first option that asks for something this server does not do."""
-    if data.get("tools"):
-        raise invalid(
-            f"the model {model!r} takes no tools: a task answers in its own output format "
-            "(label, JSON or text); drop 'tools'",
-            "tools",
-        )
-    choice = data.get("tool_choice")
-    if choice not in (None, "none", "auto"):
-        raise invalid("'tool_choice' needs tools, which this server does not take", "tool_choice")
     for key, neutral in UNSUPPORTED.items():
         value = data.get(key)
         if value is None or any(_same(value, n) for n in neutral):
@@ -279,13 +314,24 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 def response(req: TaskRequest, rid: str, output: Any) -> dict[str, Any]:
     """The full (non-streamed) response for a finished task output.
 
-    ``tinyllm`` carries the task's parsed value and whether it passed its verifier.
+    ``tinyllm`` carries the task's parsed value and whether it passed its verifier, and
+    the executed tool call (name, arguments, result, error, seconds) for a task with tools.
+    A client that sent ``tools`` gets a valid call as ``tool_calls``, unexecuted.
     """
+    extra = {"value": output.value, "valid": output.valid, "error": output.error}
+    call = getattr(output, "tool_call", None)
+    if call is not None:
+        extra["tool_call"] = dataclasses.asdict(call)
     if req.kind == "chat":
+        message: dict[str, Any] = {"role": "assistant", "content": output.text}
+        finish = output.finish_reason
+        if req.tools and output.valid:
+            message = {"role": "assistant", "content": None, "tool_calls": [_call(output.value)]}
+            finish = "tool_calls"
         choice: dict[str, Any] = {
             "index": 0,
-            "message": {"role": "assistant", "content": output.text},
-            "finish_reason": output.finish_reason,
+            "message": message,
+            "finish_reason": finish,
             "logprobs": None,
         }
         obj = "chat.completion"
@@ -304,7 +350,19 @@ def response(req: TaskRequest, rid: str, output: Any) -> dict[str, Any]:
         "model": req.task,
         "choices": [choice],
         "usage": usage(output.prompt_tokens, output.output_tokens),
-        "tinyllm": {"value": output.value, "valid": output.valid, "error": output.error},
+        "tinyllm": extra,
+    }
+
+
+def _call(value: dict[str, Any]) -> dict[str, Any]:
+    """One OpenAI ``tool_calls`` entry (the arguments as a JSON string, as OpenAI sends)."""
+    return {
+        "id": f"call_{uuid.uuid4().hex[:24]}",
+        "type": "function",
+        "function": {
+            "name": value["name"],
+            "arguments": json.dumps(value["arguments"], ensure_ascii=False),
+        },
     }
 
 

@@ -84,22 +84,42 @@ class TorchGenerator:
         conversations = [conversation(task, text, shots) for text in inputs]
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
         raw: list[str] = [""] * len(inputs)
+        budget = task.tools.max_call_tokens if task.tools else task.output.max_new_tokens
         for i in range(0, len(order), self.batch_size):
             idx = order[i : i + self.batch_size]
-            outs = self.generate([conversations[j] for j in idx], task.output.max_new_tokens)
+            outs = self.generate([conversations[j] for j in idx], budget)
+            if task.tools:  # the outputs are calls: run them, as the engine does
+                from tinyllm.toolcalling import answers_after_calls
+
+                prompts = [self.prompt(conversations[j]) for j in idx]
+
+                def more(
+                    ids: list[int], after: list[str], prompts: list[str] = prompts
+                ) -> list[str]:
+                    texts = [prompts[i] + a for i, a in zip(ids, after, strict=True)]
+                    return self.generate_text(texts, task.output.max_new_tokens)
+
+                outs = answers_after_calls(task, outs, more)
             for j, out in zip(idx, outs, strict=True):
                 raw[j] = out
             done(len(idx))
         return raw
 
+    def prompt(self, messages: list[Message]) -> str:
+        """The chat-template text of a conversation, ending where the answer starts."""
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+
     def generate(self, conversations: list[list[Message]], max_new_tokens: int) -> list[str]:
         """One greedy completion per conversation."""
+        return self.generate_text([self.prompt(c) for c in conversations], max_new_tokens)
+
+    def generate_text(self, texts: list[str], max_new_tokens: int) -> list[str]:
+        """One greedy completion per prompt text."""
         import torch
 
-        texts = [
-            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-            for c in conversations
-        ]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
             out = self.model.generate(

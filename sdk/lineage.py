@@ -60,14 +60,13 @@ def add_tasks(
 
     See :func:`tinyllm.api.add_tasks` for the arguments.
     """
-    from tinyllm.config import to_dict
     from tinyllm.tasks import task_from_dict
     from tinyllm.tasktable import FILE as TASK_TABLE
     from tinyllm.tasktable import write_task_table
 
     check_output_path(parent, out)
     adapters = dict(adapters or {})
-    task_dicts = {**parent.manifest.tasks, **{t.name: to_dict(t) for t in tasks}}
+    task_dicts = {**parent.manifest.tasks, **{t.name: t.to_dict() for t in tasks}}
     unknown = sorted(set(adapters) - set(task_dicts))
     if unknown:
         raise ConfigError(f"adapter {unknown[0]!r} names no task; add its task spec too")

@@ -36,6 +36,28 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class ToolUse:
+    """The tools a task's model may call (names in :mod:`tinyllm.tools`' registry).
+
+    ``result``: ``answer`` when the tool's result is the task's answer; ``context`` when
+    the model reads the result and then writes the answer itself. ``max_call_tokens``
+    bounds the tokens of the call the model writes.
+    """
+
+    names: list[str]
+    result: Literal["answer", "context"] = "answer"
+    max_call_tokens: int = 96
+
+    def __post_init__(self) -> None:
+        if not self.names or len(set(self.names)) != len(self.names):
+            raise ConfigError(f"tools.names must list distinct tool names, got {self.names}")
+        if self.result not in ("answer", "context"):
+            raise ConfigError(f"tools.result must be 'answer' or 'context', got {self.result!r}")
+        if self.max_call_tokens < 8:
+            raise ConfigError(f"tools.max_call_tokens must be >= 8, got {self.max_call_tokens}")
+
+
+@dataclass(frozen=True)
 class DataSpec:
     """Where a task's examples come from.
 
@@ -65,6 +87,7 @@ class TaskSpec:
     template: str = "{input}"
     verifiers: list[str] = field(default_factory=list)
     few_shot: int = 3
+    tools: ToolUse | None = None
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -88,8 +111,11 @@ class TaskSpec:
             raise ConfigError(f"{where}: data.sizes has unknown split {sorted(unknown)[0]!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (as stored in a bundle's manifest)."""
+        """JSON-ready form (as stored in a bundle's manifest); ``tools`` only when set, so
+        a task without tools reads and hashes as before tools existed."""
         result: dict[str, Any] = to_dict(self)
+        if result.get("tools") is None:
+            result.pop("tools", None)
         return result
 
     def prompt(self, text: str) -> str:

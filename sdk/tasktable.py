@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm.chat import ChatTokenizer
-from tinyllm.config import to_dict
 from tinyllm.errors import BundleError
 from tinyllm.manifest import Manifest
 from tinyllm.tasks import TaskSpec, conversation
@@ -120,7 +119,7 @@ class TaskTable:
 
 def spec_hash(spec: TaskSpec) -> str:
     """A digest of everything in a task spec (a changed spec is a different task)."""
-    blob = json.dumps(to_dict(spec), sort_keys=True, ensure_ascii=False)
+    blob = json.dumps(spec.to_dict(), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -116,3 +116,23 @@ def test_data_and_suite_files_that_are_not_utf8(tmp_path: Path) -> None:
     suite.write_bytes(b"tasks:\n  - name: caf\xe9\n")
     with pytest.raises(ConfigError, match=r"suite\.yaml: not UTF-8 text"):
         load_suite(suite)
+
+
+def test_tools_in_a_task_spec_round_trip_and_tasks_without_keep_their_form() -> None:
+    import dataclasses
+
+    from tinyllm.tasks import ToolUse, task_from_dict
+    from tinyllm.tasktable import spec_hash
+
+    plain = load_tasks().task("arithmetic")
+    assert "tools" not in plain.to_dict()  # manifests and task-table hashes as before
+    tool_task = dataclasses.replace(plain, tools=ToolUse(["calculator"], "context"))
+    back = task_from_dict(tool_task.to_dict(), "test")
+    assert back == tool_task and back.tools == ToolUse(["calculator"], "context", 96)
+    assert spec_hash(back) != spec_hash(plain)
+    with pytest.raises(ConfigError, match="distinct tool names"):
+        ToolUse(["calculator", "calculator"])
+    with pytest.raises(ConfigError, match="'answer' or 'context'"):
+        ToolUse(["calculator"], "later")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_call_tokens must be >= 8"):
+        ToolUse(["calculator"], max_call_tokens=2)

@@ -1,0 +1,110 @@
+"""Distillation data with tool calls: the teacher's traces become the student's targets.
+
+For a task with tools, each labelled example (input, teacher answer) is traced the way
+the tool pipeline (:mod:`tinyllm.distill.pipeline`) calls tools: each of the task's tools,
+in order, gets the arguments the request's text gives (:attr:`tinyllm.tools.Tool.from_text`)
+and runs through :func:`tinyllm.tools.call_tool`. The first call whose result passes the
+task's verifiers and equals the teacher's answer is the trace (tool, arguments, result,
+answer); its target is :func:`tinyllm.toolcalling.call_target` (the call, then for
+``tools.result: context`` the result and the answer). An example without such a call is
+rejected, with the reason counted: the tool failed, its result failed the verifier, or the
+teacher answered something else (it did not answer with this call).
+
+SFT trains on these targets. KD and GRPO on calls are not built yet: :func:`check_method`
+says so.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tinyllm.errors import ConfigError
+from tinyllm.tasks import Example, TaskSpec
+from tinyllm.toolbox import get_tool
+from tinyllm.toolcalling import call_target
+from tinyllm.tools import ToolCall, ToolError, call_tool
+from tinyllm.verifiers import answer_text, verify
+
+
+@dataclass
+class CallStats:
+    """How many examples of a task became call targets, and why the others did not."""
+
+    task: str
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def line(self) -> str:
+        """One line for the log."""
+        total = self.accepted + sum(self.rejected.values())
+        why = ", ".join(f"{k}: {v}" for k, v in self.rejected.most_common())
+        return f"{self.task}: {self.accepted}/{total} examples traced to a tool call" + (
+            f" (rejected: {why})" if why else ""
+        )
+
+
+def trace(task: TaskSpec, example: Example) -> tuple[ToolCall | None, str]:
+    """The call that gives the teacher's answer for one example, or None and the reason."""
+    if task.tools is None:
+        raise ConfigError(f"task {task.name!r} has no tools to trace")
+    reason = "no tool can take the request's text"
+    want = answer_text(task, example.output)
+    for name in task.tools.names:
+        tool = get_tool(name)
+        if tool.from_text is None:
+            continue
+        try:
+            arguments = tool.from_text(example.input)
+            result = call_tool(tool, arguments)
+        except ToolError:
+            reason = "tool failed"
+            continue
+        if not verify(task, result).ok:
+            reason = "result failed the verifier"
+            continue
+        if answer_text(task, result) != want:
+            reason = "teacher answered otherwise"
+            continue
+        return ToolCall(name, arguments, result, None, 0.0), ""
+    return None, reason
+
+
+def with_calls(
+    task: TaskSpec, examples: Sequence[Example], log: Callable[[str], None] | None = None
+) -> list[Example]:
+    """The examples whose teacher answer a tool call gives, with call targets as outputs
+    (``meta``: the call and the teacher's answer)."""
+    stats = CallStats(task.name)
+    out = []
+    for ex in examples:
+        call, reason = trace(task, ex)
+        if call is None:
+            stats.rejected[reason] += 1
+            continue
+        stats.accepted += 1
+        meta = {
+            **ex.meta,
+            "answer": ex.output,
+            "tool_call": {"name": call.name, "arguments": call.arguments, "result": call.result},
+        }
+        out.append(Example(ex.input, call_target(task, call, ex.output), meta))
+    if log is not None:
+        log(stats.line())
+    if not out:
+        raise ConfigError(
+            f"task {task.name!r}: no example could be traced to a tool call ({stats.line()}); "
+            "check the task's tools against its data"
+        )
+    return out
+
+
+def check_method(method: str, tasks: Sequence[TaskSpec]) -> None:
+    """Refuse a method that cannot train on call targets yet (SFT can)."""
+    with_tools = [t.name for t in tasks if t.tools]
+    if with_tools and method != "sft":
+        raise ConfigError(
+            f"method {method!r} on tasks with tools ({', '.join(with_tools)}) is not built "
+            "yet: distil them with method 'sft' (the call targets), the others separately"
+        )

@@ -1,0 +1,89 @@
+"""Call targets: teacher answers traced to tool calls, bad traces rejected with the reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tinyllm.distill.calltargets import check_method, trace, with_calls
+from tinyllm.errors import ConfigError
+from tinyllm.tasks import DataSpec, Example, OutputSpec, TaskSpec, ToolUse
+from tinyllm.toolcalling import answers_after_calls, execute_call
+from tinyllm.tools import parse_call
+
+
+def _task(result: str = "answer", verifiers: tuple[str, ...] = ("number",)) -> TaskSpec:
+    return TaskSpec(
+        name="arith",
+        description="d",
+        instruction="Call the calculator.",
+        output=OutputSpec("text", max_new_tokens=8),
+        metric="exact_match",
+        data=DataSpec(builder="x"),
+        verifiers=list(verifiers),
+        tools=ToolUse(["calculator"], result),  # type: ignore[arg-type]
+    )
+
+
+def test_teacher_answers_become_call_targets_and_bad_traces_are_rejected() -> None:
+    examples = [
+        Example("What is 2 plus 3?", "5"),
+        Example("Solve 8*c - 20 = 4 for c.", "3"),
+        Example("What is 2 plus 3?", "6"),  # the teacher answered otherwise
+        Example("Divide 3 by 0.", "1"),  # the tool fails
+        Example("What is the meaning of life?", "42"),  # no expression
+    ]
+    logged: list[str] = []
+    out = with_calls(_task(), examples, logged.append)
+    assert [e.output for e in out] == [
+        '{"name": "calculator", "arguments": {"expression": "2 + 3"}}',
+        '{"name": "calculator", "arguments": {"expression": "8*c - 20 = 4"}}',
+    ]
+    assert out[0].meta["tool_call"]["result"] == "5" and out[0].meta["answer"] == "5"
+    assert logged == [
+        "arith: 2/5 examples traced to a tool call "
+        "(rejected: tool failed: 2, teacher answered otherwise: 1)"
+    ]
+    with pytest.raises(ConfigError, match="no example could be traced"):
+        with_calls(_task(), examples[2:])
+
+
+def test_a_result_failing_the_verifier_is_rejected() -> None:
+    task = _task(verifiers=("iso_datetime",))  # a number is not a date
+    call, reason = trace(task, Example("What is 2 plus 3?", "5"))
+    assert call is None and reason == "result failed the verifier"
+
+
+def test_context_targets_carry_the_result_and_the_answer() -> None:
+    (ex,) = with_calls(_task("context"), [Example("What is 7 divided by 2?", "7/2")])
+    call, rest = ex.output.split("\n", 1)
+    assert parse_call(call) == ("calculator", {"expression": "7 / 2"})
+    assert rest == "Result: 7/2\n7/2"
+
+
+def test_written_calls_are_executed_like_the_engine_does() -> None:
+    task = _task()
+    good = '{"name": "calculator", "arguments": {"expression": "6 * 7"}}'
+    assert execute_call(task, good).result == "42"
+    bad = execute_call(task, '{"name": "date_parser", "arguments": {}}')
+    assert bad.result is None and "not one of ['calculator']" in str(bad.error)
+    assert answers_after_calls(task, [good, "nonsense"], lambda ids, texts: []) == ["42", ""]
+    seen: list[tuple[list[int], list[str]]] = []
+
+    def more(ids: list[int], texts: list[str]) -> list[str]:
+        seen.append((ids, texts))
+        return ["the answer"] * len(ids)
+
+    got = answers_after_calls(_task("context"), ["x", good], more)
+    assert got == ["", "the answer"]
+    assert seen == [([1], [good + "\nResult: 42\n"])]
+
+
+def test_kd_and_grpo_on_calls_are_refused_until_built() -> None:
+    check_method("sft", [_task()])
+    with pytest.raises(ConfigError, match="method 'grpo' on tasks with tools \\(arith\\)"):
+        check_method("grpo", [_task()])
+    assert json.dumps(_task().to_dict()["tools"]) == (
+        '{"names": ["calculator"], "result": "answer", "max_call_tokens": 96}'
+    )
