@@ -185,5 +185,6 @@ def test_importing_the_runtime_loads_no_torch_onnx_export_side_or_facade() -> No
     # 27 before the house step (#19), 21 after; the one decode loop (#14) added the
     # prefix cache, the engine.json schema and the task table; the profile step (#17)
     # the loop's request state split out of serving.py, its stopwatch, serving defaults;
-    # the integrity step (#18) the file-hash cache and the engine.json check.
-    assert int(count) <= 29
+    # the integrity step (#18) the file-hash cache and the engine.json check; crash
+    # safety (#18) the durability module (fsync, atomic swap, writer lock).
+    assert int(count) <= 30
