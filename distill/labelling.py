@@ -199,6 +199,8 @@ def label_task(
     out.mkdir(parents=True, exist_ok=True)
     journal = _journal_path(out, task)
     _repair_tail(journal)
+    for stale in out.glob(f".{task.name}.*.tmp"):  # outputs of a killed run, half written
+        stale.unlink(missing_ok=True)
     records = read_journal(journal)
     _check_same_run(records, journal, teacher.name, k, temperature)
     done = {r["input"] for r in records}
