@@ -96,6 +96,7 @@ def _trials(
         write()  # a re-run takes over the lock, cleans up and finishes
         assert _state(out, is_new, fresh) == "new", f"{how} {n}: re-run did not finish"
         assert _leftovers(out) == [], f"{how} {n}: left {_leftovers(out)}"
+    print(f"{out.name}: {len(kills)} kills over {len(events)} steps: {seen}")
     return seen
 
 
@@ -230,4 +231,5 @@ def test_labelling_journal_killed_anywhere(tmp_path: Path) -> None:
             r["input"] for r in expected if r["output"] is not None
         ]
         assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    print(f"journal: {len(points)} kills over {len(events)} steps: {len(prefixes)} prefixes")
     assert len(prefixes) >= 4  # kills landed before, between and after the batches
