@@ -27,6 +27,7 @@ from typing import Any
 
 from tinyllm.config import to_dict
 from tinyllm.distill.teachers import Teacher, check_candidates, check_k
+from tinyllm.durability import write_text_atomic
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec, write_examples
 from tinyllm.verifiers import answer_text, parse_json_output, verify
@@ -113,18 +114,20 @@ def _journal_path(out_dir: Path, task: TaskSpec) -> Path:
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:
-    """The finished records of a journal; a torn last line (a crash mid-write) is dropped."""
+    """The finished records of a journal.
+
+    A record is one line and is finished only with its newline: an unterminated last
+    line is the torn tail of an append killed mid-write, and is dropped. Any other bad
+    line is an error.
+    """
     if not path.is_file():
         return []
     records = []
-    lines = path.read_bytes().split(b"\n")
-    for lineno, raw in enumerate(lines, 1):
-        last = lineno >= len(lines) - 1  # may be torn by a crash mid-write
+    finished, _, _torn = path.read_bytes().rpartition(b"\n")
+    for lineno, raw in enumerate(finished.split(b"\n") if finished else [], 1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            if last and not raw.endswith(b"}"):
-                continue
             raise ConfigError(
                 f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start}); the journal "
                 "was not written by tinyllm: delete it or choose another output folder"
@@ -134,9 +137,7 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            if not last or line.endswith("}"):
-                raise ConfigError(f"{path}:{lineno}: corrupt journal line ({e}); delete it") from e
-            continue
+            raise ConfigError(f"{path}:{lineno}: corrupt journal line ({e}); delete it") from e
         if not isinstance(record, dict) or not isinstance(record.get("input"), str):
             raise ConfigError(
                 f"{path}:{lineno}: a journal line must be an object with an 'input'; delete "
@@ -198,6 +199,8 @@ def label_task(
     out.mkdir(parents=True, exist_ok=True)
     journal = _journal_path(out, task)
     _repair_tail(journal)
+    for stale in out.glob(f".{task.name}.*.tmp"):  # outputs of a killed run, half written
+        stale.unlink(missing_ok=True)
     records = read_journal(journal)
     _check_same_run(records, journal, teacher.name, k, temperature)
     done = {r["input"] for r in records}
@@ -285,14 +288,13 @@ def _write_outputs(
         if r["output"] is not None
     ]
     write_examples(out / f"{task.name}.jsonl", accepted)
-    rejected = out / f"{task.name}.rejected.jsonl"
-    tmp = rejected.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            if r["output"] is None:
-                line = {"input": r["input"], "candidates": r["candidates"], "reasons": r["reasons"]}
-                f.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
-    tmp.replace(rejected)
+    rejected = [
+        {"input": r["input"], "candidates": r["candidates"], "reasons": r["reasons"]}
+        for r in records
+        if r["output"] is None
+    ]
+    text = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in rejected)
+    write_text_atomic(out / f"{task.name}.rejected.jsonl", text)
     reasons = Counter(reason for r in records for reason in r["reasons"])
     stats = LabelStats(
         task=task.name,
@@ -308,7 +310,7 @@ def _write_outputs(
         reasons=dict(reasons.most_common()),
         seconds=seconds,
     )
-    (out / f"{task.name}.stats.json").write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+    write_text_atomic(out / f"{task.name}.stats.json", json.dumps(stats.to_dict(), indent=2) + "\n")
     return stats
 
 

@@ -3,8 +3,9 @@
 A bundle is read with :meth:`Bundle.open`, which validates it (schema version, file sizes
 and hashes, tensor shapes against the model config) and rejects a bad one with an error
 naming the file and the problem. It is written with :class:`BundleWriter`, atomically:
-files go to a hidden temporary folder beside the target, which is renamed into place only
-once complete, so an interrupted write never leaves a half bundle that loads.
+files go to a hidden temporary folder beside the target, which is fsynced and swapped into
+place in one step only once complete, so a write killed at any point leaves the old bundle
+or the new one, never a half bundle. One writer at a time holds an output path's lock.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tinyllm.adapters import check_adapter_shapes
 from tinyllm.config import ModelConfig
+from tinyllm.durability import (
+    WriterLock,
+    exchange_dirs,
+    fsync_dir,
+    fsync_tree,
+    kept_hint,
+    recover_folder,
+)
 from tinyllm.errors import BundleError, BundleExistsError, ConfigError
 from tinyllm.integrity import file_sha256, sha256_files
 from tinyllm.manifest import (
@@ -74,7 +83,7 @@ class Bundle:
             raise ConfigError(f"verify must be 'sha256' or 'size', got {verify!r}")
         root = Path(path)
         if not root.exists():
-            raise BundleError(f"no bundle at {root}: the path does not exist")
+            raise BundleError(f"no bundle at {root}: the path does not exist{kept_hint(root)}")
         if not root.is_dir():
             raise BundleError(f"{root} is not a bundle: a bundle is a folder (NAME.tllm/)")
         manifest_path = root / MANIFEST
@@ -269,6 +278,11 @@ class BundleWriter:
     Use as a context manager; call :meth:`commit` with the manifest (its ``files`` are
     filled in here). Leaving the block without committing, or with an exception, removes
     the temporary folder and leaves any existing bundle at ``out`` untouched.
+
+    Entering the block takes the output path's lock (:class:`tinyllm.durability.WriterLock`):
+    a second writer to the same path fails at once with ``BundleLockedError``. Holding it,
+    the writer removes what writes killed earlier left behind (staging folders) and puts
+    back a previous bundle that an interrupted overwrite had moved aside.
     """
 
     def __init__(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
@@ -276,7 +290,11 @@ class BundleWriter:
         self.overwrite = overwrite
         self._tmp: Path | None = None
         self._known: dict[str, FileEntry] = {}
-        if self.out.exists() and not overwrite:
+        self._lock = WriterLock(self.out)
+        self._check_target()
+
+    def _check_target(self) -> None:
+        if self.out.exists() and not self.overwrite:
             raise BundleExistsError(
                 f"{self.out} already exists; choose another output path or pass "
                 "overwrite=True (--force on the command line)"
@@ -286,7 +304,14 @@ class BundleWriter:
 
     def __enter__(self) -> BundleWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        self._lock.acquire()
+        try:
+            recover_folder(self.out)
+            self._check_target()  # another writer may have finished while we waited
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        except BaseException:
+            self._lock.release()
+            raise
         return self
 
     def __exit__(
@@ -295,9 +320,12 @@ class BundleWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        try:
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None
+        finally:
+            self._lock.release()
 
     @property
     def staging(self) -> Path:
@@ -351,8 +379,7 @@ class BundleWriter:
         manifest_path = self.staging / MANIFEST
         with manifest_path.open("w", encoding="utf-8") as f:
             f.write(final.to_json())
-            f.flush()
-            os.fsync(f.fileno())
+        fsync_tree(self.staging)  # on disk before the swap makes it visible
         # Validate before the swap, so a bad write never replaces a good bundle.
         Bundle.open(self.staging, verify="size")
         self._swap_into_place()
@@ -360,11 +387,19 @@ class BundleWriter:
 
     def _swap_into_place(self) -> None:
         staging = self.staging
+        if self.out.exists() and not self.overwrite:
+            raise BundleExistsError(f"{self.out} appeared while it was written; nothing replaced")
+        if self.out.exists() and exchange_dirs(staging, self.out):
+            fsync_dir(self.out.parent)
+            shutil.rmtree(staging, ignore_errors=True)  # it holds the previous bundle now
+            self._tmp = None
+            return
         old: Path | None = None
-        if self.out.exists():
+        if self.out.exists():  # no atomic swap here: two renames, undone by _recover
             old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
             os.replace(self.out, old / "bundle")
         os.replace(staging, self.out)
         self._tmp = None
+        fsync_dir(self.out.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -22,6 +22,10 @@ class BundleExistsError(BundleError):
     """The output bundle already exists and overwriting was not asked for."""
 
 
+class BundleLockedError(BundleError):
+    """Another process is writing the same output bundle; wait for it or write elsewhere."""
+
+
 class SchemaVersionError(BundleError):
     """The bundle was written with a manifest schema this tinyllm does not read."""
 

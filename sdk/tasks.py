@@ -240,9 +240,8 @@ def read_examples(path: Path, where: str) -> list[Example]:
 
 def write_examples(path: Path, examples: list[Example]) -> None:
     """Write examples as JSONL (sorted keys, so identical data gives identical bytes)."""
+    from tinyllm.durability import write_text_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps(to_dict(ex), sort_keys=True, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    lines = [json.dumps(to_dict(ex), sort_keys=True, ensure_ascii=False) + "\n" for ex in examples]
+    write_text_atomic(path, "".join(lines))

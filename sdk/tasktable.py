@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm.chat import ChatTokenizer
-from tinyllm.errors import BundleError
+from tinyllm.config import from_dict
+from tinyllm.errors import BundleError, ConfigError
 from tinyllm.manifest import Manifest
 from tinyllm.tasks import TaskSpec, conversation
 
@@ -102,6 +103,8 @@ class TaskTable:
             return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
             if data.get("schema") != SCHEMA:
                 raise BundleError(
                     f"{path}: task table schema {data.get('schema')!r}, this tinyllm reads "
@@ -110,9 +113,12 @@ class TaskTable:
             tasks = {}
             for name, raw in data["tasks"].items():
                 raw = {k: v for k, v in raw.items() if k != "prompt"}
-                tasks[name] = TaskEntry(**raw)
-            return cls(tasks, [int(i) for i in data["stop_ids"]])
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+                tasks[name] = from_dict(TaskEntry, raw, f"tasks.{name}")
+            stop_ids = data["stop_ids"]
+            if not isinstance(stop_ids, list) or not all(type(i) is int for i in stop_ids):
+                raise TypeError("stop_ids must be a list of token ids")
+            return cls(tasks, stop_ids)
+        except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as e:
             problem = f"{path} is not a valid task table ({e}); re-export the engine"
             raise BundleError(problem) from e
 

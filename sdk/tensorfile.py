@@ -72,12 +72,16 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     if not isinstance(header, dict):
         raise BundleError(f"{path}: safetensors header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise BundleError(f"{path}: safetensors __metadata__ must map names to strings")
     infos: dict[str, TensorInfo] = {}
     data_end = 0
     for name, entry in header.items():
         try:
             dtype, shape = entry["dtype"], tuple(int(d) for d in entry["shape"])
             start, end = (int(x) for x in entry["data_offsets"])
+            if not isinstance(dtype, str) or min((*shape, start, end), default=0) < 0:
+                raise ValueError("dtype must be a name; shape and offsets must be >= 0")
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{path}: malformed header entry for tensor {name!r}") from e
         expected = prod(shape) * DTYPE_SIZES.get(dtype, 0)

@@ -133,6 +133,12 @@ def test_long_prompt_chunks_while_others_decode(served: Path) -> None:
     engine.close()
 
 
+class _Counted(threading.Condition):
+    """A condition with a counter: requests the load clients got answered."""
+
+    n = 0
+
+
 def test_add_and_remove_tasks_under_concurrent_load(
     served: Path, alone: dict, random_adapter: Any
 ) -> None:
@@ -142,6 +148,7 @@ def test_add_and_remove_tasks_under_concurrent_load(
     stop = threading.Event()
     failures: list[BaseException] = []
     mismatches: list[tuple[str, str]] = []
+    served_count = _Counted()
 
     def load() -> None:
         i = 0
@@ -157,6 +164,9 @@ def test_add_and_remove_tasks_under_concurrent_load(
                 return
             if out.text != alone[task, x].text:
                 mismatches.append((task, x))
+            with served_count:
+                served_count.n += 1
+                served_count.notify_all()
 
     clients = [threading.Thread(target=load) for _ in range(3)]
     for c in clients:
@@ -177,7 +187,9 @@ def test_add_and_remove_tasks_under_concurrent_load(
         engine.remove_task("intent")
     engine.add_task(spec, adapter)  # the freed slot is filled again
     again = [engine.run("intent", x) for x in INPUTS]
-    time.sleep(0.2)
+    with served_count:  # the clients keep being served after the re-add
+        base = served_count.n
+        assert served_count.wait_for(lambda: served_count.n >= base + 2 * len(clients), 60)
     stop.set()
     for c in clients:
         c.join()
@@ -224,10 +236,9 @@ def test_deadline_and_cancel(served: Path) -> None:
     first = next(stream)
     stream.close()  # the consumer went away: the request is cancelled
     assert first and len(running.result().text) > 0
-    for _ in range(100):
-        if engine.stats()["cancelled"] == 2:
-            break
-        time.sleep(0.01)
+    server = engine._serving()  # the loop notifies its condition after every step
+    with server.cond:
+        assert server.cond.wait_for(lambda: server.stats()["cancelled"] == 2, timeout=60)
     stats = engine.stats()
     assert (stats["cancelled"], stats["failed"], stats["running"]) == (2, 2, 0)
     engine.close()
