@@ -1,7 +1,7 @@
 """Healing: logit distillation from the unpruned parent into the pruned model.
 
 The loss is passed in (``loss_fn(student_logits, teacher_logits, labels) -> loss``), so
-compress never imports distill: :func:`tinyllm.api.prune` passes
+compress never imports distill: :mod:`tinyllm.facade.compress` passes
 ``tinyllm.distill.losses.kd_loss``. With a trimmed vocabulary the teacher's logits are
 restricted to the kept token ids, so both distributions live on the same vocabulary.
 """

@@ -1,7 +1,7 @@
 """The pruning recipe: calibrate, plan, prune, heal, write the child bundle.
 
 It owns the loop over the components (importance, plan, vocab, heal); the healing loss
-comes in as an argument, so this module never imports distill (``tinyllm.api.prune``
+comes in as an argument, so this module never imports distill (``tinyllm.facade.compress``
 passes the shared KD loss).
 """
 
