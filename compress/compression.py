@@ -131,9 +131,10 @@ def plan_quantization(
     bundle: Bundle, suite: Suite, names: Sequence[str] | None, options: CompressOptions
 ) -> QuantPlan:
     """Settings and calibration from the options, or from the bundle for ``add_task``."""
-    from tinyllm.compress.incremental import parse_quant, plan_add_task
+    from tinyllm.compress.backends import parse_quant
+    from tinyllm.compress.hessian import Calibration
+    from tinyllm.compress.incremental import plan_add_task
     from tinyllm.compress.mlgptq import QuantSettings
-    from tinyllm.compress.quantize import Calibration
 
     if options.add_task is not None:
         plan = plan_add_task(bundle, suite, options.add_task)
