@@ -2,5 +2,9 @@
 
 Structured pruning: ``importance`` (activation statistics), ``prune`` (plan and apply),
 ``vocab`` (BPE vocabulary trimming), ``heal`` (KD healing loop), ``recipe`` (the run that
-writes the child bundle; ``tinyllm.api.prune``). Importing it never needs torch.
+writes the child bundle; ``tinyllm.api.prune``). Quantization: ``gptq`` (the tensor
+functions), ``hessian`` (calibration), ``mlgptq`` (every linear of a decoder),
+``quantize`` (the run that writes the quantized bundle), ``incremental`` (adding a task),
+``compression`` (one ``tinyllm compress`` run: prune, quantize, evaluate, report).
+Importing it never needs torch.
 """

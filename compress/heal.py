@@ -1,7 +1,7 @@
 """Healing: logit distillation from the unpruned parent into the pruned model.
 
 The loss is passed in (``loss_fn(student_logits, teacher_logits, labels) -> loss``), so
-compress never imports distill: :func:`tinyllm.api.prune` passes
+compress never imports distill: :mod:`tinyllm.facade.compress` passes
 ``tinyllm.distill.losses.kd_loss``. With a trimmed vocabulary the teacher's logits are
 restricted to the kept token ids, so both distributions live on the same vocabulary.
 """
@@ -92,11 +92,7 @@ def heal(
     cfg = config or HealConfig()
     if cfg.steps < 0 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise ConfigError("healing needs steps >= 0, batch_size >= 1 and lr > 0")
-    teacher_vocab = int(teacher.config.vocab_size)
-    to_student = np.arange(teacher_vocab)
-    if kept_tokens is not None:
-        to_student = np.full(teacher_vocab, -1)
-        to_student[kept_tokens] = np.arange(len(kept_tokens))
+    to_student = _student_ids(int(teacher.config.vocab_size), kept_tokens)
     data = [list(s) for s in sequences if len(s) > 1 and (to_student[list(s)] >= 0).all()]
     if cfg.steps and not data:
         raise ConfigError("no healing sequence uses only kept tokens; the healing set is empty")
@@ -109,15 +105,7 @@ def heal(
     losses: list[float] = []
     for _ in tqdm(range(cfg.steps), desc="heal", disable=not progress, leave=False):
         chosen = [data[rng.randrange(len(data))] for _ in range(cfg.batch_size)]
-        ids, mask = _batch(chosen, 0)  # [B, T] teacher ids
-        student_ids = torch.as_tensor(to_student)[ids] * mask  # [B, T] (pad -> 0)
-        with torch.no_grad():
-            hidden = teacher.model(input_ids=ids, attention_mask=mask, use_cache=False)[0]
-            head = teacher.lm_head.weight if keep is None else teacher.lm_head.weight[keep]
-            t_logits = torch.nn.functional.linear(hidden, head)  # [B, T, V'] kept rows only
-        s_logits = student(input_ids=student_ids, attention_mask=mask, use_cache=False).logits
-        labels = student_ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE_INDEX)  # [B, T-1]
-        loss = loss_fn(s_logits[:, :-1], t_logits[:, :-1], labels)
+        loss = _kd_step_loss(student, teacher, chosen, to_student, keep, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
@@ -125,3 +113,34 @@ def heal(
         losses.append(float(loss.detach()))
     student.eval()
     return HealReport(losses)
+
+
+def _student_ids(teacher_vocab: int, kept_tokens: np.ndarray | None) -> np.ndarray:
+    """[V] teacher id -> student id (-1: dropped)."""
+    if kept_tokens is None:
+        return np.arange(teacher_vocab)
+    to_student = np.full(teacher_vocab, -1)
+    to_student[kept_tokens] = np.arange(len(kept_tokens))
+    return to_student
+
+
+def _kd_step_loss(
+    student: Any,
+    teacher: Any,
+    chosen: list[list[int]],
+    to_student: np.ndarray,
+    keep: Any,
+    loss_fn: LossFn,
+) -> Any:
+    """The KD loss of one batch: the teacher's logits restricted to the kept tokens."""
+    import torch
+
+    ids, mask = _batch(chosen, 0)  # [B, T] teacher ids
+    student_ids = torch.as_tensor(to_student)[ids] * mask  # [B, T] (pad -> 0)
+    with torch.no_grad():
+        hidden = teacher.model(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+        head = teacher.lm_head.weight if keep is None else teacher.lm_head.weight[keep]
+        t_logits = torch.nn.functional.linear(hidden, head)  # [B, T, V'] kept rows only
+    s_logits = student(input_ids=student_ids, attention_mask=mask, use_cache=False).logits
+    labels = student_ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE_INDEX)  # [B, T-1]
+    return loss_fn(s_logits[:, :-1], t_logits[:, :-1], labels)

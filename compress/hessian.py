@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from tinyllm.adapters import LoraAdapter, module_name
+from tinyllm.bundle import Bundle
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec, conversation
@@ -34,6 +35,19 @@ SITES: dict[str, tuple[str, ...]] = {
 }
 SITE_OF = {kind: site for site, kinds in SITES.items() for kind in kinds}
 HESSIAN_DIR = "stats/hessians"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Which tasks calibrate, how many samples each, and which cached Hessians to reuse."""
+
+    tasks: list[TaskSpec]
+    samples: int = 32
+    seed: int = 0
+    cached: dict[str, TaskHessians] = field(default_factory=dict)
+    # The (fully verified) bundle ``cached`` was read from: its cache files are hard-linked
+    # into the new bundle instead of being written and hashed again.
+    cache_bundle: Bundle | None = None
 
 
 def site_key(layer: int, kind: str) -> str:

@@ -107,40 +107,17 @@ def collect_importance(
         )
     cfg = model.config
     layers = model.model.layers
-    n_layers, heads, d = len(layers), cfg.num_attention_heads, cfg.head_dim
+    n_layers = len(layers)
     mlp = torch.zeros(n_layers, cfg.intermediate_size, dtype=torch.float64)
-    head = torch.zeros(n_layers, heads, dtype=torch.float64)
+    head = torch.zeros(n_layers, cfg.num_attention_heads, dtype=torch.float64)
     block = torch.zeros(n_layers, dtype=torch.float64)
     handles = []
-
-    def mlp_hook(i: int) -> Callable[..., None]:
-        def hook(module: Any, args: tuple[Any, ...]) -> None:
-            mlp[i] += args[0].abs().sum(dim=(0, 1)).double()  # [I]
-
-        return hook
-
-    def head_hook(i: int) -> Callable[..., None]:
-        def hook(module: Any, args: tuple[Any, ...]) -> None:
-            x = args[0].reshape(-1, heads, d)  # [N, H, d]
-            w = module.weight.reshape(-1, heads, d)  # [hidden, H, d]
-            y = torch.einsum("nhd,ohd->nho", x, w)  # [N, H, hidden] per-head outputs
-            head[i] += y.norm(dim=-1).sum(0).double()
-
-        return hook
-
-    def block_hook(i: int) -> Callable[..., None]:
-        def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-            h_in = args[0] if args else kwargs["hidden_states"]
-            h_out = out[0] if isinstance(out, tuple) else out
-            cos = torch.nn.functional.cosine_similarity(h_in, h_out, dim=-1).clamp(-1, 1)
-            block[i] += (torch.arccos(cos) / torch.pi).sum().double()
-
-        return hook
-
     for i, layer in enumerate(layers):
-        handles.append(layer.mlp.down_proj.register_forward_pre_hook(mlp_hook(i)))
-        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(head_hook(i)))
-        handles.append(layer.register_forward_hook(block_hook(i), with_kwargs=True))
+        handles.append(layer.mlp.down_proj.register_forward_pre_hook(_mlp_hook(mlp[i])))
+        o_proj = layer.self_attn.o_proj
+        hook = _head_hook(head[i], cfg.num_attention_heads, cfg.head_dim)
+        handles.append(o_proj.register_forward_pre_hook(hook))
+        handles.append(layer.register_forward_hook(_block_hook(block[i]), with_kwargs=True))
     total = 0
     try:
         with torch.inference_mode():
@@ -160,3 +137,38 @@ def collect_importance(
         blocks=(block / total).numpy(),
         tokens=total,
     )
+
+
+def _mlp_hook(acc: Any) -> Callable[..., None]:
+    """Adds each MLP channel's mean |activation| at down_proj's input to ``acc`` [I]."""
+
+    def hook(module: Any, args: tuple[Any, ...]) -> None:
+        acc.add_(args[0].abs().sum(dim=(0, 1)).double())  # [I]
+
+    return hook
+
+
+def _head_hook(acc: Any, heads: int, d: int) -> Callable[..., None]:
+    """Adds each query head's output norm through o_proj to ``acc`` [H]."""
+    import torch
+
+    def hook(module: Any, args: tuple[Any, ...]) -> None:
+        x = args[0].reshape(-1, heads, d)  # [N, H, d]
+        w = module.weight.reshape(-1, heads, d)  # [hidden, H, d]
+        y = torch.einsum("nhd,ohd->nho", x, w)  # [N, H, hidden] per-head outputs
+        acc.add_(y.norm(dim=-1).sum(0).double())
+
+    return hook
+
+
+def _block_hook(acc: Any) -> Callable[..., None]:
+    """Adds the block's angular distance between input and output states to ``acc`` []."""
+    import torch
+
+    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        h_in = args[0] if args else kwargs["hidden_states"]
+        h_out = out[0] if isinstance(out, tuple) else out
+        cos = torch.nn.functional.cosine_similarity(h_in, h_out, dim=-1).clamp(-1, 1)
+        acc.add_((torch.arccos(cos) / torch.pi).sum().double())
+
+    return hook

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyllm.bundle import Bundle
-from tinyllm.compress.hessian import HESSIAN_DIR, TaskHessians
+from tinyllm.compress.hessian import HESSIAN_DIR, Calibration, TaskHessians
 from tinyllm.compress.mlgptq import QuantSettings
-from tinyllm.compress.quantize import Calibration
 from tinyllm.errors import BundleError, ConfigError
 from tinyllm.tasks import Suite
 
@@ -66,15 +65,3 @@ def plan_add_task(previous: Bundle, suite: Suite, task: str) -> IncrementalPlan:
         cache_bundle=previous,
     )
     return IncrementalPlan(source, settings, calibration, spec.lora or "separate")
-
-
-METHOD_NAMES = ("rtn", "gptq", "mlgptq", "nncf", "nncf-awq")
-
-
-def parse_quant(quant: str) -> tuple[int, str]:
-    """``int4-mlgptq`` -> (4, "mlgptq"); a clear error for anything else."""
-    bits_part, _, method = quant.partition("-")
-    choices = "int4|int8 followed by -rtn, -gptq, -mlgptq, -nncf or -nncf-awq (int4-mlgptq)"
-    if bits_part not in ("int4", "int8") or method not in METHOD_NAMES:
-        raise ConfigError(f"unknown quantization {quant!r}; use {choices}")
-    return int(bits_part[3:]), method

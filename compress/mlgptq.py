@@ -41,12 +41,13 @@ from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
 from tinyllm.quantformat import PackedWeight
 
-METHODS = ("rtn", "gptq", "mlgptq", "nncf")
+SWEEP_METHODS = ("rtn", "gptq", "mlgptq")  # what quantize_weights runs (backends.SweepBackend)
 
 
 @dataclass(frozen=True)
 class QuantSettings:
-    """How to quantize: method (rtn | gptq | mlgptq | nncf), bits, group size, options.
+    """How to quantize: method (a backend of :mod:`tinyllm.compress.backends`), bits,
+    group size, options.
 
     ``awq`` applies to ``nncf`` only (AWQ + scale estimation on calibration data).
     ``aggregation`` overrides how multi-task GPTQ combines the per-task Hessians
@@ -63,9 +64,7 @@ class QuantSettings:
     aggregation: str = "max"
 
     def check(self) -> None:
-        """Raise ConfigError on an unknown method or aggregation."""
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown quantization method {self.method!r}; use one of {METHODS}")
+        """Raise ConfigError on an unknown aggregation (the registry checks the method)."""
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(
                 f"unknown Hessian aggregation {self.aggregation!r}; use one of {AGGREGATIONS}"
@@ -103,8 +102,11 @@ def quantize_weights(
         on_weight: called with each weight name when done (progress).
     """
     settings.check()
-    if settings.method == "nncf":
-        raise ConfigError("nncf weights come from tinyllm.compress.nncf_backend.nncf_quantize")
+    if settings.method not in SWEEP_METHODS:
+        raise ConfigError(
+            f"quantize_weights runs {', '.join(SWEEP_METHODS)}, not {settings.method!r}: "
+            "quantize through tinyllm.compress.backends.backend(method)"
+        )
     hessians: dict[str, torch.Tensor] = {}
     if settings.method != "rtn":
         hessians = aggregate(task_hessians, settings.hessian_aggregation)

@@ -126,19 +126,8 @@ def choose_plan(
         cfg = _trim_vocab(cfg, target, max_vocab or cfg.vocab_size, required_vocab, min_vocab)
         if cfg.vocab_size != config.vocab_size:
             steps.append("vocabulary")
-    if cfg.num_parameters() > target:
-        cfg = _shrink_mlp(
-            cfg, target, mlp_floor, multiple if config.intermediate_size % multiple == 0 else 1
-        )
-        steps.append("mlp")
-    if cfg.num_parameters() > target:
-        cfg = _shrink_heads(cfg, target, head_floor)
-        steps.append("heads")
-    layers = list(range(config.num_hidden_layers))
-    if cfg.num_parameters() > target:
-        layers = _drop_blocks(cfg, target, importance.blocks)
-        cfg = dataclasses.replace(cfg, num_hidden_layers=len(layers))
-        steps.append("depth")
+    step = multiple if config.intermediate_size % multiple == 0 else 1
+    cfg, layers = _shrink(cfg, target, importance, mlp_floor, head_floor, step, steps)
     if cfg.num_parameters() > target:
         raise PruneError(
             f"ratio {ratio} is impossible for this model: even one block with the narrowest "
@@ -156,6 +145,31 @@ def choose_plan(
         params_after=cfg.num_parameters(),
         steps=steps,
     )
+
+
+def _shrink(
+    cfg: ModelConfig,
+    target: float,
+    importance: Importance,
+    mlp_floor: float,
+    head_floor: float,
+    multiple: int,
+    steps: list[str],
+) -> tuple[ModelConfig, list[int]]:
+    """MLP width, then query heads, then whole blocks, each only while still above
+    ``target`` parameters; appends the steps taken. Returns (config, layers kept)."""
+    layers = list(range(cfg.num_hidden_layers))
+    if cfg.num_parameters() > target:
+        cfg = _shrink_mlp(cfg, target, mlp_floor, multiple)
+        steps.append("mlp")
+    if cfg.num_parameters() > target:
+        cfg = _shrink_heads(cfg, target, head_floor)
+        steps.append("heads")
+    if cfg.num_parameters() > target:
+        layers = _drop_blocks(cfg, target, importance.blocks)
+        cfg = dataclasses.replace(cfg, num_hidden_layers=len(layers))
+        steps.append("depth")
+    return cfg, layers
 
 
 def _trim_vocab(

@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,15 +19,17 @@ from tqdm import tqdm
 
 from tinyllm.adapters import LoraAdapter
 from tinyllm.bundle import Bundle, BundleWriter, check_output_path
+from tinyllm.compress.backends import QuantJob, backend
 from tinyllm.compress.hessian import (
     HESSIAN_DIR,
     AdapterApplied,
+    Calibration,
     TaskHessians,
     batches,
     calibration_texts,
     collect_hessians,
 )
-from tinyllm.compress.mlgptq import QuantSettings, quantize_weights, task_errors
+from tinyllm.compress.mlgptq import QuantSettings, task_errors
 from tinyllm.errors import BundleError, ConfigError
 from tinyllm.lineage import bundle_name, child_manifest
 from tinyllm.manifest import WEIGHTS
@@ -35,19 +37,6 @@ from tinyllm.quantformat import QuantSpec, packed_tensors
 from tinyllm.tasks import Suite, TaskSpec
 
 LORA_MODES = ("separate", "merged")
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Which tasks calibrate, how many samples each, and which cached Hessians to reuse."""
-
-    tasks: list[TaskSpec]
-    samples: int = 32
-    seed: int = 0
-    cached: dict[str, TaskHessians] = field(default_factory=dict)
-    # The (fully verified) bundle ``cached`` was read from: its cache files are hard-linked
-    # into the new bundle instead of being written and hashed again.
-    cache_bundle: Bundle | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +143,9 @@ def quantize_bundle(
 ) -> QuantOutcome:
     """Quantize ``source`` (a float bundle) into a new bundle at ``out``.
 
+    The backend named by ``settings.method`` (:mod:`tinyllm.compress.backends`) makes
+    the packed weights; this recipe calibrates, folds, reports the errors and writes.
+
     Args:
         source: the float bundle (base weights, tokenizer, per-task adapters).
         out: the bundle folder to write.
@@ -167,49 +159,62 @@ def quantize_bundle(
     """
     from tinyllm.models import load_model
 
+    method = backend(settings.method)
     settings.check()
     check_output_path(source, out)
     if source.quant_spec() is not None:
         raise ConfigError(f"{source.path} is already quantized; compress its float parent")
-    names = [t.name for t in cal.tasks]
-    fold = merged_adapter(adapters_for(source, names), lora)
+    fold = merged_adapter(adapters_for(source, [t.name for t in cal.tasks]), lora)
     loaded = load_model(source, "float32")
-    model, start = loaded.model, time.perf_counter()
+    start = time.perf_counter()
     task_h: dict[str, TaskHessians] = {}
     computed: list[str] = []
-    if settings.method != "rtn" or cal.cached:  # RTN: cached Hessians give its error report
-        task_h, computed = calibrate(model, loaded.tokenizer, source, suite, cal, lora, progress)
+    if method.needs_hessians or cal.cached:  # RTN: cached Hessians give its error report
+        task_h, computed = calibrate(
+            loaded.model, loaded.tokenizer, source, suite, cal, lora, progress
+        )
     seconds_cal = time.perf_counter() - start
-    if fold is not None:
-        AdapterApplied(model, source.config, fold[1]).__enter__()  # merged: fold for good
-    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    weights = float_targets(loaded.model, source, fold)
     start = time.perf_counter()
-    rescaled: dict[str, LoraAdapter] = {}
-    error_results: Mapping[str, Any] | None = None  # AWQ: the weights in the float space
-    if settings.method == "nncf":
-        results = nncf_results(model, loaded.tokenizer, source, suite, settings, cal)
-        # Keep any float tensor NNCF changed (its compressed embedding is uint8 there: the
-        # float one stays).
-        after = model.state_dict()
-        weights = {k: after[k] if after[k].is_floating_point() else v for k, v in weights.items()}
-        if settings.awq:
-            rescaled, error_results = awq_adapters(source, weights, results, fold)
-    else:
-        total = 7 * source.config.num_hidden_layers
-        with tqdm(total=total, desc="quantize", disable=not progress) as bar:
-            results = quantize_weights(
-                weights, source.config, settings, task_h, lambda _: bar.update()
-            )
+    job = QuantJob(loaded, source, suite, settings, cal, task_h, weights, fold, progress)
+    output = method.quantize(job)
     seconds_q = time.perf_counter() - start
-    errors = task_errors(
-        weights, source.config, error_results or results, task_h, target_id(source, fold)
+    reported = output.error_results or output.results
+    errors = task_errors(output.weights, source.config, reported, task_h, target_id(source, fold))
+    spec = quant_spec(source, settings, sorted(output.results), lora, task_h, cal)
+    packed = {name: r.packed for name, r in output.results.items()}
+    folded = fold[0] if fold else None
+    bundle = write_quantized(
+        source, out, output.weights, packed, spec, task_h, cal, folded, overwrite, output.rescaled
     )
-    spec = QuantSpec(
+    reused = sorted(set(task_h) - set(computed))
+    return QuantOutcome(bundle, errors, computed, reused, seconds_cal, seconds_q)
+
+
+def float_targets(
+    model: Any, source: Bundle, fold: tuple[str, LoraAdapter] | None
+) -> dict[str, torch.Tensor]:
+    """The float weights to quantize: the model's, with a merged adapter folded for good."""
+    if fold is not None:
+        AdapterApplied(model, source.config, fold[1]).__enter__()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def quant_spec(
+    source: Bundle,
+    settings: QuantSettings,
+    tensors: list[str],
+    lora: str,
+    task_h: Mapping[str, TaskHessians],
+    cal: Calibration,
+) -> QuantSpec:
+    """The manifest's quantization spec, with what ``--add-task`` needs to resume."""
+    return QuantSpec(
         method=settings.method + ("-awq" if settings.awq else ""),
         bits=settings.bits,
         group_size=settings.group_size,
         symmetric=settings.symmetric,
-        tensors=sorted(results),
+        tensors=tensors,
         act_order=settings.act_order,
         backend="nncf" if settings.method == "nncf" else "tinyllm",
         lora=lora,
@@ -223,63 +228,6 @@ def quantize_bundle(
             "aggregation": settings.hessian_aggregation,
         },
     )
-    packed = {name: r.packed for name, r in results.items()}
-    folded = fold[0] if fold else None
-    bundle = write_quantized(
-        source, out, weights, packed, spec, task_h, cal, folded, overwrite, rescaled
-    )
-    return QuantOutcome(
-        bundle, errors, computed, sorted(set(task_h) - set(computed)), seconds_cal, seconds_q
-    )
-
-
-def nncf_results(
-    model: Any,
-    tokenizer: Any,
-    source: Bundle,
-    suite: Suite,
-    settings: QuantSettings,
-    cal: Calibration,
-) -> dict[str, Any]:
-    """NNCF-compressed weights in our packing; AWQ calibrates on every task's samples."""
-    from tinyllm.compress.nncf_backend import nncf_quantize
-    from tinyllm.suite import load_split
-
-    data = []
-    for task in cal.tasks if settings.awq else cal.tasks[:1]:  # data-free: one input to trace
-        examples = load_split(suite, task, "train")
-        samples = cal.samples if settings.awq else 1
-        for text in calibration_texts(task, examples, samples, tokenizer, cal.seed):
-            data.append(dict(tokenizer(text, return_tensors="pt", add_special_tokens=False)))
-    return nncf_quantize(
-        model,
-        source.config,
-        settings.bits,
-        settings.group_size,
-        settings.symmetric,
-        settings.awq,
-        data,
-    )
-
-
-def awq_adapters(
-    source: Bundle,
-    weights: Mapping[str, torch.Tensor],
-    results: Mapping[str, Any],
-    fold: tuple[str, LoraAdapter] | None,
-) -> tuple[dict[str, LoraAdapter], dict[str, Any]]:
-    """After NNCF's AWQ: the separate adapters moved into its scaled space, and the
-    compressed weights mapped back to the float space for the per-task error report."""
-    from tinyllm.compress.nncf_backend import awq_scales, rescale_adapter, unscale_results
-
-    scales = awq_scales(weights, results, source.config)
-    folded = fold[0] if fold else None
-    rescaled = {
-        t: rescale_adapter(source.adapter(t), scales)
-        for t in source.manifest.adapters
-        if t != folded
-    }
-    return rescaled, unscale_results(results, scales)
 
 
 def write_quantized(

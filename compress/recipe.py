@@ -1,7 +1,7 @@
 """The pruning recipe: calibrate, plan, prune, heal, write the child bundle.
 
 It owns the loop over the components (importance, plan, vocab, heal); the healing loss
-comes in as an argument, so this module never imports distill (``tinyllm.api.prune``
+comes in as an argument, so this module never imports distill (``tinyllm.facade.compress``
 passes the shared KD loss).
 """
 
@@ -32,6 +32,7 @@ from tinyllm.compress.prune import (
     select,
 )
 from tinyllm.compress.vocab import BpeVocab, write_trimmed_tokenizer
+from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
 from tinyllm.lineage import bundle_name, child_manifest
 from tinyllm.manifest import TOKENIZER_DIR, WEIGHTS
@@ -129,12 +130,37 @@ def prune_bundle(
 ) -> tuple[Bundle, PruneReport]:
     """Prune ``parent`` to ``options.ratio`` of its parameters, heal it, write ``out``."""
     from safetensors.numpy import load_file
-    from tqdm import tqdm
 
-    from tinyllm.models import build_reference, bundle_state_dict, load_model
+    from tinyllm.models import build_reference, load_model
 
     options.check()
     check_output_path(parent, out)
+    check_prunable(parent)
+    start = time.perf_counter()
+    with BundleWriter(out, overwrite=overwrite) as writer:
+        loaded = load_model(parent, "float32")
+        importance, calibrated = calibrate(loaded, suite, tasks, options, progress)
+        plan, tokens, required = plan_pruning(parent, loaded, suite, tasks, importance, options)
+        config = parent.config
+        selection = select(config, plan, importance, tokens)
+        weights = apply_selection(load_file(str(parent.weights_path)), config, selection)
+        new_config = remap_token_ids(plan.config(config), tokens)
+        student = build_reference(new_config, weights)
+        healing = heal_pruned(student, loaded, suite, tasks, tokens, options, loss_fn, progress)
+        report = PruneReport(
+            plan=plan,
+            parent_config=config,
+            importance=importance,
+            healing=healing,
+            calibration_sequences=calibrated,
+            required_vocab=required,
+            seconds=time.perf_counter() - start,
+        )
+        return write_pruned(writer, parent, out, student, new_config, tokens, report), report
+
+
+def check_prunable(parent: Bundle) -> None:
+    """Refuse a quantized bundle or one with adapters (pruning would break their shapes)."""
     spec = parent.quant_spec()
     if spec is not None:
         raise ConfigError(
@@ -146,74 +172,105 @@ def prune_bundle(
             f"{parent.path} has LoRA adapters, whose shapes pruning would break; prune the "
             "base bundle before adding adapters (or merge them first)"
         )
-    start = time.perf_counter()
-    with BundleWriter(out, overwrite=overwrite) as writer:
-        loaded = load_model(parent, "float32")
-        tok = loaded.tokenizer
-        calib = encode_conversations(
-            tok, calibration_conversations(suite, tasks, options.calib_samples)
-        )
-        with tqdm(total=len(calib), desc="calibrate", disable=not progress, leave=False) as bar:
-            importance = collect_importance(loaded.model, calib, bar.update)
-        vocab_text = encode_conversations(
-            tok, calibration_conversations(suite, tasks, options.vocab_samples)
-        )
-        order, required = _vocab_priority(parent.tokenizer_dir, {i for s in vocab_text for i in s})
-        config = parent.config
-        if order is not None:  # tokenizer ids without an embedding row cannot be kept
-            order = order[order < config.vocab_size]
-        plan = choose_plan(
-            config,
-            importance,
-            options.ratio,
-            max_vocab=None if order is None else min(len(order), config.vocab_size),
-            required_vocab=required,
-            min_vocab=options.min_vocab,
-            mlp_floor=options.mlp_floor,
-            head_floor=options.head_floor,
-        )
-        tokens = None
-        if plan.vocab_size != config.vocab_size and order is not None:
-            tokens = np.sort(order[: plan.vocab_size])
-        selection = select(config, plan, importance, tokens)
-        weights = apply_selection(load_file(str(parent.weights_path)), config, selection)
-        new_config = remap_token_ids(plan.config(config), tokens)
-        student = build_reference(new_config, weights)
-        healing = heal(
-            student,
-            loaded.model,
-            encode_conversations(
-                tok,
-                calibration_conversations(
-                    suite, tasks, options.heal_samples, offset=options.calib_samples
-                ),
-            ),
-            loss_fn,
-            kept_tokens=tokens,
-            config=options.heal,
-            progress=progress,
-        )
-        writer.save_tensors(WEIGHTS, bundle_state_dict(student, new_config))
-        _write_tokenizer(writer, parent, tokens)
-        report = PruneReport(
-            plan=plan,
-            parent_config=config,
-            importance=importance,
-            healing=healing,
-            calibration_sequences=len(calib),
-            required_vocab=required,
-            seconds=time.perf_counter() - start,
-        )
-        writer.path(STATS_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        manifest = child_manifest(
-            parent,
-            "compress",
-            name=bundle_name(out),
-            source={"kind": "prune", "ref": str(parent.path), "plan": STATS_FILE},
-            model=new_config,
-            engines={},
-        )
-        return writer.commit(manifest), report
+
+
+def calibrate(
+    loaded: Any, suite: Suite, tasks: list[TaskSpec], options: PruneOptions, progress: bool
+) -> tuple[Importance, int]:
+    """Activation statistics on ``options.calib_samples`` train conversations per task.
+
+    Returns (importance, number of calibration sequences).
+    """
+    from tqdm import tqdm
+
+    conversations = calibration_conversations(suite, tasks, options.calib_samples)
+    calib = encode_conversations(loaded.tokenizer, conversations)
+    with tqdm(total=len(calib), desc="calibrate", disable=not progress, leave=False) as bar:
+        importance = collect_importance(loaded.model, calib, bar.update)
+    return importance, len(calib)
+
+
+def plan_pruning(
+    parent: Bundle,
+    loaded: Any,
+    suite: Suite,
+    tasks: list[TaskSpec],
+    importance: Importance,
+    options: PruneOptions,
+) -> tuple[PrunePlan, np.ndarray | None, int | None]:
+    """The plan, the kept token ids (None: the vocabulary is kept whole) and the number
+    of tokens the tasks need."""
+    conversations = calibration_conversations(suite, tasks, options.vocab_samples)
+    used = {i for s in encode_conversations(loaded.tokenizer, conversations) for i in s}
+    order, required = _vocab_priority(parent.tokenizer_dir, used)
+    config = parent.config
+    if order is not None:  # tokenizer ids without an embedding row cannot be kept
+        order = order[order < config.vocab_size]
+    plan = choose_plan(
+        config,
+        importance,
+        options.ratio,
+        max_vocab=None if order is None else min(len(order), config.vocab_size),
+        required_vocab=required,
+        min_vocab=options.min_vocab,
+        mlp_floor=options.mlp_floor,
+        head_floor=options.head_floor,
+    )
+    tokens = None
+    if plan.vocab_size != config.vocab_size and order is not None:
+        tokens = np.sort(order[: plan.vocab_size])
+    return plan, tokens, required
+
+
+def heal_pruned(
+    student: Any,
+    loaded: Any,
+    suite: Suite,
+    tasks: list[TaskSpec],
+    tokens: np.ndarray | None,
+    options: PruneOptions,
+    loss_fn: LossFn,
+    progress: bool,
+) -> HealReport:
+    """Heal the pruned model by KD from the parent on train conversations not calibrated on."""
+    conversations = calibration_conversations(
+        suite, tasks, options.heal_samples, offset=options.calib_samples
+    )
+    return heal(
+        student,
+        loaded.model,
+        encode_conversations(loaded.tokenizer, conversations),
+        loss_fn,
+        kept_tokens=tokens,
+        config=options.heal,
+        progress=progress,
+    )
+
+
+def write_pruned(
+    writer: BundleWriter,
+    parent: Bundle,
+    out: Path,
+    student: Any,
+    config: ModelConfig,
+    tokens: np.ndarray | None,
+    report: PruneReport,
+) -> Bundle:
+    """Commit the child: pruned weights, tokenizer, ``stats/prune.json``, manifest."""
+    from tinyllm.models import bundle_state_dict
+
+    writer.save_tensors(WEIGHTS, bundle_state_dict(student, config))
+    _write_tokenizer(writer, parent, tokens)
+    writer.path(STATS_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    manifest = child_manifest(
+        parent,
+        "compress",
+        name=bundle_name(out),
+        source={"kind": "prune", "ref": str(parent.path), "plan": STATS_FILE},
+        model=config,
+        engines={},
+    )
+    return writer.commit(manifest)
 
 
 def _write_tokenizer(writer: BundleWriter, parent: Bundle, tokens: np.ndarray | None) -> None:

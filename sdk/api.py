@@ -1,4 +1,9 @@
-"""The public API. Every CLI command is a thin shim over one function here."""
+"""The public API. Every CLI command is a thin shim over one function here.
+
+Each function forwards its arguments to the core or to the module of
+:mod:`tinyllm.facade` that wires its stage, and documents them. Defaults that an
+options dataclass holds are read from it, so each is written once.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tinyllm.bundle import Bundle, BundleWriter, check_output_path
-from tinyllm.errors import ConfigError
+from tinyllm.bundle import Bundle
+from tinyllm.compress.compression import CompressOptions
+from tinyllm.compress.heal import HealConfig
+from tinyllm.compress.recipe import PruneOptions
+from tinyllm.facade.evaluate import EvalOptions
+from tinyllm.facade.label import LabelOptions
 from tinyllm.inspection import Inspection, inspect_bundle
-from tinyllm.manifest import WEIGHTS, Stage
+from tinyllm.manifest import Stage
 from tinyllm.suite import BUILTIN
 
 if TYPE_CHECKING:
@@ -20,7 +29,7 @@ if TYPE_CHECKING:
     from tinyllm.distill.labelling import LabelStats
     from tinyllm.distill.recipe import DistillReport
     from tinyllm.distill.teachers import Teacher
-    from tinyllm.evaluation import BundleGenerator, EvalReport
+    from tinyllm.evaluation import EvalReport
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.access import ServerLimits
     from tinyllm.runtime.doctor import DoctorReport
@@ -146,12 +155,12 @@ def evaluate(
     tasks: PathLike = BUILTIN,
     *,
     names: list[str] | None = None,
-    limit: int | None = None,
-    few_shot: int = 0,
-    batch_size: int = 8,
-    backend: str = "torch",
-    engine: str | None = None,
-    constrain: bool = True,
+    limit: int | None = EvalOptions.limit,
+    few_shot: int = EvalOptions.few_shot,
+    batch_size: int = EvalOptions.batch_size,
+    backend: str = EvalOptions.backend,
+    engine: str | None = EvalOptions.engine,
+    constrain: bool = EvalOptions.constrain,
     progress: bool = True,
 ) -> EvalReport:
     """Run every task's test split through the bundle and score it.
@@ -171,35 +180,10 @@ def evaluate(
             JSON tasks as valid JSON; False measures the raw model.
         progress: show a progress bar per task.
     """
-    from tinyllm.evaluation import check_eval_args, evaluate_bundle, torch_generator
+    from tinyllm.facade.evaluate import evaluate_suite
 
-    check_eval_args(limit, few_shot, batch_size)
-    if backend not in ("torch", "engine"):
-        raise ConfigError(f"backend must be 'torch' or 'engine', got {backend!r}")
-    suite = load_tasks(tasks)
-    selected = suite.select(names)
-
-    def engine_generator(opened: Bundle, size: int) -> tuple[BundleGenerator, str]:
-        from tinyllm.runtime import Engine
-        from tinyllm.runtime.generator import EngineGenerator
-
-        runner = Engine.load(opened, engine=engine, max_batch=size, constrain=constrain)
-        mode = "constrained" if constrain else "raw"
-        return EngineGenerator(
-            runner
-        ), f"engine {runner.info.target}-{runner.info.precision}, {mode}"
-
-    return evaluate_bundle(
-        open_bundle(bundle),
-        suite,
-        selected,
-        load=engine_generator if backend == "engine" else torch_generator,
-        suite_name=str(tasks),
-        limit=limit,
-        few_shot=few_shot,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    options = EvalOptions(limit, few_shot, batch_size, backend, engine, constrain)
+    return evaluate_suite(bundle, tasks, names, options, progress=progress)
 
 
 def export(
@@ -241,56 +225,22 @@ def export(
             always replaces it).
         lora_spare: free adapter slots for tasks added while serving (default slots only).
     """
-    from tinyllm.lineage import child_manifest
-    from tinyllm.manifest import EngineEntry
-    from tinyllm.runtime.export import ExportOptions, write_engine, write_info
-    from tinyllm.runtime.verify import VerificationError, verify_export
-    from tinyllm.tasktable import write_task_table
+    from tinyllm.facade.export import export_bundle, export_options
 
     parent = open_bundle(bundle)
-    lora_slots, lora_rank = _lora_defaults(parent, lora_slots, lora_rank, lora_spare)
-
-    spec = parent.quant_spec()
-    if spec is not None and quant is None:  # a quantized bundle exports its packed weights
-        quant, block_size = f"int{spec.bits}", spec.group_size
-    options = ExportOptions(
+    options = export_options(
+        parent,
         target=target,
-        precision=precision,
         quant=quant,
+        precision=precision,
         block_size=block_size,
         max_seq_len=max_seq_len,
         lora_slots=lora_slots,
         lora_rank=lora_rank,
         accuracy_level=accuracy_level,
+        lora_spare=lora_spare,
     )
-    options.check(parent.config)
-    name = options.engine_name()
-    target_path = Path(out) if out is not None else parent.path
-    same = target_path.resolve() == parent.path.resolve()
-    with BundleWriter(target_path, overwrite=same or overwrite) as writer:
-        for file in parent.manifest.files:
-            if not file.startswith(f"engines/{name}/"):
-                writer.copy_file(parent.path / file, file)
-        folder = writer.staging / "engines" / name
-        info, weights = write_engine(parent, folder, options)
-        verification = verify_export(parent, folder, info, weights, accuracy_level)
-        if not verification.passed:
-            raise VerificationError(
-                f"the {name} engine does not reproduce the model; nothing was written.\n"
-                + verification.format()
-            )
-        write_info(folder, info, verification.to_dict())
-        write_task_table(folder, parent.task_specs(), parent.manifest, parent.tokenizer_dir)
-        entry = EngineEntry(
-            target=target,
-            path=f"engines/{name}",
-            precision=info.precision,
-            info={"flavour": info.flavour, "max_seq_len": info.max_seq_len},
-        )
-        manifest = child_manifest(
-            parent, "export", engines={**parent.manifest.engines, name: entry}
-        )
-        return writer.commit(manifest), verification
+    return export_bundle(parent, out, options, overwrite=overwrite)
 
 
 def export_hf(
@@ -310,20 +260,6 @@ def export_hf(
 
     parent = open_bundle(bundle)
     return write_hf(parent, Path(out), gptq_format=gptq_format, overwrite=overwrite)
-
-
-def _lora_defaults(
-    bundle: Bundle, slots: int | None, rank: int | None, spare: int
-) -> tuple[int, int]:
-    """Multi-LoRA slots and rank of an export: what was asked, else what the adapters need."""
-    adapters = bundle.manifest.adapters if bundle.manifest.lora_mode != "merged" else {}
-    if spare < 0:
-        raise ConfigError(f"lora_spare must be >= 0, got {spare}")
-    if slots is None:
-        slots = len(adapters) + 1 + spare if adapters else 0
-    if rank is None:
-        rank = max((a.rank for a in adapters.values()), default=8 if slots else 0)
-    return slots, rank
 
 
 def serve(
@@ -367,28 +303,24 @@ def serve(
         limits: connections, open streams, ``max_tokens`` caps, request timeout
             (default :class:`tinyllm.runtime.access.ServerLimits`).
     """
-    from tinyllm.runtime import Engine
-    from tinyllm.runtime.access import API_KEY_ENV, ServerLimits, check_bind
-    from tinyllm.runtime.http import create_app, run_server
+    from tinyllm.facade.serve import serve_bundle
 
-    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
-    check_bind(host, api_key, insecure)
-    limits = limits or ServerLimits()
-    opened = Bundle.open(bundle, verify="size")  # Engine.load hashes the files it reads
-    runner = Engine.load(
-        opened, engine=engine, max_batch=max_batch, verify=verify, **dict(engine_options or {})
-    )
-    app = create_app(
-        runner,
+    serve_bundle(
+        bundle,
+        host=host,
+        port=port,
+        max_batch=max_batch,
+        engine=engine,
         max_body_bytes=max_body_bytes,
-        owner=opened.manifest.name,
         deadline_s=deadline_s,
-        close_engine=True,
-        base_model=None if base_model in runner.tasks else base_model,
+        log_level=log_level,
+        base_model=base_model,
+        engine_options=engine_options,
+        verify=verify,
         api_key=api_key,
+        insecure=insecure,
         limits=limits,
     )
-    run_server(app, host, port, log_level, max_connections=limits.max_connections)
 
 
 def profile(
@@ -440,9 +372,8 @@ def profile(
         bandwidth_mib: the buffer the memory bandwidth is measured over.
         progress: progress bars on stderr.
     """
+    from tinyllm.facade.profile import profile_bundle
     from tinyllm.runtime.profile import ProfileOptions
-    from tinyllm.runtime.profilereport import run_profile
-    from tinyllm.runtime.profilesweep import SLONotMetError
 
     options = ProfileOptions(
         engine=engine,
@@ -457,36 +388,17 @@ def profile(
         overhead=overhead,
         bandwidth_mib=bandwidth_mib,
     )
-    report = run_profile(
+    return profile_bundle(
         open_bundle(bundle),
         options,
         threads=threads,
         compare=[open_bundle(b) for b in compare],
         sweep=sweep,
-        slo_ms=slo_p95_ms,
+        slo_p95_ms=slo_p95_ms,
         apply=apply,
         out=Path(out) if out is not None else None,
-        progress=_progress_bars if progress else None,
+        progress=progress,
     )
-    if out is not None:
-        report.files = report.write(Path(out))
-    if apply and report.slo_error:
-        raise SLONotMetError(f"{report.slo_error}; --apply wrote nothing", report)
-    return report
-
-
-def _progress_bars(label: str, total: int) -> Callable[[], None]:
-    """A tqdm bar on stderr for one pass; the returned function advances it."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=label, unit="req", leave=False)
-
-    def tick() -> None:
-        bar.update()
-        if bar.n >= total:
-            bar.close()
-
-    return tick
 
 
 def distill(
@@ -538,29 +450,17 @@ def distill(
         progress: progress bars.
         log: where progress lines go (default: stderr).
     """
-    import sys
+    from tinyllm.facade.distill import QUICK, DistillSizes, distill_suite
 
-    from tinyllm.distill.recipe import DistillOptions, run_distill
-    from tinyllm.distill.sft import TrainConfig
-
-    defaults = {"steps": 20, "batch": 4, "train": 200, "eval": 20} if quick else {
-        "steps": 200, "batch": 8, "train": 2000, "eval": 100,
-    }  # fmt: skip
-    config = TrainConfig(
-        steps=steps if steps is not None else defaults["steps"],
-        batch_size=batch_size if batch_size is not None else defaults["batch"],
-        lr=lr if lr is not None else 1e-3,
-        rank=rank if rank is not None else 8,
-        alpha=2 * (rank if rank is not None else 8),
-        seed=seed,
-        layers=layers,
+    sizes = (QUICK if quick else DistillSizes()).given(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        rank=rank,
+        train_limit=train_limit,
+        eval_limit=eval_limit,
     )
-    options = DistillOptions(
-        train=config,
-        train_limit=train_limit if train_limit is not None else defaults["train"],
-        eval_limit=eval_limit if eval_limit is not None else defaults["eval"],
-    )
-    return run_distill(
+    return distill_suite(
         tasks,
         teacher=teacher,
         student=student,
@@ -568,10 +468,12 @@ def distill(
         names=names,
         method=method,
         curriculum=curriculum,
-        options=options,
+        sizes=sizes,
+        layers=layers,
+        seed=seed,
         overwrite=overwrite,
         progress=progress,
-        log=log or (lambda line: print(line, file=sys.stderr)),
+        log=log,
     )
 
 
@@ -581,12 +483,12 @@ def label_data(
     out_dir: PathLike,
     *,
     names: list[str] | None = None,
-    split: str = "train",
-    k: int = 4,
-    limit: int | None = None,
-    batch_size: int = 16,
-    temperature: float = 0.7,
-    few_shot: int = 0,
+    split: str = LabelOptions.split,
+    k: int = LabelOptions.k,
+    limit: int | None = LabelOptions.limit,
+    batch_size: int = LabelOptions.batch_size,
+    temperature: float = LabelOptions.temperature,
+    few_shot: int = LabelOptions.few_shot,
     progress: bool = True,
 ) -> list[LabelStats]:
     """Label each task's inputs with a teacher; keep the best verified of k candidates.
@@ -608,53 +510,28 @@ def label_data(
         few_shot: worked examples before each input (local teachers).
         progress: show progress bars.
     """
-    from tinyllm.distill.labelling import label_task
-    from tinyllm.distill.teacher_specs import teacher_from_spec
-    from tinyllm.suite import load_split, prepare_tasks
+    from tinyllm.facade.label import label_suite
 
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be a positive number of inputs, got {limit}")
-    if split not in ("train", "validation", "test"):
-        raise ConfigError(f"split must be train, validation or test, got {split!r}")
-    suite = load_tasks(tasks)
-    selected = suite.select(names)
-    if isinstance(teacher, str):
-        teacher = teacher_from_spec(teacher, suite, few_shot=few_shot)
-    prepare_tasks(selected)
-    results = []
-    for task in selected:
-        inputs = [ex.input for ex in load_split(suite, task, split, limit)]  # type: ignore[arg-type]
-        results.append(
-            label_task(
-                task,
-                inputs,
-                teacher,
-                out_dir,
-                k=k,
-                batch_size=batch_size,
-                temperature=temperature,
-                progress=progress,
-            )
-        )
-    return results
+    options = LabelOptions(split, k, limit, batch_size, temperature, few_shot)
+    return label_suite(tasks, names, teacher, out_dir, options, progress=progress)
 
 
 def compress(
     bundle: PathLike,
     out: PathLike,
     *,
-    quant: str = "int4-gptq",
+    quant: str = CompressOptions.quant,
     tasks: PathLike = BUILTIN,
     names: list[str] | None = None,
-    calib_samples: int = 32,
-    group_size: int = 32,
-    symmetric: bool = False,
-    act_order: bool = False,
-    lora: str = "separate",
-    add_task: str | None = None,
-    prune_ratio: float | None = None,
-    eval_limit: int | None = None,
-    few_shot: int = 3,
+    calib_samples: int = CompressOptions.calib_samples,
+    group_size: int = CompressOptions.group_size,
+    symmetric: bool = CompressOptions.symmetric,
+    act_order: bool = CompressOptions.act_order,
+    lora: str = CompressOptions.lora,
+    add_task: str | None = CompressOptions.add_task,
+    prune_ratio: float | None = CompressOptions.prune_ratio,
+    eval_limit: int | None = CompressOptions.eval_limit,
+    few_shot: int = CompressOptions.few_shot,
     overwrite: bool = False,
     progress: bool = True,
 ) -> tuple[Bundle, CompressReport]:
@@ -688,102 +565,39 @@ def compress(
         overwrite: replace an existing bundle at ``out``.
         progress: show progress bars.
     """
-    import time
+    from tinyllm.facade.compress import compress_healed
 
-    from tinyllm.compress.incremental import parse_quant, plan_add_task
-    from tinyllm.compress.mlgptq import QuantSettings
-    from tinyllm.compress.quantize import Calibration, quantize_bundle
-    from tinyllm.compress.report import CompressReport
-
-    start = time.perf_counter()
-    suite = load_tasks(tasks)
-    opened = open_bundle(bundle)
-    check_output_path(opened, out)
-    if prune_ratio is not None:
-        if add_task is not None:
-            raise ConfigError("prune_ratio and add_task do not combine: prune before adding")
-        stem = Path(out).name.removesuffix(".tllm")
-        opened, _ = prune(
-            opened.path,
-            Path(out).with_name(f"{stem}-pruned.tllm"),
-            prune_ratio,
-            tasks=tasks,
-            names=names,
-            calib_samples=calib_samples,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    if add_task is not None:
-        plan = plan_add_task(opened, suite, add_task)
-        source, settings, cal, lora = plan.source, plan.settings, plan.calibration, plan.lora
-        quant = f"int{settings.bits}-{settings.method}"
-    else:
-        bits, method = parse_quant(quant)
-        awq = method == "nncf-awq"
-        method = method.removesuffix("-awq")
-        settings = QuantSettings(method, bits, group_size, symmetric, act_order, awq=awq)
-        source, cal = opened, Calibration(suite.select(names), calib_samples)
-    outcome = quantize_bundle(
-        source, out, suite, settings, cal, lora=lora, overwrite=overwrite, progress=progress
-    )
-    before, after = inspect_bundle(source), inspect_bundle(outcome.bundle)
-    evaluated = [t.name for t in cal.tasks]
-    metrics: list[dict[str, float]] = [{}, {}]
-    info = ""
-    if eval_limit is not None:
-        for i, b in enumerate((source, outcome.bundle)):
-            report = evaluate(
-                b.path,
-                tasks,
-                names=evaluated,
-                limit=eval_limit,
-                few_shot=few_shot,
-                progress=progress,
-            )
-            metrics[i] = {r.task: r.score for r in report.results}
-        info = f"metric: torch, {few_shot}-shot, first {eval_limit} test examples per task"
-    spec = outcome.bundle.quant_spec()
-    shapes = source.config.weight_shapes()
-    return outcome.bundle, CompressReport(
-        source=str(source.path),
-        out=str(outcome.bundle.path),
+    options = CompressOptions(
         quant=quant,
+        calib_samples=calib_samples,
+        group_size=group_size,
+        symmetric=symmetric,
+        act_order=act_order,
         lora=lora,
-        parameters_before=before.parameters,
-        parameters_after=after.parameters,
-        quantized_parameters=sum(
-            shapes[n][0] * shapes[n][1] for n in (spec.tensors if spec else [])
-        ),
-        bytes_before=source.size_bytes(),
-        bytes_after=outcome.bundle.size_bytes(),
-        weights_bytes_before=source.manifest.files[WEIGHTS].size,
-        weights_bytes_after=outcome.bundle.manifest.files[WEIGHTS].size,
-        calibrated=outcome.calibrated,
-        reused=outcome.reused,
-        task_errors=outcome.task_errors,
-        seconds_calibration=outcome.seconds_calibration,
-        seconds_quantization=outcome.seconds_quantization,
-        seconds=time.perf_counter() - start,
-        metrics_before=metrics[0],
-        metrics_after=metrics[1],
-        eval_info=info,
+        add_task=add_task,
+        prune_ratio=prune_ratio,
+        eval_limit=eval_limit,
+        few_shot=few_shot,
+    )
+    return compress_healed(
+        bundle, out, tasks, names, options, overwrite=overwrite, progress=progress
     )
 
 
 def prune(
     bundle: PathLike,
     out: PathLike,
-    ratio: float = 0.8,
+    ratio: float = PruneOptions.ratio,
     *,
     tasks: PathLike = BUILTIN,
     names: list[str] | None = None,
-    calib_samples: int = 16,
-    vocab_samples: int = 2000,
-    min_vocab: int = 8192,
-    heal_steps: int = 60,
-    heal_batch_size: int = 2,
-    heal_lr: float = 1e-5,
-    seed: int = 0,
+    calib_samples: int = PruneOptions.calib_samples,
+    vocab_samples: int = PruneOptions.vocab_samples,
+    min_vocab: int = PruneOptions.min_vocab,
+    heal_steps: int = HealConfig.steps,
+    heal_batch_size: int = HealConfig.batch_size,
+    heal_lr: float = HealConfig.lr,
+    seed: int = HealConfig.seed,
     overwrite: bool = False,
     progress: bool = True,
 ) -> tuple[Bundle, PruneReport]:
@@ -807,27 +621,14 @@ def prune(
         heal_steps / heal_batch_size / heal_lr: the healing run (0 steps: no healing).
         seed: healing seed (deterministic on CPU).
     """
-    from tinyllm.compress.heal import HealConfig
-    from tinyllm.compress.recipe import PruneOptions, prune_bundle
-    from tinyllm.distill.losses import kd_loss
+    from tinyllm.facade.compress import prune_healed
 
+    heal = HealConfig(steps=heal_steps, batch_size=heal_batch_size, lr=heal_lr, seed=seed)
     options = PruneOptions(
         ratio=ratio,
         calib_samples=calib_samples,
         vocab_samples=vocab_samples,
         min_vocab=min_vocab,
-        heal=HealConfig(steps=heal_steps, batch_size=heal_batch_size, lr=heal_lr, seed=seed),
+        heal=heal,
     )
-    options.check()
-    suite = load_tasks(tasks)
-    parent = open_bundle(bundle)
-    return prune_bundle(
-        parent,
-        Path(out),
-        suite,
-        suite.select(names),
-        options,
-        kd_loss,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    return prune_healed(bundle, out, tasks, names, options, overwrite=overwrite, progress=progress)

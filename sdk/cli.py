@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from tinyllm import api
 from tinyllm.errors import TinyLLMError
 from tinyllm.presets import PRESETS
 from tinyllm.runtime.access import API_KEY_ENV, ServerLimits
+from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.runtime.targets import TARGETS
 
 LIMITS = ServerLimits()  # the documented defaults, for --help
@@ -34,6 +37,29 @@ PRESETS_HELP = "\b\nPresets:\n" + "\n".join(
 )
 
 
+def defaults_from(
+    function: Callable[..., object], **renamed: str
+) -> Callable[[click.Command], click.Command]:
+    """Give each option of a command the default of the API parameter it forwards to.
+
+    Defaults are written once: in the options dataclasses, which the API's signatures
+    read. ``renamed`` maps an option's name to its parameter's (``prune="prune_ratio"``);
+    options the function does not take keep their own.
+    """
+    parameters = inspect.signature(function).parameters
+
+    def apply(command: click.Command) -> click.Command:
+        for option in command.params:
+            if not isinstance(option, click.Option) or option.multiple or option.name is None:
+                continue
+            parameter = parameters.get(renamed.get(option.name, option.name))
+            if parameter is not None and parameter.default is not inspect.Parameter.empty:
+                option.default = parameter.default
+        return command
+
+    return apply
+
+
 def _print_report(report: Any, json_out: str | None) -> None:
     """Print a report's table; with ``json_out``, also write its dict form there as JSON."""
     click.echo(report.format())
@@ -43,13 +69,13 @@ def _print_report(report: Any, json_out: str | None) -> None:
         click.echo(f"wrote {json_out}")
 
 
+@defaults_from(api.import_model)
 @cli.command("import", epilog=PRESETS_HELP)
 @click.argument("source")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
 @click.option(
     "--dtype",
     type=click.Choice(["float32", "float16", "bfloat16"]),
-    default="float32",
     show_default=True,
     help="Dtype of the stored weights.",
 )
@@ -76,20 +102,18 @@ def inspect_cmd(bundle: str, as_json: bool) -> None:
         click.echo(report.format())
 
 
+@defaults_from(api.evaluate)
 @cli.command("eval")
 @click.argument("bundle", type=click.Path())
-@click.option("--tasks", default="builtin", show_default=True, help="Suite YAML, or 'builtin'.")
+@click.option("--tasks", show_default=True, help="Suite YAML, or 'builtin'.")
 @click.option("--task", "names", multiple=True, help="Evaluate only this task (repeatable).")
 @click.option("--limit", type=int, default=None, help="First N test examples per task.")
-@click.option("--few-shot", type=int, default=0, show_default=True, help="Worked examples.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option(
-    "--backend", type=click.Choice(["torch", "engine"]), default="torch", show_default=True
-)
+@click.option("--few-shot", type=int, show_default=True, help="Worked examples.")
+@click.option("--batch-size", type=int, show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "engine"]), show_default=True)
 @click.option("--engine", default=None, help="Engine name for --backend engine.")
 @click.option(
     "--constrain/--no-constrain",
-    default=True,
     show_default=True,
     help="--backend engine: decode as served (labels, JSON) or the raw model.",
 )
@@ -122,12 +146,12 @@ def eval_cmd(
     _print_report(report, json_out)
 
 
+@defaults_from(api.export)
 @cli.command("export")
 @click.argument("bundle", type=click.Path())
 @click.option(
     "--target",
     type=click.Choice([*TARGETS, "hf"]),
-    default="onnx-cpu",
     show_default=True,
     help="Engine kind: ONNX Runtime contrib ops (CPU/CUDA), standard ONNX ops, or TensorRT "
     "(not built yet; `tinyllm doctor` says what each needs); hf: a Hugging Face folder + "
@@ -136,7 +160,7 @@ def eval_cmd(
 @click.option("-o", "--out", type=click.Path(), default=None, help="New bundle (default: replace).")
 @click.option("--quant", type=click.Choice(["int4", "int8"]), default=None, help="RTN weights.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None)
-@click.option("--block-size", type=int, default=32, show_default=True)
+@click.option("--block-size", type=int, show_default=True)
 @click.option("--max-seq-len", type=int, default=None, help="Longest context (default: model's).")
 @click.option(
     "--lora-slots",
@@ -204,9 +228,9 @@ def doctor_cmd(as_json: bool) -> None:
 @click.option("--engine", default=None, help="Engine name (default: the CPU engine).")
 @click.option("--chat", is_flag=True, help="Wrap the prompt in the chat template.")
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
-@click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--top-k", type=int, default=0)
-@click.option("--top-p", type=float, default=1.0)
+@click.option("--temperature", type=float, default=GenerationConfig.temperature, show_default=True)
+@click.option("--top-k", type=int, default=GenerationConfig.top_k)
+@click.option("--top-p", type=float, default=GenerationConfig.top_p)
 @click.option("--seed", type=int, default=None)
 @click.option(
     "--verify",
@@ -228,7 +252,7 @@ def generate_cmd(
     verify: Any,
 ) -> None:
     """Generate from PROMPT with BUNDLE's exported engine, streaming the text."""
-    from tinyllm.runtime import Engine, GenerationConfig
+    from tinyllm.runtime import Engine
 
     config = GenerationConfig(max_new_tokens, temperature, top_k, top_p, seed)
     runner = Engine.load(bundle, engine=engine, verify=verify)
@@ -237,19 +261,17 @@ def generate_cmd(
     click.echo()
 
 
+@defaults_from(api.compress, prune="prune_ratio")
 @cli.command("compress")
 @click.argument("bundle", type=click.Path())
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
 @click.option(
     "--quant",
-    default="int4-gptq",
     show_default=True,
     help="int4|int8 + -gptq (all tasks' data pooled), -mlgptq (multi-task, max), -rtn, -nncf.",
 )
-@click.option(
-    "--lora", type=click.Choice(["separate", "merged"]), default="separate", show_default=True
-)
-@click.option("--tasks", default="builtin", show_default=True, help="Suite YAML, or 'builtin'.")
+@click.option("--lora", type=click.Choice(["separate", "merged"]), show_default=True)
+@click.option("--tasks", show_default=True, help="Suite YAML, or 'builtin'.")
 @click.option("--task", "names", multiple=True, help="Calibrate on this task (repeatable).")
 @click.option("--add-task", default=None, help="Add this task to a quantized BUNDLE.")
 @click.option(
@@ -258,12 +280,12 @@ def generate_cmd(
     default=None,
     help="First prune to this parameter ratio (e.g. 0.8) and heal; kept as OUT-pruned.tllm.",
 )
-@click.option("--calib-samples", type=int, default=32, show_default=True, help="Per task.")
-@click.option("--group-size", type=int, default=32, show_default=True)
+@click.option("--calib-samples", type=int, show_default=True, help="Per task.")
+@click.option("--group-size", type=int, show_default=True)
 @click.option("--symmetric", is_flag=True, help="Symmetric (no zero points).")
 @click.option("--act-order", is_flag=True, help="GPTQ columns by decreasing Hessian diagonal.")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate before/after on N examples.")
-@click.option("--few-shot", type=int, default=3, show_default=True, help="Shots for --eval-limit.")
+@click.option("--few-shot", type=int, show_default=True, help="Shots for --eval-limit.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report here.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 def compress_cmd(
@@ -314,8 +336,9 @@ def data_group() -> None:
     """Build the task suite's data (fetched or generated offline, cached, checked)."""
 
 
+@defaults_from(api.prepare_data)
 @data_group.command("prepare")
-@click.option("--tasks", default="builtin", show_default=True, help="Suite YAML, or 'builtin'.")
+@click.option("--tasks", show_default=True, help="Suite YAML, or 'builtin'.")
 @click.option("--task", "names", multiple=True, help="Prepare only this task (repeatable).")
 @click.option("--force", is_flag=True, help="Rebuild even if cached.")
 def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
@@ -326,10 +349,11 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
             click.echo(f"{task:<12}{split:<12}{digest}")
 
 
+@defaults_from(api.serve)
 @cli.command("serve")
 @click.argument("bundle", type=click.Path())
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", type=int, default=8000, show_default=True, help="0: any free port.")
+@click.option("--host", show_default=True, help="Interface to bind.")
+@click.option("--port", type=int, show_default=True, help="0: any free port.")
 @click.option(
     "--max-batch",
     type=int,
@@ -337,7 +361,7 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
     help="Requests in flight (default: the engine's serving.json, else 8).",
 )
 @click.option("--engine", default=None, help="Engine name (default: the CPU one).")
-@click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
+@click.option("--max-body-bytes", type=int, show_default=True)
 @click.option(
     "--deadline",
     "deadline_s",
@@ -348,7 +372,6 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
 @click.option(
     "--verify",
     type=click.Choice(["sha256", "size"]),
-    default="sha256",
     show_default=True,
     help="Check the engine's files by sha256 (remembered per file), or by size only.",
 )
@@ -419,20 +442,18 @@ def serve_cmd(
     )
 
 
+@defaults_from(api.profile)
 @cli.command("profile")
 @click.argument("bundle", type=click.Path())
 @click.argument("more", nargs=-1)
 @click.option("--engine", default=None, help="Engine name (default: the CPU one).")
-@click.option(
-    "--runtime", type=click.Choice(["python", "cpp"]), default="python", show_default=True
-)
+@click.option("--runtime", type=click.Choice(["python", "cpp"]), show_default=True)
 @click.option(
     "--workload",
-    default="builtin",
     show_default=True,
     help="builtin, a suite YAML, or a JSONL file of requests.",
 )
-@click.option("--requests", type=int, default=32, show_default=True, help="Under load.")
+@click.option("--requests", type=int, show_default=True, help="Under load.")
 @click.option("--rate", type=float, default=None, help="Arrivals per second (open loop).")
 @click.option("--concurrency", type=int, default=None, help="In flight (default: max_batch).")
 @click.option("--prompt-len", type=int, default=None, help="Plain completions of this length.")
@@ -442,10 +463,10 @@ def serve_cmd(
 @click.option("--sweep", multiple=True, help="KEY=V1,V2 (threads, max_batch, ...).")
 @click.option("--slo-p95-ms", type=float, default=None, help="Recommend within this p95.")
 @click.option("--apply", is_flag=True, help="Write the recommendation into the bundle.")
-@click.option("-o", "--out", default="profile-out", show_default=True, type=click.Path())
-@click.option("--ops/--no-ops", default=True, show_default=True, help="The operators pass.")
+@click.option("-o", "--out", show_default=True, type=click.Path())
+@click.option("--ops/--no-ops", show_default=True, help="The operators pass.")
 @click.option("--overhead", is_flag=True, help="Also measure the recorder's own cost.")
-@click.option("--bandwidth-mib", type=int, default=256, show_default=True, help="Buffer size.")
+@click.option("--bandwidth-mib", type=int, show_default=True, help="Buffer size.")
 def profile_cmd(
     bundle: str,
     more: tuple[str, ...],
@@ -481,15 +502,14 @@ def profile_cmd(
         click.echo(f"wrote {path} ({kind})")
 
 
+@defaults_from(api.distill)
 @cli.command("distill")
 @click.argument("tasks")
-@click.option("--teacher", default="oracle", show_default=True, help="Teacher spec or 'oracle'.")
+@click.option("--teacher", show_default=True, help="Teacher spec or 'oracle'.")
 @click.option("--student", required=True, help="Student bundle folder or preset name.")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
 @click.option("--task", "names", multiple=True, help="Distill only this task (repeatable).")
-@click.option(
-    "--method", type=click.Choice(["sft", "kd", "grpo"]), default="sft", show_default=True
-)
+@click.option("--method", type=click.Choice(["sft", "kd", "grpo"]), show_default=True)
 @click.option("--curriculum", is_flag=True, help="Three-stage multi-task curriculum.")
 @click.option("--quick", is_flag=True, help="Small sizes for CI (minutes on CPU).")
 @click.option("--steps", type=int, default=None, help="Training steps per task (or stage).")
@@ -499,7 +519,7 @@ def profile_cmd(
 @click.option("--layers", type=int, default=None, help="LoRA on the last N layers only.")
 @click.option("--train-limit", type=int, default=None, help="Training examples per task.")
 @click.option("--eval-limit", type=int, default=None, help="Test examples per task.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write JSON here.")
 def distill_cmd(
@@ -510,6 +530,7 @@ def distill_cmd(
     _print_report(report, json_out)
 
 
+@defaults_from(api.label_data)
 @data_group.command("label")
 @click.argument("tasks")
 @click.option(
@@ -523,15 +544,14 @@ def distill_cmd(
 @click.option(
     "--split",
     type=click.Choice(["train", "validation", "test"]),
-    default="train",
     show_default=True,
     help="Whose inputs to label.",
 )
-@click.option("--k", type=int, default=4, show_default=True, help="Candidates per input.")
+@click.option("--k", type=int, show_default=True, help="Candidates per input.")
 @click.option("--limit", type=int, default=None, help="First N inputs per task.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--temperature", type=float, default=0.7, show_default=True)
-@click.option("--few-shot", type=int, default=0, show_default=True, help="Local teachers.")
+@click.option("--batch-size", type=int, show_default=True)
+@click.option("--temperature", type=float, show_default=True)
+@click.option("--few-shot", type=int, show_default=True, help="Local teachers.")
 def data_label_cmd(
     tasks: str,
     teacher: str,
@@ -567,25 +587,25 @@ def data_label_cmd(
     click.echo(f"wrote {out}")
 
 
+@defaults_from(api.prune)
 @cli.command("prune")
 @click.argument("bundle", type=click.Path())
-@click.option("--ratio", type=float, default=0.8, show_default=True, help="Parameters kept.")
+@click.option("--ratio", type=float, show_default=True, help="Parameters kept.")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle to write (X.tllm).")
-@click.option("--tasks", default="builtin", show_default=True, help="Suite YAML, or 'builtin'.")
+@click.option("--tasks", show_default=True, help="Suite YAML, or 'builtin'.")
 @click.option("--task", "names", multiple=True, help="Calibrate on this task only (repeatable).")
-@click.option("--calib-samples", type=int, default=16, show_default=True, help="Per task.")
+@click.option("--calib-samples", type=int, show_default=True, help="Per task.")
 @click.option(
     "--vocab-samples",
     type=int,
-    default=2000,
     show_default=True,
     help="Train conversations per task whose tokens the vocabulary keeps.",
 )
-@click.option("--min-vocab", type=int, default=8192, show_default=True)
-@click.option("--heal-steps", type=int, default=60, show_default=True, help="0: no healing.")
-@click.option("--heal-batch-size", type=int, default=2, show_default=True)
-@click.option("--heal-lr", type=float, default=1e-5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--min-vocab", type=int, show_default=True)
+@click.option("--heal-steps", type=int, show_default=True, help="0: no healing.")
+@click.option("--heal-batch-size", type=int, show_default=True)
+@click.option("--heal-lr", type=float, show_default=True)
+@click.option("--seed", type=int, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 def prune_cmd(
     bundle: str,

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {
     "sdk": "tinyllm",
     "sdk/suite": "tinyllm.suite",
+    "sdk/facade": "tinyllm.facade",
     "compress": "tinyllm.compress",
     "distill": "tinyllm.distill",
     "runtime": "tinyllm.runtime",

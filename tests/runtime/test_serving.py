@@ -350,7 +350,7 @@ def test_a_failed_step_fails_its_requests_and_serving_goes_on(
 def test_export_lora_defaults_follow_the_adapters(
     tiny_qwen2_bundle: Path, tmp_path: Path, random_adapter: Any
 ) -> None:
-    from tinyllm.api import _lora_defaults
+    from tinyllm.facade.export import lora_defaults as _lora_defaults
 
     suite = tinyllm.api.load_tasks()
     config = tinyllm.open_bundle(tiny_qwen2_bundle).config

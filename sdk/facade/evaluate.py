@@ -1,0 +1,88 @@
+"""``tinyllm eval``: score a suite with a bundle's torch model or one of its engines."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tinyllm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tinyllm.bundle import Bundle
+    from tinyllm.evaluation import BundleGenerator, EvalReport
+
+BACKENDS = ("torch", "engine")
+Loader = Callable[["Bundle", int], tuple["BundleGenerator", str]]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How a suite is evaluated (the arguments of :func:`tinyllm.api.evaluate`)."""
+
+    limit: int | None = None
+    few_shot: int = 0
+    batch_size: int = 8
+    backend: str = "torch"
+    engine: str | None = None
+    constrain: bool = True
+
+    def check(self) -> None:
+        """Reject bad sizes and an unknown backend before anything loads."""
+        from tinyllm.evaluation import check_eval_args
+
+        check_eval_args(self.limit, self.few_shot, self.batch_size)
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be 'torch' or 'engine', got {self.backend!r}")
+
+
+def engine_loader(engine: str | None, constrain: bool) -> Loader:
+    """A loader of the bundle's exported engine, decoding as served (or raw)."""
+
+    def load(opened: Bundle, size: int) -> tuple[BundleGenerator, str]:
+        from tinyllm.runtime import Engine
+        from tinyllm.runtime.generator import EngineGenerator
+
+        runner = Engine.load(opened, engine=engine, max_batch=size, constrain=constrain)
+        mode = "constrained" if constrain else "raw"
+        return EngineGenerator(
+            runner
+        ), f"engine {runner.info.target}-{runner.info.precision}, {mode}"
+
+    return load
+
+
+def evaluate_suite(
+    bundle: str | os.PathLike[str],
+    tasks: str | os.PathLike[str],
+    names: Sequence[str] | None,
+    options: EvalOptions,
+    *,
+    progress: bool,
+) -> EvalReport:
+    """Run the selected tasks' test splits of ``tasks`` (a suite file or ``"builtin"``)
+    through the bundle and score them."""
+    from tinyllm.bundle import Bundle
+    from tinyllm.evaluation import evaluate_bundle, torch_generator
+    from tinyllm.suite import load_tasks
+
+    options.check()
+    suite = load_tasks(tasks)
+    selected = suite.select(list(names) if names is not None else None)
+    load = (
+        engine_loader(options.engine, options.constrain)
+        if options.backend == "engine"
+        else torch_generator
+    )
+    return evaluate_bundle(
+        Bundle.open(bundle),
+        suite,
+        selected,
+        load=load,
+        suite_name=str(tasks),
+        limit=options.limit,
+        few_shot=options.few_shot,
+        batch_size=options.batch_size,
+        progress=progress,
+    )

@@ -1,0 +1,74 @@
+"""``tinyllm data label``: label a suite's inputs with a teacher, task by task."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tinyllm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tinyllm.distill.labelling import LabelStats
+    from tinyllm.distill.teachers import Teacher
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """How inputs are labelled (the arguments of :func:`tinyllm.api.label_data`)."""
+
+    split: str = "train"
+    k: int = 4
+    limit: int | None = None
+    batch_size: int = 16
+    temperature: float = 0.7
+    few_shot: int = 0
+
+    def check(self) -> None:
+        """Reject a bad limit or an unknown split before any teacher loads."""
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be a positive number of inputs, got {self.limit}")
+        if self.split not in SPLITS:
+            raise ConfigError(f"split must be train, validation or test, got {self.split!r}")
+
+
+def label_suite(
+    tasks: str | os.PathLike[str],
+    names: Sequence[str] | None,
+    teacher: str | Teacher,
+    out_dir: str | os.PathLike[str],
+    options: LabelOptions,
+    *,
+    progress: bool,
+) -> list[LabelStats]:
+    """Label each selected task's inputs of ``tasks`` (a suite file or ``"builtin"``);
+    a teacher spec is built once for all tasks."""
+    from tinyllm.distill.labelling import label_task
+    from tinyllm.distill.teacher_specs import teacher_from_spec
+    from tinyllm.suite import load_split, load_tasks, prepare_tasks
+
+    options.check()
+    suite = load_tasks(tasks)
+    selected = suite.select(list(names) if names is not None else None)
+    if isinstance(teacher, str):
+        teacher = teacher_from_spec(teacher, suite, few_shot=options.few_shot)
+    prepare_tasks(selected)
+    results = []
+    for task in selected:
+        split = load_split(suite, task, options.split, options.limit)  # type: ignore[arg-type]
+        results.append(
+            label_task(
+                task,
+                [ex.input for ex in split],
+                teacher,
+                out_dir,
+                k=options.k,
+                batch_size=options.batch_size,
+                temperature=options.temperature,
+                progress=progress,
+            )
+        )
+    return results
