@@ -137,3 +137,26 @@ def test_splits_are_identical_across_processes(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         runs.append(json.loads(result.stdout))
     assert runs[0] == runs[1]
+
+
+def test_generated_data_does_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faker's date and time methods draw up to the current time; the builders must not
+    use them, or the same seed gives other data on another day (it did for intents)."""
+    import datetime as real
+
+    import faker.providers.date_time as faker_clock
+
+    from tinyllm.suite import booking, dates, intents, rewrite
+
+    class Later(real.datetime):
+        @classmethod
+        def now(cls, tz: real.tzinfo | None = None) -> real.datetime:  # type: ignore[override]
+            return real.datetime(2031, 5, 17, 13, 37, tzinfo=tz)
+
+    sizes = {"train": 30, "validation": 5, "test": 10}
+    for builder in (intents, booking, rewrite, dates):
+        first = builder.build(sizes, 0, Path("."))
+        monkeypatch.setattr(faker_clock, "datetime", Later)
+        again = builder.build(sizes, 0, Path("."))
+        monkeypatch.undo()
+        assert first == again, builder.__name__
