@@ -43,6 +43,19 @@ inline tinyllm_status record(tinyllm_status status, const std::string& message) 
   return status;
 }
 
+// A task request's options from the C struct (null: the task's own defaults).
+inline tinyllm::TaskOptions task_options(const tinyllm_task_options* options) {
+  tinyllm::TaskOptions o;
+  if (options == nullptr) return o;
+  if (options->struct_size < sizeof(tinyllm_task_options))
+    tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "options.struct_size is wrong: fill options with tinyllm_task_options_init");
+  o.max_new_tokens = options->max_new_tokens;
+  o.temperature = options->temperature;
+  if (options->has_seed) o.seed = options->seed;
+  o.constrain = options->constrain != 0;
+  return o;
+}
+
 // Run `body`, turning every exception into a status and a message.
 template <typename Fn>
 tinyllm_status guarded(Fn&& body) {

@@ -12,22 +12,6 @@ struct tinyllm_request {
   std::shared_ptr<tinyllm::Request> request;
 };
 
-namespace {
-
-tinyllm::TaskOptions options_of(const tinyllm_task_options* options) {
-  tinyllm::TaskOptions o;
-  if (options == nullptr) return o;
-  if (options->struct_size < sizeof(tinyllm_task_options))
-    tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "options.struct_size is wrong: fill options with tinyllm_task_options_init");
-  o.max_new_tokens = options->max_new_tokens;
-  o.temperature = options->temperature;
-  if (options->has_seed) o.seed = options->seed;
-  o.constrain = options->constrain != 0;
-  return o;
-}
-
-}  // namespace
-
 extern "C" {
 
 void tinyllm_server_options_init(tinyllm_server_options* options) {
@@ -70,7 +54,7 @@ tinyllm_status tinyllm_server_submit(tinyllm_server* server, const tinyllm_task_
     require(request->task, "request.task");
     tinyllm::TaskRequest r{request->task, std::string(text_of(request->text, request->text_len))};
     auto handle = std::make_unique<tinyllm_request>();
-    handle->request = server->server->submit(r, options_of(options));
+    handle->request = server->server->submit(r, task_options(options));
     *out = handle.release();
   });
 }

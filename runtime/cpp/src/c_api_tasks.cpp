@@ -3,22 +3,6 @@
 
 using namespace tinyllm::capi;
 
-namespace {
-
-tinyllm::TaskOptions task_options(const tinyllm_task_options* options) {
-  tinyllm::TaskOptions o;
-  if (options == nullptr) return o;
-  if (options->struct_size < sizeof(tinyllm_task_options))
-    tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "options.struct_size is wrong: fill options with tinyllm_task_options_init");
-  o.max_new_tokens = options->max_new_tokens;
-  o.temperature = options->temperature;
-  if (options->has_seed) o.seed = options->seed;
-  o.constrain = options->constrain != 0;
-  return o;
-}
-
-}  // namespace
-
 extern "C" {
 
 size_t tinyllm_engine_task_count(const tinyllm_engine* engine) {
