@@ -128,14 +128,13 @@ def test_make_demo_student_beats_the_base_and_a_second_run_is_cached() -> None:
         assert s["student"] >= s["base"] + 0.3, s
         assert s["student_int4"] >= s["base"] + 0.3, s
         assert s["student_int4"] >= s["student"] - 0.1, s
-    assert scores["intent"]["student_int4"] >= 0.8
+    assert scores["intent"]["student_int4"] >= 0.9
     assert scores["booking"]["student_int4"] >= 0.8
     examples = report["examples"]
     assert len(examples) >= 9 and {e["task"] for e in examples} == set(scores)
-    # One miss in eleven is allowed: the int4 calibration moves a borderline answer when
-    # the data or the CPU's float rounding changes (README shows the run's own answers).
+    # Every hand-written request right (the target; README shows the answers).
     wrong = [(e["text"], e["student_answer"]) for e in examples if not e["student_right"]]
-    assert len(wrong) <= 1, wrong
+    assert not wrong, wrong
     assert sum(e["student_right"] for e in examples) > sum(e["base_right"] for e in examples) + 4
     assert all(e["student_ms"] > 0 for e in examples)
     first, last = report["bundles"][0], report["bundles"][-1]
