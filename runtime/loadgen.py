@@ -76,7 +76,7 @@ def drive(
     outcomes: list[Outcome] = []
     finished = threading.Semaphore(0)
     room = threading.Semaphore(load.concurrency or len(items) or 1)
-    arrivals = _arrivals(load, len(items))
+    times = arrivals(load, len(items))
     start = time.perf_counter()
 
     def record(outcome: Outcome, future: Future[TaskOutput]) -> None:
@@ -91,7 +91,7 @@ def drive(
             on_done(outcome)
         finished.release()
 
-    for item, at in zip(items, arrivals, strict=True):
+    for item, at in zip(items, times, strict=True):
         if load.rate is None:
             room.acquire()
         else:
@@ -114,7 +114,7 @@ def drive(
     return outcomes, end - start
 
 
-def _arrivals(load: Load, n: int) -> list[float]:
+def arrivals(load: Load, n: int) -> list[float]:
     """Seconds from the start at which each request arrives (0 for a closed loop)."""
     if load.rate is None:
         return [0.0] * n

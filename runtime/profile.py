@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tinyllm.bundle import Bundle
-from tinyllm.errors import ConfigError, TinyLLMError
+from tinyllm.errors import ConfigError
 from tinyllm.runtime import profilestats as stats
 from tinyllm.runtime.engine import Engine, pick_engine
 from tinyllm.runtime.loadgen import Load, Outcome, drive
@@ -48,17 +48,14 @@ from tinyllm.runtime.workload import (
 Progress = Callable[[str, int], Callable[[], None]]  # (pass name, total) -> tick
 
 
-class NotBuiltError(TinyLLMError):
-    """A part of tinyllm that is not built yet was asked for."""
-
-
 @dataclass(frozen=True)
 class ProfileOptions:
     """What a profile runs. See ``tinyllm profile --help``.
 
     ``single_stream`` and ``op_requests`` are the requests of passes 1 and 3;
     ``bandwidth_mib`` the buffer the bandwidth is measured over; ``overhead`` also runs
-    pass 2 without the recorder, to measure what recording costs.
+    pass 2 without the recorder and with it, ``overhead_rounds`` times each, interleaved,
+    to measure what recording costs.
     """
 
     engine: str | None = None
@@ -74,17 +71,19 @@ class ProfileOptions:
     op_requests: int = 4
     bandwidth_mib: int = 256
     overhead: bool = False
+    overhead_rounds: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.runtime == "cpp":
-            raise NotBuiltError(
-                "--runtime cpp: the C++ runtime is not built yet (it is being built on "
-                "another branch); profile the Python runtime with --runtime python"
-            )
-        if self.runtime != "python":
+        if self.runtime not in ("python", "cpp"):
             raise ConfigError(f"runtime must be 'python' or 'cpp', got {self.runtime!r}")
-        for name in ("requests", "single_stream", "op_requests", "bandwidth_mib"):
+        for name in (
+            "requests",
+            "single_stream",
+            "op_requests",
+            "bandwidth_mib",
+            "overhead_rounds",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.rate is not None and self.concurrency is not None:
@@ -218,7 +217,11 @@ def profile_engine(
         )
         load = options.load(settings.max_batch)
         loaded = run_pass(engine, items, load, progress, f"under load ({load.describe()})")
-        overhead = _overhead(engine, items, load) if options.overhead else None
+        overhead = (
+            measure_overhead(engine, items, load, options.overhead_rounds)
+            if options.overhead
+            else None
+        )
         memory = _memory(engine, weights.resident_bytes)
     finally:
         engine.close()
@@ -336,22 +339,24 @@ def _op_pass(
     return read_profile(path, labels, runs, origin), result
 
 
-def _overhead(engine: Engine, items: list[WorkItem], load: Load) -> dict[str, Any]:
-    """Pass 2 again without the recorder and with it, twice each, alternating: the
-    engine's own end-to-end latency (``TaskOutput.latency_s``) of each."""
+def measure_overhead(
+    engine: Engine, items: list[WorkItem], load: Load, rounds: int
+) -> dict[str, Any]:
+    """What recording costs: pass 2 without the recorder (A) and with it (B), interleaved
+    for ``rounds`` rounds whose order alternates (AB, BA, AB, ...), so that drift and
+    warm-up fall on both. Per round, the median end-to-end latency of each (the engine's
+    own ``TaskOutput.latency_s``); see :func:`profilestats.ab_overhead`."""
     plain: list[float] = []
     recorded: list[float] = []
-    for _ in range(2):
-        outcomes, _ = drive(engine, items, load)
-        plain += [o.output.latency_s for o in outcomes if o.output is not None]
-        result = run_pass(engine, items, load)
-        recorded += [o.output.latency_s for o in result.outcomes if o.output is not None]
-    a, b = float(np.median(plain)), float(np.median(recorded))
-    return {
-        "median_latency_ms_unprofiled": 1e3 * a,
-        "median_latency_ms_recorded": 1e3 * b,
-        "overhead": b / a - 1 if a > 0 else 0.0,
-    }
+    for k in range(rounds):
+        for record in (False, True) if k % 2 == 0 else (True, False):
+            if record:
+                outcomes = run_pass(engine, items, load).outcomes
+            else:
+                outcomes, _ = drive(engine, items, load)
+            latencies = [o.output.latency_s for o in outcomes if o.output is not None]
+            (recorded if record else plain).append(float(np.median(latencies)))
+    return stats.ab_overhead(plain, recorded)
 
 
 def _memory(engine: Engine, weights: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def render_html(d: dict[str, Any]) -> str:
         f"settings {escape(_settings(d['settings']))}</p>",
     ]
     parts += _latency(d) + _phases(d) + _operators(d) + _roofline(d) + _batch(d)
-    parts += _quality(d) + _compare(d) + _sweep(d)
+    parts += _quality(d) + _compare(d) + _sweep(d) + _absent(d)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -98,13 +98,14 @@ def _phases(d: dict[str, Any]) -> list[str]:
         "ms",
     )
     per = ph["per_request_ms"]
+    host = "C++" if d.get("runtime") == "cpp" else "Python"
+    profiler = "-" if ph["profiler_s"] is None else f"{1e3 * ph['profiler_s']:.1f}"
     return [
         '<h2 id="phases">Phases</h2>',
         f"<p>Outside ONNX Runtime: {ph['outside_ort_share']:.1%} of the loop's busy time, "
-        f"{ph['per_token']['outside_ort_ms']:.3f} ms of Python per generated token under "
+        f"{ph['per_token']['outside_ort_ms']:.3f} ms of {host} per generated token under "
         f"load ({ph['single_stream_per_token']['outside_ort_ms']:.3f} single stream). "
-        f"Idle {1e3 * ph['idle_s']:.1f} ms; the profiler itself {1e3 * ph['profiler_s']:.1f} "
-        "ms.</p>",
+        f"Idle {1e3 * ph['idle_s']:.1f} ms; the profiler itself {profiler} ms.</p>",
         _table(["phase", "ms", "share of busy"], rows),
         _table(["per request (mean ms)", "ms"], [[k, v] for k, v in per.items()]),
         _figure("phases", bars),
@@ -114,7 +115,8 @@ def _phases(d: dict[str, Any]) -> list[str]:
 def _operators(d: dict[str, Any]) -> list[str]:
     ops = d["operators"]
     if ops is None:
-        return ['<h2 id="operators">Operators</h2><p class="note">not profiled (--no-ops)</p>']
+        why = escape(d.get("absent", {}).get("operators", "not profiled (--no-ops)"))
+        return [f'<h2 id="operators">Operators</h2><p class="note">{why}</p>']
     out = [
         '<h2 id="operators">Operators</h2>',
         f"<p>ONNX Runtime's profiler: {ops['runs'].get('prefill', 0)} prefill and "
@@ -147,7 +149,10 @@ def _operators(d: dict[str, Any]) -> list[str]:
 def _roofline(d: dict[str, Any]) -> list[str]:
     r, m = d["roofline"], d["memory"]
     rows = [[k.replace("_", " "), v] for k, v in r.items()]
-    mem = [[k.replace("_", " ").replace(" bytes", " MiB"), v / 2**20] for k, v in m.items()]
+    mem = [
+        [k.replace("_", " ").replace(" bytes", " MiB"), None if v is None else v / 2**20]
+        for k, v in m.items()
+    ]
     return [
         '<h2 id="roofline">Roofline</h2>',
         _table(["", "value"], rows),
@@ -225,3 +230,11 @@ def _sweep(d: dict[str, Any]) -> list[str]:
         f"<p>{verdict}</p>",
         _figure("sweep-frontier", plot),
     ]
+
+
+def _absent(d: dict[str, Any]) -> list[str]:
+    absent = d.get("absent") or {}
+    if not absent:
+        return []
+    rows = [[k, why] for k, why in absent.items()]
+    return ['<h2 id="absent">Not measured</h2>', _table(["what", "why"], rows)]

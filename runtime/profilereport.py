@@ -13,6 +13,7 @@ from tinyllm.bundle import Bundle
 from tinyllm.errors import ConfigError
 from tinyllm.runtime.engine import pick_engine
 from tinyllm.runtime.profile import EngineProfile, ProfileOptions, Progress, profile_engine
+from tinyllm.runtime.profilenative import NativeProfile, profile_native
 from tinyllm.runtime.profilesweep import (
     SLONotMetError,
     SweepPoint,
@@ -38,10 +39,13 @@ SECTIONS = (
 )
 
 
-def engine_dict(p: EngineProfile) -> dict[str, Any]:
+def engine_dict(p: EngineProfile | NativeProfile) -> dict[str, Any]:
     """One engine's profile as plain data."""
+    if isinstance(p, NativeProfile):
+        return p.to_dict()
     s = p.summary
     return {
+        "runtime": "python",
         "bundle": p.bundle,
         "engine": p.engine,
         "precision": p.precision,
@@ -78,8 +82,8 @@ def engine_dict(p: EngineProfile) -> dict[str, Any]:
 class ProfileReport:
     """A profile, with what was compared, swept and recommended."""
 
-    main: EngineProfile
-    compared: list[EngineProfile] = field(default_factory=list)
+    main: EngineProfile | NativeProfile
+    compared: list[EngineProfile | NativeProfile] = field(default_factory=list)
     sweep: list[SweepPoint] = field(default_factory=list)
     slo_ms: float | None = None
     recommended: SweepPoint | None = None
@@ -109,7 +113,7 @@ class ProfileReport:
     def write(self, out: Path) -> dict[str, Path]:
         """Write profile.json, report.html and trace.json into ``out``; their paths."""
         from tinyllm.runtime.profilehtml import render_html
-        from tinyllm.runtime.profiletrace import chrome_trace
+        from tinyllm.runtime.profiletrace import chrome_trace, native_trace
 
         out.mkdir(parents=True, exist_ok=True)
         data = self.to_dict()
@@ -117,7 +121,12 @@ class ProfileReport:
         paths["trace"] = out / "trace.json"
         paths["json"].write_text(json.dumps(data, indent=2) + "\n")
         paths["html"].write_text(render_html(data))
-        paths["trace"].write_text(json.dumps(chrome_trace(self.main)))
+        trace = (
+            native_trace(self.main)
+            if isinstance(self.main, NativeProfile)
+            else chrome_trace(self.main)
+        )
+        paths["trace"].write_text(json.dumps(trace))
         return paths
 
 
@@ -125,25 +134,28 @@ def format_report(data: dict[str, Any]) -> str:
     """The terminal report of a profile's dict (as ``profile.json`` holds it)."""
     lines = _head(data) + _latency(data) + _phases(data) + _operators(data)
     lines += _roofline(data) + _compare(data["compare"]) + _sweep(data["sweep"])
+    absent = data.get("absent") or {}
+    lines += [f"absent  {k}: {why}" for k, why in absent.items()]
     return "\n".join(lines)
 
 
-def compare_row(p: EngineProfile) -> dict[str, Any]:
+def compare_row(p: EngineProfile | NativeProfile) -> dict[str, Any]:
     """One bundle's line of the comparison."""
-    s, load = p.summary["single_stream"], p.summary["under_load"]
+    d = engine_dict(p)
+    s, load = d["latency"]["single_stream"], d["latency"]["under_load"]
     tpot = (s["tpot_ms"] or {}).get("p50")
     return {
-        "bundle": p.bundle,
-        "engine": p.engine,
-        "precision": p.precision,
-        "weights_mib": p.memory["weights_bytes"] / 2**20,
+        "bundle": d["bundle"],
+        "engine": d["engine"],
+        "precision": d["precision"],
+        "weights_mib": d["memory"]["weights_bytes"] / 2**20,
         "ttft_p50_ms": (s["ttft_ms"] or {}).get("p50"),
         "tpot_p50_ms": tpot,
         "decode_tok_s": 1e3 / tpot if tpot else None,
         "e2e_p95_ms_loaded": (load["e2e_ms"] or {}).get("p95"),
         "throughput_tok_s": load["throughput_tok_s"],
-        "share_of_floor": p.roofline["share_of_floor"],
-        "greedy_agreement": p.quality.get("greedy_agreement"),
+        "share_of_floor": d["roofline"]["share_of_floor"],
+        "greedy_agreement": d["quality"].get("greedy_agreement"),
     }
 
 
@@ -154,7 +166,8 @@ def _f(value: float | None, fmt: str = ".1f") -> str:
 def _head(d: dict[str, Any]) -> list[str]:
     s, w = d["settings"], d["workload"]
     return [
-        f"tinyllm profile  {d['bundle']}  engine {d['engine']} ({d['precision']})",
+        f"tinyllm profile  {d['bundle']}  engine {d['engine']} ({d['precision']}), "
+        f"{d.get('runtime', 'python')} runtime",
         f"settings  threads {s['threads'] or 'all'}, max_batch {s['max_batch']}, "
         f"scheduler {s['scheduler']}, prefix cache {s['prefix_cache_mb']:g} MB",
         f"workload  {w['kind']}: {w['requests']} requests, {w['load']}",
@@ -188,15 +201,20 @@ def _latency(d: dict[str, Any]) -> list[str]:
 
 def _phases(d: dict[str, Any]) -> list[str]:
     ph = d["phases"]
+    host = "C++" if d.get("runtime") == "cpp" else "Python"
     lines = [f"{'decode loop phases (under load)':<34}{'ms':>10}{'share':>8}"]
     for row in ph["loop"]:
         lines.append(f"  {row['label']:<32}{1e3 * row['seconds']:>10.1f}{row['share']:>8.1%}")
     lines.append(
         f"  outside ONNX Runtime: {ph['outside_ort_share']:.1%} of the loop's busy time; "
-        f"{ph['per_token']['outside_ort_ms']:.3f} ms of Python per generated token "
+        f"{ph['per_token']['outside_ort_ms']:.3f} ms of {host} per generated token "
         f"({ph['single_stream_per_token']['outside_ort_ms']:.3f} single stream)"
     )
-    lines.append(f"  idle {1e3 * ph['idle_s']:.1f} ms, profiler {1e3 * ph['profiler_s']:.1f} ms")
+    profiler = ph["profiler_s"]
+    lines.append(
+        f"  idle {1e3 * ph['idle_s']:.1f} ms, profiler "
+        f"{'-' if profiler is None else format(1e3 * profiler, '.1f')} ms"
+    )
     per = ph["per_request_ms"]
     lines.append(
         "  per request (mean ms): "
@@ -208,7 +226,8 @@ def _phases(d: dict[str, Any]) -> list[str]:
 def _operators(d: dict[str, Any]) -> list[str]:
     ops = d["operators"]
     if ops is None:
-        return ["operators: not profiled (--no-ops)", ""]
+        why = d.get("absent", {}).get("operators", "not profiled (--no-ops)")
+        return [f"operators: {why}", ""]
     runs = ops["runs"]
     lines = [
         f"operators (ONNX Runtime profiler; {runs.get('prefill', 0)} prefill and "
@@ -243,7 +262,8 @@ def _roofline(d: dict[str, Any]) -> list[str]:
         f"prefill {r['prefill_gflop_s']:.1f} GFLOP/s (matmuls)",
         f"memory    peak RSS {m['peak_rss_bytes'] / mib:.0f} MiB; weights "
         f"{m['weights_bytes'] / mib:.1f} MiB, KV cache {m['kv_cache_bytes'] / mib:.1f} MiB, "
-        f"adapters {m['adapter_bytes'] / mib:.1f} MiB, prefix cache "
+        f"adapters {_f(None if m['adapter_bytes'] is None else m['adapter_bytes'] / mib)} MiB, "
+        "prefix cache "
         f"{m['prefix_cache_bytes'] / mib:.2f} MiB",
     ]
     if d["batch"]:
@@ -261,7 +281,9 @@ def _roofline(d: dict[str, Any]) -> list[str]:
         o = d["overhead"]
         lines.append(
             f"overhead  median latency {o['median_latency_ms_unprofiled']:.1f} ms unprofiled, "
-            f"{o['median_latency_ms_recorded']:.1f} ms recorded ({o['overhead']:+.1%})"
+            f"{o['median_latency_ms_recorded']:.1f} ms recorded: {o['overhead']:+.1%} "
+            f"[{o['overhead_min']:+.1%} to {o['overhead_max']:+.1%}] over {o['rounds']} "
+            "interleaved rounds"
         )
     return [*lines, ""]
 
@@ -339,10 +361,21 @@ def run_profile(
         folder = b.path / pick_engine(b, options.engine, "cpu").path
         return read_defaults(folder).with_given(threads=threads)
 
-    main = profile_engine(bundle, options, settings_of(bundle), out, progress)
+    if options.runtime == "cpp" and (grid or slo_ms is not None):
+        raise ConfigError(
+            "--sweep and --slo-p95-ms tune the Python runtime's serving settings; run them "
+            "with --runtime python (the C++ server has fewer settings: threads, max_batch)"
+        )
+
+    def one(b: Bundle, where: Path | None) -> EngineProfile | NativeProfile:
+        if options.runtime == "cpp":
+            return profile_native(b, options, settings_of(b), progress)
+        return profile_engine(b, options, settings_of(b), where, progress)
+
+    main = one(bundle, out)
     report = ProfileReport(main, slo_ms=slo_ms)
     for other in compare:
-        report.compared.append(profile_engine(other, options, settings_of(other), None, progress))
+        report.compared.append(one(other, None))
     if grid or slo_ms is not None:
         report.sweep = run_sweep(bundle, options, settings_of(bundle), grid, slo_ms, progress)
     if slo_ms is not None:

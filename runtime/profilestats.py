@@ -136,3 +136,28 @@ def prefill_work(steps: list[StepRecord]) -> tuple[float, int]:
     """(seconds of ONNX Runtime prefill runs, prompt tokens they prefilled)."""
     seconds = sum(e - s for step in steps for kind, s, e in step.runs if kind == "prefill")
     return seconds, sum(step.prefill_tokens for step in steps)
+
+
+def ab_overhead(plain: list[float], recorded: list[float]) -> dict[str, Any]:
+    """The recorder's overhead from interleaved rounds: ``plain[k]`` and ``recorded[k]``
+    are round k's median latency (s) without and with it. Per round the overhead is
+    recorded / plain - 1; reported as its median and range over the rounds.
+
+    Raises ValueError for no rounds, unequal counts or a latency that is not > 0.
+    """
+    if not plain or len(plain) != len(recorded):
+        raise ValueError(
+            f"need the same number (>= 1) of rounds each, got {len(plain)} and {len(recorded)}"
+        )
+    if min(plain + recorded) <= 0:
+        raise ValueError("every round's latency must be > 0")
+    ratios = [b / a - 1 for a, b in zip(plain, recorded, strict=True)]
+    return {
+        "rounds": len(ratios),
+        "median_latency_ms_unprofiled": 1e3 * float(np.median(plain)),
+        "median_latency_ms_recorded": 1e3 * float(np.median(recorded)),
+        "overhead": float(np.median(ratios)),
+        "overhead_min": min(ratios),
+        "overhead_max": max(ratios),
+        "per_round": ratios,
+    }

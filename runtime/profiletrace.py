@@ -1,6 +1,10 @@
 """The Chrome/Perfetto trace of a profile (``trace.json``; open it in ui.perfetto.dev or
 chrome://tracing).
 
+For the C++ runtime (:func:`native_trace`), process 1 is the single-stream pass and
+process 2 the pass under load: ONNX Runtime's runs (from libtinyllm's run trace) and
+each request.
+
 Process 1 is the operators pass: the decode loop's steps and their phases, ONNX
 Runtime's runs and every kernel (its profiler's events, moved onto the loop's clock),
 and each request from arrival to its last token. Process 2 is the pass under load,
@@ -9,10 +13,12 @@ without ONNX Runtime's profiler: steps, phases and requests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tinyllm.runtime.profile import EngineProfile, PassResult
-from tinyllm.runtime.steprecorder import LABELS
+from tinyllm.runtime.profilenative import NativePass, NativeProfile
+from tinyllm.runtime.steprecorder import LABELS, RequestRecord
 
 LOOP, ORT_RUNS, ORT_KERNELS, REQUESTS = 1, 2, 3, 10
 
@@ -31,6 +37,36 @@ def chrome_trace(profile: EngineProfile) -> dict[str, Any]:
     events += _meta(2, "under load")
     events += _pass_events(profile.loaded, 2)
     return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def native_trace(profile: NativeProfile) -> dict[str, Any]:
+    """The C++ runtime's trace: per pass, ONNX Runtime's runs and each request."""
+    events: list[dict[str, Any]] = []
+    for pid, name, result in (
+        (1, "single stream", profile.single),
+        (2, "under load", profile.loaded),
+    ):
+        events += _meta(pid, f"{name} (C++ runtime)")
+        events += _native_events(result, pid)
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def _native_events(result: NativePass, pid: int) -> list[dict[str, Any]]:
+    starts = [r.start for r in result.requests] + [r.start for r in result.runs]
+    if not starts:
+        return []
+    origin = min(starts)
+
+    def us(t: float) -> float:
+        return (t - origin) * 1e6
+
+    events = _meta_thread(pid, ORT_RUNS, "ONNX Runtime runs")
+    for run in result.runs:
+        args = {"first_row": run.first_row, "rows": run.rows, "tokens": run.tokens}
+        if run.kind == "prefill":
+            args["past"] = run.past
+        events.append(_x(run.kind, "run", us(run.start), us(run.end), pid, ORT_RUNS, args))
+    return events + _request_events(result.requests, pid, us)
 
 
 def _meta(pid: int, name: str) -> list[dict[str, Any]]:
@@ -70,6 +106,14 @@ def _pass_events(result: PassResult, pid: int) -> list[dict[str, Any]]:
         )
         for name, a, b in step.laps:
             events.append(_x(LABELS.get(name, name), "phase", us(a), us(b), pid, LOOP))
+    return events + _request_events(requests, pid, us)
+
+
+def _request_events(
+    requests: list[RequestRecord], pid: int, us: Callable[[float], float]
+) -> list[dict[str, Any]]:
+    """Each request from arrival to its end, on the first lane free at its arrival."""
+    events: list[dict[str, Any]] = []
     lanes: list[float] = []
     for r in sorted(requests, key=lambda r: r.start):
         lane = next((k for k, end in enumerate(lanes) if end <= r.start), len(lanes))

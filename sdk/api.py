@@ -352,7 +352,9 @@ def profile(
     Args:
         bundle: an exported bundle.
         engine: which engine (default: the CPU one).
-        runtime: ``python`` (``cpp`` is not built yet: an error says so).
+        runtime: ``python``, or ``cpp``: libtinyllm's server (``make cpp`` builds it) on
+            the bundle's tasks; its report has the latency, phase (ONNX Runtime against the
+            rest), roofline and memory sections, and says why the others are absent.
         workload: ``builtin`` (the bundle's tasks, or plain completions), a suite YAML, or
             a JSONL file of requests (``{"task": ..., "input": ...}`` or ``{"prompt": ...}``).
         requests: requests of the pass under load (a JSONL file is cycled to this many).
@@ -368,7 +370,8 @@ def profile(
             (raises SLONotMetError, writing nothing, when no setting meets it).
         out: folder for profile.json, report.html and trace.json (None: write nothing).
         ops: run the operators pass (ONNX Runtime's profiler).
-        overhead: also measure what recording costs (pass 2 with and without it).
+        overhead: also measure what recording costs (pass 2 with and without it,
+            interleaved over 5 rounds: the median and range of the latency ratio).
         bandwidth_mib: the buffer the memory bandwidth is measured over.
         progress: progress bars on stderr.
     """

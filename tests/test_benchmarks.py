@@ -89,3 +89,20 @@ def test_engine_load_benchmark_end_to_end(
     for row in report.values():
         assert 0 < row["wall_min"] <= row["wall_median"] and row["cpu_min"] > 0
     assert cache.is_file()  # the warm rounds had digests to reuse
+
+
+def test_profile_overhead_benchmark_end_to_end(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tinyllm
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import profile_overhead
+
+    bundle, _ = tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=64)
+    r = profile_overhead.measure(bundle.path, 2, 4, 2, 8, 4, 1)
+    assert r["rounds"] == 2 and len(r["per_round"]) == 2
+    assert r["overhead_min"] <= r["overhead"] <= r["overhead_max"]
+    assert r["median_latency_ms_unprofiled"] > 0 and r["median_latency_ms_recorded"] > 0
+    assert 0 < r["recorder_share_of_busy"] < 0.5
+    assert r["workload"]["prompt_tokens"] == 8 and r["workload"]["load"] == "concurrency 2"

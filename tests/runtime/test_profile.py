@@ -16,7 +16,6 @@ import pytest
 import tinyllm
 from tinyllm.errors import BundleError, ConfigError
 from tinyllm.runtime import Engine
-from tinyllm.runtime.profile import NotBuiltError
 from tinyllm.runtime.profilereport import SECTIONS, ProfileReport
 from tinyllm.runtime.profilesweep import SLONotMetError
 from tinyllm.runtime.profiletrace import check_trace
@@ -263,8 +262,10 @@ def test_bad_inputs_are_clear_errors(served: Path, tmp_path: Path) -> None:
     for rate in (0.0, -1.0):
         with pytest.raises(ConfigError, match="rate must be > 0"):
             run(rate=rate)
-    with pytest.raises(NotBuiltError, match="C\\+\\+ runtime is not built yet"):
-        run(runtime="cpp")
+    with pytest.raises(ConfigError, match="runtime must be 'python' or 'cpp'"):
+        run(runtime="rust")
+    with pytest.raises(ConfigError, match="--sweep and --slo-p95-ms tune the Python"):
+        run(runtime="cpp", sweep=["max_batch=1,2"])
     with pytest.raises(ConfigError, match="'batch' is not one of"):
         run(sweep=["batch=1"])
     with pytest.raises(ConfigError, match="--apply needs --slo-p95-ms"):

@@ -106,6 +106,8 @@ class Engine {
   int64_t max_seq_len() const { return session_->max_seq_len(); }
   int64_t vocab_size() const { return session_->vocab_size(); }
   EngineStats stats() const;
+  // The session's run trace (tinyllm/trace.h; it has a lock of its own).
+  RunTrace& trace() { return session_->trace(); }
 
  private:
   friend class Server;  // the serving loop drives the session and rows directly

@@ -136,9 +136,12 @@ const float* DecoderSession::run(int64_t start, int64_t b, int64_t width, const 
     lora_index_.resize(static_cast<size_t>(b), 0);
     bind_input("lora_index", lora_index_.data(), lora_index_.size() * 8, {b}, i64);
   }
+  bool traced = trace_.on();
+  double traced_start = traced ? trace_clock() : 0;
   auto began = std::chrono::steady_clock::now();
   ort::check(api.RunWithBinding(session_.get(), nullptr, bind.io.get()), "run the engine");
   double took = seconds_since(began);
+  if (traced) trace_.add({prefill, start, b, traced_tokens_, traced_past_, traced_start, trace_clock()});
   if (prefill) {
     ++times_.prefill_calls;
     times_.prefill_seconds += took;
@@ -184,6 +187,9 @@ const float* DecoderSession::prefill_rows(int64_t start, const std::vector<std::
     times_.prompt_tokens += p.size();
   }
   total_ = static_cast<int32_t>(longest_past + width);
+  traced_tokens_ = 0;
+  for (const auto& chunk : chunks) traced_tokens_ += static_cast<int64_t>(chunk.size());
+  traced_past_ = past[0];
   return run(start, b, width, lora_index, true);
 }
 
@@ -229,6 +235,8 @@ const float* DecoderSession::decode(const std::vector<int32_t>& tokens, const st
   seqlens_.resize(b);
   for (int64_t row = 0; row < b; ++row) seqlens_[row] = static_cast<int32_t>(held[row]);
   total_ = static_cast<int32_t>(longest + 1);
+  traced_tokens_ = b;
+  traced_past_ = 0;
   return run(0, b, 1, lora_index, false);
 }
 

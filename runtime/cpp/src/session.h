@@ -15,6 +15,7 @@
 #include "bundle.h"
 #include "lora.h"
 #include "ort.h"
+#include "runtrace.h"
 
 namespace tinyllm {
 
@@ -66,6 +67,7 @@ class DecoderSession {
   int64_t max_seq_len() const { return max_seq_; }
   int64_t vocab_size() const { return vocab_; }
   const RunTimes& times() const { return times_; }
+  RunTrace& trace() { return trace_; }
 
  private:
   struct Binding {
@@ -90,6 +92,8 @@ class DecoderSession {
   std::vector<int32_t> seqlens_;
   int32_t total_ = 0;
   RunTimes times_;
+  RunTrace trace_;
+  int64_t traced_tokens_ = 0, traced_past_ = 0;  // the next run's, for its trace record
 };
 
 }  // namespace tinyllm

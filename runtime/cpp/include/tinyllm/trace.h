@@ -1,0 +1,48 @@
+/*
+ * tinyllm run trace: when and how each ONNX Runtime run of an engine ran, for profilers
+ * (`tinyllm profile --runtime cpp`). Off until asked for; while on, each run of the
+ * engine (from tinyllm_generate, tinyllm_run_tasks or a server's loop) appends one
+ * record of a few dozen bytes. Follows the conventions of tinyllm.h.
+ */
+#ifndef TINYLLM_TRACE_H
+#define TINYLLM_TRACE_H
+
+#include "tinyllm/tinyllm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum tinyllm_run_kind {
+  TINYLLM_RUN_PREFILL = 0, /* prompt tokens of one or more rows */
+  TINYLLM_RUN_DECODE = 1   /* one token per row */
+} tinyllm_run_kind;
+
+typedef struct tinyllm_run_record {
+  int32_t kind;      /* a tinyllm_run_kind */
+  int32_t first_row; /* the first KV row the run computed */
+  int32_t rows;      /* rows computed (a server's decode runs up to its highest busy row) */
+  int32_t tokens;    /* prefill: prompt tokens fed, padding not counted; decode: rows */
+  int64_t past;      /* prefill: tokens the first row already held (a cached prefix) */
+  double start;      /* seconds on tinyllm_trace_clock() */
+  double end;
+} tinyllm_run_record;
+
+/** The trace's clock in seconds (monotonic; its origin is arbitrary). */
+TINYLLM_API double tinyllm_trace_clock(void);
+
+/** Start (on != 0; records kept so far are dropped) or stop tracing the engine's runs.
+ * At most 1,048,576 records are held; later runs are counted as dropped. */
+TINYLLM_API tinyllm_status tinyllm_engine_trace(tinyllm_engine* engine, int on);
+
+/** Take the records held so far, in run order (the trace keeps running if on), and how
+ * many runs were dropped since tracing started. Free *records with tinyllm_free. */
+TINYLLM_API tinyllm_status tinyllm_engine_trace_take(tinyllm_engine* engine,
+                                                     tinyllm_run_record** records, size_t* n,
+                                                     size_t* dropped);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TINYLLM_TRACE_H */

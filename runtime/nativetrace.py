@@ -1,0 +1,103 @@
+"""libtinyllm's run trace through ctypes (``tinyllm/trace.h``): when each ONNX Runtime
+run of a native engine started and ended, how many rows and tokens it computed. The C++
+runtime's profiler (:mod:`tinyllm.runtime.profilenative`) builds its figures from it."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any
+
+from tinyllm.runtime.native import NativeEngine, check
+
+_P = ctypes.c_void_p
+
+
+class _RunRecord(ctypes.Structure):
+    _fields_ = [
+        ("kind", ctypes.c_int32),
+        ("first_row", ctypes.c_int32),
+        ("rows", ctypes.c_int32),
+        ("tokens", ctypes.c_int32),
+        ("past", ctypes.c_int64),
+        ("start", ctypes.c_double),
+        ("end", ctypes.c_double),
+    ]
+
+
+_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "tinyllm_trace_clock": (ctypes.c_double, []),
+    "tinyllm_engine_trace": (ctypes.c_int, [_P, ctypes.c_int]),
+    "tinyllm_engine_trace_take": (
+        ctypes.c_int,
+        [
+            _P,
+            ctypes.POINTER(ctypes.POINTER(_RunRecord)),
+            ctypes.POINTER(ctypes.c_size_t),
+            ctypes.POINTER(ctypes.c_size_t),
+        ],
+    ),
+}
+KINDS = ("prefill", "decode")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ONNX Runtime run of the engine (seconds on the trace clock).
+
+    ``tokens`` is the prompt tokens fed (prefill) or the rows (decode); ``past`` the
+    tokens the first row already held before a prefill (a cached prefix).
+    """
+
+    kind: str
+    first_row: int
+    rows: int
+    tokens: int
+    past: int
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        """The run's wall time."""
+        return self.end - self.start
+
+
+class RunTracer:
+    """The run trace of one native engine: ``start``, drive it, ``take`` the runs."""
+
+    def __init__(self, engine: NativeEngine) -> None:
+        self.engine = engine
+        self.lib = engine.lib
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            fn = getattr(self.lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+
+    def clock(self) -> float:
+        """Now, on the trace's clock (seconds)."""
+        return float(self.lib.tinyllm_trace_clock())
+
+    def start(self) -> None:
+        """Start tracing (runs kept so far are dropped)."""
+        check(self.lib, self.lib.tinyllm_engine_trace(self.engine.handle, 1))
+
+    def stop(self) -> None:
+        """Stop tracing (runs kept so far can still be taken)."""
+        check(self.lib, self.lib.tinyllm_engine_trace(self.engine.handle, 0))
+
+    def take(self) -> tuple[list[Run], int]:
+        """The runs kept so far, in run order, and how many were dropped (over the cap)."""
+        records = ctypes.POINTER(_RunRecord)()
+        n, dropped = ctypes.c_size_t(), ctypes.c_size_t()
+        status = self.lib.tinyllm_engine_trace_take(
+            self.engine.handle, ctypes.byref(records), ctypes.byref(n), ctypes.byref(dropped)
+        )
+        check(self.lib, status)
+        try:
+            runs = [
+                Run(KINDS[r.kind], r.first_row, r.rows, r.tokens, r.past, r.start, r.end)
+                for r in records[: n.value]
+            ]
+        finally:
+            self.lib.tinyllm_free(records)
+        return runs, int(dropped.value)
