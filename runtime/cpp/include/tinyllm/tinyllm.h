@@ -337,7 +337,9 @@ TINYLLM_API tinyllm_status tinyllm_server_submit(tinyllm_server* server,
  */
 typedef int (*tinyllm_task_text_fn)(void* user, const char* piece, size_t piece_len);
 
-/** tinyllm_server_submit with a streaming callback (`on_text` may be NULL). */
+/** tinyllm_server_submit with a streaming callback (`on_text` may be NULL); `user` must
+ * stay valid until the request is done (tinyllm_request_free does not stop it: cancel
+ * and wait first). */
 TINYLLM_API tinyllm_status tinyllm_server_submit_stream(tinyllm_server* server,
                                                         const tinyllm_task_request* request,
                                                         const tinyllm_task_options* options,
