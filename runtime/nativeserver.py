@@ -5,6 +5,7 @@ it with the Python runtime's serving loop."""
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,18 @@ class _ServerOptions(ctypes.Structure):
         ("struct_size", ctypes.c_size_t),
         ("queue_size", ctypes.c_int32),
         ("prefix_cache_mb", ctypes.c_double),
+        ("max_tasks_per_step", ctypes.c_int32),
+        ("chunk_size", ctypes.c_int32),
+        ("prefill_tokens", ctypes.c_int32),
+        ("length_ratio", ctypes.c_double),
+        ("aging", ctypes.c_double),
+        ("prompt_weight", ctypes.c_double),
+        ("fifo", ctypes.c_int32),
     ]
+
+
+# int (*)(void* user, const char* piece, size_t len): 0 goes on, nonzero cancels.
+_TEXT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
 _STATS = [
@@ -60,6 +72,17 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         ctypes.c_int,
         [_P, ctypes.POINTER(_TaskRequest), ctypes.POINTER(_TaskOptions), ctypes.POINTER(_P)],
     ),
+    "tinyllm_server_submit_stream": (
+        ctypes.c_int,
+        [
+            _P,
+            ctypes.POINTER(_TaskRequest),
+            ctypes.POINTER(_TaskOptions),
+            _TEXT_FN,
+            _P,
+            ctypes.POINTER(_P),
+        ],
+    ),
     "tinyllm_request_wait": (ctypes.c_int, [_P, ctypes.POINTER(TaskResult)]),
     "tinyllm_request_done": (ctypes.c_int, [_P]),
     "tinyllm_request_cancel": (None, [_P]),
@@ -77,6 +100,7 @@ class NativeRequest:
     server: NativeServer
     handle: Any
     is_json: bool
+    on_text: Any = None  # the ctypes callback, kept alive as long as the request
 
     def wait(self) -> NativeTaskOutput:
         """Block until answered (the GIL is released while waiting)."""
@@ -101,7 +125,15 @@ class NativeRequest:
 class NativeServer:
     """A libtinyllm server on a native engine (close it before the engine)."""
 
-    def __init__(self, engine: NativeEngine, queue_size: int = 64, prefix_cache_mb: float = 64.0):
+    def __init__(
+        self,
+        engine: NativeEngine,
+        queue_size: int = 64,
+        prefix_cache_mb: float = 64.0,
+        **scheduler: Any,
+    ):
+        """``scheduler``: the tinyllm_server_options scheduler fields (max_tasks_per_step,
+        chunk_size, prefill_tokens, length_ratio, aging, prompt_weight, fifo)."""
         self.engine = engine
         self.tasks = NativeTasks(engine)
         self.lib = engine.lib
@@ -111,24 +143,48 @@ class NativeServer:
         options = _ServerOptions()
         self.lib.tinyllm_server_options_init(ctypes.byref(options))
         options.queue_size, options.prefix_cache_mb = queue_size, prefix_cache_mb
+        for name, value in scheduler.items():
+            if name not in {f[0] for f in _ServerOptions._fields_[3:]}:
+                raise TypeError(f"unknown scheduler option {name!r}")
+            setattr(options, name, value)
         raw = _P()
         check(self.lib, self.lib.tinyllm_server_start(engine.handle, ctypes.byref(options), raw))
         self.handle: Any = raw
 
-    def submit(self, task: str, text: str, max_new_tokens: int = 0) -> NativeRequest:
-        """Queue one request (a bad one raises NativeError at once)."""
+    def submit(
+        self,
+        task: str,
+        text: str,
+        max_new_tokens: int = 0,
+        deadline_s: float = 0.0,
+        on_text: Callable[[str], bool] | None = None,
+    ) -> NativeRequest:
+        """Queue one request (a bad one raises NativeError at once). ``on_text`` gets each
+        new piece of the answer on the server's thread; returning False cancels."""
         data = text.encode("utf-8")
         request = _TaskRequest(task.encode(), data, len(data))
         options = _TaskOptions()
         self.lib.tinyllm_task_options_init(ctypes.byref(options))
-        options.max_new_tokens = max_new_tokens
+        options.max_new_tokens, options.deadline_s = max_new_tokens, deadline_s
         raw = _P()
-        status = self.lib.tinyllm_server_submit(
-            self.handle, ctypes.byref(request), ctypes.byref(options), raw
-        )
+        callback = None
+        if on_text is None:
+            status = self.lib.tinyllm_server_submit(
+                self.handle, ctypes.byref(request), ctypes.byref(options), raw
+            )
+        else:
+            sink = on_text
+
+            def forward(_user: Any, piece: int, n: int) -> int:
+                return 0 if sink(ctypes.string_at(piece, n).decode("utf-8")) else 1
+
+            callback = _TEXT_FN(forward)
+            status = self.lib.tinyllm_server_submit_stream(
+                self.handle, ctypes.byref(request), ctypes.byref(options), callback, None, raw
+            )
         check(self.lib, status)
         kind = self.lib.tinyllm_engine_task_kind(self.engine.handle, task.encode())
-        return NativeRequest(self, raw, kind == b"json")
+        return NativeRequest(self, raw, kind == b"json", callback)
 
     def stats(self) -> dict[str, int]:
         """Request counts, rows running, KV and prefix cache memory (plain data)."""

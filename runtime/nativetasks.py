@@ -23,6 +23,7 @@ class _TaskOptions(ctypes.Structure):
         ("has_seed", ctypes.c_int32),
         ("seed", ctypes.c_uint64),
         ("constrain", ctypes.c_int32),
+        ("deadline_s", ctypes.c_double),
     ]
 
 

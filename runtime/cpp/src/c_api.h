@@ -43,16 +43,24 @@ inline tinyllm_status record(tinyllm_status status, const std::string& message) 
   return status;
 }
 
+// An options struct must be the size this library was built with (its _init sets it).
+inline void check_struct_size(size_t given, size_t expected, const char* type) {
+  if (given != expected)
+    tinyllm::fail(TINYLLM_INVALID_ARGUMENT, std::string("options.struct_size is ") + std::to_string(given) + "; this library's " +
+                                                type + " has " + std::to_string(expected) + " bytes: fill options with " +
+                                                type + "_init (a program built with another tinyllm.h must be rebuilt)");
+}
+
 // A task request's options from the C struct (null: the task's own defaults).
 inline tinyllm::TaskOptions task_options(const tinyllm_task_options* options) {
   tinyllm::TaskOptions o;
   if (options == nullptr) return o;
-  if (options->struct_size < sizeof(tinyllm_task_options))
-    tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "options.struct_size is wrong: fill options with tinyllm_task_options_init");
+  check_struct_size(options->struct_size, sizeof(tinyllm_task_options), "tinyllm_task_options");
   o.max_new_tokens = options->max_new_tokens;
   o.temperature = options->temperature;
   if (options->has_seed) o.seed = options->seed;
   o.constrain = options->constrain != 0;
+  o.deadline_s = options->deadline_s;
   return o;
 }
 

@@ -20,6 +20,14 @@ void tinyllm_server_options_init(tinyllm_server_options* options) {
   options->struct_size = sizeof(tinyllm_server_options);
   options->queue_size = 64;
   options->prefix_cache_mb = 64.0;
+  tinyllm::SchedulerConfig d;
+  options->max_tasks_per_step = static_cast<int32_t>(d.max_tasks_per_step);
+  options->chunk_size = static_cast<int32_t>(d.chunk_size);
+  options->prefill_tokens = static_cast<int32_t>(d.prefill_tokens);
+  options->length_ratio = d.length_ratio;
+  options->aging = d.aging;
+  options->prompt_weight = d.prompt_weight;
+  options->fifo = d.fifo ? 1 : 0;
 }
 
 tinyllm_status tinyllm_server_start(tinyllm_engine* engine, const tinyllm_server_options* options,
@@ -30,11 +38,19 @@ tinyllm_status tinyllm_server_start(tinyllm_engine* engine, const tinyllm_server
     *out = nullptr;
     tinyllm::ServerOptions o;
     if (options != nullptr) {
-      if (options->struct_size < sizeof(tinyllm_server_options))
-        tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "options.struct_size is wrong: fill options with tinyllm_server_options_init");
+      check_struct_size(options->struct_size, sizeof(tinyllm_server_options), "tinyllm_server_options");
       if (options->queue_size < 0) tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "queue_size must be >= 0");
       o.queue_size = static_cast<size_t>(options->queue_size);
       o.prefix_cache_mb = options->prefix_cache_mb;
+      for (int32_t v : {options->max_tasks_per_step, options->chunk_size, options->prefill_tokens})
+        if (v < 1) tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "max_tasks_per_step, chunk_size and prefill_tokens must be >= 1");
+      o.scheduler.max_tasks_per_step = static_cast<size_t>(options->max_tasks_per_step);
+      o.scheduler.chunk_size = options->chunk_size;
+      o.scheduler.prefill_tokens = options->prefill_tokens;
+      o.scheduler.length_ratio = options->length_ratio;
+      o.scheduler.aging = options->aging;
+      o.scheduler.prompt_weight = options->prompt_weight;
+      o.scheduler.fifo = options->fifo != 0;
     }
     if (engine->engine->tasks().tasks().empty())
       tinyllm::fail(TINYLLM_NOT_FOUND, "the engine has no task table (tasks.json): export it from a bundle with tasks");
@@ -46,6 +62,12 @@ tinyllm_status tinyllm_server_start(tinyllm_engine* engine, const tinyllm_server
 
 tinyllm_status tinyllm_server_submit(tinyllm_server* server, const tinyllm_task_request* request,
                                      const tinyllm_task_options* options, tinyllm_request** out) {
+  return tinyllm_server_submit_stream(server, request, options, nullptr, nullptr, out);
+}
+
+tinyllm_status tinyllm_server_submit_stream(tinyllm_server* server, const tinyllm_task_request* request,
+                                            const tinyllm_task_options* options, tinyllm_task_text_fn on_text,
+                                            void* user, tinyllm_request** out) {
   return guarded([&] {
     require(server, "server");
     require(request, "request");
@@ -54,7 +76,10 @@ tinyllm_status tinyllm_server_submit(tinyllm_server* server, const tinyllm_task_
     require(request->task, "request.task");
     tinyllm::TaskRequest r{request->task, std::string(text_of(request->text, request->text_len))};
     auto handle = std::make_unique<tinyllm_request>();
-    handle->request = server->server->submit(r, task_options(options));
+    tinyllm::TaskTextFn stream;
+    if (on_text != nullptr)
+      stream = [on_text, user](std::string_view piece) { return on_text(user, piece.data(), piece.size()) == 0; };
+    handle->request = server->server->submit(r, task_options(options), std::move(stream));
     *out = handle.release();
   });
 }

@@ -68,6 +68,7 @@ struct TaskOptions {
   double temperature = 0;
   std::optional<uint64_t> seed;
   bool constrain = true;
+  double deadline_s = 0;  // serving: give up this many seconds after submit (0: never)
 };
 
 struct TaskResult {

@@ -45,6 +45,8 @@ class PrefixCache {
   // Keep `entry` for `key`, evicting the least recently used to stay within max_bytes.
   void store(const Key& key, CachedPrefix entry);
   PrefixCacheStats stats() const;
+  // Count a miss of a request that filled the cache without a lookup (none was held).
+  void count_miss() { ++misses_; }
 
  private:
   size_t max_bytes_, bytes_ = 0;

@@ -1,12 +1,22 @@
 #include "server.h"
 
 #include <algorithm>
-#include <random>
+#include <cmath>
 
 #include "error.h"
 #include "server_live.h"
 
 namespace tinyllm {
+namespace {
+
+SchedulerConfig scheduler_config(const ServerOptions& options, int64_t max_batch) {
+  SchedulerConfig c = options.scheduler;
+  c.max_rows = static_cast<size_t>(max_batch);
+  c.queue_size = options.queue_size;
+  return c;
+}
+
+}  // namespace
 
 void Request::resolve(tinyllm_status status, const std::string& error, TaskResult result) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -31,7 +41,7 @@ bool Request::done() const {
 Server::Server(Engine& engine, const ServerOptions& options)
     : engine_(engine), options_(options),
       cache_(static_cast<size_t>(std::max(0.0, options.prefix_cache_mb) * 1024 * 1024)),
-      rows_(static_cast<size_t>(engine.max_batch())) {
+      scheduler_(scheduler_config(options, engine.max_batch())) {
   if (!(options.prefix_cache_mb >= 0))
     fail(TINYLLM_INVALID_ARGUMENT, "prefix_cache_mb must be >= 0");
   thread_ = std::thread([this] { loop(); });
@@ -39,9 +49,11 @@ Server::Server(Engine& engine, const ServerOptions& options)
 
 Server::~Server() { close(true); }
 
-std::shared_ptr<Request> Server::submit(const TaskRequest& request, const TaskOptions& options) {
+std::shared_ptr<Request> Server::submit(const TaskRequest& request, const TaskOptions& options, TaskTextFn on_text) {
   if (options.max_new_tokens < 0) fail(TINYLLM_INVALID_ARGUMENT, "max_new_tokens must be >= 0 (0: the task's own)");
   if (!(options.temperature >= 0)) fail(TINYLLM_INVALID_ARGUMENT, "temperature must be >= 0");
+  if (!(options.deadline_s >= 0) || std::isinf(options.deadline_s))
+    fail(TINYLLM_INVALID_ARGUMENT, "deadline_s must be a finite number of seconds >= 0 (0: no deadline)");
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closing_) fail(TINYLLM_CLOSED, "the server is closed; start a new one to serve requests");
@@ -61,15 +73,18 @@ std::shared_ptr<Request> Server::submit(const TaskRequest& request, const TaskOp
   live->request = std::make_shared<Request>();
   live->request->request_ = request;
   live->request->options_ = options;
+  live->request->on_text_ = std::move(on_text);
   std::shared_ptr<Request> handle = live->request;
   std::lock_guard<std::mutex> lock(mutex_);
   if (closing_) fail(TINYLLM_CLOSED, "the server is closed; start a new one to serve requests");
-  if (waiting_.size() >= options_.queue_size) {
+  if (scheduler_.waiting_count() + pending_.size() >= options_.queue_size) {
     ++counts_.rejected;
     fail(TINYLLM_QUEUE_FULL, "the queue is full (" + std::to_string(options_.queue_size) +
                                  " requests waiting); retry later, or start the server with a larger queue_size");
   }
-  waiting_.push_back(std::move(live));
+  live->id = next_id_++;
+  pending_.push_back(live->id);
+  live_.emplace(live->id, std::move(live));
   ++counts_.submitted;
   cond_.notify_all();
   return handle;
@@ -88,98 +103,81 @@ void Server::close(bool drain) {
 ServerStats Server::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   ServerStats s = counts_;
-  s.queue_depth = waiting_.size();
-  s.running = static_cast<size_t>(std::count_if(rows_.begin(), rows_.end(), [](const auto& l) { return l != nullptr; }));
+  s.running = scheduler_.running_count();
+  s.queue_depth = scheduler_.waiting_count() + pending_.size();
   s.kv_cache_bytes = engine_.session_->kv_bytes();
   s.prefix_cache = cache_.stats();
   return s;
 }
 
-void Server::end(Live& live, tinyllm_status status, const std::string& error) {  // lock held
-  if (status == TINYLLM_OK) {
-    TaskResult result;
-    Row& row = live.row;
-    result.generation.text = row.text;
-    result.generation.token_ids = row.tokens;
-    result.generation.prompt_tokens = row.prompt.size();
-    result.generation.length = row.length || !row.done;
-    try {
-      result.parsed = parse_output(*row.task, row.text);
-    } catch (const LibError& e) {
-      ++counts_.failed;
-      live.request->resolve(e.status(), e.what(), {});
-      return;
-    }
-    ++counts_.completed;
-    counts_.invalid += result.parsed.valid ? 0 : 1;
-    live.request->resolve(TINYLLM_OK, "", std::move(result));
+void Server::end(uint64_t id, tinyllm_status status, const std::string& error) {  // lock held
+  auto it = live_.find(id);
+  if (it == live_.end()) return;
+  std::unique_ptr<Live> live = std::move(it->second);
+  live_.erase(it);
+  if (status != TINYLLM_OK) {
+    ++(status == TINYLLM_CANCELLED ? counts_.cancelled : counts_.failed);
+    live->request->resolve(status, error, {});
     return;
   }
-  ++(status == TINYLLM_CANCELLED ? counts_.cancelled : counts_.failed);
-  live.request->resolve(status, error, {});
-}
-
-void Server::close_out(Live& live) {  // lock held
-  if (live.request->cancelled_) end(live, TINYLLM_CANCELLED, "the request was cancelled");
-  else end(live, TINYLLM_CLOSED, "the server closed before this request finished");
-}
-
-bool Server::admit(std::vector<Live*>& fresh) {  // lock held
-  for (auto& live : waiting_)
-    if (live && live->request->cancelled_) {
-      end(*live, TINYLLM_CANCELLED, "the request was cancelled");
-      live.reset();
-    }
-  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), nullptr), waiting_.end());
-  for (size_t r = 0; r < rows_.size(); ++r) {
-    if (rows_[r] && rows_[r]->request->cancelled_) {
-      end(*rows_[r], TINYLLM_CANCELLED, "the request was cancelled");
-      rows_[r].reset();
-    }
-    if (!rows_[r] && !waiting_.empty()) {
-      rows_[r] = std::move(waiting_.front());
-      waiting_.pop_front();
-      rows_[r]->row.index = r;
-      fresh.push_back(rows_[r].get());
-    }
+  TaskResult result;
+  Row& row = live->row;
+  result.generation.text = row.text;
+  result.generation.token_ids = row.tokens;
+  result.generation.prompt_tokens = row.prompt.size();
+  result.generation.length = row.length || !row.done;
+  try {
+    result.parsed = parse_output(*row.task, row.text);
+  } catch (const LibError& e) {
+    ++counts_.failed;
+    live->request->resolve(e.status(), e.what(), {});
+    return;
   }
-  return std::any_of(rows_.begin(), rows_.end(), [](const auto& l) { return l != nullptr; });
+  ++counts_.completed;
+  counts_.invalid += result.parsed.valid ? 0 : 1;
+  live->request->resolve(TINYLLM_OK, "", std::move(result));
+}
+
+void Server::fail_all(const std::vector<uint64_t>& ids, tinyllm_status status, const std::string& error) {  // lock held
+  for (uint64_t id : ids) {
+    if (scheduler_.find(id)) scheduler_.finish(id, false);
+    end(id, status, error);
+  }
 }
 
 void Server::loop() {
   std::unique_lock<std::mutex> engine_lock(engine_.mutex_, std::defer_lock);
   while (true) {
-    std::vector<Live*> fresh;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      auto running = [&] { return std::any_of(rows_.begin(), rows_.end(), [](const auto& l) { return l != nullptr; }); };
-      cond_.wait(lock, [&] { return closing_ || !waiting_.empty() || running(); });
-      if (closing_ && (!drain_ || (waiting_.empty() && !running()))) {
-        for (auto& live : waiting_) close_out(*live);
-        for (auto& live : rows_)
-          if (live) close_out(*live);
-        waiting_.clear();
-        for (auto& l : rows_) l.reset();
+      cond_.wait(lock, [&] { return closing_ || !live_.empty(); });
+      if (closing_ && (!drain_ || live_.empty())) {
+        std::vector<uint64_t> cancelled, closed;
+        for (auto& [id, live] : live_) (live->request->cancelled_ ? cancelled : closed).push_back(id);
+        fail_all(cancelled, TINYLLM_CANCELLED, "the request was cancelled");
+        fail_all(closed, TINYLLM_CLOSED, "the server closed before this request finished");
+        pending_.clear();
         return;
       }
-      if (!admit(fresh)) continue;
     }
     if (!engine_lock.owns_lock()) engine_lock.lock();
+    prepare();
+    std::map<int64_t, uint64_t> rows;  // KV row -> request, for the rows in flight
+    StepPlan step = plan(rows);
     try {
-      prefill(fresh);
-      decode();
+      for (const auto& group : step.prefill) prefill(group);
+      decode(step, rows);
     } catch (const std::exception& e) {  // the session failed: fail what ran, keep serving
-      std::lock_guard<std::mutex> lock(mutex_);
       tinyllm_status status = TINYLLM_RUNTIME_ERROR;
       if (const auto* lib = dynamic_cast<const LibError*>(&e)) status = lib->status();
-      for (auto& live : rows_)
-        if (live) end(*live, status, std::string("the engine step failed: ") + e.what());
-      for (auto& l : rows_) l.reset();
+      std::vector<uint64_t> ids;
+      for (const auto& [row, id] : rows) ids.push_back(id);
+      std::lock_guard<std::mutex> lock(mutex_);
+      fail_all(ids, status, std::string("the engine step failed: ") + e.what());
     }
     finish_done();
     std::lock_guard<std::mutex> lock(mutex_);
-    bool idle = std::none_of(rows_.begin(), rows_.end(), [](const auto& l) { return l != nullptr; });
-    if (idle && engine_lock.owns_lock()) engine_lock.unlock();  // direct engine calls may run now
+    if (live_.empty() && engine_lock.owns_lock()) engine_lock.unlock();  // direct engine calls may run now
   }
 }
 

@@ -1,16 +1,18 @@
 // Serving tasks from one engine (runtime/serving.py's decode loop): callers submit task
-// requests from any thread; one scheduler thread runs them all, with continuous
-// batching. Between decode steps, waiting requests join free KV rows (first come, first
-// served), each row with its task's adapter slot; a request whose prompt starts with its
-// task's cached prefix gets that KV copied into its row and prefills only the rest; a
-// finished or cancelled request frees its row at once. The engine is held by the loop
+// requests from any thread; one loop thread runs them all. Each step it asks the
+// Scheduler (scheduler.h: the Python runtime's policy) for a plan: prompts of similar
+// length prefilled together into free KV rows, long prompts one chunk per step, at most
+// max_tasks_per_step tasks, shortest predicted work first with aging, deadlines. Each row
+// decodes with its task's adapter slot; a request whose prompt starts with its task's
+// cached prefix gets that KV copied into its row and prefills only the rest; a finished,
+// cancelled or expired request frees its row at once. The engine is held by the loop
 // while requests are in flight (Engine::generate and run_tasks wait meanwhile).
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +21,7 @@
 
 #include "engine.h"
 #include "prefixcache.h"
+#include "scheduler.h"
 
 namespace tinyllm {
 
@@ -26,7 +29,12 @@ struct ServerOptions {
   size_t queue_size = 64;         // requests waiting beyond the rows in flight
   double prefix_cache_mb = 64.0;  // 0: no prefix cache
   bool constrain = true;          // label trie and JSON constraint
+  SchedulerConfig scheduler;      // max_rows and queue_size are set from the above
 };
+
+// Streaming: the new text of a request's answer (UTF-8, never a partial character), on
+// the loop thread; return false to cancel the request.
+using TaskTextFn = std::function<bool(std::string_view)>;
 
 // One request's shared state: the caller waits on it, the loop resolves it.
 class Request {
@@ -44,6 +52,7 @@ class Request {
 
   TaskRequest request_;
   TaskOptions options_;
+  TaskTextFn on_text_;
   std::atomic<bool> cancelled_{false};
   mutable std::mutex mutex_;
   std::condition_variable cond_;
@@ -69,8 +78,11 @@ class Server {
 
   // Queue a task request. Throws at once: TINYLLM_NOT_FOUND (an unknown task, or its
   // adapter missing), TINYLLM_CONTEXT_ERROR (a prompt that does not fit),
-  // TINYLLM_QUEUE_FULL, TINYLLM_CLOSED (after close), TINYLLM_TOKENIZER_ERROR.
-  std::shared_ptr<Request> submit(const TaskRequest& request, const TaskOptions& options);
+  // TINYLLM_QUEUE_FULL, TINYLLM_CLOSED (after close), TINYLLM_TOKENIZER_ERROR. A request
+  // whose options.deadline_s passes ends with TINYLLM_DEADLINE_EXCEEDED. `on_text` (may
+  // be empty) receives the answer's text as it is generated.
+  std::shared_ptr<Request> submit(const TaskRequest& request, const TaskOptions& options,
+                                  TaskTextFn on_text = nullptr);
   // Stop accepting requests; finish (`drain`) or fail with TINYLLM_CLOSED those in
   // flight; wait for the loop to end.
   void close(bool drain);
@@ -79,20 +91,24 @@ class Server {
  private:
   struct Live;
   void loop();
-  bool admit(std::vector<Live*>& fresh);
-  void prefill(const std::vector<Live*>& fresh);
-  void decode();
+  void prepare();
+  StepPlan plan(std::map<int64_t, uint64_t>& rows);
+  void prefill(const std::vector<PrefillRow>& group);
+  void decode(const StepPlan& plan, const std::map<int64_t, uint64_t>& rows);
+  void advance(Live& live, const float* logits);
   void finish_done();
-  void end(Live& live, tinyllm_status status, const std::string& error);
-  void close_out(Live& live);
+  void fail_all(const std::vector<uint64_t>& ids, tinyllm_status status, const std::string& error);
+  void end(uint64_t id, tinyllm_status status, const std::string& error);
 
   Engine& engine_;
   ServerOptions options_;
   PrefixCache cache_;
-  mutable std::mutex mutex_;  // guards the queue, the rows and the counters
+  mutable std::mutex mutex_;  // guards the scheduler, the requests, the cache, the counters
   std::condition_variable cond_;
-  std::deque<std::unique_ptr<Live>> waiting_;
-  std::vector<std::unique_ptr<Live>> rows_;  // by KV row; null when free
+  Scheduler scheduler_;
+  std::map<uint64_t, std::unique_ptr<Live>> live_;  // by request id, as in scheduler_
+  std::vector<uint64_t> pending_;  // submitted, not yet prepared and given to scheduler_
+  uint64_t next_id_ = 1;
   bool closing_ = false, drain_ = true;
   ServerStats counts_;
   std::thread thread_;

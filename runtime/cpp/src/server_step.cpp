@@ -1,86 +1,203 @@
-// One step of the serving loop (the engine is held): prefill the rows that joined, with
-// their task's cached prefix; one decode step over every running row; resolve the rows
-// that finished.
+// One step of the serving loop (the engine is held): prepare the requests submitted since
+// the last step (their rows, their cached prefix) and give them to the scheduler; run its
+// plan (prefill groups, one decode step over the rows it names); resolve what finished.
 #include <algorithm>
+#include <chrono>
 #include <random>
 
 #include "error.h"
 #include "server_live.h"
 
 namespace tinyllm {
+namespace {
 
-void Server::prefill(const std::vector<Live*>& fresh) {
-  DecoderSession& session = *engine_.session_;
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+void Server::prepare() {
+  std::vector<Live*> fresh;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (uint64_t id : pending_) fresh.push_back(live_.at(id).get());
+    pending_.clear();
+  }
+  std::vector<Live*> ready;
   for (Live* live : fresh) {
-    size_t r = live->row.index;
     const TaskOptions& options = live->request->options_;
     try {
       TaskOptions o = options;
       o.constrain = options.constrain && options_.constrain;
-      live->row = engine_.task_row(live->request->request_, o);
+      live->row = engine_.task_row(live->request->request_, o);  // may fill an adapter slot
     } catch (const LibError& e) {  // e.g. no free adapter slot
       std::lock_guard<std::mutex> lock(mutex_);
-      end(*live, e.status(), e.what());
-      rows_[r].reset();
+      end(live->id, e.status(), e.what());
       continue;
     }
-    Row& row = live->row;
-    row.index = r;
     std::random_device entropy;
-    row.rng = std::make_unique<Pcg64>(options.seed ? *options.seed : (uint64_t{entropy()} << 32) | entropy());
+    live->row.rng = std::make_unique<Pcg64>(options.seed ? *options.seed : (uint64_t{entropy()} << 32) | entropy());
     live->config.temperature = options.temperature;
-    PrefixCache::Key key{row.task->name, row.slot};
-    PrefixHit hit;
-    bool fill = false;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      hit = cache_.lookup(key, row.prompt, row.prefix_len);
-      fill = !hit.entry && cache_.wants(key, row.prefix_len);
-    }
-    int64_t past = static_cast<int64_t>(hit.length);
-    if (hit.entry) session.write_kv(static_cast<int64_t>(r), hit.entry->kv, past);
-    std::vector<int32_t> rest(row.prompt.begin() + past, row.prompt.end());
-    const float* logits = session.prefill_rows(static_cast<int64_t>(r), {rest}, {past}, {row.slot});
-    if (fill) {
-      CachedPrefix entry;
-      entry.ids.assign(row.prompt.begin(), row.prompt.begin() + static_cast<std::ptrdiff_t>(row.prefix_len));
-      entry.kv = session.read_kv(static_cast<int64_t>(r), static_cast<int64_t>(row.prefix_len));
-      std::lock_guard<std::mutex> lock(mutex_);
-      cache_.store(key, std::move(entry));
-    }
-    engine_.advance(row, logits, live->config, false);
-    live->started = true;
+    live->prepared = true;
+    ready.push_back(live);
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  double now = now_seconds();
+  for (Live* live : ready) {
+    SchedRequest r;
+    r.id = live->id;
+    r.task = live->row.task->name;
+    r.prompt_len = static_cast<int64_t>(live->row.prompt.size());
+    r.max_new_tokens = live->row.max_new_tokens;
+    r.arrival = now;
+    double deadline_s = live->request->options_.deadline_s;
+    if (deadline_s > 0) r.deadline = now + deadline_s;
+    scheduler_.admit(std::move(r));  // never full: submit counted it against queue_size
+  }
+  // Cancelled requests leave at the next plan; a waiting request takes its task's cached
+  // prefix as soon as there is one (until then it would fill it).
+  for (auto& [id, live] : live_) {
+    SchedRequest* r = scheduler_.find(id);
+    if (r == nullptr) continue;
+    if (live->request->cancelled_) scheduler_.cancel(id);
+    if (r->running() || live->looked_up || scheduler_.config().fifo) continue;
+    PrefixCache::Key key{live->row.task->name, live->row.slot};
+    live->fill_cache = cache_.wants(key, live->row.prefix_len);
+    if (live->fill_cache) continue;
+    live->hit = cache_.lookup(key, live->row.prompt, live->row.prefix_len);
+    live->looked_up = true;
+    r->cached = static_cast<int64_t>(live->hit.length);
   }
 }
 
-void Server::decode() {
-  std::vector<size_t> active;
-  for (size_t r = 0; r < rows_.size(); ++r)
-    if (rows_[r] && rows_[r]->started && !rows_[r]->row.done) active.push_back(r);
-  if (active.empty()) return;
-  size_t width = active.back() + 1;
-  // Rows that do not decode feed a placeholder at position 0 (free rows: overwritten
-  // before any use).
+StepPlan Server::plan(std::map<int64_t, uint64_t>& rows) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  StepPlan step = scheduler_.schedule(now_seconds());
+  for (const SchedRequest& r : step.cancelled) end(r.id, TINYLLM_CANCELLED, "the request was cancelled");
+  for (const SchedRequest& r : step.expired)
+    end(r.id, TINYLLM_DEADLINE_EXCEEDED, "the request passed its deadline (" +
+                                             std::to_string(live_.at(r.id)->request->options_.deadline_s) +
+                                             " s after submit); give it a longer deadline_s or retry");
+  for (const auto& [id, r] : scheduler_.requests())
+    if (r.running()) rows[r.row] = id;
+  for (const auto& group : step.prefill)
+    for (const PrefillRow& p : group) {
+      Live& live = *live_.at(p.request);
+      if (p.start == 0 && live.fill_cache && !live.looked_up) cache_.count_miss();
+      live.looked_up = true;
+    }
+  return step;
+}
+
+void Server::prefill(const std::vector<PrefillRow>& group) {
+  DecoderSession& session = *engine_.session_;
+  std::vector<Live*> lives;
+  std::vector<std::vector<int32_t>> chunks;
+  std::vector<int64_t> starts, slots;
+  for (const PrefillRow& p : group) {
+    Live* live;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      live = live_.at(p.request).get();
+    }
+    if (p.start > 0 && p.start == static_cast<int64_t>(live->hit.length))  // a fresh row after its cached prefix
+      session.write_kv(p.row, live->hit.entry->kv, p.start);
+    const std::vector<int32_t>& prompt = live->row.prompt;
+    chunks.emplace_back(prompt.begin() + p.start, prompt.begin() + p.end);
+    starts.push_back(p.start);
+    slots.push_back(live->row.slot);
+    lives.push_back(live);
+  }
+  const float* logits = session.prefill_rows(group[0].row, chunks, starts, slots);
+  size_t vocab = static_cast<size_t>(engine_.vocab_size());
+  for (size_t i = 0; i < group.size(); ++i) {
+    const PrefillRow& p = group[i];
+    Live& live = *lives[i];
+    size_t prefix = live.row.prefix_len;
+    if (live.fill_cache && static_cast<size_t>(p.end) >= prefix) {
+      live.fill_cache = false;
+      CachedPrefix entry;
+      entry.ids.assign(live.row.prompt.begin(), live.row.prompt.begin() + static_cast<std::ptrdiff_t>(prefix));
+      entry.kv = session.read_kv(p.row, static_cast<int64_t>(prefix));
+      std::lock_guard<std::mutex> lock(mutex_);
+      cache_.store({live.row.task->name, live.row.slot}, std::move(entry));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      scheduler_.prefilled(p.request, p.end);
+    }
+    if (p.end == static_cast<int64_t>(live.row.prompt.size())) advance(live, logits + i * vocab);
+  }
+}
+
+void Server::decode(const StepPlan& step, const std::map<int64_t, uint64_t>& rows) {
+  if (step.decode.empty()) return;
+  size_t width = static_cast<size_t>(rows.rbegin()->first) + 1;
+  // Rows that skip this step (a prompt half prefilled, a task left out of the step) feed
+  // a placeholder at their next position, which their real token overwrites later; free
+  // rows feed one at position 0 (overwritten before any use).
   std::vector<int32_t> tokens(width, engine_.tokenizer().pad_token_id());
   std::vector<int64_t> held(width, 0), lora(width, 0);
-  for (size_t r : active) {
-    const Row& row = rows_[r]->row;
-    tokens[r] = row.tokens.back();
-    held[r] = static_cast<int64_t>(row.prompt.size() + row.tokens.size()) - 1;
-    lora[r] = row.slot;
+  std::vector<Live*> lives;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [row, id] : rows) {
+      Live& live = *live_.at(id);
+      const SchedRequest& r = *scheduler_.find(id);
+      const Row& state = live.row;
+      size_t k = static_cast<size_t>(row);
+      held[k] = r.decoding() ? static_cast<int64_t>(state.prompt.size() + state.tokens.size()) - 1 : r.prefilled;
+      lora[k] = state.slot;
+      if (std::find(step.decode.begin(), step.decode.end(), id) != step.decode.end()) {
+        tokens[k] = state.tokens.back();
+        lives.push_back(&live);
+      }
+    }
   }
   const float* logits = engine_.session_->decode(tokens, held, lora);
-  for (size_t r : active)
-    engine_.advance(rows_[r]->row, logits + r * static_cast<size_t>(engine_.vocab_size()), rows_[r]->config, false);
+  size_t vocab = static_cast<size_t>(engine_.vocab_size());
+  for (Live* live : lives) {
+    int64_t row;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      row = scheduler_.find(live->id)->row;
+    }
+    advance(*live, logits + static_cast<size_t>(row) * vocab);
+  }
+}
+
+void Server::advance(Live& live, const float* logits) {
+  try {
+    engine_.advance(live.row, logits, live.config, false);
+    if (live.request->on_text_) {
+      auto on_text = [&](size_t, std::string_view text) { return live.request->on_text_(text); };
+      engine_.stream(live.row, live.config, on_text);
+    }
+  } catch (const LibError& e) {  // fails this request alone; the other rows go on
+    live.status = e.status();
+    live.error = e.status() == TINYLLM_CANCELLED ? "the request was cancelled by its streaming callback" : e.what();
+    live.row.done = true;
+  } catch (const std::exception& e) {
+    live.status = TINYLLM_RUNTIME_ERROR;
+    live.error = std::string("the request failed while decoding: ") + e.what();
+    live.row.done = true;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  scheduler_.decoded(live.id);
 }
 
 void Server::finish_done() {
   std::lock_guard<std::mutex> lock(mutex_);
-  for (auto& live : rows_)
-    if (live && live->started && live->row.done) {
-      end(*live, TINYLLM_OK, "");
-      live.reset();
-    }
+  std::vector<uint64_t> done;
+  for (const auto& [id, live] : live_)
+    if (live->prepared && live->row.done && scheduler_.find(id)) done.push_back(id);
+  for (uint64_t id : done) {
+    Live& live = *live_.at(id);
+    scheduler_.finish(id, live.status == TINYLLM_OK);
+    end(id, live.status, live.error);
+  }
+  cond_.notify_all();
 }
 
 }  // namespace tinyllm

@@ -237,16 +237,26 @@ std::string task_json(tinyllm_status s, const tinyllm_task_result& r) {
          ",\"valid\":" + (r.valid ? "true" : "false") + ",\"value\":" + quote(std::string(r.value, r.value_len)) + "}";
 }
 
-// Serve every request from 8 threads; then cancel one queued request and close with
-// requests in flight: every outcome must be a status, and nothing may leak.
+int append_piece(void* user, const char* piece, size_t len) {
+  static_cast<std::string*>(user)->append(piece, len);
+  return 0;
+}
+
+// Serve every request from 8 threads (prompts prefilled in chunks of 8 tokens, batched);
+// stream one answer and let one pass its deadline; then cancel one queued request and
+// close with requests in flight: every outcome must be a status, and nothing may leak.
 int serve(const char* bundle, const char* file) {
   tinyllm_load_options options;
   tinyllm_load_options_init(&options);
   options.max_batch = 4;
+  tinyllm_server_options serving;
+  tinyllm_server_options_init(&serving);
+  serving.chunk_size = 8;
+  serving.prefill_tokens = 16;
   tinyllm_engine* engine = nullptr;
   tinyllm_server* server = nullptr;
   if (tinyllm_engine_load(bundle, &options, &engine) != TINYLLM_OK ||
-      tinyllm_server_start(engine, nullptr, &server) != TINYLLM_OK) {
+      tinyllm_server_start(engine, &serving, &server) != TINYLLM_OK) {
     std::cerr << tinyllm_last_error() << "\n";
     return 1;
   }
@@ -273,6 +283,22 @@ int serve(const char* bundle, const char* file) {
     });
   for (auto& t : threads) t.join();
   for (const std::string& a : answers) std::cout << a << "\n";
+  std::string streamed;
+  tinyllm_task_request first{requests[0].first.c_str(), requests[0].second.data(), requests[0].second.size()};
+  tinyllm_request* stream = nullptr;
+  tinyllm_task_result streamed_result{};
+  bool streamed_equal = tinyllm_server_submit_stream(server, &first, nullptr, append_piece, &streamed, &stream) == TINYLLM_OK &&
+                        tinyllm_request_wait(stream, &streamed_result) == TINYLLM_OK &&
+                        streamed == std::string(streamed_result.text, streamed_result.text_len);
+  tinyllm_request_free(stream);
+  tinyllm_task_options late;
+  tinyllm_task_options_init(&late);
+  late.deadline_s = 1e-6;
+  tinyllm_request* expired = nullptr;
+  tinyllm_task_result expired_result{};
+  tinyllm_status deadline = tinyllm_server_submit(server, &first, &late, &expired);
+  if (deadline == TINYLLM_OK) deadline = tinyllm_request_wait(expired, &expired_result);
+  tinyllm_request_free(expired);
   std::vector<tinyllm_request*> pending(requests.size(), nullptr);
   for (size_t i = 0; i < requests.size(); ++i) {
     tinyllm_task_request r{requests[i].first.c_str(), requests[i].second.data(), requests[i].second.size()};
@@ -289,7 +315,8 @@ int serve(const char* bundle, const char* file) {
   tinyllm_server_stats stats{};
   tinyllm_server_get_stats(server, &stats);
   std::cout << "{\"outcomes\":[" << outcomes << "],\"completed\":" << stats.completed
-            << ",\"prefix_hits\":" << stats.prefix_hits << "}\n";
+            << ",\"prefix_hits\":" << stats.prefix_hits << ",\"streamed\":" << (streamed_equal ? "true" : "false")
+            << ",\"deadline\":" << quote(tinyllm_status_name(deadline)) << "}\n";
   tinyllm_server_free(server);
   tinyllm_engine_free(engine);
   return 0;

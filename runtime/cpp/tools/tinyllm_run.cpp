@@ -1,5 +1,7 @@
-// tinyllm-run BUNDLE --prompt TEXT [options]: generate from a bundle's exported engine,
-// streaming the text to stdout. Built on the C++ wrapper (tinyllm.hpp).
+// tinyllm-run BUNDLE (--prompt TEXT | --task NAME [TEXT...]) [options]: generate from a
+// bundle's exported engine, streaming the text to stdout; or answer task requests (the
+// engine's tasks.json) through a server, one answer line per input. Built on the C++
+// wrappers (tinyllm.hpp, server.hpp).
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -7,15 +9,20 @@
 #include <string>
 #include <vector>
 
+#include "tinyllm/server.hpp"
 #include "tinyllm/tinyllm.hpp"
 
 namespace {
 
 const char* kUsage =
     "usage: tinyllm-run BUNDLE --prompt TEXT [options]\n"
+    "       tinyllm-run BUNDLE --task NAME [TEXT...] [options]\n"
+    "  --task NAME            answer each TEXT (else each stdin line) with the task; prints\n"
+    "                         the answer per line (the value, or INVALID: reason | text)\n"
+    "  --max-batch N          rows served at once with --task (8)\n"
     "  --engine NAME          engine under engines/ (default: the first onnx-cpu one)\n"
     "  --adapter TASK         use TASK's LoRA adapter\n"
-    "  --max-new-tokens N     (128)\n"
+    "  --max-new-tokens N     (128; with --task the task's own)\n"
     "  --temperature T        0 = greedy (0)\n"
     "  --top-k K  --top-p P   sampling filters (0, 1.0)\n"
     "  --seed S               repeatable sampling\n"
@@ -56,9 +63,11 @@ double real(const std::string& flag, const std::string& value) {
 
 struct Args {
   std::string bundle, adapter;
-  std::optional<std::string> prompt;
+  std::optional<std::string> prompt, task;
+  std::vector<std::string> texts;
   tinyllm::LoadOptions load;
   tinyllm::GenerationConfig gen;
+  int task_max_new_tokens = 0;  // --task: 0 is the task's own limit
   bool ids = false, stats = false;
 };
 
@@ -77,7 +86,7 @@ Args parse(int argc, char** argv) {
     } else if (arg == "--prompt") a.prompt = value();
     else if (arg == "--engine") a.load.engine = value();
     else if (arg == "--adapter") a.adapter = value();
-    else if (arg == "--max-new-tokens") a.gen.max_new_tokens = static_cast<int>(number(arg, value()));
+    else if (arg == "--max-new-tokens") a.gen.max_new_tokens = a.task_max_new_tokens = static_cast<int>(number(arg, value()));
     else if (arg == "--temperature") a.gen.temperature = real(arg, value());
     else if (arg == "--top-k") a.gen.top_k = static_cast<int>(number(arg, value()));
     else if (arg == "--top-p") a.gen.top_p = real(arg, value());
@@ -89,15 +98,57 @@ Args parse(int argc, char** argv) {
     else if (arg == "--verify") a.load.verify_hashes = true;
     else if (arg == "--ids") a.ids = true;
     else if (arg == "--stats") a.stats = true;
-    else if (arg == "--task") usage_error("--task is not built yet (it needs engines/NAME/tasks.json); use --prompt");
+    else if (arg == "--task") a.task = value();
+    else if (arg == "--max-batch") a.load.max_batch = static_cast<int>(number(arg, value()));
     else if (!arg.empty() && arg[0] == '-') usage_error("unknown option " + arg);
     else if (a.bundle.empty()) a.bundle = arg;
-    else usage_error("unexpected argument \"" + arg + "\"");
+    else a.texts.push_back(arg);
   }
   if (a.bundle.empty()) usage_error("give the bundle folder");
-  if (!a.prompt) usage_error("give --prompt TEXT");
-  a.load.max_batch = 1;
+  if (a.prompt.has_value() == a.task.has_value()) usage_error("give one of --prompt TEXT or --task NAME");
+  if (a.prompt && !a.texts.empty()) usage_error("unexpected argument \"" + a.texts.front() + "\"");
+  if (a.prompt) a.load.max_batch = 1;
   return a;
+}
+
+// --task: every input through one server (batched by its scheduler), answers in order.
+int run_task(const Args& args, tinyllm::Engine& engine) {
+  std::vector<std::string> texts = args.texts;
+  if (texts.empty())
+    for (std::string line; std::getline(std::cin, line);) texts.push_back(line);
+  tinyllm_server_options options;
+  tinyllm_server_options_init(&options);
+  options.queue_size = static_cast<int32_t>(texts.size()) + 1;
+  tinyllm::Server server(engine, options);
+  tinyllm::SubmitOptions submit;
+  submit.max_new_tokens = args.task_max_new_tokens;
+  std::vector<tinyllm::Request> pending;
+  for (const std::string& text : texts) pending.push_back(server.submit(*args.task, text, submit));
+  int status = 0;
+  for (tinyllm::Request& request : pending) {
+    try {
+      tinyllm::TaskOutput out = request.wait();
+      if (out.valid) std::cout << out.value << "\n";
+      else std::cout << "INVALID: " << out.reason << " | " << out.text << "\n";
+      if (args.ids) {
+        std::cout << "ids:";
+        for (int32_t id : out.token_ids) std::cout << " " << id;
+        std::cout << "\n";
+      }
+    } catch (const tinyllm::Error& e) {
+      std::cout << "ERROR: " << tinyllm_status_name(e.status()) << ": " << e.what() << "\n";
+      status = 1;
+    }
+  }
+  std::cout.flush();
+  if (args.stats) {
+    tinyllm_server_stats s = server.stats();
+    std::fprintf(stderr, "%llu completed (%llu invalid), %llu failed; prefix cache: %llu hits, %llu tokens saved\n",
+                 static_cast<unsigned long long>(s.completed), static_cast<unsigned long long>(s.invalid),
+                 static_cast<unsigned long long>(s.failed), static_cast<unsigned long long>(s.prefix_hits),
+                 static_cast<unsigned long long>(s.prefix_tokens_saved));
+  }
+  return status;
 }
 
 }  // namespace
@@ -106,6 +157,7 @@ int main(int argc, char** argv) {
   Args args = parse(argc, argv);
   try {
     tinyllm::Engine engine = tinyllm::Engine::load(args.bundle, args.load);
+    if (args.task) return run_task(args, engine);
     tinyllm::Prompt prompt{*args.prompt, {}, args.adapter};
     auto results = engine.generate({prompt}, args.gen, [](size_t, std::string_view piece) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);

@@ -44,3 +44,41 @@ def test_task_service_answers_as_python(served: Path) -> None:
         elif want.valid:
             assert json.loads(rest) == want.value
     assert "5 answered" in proc.stderr
+
+
+def test_tinyllm_run_task_answers_as_python(served: Path) -> None:
+    program = require_built("tinyllm-run")
+    texts = ["The staff were lovely", "Terrible, never again", "cheap flights lisbon"]
+    proc = subprocess.run(
+        [str(program), str(served), "--task", "sentiment", *texts, "--threads", "1", "--ids"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split("\n")[:-1]
+    python = Engine.load(served)
+    want = [python.run("sentiment", t) for t in texts]
+    answers = lines[0::2]
+    for line, w in zip(answers, want, strict=True):  # reasons are worded by each runtime
+        ok = line == w.value if w.valid else line.startswith("INVALID: ")
+        assert ok and (w.valid or line.endswith(f" | {w.text}")), (line, w)
+    assert lines[1::2] == ["ids:" + "".join(f" {i}" for i in w.token_ids) for w in want]
+    stdin = subprocess.run(  # no TEXT arguments: one input per stdin line
+        [str(program), str(served), "--task", "sentiment"],
+        input="\n".join(texts) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert stdin.returncode == 0 and stdin.stdout.split("\n")[:-1] == answers
+    unknown = subprocess.run(
+        [str(program), str(served), "--task", "nope", "x"], capture_output=True, text=True
+    )
+    assert unknown.returncode == 1 and "TINYLLM_NOT_FOUND: unknown task" in unknown.stderr
+    both = subprocess.run(
+        [str(program), str(served), "--task", "sentiment", "--prompt", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert both.returncode == 2 and "one of --prompt TEXT or --task NAME" in both.stderr

@@ -89,7 +89,8 @@ def test_bad_inputs_under_sanitizers(llama_engines: Path, tmp_path: Path) -> Non
 
 
 def test_serve_under_sanitizers(served: Path, tmp_path: Path) -> None:
-    """8 threads on the server, then a cancel and a close with requests in flight."""
+    """8 threads on the server (chunked prefill), a streamed answer, a deadline, then a
+    cancel and a close with requests in flight."""
     requests = [
         [task, f"{text} {i}"]
         for i, (task, text) in enumerate(
@@ -111,3 +112,4 @@ def test_serve_under_sanitizers(served: Path, tmp_path: Path) -> None:
     assert outcomes[-1] == "TINYLLM_CANCELLED" and "TINYLLM_CLOSED" in outcomes
     assert set(outcomes) <= {"TINYLLM_OK", "TINYLLM_CANCELLED", "TINYLLM_CLOSED"}
     assert out[-1]["prefix_hits"] > 0
+    assert out[-1]["streamed"] is True and out[-1]["deadline"] == "TINYLLM_DEADLINE_EXCEEDED"

@@ -4,8 +4,10 @@
 #ifndef TINYLLM_SERVER_HPP
 #define TINYLLM_SERVER_HPP
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tinyllm/tinyllm.hpp"
@@ -53,9 +55,29 @@ inline TaskOutput run_task(Engine& engine, const std::string& task, const std::s
   return detail::task_output(r);
 }
 
+// Per-request options of Server::submit.
+struct SubmitOptions {
+  int32_t max_new_tokens = 0;  // 0: the task's own limit
+  double deadline_s = 0;       // > 0: fail with TINYLLM_DEADLINE_EXCEEDED after this long
+  // Streaming: each new piece of the answer's text, on the server's thread; return false
+  // to cancel the request.
+  std::function<bool(std::string_view)> on_text;
+};
+
 // A submitted request: wait() gives the answer or throws its failure.
 class Request {
  public:
+  Request(Request&&) = default;
+  Request& operator=(Request&&) = delete;
+  // A streaming request still running is cancelled and waited for: its callback must not
+  // outlive it.
+  ~Request() {
+    if (on_text_ && request_ && !done()) {
+      cancel();
+      tinyllm_task_result r{};
+      (void)tinyllm_request_wait(request_.get(), &r);
+    }
+  }
   TaskOutput wait() {
     tinyllm_task_result r{};
     detail::check(tinyllm_request_wait(request_.get(), &r));
@@ -69,7 +91,9 @@ class Request {
   struct Deleter {
     void operator()(tinyllm_request* p) const noexcept { tinyllm_request_free(p); }
   };
-  explicit Request(tinyllm_request* raw) : request_(raw) {}
+  using TextFn = std::function<bool(std::string_view)>;
+  Request(tinyllm_request* raw, std::unique_ptr<TextFn> on_text) : on_text_(std::move(on_text)), request_(raw) {}
+  std::unique_ptr<TextFn> on_text_;  // outlives the request (freed after it)
   std::unique_ptr<tinyllm_request, Deleter> request_;
 };
 
@@ -77,21 +101,27 @@ class Request {
 // it before its engine; the destructor finishes the requests in flight.
 class Server {
  public:
-  explicit Server(Engine& engine, int32_t queue_size = 64, double prefix_cache_mb = 64.0) {
-    tinyllm_server_options o;
-    tinyllm_server_options_init(&o);
-    o.queue_size = queue_size;
-    o.prefix_cache_mb = prefix_cache_mb;
+  explicit Server(Engine& engine, int32_t queue_size = 64, double prefix_cache_mb = 64.0)
+      : Server(engine, options(queue_size, prefix_cache_mb)) {}
+  // All the knobs (scheduler included): fill `options` with tinyllm_server_options_init.
+  Server(Engine& engine, const tinyllm_server_options& options) {
     tinyllm_server* raw = nullptr;
-    detail::check(tinyllm_server_start(engine.get(), &o, &raw));
+    detail::check(tinyllm_server_start(engine.get(), &options, &raw));
     server_.reset(raw);
   }
 
-  Request submit(const std::string& task, const std::string& text) {
+  Request submit(const std::string& task, const std::string& text, const SubmitOptions& options = {}) {
     tinyllm_task_request request{task.c_str(), text.data(), text.size()};
+    tinyllm_task_options o;
+    tinyllm_task_options_init(&o);
+    o.max_new_tokens = options.max_new_tokens;
+    o.deadline_s = options.deadline_s;
+    std::unique_ptr<Request::TextFn> on_text;
+    if (options.on_text) on_text = std::make_unique<Request::TextFn>(options.on_text);
     tinyllm_request* raw = nullptr;
-    detail::check(tinyllm_server_submit(server_.get(), &request, nullptr, &raw));
-    return Request(raw);
+    detail::check(tinyllm_server_submit_stream(server_.get(), &request, &o, on_text ? &forward : nullptr,
+                                               on_text.get(), &raw));
+    return Request(raw, std::move(on_text));
   }
 
   void close(bool drain = true) { detail::check(tinyllm_server_close(server_.get(), drain ? 1 : 0)); }
@@ -103,6 +133,20 @@ class Server {
   }
 
  private:
+  static tinyllm_server_options options(int32_t queue_size, double prefix_cache_mb) {
+    tinyllm_server_options o;
+    tinyllm_server_options_init(&o);
+    o.queue_size = queue_size;
+    o.prefix_cache_mb = prefix_cache_mb;
+    return o;
+  }
+  static int forward(void* user, const char* piece, size_t len) {
+    try {
+      return (*static_cast<Request::TextFn*>(user))(std::string_view(piece, len)) ? 0 : 1;
+    } catch (...) {
+      return 1;  // an exception must not cross the C boundary: cancel instead
+    }
+  }
   struct Deleter {
     void operator()(tinyllm_server* p) const noexcept { tinyllm_server_free(p); }
   };

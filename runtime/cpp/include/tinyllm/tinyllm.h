@@ -248,6 +248,8 @@ typedef struct tinyllm_task_options {
   int32_t has_seed;       /* nonzero: sampling is repeatable */
   uint64_t seed;
   int32_t constrain;      /* nonzero: constrained decoding of label and JSON tasks (1) */
+  double deadline_s;      /* serving: end with TINYLLM_DEADLINE_EXCEEDED this many seconds
+                             after submit (0: no deadline; tinyllm_run_tasks ignores it) */
 } tinyllm_task_options;
 
 TINYLLM_API void tinyllm_task_options_init(tinyllm_task_options* options);
@@ -301,6 +303,14 @@ typedef struct tinyllm_server_options {
   size_t struct_size;
   int32_t queue_size;     /* requests waiting beyond the rows in flight (64) */
   double prefix_cache_mb; /* memory for the prefix cache; 0 turns it off (64) */
+  /* The scheduler (the Python runtime's SchedulerConfig, same defaults): */
+  int32_t max_tasks_per_step; /* distinct tasks in one step (4) */
+  int32_t chunk_size;         /* longer prompts are prefilled alone, a chunk per step (256) */
+  int32_t prefill_tokens;     /* padded prompt tokens prefilled per step, >= chunk_size (512) */
+  double length_ratio;        /* prompts prefilled together differ at most this factor (1.5) */
+  double aging;               /* units of predicted work forgiven per second waited (20) */
+  double prompt_weight;       /* cost of a prompt token against a generated one (0.05) */
+  int32_t fifo;               /* nonzero: static batches in arrival order, no cache (0) */
 } tinyllm_server_options;
 
 TINYLLM_API void tinyllm_server_options_init(tinyllm_server_options* options);
@@ -311,13 +321,30 @@ TINYLLM_API tinyllm_status tinyllm_server_start(tinyllm_engine* engine,
 /**
  * Queue a request. Fails at once with TINYLLM_NOT_FOUND (an unknown task, or its adapter
  * missing), TINYLLM_CONTEXT_ERROR (the prompt does not fit), TINYLLM_QUEUE_FULL,
- * TINYLLM_CLOSED (the server is closed) or TINYLLM_TOKENIZER_ERROR. Free *out with
+ * TINYLLM_CLOSED (the server is closed), TINYLLM_TOKENIZER_ERROR or
+ * TINYLLM_INVALID_ARGUMENT (a bad option, or struct_size not from
+ * tinyllm_task_options_init). Free *out with
  * tinyllm_request_free (which does not cancel it).
  */
 TINYLLM_API tinyllm_status tinyllm_server_submit(tinyllm_server* server,
                                                  const tinyllm_task_request* request,
                                                  const tinyllm_task_options* options,
                                                  tinyllm_request** out);
+/**
+ * Streaming: called on the server's thread with each new piece of the answer's text
+ * (UTF-8, whole characters; the pieces concatenate to the result's text). Keep it short:
+ * every request waits while it runs. Return 0 to go on, nonzero to cancel the request.
+ */
+typedef int (*tinyllm_task_text_fn)(void* user, const char* piece, size_t piece_len);
+
+/** tinyllm_server_submit with a streaming callback (`on_text` may be NULL); `user` must
+ * stay valid until the request is done (tinyllm_request_free does not stop it: cancel
+ * and wait first). */
+TINYLLM_API tinyllm_status tinyllm_server_submit_stream(tinyllm_server* server,
+                                                        const tinyllm_task_request* request,
+                                                        const tinyllm_task_options* options,
+                                                        tinyllm_task_text_fn on_text, void* user,
+                                                        tinyllm_request** out);
 /** Wait for the answer: TINYLLM_OK and *out filled (valid as long as the request), or
  * the request's failure (TINYLLM_CANCELLED, TINYLLM_CLOSED, ...) with its message. */
 TINYLLM_API tinyllm_status tinyllm_request_wait(tinyllm_request* request, tinyllm_task_result* out);
