@@ -5,11 +5,16 @@ Requests go to a :class:`~tinyllm.runtime.nativeserver.NativeServer` from client
 one at a time (single stream), then at a concurrency or an arrival rate (under load).
 The engine's run trace (:mod:`tinyllm.runtime.nativetrace`) times every ONNX Runtime run.
 
-- Latency: end to end is what the client sees. TTFT and queue wait come from the trace:
-  the server admits requests first come, first served and prefills each in one run, so
-  the k-th prefill run belongs to the k-th request submitted. That is checked for every
-  request (its prompt length, and the run inside the request's lifetime); where it does
-  not hold, TTFT, TPOT and queue wait are reported absent with the reason.
+- Latency: end to end and TTFT are what the client sees: TTFT is the time from submit to
+  the first streamed piece of text (``on_text``), TPOT the rest of the request over its
+  other tokens. Queue wait (submit to the start of the request's first prefill run) comes
+  from the trace only where it is unambiguous: the server batches the prompts of several
+  requests into one prefill run and the C API does not say which request a row holds, so
+  a run is attributed to the requests in flight during it only when it computed as many
+  rows as there were. Where a request's first prefill run cannot be told, the pass's
+  queue wait is reported absent with the reason; where the trace contradicts the
+  requests (a run when none was in flight, more rows than requests, a request without a
+  prefill run, a prefill after its first text) it is absent for every request.
 - Phases: ONNX Runtime's prefill and decode runs, and the rest of the server's busy
   time (sampling, constraints, scheduling, prefix-cache copies, hand-offs), which the
   C API does not split.
@@ -68,7 +73,9 @@ class NativePass:
     runs: list[Run]
     wall_s: float
     busy_s: float
-    timing_absent: str | None  # why TTFT/queue could not be read from the trace
+    ttft: dict[int, float]  # by request id: submit to first streamed text (no text: absent)
+    queue: dict[int, float]  # by request id: submit to its first prefill run, where known
+    queue_absent: str | None  # why the pass's queue wait is not reported
 
 
 @dataclass
@@ -79,7 +86,7 @@ class Clients:
     done: list[float]
     tokens: list[int]
     errors: list[str | None]
-    order: list[int] = field(default_factory=list)  # items in submission order
+    first_text: list[float | None] = field(default_factory=list)  # first streamed piece
 
 
 def drive_server(
@@ -91,20 +98,25 @@ def drive_server(
 ) -> Clients:
     """Send ``items`` to the server as ``load`` says (a client thread each) and wait.
 
-    Submissions are serialized, so ``order`` is the order the server queued them in.
+    Each request streams its answer; the first non-empty piece's time is kept.
     """
     n = len(items)
-    clients = Clients([0.0] * n, [0.0] * n, [0] * n, [None] * n)
-    lock = threading.Lock()
+    clients = Clients([0.0] * n, [0.0] * n, [0] * n, [None] * n, [None] * n)
     room = threading.Semaphore(load.concurrency or n or 1)
 
     def client(i: int) -> None:
         item = items[i]
+
+        def on_text(piece: str) -> bool:  # on the server's thread: keep it short
+            if piece and clients.first_text[i] is None:
+                clients.first_text[i] = tracer.clock()
+            return True
+
         try:
-            with lock:
-                clients.submitted[i] = tracer.clock()
-                request = server.submit(item.task or "", item.text or "", item.max_new_tokens or 0)
-                clients.order.append(i)
+            clients.submitted[i] = tracer.clock()
+            request = server.submit(
+                item.task or "", item.text or "", item.max_new_tokens or 0, on_text=on_text
+            )
             clients.tokens[i] = len(request.wait().token_ids)
         except Exception as e:  # refused or failed: the request counts as failed
             clients.errors[i] = f"{type(e).__name__}: {e}"
@@ -125,32 +137,65 @@ def drive_server(
     return clients
 
 
-def match_prefills(
+def first_prefills(
     clients: Clients, prompt_lens: list[int], runs: list[Run]
 ) -> tuple[dict[int, Run], str | None]:
-    """Each queued item's prefill run: the k-th prefill for the k-th item queued (the
-    server's first come, first served), checked by prompt length and lifetime.
+    """Each request's first prefill run, where the trace says it unambiguously.
 
-    Returns the runs by item, or ({}, the reason) when they do not line up.
+    A prefill run holds the prompts (or prompt chunks) of one or more requests in flight
+    during it (submitted before it started, answered after it ended). The C API does not
+    say which request a row holds, so a run is attributed to those requests only when it
+    computed one row for each of them; a request's first prefill run is known when the
+    first run it could be in is such a run.
+
+    Returns the runs found by item and why the others are missing (None when every
+    answered request's run was found). A trace that contradicts the requests (a run when
+    none was in flight, more rows than requests in flight, a one-request run longer than
+    its prompt, an answered request without a prefill run) gives ({}, the reason).
     """
-    prefills = [r for r in runs if r.kind == "prefill"]
-    if len(prefills) != len(clients.order):
-        return {}, (
-            f"{len(prefills)} prefill runs for {len(clients.order)} queued requests: the "
-            "server did not prefill each request in one run"
-        )
-    matched: dict[int, Run] = {}
-    for i, run in zip(clients.order, prefills, strict=True):
-        slack = 1e-6  # the clocks are the same; rounding only
-        inside = clients.submitted[i] - slack <= run.start and run.end <= clients.done[i] + slack
-        if run.tokens + run.past != prompt_lens[i] or not inside:
+    slack = 1e-6  # the clocks are the same; rounding only
+    n = len(clients.submitted)
+    first: dict[int, Run] = {}
+    unknown: set[int] = set()
+    for run in (r for r in runs if r.kind == "prefill"):
+        live = [
+            i
+            for i in range(n)
+            if clients.submitted[i] - slack <= run.start and run.end <= clients.done[i] + slack
+        ]
+        if not live or run.rows > len(live):
             return {}, (
-                "the prefill runs do not line up with the requests in the order they were "
-                f"queued (request {i}: prompt of {prompt_lens[i]} tokens, run of "
-                f"{run.tokens}+{run.past} tokens)"
+                f"a prefill run of {run.rows} rows at {run.start:.6f} s had {len(live)} "
+                "requests in flight: the trace does not match the requests"
             )
-        matched[i] = run
-    return matched, None
+        if len(live) == 1 and run.tokens + run.past > prompt_lens[live[0]]:
+            i = live[0]
+            return {}, (
+                f"request {i} (a prompt of {prompt_lens[i]} tokens) was alone in flight during "
+                f"a prefill run of {run.tokens}+{run.past} tokens: the trace does not match "
+                "the requests"
+            )
+        fresh = [i for i in live if i not in first and i not in unknown]
+        if run.rows == len(live):
+            first.update((i, run) for i in fresh)
+        else:
+            unknown.update(fresh)
+    missing = [
+        i for i in range(n) if clients.errors[i] is None and i not in first and i not in unknown
+    ]
+    if missing:
+        return {}, (
+            f"request {missing[0]} was answered without a prefill run in its lifetime: the "
+            "trace does not match the requests"
+        )
+    answered = [i for i in unknown if clients.errors[i] is None]
+    if answered:
+        return first, (
+            f"{len(answered)} of {sum(e is None for e in clients.errors)} requests' first "
+            "prefill run could not be told apart: the server prefills several requests in one "
+            "run and the C API does not say which request a row holds; queue wait is not guessed"
+        )
+    return first, None
 
 
 def busy_time(clients: Clients) -> float:
@@ -165,6 +210,34 @@ def busy_time(clients: Clients) -> float:
     return total
 
 
+def client_timing(
+    clients: Clients, prompt_lens: list[int], runs: list[Run], dropped: int
+) -> tuple[dict[int, float], dict[int, float], str | None]:
+    """TTFT (submit to first streamed text) of each answered request that streamed text,
+    queue wait (submit to its first prefill run) where the trace says it unambiguously,
+    and why the pass's queue wait is absent (None when every answered request has one)."""
+    ttft = {
+        i: t - clients.submitted[i]
+        for i, t in enumerate(clients.first_text)
+        if t is not None and clients.errors[i] is None
+    }
+    matched, absent = first_prefills(clients, prompt_lens, runs)
+    late = [
+        i for i, run in matched.items() if i in ttft and run.start - clients.submitted[i] > ttft[i]
+    ]
+    if late:
+        matched, absent = (
+            {},
+            (
+                f"request {late[0]}'s first prefill run started after its first streamed text: "
+                "the trace does not match the requests"
+            ),
+        )
+    if dropped:
+        matched, absent = {}, f"the trace dropped {dropped} runs (over its cap)"
+    return ttft, {i: run.start - clients.submitted[i] for i, run in matched.items()}, absent
+
+
 def native_pass(
     server: NativeServer,
     tracer: RunTracer,
@@ -173,19 +246,16 @@ def native_pass(
     load: Load,
     tick: Any = None,
 ) -> NativePass:
-    """One pass: drive the server with the trace on, then match runs to requests."""
+    """One pass: drive the server with the trace on, then time its requests."""
     tracer.start()
     try:
         clients = drive_server(server, tracer, items, load, tick)
     finally:
         runs, dropped = tracer.take()
         tracer.stop()
-    matched, absent = match_prefills(clients, prompt_lens, runs)
-    if dropped:
-        absent = f"the trace dropped {dropped} runs (over its cap)"
+    ttft, queue, absent = client_timing(clients, prompt_lens, runs, dropped)
     requests = []
     for i, item in enumerate(items):
-        run = matched.get(i)
         t0 = clients.submitted[i]
         requests.append(
             RequestRecord(
@@ -194,23 +264,28 @@ def native_pass(
                 prompt_lens[i],
                 clients.tokens[i],
                 t0,
-                run.start - t0 if run else 0.0,
-                run.end - t0 if run else 0.0,
+                queue.get(i, 0.0),
+                ttft.get(i, 0.0),
                 clients.done[i] - t0,
                 clients.errors[i],
-                {"queue": run.start - t0} if run else {},
+                {"queue": queue[i]} if i in queue else {},
             )
         )
     wall = max(clients.done, default=0.0) - min(clients.submitted, default=0.0)
-    return NativePass(requests, runs, wall, busy_time(clients), absent)
+    return NativePass(requests, runs, wall, busy_time(clients), ttft, queue, absent)
 
 
 def latency(p: NativePass) -> dict[str, Any]:
-    """The latency section of a pass; TTFT, TPOT and queue wait None when absent."""
+    """The latency section of a pass: TTFT and TPOT over the requests that streamed
+    text, queue wait None when the pass's is absent (``p.queue_absent``)."""
     result = stats.latency(p.requests, p.wall_s)
-    if p.timing_absent is not None:
-        for part in [result, *result["per_task"].values()]:
-            part["ttft_ms"] = part["tpot_ms"] = part["queue_ms"] = None
+    for task, part in [(None, result), *result["per_task"].items()]:
+        ok = [r for r in p.requests if r.error is None and task in (None, r.task)]
+        timed = [r for r in ok if r.id in p.ttft]
+        part["ttft_ms"] = stats.percentiles([p.ttft[r.id] for r in timed])
+        part["tpot_ms"] = stats.percentiles([t for t in (r.tpot_s for r in timed) if t is not None])
+        queued = [p.queue[r.id] for r in ok if r.id in p.queue]
+        part["queue_ms"] = stats.percentiles(queued) if p.queue_absent is None else None
     return result
 
 
@@ -225,7 +300,7 @@ def phases(loaded: NativePass, single: NativePass) -> dict[str, Any]:
         ("outside_ort", OUTSIDE_LABEL, busy - prefill - decode),
     ]
     ok = [r for r in loaded.requests if r.error is None]
-    queue = [r.phases["queue"] for r in ok if "queue" in r.phases]
+    queue = [r.phases["queue"] for r in ok if "queue" in r.phases and not loaded.queue_absent]
     return {
         "loop": [
             {"phase": k, "label": label, "seconds": s, "share": s / busy if busy > 0 else 0.0}
@@ -308,9 +383,9 @@ class NativeProfile:
                     "task": r.task,
                     "prompt_tokens": r.prompt_tokens,
                     "output_tokens": r.output_tokens,
-                    "ttft_ms": 1e3 * r.ttft_s if self.loaded.timing_absent is None else None,
+                    "ttft_ms": _ms(self.loaded.ttft.get(r.id)),
                     "e2e_ms": 1e3 * r.e2e_s,
-                    "queue_ms": 1e3 * r.queue_s if self.loaded.timing_absent is None else None,
+                    "queue_ms": _ms(self.loaded.queue.get(r.id)),
                     "error": r.error,
                 }
                 for r in self.loaded.requests
@@ -377,8 +452,14 @@ def profile_native(
     absent = dict(ABSENT)
     if options.overhead:
         absent["overhead"] = "--overhead measures the Python runtime's phase recorder"
-    if loaded.timing_absent or single.timing_absent:
-        absent["latency.ttft_tpot_queue"] = str(loaded.timing_absent or single.timing_absent)
+    for mode, p in (("single_stream", single), ("under_load", loaded)):
+        if p.queue_absent:
+            absent[f"latency.{mode}.queue"] = p.queue_absent
+        silent = sum(r.error is None and r.id not in p.ttft for r in p.requests)
+        if silent:
+            absent[f"latency.{mode}.ttft"] = (
+                f"{silent} requests streamed no text (an empty answer): they have no TTFT or TPOT"
+            )
     unused = [
         k
         for k in settings.__dataclass_fields__
@@ -405,6 +486,10 @@ def profile_native(
         read_quality(folder),
         absent,
     )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1e3 * seconds
 
 
 def _prompt_lens(tasks: NativeTasks, items: list[WorkItem], bundle: str) -> list[int]:

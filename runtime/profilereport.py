@@ -216,10 +216,8 @@ def _phases(d: dict[str, Any]) -> list[str]:
         f"{'-' if profiler is None else format(1e3 * profiler, '.1f')} ms"
     )
     per = ph["per_request_ms"]
-    lines.append(
-        "  per request (mean ms): "
-        + ", ".join(f"{LABELS[k]} {v:.2f}" for k, v in per.items() if v >= 0.005)
-    )
+    shown = ", ".join(f"{LABELS[k]} {v:.2f}" for k, v in per.items() if v >= 0.005)
+    lines.append(f"  per request (mean ms): {shown or '- (absent)'}")
     return [*lines, ""]
 
 

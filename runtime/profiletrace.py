@@ -66,7 +66,7 @@ def _native_events(result: NativePass, pid: int) -> list[dict[str, Any]]:
         if run.kind == "prefill":
             args["past"] = run.past
         events.append(_x(run.kind, "run", us(run.start), us(run.end), pid, ORT_RUNS, args))
-    return events + _request_events(result.requests, pid, us)
+    return events + _request_events(result.requests, pid, us, result.ttft)
 
 
 def _meta(pid: int, name: str) -> list[dict[str, Any]]:
@@ -110,9 +110,13 @@ def _pass_events(result: PassResult, pid: int) -> list[dict[str, Any]]:
 
 
 def _request_events(
-    requests: list[RequestRecord], pid: int, us: Callable[[float], float]
+    requests: list[RequestRecord],
+    pid: int,
+    us: Callable[[float], float],
+    ttft: dict[int, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Each request from arrival to its end, on the first lane free at its arrival."""
+    """Each request from arrival to its end, on the first lane free at its arrival
+    (``ttft``: by request id where only some have one, as the C++ runtime's)."""
     events: list[dict[str, Any]] = []
     lanes: list[float] = []
     for r in sorted(requests, key=lambda r: r.start):
@@ -124,7 +128,7 @@ def _request_events(
         args = {
             "prompt_tokens": r.prompt_tokens,
             "output_tokens": r.output_tokens,
-            "ttft_ms": 1e3 * r.ttft_s,
+            "ttft_ms": 1e3 * r.ttft_s if ttft is None else _ms(ttft.get(r.id)),
             "error": r.error,
         }
         events.append(
@@ -188,3 +192,7 @@ def check_trace(data: Any) -> list[str]:
                 problems.append(f"pid {pid} tid {tid}: {name!r} overlaps its parent's end")
             stack.append(end)
     return problems
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1e3 * seconds
