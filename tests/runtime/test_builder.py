@@ -68,7 +68,7 @@ def test_int_weights_match_dequantized_reference(
 ) -> None:
     bundle = tinyllm.open_bundle(tiny_qwen2_bundle)
     weights = load_file(str(bundle.weights_path))
-    packed = packed_weights(weights, False, ExportOptions(quant=quant))
+    packed = packed_weights(weights, False, ExportOptions(quant=quant, quantized_embedding=lookup))
     options = BuildOptions(
         precision=quant,
         packed=packed,
