@@ -54,6 +54,10 @@ class BuildOptions:
     required for those precisions. ``accuracy_level`` is MatMulNBits' compute mode: 4
     quantizes activations to int8 per block (fastest on CPU), 0 computes in float.
     ``lora_slots > 0`` adds the multi-LoRA inputs for ``lora_targets`` of rank ``lora_rank``.
+    ``quantized_embedding`` (``ort`` flavour, int4/int8): the token lookup dequantizes
+    rows of ``packed["model.embed_tokens.weight"]`` (GatherBlockQuantized) instead of
+    reading a float table; with tied embeddings those int blocks are the lm head's, one
+    initializer read by both nodes.
     """
 
     flavour: Flavour = "ort"
@@ -65,6 +69,7 @@ class BuildOptions:
     lora_targets: tuple[str, ...] = PROJECTIONS
     packed: Mapping[str, PackedWeight] = field(default_factory=dict)
     accuracy_level: int = 4
+    quantized_embedding: bool = False
 
     @property
     def float_dtype(self) -> np.dtype:
@@ -89,6 +94,7 @@ class DecoderBuilder:
         self.g = Graph(f"tinyllm-{config.family}-{options.flavour}-{options.precision}", opset)
         self.ftype = TensorProto.FLOAT16 if options.float_dtype == np.float16 else TensorProto.FLOAT
         self._row_adapters: dict[str, str] = {}
+        self._shared: dict[str, str] = {}
 
     def fw(self, name: str) -> np.ndarray:
         """A float weight, in the graph's float dtype."""
@@ -124,11 +130,8 @@ class DecoderBuilder:
         packed = PackedWeight.concat(parts)
         if self.o.flavour == "standard":
             return self._matmul_qdq(x, packed, label)
-        inputs = [
-            x,
-            self.g.weight(f"{label}.qweight", packed.qweight),
-            self.g.weight(f"{label}.scales", packed.scales.astype(self.o.float_dtype)),
-        ]
+        inputs = [x, self._qweight(packed, label)]
+        inputs.append(self.g.weight(f"{label}.scales", packed.scales.astype(self.o.float_dtype)))
         if packed.zero_points is not None:
             inputs.append(self.g.weight(f"{label}.qzeros", packed.zero_points))
         return self.g.op1(
@@ -141,6 +144,46 @@ class DecoderBuilder:
             block_size=packed.block_size,
             accuracy_level=self.o.accuracy_level,
         )
+
+    def _qweight(self, packed: PackedWeight, label: str) -> str:
+        """The initializer of ``packed``'s int blocks ``[N, k_blocks, block * bits / 8]``,
+        added once per label (the tied lm head and the token lookup share it)."""
+        name = f"{label}.qweight"
+        if name not in self._shared:
+            self._shared[name] = self.g.weight(name, packed.qweight)
+        return self._shared[name]
+
+    def embed(self) -> tuple[str, str | None]:
+        """The token embeddings of ``input_ids`` [B, S, D], and the float table's name
+        (None when the lookup reads int blocks, see :class:`BuildOptions`)."""
+        g, name = self.g, "model.embed_tokens.weight"
+        packed = self.o.packed.get(name)
+        if not self.o.quantized_embedding or self.o.flavour != "ort" or packed is None:
+            table = g.weight(name, self.fw(name))
+            return g.op1("Gather", [table, "input_ids"]), table
+        label = "lm_head" if self.c.tie_word_embeddings else "embed_tokens"
+        # Scales (and zero points) shaped [N, k_blocks, 1]: one block along the last axis of
+        # the [N, k_blocks, block] codes. A copy: MatMulNBits wants them [N, k_blocks].
+        scales = packed.scales.astype(self.o.float_dtype)[..., None]
+        inputs = [self._qweight(packed, label), "input_ids"]
+        inputs.append(g.weight(f"{label}.gather_scales", scales))
+        if packed.zero_points is not None:
+            zeros = packed.zeros().astype(np.uint8)[..., None]  # one code a byte, low bits
+            inputs.append(g.weight(f"{label}.gather_zeros", zeros))
+        rows = g.op1(
+            "GatherBlockQuantized",
+            inputs,
+            domain=MS_DOMAIN,
+            gather_axis=0,
+            quantize_axis=2,
+            block_size=packed.block_size,
+            bits=packed.bits,
+        )  # [B, S, k_blocks, block]
+        width = packed.k_blocks * packed.block_size
+        x = g.op1("Reshape", [rows, g.const([0, 0, width])])
+        if width != self.c.hidden_size:  # the last block was padded
+            x = g.op1("Slice", [x, g.const([0]), g.const([self.c.hidden_size]), g.const([2])])
+        return x, None
 
     def _matmul_qdq(self, x: str, packed: PackedWeight, label: str) -> str:
         q = to_qdq(packed)
@@ -254,8 +297,7 @@ class DecoderBuilder:
             cos.astype(self.o.float_dtype),
             sin.astype(self.o.float_dtype),
         )
-        embed = g.weight("model.embed_tokens.weight", self.fw("model.embed_tokens.weight"))
-        x = g.op1("Gather", [embed, "input_ids"])  # [B, S, D]
+        x, embed = self.embed()  # [B, S, D]
         h, x = self.rms_norm(x, "model.layers.0.input_layernorm.weight")
         for i in range(c.num_hidden_layers):
             p = f"model.layers.{i}."
@@ -284,7 +326,7 @@ class DecoderBuilder:
         self.logits(h, embed)
         return g.model()
 
-    def logits(self, h: str, embed: str) -> None:
+    def logits(self, h: str, embed: str | None) -> None:
         """lm_head over the hidden state at logits_index (or every position)."""
         g, c = self.g, self.c
         if self.o.all_logits:
@@ -296,7 +338,7 @@ class DecoderBuilder:
         head = "lm_head.weight" if not c.tie_word_embeddings else "model.embed_tokens.weight"
         if self.o.precision in ("int4", "int8") and head in self.o.packed:
             out = self._matmul_quantized(rows, [self.o.packed[head]], "lm_head")
-        elif c.tie_word_embeddings:
+        elif c.tie_word_embeddings and embed is not None:
             out = g.op1("Gemm", [rows, embed], transB=1)  # shares the embedding table
         else:
             out = g.op1("Gemm", [rows, g.weight(head, self.fw(head))], transB=1)

@@ -103,8 +103,10 @@ class Engine(TaskService):
             engine: which of its engines (default: the only one, or the first for the device).
             device: "cpu" or "cuda" ("cuda" without a CUDA provider is an error).
             threads: intra-op threads (default: the CPUs this process may use).
-            max_batch: rows generated together (KV memory is reserved for all of them).
-            max_seq_len: context per row (default: the export's maximum, capped at 4096).
+            max_batch: rows generated together (KV address space is reserved for all of
+                them; a row's memory becomes resident as its tokens fill it).
+            max_seq_len: context per row (default: the export's maximum, capped at 4096;
+                an unused context costs address space, not memory).
             queue_size: requests waiting beyond the ``max_batch`` in flight.
             max_tasks_per_step: at most this many distinct tasks in one step (β).
             scheduler: ``continuous`` batching or ``fifo`` static batches.

@@ -24,7 +24,9 @@ MODEL_FILE = "model.onnx"
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """What to export. ``quant`` (int4/int8) quantizes by round-to-nearest at export."""
+    """What to export. ``quant`` (int4/int8) quantizes by round-to-nearest at export;
+    ``quantized_embedding`` makes the token lookup read int blocks (see
+    :func:`quantized_lookup`)."""
 
     target: str = "onnx-cpu"
     precision: str | None = None
@@ -36,6 +38,7 @@ class ExportOptions:
     lora_slots: int = 0
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = PROJECTIONS
+    quantized_embedding: bool = False
 
     def resolved(self) -> tuple[str, str]:
         """(flavour, precision), checked against the target."""
@@ -97,28 +100,50 @@ class ExportOptions:
         return f"{self.target}-{self.resolved()[1]}"
 
 
+EMBEDDING = "model.embed_tokens.weight"
+
+
 def packed_weights(
     weights: dict[str, np.ndarray], tied: bool, options: ExportOptions
 ) -> dict[str, PackedWeight]:
-    """RTN-quantize every linear weight of the decoder (and the lm_head) for MatMulNBits."""
+    """RTN-quantize every linear weight of the decoder, the lm_head and (for the
+    ``ort`` flavour's quantized lookup) the embedding table."""
     bits = 4 if options.quant == "int4" else 8
     names = [n for n in weights if n.endswith("_proj.weight")]
-    names.append("model.embed_tokens.weight" if tied else "lm_head.weight")
+    names.append(EMBEDDING if tied else "lm_head.weight")
+    if not tied and quantized_lookup(options):
+        names.append(EMBEDDING)
     return {n: quantize_rtn(weights[n], bits, options.block_size, options.symmetric) for n in names}
 
 
+def quantized_lookup(options: ExportOptions) -> bool:
+    """Whether the engine's token lookup reads int blocks (see BuildOptions): asked for,
+    on an int engine of ``onnx-cpu`` (the fp32 table is 57% of SmolLM2's int4 file)."""
+    return options.quantized_embedding and options.target == "onnx-cpu" and bool(options.quant)
+
+
 def dequantized(
-    weights: dict[str, np.ndarray], packed: dict[str, PackedWeight]
+    weights: dict[str, np.ndarray],
+    packed: dict[str, PackedWeight],
+    *,
+    tied: bool,
+    lookup: bool,
 ) -> dict[str, np.ndarray]:
     """The weights an int engine actually computes with (for the verification reference).
 
-    A tied embedding stays float for the lookup, while the lm_head computes with its
-    quantized copy: the result then has an untied ``lm_head.weight``.
+    A tied embedding's lm_head computes with the quantized copy: the result then has an
+    untied ``lm_head.weight``. The token lookup reads the quantized table where the
+    engine has one (``lookup``, see :func:`quantized_lookup`), else the float one.
     """
     out = dict(weights)
     for name, p in packed.items():
-        key = "lm_head.weight" if name == "model.embed_tokens.weight" else name
-        out[key] = p.dequantize()
+        if name != EMBEDDING:
+            out[name] = p.dequantize()
+            continue
+        if tied:
+            out["lm_head.weight"] = p.dequantize()
+        if lookup:
+            out[EMBEDDING] = p.dequantize()
     return out
 
 
@@ -155,6 +180,7 @@ def write_engine(
         lora_rank=options.lora_rank,
         lora_targets=options.lora_targets,
         accuracy_level=options.accuracy_level,
+        quantized_embedding=quantized_lookup(options),
     )
     model = build_decoder(config, weights, build)
     info = EngineInfo(
@@ -183,7 +209,8 @@ def write_engine(
         size_threshold=1024,
     )
     write_info(folder, info, {})
-    return info, dequantized(weights, packed)
+    lookup = build.quantized_embedding and EMBEDDING in packed
+    return info, dequantized(weights, packed, tied=config.tie_word_embeddings, lookup=lookup)
 
 
 def write_info(folder: Path, info: EngineInfo, verification: dict[str, object]) -> None:

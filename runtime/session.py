@@ -14,6 +14,7 @@ new keys back into the rows (a copy per step: that flavour is for portability, n
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,24 @@ class SessionSpec:
     lora_slots: int = 0
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = ()
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A zeroed array whose memory becomes resident page by page, as it is written.
+
+    For the KV buffers: a row then costs the tokens it holds, not the whole context.
+    ``np.zeros`` would not do: numpy asks for transparent huge pages on large arrays
+    (``madvise(MADV_HUGEPAGE)``), so the first tokens written into each head's plane make
+    2 MiB resident (measured in docs/runtime.md: 127 MiB a row on SmolLM2 at 4096
+    tokens). An anonymous map with ``MADV_NOHUGEPAGE`` keeps 4 KiB pages.
+    """
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size == 0:
+        return np.zeros(shape, dtype)
+    memory = mmap.mmap(-1, size)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux; elsewhere the OS's default pages
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(memory, dtype).reshape(shape)  # the array keeps the map alive
 
 
 def usable_cpus() -> int:
@@ -106,7 +125,7 @@ class DecoderSession:
         self.layers = config.num_hidden_layers
         kv_shape = (max_batch, config.num_key_value_heads, spec.max_seq_len, config.head_dim)
         self.shared = spec.flavour == "ort"
-        self.kv = [np.zeros(kv_shape, self.dtype) for _ in range(2 * self.layers)]
+        self.kv = [lazy_zeros(kv_shape, self.dtype) for _ in range(2 * self.layers)]
         self.logits_buf = np.zeros((max_batch, config.vocab_size), self.dtype)
         self._views: dict[tuple[int, int], list[Any]] = {}
         self._bindings: dict[tuple[int, int], Any] = {}

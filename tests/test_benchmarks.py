@@ -106,3 +106,24 @@ def test_profile_overhead_benchmark_end_to_end(
     assert r["median_latency_ms_unprofiled"] > 0 and r["median_latency_ms_recorded"] > 0
     assert 0 < r["recorder_share_of_busy"] < 0.5
     assert r["workload"]["prompt_tokens"] == 8 and r["workload"]["load"] == "concurrency 2"
+
+
+def test_memory_benchmark_measures_a_fresh_process(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tinyllm
+
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "memory_cpu.py"), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--batches" in out.stdout and "onnxruntime-genai" in out.stdout
+    monkeypatch.syspath_prepend(str(BENCH))
+    import memory_cpu
+
+    bundle, _ = tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=64)
+    r = memory_cpu.run_case("tinyllm", bundle.path, batch=2, prompt=8, new=4)
+    assert 0 < r["import"] <= r["loaded"] <= r["peak"]
+    assert r["engine"] == r["peak"] - r["import"] and r["load_s"] > 0
+    with pytest.raises(SystemExit, match="tinyllm batch 2 failed"):
+        memory_cpu.run_case("tinyllm", tmp_path / "missing.tllm", batch=2, prompt=8, new=4)

@@ -41,6 +41,7 @@ def export_options(
     lora_rank: int | None,
     accuracy_level: int,
     lora_spare: int,
+    quantized_embedding: bool = False,
 ) -> ExportOptions:
     """The runtime's export options for ``parent``, checked against its model config.
 
@@ -61,6 +62,7 @@ def export_options(
         lora_slots=slots,
         lora_rank=rank,
         accuracy_level=accuracy_level,
+        quantized_embedding=quantized_embedding,
     )
     options.check(parent.config)
     return options

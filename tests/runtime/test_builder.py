@@ -61,14 +61,24 @@ def test_fp32_parity_with_torch(which: str, flavour: str, request: pytest.Fixtur
         np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("lookup", [False, True])
 @pytest.mark.parametrize("quant", ["int8", "int4"])
-def test_int_weights_match_dequantized_reference(tiny_qwen2_bundle: Path, quant: str) -> None:
+def test_int_weights_match_dequantized_reference(
+    tiny_qwen2_bundle: Path, quant: str, lookup: bool
+) -> None:
     bundle = tinyllm.open_bundle(tiny_qwen2_bundle)
     weights = load_file(str(bundle.weights_path))
-    packed = packed_weights(weights, False, ExportOptions(quant=quant))
-    options = BuildOptions(precision=quant, packed=packed, all_logits=True, accuracy_level=0)
+    packed = packed_weights(weights, False, ExportOptions(quant=quant, quantized_embedding=lookup))
+    options = BuildOptions(
+        precision=quant,
+        packed=packed,
+        all_logits=True,
+        accuracy_level=0,
+        quantized_embedding=lookup,
+    )
     graph = build_decoder(bundle.config, weights, options)
-    reference = build_reference(bundle.config, dequantized(weights, packed))
+    truth = dequantized(weights, packed, tied=False, lookup=lookup)
+    reference = build_reference(bundle.config, truth)
     full = tinyllm.load_torch_model(bundle).model
     ids = tokens(tiny_qwen2_bundle, TEXTS[0])
     got = run_graph(graph, bundle.config, ids, "ort")
@@ -79,7 +89,40 @@ def test_int_weights_match_dequantized_reference(tiny_qwen2_bundle: Path, quant:
     # Quantization error itself is bounded, and larger for 4 bits than for 8.
     error = np.abs(got - float_model).max()
     assert 0 < error < (0.05 if quant == "int8" else 0.6)
-    assert {n.op_type for n in graph.graph.node} >= {"MatMulNBits", "GroupQueryAttention"}
+    ops = {n.op_type for n in graph.graph.node}
+    assert ops >= {"MatMulNBits", "GroupQueryAttention"}
+    assert ("GatherBlockQuantized" in ops) == lookup
+    tables = {i.name for i in graph.graph.initializer}
+    assert ("model.embed_tokens.weight" in tables) != lookup
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4"])
+def test_tied_lookup_shares_the_lm_head_blocks(tiny_llama_bundle: Path, quant: str) -> None:
+    """Tied embeddings: one int initializer read by the lm head and the token lookup, no
+    float table, and the logits of the model whose table is the dequantized blocks."""
+    bundle = tinyllm.open_bundle(tiny_llama_bundle)
+    assert bundle.config.tie_word_embeddings
+    weights = load_file(str(bundle.weights_path))
+    packed = packed_weights(weights, True, ExportOptions(quant=quant))
+    options = BuildOptions(
+        precision=quant, packed=packed, all_logits=True, accuracy_level=0, quantized_embedding=True
+    )
+    graph = build_decoder(bundle.config, weights, options)
+    readers = [n.op_type for n in graph.graph.node if "lm_head.qweight" in n.input]
+    assert sorted(readers) == ["GatherBlockQuantized", "MatMulNBits"]
+    names = [i.name for i in graph.graph.initializer]
+    assert "model.embed_tokens.weight" not in names and names.count("lm_head.qweight") == 1
+    ids = tokens(tiny_llama_bundle, TEXTS[1])
+    got = run_graph(graph, bundle.config, ids, "ort")
+    results = {}
+    for lookup in (True, False):
+        truth = dequantized(weights, packed, tied=True, lookup=lookup)
+        with torch.no_grad():
+            model = build_reference(bundle.config, truth)
+            results[lookup] = model(torch.from_numpy(ids)).logits.numpy()
+    np.testing.assert_allclose(got, results[True], atol=1e-4, rtol=0)
+    # The reference with a float lookup is another model: the check above can tell.
+    assert np.abs(got - results[False]).max() > 1e-3
 
 
 def test_graph_without_adapters_has_no_lora_inputs(tiny_llama_bundle: Path) -> None:

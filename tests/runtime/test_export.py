@@ -180,3 +180,27 @@ def test_a_tokenizer_that_encodes_the_prompts_to_nothing_still_verifies(
     _, verification = tinyllm.export(bundle.path, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=64)
     assert verification.passed, verification.format()
     assert all("no tokens for prompt" in c.prompt for c in verification.checks)
+
+
+def test_quantized_embedding_export_is_verified(tiny_llama_bundle: Path, tmp_path: Path) -> None:
+    """Opt-in: the tied lookup reads the lm_head's int4 blocks; the export verifies it
+    against the model whose table is those blocks dequantized, and the file shrinks."""
+    import onnx
+
+    sizes = {}
+    for lookup in (False, True):
+        bundle, _ = tinyllm.export(
+            tiny_llama_bundle,
+            "onnx-cpu",
+            tmp_path / f"e{lookup}.tllm",
+            quant="int4",
+            max_seq_len=64,
+            quantized_embedding=lookup,
+        )
+        folder = bundle.path / "engines" / "onnx-cpu-int4"
+        graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+        assert ("GatherBlockQuantized" in {n.op_type for n in graph.node}) == lookup
+        names = {i.name for i in graph.initializer}
+        assert ("model.embed_tokens.weight" in names) != lookup
+        sizes[lookup] = (folder / "model.onnx.data").stat().st_size
+    assert sizes[True] < sizes[False]

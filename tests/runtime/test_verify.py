@@ -52,6 +52,12 @@ def _rtn(bundle: Any, symmetric: bool, quant: str = "int4") -> dict[str, PackedW
     return packed_weights(_weights(bundle), bundle.config.tie_word_embeddings, options)
 
 
+def _truth(bundle: Any, packed: dict[str, PackedWeight]) -> dict[str, np.ndarray]:
+    """The weights an onnx-cpu int engine of ``packed`` computes with (float lookup)."""
+    tied = bundle.config.tie_word_embeddings
+    return dequantized(_weights(bundle), packed, tied=tied, lookup=False)
+
+
 class ZeroSession:
     """An engine session that returns all-zero logits."""
 
@@ -117,7 +123,7 @@ def test_corrupted_int_engines_fail_verification(
 ) -> None:
     bundle = tinyllm.open_bundle(tiny_qwen2_bundle)
     good = _rtn(bundle, symmetric=False)
-    truth = dequantized(_weights(bundle), good)  # what the engine should compute
+    truth = _truth(bundle, good)  # what the engine should compute
     info = _engine(bundle, corrupt(good), tmp_path / "bad", level, monkeypatch)
     assert not verify_export(bundle, tmp_path / "bad", info, truth, level).passed
     info = _engine(bundle, good, tmp_path / "good", level, monkeypatch)  # the control
@@ -173,9 +179,7 @@ def test_matmulnbits_reproduces_every_packing(
     assert packed and all((p.zero_points is None) == symmetric for p in packed.values())
     quant = "int8" if packing.endswith("int8") else "int4"
     info = _engine(bundle, packed, tmp_path / "e", level, monkeypatch, quant)
-    result = verify_export(
-        bundle, tmp_path / "e", info, dequantized(_weights(bundle), packed), level
-    )
+    result = verify_export(bundle, tmp_path / "e", info, _truth(bundle, packed), level)
     assert result.passed, result.format()
     if level == 0:  # float activations: exact up to float rounding
         assert all(c.max_abs_err < 1e-4 and c.greedy_agreement == 1.0 for c in result.checks)

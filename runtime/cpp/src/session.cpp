@@ -1,6 +1,8 @@
 #include "session.h"
 
 #include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -27,6 +29,15 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 FloatBuffer::FloatBuffer(size_t n) : data_(static_cast<float*>(std::calloc(std::max<size_t>(n, 1), sizeof(float)))), n_(n) {
   if (!data_) fail(TINYLLM_OUT_OF_MEMORY, "cannot allocate " + std::to_string(n * sizeof(float)) + " bytes");
+  // A large calloc is fresh zero pages that become resident as they are written: a KV row
+  // then costs the tokens it holds. Huge pages would make each head's first token cost
+  // 2 MiB (where transparent huge pages are "always"), so they are declined.
+  long page = sysconf(_SC_PAGESIZE);
+  if (page <= 0) return;
+  auto begin = reinterpret_cast<uintptr_t>(data_.get());
+  uintptr_t first = (begin + page - 1) / page * page;
+  uintptr_t last = (begin + n * sizeof(float)) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_NOHUGEPAGE);
 }
 
 void FloatBuffer::Free::operator()(float* p) const { std::free(p); }
