@@ -37,7 +37,9 @@ def build(folder: Path, force: bool) -> Path:
     base = tinyllm.import_model("smollm2-135m", folder / "smollm2.tllm", overwrite=True)
     suite = tinyllm.api.load_tasks()
     tasks = [suite.task(n) for n in TASKS]
-    child = tinyllm.api.add_tasks(base.path, folder / "smollm2-tasks.tllm", tasks, {}, overwrite=True)
+    child = tinyllm.api.add_tasks(
+        base.path, folder / "smollm2-tasks.tllm", tasks, {}, overwrite=True
+    )
     first, _ = tinyllm.export(child.path, "onnx-cpu", bundle, max_seq_len=1024, overwrite=True)
     tinyllm.export(first.path, "onnx-cpu", quant="int4")
     return bundle
@@ -167,8 +169,7 @@ def main() -> None:
     bundle = build(args.folder, args.rebuild)
     work = requests(args.requests)
     results = {
-        p: compare(bundle, p, work, args.rounds, args.threads)
-        for p in args.precision or PRECISIONS
+        p: compare(bundle, p, work, args.rounds, args.threads) for p in args.precision or PRECISIONS
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {

@@ -308,7 +308,9 @@ class DecoderBuilder:
         out = g.op1("Reshape", [out, shape])
         g.op("Identity", [out], ["logits"])
         # [B, V] for logits_index [B], [B, P, V] for [B, P] (rank left open)
-        g.output("logits", self.ftype, ["batch", "seq", c.vocab_size] if self.o.all_logits else None)
+        g.output(
+            "logits", self.ftype, ["batch", "seq", c.vocab_size] if self.o.all_logits else None
+        )
 
 
 def build_decoder(config: ModelConfig, weights: Weights, options: BuildOptions) -> onnx.ModelProto:

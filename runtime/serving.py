@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,7 +58,7 @@ class ServingOptions:
     scheduler: SchedulerConfig
     constrain: bool = True
     prefix_cache_mb: float = 64.0
-    speculation: SpeculationOptions = SpeculationOptions()
+    speculation: SpeculationOptions = field(default_factory=SpeculationOptions)
 
     def __post_init__(self) -> None:
         if not 0 <= self.prefix_cache_mb < float("inf"):

@@ -109,8 +109,7 @@ def test_limits_and_stops_are_identical(served: Path) -> None:
     for speculate in (0, 5):
         engine = load(served, speculate, max_batch=2, max_seq_len=64)
         results[speculate] = [
-            engine.generate(prompt, replace(c, speculate=True))[0]
-            for c in configs
+            engine.generate(prompt, replace(c, speculate=True))[0] for c in configs
         ]
         if speculate:
             assert engine.stats()["speculation"]["accepted"] > 0
@@ -176,3 +175,38 @@ def test_an_engine_that_cannot_verify_decodes_plainly(served: Path) -> None:
     with pytest.raises(ConfigError, match="re-export"):
         engine.session.verify(0, [1, 2], 3)
     engine.close()
+
+
+def test_which_tasks_speculate(served: Path) -> None:
+    from dataclasses import replace as with_
+
+    from tinyllm.api import load_tasks
+
+    suite = load_tasks()
+    booking = suite.task("booking")
+    assert [suite.task(n).output.speculates for n in TASKS] == [False, True, True]
+    assert "speculate" not in booking.to_dict()["output"]  # hashes as before the key
+    quiet = with_(booking, output=with_(booking.output, speculate=False))
+    assert quiet.to_dict()["output"]["speculate"] is False and not quiet.output.speculates
+    engine = Engine.load(served, max_batch=2)
+    engine.remove_task("booking")
+    engine.add_task(quiet)
+    engine.run("booking", INPUTS[0])
+    assert engine.stats()["speculation"]["steps"] == 0  # the task opted out
+    engine.close()
+    with pytest.raises(ConfigError, match="draft_tokens"):
+        Engine.load(served, speculate=-1)
+
+
+@pytest.mark.parametrize("name", ["onnx-cpu-fp32", "onnx-standard-fp32"])
+def test_both_graph_flavours_verify_exactly(exported: Path, name: str) -> None:
+    config = GenerationConfig(max_new_tokens=20, ignore_eos=True, speculate=True)
+    prompts = ["one two three one two three one two", "a b a b a b a"]
+    outs = []
+    for speculate in (0, 6):
+        engine = load(exported, speculate, engine=name, max_batch=2)
+        outs.append([engine.generate(p, config)[0].token_ids for p in prompts])
+        if speculate:
+            assert engine.stats()["speculation"]["steps"] > 0
+        engine.close()
+    assert outs[0] == outs[1]
