@@ -164,9 +164,10 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("out/bench/speculative"))
     parser.add_argument("--out", type=Path, default=Path("out/bench/speculative.json"))
     parser.add_argument("--rebuild", action="store_true", help="build the bundle again")
+    parser.add_argument("--bundle", type=Path, help="a bundle built before (skips the build)")
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
-    bundle = build(args.folder, args.rebuild)
+    bundle = args.bundle or build(args.folder, args.rebuild)
     work = requests(args.requests)
     results = {
         p: compare(bundle, p, work, args.rounds, args.threads) for p in args.precision or PRECISIONS
