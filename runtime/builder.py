@@ -241,7 +241,9 @@ class DecoderBuilder:
         g = self.g
         g.input("input_ids", TensorProto.INT64, ["batch", "seq"])
         if not self.o.all_logits:
-            g.input("logits_index", TensorProto.INT64, ["batch"])
+            # [B] (one position per row) or [B, P] (P positions per row: the speculative
+            # decoder's verify step); its rank is left open so both are accepted.
+            g.input("logits_index", TensorProto.INT64, None)
         if self.o.lora_slots:
             g.input("lora_index", TensorProto.INT64, ["batch"])
             for kind in self.o.lora_targets:
@@ -331,10 +333,11 @@ class DecoderBuilder:
         g, c = self.g, self.c
         if self.o.all_logits:
             rows = g.op1("Reshape", [h, g.const([-1, c.hidden_size])])
-        else:
-            rows = g.op1(
-                "GatherND", [h, g.op1("Unsqueeze", ["logits_index", g.const([1])])], batch_dims=1
+        else:  # [B, D] for logits_index [B]; [B * P, D] for [B, P]
+            picked = g.op1(
+                "GatherND", [h, g.op1("Unsqueeze", ["logits_index", g.const([-1])])], batch_dims=1
             )
+            rows = g.op1("Reshape", [picked, g.const([-1, c.hidden_size])])
         head = "lm_head.weight" if not c.tie_word_embeddings else "model.embed_tokens.weight"
         if self.o.precision in ("int4", "int8") and head in self.o.packed:
             out = self._matmul_quantized(rows, [self.o.packed[head]], "lm_head")
@@ -342,16 +345,13 @@ class DecoderBuilder:
             out = g.op1("Gemm", [rows, embed], transB=1)  # shares the embedding table
         else:
             out = g.op1("Gemm", [rows, g.weight(head, self.fw(head))], transB=1)
-        if self.o.all_logits:
-            shape = g.op1(
-                "Concat", [g.op1("Shape", ["input_ids"]), g.const([c.vocab_size])], axis=0
-            )
-            out = g.op1("Reshape", [out, shape])
+        lead = "input_ids" if self.o.all_logits else "logits_index"
+        shape = g.op1("Concat", [g.op1("Shape", [lead]), g.const([c.vocab_size])], axis=0)
+        out = g.op1("Reshape", [out, shape])
         g.op("Identity", [out], ["logits"])
+        # [B, V] for logits_index [B], [B, P, V] for [B, P] (rank left open)
         g.output(
-            "logits",
-            self.ftype,
-            ["batch", "seq", c.vocab_size] if self.o.all_logits else ["batch", c.vocab_size],
+            "logits", self.ftype, ["batch", "seq", c.vocab_size] if self.o.all_logits else None
         )
 
 

@@ -90,6 +90,7 @@ class Engine(TaskService):
         aging: float | None = None,
         constrain: bool | None = None,
         prefix_cache_mb: float | None = None,
+        speculate: int | None = None,
         verify: Verify = "sha256",
     ) -> Engine:
         """Load an engine of a bundle.
@@ -117,6 +118,9 @@ class Engine(TaskService):
                 only valid JSON; False serves the raw model.
             prefix_cache_mb: memory for the per-task prefix cache (KV of the prompt text
                 every request of a task starts with); 0 turns it off.
+            speculate: most tokens drafted from the prompt and verified in one step, for
+                greedy requests of tasks that speculate (``output.speculate``) and
+                ``GenerationConfig(speculate=True)``; outputs are unchanged; 0 turns it off.
             verify: ``"sha256"`` checks the hash of every file the engine reads (digests
                 are remembered by file identity, so a reload is fast); ``"size"`` only
                 sizes. engine.json is always checked against the graph.
@@ -136,6 +140,7 @@ class Engine(TaskService):
             aging=aging,
             constrain=constrain,
             prefix_cache_mb=prefix_cache_mb,
+            speculate=speculate,
         )
         info = read_engine_info(folder, EngineInfo)
         seq = min(max_seq_len or min(info.max_seq_len, 4096), info.max_seq_len)

@@ -61,9 +61,10 @@ class Graph:
             self._constants[key] = self.weight(self.fresh("const"), array)
         return self._constants[key]
 
-    def input(self, name: str, elem_type: int, shape: Sequence[Dim]) -> str:
-        """Declare a graph input."""
-        self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+    def input(self, name: str, elem_type: int, shape: Sequence[Dim] | None) -> str:
+        """Declare a graph input (``shape`` None: any rank)."""
+        dims = None if shape is None else list(shape)
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, dims))
         return name
 
     def output(self, name: str, elem_type: int, shape: Sequence[Dim] | None) -> None:

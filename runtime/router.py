@@ -236,7 +236,9 @@ class Router:
         tools = self._tools.get(name, ())
         budget = spec.tools.max_call_tokens if spec.tools else spec.output.max_new_tokens
         config = GenerationConfig(
-            max_new_tokens=max_new_tokens or budget, temperature=temperature or 0.0
+            max_new_tokens=max_new_tokens or budget,
+            temperature=temperature or 0.0,
+            speculate=spec.output.speculates,
         )
         if tools:
             return Route(
@@ -281,6 +283,7 @@ class Router:
             max_new_tokens=spec.output.max_new_tokens,
             temperature=route.config.temperature,
             seed=route.config.seed,
+            speculate=spec.output.speculates,
         )
         trie = self._trie(entry) if entry and kind == "label" and self.constrain else None
         json = kind == "json" and self.constrain

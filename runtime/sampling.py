@@ -16,6 +16,9 @@ class GenerationConfig:
 
     ``stop`` strings end generation (and are cut from the text); generation also ends at
     the tokenizer's end-of-sequence token unless ``ignore_eos`` (for benchmarks).
+    ``speculate``: greedy decoding may draft tokens from the prompt and verify them in one
+    step (:mod:`tinyllm.runtime.speculative`); the tokens are the same, only faster when
+    the output copies the input. Sampling ignores it.
     """
 
     max_new_tokens: int = 128
@@ -25,6 +28,7 @@ class GenerationConfig:
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
     ignore_eos: bool = False
+    speculate: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from tinyllm.runtime.sampling import sample
 from tinyllm.runtime.scheduler import Request, Scheduler, SchedulerConfig, StepPlan
 from tinyllm.runtime.session import DecoderSession
 from tinyllm.runtime.slots import AdapterSlots
+from tinyllm.runtime.speculative import SpeculationOptions, SpeculationStats, drafts_for
 from tinyllm.runtime.stopwatch import NO_WATCH, StepRecorder, Stopwatch
 from tinyllm.runtime.toolrunner import ToolRunner
 
@@ -49,12 +50,15 @@ class ServingOptions:
     """How the engine serves tasks (see :class:`SchedulerConfig` for the scheduling knobs).
 
     ``constrain`` restricts label tasks' tokens to their label set (a token trie) and
-    JSON tasks' to valid JSON; ``prefix_cache_mb`` bounds the per-task prefix cache.
+    JSON tasks' to valid JSON; ``prefix_cache_mb`` bounds the per-task prefix cache;
+    ``speculation``: prompt-lookup drafts for greedy rows whose config asks for them
+    (:mod:`tinyllm.runtime.speculative`).
     """
 
     scheduler: SchedulerConfig
     constrain: bool = True
     prefix_cache_mb: float = 64.0
+    speculation: SpeculationOptions = field(default_factory=SpeculationOptions)
 
     def __post_init__(self) -> None:
         if not 0 <= self.prefix_cache_mb < float("inf"):
@@ -78,6 +82,8 @@ class Server:
         self.stop_ids = stop_ids
         self.scheduler = Scheduler(options.scheduler)
         self.cache = PrefixCache(int(options.prefix_cache_mb * 2**20))
+        self.speculation = options.speculation
+        self.spec_stats = SpeculationStats()
         slots.bind(session)
         self.live: dict[int, Live] = {}
         self.ids = itertools.count()
@@ -265,8 +271,14 @@ class Server:
                 if p.end == len(live.route.prompt):
                     live.ttft = time.perf_counter() - live.start
                     self._advance(live, row_logits)
-        if plan.decode:
-            decode = set(plan.decode)
+        drafts = drafts_for(
+            [self.live[rid] for rid in plan.decode],
+            self.speculation if self.session.verifies else None,
+            self.session.spec.max_seq_len,
+        )
+        plain = [rid for rid in plan.decode if rid not in drafts]
+        if plain:
+            decode = set(plain)
             width = max(rows) + 1
             tokens = np.full(width, self.session.pad_id, np.int64)
             lengths = np.zeros(width, np.int64)
@@ -286,6 +298,11 @@ class Server:
             for row, rid in rows.items():
                 if rid in decode:
                     self._advance(self.live[rid], logits[row])
+        # After the batched run: it wrote a placeholder at each drafting row's next position.
+        for row, rid in rows.items():
+            if rid in drafts:
+                self._verify(self.live[rid], row, drafts[rid])
+                watch.lap("decode")
         with self.cond:
             for rid in [rid for rid, live in self.live.items() if live.done]:
                 if rid in self.scheduler.requests:
@@ -294,6 +311,34 @@ class Server:
                     self._end(rid, live.error)
             self.cond.notify_all()  # room in the queue for waiting submitters
         watch.lap("finish")
+
+    def _verify(self, live: Live, row: int, tokens: list[int]) -> None:
+        """Feed the row's next token and its draft in one run; pick tokens from the logits
+        in order, exactly as plain steps would, keeping draft tokens while they match."""
+        try:
+            logits = self.session.verify(
+                row, [live.tokens[-1], *tokens], live.kv_len, live.route.slot
+            )
+        except Exception as e:
+            live.error = TinyLLMError(f"request {live.id} failed while verifying a draft: {e}")
+            live.done = "error"
+            return
+        self.spec_stats.steps += 1
+        self.spec_stats.drafted += len(tokens)
+        self.accept(live, tokens, logits)
+
+    def accept(self, live: Live, tokens: list[int], logits: np.ndarray) -> None:
+        """Advance ``live`` by the logits ``[1 + len(tokens), V]`` of a verify run: each
+        position's pick is the plain step's; stop after the first pick that differs from
+        the draft (the row's later KV positions are then overwritten by later steps)."""
+        for j, row_logits in enumerate(logits):
+            held = len(live.tokens)
+            self._advance(live, row_logits)
+            self.spec_stats.emitted += len(live.tokens) - held
+            kept = j < len(tokens) and len(live.tokens) > held and live.tokens[-1] == tokens[j]
+            self.spec_stats.accepted += kept
+            if live.done or not kept:
+                return
 
     def _fill_cache(self, live: Live, row: int) -> None:
         """Store the KV of the request's task prefix, prefilled just now in ``row``."""
@@ -402,4 +447,5 @@ class Server:
                 "adapter_slots_free": self.slots.free(),
                 "kv_cache_bytes": self.session.kv_bytes,
                 "prefix_cache": self.cache.stats(),
+                "speculation": self.spec_stats.as_dict(),
             }

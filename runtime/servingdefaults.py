@@ -42,6 +42,7 @@ class ServingDefaults:
     aging: float = _SCHED.aging
     constrain: bool = _OPTIONS.constrain
     prefix_cache_mb: float = _OPTIONS.prefix_cache_mb
+    speculate: int = _OPTIONS.speculation.draft_tokens
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -62,6 +63,7 @@ class ServingDefaults:
             ),
             self.constrain,
             self.prefix_cache_mb,
+            dataclasses.replace(_OPTIONS.speculation, draft_tokens=self.speculate),
         )
 
     def with_given(self, **given: Any) -> ServingDefaults:

@@ -128,8 +128,14 @@ class DecoderSession:
         self.kv = [lazy_zeros(kv_shape, self.dtype) for _ in range(2 * self.layers)]
         self.logits_buf = np.zeros((max_batch, config.vocab_size), self.dtype)
         self._views: dict[tuple[int, int], list[Any]] = {}
-        self._bindings: dict[tuple[int, int], Any] = {}
+        self._bindings: dict[tuple[int, int, int], Any] = {}
+        self._verify_logits: dict[int, np.ndarray] = {}
         self.lora = self.empty_lora()
+        index = {i.name: i for i in session.get_inputs()}.get("logits_index")
+        # Engines exported before the verify step declare logits_index as [batch] only.
+        self.verifies = index is not None and not (
+            isinstance(index.shape, list) and len(index.shape) == 1
+        )
 
     def use_session(self, session: Any) -> None:
         """Run on another InferenceSession of the same graph (a profiled one), from the
@@ -220,6 +226,28 @@ class DecoderSession:
         ids = np.asarray(tokens, np.int64)[:, None]
         return self._step(ids, 0, held, np.ones(len(tokens), np.int64), lora_index)
 
+    def verify(self, row: int, tokens: Sequence[int], past: int, slot: int = 0) -> np.ndarray:
+        """Feed ``tokens`` after the ``past`` tokens ``row`` holds, in one run; the logits
+        after each of them ``[len(tokens), V]`` (a speculative decoder's verify step).
+
+        The row's KV then holds all of them; a caller that accepts fewer simply counts
+        fewer (later tokens overwrite the rest, attention reads only a row's length).
+        """
+        n = len(tokens)
+        if not self.verifies:
+            raise ConfigError(
+                "this engine returns one position's logits per row; re-export it to verify "
+                "several tokens in one step"
+            )
+        if n < 1 or not 0 <= row < self.max_batch:
+            raise ConfigError(f"verify needs tokens and a row in 0..{self.max_batch - 1}")
+        if past + n > self.spec.max_seq_len:
+            raise ConfigError(f"a sequence exceeds the engine's context of {self.spec.max_seq_len}")
+        ids = np.asarray(tokens, np.int64)[None, :]
+        lora = np.array([slot], np.int64)
+        positions = np.arange(n, dtype=np.int64)[None, :]
+        return self._step(ids, row, np.array([past]), np.array([n]), lora, positions)[0]
+
     def _step(
         self,
         ids: np.ndarray,
@@ -227,22 +255,29 @@ class DecoderSession:
         past: np.ndarray,
         lengths: np.ndarray,
         lora_index: np.ndarray | None,
+        positions: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Run ``ids [b, S]`` (right-padded to S) after ``past`` tokens in rows from ``start``."""
+        """Run ``ids [b, S]`` (right-padded to S) after ``past`` tokens in rows from ``start``;
+        the logits after each row's last token ``[b, V]``, or at ``positions [b, P]`` of
+        each row ``[b, P, V]``."""
         b = ids.shape[0]
-        feeds: dict[str, np.ndarray] = {"input_ids": ids, "logits_index": lengths - 1}
+        index = lengths - 1 if positions is None else positions
+        feeds: dict[str, np.ndarray] = {"input_ids": ids, "logits_index": index}
         if self.spec.lora_slots:
-            index = np.zeros(b, np.int64) if lora_index is None else lora_index
-            feeds["lora_index"] = np.asarray(index, np.int64)
+            slots = np.zeros(b, np.int64) if lora_index is None else lora_index
+            feeds["lora_index"] = np.asarray(slots, np.int64)
         if not self.shared:
             return self._run_standard(feeds, start, past, lengths)
         held = past + lengths
         feeds["seqlens_k"] = (held - 1).astype(np.int32)
         feeds["total_sequence_length"] = np.array(int(past.max()) + ids.shape[1], np.int32)
-        io = self._binding(b, start)
+        width = 0 if positions is None else positions.shape[1]
+        io = self._binding(b, start, width)
         for name, value in feeds.items():
             io.bind_cpu_input(name, value)
         self.sess.run_with_iobinding(io)
+        if width:
+            return self._verify_logits[width]
         return self.logits_buf[start : start + b]
 
     def _run_standard(
@@ -269,6 +304,8 @@ class DecoderSession:
             for row in range(b):
                 n, at = int(lengths[row]), int(past[row])
                 buf[start + row, :, at : at + n] = present[row, :, p : p + n]
+        if outputs[0].ndim == 3:  # logits at several positions per row (verify)
+            return np.asarray(outputs[0])
         logits = self.logits_buf[rows]
         logits[:] = outputs[0]
         return logits
@@ -283,9 +320,10 @@ class DecoderSession:
             self._views[start, b] = [OrtValue.ortvalue_from_numpy(a[rows]) for a in arrays]
         return self._views[start, b]
 
-    def _binding(self, b: int, start: int = 0) -> Any:
-        """An IO binding for rows [start, start + b), KV buffers and logits bound (made once)."""
-        if (start, b) not in self._bindings:
+    def _binding(self, b: int, start: int = 0, width: int = 0) -> Any:
+        """An IO binding for rows [start, start + b), KV buffers and logits bound (made once);
+        ``width`` > 0: one row's logits at that many positions (verify steps)."""
+        if (start, b, width) not in self._bindings:
             from onnxruntime import OrtValue
 
             io = self.sess.io_binding()
@@ -294,8 +332,13 @@ class DecoderSession:
                 for j, kind in enumerate(("key", "value")):
                     io.bind_ortvalue_input(f"past_{kind}.{i}", views[2 * i + j])
                     io.bind_ortvalue_output(f"present_{kind}.{i}", views[2 * i + j])
-            io.bind_ortvalue_output("logits", views[-1])
+            if width:
+                shape = (1, width, self.c.vocab_size)
+                out = self._verify_logits.setdefault(width, np.zeros(shape, self.dtype))
+                io.bind_ortvalue_output("logits", OrtValue.ortvalue_from_numpy(out))
+            else:
+                io.bind_ortvalue_output("logits", views[-1])
             for name, tensor in self.lora.items():  # bound once, not copied per step
                 io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(tensor))
-            self._bindings[start, b] = io
-        return self._bindings[start, b]
+            self._bindings[start, b, width] = io
+        return self._bindings[start, b, width]

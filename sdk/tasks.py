@@ -27,12 +27,23 @@ VERIFIERS = ("label_in_set", "json_schema", "number", "iso_datetime", "non_empty
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """What a task's answer looks like: a label from a set, JSON matching a schema, or text."""
+    """What a task's answer looks like: a label from a set, JSON matching a schema, or text.
+
+    ``speculate``: whether serving drafts the answer's tokens from the prompt and verifies
+    them in one step (greedy outputs unchanged); None: yes for JSON and text answers, which
+    tend to copy their input (extraction, rewriting), no for labels.
+    """
 
     kind: OutputKind
     labels: list[str] = field(default_factory=list)
     schema: dict[str, Any] | None = None
     max_new_tokens: int = 32
+    speculate: bool | None = None
+
+    @property
+    def speculates(self) -> bool:
+        """``speculate`` with its default resolved."""
+        return self.kind != "label" if self.speculate is None else self.speculate
 
 
 @dataclass(frozen=True)
@@ -111,11 +122,14 @@ class TaskSpec:
             raise ConfigError(f"{where}: data.sizes has unknown split {sorted(unknown)[0]!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (as stored in a bundle's manifest); ``tools`` only when set, so
-        a task without tools reads and hashes as before tools existed."""
+        """JSON-ready form (as stored in a bundle's manifest); ``tools`` and
+        ``output.speculate`` only when set, so a task without them reads and hashes as
+        before they existed."""
         result: dict[str, Any] = to_dict(self)
         if result.get("tools") is None:
             result.pop("tools", None)
+        if result["output"].get("speculate") is None:
+            result["output"].pop("speculate", None)
         return result
 
     def prompt(self, text: str) -> str:

@@ -127,3 +127,24 @@ def test_memory_benchmark_measures_a_fresh_process(
     assert r["engine"] == r["peak"] - r["import"] and r["load_s"] > 0
     with pytest.raises(SystemExit, match="tinyllm batch 2 failed"):
         memory_cpu.run_case("tinyllm", tmp_path / "missing.tllm", batch=2, prompt=8, new=4)
+
+
+def test_speculative_benchmark_rates(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "speculative.py"), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--requests" in out.stdout and "--bundle" in out.stdout
+    monkeypatch.syspath_prepend(str(BENCH))
+    import speculative
+
+    def request(task: str, n: int, seconds: float, ttft: float) -> dict[str, object]:
+        return {"task": task, "tokens": list(range(n)), "seconds": seconds, "ttft_s": ttft}
+
+    # 10 + 30 tokens in 0.5 s; after the first token, 38 tokens in 0.4 s.
+    runs = [[request("booking", 10, 0.2, 0.05), request("booking", 30, 0.3, 0.05)]]
+    runs.append([request("booking", 10, 0.4, 0.1), request("booking", 30, 0.6, 0.1)])
+    got = speculative.rates(runs, "booking")
+    assert got["tok_s"] == pytest.approx((80 + 40) / 2)
+    assert got["decode_tok_s"] == pytest.approx((38 / 0.4 + 38 / 0.8) / 2)
+    assert got["tok_s_range"] == pytest.approx([40, 80])

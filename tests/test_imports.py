@@ -187,5 +187,6 @@ def test_importing_the_runtime_loads_no_torch_onnx_export_side_or_facade() -> No
     # the loop's request state split out of serving.py, its stopwatch, serving defaults;
     # the integrity step (#18) the file-hash cache and the engine.json check; tools (#21)
     # the tool registry, its schema subset, the calculator, the call constraint and runner;
-    # crash safety (#18) the durability module (fsync, atomic swap, writer lock).
-    assert int(count) <= 36
+    # crash safety (#18) the durability module (fsync, atomic swap, writer lock);
+    # speculative decoding (#15) its drafts module.
+    assert int(count) <= 37
