@@ -162,6 +162,9 @@ def openvino_python(out: Path) -> Path:
     run_step([sys.executable, "-m", "venv", str(venv)], "creating the OpenVINO virtualenv")
     pip = [str(python), "-m", "pip", "install", "--quiet", "--progress-bar", "off"]
     run_step(pip + list(OPENVINO_PACKAGES), f"pip install {' '.join(OPENVINO_PACKAGES)}")
+    # optimum-intel[openvino] pulls a torchvision built for another torch, whose missing
+    # operators break transformers' import; the export does not use it.
+    run_step([str(python), "-m", "pip", "uninstall", "-y", "torchvision"], "pip uninstall")
     return python
 
 
