@@ -1,19 +1,27 @@
-"""Decode speed on CPU: tinyllm's engine against its peers, in one run, same machine.
+"""Decode speed on CPU: tinyllm's engine against its peers, each in its own process.
 
-Peers: onnxruntime-genai (its own model builder, same precision and block size),
-Hugging Face transformers ``generate``, and llama.cpp through llama-cpp-python (SmolLM2
-only: its shipped Q4_1 GGUF for int4, an F32 GGUF rewritten from it for fp32). Models:
-SmolLM2-135M (real weights) and the exact Qwen2.5-0.5B shape (random weights). A
-128-token prompt of fixed random ids, exactly 128 new tokens (end-of-sequence ignored),
-single stream and batch 8.
+Engines (benchmarks/peers.py prepares their models): tinyllm, onnxruntime-genai (its own
+model builder, same precision and block size), Hugging Face transformers ``generate``,
+llama.cpp through llama-cpp-python's low-level batch API (SmolLM2 only: F32, Q4_0, Q8_0
+GGUF), OpenVINO GenAI (IR exported by optimum-intel; int4 symmetric group 32, int8, fp32,
+from its own virtualenv). Models: SmolLM2-135M (real weights) and the exact Qwen2.5-0.5B
+shape (random weights). A prompt of fixed random ids, exactly N new tokens
+(end-of-sequence ignored), single stream and batch 8 (row 0 is the single-stream prompt).
+
+Fairness: every engine runs in its own process (benchmarks/decode_worker.py), with the
+same thread count and spinning policy set explicitly (ONNX Runtime session options for
+tinyllm and, through a config overlay, onnxruntime-genai; ``n_threads`` and
+``n_threads_batch`` for llama.cpp; ``torch.set_num_threads`` and OMP_WAIT_POLICY for
+transformers; INFERENCE_NUM_THREADS for OpenVINO); the settings each worker reports go
+into the JSON. Rounds interleave the engines and rotate their order; each figure is the
+median over rounds with [min-max]. Peak RSS (VmHWM) is per engine process, per batch.
 
 TTFT is the time to prefill and produce the first token. Decode tokens/s is
-``(new_tokens - 1) / (t(new_tokens) - t(1))`` per stream, times the batch for batch 8.
-The bandwidth floor is bytes of weights read per decode step over the measured memory
-read bandwidth (a large numpy reduction), so "% floor" is achieved / floor.
+``(N - 1) / (t(N) - t(1))`` per stream, times the batch. "% floor" is decode tokens/s per
+stream over (read bandwidth / weight bytes a decode step reads).
 
-    .venv/bin/python benchmarks/decode_cpu.py            # full run (~30 min on 2 cores)
-    .venv/bin/python benchmarks/decode_cpu.py --quick    # SmolLM2 only, 32 new tokens
+    .venv/bin/python benchmarks/decode_cpu.py            # full run (about an hour on 2 cores)
+    .venv/bin/python benchmarks/decode_cpu.py --quick    # SmolLM2 int4, short, 2 rounds
 """
 
 from __future__ import annotations
@@ -22,27 +30,193 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from peers import LOADED, OUT, THREADS, peer_runners, prepare_models, timed
+from peers import ENGINES, openvino_python, prepare
 
 import tinyllm
-from tinyllm.runtime import Engine, GenerationConfig
+
+OUT = Path("out/bench")
+WORKER = Path(__file__).with_name("decode_worker.py")
 
 
-def memory_bandwidth() -> float:
-    """Bytes/s of streaming reads over 1 GiB with every thread: the best of a threaded
-    numpy reduction and a numpy (OpenBLAS) matrix-vector product, 5 tries each."""
+class Worker:
+    """One engine in its own process (decode_worker.py), loaded and waiting for commands."""
+
+    def __init__(self, spec: dict[str, Any], python: str, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("w") as stderr:  # the engines' own output, kept out of any pipe
+            self.proc = subprocess.Popen(
+                [python, str(WORKER), json.dumps(spec)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+            )
+        self.tokens: list[int] = []
+        hello = self._read()
+        if "error" in hello:
+            self.proc.wait()
+            raise RuntimeError(hello["error"])
+        self.ready = hello
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            tail = self.log.read_text().strip().splitlines()[-3:]
+            return {"error": f"worker exited ({' | '.join(tail)}; log {self.log})"}
+        return dict(json.loads(line))
+
+    def _ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        answer = self._read()
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer
+
+    def run(self, n: int) -> float:
+        answer = self._ask(f"gen {n}")
+        self.tokens = answer["tokens"]
+        return float(answer["seconds"])
+
+    def close(self) -> dict[str, Any]:
+        memory = self._ask("quit")
+        self.proc.wait(timeout=60)
+        return memory
+
+
+def start(engine: str, path: Path, prompts: list[list[int]], args: argparse.Namespace) -> Worker:
+    """Start ``engine``'s worker on ``path`` with the run's threads and spinning policy."""
+    spec = {
+        "engine": engine,
+        "path": str(path),
+        "prompts": prompts,
+        "max_new": args.new_tokens,
+        "threads": args.threads,
+        "spin": args.spin == "on",
+    }
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(args.threads)
+    env["OMP_WAIT_POLICY"] = "ACTIVE" if args.spin == "on" else "PASSIVE"
+    python = str(openvino_python(args.out_dir)) if engine == "openvino-genai" else sys.executable
+    logs = args.out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return Worker(spec, python, env, logs / f"{engine}-b{len(prompts)}.log")
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def measure(
+    runners: dict[str, Callable[[int], float]], n: int, rounds: int, batch: int
+) -> dict[str, dict[str, Any]]:
+    """Per engine: TTFT and decode tokens/s of each round, and their median [min-max].
+
+    ``runners``: engine -> run(new_tokens) -> seconds. One warm-up pass, then ``rounds``
+    rounds; round r starts at engine r (mod count), so no engine always runs first or
+    right after the same neighbour.
+    """
+    names = list(runners)
+    for name in names:
+        runners[name](2)  # warm-up
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            first = runners[name](1)
+            samples[name].append((first, runners[name](n)))
+    results: dict[str, dict[str, Any]] = {}
+    for name, pairs in samples.items():
+        ttft = [first for first, _ in pairs]
+        decode = [(n - 1) / max(total - first, 1e-9) * batch for first, total in pairs]
+        results[name] = {
+            "ttft_s": spread(ttft),
+            "decode_tok_s": spread(decode),
+            "rounds": {"ttft_s": ttft, "decode_tok_s": decode},
+        }
+    return results
+
+
+def ratios(results: dict[str, dict[str, Any]], ours: str = "tinyllm") -> None:
+    """Add tinyllm / peer decode speed and tinyllm / peer TTFT, per round, to each peer."""
+    if ours not in results:
+        return
+    mine = results[ours]["rounds"]
+    for name, result in results.items():
+        if name == ours:
+            continue
+        theirs = result["rounds"]
+        speed = [a / b for a, b in zip(mine["decode_tok_s"], theirs["decode_tok_s"], strict=True)]
+        ttft = [a / b for a, b in zip(mine["ttft_s"], theirs["ttft_s"], strict=True)]
+        result["tinyllm_speedup"], result["tinyllm_ttft_ratio"] = spread(speed), spread(ttft)
+
+
+def run_case(
+    paths: dict[str, Path | str], prompts: list[list[int]], args: argparse.Namespace
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Start every engine of one (model, precision, batch), measure, stop: results and skips."""
+    workers: dict[str, Worker] = {}
+    skipped: dict[str, str] = {}
+    for engine, path in paths.items():
+        if isinstance(path, str):
+            skipped[engine] = path
+            continue
+        try:
+            workers[engine] = start(engine, path, prompts, args)
+        except Exception as e:  # a peer that cannot start is recorded, not fatal
+            skipped[engine] = f"could not start: {e}"
+    try:
+        runners = {name: w.run for name, w in workers.items()}
+        results = measure(runners, args.new_tokens, args.rounds, len(prompts))
+    finally:
+        memory = {name: w.close() for name, w in workers.items()}
+    reference = workers["tinyllm"].tokens if "tinyllm" in workers else []
+    for name, w in workers.items():
+        same = 0
+        for a, b in zip(w.tokens, reference, strict=False):
+            if a != b:
+                break
+            same += 1
+        results[name].update(
+            settings=w.ready["settings"],
+            load_s=w.ready["load_s"],
+            base_rss_mb=w.ready["base_rss"] / 2**20,
+            peak_rss_mb=memory[name]["peak_rss"] / 2**20,
+            row0_tokens=w.tokens,
+            row0_prefix_same_as_tinyllm=same,
+        )
+    ratios(results)
+    return results, skipped
+
+
+def memory_bandwidth(threads: int) -> float:
+    """Bytes/s of streaming reads over 1 GiB: the best of a threaded numpy reduction and a
+    numpy (OpenBLAS) matrix-vector product, 5 tries each."""
     from concurrent.futures import ThreadPoolExecutor
 
     data = np.ones(256 * 2**20, np.float32)
-    chunks = np.array_split(data, THREADS)
+    chunks = np.array_split(data, threads)
     matrix, vector = data.reshape(-1, 4096), np.ones(4096, np.float32)
-    with ThreadPoolExecutor(THREADS) as pool:
+
+    def timed(fn: Callable[[], Any]) -> float:
+        begin = time.perf_counter()
+        fn()
+        return time.perf_counter() - begin
+
+    with ThreadPoolExecutor(threads) as pool:
         reduce_s = min(timed(lambda: list(pool.map(np.sum, chunks))) for _ in range(5))
     gemv_s = min(timed(lambda: matrix @ vector) for _ in range(5))
     return data.nbytes / min(reduce_s, gemv_s)
@@ -59,206 +233,109 @@ def decode_bytes(bundle: tinyllm.Bundle, precision: str) -> int:
     return int(params * bits / 8 + params / 32 * 4)  # codes + an fp32 scale per 32 weights
 
 
-def measure(
-    peers: dict[str, Any], prompts: list[list[int]], n: int, repeats: int
-) -> dict[str, Any]:
-    """Per peer: TTFT, total time and decode tokens/s (best of ``repeats``).
-
-    Repeats go round-robin over the peers, so a slow or fast moment of the machine does
-    not land on one peer only.
-    """
-    for run in peers.values():
-        run(prompts, 2)  # warm-up (and load)
-    times: dict[str, list[tuple[float, float]]] = {peer: [] for peer in peers}
-    for _ in range(repeats):
-        for peer, run in peers.items():
-            first = run(prompts, 1)
-            if first is not None:
-                times[peer].append((first, run(prompts, n)))
-    results: dict[str, Any] = {}
-    for peer, pairs in times.items():
-        if not pairs:
-            results[peer] = None
-            continue
-        ttft, total = min(p[0] for p in pairs), min(p[1] for p in pairs)
-        decode = (n - 1) / max(total - ttft, 1e-9) * len(prompts)
-        results[peer] = {"ttft_s": ttft, "total_s": total, "decode_tok_s": decode}
-    return results
-
-
-def greedy_parity(paths: dict[str, Path], count: int, new_tokens: int = 32) -> dict[str, int]:
-    """fp32 engine vs transformers greedy generation on ``count`` real sentences.
-
-    Both stop at end-of-sequence (transformers' min_new_tokens would forbid it while the
-    engine's ignore_eos only keeps going, so neither is used here).
-    """
-    from importlib import resources
-
-    import torch
-
-    corpus = resources.files("tinyllm").joinpath("tokenizer_corpus.txt").read_text("utf-8")
-    texts = [line for line in corpus.splitlines() if len(line) > 30][:count]
-    engine = Engine.load(paths["engine"], max_batch=1)
-    loaded = tinyllm.load_torch_model(paths["bundle"])
-    stops = engine.stop_ids
-    same = 0
-    for text in texts:
-        ids = engine.encode(text)
-        ours = engine.generate_ids([ids], GenerationConfig(max_new_tokens=new_tokens))[0].token_ids
-        with torch.inference_mode():
-            out = loaded.model.generate(
-                torch.tensor([ids]),
-                max_new_tokens=new_tokens,
-                do_sample=False,
-                eos_token_id=sorted(stops),
-                pad_token_id=0,
-            )
-        theirs = out[0, len(ids) :].tolist()
-        while theirs and theirs[-1] in stops:
-            theirs.pop()
-        same += ours == theirs
-    return {"prompts": len(texts), "identical": same, "new_tokens": new_tokens}
-
-
-def peak_memory(engine_path: Path, prompt_len: int, n: int) -> dict[str, float]:
-    """Peak RSS growth of loading the engine and generating, in a fresh process."""
-    # ru_maxrss survives exec (it would report the parent's peak): read VmRSS / VmHWM.
-    script = (
-        "from tinyllm.runtime import Engine, GenerationConfig\n"
-        "def status(key):\n"
-        "    line = [x for x in open('/proc/self/status') if x.startswith(key)][0]\n"
-        "    return int(line.split()[1]) * 1024\n"
-        "base = status('VmRSS')\n"
-        f"e = Engine.load({str(engine_path)!r}, max_batch=1, max_seq_len={prompt_len + n + 8})\n"
-        f"config = GenerationConfig(max_new_tokens={n}, ignore_eos=True)\n"
-        f"e.generate_ids([list(range(10, 10 + {prompt_len}))], config)\n"
-        "print(status('VmHWM') - base)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    bundle = tinyllm.open_bundle(engine_path)
-    engine = next(iter(bundle.manifest.engines.values()))
-    files = [f for f in bundle.manifest.files if f.startswith(engine.path + "/")]
-    weights = sum(bundle.manifest.files[f].size for f in files)
-    c = bundle.config
-    kv = 2 * c.num_hidden_layers * c.num_key_value_heads * (prompt_len + n + 8) * c.head_dim * 4
-    peak = float(out.stdout.strip())
-    return {
-        "peak_rss_bytes": peak,
-        "weight_bytes": weights,
-        "kv_bytes": kv,
-        "ratio": peak / (weights + kv),
-    }
-
-
-def main() -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-0.5b-shape")
     parser.add_argument("--precisions", default="fp32,int4")
+    parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--spin", choices=("on", "off"), default="on", help="thread spinning")
     parser.add_argument("--block-size", type=int, default=32)
-    parser.add_argument("--parity", type=int, default=20, help="prompts for the fp32 token check")
-    parser.add_argument("--parity-only", action="store_true", help="only the fp32 token check")
     parser.add_argument(
-        "--quick", action="store_true", help="SmolLM2 only, 32 new tokens, 1 repeat"
+        "--quick", action="store_true", help="SmolLM2 int4, 32-token prompt, 16 new, 2 rounds"
     )
-    parser.add_argument("--out", default=str(OUT / "decode_cpu.json"))
-    args = parser.parse_args()
+    parser.add_argument("--out-dir", type=Path, default=OUT, help="model cache and JSON")
+    parser.add_argument("--out", type=Path, default=None, help="default OUT_DIR/decode_cpu.json")
+    args = parser.parse_args(argv)
     if args.quick:
-        args.models, args.new_tokens, args.repeats = "smollm2-135m", 32, 1
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    OUT.mkdir(parents=True, exist_ok=True)
-    if args.parity_only:
-        for name in args.models.split(","):
-            result = greedy_parity(prepare_models(name, "fp32", args.block_size), args.parity)
-            print(
-                f"{name} fp32 engine vs transformers: {result['identical']}/{result['prompts']} "
-                "prompts give identical greedy tokens"
-            )
-            Path(OUT / f"parity-{name}.json").write_text(json.dumps(result, indent=2))
-        return
-    bandwidth = memory_bandwidth()
+        args.models, args.precisions = "smollm2-135m", "int4"
+        args.prompt_tokens, args.new_tokens, args.rounds = 32, 16, 2
+    args.out = args.out or args.out_dir / "decode_cpu.json"
+    return args
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Every (model, precision, batch): each engine's figures, settings, memory, skips."""
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    bandwidth = memory_bandwidth(args.threads)
     rows: list[dict[str, Any]] = []
-    memory: dict[str, Any] = {}
-    parity: dict[str, Any] = {}
+    skipped: list[dict[str, str]] = []
     rng = np.random.default_rng(0)
+    engines = args.engines.split(",")
     for name in args.models.split(","):
         for precision in args.precisions.split(","):
-            paths = prepare_models(name, precision, args.block_size)
-            bundle = tinyllm.open_bundle(paths["bundle"])
+            paths = prepare(name, precision, engines, args.out_dir, args.block_size)
+            bundle = tinyllm.open_bundle(args.out_dir / f"{name}.tllm")
             floor = bandwidth / decode_bytes(bundle, precision)
-            peers = peer_runners(name, precision, paths)
-            for batch in (int(b) for b in args.batches.split(",")):
-                prompts = [
-                    rng.integers(100, 1000, args.prompt_tokens).tolist() for _ in range(batch)
-                ]
-                results = measure(peers, prompts, args.new_tokens, args.repeats)
-                ours = results["tinyllm"]
-                assert ours is not None
-                for peer, result in results.items():
-                    if result is None:
-                        continue
+            batches = [int(b) for b in args.batches.split(",")]
+            prompts = [rng.integers(100, 1000, args.prompt_tokens).tolist() for _ in range(8)]
+            for batch in batches:
+                rows_prompts = [prompts[i % len(prompts)] for i in range(batch)]
+                results, skips = run_case(paths, rows_prompts, args)
+                case = {"model": name, "precision": precision, "batch": batch}
+                skipped += [{**case, "engine": e, "reason": r} for e, r in skips.items()]
+                for engine, result in results.items():
+                    per_stream = result["decode_tok_s"]["median"] / batch
                     rows.append(
-                        {
-                            "model": name,
-                            "precision": precision,
-                            "batch": batch,
-                            "peer": peer,
-                            **result,
-                            "tinyllm_speedup": ours["decode_tok_s"] / result["decode_tok_s"],
-                            "pct_floor": 100 * result["decode_tok_s"] / batch / floor,
-                            "floor_tok_s": floor,
-                        }
+                        {**case, "engine": engine, **result, "pct_floor": 100 * per_stream / floor}
                     )
-            LOADED.clear()
-            if precision == "fp32" and args.parity:
-                parity[name] = greedy_parity(paths, args.parity)
-            if precision == "int4":
-                memory[name] = peak_memory(paths["engine"], args.prompt_tokens, args.new_tokens)
-    bandwidth = max(bandwidth, memory_bandwidth())  # measured before and after the runs
-    report = {
-        "parity": parity,
+    bandwidth = max(bandwidth, memory_bandwidth(args.threads))  # before and after the runs
+    return {
         "machine": {
-            "cpu_threads": THREADS,
+            "cpus": len(os.sched_getaffinity(0)),
             "platform": platform.platform(),
             "read_bandwidth_gb_s": bandwidth / 1e9,
         },
-        "prompt_tokens": args.prompt_tokens,
-        "new_tokens": args.new_tokens,
+        "settings": {k: str(v) for k, v in vars(args).items()},
         "rows": rows,
-        "memory": memory,
+        "skipped": skipped,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(
-        f"read bandwidth {bandwidth / 1e9:.1f} GB/s, {THREADS} threads, "
-        f"{args.prompt_tokens}-token prompt, {args.new_tokens} new tokens"
-    )
-    print(
-        f"{'model':<20}{'prec':<6}{'batch':>6}  {'peer':<18}{'TTFT ms':>9}{'decode tok/s':>14}"
-        f"{'% floor':>9}{'tinyllm x':>11}"
-    )
-    for r in rows:
-        print(
-            f"{r['model']:<20}{r['precision']:<6}{r['batch']:>6}  {r['peer']:<18}"
-            f"{1000 * r['ttft_s']:>9.0f}{r['decode_tok_s']:>14.1f}{r['pct_floor']:>8.0f}%"
-            f"{r['tinyllm_speedup']:>10.2f}x"
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as text: one line per engine and case, then the skipped peers."""
+
+    def cell(s: dict[str, float], scale: float = 1.0, fmt: str = ".1f") -> str:
+        lo, mid, hi = (scale * s[k] for k in ("min", "median", "max"))
+        return f"{mid:{fmt}} [{lo:{fmt}}-{hi:{fmt}}]"
+
+    s = report["settings"]
+    lines = [
+        f"read bandwidth {report['machine']['read_bandwidth_gb_s']:.1f} GB/s; every engine "
+        f"{s['threads']} threads, spinning {s['spin']}; {s['prompt_tokens']}-token prompt, "
+        f"{s['new_tokens']} new tokens, median [min-max] of {s['rounds']} rounds",
+        f"{'model':<19}{'prec':<6}{'b':>2}  {'engine':<18}{'TTFT ms':>20}{'decode tok/s':>22}"
+        f"{'tinyllm x':>20}{'TTFT x':>8}{'RSS MiB':>9}{'% floor':>8}",
+    ]
+    for r in report["rows"]:
+        speedup = cell(r["tinyllm_speedup"], fmt=".2f") if "tinyllm_speedup" in r else "-"
+        ttft_x = f"{r['tinyllm_ttft_ratio']['median']:.2f}" if "tinyllm_ttft_ratio" in r else "-"
+        lines.append(
+            f"{r['model']:<19}{r['precision']:<6}{r['batch']:>2}  {r['engine']:<18}"
+            f"{cell(r['ttft_s'], 1000, '.0f'):>20}{cell(r['decode_tok_s']):>22}"
+            f"{speedup:>20}{ttft_x:>8}{r['peak_rss_mb']:>9.0f}{r['pct_floor']:>7.0f}%"
         )
-    for name, m in memory.items():
-        print(
-            f"{name} int4 engine: peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MiB = "
-            f"{m['ratio']:.2f} x (weights {m['weight_bytes'] / 2**20:.0f} MiB"
-            f" + KV {m['kv_bytes'] / 2**20:.0f} MiB)"
+    for skip in report["skipped"]:
+        lines.append(
+            f"skipped {skip['engine']} ({skip['model']} {skip['precision']} batch "
+            f"{skip['batch']}): {skip['reason']}"
         )
-    for name, p in parity.items():
-        print(
-            f"{name} fp32 engine vs transformers: {p['identical']}/{p['prompts']} prompts give "
-            f"identical greedy tokens ({p['new_tokens']} new tokens each)"
-        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    report = benchmark(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(table(report))
     print(f"wrote {args.out}")
 
 

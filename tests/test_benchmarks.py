@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,30 +17,111 @@ def test_decode_benchmark_help() -> None:
         [sys.executable, str(BENCH / "decode_cpu.py"), "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert "--quick" in out.stdout and "onnxruntime-genai" in out.stdout
+    for word in ("--quick", "--threads", "--spin", "--rounds", "onnxruntime-genai", "OpenVINO"):
+        assert word in out.stdout
 
 
-def test_measure_formula_with_scripted_peers(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_measure_rotates_rounds_and_reports_median_and_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.syspath_prepend(str(BENCH))
     import decode_cpu
 
     calls: list[str] = []
+    per_token = {"a": [0.01, 0.02, 0.01], "b": [0.02, 0.02, 0.04]}  # per round of n tokens
 
-    def peer(name: str, first: float, per_token: float):  # seconds = first + (n - 1) * per_token
-        def run(prompts: list[list[int]], n: int) -> float:
+    def peer(name: str, first: float):  # seconds = first + (n - 1) * per_token of this round
+        def run(n: int) -> float:
             calls.append(name)
-            return first + (n - 1) * per_token
+            done = sum(1 for c in calls if c == name) - 1  # 1 warm-up, then 2 per round
+            step = per_token[name][max(0, (done - 1) // 2)]
+            return first + (n - 1) * step
 
         return run
 
-    peers = {"a": peer("a", 0.1, 0.01), "b": peer("b", 0.2, 0.02)}
-    results = decode_cpu.measure(peers, [[1, 2], [3, 4]], n=11, repeats=2)
-    # 10 decode steps for 2 rows: a does 2*10 / (10*0.01) = 200 tok/s, b 100 tok/s.
-    assert results["a"]["decode_tok_s"] == pytest.approx(200.0)
-    assert results["b"]["decode_tok_s"] == pytest.approx(100.0)
-    assert results["a"]["ttft_s"] == pytest.approx(0.1)
-    # Warm-up (a, b), then each repeat interleaves the peers: a a b b, a a b b.
-    assert calls == ["a", "b", "a", "a", "b", "b", "a", "a", "b", "b"]
+    results = decode_cpu.measure(
+        {"a": peer("a", 0.1), "b": peer("b", 0.2)}, n=11, rounds=3, batch=2
+    )
+    # Warm-up (a, b), then round r starts at engine r mod 2: a a b b, b b a a, a a b b.
+    assert calls == ["a", "b", *"aabb", *"bbaa", *"aabb"]
+    # 10 decode steps for 2 rows: 2 * 10 / (10 * step) tok/s per round.
+    assert results["a"]["decode_tok_s"] == pytest.approx(
+        {"median": 200.0, "min": 100.0, "max": 200.0}
+    )
+    assert results["b"]["decode_tok_s"] == pytest.approx(
+        {"median": 100.0, "min": 50.0, "max": 100.0}
+    )
+    assert results["a"]["ttft_s"]["median"] == pytest.approx(0.1)
+    decode_cpu.ratios(results, ours="a")
+    # Per round a/b: 200/100, 100/100, 200/50.
+    assert results["b"]["tinyllm_speedup"] == pytest.approx({"median": 2.0, "min": 1.0, "max": 4.0})
+    assert results["b"]["tinyllm_ttft_ratio"]["median"] == pytest.approx(0.5)
+
+
+def test_decode_benchmark_runs_each_engine_in_its_own_process(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The harness end to end on the tiny model: tinyllm and transformers in their own
+    processes with the settings they were given, and peers that cannot run recorded."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_cpu
+    import peers
+
+    options = ["--threads", "1", "--spin", "off", "--new-tokens", "6", "--rounds", "2"]
+    args = decode_cpu.parse(["--out-dir", str(tmp_path), *options])
+    engines = ["tinyllm", "hf-generate", "llama.cpp"]
+    paths = peers.prepare_from(tiny_llama_bundle, "tiny", "fp32", engines, tmp_path)
+    assert paths["llama.cpp"] == "no GGUF of tiny (only SmolLM2 ships one)"
+    paths["onnxruntime-genai"] = tmp_path / "no-such-model"  # installed or not, it cannot start
+    prompts = [[5, 6, 7, 8, 9], [9, 8, 7, 6, 5]]
+    results, skipped = decode_cpu.run_case(paths, prompts, args)
+    assert set(results) == {"tinyllm", "hf-generate"}
+    assert skipped["llama.cpp"].startswith("no GGUF")
+    assert skipped["onnxruntime-genai"].startswith("could not start: ")
+    ours, hf = results["tinyllm"], results["hf-generate"]
+    assert ours["settings"]["intra_op_num_threads"] == 1
+    assert ours["settings"]["allow_spinning"] == "0"
+    assert hf["settings"]["torch_num_threads"] == 1
+    assert hf["settings"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    for result in results.values():
+        assert len(result["rounds"]["decode_tok_s"]) == 2
+        assert 0 < result["decode_tok_s"]["min"] <= result["decode_tok_s"]["max"]
+        assert result["peak_rss_mb"] >= result["base_rss_mb"] > 0
+        assert len(result["row0_tokens"]) == 6
+    # The same fp32 weights in two engines: the same greedy tokens.
+    assert hf["row0_prefix_same_as_tinyllm"] == 6
+    assert "tinyllm_speedup" not in ours and hf["tinyllm_speedup"]["median"] > 0
+    # Row 0 alone gives the tokens it gave in the batch.
+    alone, _ = decode_cpu.run_case({"tinyllm": paths["tinyllm"]}, prompts[:1], args)
+    assert alone["tinyllm"]["row0_tokens"] == ours["row0_tokens"]
+    report = {
+        "machine": {"read_bandwidth_gb_s": 1.0},
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "rows": [
+            {"model": "tiny", "precision": "fp32", "batch": 2, "engine": e, "pct_floor": 1.0, **r}
+            for e, r in results.items()
+        ],
+        "skipped": [
+            {"model": "tiny", "precision": "fp32", "batch": 2, "engine": e, "reason": r}
+            for e, r in skipped.items()
+        ],
+    }
+    text = decode_cpu.table(report)
+    assert "every engine 1 threads, spinning off" in text
+    assert "skipped llama.cpp (tiny fp32 batch 2): no GGUF of tiny" in text
+
+
+def test_worker_reports_a_failed_start(tmp_path: Path) -> None:
+    spec = {"engine": "tinyllm", "path": str(tmp_path / "missing.tllm"), "prompts": [[1, 2]]}
+    spec |= {"max_new": 2, "threads": 1, "spin": True}
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "decode_worker.py"), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 3
+    assert "missing.tllm" in json.loads(out.stdout)["error"]
 
 
 def test_quantization_benchmark_help() -> None:
