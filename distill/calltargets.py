@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec
-from tinyllm.toolbox import get_tool
-from tinyllm.toolcalling import call_target
-from tinyllm.tools import ToolCall, ToolError, call_tool
-from tinyllm.verifiers import answer_text, verify
+from tinyllm.toolcalling import call_target, trace
+
+__all__ = ["CallStats", "check_method", "trace", "with_calls"]
 
 
 @dataclass
@@ -43,32 +42,6 @@ class CallStats:
         return f"{self.task}: {self.accepted}/{total} examples traced to a tool call" + (
             f" (rejected: {why})" if why else ""
         )
-
-
-def trace(task: TaskSpec, example: Example) -> tuple[ToolCall | None, str]:
-    """The call that gives the teacher's answer for one example, or None and the reason."""
-    if task.tools is None:
-        raise ConfigError(f"task {task.name!r} has no tools to trace")
-    reason = "no tool can take the request's text"
-    want = answer_text(task, example.output)
-    for name in task.tools.names:
-        tool = get_tool(name)
-        if tool.from_text is None:
-            continue
-        try:
-            arguments = tool.from_text(example.input)
-            result = call_tool(tool, arguments)
-        except ToolError:
-            reason = "tool failed"
-            continue
-        if not verify(task, result).ok:
-            reason = "result failed the verifier"
-            continue
-        if answer_text(task, result) != want:
-            reason = "teacher answered otherwise"
-            continue
-        return ToolCall(name, arguments, result, None, 0.0), ""
-    return None, reason
 
 
 def with_calls(
