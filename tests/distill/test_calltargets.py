@@ -83,10 +83,13 @@ def test_written_calls_are_executed_like_the_engine_does() -> None:
     assert seen == [([1], [good + "\nResult: 42\n"])]
 
 
-def test_kd_and_grpo_on_calls_are_refused_until_built() -> None:
-    check_method("sft", [_task()])
-    with pytest.raises(ConfigError, match="method 'grpo' on tasks with tools \\(arith\\)"):
-        check_method("grpo", [_task()])
+def test_kd_and_grpo_in_context_on_calls_are_refused_until_built() -> None:
+    check_method("sft", [_task(), _task("context")])
+    check_method("grpo", [_task()])  # the reward is the executed call's result
+    with pytest.raises(ConfigError, match="method 'kd' on tasks with tools \\(arith\\)"):
+        check_method("kd", [_task()])
+    with pytest.raises(ConfigError, match="'grpo' on tasks whose tool result goes in context"):
+        check_method("grpo", [_task("context")])
     assert json.dumps(_task().to_dict()["tools"]) == (
         '{"names": ["calculator"], "result": "answer", "max_call_tokens": 96}'
     )
