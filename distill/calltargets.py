@@ -10,8 +10,9 @@ answer); its target is :func:`tinyllm.toolcalling.call_target` (the call, then f
 rejected, with the reason counted: the tool failed, its result failed the verifier, or the
 teacher answered something else (it did not answer with this call).
 
-SFT trains on these targets. KD and GRPO on calls are not built yet: :func:`check_method`
-says so.
+SFT trains on these targets; GRPO samples calls from them and rewards the executed
+result (:func:`tinyllm.distill.grpo.call_reward`, ``tools.result: answer`` only). KD on
+calls is not built yet: :func:`check_method` says so.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from dataclasses import dataclass, field
 
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec
-from tinyllm.toolbox import get_tool
-from tinyllm.toolcalling import call_target
-from tinyllm.tools import ToolCall, ToolError, call_tool
-from tinyllm.verifiers import answer_text, verify
+from tinyllm.toolcalling import call_target, trace
+
+__all__ = ["CallStats", "check_method", "trace", "with_calls"]
 
 
 @dataclass
@@ -43,32 +43,6 @@ class CallStats:
         return f"{self.task}: {self.accepted}/{total} examples traced to a tool call" + (
             f" (rejected: {why})" if why else ""
         )
-
-
-def trace(task: TaskSpec, example: Example) -> tuple[ToolCall | None, str]:
-    """The call that gives the teacher's answer for one example, or None and the reason."""
-    if task.tools is None:
-        raise ConfigError(f"task {task.name!r} has no tools to trace")
-    reason = "no tool can take the request's text"
-    want = answer_text(task, example.output)
-    for name in task.tools.names:
-        tool = get_tool(name)
-        if tool.from_text is None:
-            continue
-        try:
-            arguments = tool.from_text(example.input)
-            result = call_tool(tool, arguments)
-        except ToolError:
-            reason = "tool failed"
-            continue
-        if not verify(task, result).ok:
-            reason = "result failed the verifier"
-            continue
-        if answer_text(task, result) != want:
-            reason = "teacher answered otherwise"
-            continue
-        return ToolCall(name, arguments, result, None, 0.0), ""
-    return None, reason
 
 
 def with_calls(
@@ -101,10 +75,18 @@ def with_calls(
 
 
 def check_method(method: str, tasks: Sequence[TaskSpec]) -> None:
-    """Refuse a method that cannot train on call targets yet (SFT can)."""
-    with_tools = [t.name for t in tasks if t.tools]
-    if with_tools and method != "sft":
+    """Refuse a method that cannot train on call targets yet: SFT can; GRPO can for
+    ``tools.result: answer`` (the reward is the executed call's); KD cannot."""
+    with_tools = [t for t in tasks if t.tools]
+    names = ", ".join(t.name for t in with_tools)
+    if with_tools and method == "kd":
         raise ConfigError(
-            f"method {method!r} on tasks with tools ({', '.join(with_tools)}) is not built "
-            "yet: distil them with method 'sft' (the call targets), the others separately"
+            f"method 'kd' on tasks with tools ({names}) is not built yet: distil them with "
+            "method 'sft' or 'grpo' (the call targets), the others separately"
+        )
+    context = [t.name for t in with_tools if t.tools and t.tools.result == "context"]
+    if context and method == "grpo":
+        raise ConfigError(
+            f"method 'grpo' on tasks whose tool result goes in context ({', '.join(context)}) "
+            "is not built yet: distil them with method 'sft'"
         )

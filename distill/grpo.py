@@ -6,8 +6,9 @@ reference)`` (just the verifier when the reference is unknown). Advantages are t
 rewards normalised within the group, ``(r - mean) / (std + eps)``, and the loss is
 ``-mean_i A_i * mean_t log pi(a_i,t)``: GRPO with one policy update per sampled group
 (trl's default ``num_iterations=1``, where the clipped ratio is exactly 1) and no KL
-term (trl's default ``beta=0``). Our loop shares :func:`tinyllm.distill.sft.train`, so
-seeds, LoRA and adapters work as for SFT.
+term (trl's default ``beta=0``). For a task with tools the samples are calls, and the
+reward is earned by the executed result (:func:`call_reward`). Our loop shares
+:func:`tinyllm.distill.sft.train`, so seeds, LoRA and adapters work as for SFT.
 """
 
 from __future__ import annotations
@@ -41,16 +42,22 @@ Reward = Callable[[str, str], float]  # (completion, reference) -> reward
 
 @dataclass(frozen=True)
 class GRPOConfig:
-    """Group size G, sampling temperature, reward mix and answer length (None: the task's)."""
+    """Group size G, sampling temperature, reward mix and answer length (None: the task's,
+    or its ``tools.max_call_tokens``); ``sft_steps`` supervised steps on the targets first,
+    on the same LoRA (a student that writes no valid call yet earns no reward to learn
+    from)."""
 
     group_size: int = 4
     temperature: float = 1.0
     verifier_weight: float = 0.5
     max_new_tokens: int | None = None
+    sft_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
             raise ConfigError("GRPO needs group_size >= 2 (advantages compare samples)")
+        if self.sft_steps < 0:
+            raise ConfigError(f"sft_steps must be >= 0, got {self.sft_steps}")
         if self.temperature <= 0 or not 0.0 <= self.verifier_weight <= 1.0:
             raise ConfigError("temperature must be > 0 and verifier_weight in [0, 1]")
 
@@ -66,6 +73,39 @@ def verifier_reward(task: TaskSpec, weight: float = 0.5) -> Reward:
         if not reference:
             return ok
         return weight * ok + (1.0 - weight) * score(task.metric, [answer], [reference])
+
+    return reward
+
+
+def call_reward(task: TaskSpec, weight: float = 0.5) -> Reward:
+    """Reward of one sampled tool call (a task with ``tools.result: answer``): the call is
+    executed with the task's tools, as the engine does, and its result is scored as the
+    answer, the verifier mixed with the metric against the result of the reference call.
+    A call that does not parse, names another tool, breaks the schema or fails earns 0."""
+    from tinyllm.metrics import score
+    from tinyllm.toolcalling import execute_call
+    from tinyllm.verifiers import answer_text, verify
+
+    if task.tools is None or task.tools.result != "answer":
+        raise ConfigError(
+            f"task {task.name!r}: GRPO on calls needs tools.result 'answer' (for 'context' "
+            "the executed result would have to be put in context before the answer is "
+            "sampled, which is not built); distil it with method 'sft'"
+        )
+    wanted: dict[str, str] = {}  # reference call -> its answer (each is run once)
+
+    def reward(completion: str, reference: str) -> float:
+        call = execute_call(task, completion)
+        if call.result is None:
+            return 0.0
+        answer = answer_text(task, call.result)
+        ok = 1.0 if verify(task, answer).ok else 0.0
+        if reference and reference not in wanted:
+            wanted[reference] = answer_text(task, execute_call(task, reference).result or "")
+        want = wanted.get(reference, "")
+        if not want:
+            return ok
+        return weight * ok + (1.0 - weight) * score(task.metric, [answer], [want])
 
     return reward
 
@@ -162,25 +202,31 @@ def train_grpo_lora(
     reward: Reward | None = None,
     rewards: RewardLog | None = None,
 ) -> tuple[LoraAdapter, TrainResult]:
-    """Train one task's LoRA with GRPO; ``reward`` defaults to :func:`verifier_reward`.
+    """Train one task's LoRA with GRPO; ``reward`` defaults to :func:`verifier_reward`
+    (:func:`call_reward` for a task with tools: ``examples`` are then call targets).
 
-    ``rewards`` (if given) receives each step's mean reward. Returns adapter and losses.
+    ``rewards`` (if given) receives each step's mean reward. Returns the adapter and the
+    GRPO steps' losses (after ``grpo.sft_steps`` supervised steps, if any).
     """
     data = encode(tokenizer, task, examples, config.max_len)
     peft_model = with_lora(model, config)
+    if reward is None:
+        make = call_reward if task.tools else verifier_reward
+        reward = make(task, grpo.verifier_weight)
+    budget = task.tools.max_call_tokens if task.tools else task.output.max_new_tokens
     fn = grpo_loss_fn(
         tokenizer,
         grpo,
-        reward or verifier_reward(task, grpo.verifier_weight),
-        grpo.max_new_tokens or task.output.max_new_tokens,
+        reward,
+        grpo.max_new_tokens or budget,
         rewards if rewards is not None else RewardLog(),
     )
+    data_batches = batches(data, config.batch_size, config.seed, task.name)
+    if grpo.sft_steps:
+        label = f"{task.name} (sft before grpo)" if progress else None
+        train(peft_model, data_batches, config, steps=grpo.sft_steps, progress=label)
     result = train(
-        peft_model,
-        batches(data, config.batch_size, config.seed, task.name),
-        config,
-        fn,
-        progress=f"{task.name} (grpo)" if progress else None,
+        peft_model, data_batches, config, fn, progress=f"{task.name} (grpo)" if progress else None
     )
     adapter = adapter_of(peft_model, config)
     peft_model.unload()

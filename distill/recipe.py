@@ -9,6 +9,7 @@ task's test split, with latency per example.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -198,10 +199,14 @@ def trained_adapters(
         else:
             from tinyllm.distill.grpo import GRPOConfig, train_grpo_lora
 
+            train, grpo = options.train, GRPOConfig()
+            if task.tools:  # half the steps learn to write calls, half are rewarded
+                half = max(1, train.steps // 2)
+                grpo = GRPOConfig(sft_steps=half)
+                train = dataclasses.replace(train, steps=max(1, train.steps - half))
             adapter, result = train_grpo_lora(
-                loaded.model, loaded.tokenizer, task, data[task.name], options.train,
-                GRPOConfig(), progress,
-            )  # fmt: skip
+                loaded.model, loaded.tokenizer, task, data[task.name], train, grpo, progress
+            )
         log(
             f"{task.name}: {len(result.losses)} steps, loss {result.first:.3f} -> {result.last:.3f}"
         )

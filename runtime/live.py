@@ -43,6 +43,7 @@ class Live:
             self.json = CallPrefix(route.tools) if route.tools else JsonPrefix(json_root(route))
         self.prefix: CachedPrefix | None = None  # cached KV to copy into the row first
         self.fill_cache = False  # store this request's prefix KV once it is prefilled
+        self.deadline: float | None = None  # time.monotonic() seconds; set by the server
 
     @property
     def key(self) -> tuple[str, int]:

@@ -228,7 +228,12 @@ class Router:
         if entry.exact and not shots:
             prompt_text = entry.render(text)
         else:
-            messages = conversation(spec, text, list(shots or []))
+            shots = list(shots or [])
+            if spec.tools and shots:  # a tool task's shots show calls (loaded only then)
+                from tinyllm.toolcalling import call_shots
+
+                shots = call_shots(spec, shots)
+            messages = conversation(spec, text, shots)
             prompt_text = self.tokenizer.apply_chat_template(messages)
         built = time.perf_counter()
         prompt = self.tokenizer.encode(prompt_text)

@@ -125,6 +125,7 @@ class Server:
                         raise
                     self.cond.wait()
             live = Live(rid, route, future, sink)
+            live.deadline = request.deadline  # the tool runner's second request keeps it
             self._use_cache(live, request)
             self.slots.acquire(route.slot)
             self.live[rid] = live

@@ -8,6 +8,10 @@ never stalls the other rows. Then:
 
 - ``tools.result: answer``: the result is the answer, parsed and verified as the task's
   output; a failed call makes the output invalid with the reason;
+The request's deadline holds throughout: the call's time limit is cut to what is left of
+it, and the second request below inherits it (a request past it fails with
+:class:`~tinyllm.errors.DeadlineExceededError`, as in the decode loop).
+
 - ``tools.result: context``: a second request goes through the same decode loop with the
   prompt, the call and the result in context (:meth:`Router.after_call`); it starts with
   the task's prompt, so the per-task prefix cache serves its first tokens. Its answer,
@@ -23,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from tinyllm.errors import RequestCancelledError, TinyLLMError
+from tinyllm.errors import DeadlineExceededError, RequestCancelledError, TinyLLMError
 from tinyllm.runtime.live import Live, Sink
 from tinyllm.runtime.router import Route, Router, TaskOutput, parse_output
 from tinyllm.tools import ToolCall, ToolError, call_tool, parse_call
@@ -32,8 +36,9 @@ from tinyllm.tools import ToolCall, ToolError, call_tool, parse_call
 Submit = Callable[[Route, float | None, Sink | None, bool], "Future[TaskOutput]"]
 
 
-def execute(live: Live) -> ToolCall:
-    """Parse and run the call a request wrote (never raises: a failure is in ``error``)."""
+def execute(live: Live, timeout_s: float | None = None) -> ToolCall:
+    """Parse and run the call a request wrote (never raises: a failure is in ``error``);
+    ``timeout_s``: what is left of the request's deadline, if less than the tool's limit."""
     start = time.perf_counter()
     name, arguments = "", None
     try:
@@ -46,7 +51,7 @@ def execute(live: Live) -> ToolCall:
         tools = {t.name: t for t in live.route.tools}
         if name not in tools:
             raise ToolError(f"the call names {name[:40]!r}, not one of the tools {sorted(tools)}")
-        result = call_tool(tools[name], arguments)
+        result = call_tool(tools[name], arguments, timeout_s)
         return ToolCall(name, arguments, result, None, time.perf_counter() - start)
     except ToolError as e:
         return ToolCall(name, arguments, None, str(e), time.perf_counter() - start)
@@ -87,8 +92,12 @@ class ToolRunner:
 
     def _run(self, live: Live, output: TaskOutput) -> None:
         try:
-            call = execute(live)
+            call = execute(live, _left(live))
             task = live.route.task
+            left = _left(live)
+            if left is not None and left <= 0:
+                self._settle(live, None, _late(live))
+                return
             if call.result is None or task is None:
                 done = dataclasses.replace(
                     output, text="", value=None, valid=False, error=call.error, tool_call=call
@@ -116,12 +125,18 @@ class ToolRunner:
     def _continue(self, live: Live, output: TaskOutput, call: ToolCall) -> None:
         """Decode the answer with the result in context, through the same loop."""
         route = self.router.after_call(live.route, list(live.tokens), call.result or "")
+        left = _left(live)
+        if left is not None and left <= 0:
+            self._settle(live, None, _late(live))
+            return
 
         def forward(item: tuple[str, Any]) -> None:
             if item[0] != "end":  # the first request ends the stream, with the call
                 live.emit(item)
 
-        second = self.submit(route, None, forward, True)
+        second = self.submit(route, left, forward, True)  # the first request's deadline
+        # a caller that cancels the request cancels the answer being decoded for it
+        live.future.add_done_callback(lambda f: f.cancelled() and second.cancel())
 
         def finish(future: Future[TaskOutput]) -> None:
             if future.cancelled():
@@ -147,3 +162,12 @@ class ToolRunner:
             )
 
         second.add_done_callback(finish)
+
+
+def _left(live: Live) -> float | None:
+    """Seconds left before the request's deadline (None: it has none)."""
+    return None if live.deadline is None else live.deadline - time.monotonic()
+
+
+def _late(live: Live) -> DeadlineExceededError:
+    return DeadlineExceededError(f"request {live.id} passed its deadline during its tool call")

@@ -216,7 +216,12 @@ def evaluate_task(
     shots = []
     if few_shot:
         train = load_split(suite, task, "train")
-        shots = random.Random(0).sample(train, min(few_shot, len(train)))
+        if task.tools:  # the shots show calls: the first few_shot that trace, same order
+            from tinyllm.toolcalling import call_shots
+
+            shots = call_shots(task, random.Random(0).sample(train, len(train)), few_shot)
+        else:
+            shots = random.Random(0).sample(train, min(few_shot, len(train)))
     start = time.perf_counter()
     with tqdm(total=len(examples), desc=task.name, disable=not progress, leave=False) as bar:
         raw = generator.answer(task, [ex.input for ex in examples], shots, bar.update)

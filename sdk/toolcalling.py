@@ -4,17 +4,19 @@ The engine runs calls in its decode loop (``tinyllm.runtime.toolrunner``); evalu
 with transformers and distillation data use these functions, so a call means the same
 thing everywhere: ``{"name": ..., "arguments": {...}}`` (:func:`tinyllm.tools.format_call`),
 then, for ``tools.result: context``, :func:`tinyllm.tools.result_text` and the answer.
+Few-shot prompts of a tool task show calls too (:func:`call_shots`), never plain answers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tinyllm.errors import ConfigError
-from tinyllm.tasks import TaskSpec
+from tinyllm.tasks import Example, TaskSpec
 from tinyllm.toolbox import get_tool
 from tinyllm.tools import ToolCall, ToolError, call_tool, format_call, parse_call, result_text
+from tinyllm.verifiers import answer_text, verify
 
 
 def uses(task: TaskSpec) -> list[str]:
@@ -65,3 +67,70 @@ def call_target(task: TaskSpec, call: ToolCall, answer: str) -> str:
     if task.tools is not None and task.tools.result == "context":
         text += result_text(call.result or "") + answer
     return text
+
+
+def trace(task: TaskSpec, example: Example) -> tuple[ToolCall | None, str]:
+    """The call that gives the teacher's answer for one example, or None and the reason."""
+    if task.tools is None:
+        raise ConfigError(f"task {task.name!r} has no tools to trace")
+    reason = "no tool can take the request's text"
+    want = answer_text(task, example.output)
+    for name in task.tools.names:
+        tool = get_tool(name)
+        if tool.from_text is None:
+            continue
+        try:
+            arguments = tool.from_text(example.input)
+            result = call_tool(tool, arguments)
+        except ToolError:
+            reason = "tool failed"
+            continue
+        if not verify(task, result).ok:
+            reason = "result failed the verifier"
+            continue
+        if answer_text(task, result) != want:
+            reason = "teacher answered otherwise"
+            continue
+        return ToolCall(name, arguments, result, None, 0.0), ""
+    return None, reason
+
+
+def call_shots(task: TaskSpec, examples: Sequence[Example], k: int | None = None) -> list[Example]:
+    """Worked examples for a tool task's few-shot prompt: each output is the call target
+    (what the model is to write), traced as distillation traces its data.
+
+    Args:
+        task: a task with tools (a task without tools gets ``examples`` back unchanged).
+        examples: candidate shots; one whose output is already a call of the task's tools
+            is kept as it is.
+        k: how many shots (the first ``k`` that trace, skipping the others); None: every
+            example must trace, else a :class:`ConfigError` names the one that does not.
+    """
+    if task.tools is None:
+        return list(examples)[:k]
+    shots: list[Example] = []
+    for i, ex in enumerate(examples):
+        if k is not None and len(shots) == k:
+            break
+        if _is_call(task, ex.output):
+            shots.append(ex)
+            continue
+        call, reason = trace(task, ex)
+        if call is not None:
+            shots.append(Example(ex.input, call_target(task, call, ex.output), ex.meta))
+        elif k is None:
+            raise ConfigError(
+                f"task {task.name!r} calls tools, so its worked examples show calls; "
+                f"example {i} ({ex.input[:40]!r}) cannot be traced to one ({reason}): "
+                "give it as a call, or drop it"
+            )
+    return shots
+
+
+def _is_call(task: TaskSpec, text: str) -> bool:
+    head = text.split("\nResult:", 1)[0]  # a context task's shot: the call comes first
+    try:
+        name, _ = parse_call(head.strip())
+    except ToolError:
+        return False
+    return name in uses(task)

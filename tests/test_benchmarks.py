@@ -230,3 +230,39 @@ def test_speculative_benchmark_rates(monkeypatch: pytest.MonkeyPatch) -> None:
     assert got["tok_s"] == pytest.approx((80 + 40) / 2)
     assert got["decode_tok_s"] == pytest.approx((38 / 0.4 + 38 / 0.8) / 2)
     assert got["tok_s_range"] == pytest.approx([40, 80])
+
+
+def test_tool_latency_benchmark_with_scripted_peers(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "tool_latency.py"), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--plain-bundle" in out.stdout and "--quick" in out.stdout
+    monkeypatch.syspath_prepend(str(BENCH))
+    import tool_latency
+
+    calls: list[str] = []
+
+    def peer(name: str, seconds: dict[str, float], tool: float):
+        def run(text: str) -> tuple[float, float]:
+            calls.append(f"{name}:{text}")
+            return seconds[text], tool
+
+        return run
+
+    slow = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}
+    fast = {k: v / 4 for k, v in slow.items()}
+    results = tool_latency.measure(
+        {"tools": peer("tools", slow, 0.5), "call": peer("call", fast, 0.0)}, list(slow)
+    )
+    assert results["tools"]["p50_s"] == 3.0 and results["call"]["p50_s"] == 0.75
+    assert results["tools"]["p95_s"] == pytest.approx(4.8)  # 4 + 0.8 * (5 - 4)
+    assert results["tools"]["tool_share_p50"] == pytest.approx(0.5 / 3.0)
+    assert results["call"]["tool_share_p50"] == 0.0
+    ratios = tool_latency.ratios(results)
+    assert ratios == {"tools_x_call_p50": 4.0, "tools_x_call_p95": pytest.approx(4.0)}
+    # a warm-up per peer, then every peer on each input before the next input
+    assert calls[:4] == ["tools:a", "call:a", "tools:a", "call:a"]
+    assert calls[4:6] == ["tools:b", "call:b"]
+    with pytest.raises(ValueError, match="no values"):
+        tool_latency.percentile([], 0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import tinyllm
 from tinyllm.distill.grpo import (
     GRPOConfig,
     RewardLog,
+    call_reward,
     group_advantages,
     train_grpo_lora,
     verifier_reward,
@@ -59,3 +61,72 @@ def test_grpo_raises_the_mean_reward(
 def test_bad_grpo_config() -> None:
     with pytest.raises(ConfigError, match="group_size"):
         GRPOConfig(group_size=1)
+
+
+def _calc_task(result: str = "answer") -> TaskSpec:
+    from tinyllm.tasks import DataSpec, OutputSpec, ToolUse
+
+    return TaskSpec(
+        name="arith",
+        description="d",
+        instruction="Call the calculator.",
+        output=OutputSpec("text", max_new_tokens=8),
+        metric="exact_match",
+        data=DataSpec(builder="x"),
+        verifiers=["number"],
+        tools=ToolUse(["calculator"], result),  # type: ignore[arg-type]
+    )
+
+
+def _call(expression: str, name: str = "calculator") -> str:
+    return json.dumps({"name": name, "arguments": {"expression": expression}})
+
+
+def test_call_reward_is_earned_by_the_executed_result() -> None:
+    reward = call_reward(_calc_task(), weight=0.5)
+    ref = _call("2 + 3")
+    assert reward(ref, ref) == 1.0
+    assert reward(_call("3 + 2"), ref) == 1.0  # another call, the same result
+    assert reward(_call("2 * 3"), ref) == 0.5  # a valid number, the wrong one
+    assert reward("5", ref) == 0.0  # the right answer, but not a call
+    assert reward(_call("1 / 0"), ref) == 0.0  # the tool fails
+    assert reward(_call("2 + 3", "date_parser"), ref) == 0.0  # not the task's tool
+    assert reward(_call("2 + 3")[:-2], ref) == 0.0  # cut short
+    assert reward(_call("2 * 3"), "") == 1.0  # no reference: the verifier alone
+    with pytest.raises(ConfigError, match=r"needs tools\.result 'answer'"):
+        call_reward(_calc_task("context"))
+
+
+def test_grpo_on_calls_rewards_the_executed_calls_it_samples(
+    tiny_llama_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import tinyllm.distill.grpo as grpo_module
+    from tinyllm.distill.calltargets import with_calls
+    from tinyllm.tasks import Example, ToolUse
+
+    task = dataclasses.replace(_calc_task(), tools=ToolUse(["calculator"], "answer", 48))
+    plain = [Example("What is 2 plus 3?", "5"), Example("What is 4 plus 2?", "6")]
+    targets = with_calls(task, plain)
+    budgets: list[int] = []
+
+    def scripted(model, tokenizer, prompts, config, max_new_tokens):  # type: ignore[no-untyped-def]
+        # the policy samples the call "2 + 3" and the bare answer "5", in turns
+        budgets.append(max_new_tokens)
+        eos = [tokenizer.eos_token_id]
+        call = tokenizer(_call("2 + 3"), add_special_tokens=False)["input_ids"] + eos
+        bare = tokenizer("5", add_special_tokens=False)["input_ids"] + eos
+        return [call if i % 2 == 0 else bare for i in range(len(prompts))]
+
+    monkeypatch.setattr(grpo_module, "sample", scripted)
+    loaded = tinyllm.load_torch_model(tiny_llama_bundle)
+    log = RewardLog()
+    config = TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup=1, rank=4, alpha=8, max_len=96)
+    _, result = train_grpo_lora(
+        loaded.model, loaded.tokenizer, task, targets, config, GRPOConfig(group_size=2), rewards=log
+    )
+    # The call runs: for "2 plus 3" it earns 1, for "4 plus 2" 0.5 (a number, the wrong
+    # one); the bare answer is no call and earns 0. A batch of two examples: 0.25-0.5.
+    assert budgets == [48, 48] and len(result.losses) == 2
+    assert all(m in (0.25, 0.375, 0.5) for m in log.means), log.means

@@ -67,3 +67,31 @@ def test_bad_distill_inputs(tiny_llama_bundle: Path, color_suite: Path, tmp_path
     write_examples(color_suite.parent / "train.jsonl", [])
     with pytest.raises(TaskError, match="no training examples"):
         distill(color_suite, out=tmp_path / "b.tllm", **common)  # type: ignore[arg-type]
+
+
+def test_grpo_on_a_tool_task_spends_half_its_steps_learning_the_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+    from types import SimpleNamespace
+
+    import tinyllm.distill.grpo as grpo_module
+    from tinyllm.distill.recipe import DistillOptions, trained_adapters
+    from tinyllm.distill.sft import TrainConfig, TrainResult
+    from tinyllm.tasks import ToolUse
+
+    seen: list[tuple[str, int, int]] = []
+
+    def fake(model, tokenizer, task, examples, config, grpo, progress=False):  # type: ignore[no-untyped-def]
+        seen.append((task.name, config.steps, grpo.sft_steps))
+        return "adapter", TrainResult([1.0])
+
+    monkeypatch.setattr(grpo_module, "train_grpo_lora", fake)
+    suite = tinyllm.api.load_tasks()
+    plain = suite.task("arithmetic")
+    tools = dataclasses.replace(plain, name="calls", tools=ToolUse(["calculator"], "answer"))
+    options = DistillOptions(train=TrainConfig(steps=9))
+    loaded = SimpleNamespace(model=None, tokenizer=None)
+    data = {"arithmetic": [], "calls": []}
+    trained_adapters(loaded, suite, [plain, tools], data, "grpo", "oracle", options, print, False)
+    assert seen == [("arithmetic", 9, 0), ("calls", 5, 4)]

@@ -18,6 +18,7 @@ from tinyllm.tools import Tool, parse_call
 
 SUITE = tinyllm.api.load_tasks()
 EXPRESSIONS = ["2 + 3", "4 * 5", "7 / 2"]
+PAUSE_S = 1.5
 
 
 def _register() -> None:
@@ -31,6 +32,10 @@ def _register() -> None:
         time.sleep(3)
         return "late"
 
+    def pause(expression: str) -> str:
+        time.sleep(PAUSE_S)
+        return calculator(expression)
+
     schema = {"type": "object", "properties": {"expression": fixed}, "required": ["expression"]}
     free = {"type": "string", "minLength": 1, "maxLength": 12}
     short = {"type": "object", "properties": {"expression": free}, "required": ["expression"]}
@@ -39,6 +44,7 @@ def _register() -> None:
         Tool("broken_calc", "always fails", schema, broken),
         Tool("slow_calc", "too slow", schema, slow, timeout_s=0.3),
         Tool("short_calc", "calculator on short expressions", short, calculator),
+        Tool("pause_calc", "calculator after a pause", schema, pause),
     ):
         register_tool(tool, replace=True)
 
@@ -62,6 +68,7 @@ def engine(served: Path) -> Engine:
         ("slow", ["slow_calc"], "answer"),
         ("free", ["short_calc"], "answer"),
         ("long", ["calculator"], "answer"),
+        ("pause_ctx", ["pause_calc"], "context"),
     ):
         engine.add_task(_task(name, tools, result))
     yield engine
@@ -206,3 +213,47 @@ def test_wire_refuses_tool_messages_and_bad_tool_lists() -> None:
             wire.parse_request("chat", {**base, **extra})
     with pytest.raises(wire.WireError, match="are for /v1/chat/completions"):
         wire.parse_request("completion", {"model": "calc", "prompt": "x", "tools": [tool]})
+
+
+def test_the_deadline_carries_into_the_answer_after_the_call(engine: Engine) -> None:
+    server = engine._serving()
+    runner = server.tool_runner
+    seen: list[float | None] = []
+
+    def recording(route, deadline_s, sink, wait):  # type: ignore[no-untyped-def]
+        seen.append(deadline_s)
+        return server.submit(route, deadline_s, sink, wait)
+
+    runner.submit = recording
+    try:
+        engine.run("calc_ctx", "What is 4 times 5?")
+        start = time.monotonic()
+        out = engine.run("calc_ctx", "What is 4 times 5?", deadline_s=60)
+        assert out.tool_call is not None and out.tool_call.result is not None
+        # the second request got what was left of the first one's 60 s, not no deadline
+        assert seen[0] is None and seen[1] is not None
+        assert 0 < seen[1] <= 60 - (time.monotonic() - start) + out.latency_s
+        assert seen[1] < 60
+        # the tool takes 1.5 s: a 0.3 s deadline passes during the call (its time limit
+        # is cut to what is left; or during the call's decoding on a slow machine), the
+        # request fails at once, and no answer is decoded for it
+        start = time.perf_counter()
+        with pytest.raises(tinyllm.errors.DeadlineExceededError, match="passed its deadline"):
+            engine.run("pause_ctx", "What is 4 times 5?", deadline_s=0.3)
+        assert len(seen) == 2 and time.perf_counter() - start < PAUSE_S
+    finally:
+        runner.submit = server.submit
+
+
+def test_plain_shots_of_a_tool_task_are_shown_as_calls(engine: Engine) -> None:
+    from tinyllm.tasks import Example
+
+    router = engine._serving().router
+    shots = [Example("What is 2 plus 3?", "5")]
+    route = router.route("long", "What is 4 times 5?", None, None, shots=shots)
+    prompt = engine.tokenizer.decode(route.prompt)
+    assert '{"name": "calculator", "arguments": {"expression": "2 + 3"}}' in prompt
+    out = engine.run("long", "What is 4 times 5?", shots=shots, max_new_tokens=40)
+    assert out.tool_call is not None  # the engine's few-shot path runs the same way
+    with pytest.raises(tinyllm.errors.ConfigError, match="cannot be traced"):
+        router.route("long", "x", None, None, shots=[Example("Tell me a joke.", "7")])

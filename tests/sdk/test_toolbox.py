@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
+from tool_functions import busy, nap
 
 from tinyllm.argschema import validation_error
 from tinyllm.errors import ConfigError
 from tinyllm.toolbox import get_tool, register_tool, tool_names
-from tinyllm.tools import Tool, ToolError, call_tool, format_call, parse_call
+from tinyllm.tools import Tool, ToolError, call_tool, format_call, parse_call, stuck_calls
 
 TEXT = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 
@@ -131,3 +133,51 @@ def test_calls_round_trip_in_schema_order() -> None:
         parse_call('{"name": "calculator"')
     with pytest.raises(ToolError, match="a tool call is"):
         parse_call('{"name": "calculator"}')
+
+
+def test_a_timed_out_python_tool_is_cancelled_not_left_running() -> None:
+    with pytest.raises(ToolError, match=r"no result within 0\.2 s \(cancelled\)"):
+        call_tool(Tool("spin", "d", TEXT, busy, timeout_s=0.2), {"text": "a"})
+    # the spinning thread was stopped (a thread cannot be killed: without the
+    # cancellation it would spin on for the rest of the process)
+    assert not [t for t in threading.enumerate() if t.name == "tinyllm-tool-spin"]
+    assert "spin" not in stuck_calls()
+
+
+def test_a_tool_stuck_in_c_code_is_counted_and_refuses_calls_until_it_ends() -> None:
+    tool = Tool("nap_thread", "d", TEXT, nap, timeout_s=0.2)
+    with pytest.raises(ToolError, match="no result within"):
+        call_tool(tool, {"text": "2.5"})  # the sleep cannot be interrupted: stuck
+    assert stuck_calls().get("nap_thread") == 1
+    with pytest.raises(ToolError, match=r"still running .* isolation='process'"):
+        call_tool(tool, {"text": "0"})  # at most one stuck thread per tool
+    deadline = time.monotonic() + 10
+    while "nap_thread" in stuck_calls() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "nap_thread" not in stuck_calls() and call_tool(tool, {"text": "0"}) == "awake"
+
+
+def test_process_isolation_kills_a_timed_out_call() -> None:
+    import multiprocessing
+
+    tool = Tool("nap_proc", "d", TEXT, nap, timeout_s=0.5, isolation="process")
+    assert call_tool(tool, {"text": "0"}) == "awake"  # starts a worker, then reuses it
+    (worker,) = [p for p in multiprocessing.active_children() if p.name == "tinyllm-tool-nap_proc"]
+    with pytest.raises(ToolError, match="tool nap_proc: RuntimeError: kaput"):
+        call_tool(tool, {"text": "boom"})
+    assert worker.is_alive()  # an exception is an answer: the worker stays
+    with pytest.raises(ToolError, match="worker process was killed"):
+        call_tool(tool, {"text": "30"})
+    assert not worker.is_alive() and "nap_proc" not in stuck_calls()
+    assert call_tool(tool, {"text": "0"}) == "awake"  # a fresh worker
+    with pytest.raises(ConfigError, match="isolation='process' needs a function"):
+        Tool("lam", "d", TEXT, lambda text: text, isolation="process")
+    with pytest.raises(ConfigError, match="isolation must be"):
+        Tool("odd", "d", TEXT, nap, isolation="fork")  # type: ignore[arg-type]
+
+
+def test_a_shorter_time_limit_than_the_tools_is_kept() -> None:
+    start = time.perf_counter()
+    with pytest.raises(ToolError, match=r"no result within 0\.1 s"):
+        call_tool(Tool("nap_short", "d", TEXT, nap, timeout_s=5), {"text": "0.5"}, timeout_s=0.1)
+    assert time.perf_counter() - start < 2.5
