@@ -179,7 +179,9 @@ def trainer_class(kd: bool) -> Any:
     torch = torch_module()
     from transformers import TrainerCallback
 
-    class TinySFTTrainer(trl.SFTTrainer):
+    sft_trainer: Any = trl.SFTTrainer
+
+    class TinySFTTrainer(sft_trainer):
         """SFTTrainer whose schedule is our linear warmup to a constant rate."""
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
