@@ -67,3 +67,19 @@ def test_bad_distill_inputs(tiny_llama_bundle: Path, color_suite: Path, tmp_path
     write_examples(color_suite.parent / "train.jsonl", [])
     with pytest.raises(TaskError, match="no training examples"):
         distill(color_suite, out=tmp_path / "b.tllm", **common)  # type: ignore[arg-type]
+
+
+def test_bad_backend_choices(tiny_llama_bundle: Path, color_suite: Path, tmp_path: Path) -> None:
+    common = {"student": tiny_llama_bundle, "quick": True, "progress": False}
+    out = tmp_path / "a.tllm"
+    with pytest.raises(ConfigError, match="unknown training backend 'jax'"):
+        distill(color_suite, out=out, backend="jax", **common)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="GRPO and the curriculum run on the own backend"):
+        distill(color_suite, out=out, backend="trl", method="grpo", **common)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="GRPO and the curriculum run on the own backend"):
+        distill(color_suite, out=out, backend="trl", curriculum=True, **common)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="grad_accum, precision: options of --backend trl"):
+        distill(color_suite, out=out, grad_accum=2, precision="bf16", **common)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="need a run_dir"):
+        distill(color_suite, out=out, backend="trl", checkpoint_every=5, **common)  # type: ignore[arg-type]
+    assert not out.exists()
