@@ -337,9 +337,11 @@ def main_process_first() -> Any:
 
     if "RANK" not in os.environ:
         return contextlib.nullcontext()
+    import torch
     from accelerate import PartialState
 
-    return PartialState().main_process_first()
+    # cpu=True on CPU: otherwise accelerate sees no process group (and no barrier) there.
+    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
 
 
 def evaluated(

@@ -147,6 +147,9 @@ def training_args(
     trl = trl_module()
     bf16, fp16 = mixed_precision(options.precision)
     return trl.SFTConfig(
+        # Without it accelerate ignores a CPU launch's WORLD_SIZE: N processes would each
+        # train alone instead of as one gloo process group.
+        use_cpu=not torch_module().cuda.is_available(),
         output_dir=folder,
         max_steps=steps,
         per_device_train_batch_size=micro_batch(config, options, processes),
@@ -285,18 +288,19 @@ def train_trl(
         teacher, kd: a frozen teacher model and KD settings for logit KD (else SFT).
         on_step: called with (step, loss) after each step; True stops the run.
     """
-    from accelerate import PartialState
+    import os
+
     from datasets import Dataset
 
-    processes = PartialState().num_processes
+    # The launcher's world size (torchrun, accelerate launch); accelerate's state is built
+    # by the trainer's arguments, after the micro-batch must be known.
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
     base = peft_model.get_base_model()
     patched = "forward" in vars(base)
     result = TrainResult()
     with run_folder(options, name) as folder:
         args = training_args(config, options, folder, config.steps, processes)
         if options.tensorboard:
-            import os
-
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(folder) / "tensorboard")
         trainer = trainer_class(kd is not None)(
             model=peft_model,
@@ -306,6 +310,9 @@ def train_trl(
             callbacks=[loss_recorder(result, on_step)],
         )
         trainer.tiny_warmup, trainer.tiny_teacher, trainer.tiny_kd = config.warmup, teacher, kd
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # the losses go to the report, not stdout
         resume = latest_checkpoint(folder) if options.resume else None
         trainer.train(resume_from_checkpoint=resume)
         if resume is not None:  # the steps before the checkpoint are in its trainer_state

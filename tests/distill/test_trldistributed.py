@@ -56,6 +56,17 @@ def test_two_processes_give_the_one_process_losses_and_only_rank_0_writes(
             checkpoint_losses(str(latest_checkpoint(str(runs[n] / "runs" / task)))) for n in (1, 2)
         ]
         assert len(losses[0]) == 4
+        states = [
+            json.loads(
+                (
+                    Path(str(latest_checkpoint(str(runs[n] / "runs" / task))))
+                    / "trainer_state.json"
+                ).read_text()
+            )
+            for n in (1, 2)
+        ]
+        # Each of the 2 processes took half of every global batch of 4.
+        assert [s["train_batch_size"] for s in states] == [4, 2]
         np.testing.assert_allclose(losses[1], losses[0], rtol=0, atol=TOL, err_msg=task)
         one, two = (tinyllm.open_bundle(runs[n] / "student.tllm") for n in (1, 2))
         a, b = one.adapter(task), two.adapter(task)
