@@ -89,3 +89,14 @@ def test_engine_load_benchmark_end_to_end(
     for row in report.values():
         assert 0 < row["wall_min"] <= row["wall_median"] and row["cpu_min"] > 0
     assert cache.is_file()  # the warm rounds had digests to reuse
+
+
+@pytest.mark.parametrize(
+    ("script", "option"), [("labelling.py", "--concurrency"), ("trl_speed.py", "--rounds")]
+)
+def test_labelling_and_trl_speed_benchmarks_help(script: str, option: str) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert option in out.stdout
