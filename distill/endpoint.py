@@ -144,7 +144,9 @@ class OpenAITeacher:
         self.backoff, self.max_backoff, self.sleep = backoff, max_backoff, sleep
         self.interval = 1.0 / requests_per_second if requests_per_second else 0.0
         self._next_slot = 0.0
+        self._paused_until = 0.0  # a 429's Retry-After holds back every thread's requests
         self._lock = threading.Lock()
+        self._served = threading.local()  # the pause this thread already slept
         key = os.environ.get(api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(timeout=timeout, headers=headers)
@@ -199,7 +201,10 @@ class OpenAITeacher:
                 if attempt == self.max_retries:
                     break
                 delay = min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1)
-                self.sleep(min(self.max_backoff, e.wait) if e.wait is not None else delay)
+                wait = min(self.max_backoff, e.wait) if e.wait is not None else delay
+                if e.wait is not None:
+                    self._pause(wait)
+                self.sleep(wait)
         raise TeacherError(
             f"openai teacher {self.url}: gave up after {self.max_retries + 1} tries; "
             f"last failure: {last}"
@@ -238,16 +243,29 @@ class OpenAITeacher:
             ) from e
         return dict(data)
 
+    def _pause(self, seconds: float) -> None:
+        """Hold back the other threads' next requests for ``seconds`` (a server's
+        Retry-After, which this thread sleeps itself): concurrent workers back off together
+        instead of each hitting the limit again."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+            self._served.until = self._paused_until
+
     def _wait_for_slot(self) -> None:
-        """Client-side rate limit: request starts at least ``1/requests_per_second`` apart."""
-        if not self.interval:
-            return
+        """Wait out another thread's Retry-After pause, then the client-side rate limit:
+        request starts at least ``1/requests_per_second`` apart."""
         with self._lock:
             now = time.monotonic()
-            wait = self._next_slot - now
-            self._next_slot = max(now, self._next_slot) + self.interval
-        if wait > 0:
-            self.sleep(wait)
+            paused = (
+                self._paused_until
+                if self._paused_until > getattr(self._served, "until", 0.0)
+                else 0.0
+            )
+            start = max(now, paused, self._next_slot if self.interval else 0.0)
+            if self.interval:
+                self._next_slot = start + self.interval
+        if start > now:
+            self.sleep(start - now)
 
 
 class NoMultipleChoices(Exception):

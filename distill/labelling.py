@@ -12,6 +12,11 @@ Rejection fine-tuning data for one task, written to ``out_dir``:
 
 The best candidate is a passing one (verifiers of the task spec); among those the most
 frequent (self-consistency, JSON compared by value); ties go to the earliest candidate.
+
+At scale (:mod:`tinyllm.distill.labelpool`): ``concurrency`` chunks at the teacher at once,
+journaled by one writer as they finish (a crash loses at most the chunks in flight); a
+``shard`` labels only its share of the inputs into its own journal, and
+:mod:`tinyllm.distill.labelmerge` merges the shards.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm.config import to_dict
+from tinyllm.distill.labelpool import Shard, label_concurrently
 from tinyllm.distill.teachers import Teacher, check_candidates, check_k
-from tinyllm.durability import write_text_atomic
+from tinyllm.durability import WriterLock, write_text_atomic
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec, write_examples
 from tinyllm.verifiers import answer_text, parse_json_output, verify
@@ -109,8 +115,10 @@ def _reason(reason: str) -> str:
     return reason
 
 
-def _journal_path(out_dir: Path, task: TaskSpec) -> Path:
-    return out_dir / f"{task.name}.journal.jsonl"
+def journal_path(out_dir: Path, task: str, shard: Shard | None = None) -> Path:
+    """The journal of a task (or of one shard of it) in ``out_dir``."""
+    part = f".{shard.stem}" if shard is not None else ""
+    return out_dir / f"{task}{part}.journal.jsonl"
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:
@@ -176,6 +184,8 @@ def label_task(
     batch_size: int = 16,
     temperature: float = 0.7,
     progress: bool = True,
+    concurrency: int = 1,
+    shard: Shard | None = None,
 ) -> LabelStats:
     """Label one task's inputs with rejection sampling; resumable; writes four files.
 
@@ -189,50 +199,85 @@ def label_task(
         batch_size: inputs per teacher call (and per journal append).
         temperature: sampling temperature passed to the teacher.
         progress: show a tqdm bar.
+        concurrency: teacher calls in flight at once (threads; see
+            :mod:`tinyllm.distill.labelpool`). An endpoint teacher answers one request per
+            input, so ``batch_size`` 1-4 with ``concurrency`` 8-32 keeps a server busy.
+        shard: label only this shard's inputs, into its own journal
+            (``TASK.shard-I-of-N.journal.jsonl``) and stats; no examples are written until
+            :func:`tinyllm.distill.labelmerge.merge_shards` merges every shard.
     """
-    from tqdm import tqdm
-
     check_k(k, temperature)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    journal = _journal_path(out, task)
-    _repair_tail(journal)
-    for stale in out.glob(f".{task.name}.*.tmp"):  # outputs of a killed run, half written
-        stale.unlink(missing_ok=True)
-    records = read_journal(journal)
-    _check_same_run(records, journal, teacher.name, k, temperature)
-    done = {r["input"] for r in records}
-    todo = [text for text in dict.fromkeys(inputs) if text not in done]
-    start = time.perf_counter()
-    with tqdm(total=len(todo), desc=f"label {task.name}", disable=not progress) as bar:
-        for i in range(0, len(todo), batch_size):
-            batch = todo[i : i + batch_size]
-            answers = teacher.label(task, batch, k=k, temperature=temperature)
-            candidates = check_candidates(teacher.name, batch, answers, k)
-            new = [
-                _record(task, text, c, teacher.name, k, temperature)
-                for text, c in zip(batch, candidates, strict=True)
-            ]
+    journal = journal_path(out, task.name, shard)
+    with WriterLock(journal):  # one labeller per journal: two would label inputs twice
+        journal.touch()  # a shard with no inputs still shows the merge that it ran
+        _repair_tail(journal)
+        if shard is None:
+            for stale in out.glob(f".{task.name}.*.tmp"):  # outputs of a killed run
+                stale.unlink(missing_ok=True)
+        records = read_journal(journal)
+        check_same_run(records, journal, teacher.name, k, temperature)
+        done = {r["input"] for r in records}
+        mine = list(dict.fromkeys(inputs if shard is None else shard.select(inputs)))
+        todo = [text for text in mine if text not in done]
+        start = time.perf_counter()
+        _label_todo(task, todo, teacher, journal, records, k, batch_size, temperature,
+                    concurrency, progress, shard)  # fmt: skip
+        wanted = set(mine)
+        kept = [r for r in records if r["input"] in wanted]
+        resumed, seconds = len(done & wanted), time.perf_counter() - start
+        if shard is not None:
+            stats = stats_of(task, kept, teacher.name, k, temperature, resumed, seconds)
+            write_text_atomic(
+                out / f"{task.name}.{shard.stem}.stats.json",
+                json.dumps(stats.to_dict(), indent=2) + "\n",
+            )
+            return stats
+        return write_outputs(task, out, kept, teacher.name, k, temperature, resumed, seconds)
+
+
+def _label_todo(
+    task: TaskSpec,
+    todo: list[str],
+    teacher: Teacher,
+    journal: Path,
+    records: list[dict[str, Any]],
+    k: int,
+    batch_size: int,
+    temperature: float,
+    concurrency: int,
+    progress: bool,
+    shard: Shard | None,
+) -> None:
+    """Label ``todo`` in chunks of ``batch_size``, ``concurrency`` at once; journal each."""
+    from tqdm import tqdm
+
+    def work(batch: list[str]) -> list[dict[str, Any]]:
+        answers = teacher.label(task, batch, k=k, temperature=temperature)
+        candidates = check_candidates(teacher.name, batch, answers, k)
+        return [
+            _record(task, text, c, teacher.name, k, temperature)
+            for text, c in zip(batch, candidates, strict=True)
+        ]
+
+    desc = f"label {task.name}" + (f" [shard {shard}]" if shard is not None else "")
+    with tqdm(total=len(todo), desc=desc, unit="input", disable=not progress) as bar:
+
+        def journaled(batch: list[str], new: list[dict[str, Any]]) -> None:
             _append(journal, new)
             records.extend(new)
             bar.update(len(batch))
-    wanted = set(inputs)
-    kept = [r for r in records if r["input"] in wanted]
-    return _write_outputs(
-        task,
-        out,
-        kept,
-        teacher.name,
-        k,
-        temperature,
-        resumed=len(done & wanted),
-        seconds=time.perf_counter() - start,
-    )
+
+        chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        label_concurrently(chunks, work, journaled, concurrency)
 
 
-def _check_same_run(
+def check_same_run(
     records: list[dict[str, Any]], journal: Path, teacher: str, k: int, temperature: float
 ) -> None:
     for r in records[:1]:
@@ -261,17 +306,44 @@ def _record(
     }
 
 
-def _write_outputs(
+def stats_of(
+    task: TaskSpec,
+    records: list[dict[str, Any]],
+    teacher: str,
+    k: int,
+    temperature: float,
+    resumed: int,
+    seconds: float,
+) -> LabelStats:
+    """The counts of a task's (or a shard's) journal records."""
+    reasons = Counter(reason for r in records for reason in r["reasons"])
+    return LabelStats(
+        task=task.name,
+        teacher=teacher,
+        k=k,
+        temperature=temperature,
+        inputs=len(records),
+        labelled=len(records),
+        accepted=sum(r["output"] is not None for r in records),
+        resumed=resumed,
+        candidates=sum(len(r["candidates"]) for r in records),
+        passing_candidates=sum(r["passing"] for r in records),
+        reasons=dict(reasons.most_common()),
+        seconds=seconds,
+    )
+
+
+def write_outputs(
     task: TaskSpec,
     out: Path,
     records: list[dict[str, Any]],
     teacher: str,
     k: int,
     temperature: float,
-    *,
     resumed: int,
     seconds: float,
 ) -> LabelStats:
+    """Write ``TASK.jsonl``, ``TASK.rejected.jsonl`` and ``TASK.stats.json`` from records."""
     accepted = [
         Example(
             r["input"],
@@ -295,21 +367,7 @@ def _write_outputs(
     ]
     text = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in rejected)
     write_text_atomic(out / f"{task.name}.rejected.jsonl", text)
-    reasons = Counter(reason for r in records for reason in r["reasons"])
-    stats = LabelStats(
-        task=task.name,
-        teacher=teacher,
-        k=k,
-        temperature=temperature,
-        inputs=len(records),
-        labelled=len(records),
-        accepted=len(accepted),
-        resumed=resumed,
-        candidates=sum(len(r["candidates"]) for r in records),
-        passing_candidates=sum(r["passing"] for r in records),
-        reasons=dict(reasons.most_common()),
-        seconds=seconds,
-    )
+    stats = stats_of(task, records, teacher, k, temperature, resumed, seconds)
     write_text_atomic(out / f"{task.name}.stats.json", json.dumps(stats.to_dict(), indent=2) + "\n")
     return stats
 

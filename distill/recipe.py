@@ -161,6 +161,8 @@ class DistillOptions:
     train_limit: int | None = 2000
     eval_limit: int | None = 100
     eval_batch_size: int = 8
+    backend: str = "own"  # "own": our loop (tinyllm.distill.sft.train); "trl": trl's trainers
+    trl: Any = None  # TrlOptions of the trl backend (None: its defaults)
 
 
 def trained_adapters(
@@ -185,7 +187,9 @@ def trained_adapters(
 
         teacher_model = load_teacher_model(teacher, loaded.tokenizer, log)
     for task in selected:
-        if method == "sft" or (method == "kd" and teacher_model is None):
+        if options.backend == "trl":
+            adapter, result = trl_adapter(loaded, task, data[task.name], teacher_model, options)
+        elif method == "sft" or (method == "kd" and teacher_model is None):
             adapter, result = train_lora(
                 loaded.model, loaded.tokenizer, task, data[task.name], options.train, progress
             )
@@ -214,6 +218,39 @@ def trained_adapters(
     return adapters, results
 
 
+def trl_adapter(
+    loaded: Any, task: TaskSpec, examples: list[Example], teacher_model: Any, options: Any
+) -> tuple[Any, Any]:
+    """One task's adapter trained on trl: SFT, or logit KD when there is a teacher model."""
+    from tinyllm.distill.trlbackend import TrlOptions, train_lora_trl
+
+    kd = None
+    if teacher_model is not None:
+        from tinyllm.distill.kd import KDConfig
+
+        kd = KDConfig()
+    return train_lora_trl(
+        loaded.model, loaded.tokenizer, task, examples, options.train,
+        options.trl or TrlOptions(), teacher=teacher_model, kd=kd,
+    )  # fmt: skip
+
+
+def check_backend(backend: str, method: str, curriculum: bool) -> None:
+    """Reject an unknown backend, or a recipe the trl backend does not run yet."""
+    if backend not in ("own", "trl"):
+        raise ConfigError(f"unknown training backend {backend!r}; use 'own' or 'trl'")
+    if backend == "trl" and (method == "grpo" or curriculum):
+        raise ConfigError(
+            "--backend trl runs --method sft and kd, one LoRA per task; GRPO and the "
+            "curriculum run on the own backend (--backend own)"
+        )
+
+
+def main_process() -> bool:
+    """Whether this is rank 0 of a multi-process launch (``accelerate launch``), or alone."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run_distill(
     tasks: str | os.PathLike[str],
     *,
@@ -240,18 +277,20 @@ def run_distill(
     suite = load_tasks(tasks)
     selected = suite.select(names)
     check_method(method, selected)
+    check_backend(options.backend, method, curriculum)
     check_call_method(method, selected)
     prepare_tasks(selected)
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    base = student_bundle(student, out, log)
-    loaded = load_model(Bundle.open(base))
     labels_dir = out.parent / f"{out.name.removesuffix('.tllm')}-labels"
-    data = {
-        t.name: teacher_data(suite, t, teacher, options.train_limit, labels_dir, log)
-        for t in selected
-    }
+    with main_process_first():  # rank 0 imports and labels; the others then read its files
+        base = student_bundle(student, out, log)
+        data = {
+            t.name: teacher_data(suite, t, teacher, options.train_limit, labels_dir, log)
+            for t in selected
+        }
+    loaded = load_model(Bundle.open(base))
     for t in selected:  # tool tasks learn the teacher's calls (tinyllm.distill.calltargets)
         if t.tools:
             data[t.name] = with_calls(t, data[t.name], log)
@@ -268,6 +307,9 @@ def run_distill(
             loaded, suite, selected, data, method, teacher, options, log, progress
         )
     del loaded
+    if not main_process():  # under accelerate launch only rank 0 writes and evaluates
+        report.seconds = time.perf_counter() - start
+        return report
     add_tasks(Bundle.open(base), out, selected, adapters, overwrite=overwrite)
     log(f"wrote {out}; evaluating student and zero-shot baseline")
     student_eval = evaluated(Bundle.open(out), suite, selected, options, progress)
@@ -292,6 +334,19 @@ def run_distill(
         )
     report.seconds = time.perf_counter() - start
     return report
+
+
+def main_process_first() -> Any:
+    """A context in which rank 0 runs first and the other ranks after it (a no-op alone)."""
+    import contextlib
+
+    if "RANK" not in os.environ:
+        return contextlib.nullcontext()
+    import torch
+    from accelerate import PartialState
+
+    # cpu=True on CPU: otherwise accelerate sees no process group (and no barrier) there.
+    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
 
 
 def evaluated(

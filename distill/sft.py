@@ -147,16 +147,23 @@ def collate(items: Sequence[Encoded], pad_id: int, task: str = "") -> Batch:
     return Batch(ids, mask, labels, task)
 
 
-def batches(data: Sequence[Encoded], batch_size: int, seed: int, task: str = "") -> Iterator[Batch]:
-    """Endless shuffled batches (a new permutation each epoch, from ``seed``)."""
+def batch_order(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless lists of ``batch_size`` indices into ``n`` examples (a new permutation each
+    epoch, from ``seed``): the order every backend draws a task's examples in."""
     rng = random.Random(seed)
     order: list[int] = []
     while True:
         if len(order) < batch_size:
-            perm = list(range(len(data)))
+            perm = list(range(n))
             rng.shuffle(perm)
             order += perm
         take, order = order[:batch_size], order[batch_size:]
+        yield take
+
+
+def batches(data: Sequence[Encoded], batch_size: int, seed: int, task: str = "") -> Iterator[Batch]:
+    """Endless shuffled batches (a new permutation each epoch, from ``seed``)."""
+    for take in batch_order(len(data), batch_size, seed):
         yield collate([data[i] for i in take], 0, task)
 
 

@@ -13,7 +13,13 @@ from tinyllm.errors import ConfigError
 from tinyllm.tasks import Suite
 
 
-def teacher_from_spec(spec: str, suite: Suite | None = None, *, few_shot: int = 0) -> Teacher:
+def teacher_from_spec(
+    spec: str,
+    suite: Suite | None = None,
+    *,
+    few_shot: int = 0,
+    requests_per_second: float | None = None,
+) -> Teacher:
     """Build a teacher from a CLI string.
 
     Specs: ``oracle`` (reference outputs, needs ``suite``), ``bundle:PATH``, ``hf:PATH``,
@@ -21,7 +27,8 @@ def teacher_from_spec(spec: str, suite: Suite | None = None, *, few_shot: int = 
     ``tinyllm serve`` endpoint: the task is the model), ``pipeline:builtin`` (the
     shipped SmolLM2 + tools pipeline; its LLM at ``out/smollm2.tllm``, or
     ``pipeline:builtin:BUNDLE``) and ``pipeline:MODULE:FUNCTION`` (a function returning
-    a teacher).
+    a teacher). ``requests_per_second`` rate-limits the endpoint teachers (``openai:``,
+    ``tinyllm:``) on the client side; the others ignore it.
     """
     kind, _, rest = spec.partition(":")
     if kind == "oracle" and not rest:
@@ -35,11 +42,11 @@ def teacher_from_spec(spec: str, suite: Suite | None = None, *, few_shot: int = 
         from tinyllm.distill.endpoint import OpenAITeacher
 
         model, _, base_url = rest.partition("@")
-        return OpenAITeacher(base_url, model)
+        return OpenAITeacher(base_url, model, requests_per_second=requests_per_second)
     if kind == "tinyllm" and rest.startswith(("http://", "https://")):
         from tinyllm.distill.endpoint import OpenAITeacher
 
-        return OpenAITeacher(rest, "", task_as_model=True)
+        return OpenAITeacher(rest, "", task_as_model=True, requests_per_second=requests_per_second)
     if kind == "pipeline" and rest:
         return _pipeline_teacher(rest, suite)
     raise ConfigError(

@@ -16,6 +16,7 @@ from tinyllm.bundle import Bundle
 from tinyllm.compress.compression import CompressOptions
 from tinyllm.compress.heal import HealConfig
 from tinyllm.compress.recipe import PruneOptions
+from tinyllm.facade.distill import TrainerChoice
 from tinyllm.facade.evaluate import EvalOptions
 from tinyllm.facade.label import LabelOptions
 from tinyllm.inspection import Inspection, inspect_bundle
@@ -428,6 +429,12 @@ def distill(
     train_limit: int | None = None,
     eval_limit: int | None = None,
     seed: int = 0,
+    backend: str = TrainerChoice.backend,
+    run_dir: PathLike | None = TrainerChoice.run_dir,
+    checkpoint_every: int | None = TrainerChoice.checkpoint_every,
+    resume: bool = TrainerChoice.resume,
+    grad_accum: int = TrainerChoice.grad_accum,
+    precision: str = TrainerChoice.precision,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
@@ -455,6 +462,14 @@ def distill(
         train_limit: use at most this many training examples per task.
         eval_limit: evaluate on the first N test examples per task.
         seed: seeds data order, LoRA init and sampling.
+        backend: ``own`` (tinyllm's compact loop) or ``trl`` (trl's ``SFTTrainer``: runs
+            under ``accelerate launch``, checkpoints, accumulation, mixed precision,
+            TensorBoard; ``sft`` and ``kd``). The options below are the trl backend's.
+        run_dir: where the trl backend keeps checkpoints and TensorBoard logs, per task.
+        checkpoint_every: a checkpoint every N steps (needs ``run_dir``).
+        resume: continue each task from its latest checkpoint in ``run_dir``.
+        grad_accum: micro-batches per step; the global batch stays ``batch_size``.
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (bf16/fp16 where the GPU has it).
         overwrite: replace an existing bundle at ``out``.
         progress: progress bars.
         log: where progress lines go (default: stderr).
@@ -480,6 +495,7 @@ def distill(
         sizes=sizes,
         layers=layers,
         seed=seed,
+        trainer=TrainerChoice(backend, run_dir, checkpoint_every, resume, grad_accum, precision),
         overwrite=overwrite,
         progress=progress,
         log=log,
@@ -498,6 +514,9 @@ def label_data(
     batch_size: int = LabelOptions.batch_size,
     temperature: float = LabelOptions.temperature,
     few_shot: int = LabelOptions.few_shot,
+    concurrency: int = LabelOptions.concurrency,
+    shard: str | None = LabelOptions.shard,
+    requests_per_second: float | None = LabelOptions.requests_per_second,
     progress: bool = True,
 ) -> list[LabelStats]:
     """Label each task's inputs with a teacher; keep the best verified of k candidates.
@@ -517,12 +536,41 @@ def label_data(
         batch_size: inputs per teacher call and per journal append.
         temperature: sampling temperature of the teacher.
         few_shot: worked examples before each input (local teachers).
+        concurrency: teacher calls in flight at once (an endpoint teacher: one request
+            per input, so pair it with a small ``batch_size``).
+        shard: ``"I/N"``: label only shard I of N (by a hash of each input), into the
+            shard's own journal; :func:`merge_labels` joins the N shards.
+        requests_per_second: client-side rate limit of an endpoint teacher.
         progress: show progress bars.
     """
     from tinyllm.facade.label import label_suite
 
-    options = LabelOptions(split, k, limit, batch_size, temperature, few_shot)
+    options = LabelOptions(
+        split, k, limit, batch_size, temperature, few_shot, concurrency, shard,
+        requests_per_second,
+    )  # fmt: skip
     return label_suite(tasks, names, teacher, out_dir, options, progress=progress)
+
+
+def merge_labels(
+    tasks: PathLike,
+    out_dir: PathLike,
+    shards: int,
+    *,
+    names: list[str] | None = None,
+    split: str = LabelOptions.split,
+    limit: int | None = LabelOptions.limit,
+) -> list[LabelStats]:
+    """Merge the journals of ``shards`` labelling shards in ``out_dir`` into each task's data.
+
+    Every shard's journal must be in ``out_dir`` and every input of the split (as the
+    shards read it: same ``split`` and ``limit``) labelled; writes what an unsharded
+    :func:`label_data` writes.
+    """
+    from tinyllm.facade.label import merge_suite
+
+    options = LabelOptions(split=split, limit=limit)
+    return merge_suite(tasks, names, out_dir, shards, options)
 
 
 def compress(

@@ -520,14 +520,41 @@ def profile_cmd(
 @click.option("--train-limit", type=int, default=None, help="Training examples per task.")
 @click.option("--eval-limit", type=int, default=None, help="Test examples per task.")
 @click.option("--seed", type=int, show_default=True)
+@click.option(
+    "--backend", type=click.Choice(["own", "trl"]), show_default=True, help="Training loop."
+)
+@click.option("--run-dir", type=click.Path(), default=None, help="trl: checkpoints, TensorBoard.")
+@click.option("--checkpoint-every", type=int, default=None, help="trl: checkpoint every N steps.")
+@click.option("--resume", is_flag=True, help="trl: continue from the latest checkpoints.")
+@click.option("--grad-accum", type=int, show_default=True, help="trl: micro-batches per step.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), show_default=True)
+@click.option(
+    "--num-processes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="trl: launch N data-parallel processes (torchrun; gloo on CPU).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write JSON here.")
+@click.pass_context
 def distill_cmd(
-    tasks: str, names: tuple[str, ...], force: bool, json_out: str | None, **kwargs: Any
+    ctx: click.Context,
+    tasks: str,
+    names: tuple[str, ...],
+    force: bool,
+    json_out: str | None,
+    num_processes: int,
+    **kwargs: Any,
 ) -> None:
     """Distill the tasks of TASKS (a suite YAML or 'builtin') into a student bundle."""
+    if num_processes > 1:
+        from tinyllm.distill.launch import relaunch
+
+        sys.exit(relaunch(num_processes, (ctx.obj or {}).get("argv", sys.argv[1:])))
     report = api.distill(tasks, names=list(names) or None, overwrite=force, **kwargs)
-    _print_report(report, json_out)
+    if os.environ.get("RANK", "0") == "0":  # under a launcher only rank 0 reports
+        _print_report(report, json_out)
 
 
 @defaults_from(api.label_data)
@@ -552,36 +579,44 @@ def distill_cmd(
 @click.option("--batch-size", type=int, show_default=True)
 @click.option("--temperature", type=float, show_default=True)
 @click.option("--few-shot", type=int, show_default=True, help="Local teachers.")
+@click.option("--concurrency", type=int, show_default=True, help="Teacher calls in flight.")
+@click.option("--shard", default=None, metavar="I/N", help="Label only shard I of N.")
+@click.option(
+    "--requests-per-second", type=float, default=None, help="Endpoint teachers' rate limit."
+)
 def data_label_cmd(
-    tasks: str,
-    teacher: str,
-    out: str,
-    names: tuple[str, ...],
-    split: str,
-    k: int,
-    limit: int | None,
-    batch_size: int,
-    temperature: float,
-    few_shot: int,
+    tasks: str, teacher: str, out: str, names: tuple[str, ...], **kwargs: Any
 ) -> None:
     """Label TASKS (suite YAML or 'builtin') with a teacher: k candidates, verified, best kept.
 
-    Rerunning with the same -o resumes: inputs already labelled are not relabelled.
+    Rerunning with the same -o resumes: inputs already labelled are not relabelled. With
+    --shard I/N each process labels one shard; 'tinyllm data merge' joins them.
     """
     from tinyllm.distill.labelling import format_stats
 
     stats = api.label_data(
-        tasks,
-        teacher,
-        out,
-        names=list(names) or None,
-        split=split,
-        k=k,
-        limit=limit,
-        batch_size=batch_size,
-        temperature=temperature,
-        few_shot=few_shot,
-        progress=sys.stderr.isatty(),
+        tasks, teacher, out, names=list(names) or None, progress=sys.stderr.isatty(), **kwargs
+    )
+    click.echo(format_stats(stats))
+    click.echo(f"wrote {out}")
+
+
+@defaults_from(api.merge_labels)
+@data_group.command("merge")
+@click.argument("tasks")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Folder of the shards.")
+@click.option("--shards", type=int, required=True, help="N, the number of shards.")
+@click.option("--task", "names", multiple=True, help="Merge only this task (repeatable).")
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), show_default=True)
+@click.option("--limit", type=int, default=None, help="First N inputs per task.")
+def data_merge_cmd(
+    tasks: str, out: str, shards: int, names: tuple[str, ...], split: str, limit: int | None
+) -> None:
+    """Merge the shard journals in -o (from 'data label --shard I/N') into each task's data."""
+    from tinyllm.distill.labelling import format_stats
+
+    stats = api.merge_labels(
+        tasks, out, shards, names=list(names) or None, split=split, limit=limit
     )
     click.echo(format_stats(stats))
     click.echo(f"wrote {out}")
@@ -649,7 +684,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="tinyllm", standalone_mode=False)
+        cli.main(args=args, prog_name="tinyllm", standalone_mode=False, obj={"argv": args})
     except TinyLLMError as e:
         if debug:
             raise
@@ -661,3 +696,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":  # `python -m tinyllm.cli`, as launchers (torchrun) start it
+    main()

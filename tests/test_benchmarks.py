@@ -266,3 +266,14 @@ def test_tool_latency_benchmark_with_scripted_peers(monkeypatch: pytest.MonkeyPa
     assert calls[4:6] == ["tools:b", "call:b"]
     with pytest.raises(ValueError, match="no values"):
         tool_latency.percentile([], 0.5)
+
+
+@pytest.mark.parametrize(
+    ("script", "option"), [("labelling.py", "--concurrency"), ("trl_speed.py", "--rounds")]
+)
+def test_labelling_and_trl_speed_benchmarks_help(script: str, option: str) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert option in out.stdout

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tinyllm.distill.recipe import DistillReport
@@ -50,6 +50,49 @@ class DistillSizes:
 QUICK = DistillSizes(steps=20, batch_size=4, train_limit=200, eval_limit=20)
 
 
+@dataclass(frozen=True)
+class TrainerChoice:
+    """Which training loop runs (``own`` or ``trl``) and the trl backend's options."""
+
+    backend: str = "own"
+    run_dir: str | os.PathLike[str] | None = None
+    checkpoint_every: int | None = None
+    resume: bool = False
+    grad_accum: int = 1
+    precision: str = "fp32"
+
+    def trl_options(self) -> Any:
+        """The TrlOptions (checked), or None for the own backend (which takes none)."""
+        if self.backend != "trl":
+            changed = [
+                name
+                for name, value in (
+                    ("run_dir", self.run_dir),
+                    ("checkpoint_every", self.checkpoint_every),
+                    ("resume", self.resume or None),
+                    ("grad_accum", None if self.grad_accum == 1 else self.grad_accum),
+                    ("precision", None if self.precision == "fp32" else self.precision),
+                )
+                if value is not None
+            ]
+            if changed:
+                from tinyllm.errors import ConfigError
+
+                raise ConfigError(
+                    f"{', '.join(changed)}: options of --backend trl, not of {self.backend!r}"
+                )
+            return None
+        from tinyllm.distill.trlbackend import TrlOptions
+
+        return TrlOptions(
+            run_dir=str(self.run_dir) if self.run_dir is not None else None,
+            save_steps=self.checkpoint_every,
+            resume=self.resume,
+            grad_accum=self.grad_accum,
+            precision=self.precision,  # type: ignore[arg-type]
+        )
+
+
 def distill_suite(
     tasks: str | os.PathLike[str],
     *,
@@ -62,6 +105,7 @@ def distill_suite(
     sizes: DistillSizes,
     layers: int | None,
     seed: int,
+    trainer: TrainerChoice,
     overwrite: bool,
     progress: bool,
     log: Callable[[str], None] | None,
@@ -80,7 +124,11 @@ def distill_suite(
         layers=layers,
     )
     options = DistillOptions(
-        train=config, train_limit=sizes.train_limit, eval_limit=sizes.eval_limit
+        train=config,
+        train_limit=sizes.train_limit,
+        eval_limit=sizes.eval_limit,
+        backend=trainer.backend,
+        trl=trainer.trl_options(),
     )
     return run_distill(
         tasks,

@@ -26,9 +26,18 @@ class LabelOptions:
     batch_size: int = 16
     temperature: float = 0.7
     few_shot: int = 0
+    concurrency: int = 1
+    shard: str | None = None  # "I/N": label only shard I of N (tinyllm.distill.labelpool)
+    requests_per_second: float | None = None  # endpoint teachers: client-side rate limit
 
     def check(self) -> None:
-        """Reject a bad limit or an unknown split before any teacher loads."""
+        """Reject a bad limit, split, concurrency or shard before any teacher loads."""
+        from tinyllm.distill.labelpool import Shard
+
+        if self.shard is not None:
+            Shard.parse(self.shard)
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be a positive number of inputs, got {self.limit}")
         if self.split not in SPLITS:
@@ -47,6 +56,7 @@ def label_suite(
     """Label each selected task's inputs of ``tasks`` (a suite file or ``"builtin"``);
     a teacher spec is built once for all tasks."""
     from tinyllm.distill.labelling import label_task
+    from tinyllm.distill.labelpool import Shard
     from tinyllm.distill.teacher_specs import teacher_from_spec
     from tinyllm.suite import load_split, load_tasks, prepare_tasks
 
@@ -54,7 +64,12 @@ def label_suite(
     suite = load_tasks(tasks)
     selected = suite.select(list(names) if names is not None else None)
     if isinstance(teacher, str):
-        teacher = teacher_from_spec(teacher, suite, few_shot=options.few_shot)
+        teacher = teacher_from_spec(
+            teacher,
+            suite,
+            few_shot=options.few_shot,
+            requests_per_second=options.requests_per_second,
+        )
     prepare_tasks(selected)
     results = []
     for task in selected:
@@ -69,6 +84,33 @@ def label_suite(
                 batch_size=options.batch_size,
                 temperature=options.temperature,
                 progress=progress,
+                concurrency=options.concurrency,
+                shard=Shard.parse(options.shard) if options.shard else None,
             )
         )
+    return results
+
+
+def merge_suite(
+    tasks: str | os.PathLike[str],
+    names: Sequence[str] | None,
+    out_dir: str | os.PathLike[str],
+    shards: int,
+    options: LabelOptions,
+) -> list[LabelStats]:
+    """Merge each selected task's ``shards`` shard journals in ``out_dir``; the inputs are
+    read as the labelling run read them (``options.split`` and ``options.limit``)."""
+    from tinyllm.distill.labelmerge import merge_shards
+    from tinyllm.suite import load_split, load_tasks, prepare_tasks
+
+    options.check()
+    if shards < 1:
+        raise ConfigError(f"shards must be >= 1, got {shards}")
+    suite = load_tasks(tasks)
+    selected = suite.select(list(names) if names is not None else None)
+    prepare_tasks(selected)
+    results = []
+    for task in selected:
+        split = load_split(suite, task, options.split, options.limit)  # type: ignore[arg-type]
+        results.append(merge_shards(task, [ex.input for ex in split], out_dir, shards))
     return results

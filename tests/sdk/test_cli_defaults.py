@@ -26,6 +26,7 @@ COMMANDS: dict[Path, Callable[..., object]] = {
     ("profile",): api.profile,
     ("distill",): api.distill,
     ("data", "label"): api.label_data,
+    ("data", "merge"): api.merge_labels,
     ("prune",): api.prune,
 }
 RENAMED: dict[Path, dict[str, str]] = {("compress",): {"prune": "prune_ratio"}}
@@ -43,6 +44,7 @@ def dataclass_defaults() -> dict[Path, dict[str, Any]]:
     from tinyllm.compress.compression import CompressOptions
     from tinyllm.compress.heal import HealConfig
     from tinyllm.compress.recipe import PruneOptions
+    from tinyllm.facade.distill import TrainerChoice
     from tinyllm.facade.evaluate import EvalOptions
     from tinyllm.facade.label import LabelOptions
     from tinyllm.runtime.export import ExportOptions
@@ -55,6 +57,7 @@ def dataclass_defaults() -> dict[Path, dict[str, Any]]:
         ("eval",): field_defaults(EvalOptions),
         ("compress",): field_defaults(CompressOptions),
         ("data", "label"): field_defaults(LabelOptions),
+        ("distill",): field_defaults(TrainerChoice),
         ("prune",): {
             **field_defaults(PruneOptions, "ratio", "calib_samples", "vocab_samples", "min_vocab"),
             **{f"heal_{k}" if k != "seed" else k: v for k, v in heal.items()},

@@ -1,0 +1,360 @@
+"""Training on trl: the SFT and logit-KD recipes on trl's ``SFTTrainer``, for runs that
+outgrow our compact loop (:func:`tinyllm.distill.sft.train`).
+
+What trl (and the transformers ``Trainer`` and accelerate beneath it) adds: data-parallel
+training under ``accelerate launch`` (DDP, DeepSpeed ZeRO, FSDP), a checkpoint every N
+steps and ``resume``, gradient accumulation, bf16/fp16 mixed precision and TensorBoard
+logs. What stays ours, so both backends train the same thing:
+
+- the data: each task's examples tokenized by :func:`tinyllm.distill.sft.encode`
+  (prompt masked, answer + eos), drawn in the order of
+  :func:`tinyllm.distill.sft.batch_order` for the seed. The rows are handed to the
+  trainer in that order and read sequentially, so step ``s`` of a run trains on the
+  same global batch whatever the number of processes or accumulation steps;
+- the LoRA: :func:`tinyllm.distill.sft.with_lora` (seeded init) and
+  :func:`tinyllm.distill.sft.adapter_of`, so the bundle gets the same adapters;
+- the optimizer and schedule: AdamW with our linear warmup to a constant rate;
+- for KD, the loss: :func:`tinyllm.distill.losses.token_divergence` (forward/reverse
+  KL, generalized JSD). trl's ``DistillationTrainer`` generates on-policy completions
+  (vLLM or ``generate``) for every batch; our KD is off-policy on the teacher's answers,
+  so it subclasses ``SFTTrainer`` and replaces ``compute_loss``.
+
+SFT uses ``SFTTrainer``'s own loss (the token mean of the answer tokens' cross-entropy
+over the global batch, as ours), so the two backends give the same losses for a seed
+(tests/distill/test_trlbackend.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tinyllm.distill.sft import (
+    Encoded,
+    TrainConfig,
+    TrainResult,
+    adapter_of,
+    batch_order,
+    encode,
+    torch_module,
+    with_lora,
+)
+from tinyllm.errors import ConfigError, missing_dependency
+from tinyllm.tasks import Example, TaskSpec
+
+if TYPE_CHECKING:
+    from tinyllm.adapters import LoraAdapter
+    from tinyllm.distill.kd import KDConfig
+
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16", "auto")
+Backend = Literal["own", "trl"]
+BACKENDS: tuple[Backend, ...] = ("own", "trl")
+
+
+@dataclass(frozen=True)
+class TrlOptions:
+    """How the trl backend runs: where checkpoints and logs go, how often it checkpoints,
+    accumulation and precision.
+
+    ``run_dir`` holds ``TASK/checkpoint-N`` folders and ``TASK/tensorboard`` logs (None: a
+    temporary folder, removed after the run, and no checkpoints). ``save_steps``: a
+    checkpoint every N optimizer steps (None: none). ``resume``: continue each task from
+    its latest checkpoint in ``run_dir``. ``grad_accum``: micro-batches per optimizer
+    step (the global batch stays ``batch_size``). ``precision``: ``auto`` is bf16 where
+    the GPU has it, fp16 on other GPUs and fp32 on CPU.
+    """
+
+    run_dir: str | None = None
+    save_steps: int | None = None
+    resume: bool = False
+    grad_accum: int = 1
+    precision: Precision = "fp32"
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; use one of {PRECISIONS}")
+        if self.grad_accum < 1:
+            raise ConfigError(f"grad_accum must be >= 1, got {self.grad_accum}")
+        if self.save_steps is not None and self.save_steps < 1:
+            raise ConfigError(f"save_steps must be >= 1, got {self.save_steps}")
+        if (self.save_steps or self.resume) and self.run_dir is None:
+            raise ConfigError("checkpoints (save_steps, resume) need a run_dir to keep them in")
+
+
+def trl_module() -> Any:
+    """trl, or a MissingDependencyError naming the ``train`` extra."""
+    try:
+        import trl
+    except ImportError as e:
+        raise missing_dependency("trl", "train", "training with --backend trl") from e
+    return trl
+
+
+def mixed_precision(precision: Precision) -> tuple[bool, bool]:
+    """(bf16, fp16) for the Trainer; an explicit bf16/fp16 the machine lacks is an error."""
+    torch = torch_module()
+    cuda = torch.cuda.is_available()
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return bf16_ok, cuda and not bf16_ok
+    if precision == "fp16" and not cuda:
+        raise ConfigError("precision fp16 needs a CUDA GPU; use fp32 (or bf16) on CPU")
+    if precision == "bf16" and cuda and not bf16_ok:
+        raise ConfigError("this GPU has no bf16; use fp16 or fp32")
+    return precision == "bf16", precision == "fp16"
+
+
+def ordered_rows(data: Sequence[Encoded], config: TrainConfig, steps: int) -> list[dict[str, Any]]:
+    """The rows of ``steps`` global batches, in the order our own loop draws them."""
+    order: Iterator[list[int]] = batch_order(len(data), config.batch_size, config.seed)
+    rows = []
+    for _ in range(steps):
+        for i in next(order):
+            rows.append({"input_ids": data[i].input_ids, "labels": data[i].labels})
+    return rows
+
+
+def micro_batch(config: TrainConfig, options: TrlOptions, processes: int) -> int:
+    """Per-process micro-batch size: the global batch over accumulation steps and processes."""
+    parts = options.grad_accum * processes
+    if config.batch_size % parts:
+        raise ConfigError(
+            f"batch_size {config.batch_size} must be a multiple of grad_accum x processes "
+            f"({options.grad_accum} x {processes}) so every step trains on the same global batch"
+        )
+    return config.batch_size // parts
+
+
+def run_folder(options: TrlOptions, name: str) -> contextlib.AbstractContextManager[str]:
+    """``run_dir/NAME``, or a temporary folder removed afterwards."""
+    if options.run_dir is None:
+        return tempfile.TemporaryDirectory(prefix=f"tinyllm-trl-{name}-")
+    path = Path(options.run_dir) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(str(path))
+
+
+def training_args(
+    config: TrainConfig, options: TrlOptions, folder: str, steps: int, processes: int
+) -> Any:
+    """The ``SFTConfig`` of one task's run."""
+    trl = trl_module()
+    bf16, fp16 = mixed_precision(options.precision)
+    return trl.SFTConfig(
+        # Without it accelerate ignores a CPU launch's WORLD_SIZE: N processes would each
+        # train alone instead of as one gloo process group.
+        use_cpu=not torch_module().cuda.is_available(),
+        output_dir=folder,
+        max_steps=steps,
+        per_device_train_batch_size=micro_batch(config, options, processes),
+        gradient_accumulation_steps=options.grad_accum,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.grad_clip,
+        seed=config.seed,
+        data_seed=config.seed,
+        train_sampling_strategy="sequential",
+        max_length=config.max_len,
+        bf16=bf16,
+        fp16=fp16,
+        logging_steps=1,
+        save_strategy="steps" if options.save_steps else "no",
+        save_steps=options.save_steps or 500,
+        report_to=["tensorboard"] if options.tensorboard else "none",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        # The rows are ours, tokenized, masked and truncated: trl must not re-prepare them
+        # (its filter of fully masked rows would shift every later batch).
+        dataset_kwargs={"skip_prepare_dataset": True},
+        disable_tqdm=True,
+    )
+
+
+def trainer_class(kd: bool) -> Any:
+    """``SFTTrainer`` with our warmup schedule (and, for ``kd``, our KD loss)."""
+    trl = trl_module()
+    torch = torch_module()
+    from transformers import TrainerCallback
+
+    sft_trainer: Any = trl.SFTTrainer
+
+    class TinySFTTrainer(sft_trainer):
+        """SFTTrainer whose schedule is our linear warmup to a constant rate."""
+
+        def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+            warmup = max(1, self.tiny_warmup)
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer or self.optimizer, lambda s: min(1.0, (s + 1) / warmup)
+            )
+            return self.lr_scheduler
+
+    class TinyKDTrainer(TinySFTTrainer):
+        """Logit KD against a frozen teacher: our divergence, summed over answer tokens and
+        divided by the global batch's answer tokens (as trl's SFT loss is)."""
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            from tinyllm.distill.losses import IGNORE_INDEX, token_divergence
+
+            kd: KDConfig = self.tiny_kd
+            batch = {k: inputs[k] for k in ("input_ids", "attention_mask")}
+            targets = inputs["labels"][:, 1:]  # [B, T-1]: what position t predicts
+            s_logits = model(**batch, use_cache=False).logits[:, :-1]  # [B, T-1, V]
+            teacher = self.tiny_teacher
+            if next(teacher.parameters()).device != batch["input_ids"].device:
+                teacher.to(batch["input_ids"].device)  # the Trainer moved only the student
+            with torch.no_grad():
+                t_logits = teacher(**batch, use_cache=False).logits[:, :-1]
+            vocab = min(s_logits.shape[-1], t_logits.shape[-1])  # padded embedding rows
+            per_token = token_divergence(
+                s_logits[..., :vocab], t_logits[..., :vocab], kd.divergence, kd.beta,
+                kd.temperature,
+            )  # fmt: skip  # [B, T-1]
+            mask = targets != IGNORE_INDEX
+            total = (per_token * mask).sum()
+            if kd.ce_weight:
+                ce = torch.nn.functional.cross_entropy(
+                    s_logits.float().reshape(-1, s_logits.shape[-1]),
+                    targets.reshape(-1),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
+                total = total + kd.ce_weight * ce
+            count = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+            loss = total / torch.as_tensor(count).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # DDP averages the gradients
+            return loss
+
+    del TrainerCallback
+    return TinyKDTrainer if kd else TinySFTTrainer
+
+
+def loss_recorder(
+    result: TrainResult, on_step: Callable[[int, float], bool] | None
+) -> Any:  # a transformers TrainerCallback
+    """A callback that appends each step's logged loss to ``result`` (and may stop the run)."""
+    from transformers import TrainerCallback
+
+    class Recorder(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
+            if logs and "loss" in logs:
+                result.losses.append(float(logs["loss"]))
+                if on_step is not None and on_step(state.global_step, result.losses[-1]):
+                    control.should_training_stop = True
+            return control
+
+    return Recorder()
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """The newest ``checkpoint-N`` folder in ``folder``, or None."""
+    found = [p for p in Path(folder).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+
+
+def train_trl(
+    peft_model: Any,
+    tokenizer: Any,
+    data: Sequence[Encoded],
+    config: TrainConfig,
+    options: TrlOptions,
+    name: str,
+    *,
+    teacher: Any = None,
+    kd: KDConfig | None = None,
+    on_step: Callable[[int, float], bool] | None = None,
+) -> TrainResult:
+    """Train ``peft_model``'s trainable weights on ``data`` with trl; the loss per step.
+
+    Args:
+        peft_model: a peft-wrapped model (:func:`tinyllm.distill.sft.with_lora`).
+        tokenizer: its tokenizer.
+        data: the task's encoded examples.
+        config: steps, global batch size, lr, warmup, clipping, seed.
+        options: checkpoints, resume, accumulation, precision, logs.
+        name: the run's folder under ``options.run_dir`` (the task's name).
+        teacher, kd: a frozen teacher model and KD settings for logit KD (else SFT).
+        on_step: called with (step, loss) after each step; True stops the run.
+    """
+    import os
+
+    from datasets import Dataset
+
+    # The launcher's world size (torchrun, accelerate launch); accelerate's state is built
+    # by the trainer's arguments, after the micro-batch must be known.
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    base = peft_model.get_base_model()
+    patched = "forward" in vars(base)
+    result = TrainResult()
+    with run_folder(options, name) as folder:
+        args = training_args(config, options, folder, config.steps, processes)
+        if options.tensorboard:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(folder) / "tensorboard")
+        trainer = trainer_class(kd is not None)(
+            model=peft_model,
+            args=args,
+            train_dataset=Dataset.from_list(ordered_rows(data, config, config.steps)),
+            processing_class=tokenizer,
+            callbacks=[loss_recorder(result, on_step)],
+        )
+        trainer.tiny_warmup, trainer.tiny_teacher, trainer.tiny_kd = config.warmup, teacher, kd
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # the losses go to the report, not stdout
+        resume = latest_checkpoint(folder) if options.resume else None
+        trainer.train(resume_from_checkpoint=resume)
+        if resume is not None:  # the steps before the checkpoint are in its trainer_state
+            result.losses[:0] = checkpoint_losses(resume)
+    if not patched:
+        vars(base).pop("forward", None)  # undo trl's fused-LM-head patch of the base model
+    peft_model.eval()
+    return result
+
+
+def checkpoint_losses(checkpoint: str) -> list[float]:
+    """The per-step losses a checkpoint's ``trainer_state.json`` logged."""
+    import json
+
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return [float(e["loss"]) for e in state.get("log_history", []) if "loss" in e]
+
+
+def train_lora_trl(
+    model: Any,
+    tokenizer: Any,
+    task: TaskSpec,
+    examples: Sequence[Example],
+    config: TrainConfig,
+    options: TrlOptions,
+    *,
+    teacher: Any = None,
+    kd: KDConfig | None = None,
+) -> tuple[LoraAdapter, TrainResult]:
+    """One task's LoRA trained with trl (SFT, or logit KD when ``teacher`` and ``kd`` are
+    given); the model is returned to its base state. Returns the adapter and the losses."""
+    if (teacher is None) != (kd is None):
+        raise ConfigError("logit KD on trl needs both a teacher model and a KDConfig")
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    data = encode(tokenizer, task, examples, config.max_len)
+    peft_model = with_lora(model, config)
+    result = train_trl(
+        peft_model, tokenizer, data, config, options, task.name, teacher=teacher, kd=kd
+    )
+    adapter = adapter_of(peft_model, config)
+    peft_model.unload()
+    return adapter, result

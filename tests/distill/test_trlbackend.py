@@ -1,0 +1,153 @@
+"""The trl backend: same losses as our loop, determinism, checkpoints and resume, gradient
+accumulation, TensorBoard logs, KD with our loss, and the same bundle layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl", reason="the trl backend needs the train extra")
+
+import tinyllm
+from tinyllm.distill.kd import KDConfig, train_kd_lora
+from tinyllm.distill.sft import TrainConfig, train_lora
+from tinyllm.distill.trlbackend import (
+    TrlOptions,
+    checkpoint_losses,
+    latest_checkpoint,
+    micro_batch,
+    mixed_precision,
+    train_lora_trl,
+)
+from tinyllm.errors import ConfigError
+from tinyllm.tasks import TaskSpec
+
+CONFIG = TrainConfig(steps=6, batch_size=4, lr=5e-3, warmup=2, rank=2, alpha=4, max_len=64)
+TOL = 1e-4  # fp32; the two backends sum the same terms in another order
+
+
+def fresh(bundle: Path) -> Any:
+    return tinyllm.load_torch_model(bundle)
+
+
+def test_trl_sft_gives_our_loops_losses_and_adapter(
+    tiny_llama_bundle: Path, color_task: TaskSpec, examples: Any
+) -> None:
+    data = examples(24)
+    own = fresh(tiny_llama_bundle)
+    own_adapter, own_result = train_lora(own.model, own.tokenizer, color_task, data, CONFIG)
+    trl = fresh(tiny_llama_bundle)
+    trl_adapter, trl_result = train_lora_trl(
+        trl.model, trl.tokenizer, color_task, data, CONFIG, TrlOptions(tensorboard=False)
+    )
+    assert len(trl_result.losses) == CONFIG.steps
+    np.testing.assert_allclose(trl_result.losses, own_result.losses, rtol=0, atol=TOL)
+    assert trl_result.last < trl_result.first  # it learns
+    assert trl_adapter.tensors.keys() == own_adapter.tensors.keys()
+    for name, value in own_adapter.tensors.items():
+        np.testing.assert_allclose(trl_adapter.tensors[name], value, atol=1e-4, err_msg=name)
+    trl_adapter.check(trl.config, "trl adapter")
+    # The base model is untouched and unpatched (trl's fused LM head removed).
+    assert "forward" not in vars(trl.model)
+    base = fresh(tiny_llama_bundle).model.state_dict()
+    for name, value in trl.model.state_dict().items():
+        assert np.array_equal(value.numpy(), base[name].numpy()), name
+
+
+def test_same_seed_same_losses_another_seed_others(
+    tiny_llama_bundle: Path, color_task: TaskSpec, examples: Any
+) -> None:
+    runs = []
+    for seed in (0, 0, 1):
+        loaded = fresh(tiny_llama_bundle)
+        config = TrainConfig(**{**CONFIG.__dict__, "steps": 3, "seed": seed})
+        _, result = train_lora_trl(
+            loaded.model, loaded.tokenizer, color_task, examples(16), config,
+            TrlOptions(tensorboard=False),
+        )  # fmt: skip
+        runs.append(result.losses)
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_gradient_accumulation_keeps_the_global_batch(
+    tiny_llama_bundle: Path, color_task: TaskSpec, examples: Any
+) -> None:
+    losses = []
+    for accum in (1, 2, 4):
+        loaded = fresh(tiny_llama_bundle)
+        _, result = train_lora_trl(
+            loaded.model, loaded.tokenizer, color_task, examples(16), CONFIG,
+            TrlOptions(grad_accum=accum, tensorboard=False),
+        )  # fmt: skip
+        losses.append(result.losses)
+    np.testing.assert_allclose(losses[1], losses[0], atol=TOL)
+    np.testing.assert_allclose(losses[2], losses[0], atol=TOL)
+    with pytest.raises(ConfigError, match="multiple of grad_accum x processes"):
+        micro_batch(CONFIG, TrlOptions(grad_accum=3), 1)
+
+
+def test_checkpoints_resume_to_the_uninterrupted_losses_and_tensorboard_logs(
+    tiny_llama_bundle: Path, color_task: TaskSpec, examples: Any, tmp_path: Path
+) -> None:
+    whole = fresh(tiny_llama_bundle)
+    _, full = train_lora_trl(
+        whole.model, whole.tokenizer, color_task, examples(16), CONFIG,
+        TrlOptions(run_dir=str(tmp_path / "whole")),
+    )  # fmt: skip
+    logs = list((tmp_path / "whole" / "color" / "tensorboard").glob("events.out.tfevents.*"))
+    assert logs and logs[0].stat().st_size > 0
+    # A run stopped after 4 of 6 steps, with a checkpoint every 2, then resumed.
+    run = tmp_path / "split"
+    first = fresh(tiny_llama_bundle)
+    short = TrainConfig(**{**CONFIG.__dict__, "steps": 4})
+    train_lora_trl(
+        first.model, first.tokenizer, color_task, examples(16), short,
+        TrlOptions(run_dir=str(run), save_steps=2, tensorboard=False),
+    )  # fmt: skip
+    checkpoint = latest_checkpoint(str(run / "color"))
+    assert checkpoint is not None and checkpoint.endswith("checkpoint-4")
+    np.testing.assert_allclose(checkpoint_losses(checkpoint), full.losses[:4], atol=TOL)
+    again = fresh(tiny_llama_bundle)
+    adapter, resumed = train_lora_trl(
+        again.model, again.tokenizer, color_task, examples(16), CONFIG,
+        TrlOptions(run_dir=str(run), save_steps=2, resume=True, tensorboard=False),
+    )  # fmt: skip
+    np.testing.assert_allclose(resumed.losses, full.losses, atol=TOL)
+    adapter.check(again.config, "resumed adapter")
+
+
+def test_trl_kd_uses_our_loss_and_matches_our_kd_loop(
+    tiny_llama_bundle: Path, color_task: TaskSpec, examples: Any
+) -> None:
+    teacher = fresh(tiny_llama_bundle).model
+    kd = KDConfig(divergence="jsd", beta=0.3, ce_weight=0.5)
+    own = fresh(tiny_llama_bundle)
+    _, own_result = train_kd_lora(
+        own.model, teacher, own.tokenizer, color_task, examples(16), CONFIG, kd
+    )
+    mine = fresh(tiny_llama_bundle)
+    _, trl_result = train_lora_trl(
+        mine.model, mine.tokenizer, color_task, examples(16), CONFIG,
+        TrlOptions(tensorboard=False), teacher=teacher, kd=kd,
+    )  # fmt: skip
+    np.testing.assert_allclose(trl_result.losses, own_result.losses, atol=TOL)
+    # The student starts as the teacher: the divergence part starts at 0, CE does not.
+    assert trl_result.losses[0] > 0
+
+
+def test_bad_trl_options_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="need a run_dir"):
+        TrlOptions(save_steps=5)
+    with pytest.raises(ConfigError, match="need a run_dir"):
+        TrlOptions(resume=True)
+    with pytest.raises(ConfigError, match="grad_accum"):
+        TrlOptions(grad_accum=0)
+    with pytest.raises(ConfigError, match="unknown precision"):
+        TrlOptions(precision="fp8")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        mixed_precision("fp16")
+    assert mixed_precision("auto") == (False, False)  # CPU: fp32
