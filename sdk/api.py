@@ -450,17 +450,20 @@ def distill(
         progress: progress bars.
         log: where progress lines go (default: stderr).
     """
-    from tinyllm.facade.distill import QUICK, DistillSizes, distill_suite
+    from tinyllm.distill.recipe import DistillOptions, run_distill
 
-    sizes = (QUICK if quick else DistillSizes()).given(
+    options = DistillOptions.sized(
+        quick=quick,
         steps=steps,
         batch_size=batch_size,
         lr=lr,
         rank=rank,
+        layers=layers,
         train_limit=train_limit,
         eval_limit=eval_limit,
+        seed=seed,
     )
-    return distill_suite(
+    return run_distill(
         tasks,
         teacher=teacher,
         student=student,
@@ -468,9 +471,7 @@ def distill(
         names=names,
         method=method,
         curriculum=curriculum,
-        sizes=sizes,
-        layers=layers,
-        seed=seed,
+        options=options,
         overwrite=overwrite,
         progress=progress,
         log=log,
