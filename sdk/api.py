@@ -20,6 +20,8 @@ from tinyllm.facade.evaluate import EvalOptions
 from tinyllm.facade.label import LabelOptions
 from tinyllm.inspection import Inspection, inspect_bundle
 from tinyllm.manifest import Stage
+from tinyllm.runtime.exportoptions import ExportOptions
+from tinyllm.runtime.profileoptions import ProfileOptions
 from tinyllm.suite import BUILTIN
 
 if TYPE_CHECKING:
@@ -188,16 +190,16 @@ def evaluate(
 
 def export(
     bundle: PathLike,
-    target: str = "onnx-cpu",
+    target: str = ExportOptions.target,
     out: PathLike | None = None,
     *,
-    quant: str | None = None,
-    precision: str | None = None,
-    block_size: int = 32,
-    max_seq_len: int | None = None,
+    quant: str | None = ExportOptions.quant,
+    precision: str | None = ExportOptions.precision,
+    block_size: int = ExportOptions.block_size,
+    max_seq_len: int | None = ExportOptions.max_seq_len,
     lora_slots: int | None = None,
     lora_rank: int | None = None,
-    accuracy_level: int = 4,
+    accuracy_level: int = ExportOptions.accuracy_level,
     overwrite: bool = False,
     lora_spare: int = 2,
 ) -> tuple[Bundle, Verification]:
@@ -326,23 +328,23 @@ def serve(
 def profile(
     bundle: PathLike,
     *,
-    engine: str | None = None,
-    runtime: str = "python",
-    workload: str = "builtin",
-    requests: int = 32,
-    rate: float | None = None,
-    concurrency: int | None = None,
-    prompt_len: int | None = None,
-    new_tokens: int | None = None,
+    engine: str | None = ProfileOptions.engine,
+    runtime: str = ProfileOptions.runtime,
+    workload: str = ProfileOptions.workload,
+    requests: int = ProfileOptions.requests,
+    rate: float | None = ProfileOptions.rate,
+    concurrency: int | None = ProfileOptions.concurrency,
+    prompt_len: int | None = ProfileOptions.prompt_len,
+    new_tokens: int | None = ProfileOptions.new_tokens,
     threads: int | None = None,
     compare: Sequence[PathLike] = (),
     sweep: Sequence[str] = (),
     slo_p95_ms: float | None = None,
     apply: bool = False,
     out: PathLike | None = "profile-out",
-    ops: bool = True,
-    overhead: bool = False,
-    bandwidth_mib: int = 256,
+    ops: bool = ProfileOptions.ops,
+    overhead: bool = ProfileOptions.overhead,
+    bandwidth_mib: int = ProfileOptions.bandwidth_mib,
     progress: bool = True,
 ) -> ProfileReport:
     """Profile a bundle's engine on this machine: latency, phases, operators, roofline,
@@ -373,7 +375,6 @@ def profile(
         progress: progress bars on stderr.
     """
     from tinyllm.facade.profile import profile_bundle
-    from tinyllm.runtime.profile import ProfileOptions
 
     options = ProfileOptions(
         engine=engine,
