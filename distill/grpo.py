@@ -22,13 +22,9 @@ from tinyllm.distill.sft import (
     Encoded,
     TrainConfig,
     TrainResult,
-    adapter_of,
     answer_logits,
-    batches,
     collate,
-    encode,
-    train,
-    with_lora,
+    train_lora,
 )
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec
@@ -128,27 +124,9 @@ def sample(
     model: Any, tokenizer: Any, prompts: list[list[int]], config: GRPOConfig, max_new_tokens: int
 ) -> list[list[int]]:
     """Sampled answer ids per prompt (up to and including eos; at least one token)."""
-    import torch
+    from tinyllm.torchkit import sample_continuations
 
-    pad = tokenizer.pad_token_id or 0
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # [N, P]
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # [N, P]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=True,
-            temperature=config.temperature,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    model.train(was_training)
-    eos = tokenizer.eos_token_id
-    return [row[: row.index(eos) + 1] if eos in row else row for row in out[:, width:].tolist()]
+    return sample_continuations(model, tokenizer, prompts, max_new_tokens, config.temperature)
 
 
 def train_grpo_lora(
@@ -166,22 +144,13 @@ def train_grpo_lora(
 
     ``rewards`` (if given) receives each step's mean reward. Returns adapter and losses.
     """
-    data = encode(tokenizer, task, examples, config.max_len)
-    peft_model = with_lora(model, config)
-    fn = grpo_loss_fn(
+    loss = grpo_loss_fn(
         tokenizer,
         grpo,
         reward or verifier_reward(task, grpo.verifier_weight),
         grpo.max_new_tokens or task.output.max_new_tokens,
         rewards if rewards is not None else RewardLog(),
     )
-    result = train(
-        peft_model,
-        batches(data, config.batch_size, config.seed, task.name),
-        config,
-        fn,
-        progress=f"{task.name} (grpo)" if progress else None,
+    return train_lora(
+        model, tokenizer, task, examples, config, progress, loss_fn=loss, method="grpo"
     )
-    adapter = adapter_of(peft_model, config)
-    peft_model.unload()
-    return adapter, result
