@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from tinyllm.errors import ConfigError
-from tinyllm.quantformat import BITS, PackedWeight, pack_codes
+from tinyllm.quantformat import PackedWeight, block_params, check_block, pack_codes, quantize_rtn
 
 MAX_DAMP_RETRIES = 6
 
@@ -42,10 +42,7 @@ class QuantResult:
 
 def check_quant_args(bits: int, group_size: int, in_features: int) -> None:
     """Raise ConfigError unless bits/group size are supported for a layer of this width."""
-    if bits not in BITS:
-        raise ConfigError(f"bits must be one of {BITS}, got {bits}")
-    if group_size < 16 or group_size & (group_size - 1):
-        raise ConfigError(f"group_size must be a power of two >= 16, got {group_size}")
+    check_block(bits, group_size, "group_size")
     if in_features % group_size:
         raise ConfigError(
             f"in_features {in_features} is not a multiple of group_size {group_size}; "
@@ -54,32 +51,27 @@ def check_quant_args(bits: int, group_size: int, in_features: int) -> None:
 
 
 def group_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero point per row of a group, as :func:`tinyllm.quantformat.quantize_rtn`.
+    """Scale and zero point per row of a group: :func:`tinyllm.quantformat.block_params`.
 
     Args:
         w: the group's weights [N, G].
     Returns:
         scale [N] and zero point [N] (float32, integer-valued zeros).
     """
-    qmax = 2**bits - 1
-    if symmetric:
-        mid = 2 ** (bits - 1)
-        scale = w.abs().amax(dim=1) / (mid - 1)
-        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-        zero = torch.full_like(scale, float(mid))
-    else:
-        lo = torch.clamp(w.amin(dim=1), max=0.0)
-        hi = torch.clamp(w.amax(dim=1), min=0.0)
-        scale = (hi - lo) / qmax
-        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-        zero = torch.clamp(torch.round(-lo / scale), 0, qmax)
-    return scale.float(), zero.float()
+    x = w.detach()
+    x = x if x.dtype == torch.float64 else x.float()  # float64 stays exact until the end
+    scales, zeros = block_params(x.numpy(), bits, symmetric)
+    return torch.from_numpy(scales).float(), torch.from_numpy(zeros).float()
 
 
 def quantize_column(
     w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Round one column (or any [N, ...] tensor) to codes. Returns (codes, dequantized)."""
+    """Round one column (or any [N, ...] tensor) to codes with a group's scale and zero point.
+
+    The rounding of :func:`tinyllm.quantformat.quantize_rtn`, in torch for GPTQ's sweep.
+    Returns (codes, dequantized).
+    """
     codes = torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
     return codes, (codes - zero) * scale
 
@@ -106,20 +98,15 @@ def rtn_quantize(
 ) -> QuantResult:
     """Round-to-nearest per group of ``group_size`` input columns.
 
+    The core's :func:`tinyllm.quantformat.quantize_rtn` (one round-to-nearest), with the
+    dequantized weight beside the packing. Unlike the core, K must be a multiple of the group.
+
     Args:
         weight: W [N, K] (out, in).
     """
     check_quant_args(bits, group_size, weight.shape[1])
-    w = weight.detach().float()
-    n, k = w.shape
-    blocks = w.reshape(n, k // group_size, group_size).permute(1, 0, 2)  # [B, N, G]
-    params = [group_params(b, bits, symmetric) for b in blocks]
-    scales = torch.stack([p[0] for p in params], dim=1)  # [N, B]
-    zeros = torch.stack([p[1] for p in params], dim=1)
-    s = scales.repeat_interleave(group_size, dim=1)
-    z = zeros.repeat_interleave(group_size, dim=1)
-    codes, deq = quantize_column(w, s, z, bits)
-    return QuantResult(pack_result(codes, scales, zeros, bits, group_size, symmetric), deq)
+    packed = quantize_rtn(weight.detach().float().numpy(), bits, group_size, symmetric)
+    return QuantResult(packed, torch.from_numpy(packed.dequantize()))
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
@@ -231,7 +218,7 @@ def _sweep(
     static groups, a group's parameters are set when its first column comes up (columns
     are in original order then, so the group is w[:, c : c + group_size]).
     """
-    k, qmax = w.shape[1], 2**bits - 1
+    k = w.shape[1]
     groups = [c // group_size for c in perm.tolist()]
     wt = w.T.contiguous()  # [K, N]
     st, zt = scales.T.contiguous(), zeros.T.contiguous()  # [groups, N]
@@ -249,9 +236,9 @@ def _sweep(
                 s_, z_ = group_params(wb[j : j + group_size].T, bits, symmetric)
                 st[g], zt[g] = s_, z_
             s, z, wj = st[g], zt[g], wb[j]
-            q = torch.clamp(torch.round(wj / s) + z, 0, qmax)
+            q, dq = quantize_column(wj, s, z, bits)
             ct[col] = q
-            err = (wj - (q - z) * s) / diag[j]
+            err = (wj - dq) / diag[j]
             wb[j + 1 :].addr_(hb[j, j + 1 :], err, alpha=-1.0)
             errs[j] = err
         wt[b1:].addmm_(hinv[b0:b1, b1:].T, errs, alpha=-1.0)

@@ -1,5 +1,8 @@
 """Healing: logit distillation from the unpruned parent into the pruned model.
 
+A KD loss on random batches of the healing sequences, trained by the shared loop
+(:func:`tinyllm.torchkit.train_loop`, AdamW on every weight of the pruned model).
+
 The loss is passed in (``loss_fn(student_logits, teacher_logits, labels) -> loss``), so
 compress never imports distill: :mod:`tinyllm.facade.compress` passes
 ``tinyllm.distill.losses.kd_loss``. With a trimmed vocabulary the teacher's logits are
@@ -9,15 +12,15 @@ restricted to the kept token ids, so both distributions live on the same vocabul
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tinyllm.errors import ConfigError
+from tinyllm.torchkit import IGNORE_INDEX, LoopSettings, train_loop
 
-IGNORE_INDEX = -100
 LossFn = Callable[[Any, Any, Any], Any]
 
 
@@ -87,7 +90,6 @@ def heal(
         progress: show a progress bar.
     """
     import torch
-    from tqdm import tqdm
 
     cfg = config or HealConfig()
     if cfg.steps < 0 or cfg.batch_size < 1 or cfg.lr <= 0:
@@ -96,23 +98,31 @@ def heal(
     data = [list(s) for s in sequences if len(s) > 1 and (to_student[list(s)] >= 0).all()]
     if cfg.steps and not data:
         raise ConfigError("no healing sequence uses only kept tokens; the healing set is empty")
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     keep = None if kept_tokens is None else torch.as_tensor(kept_tokens, dtype=torch.long)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     teacher.eval()
-    student.train()
-    losses: list[float] = []
-    for _ in tqdm(range(cfg.steps), desc="heal", disable=not progress, leave=False):
-        chosen = [data[rng.randrange(len(data))] for _ in range(cfg.batch_size)]
-        loss = _kd_step_loss(student, teacher, chosen, to_student, keep, loss_fn)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    student.eval()
-    return HealReport(losses)
+
+    def drawn(rng: random.Random) -> Iterator[list[list[int]]]:
+        while True:  # batch_size sequences drawn with replacement per step
+            yield [data[rng.randrange(len(data))] for _ in range(cfg.batch_size)]
+
+    def loss(model: Any, chosen: list[list[int]]) -> Any:
+        return _kd_step_loss(model, teacher, chosen, to_student, keep, loss_fn)
+
+    settings = LoopSettings(
+        steps=cfg.steps,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        grad_clip=cfg.max_grad_norm,
+        seed=cfg.seed,
+    )
+    result = train_loop(
+        student,
+        drawn(random.Random(cfg.seed)),
+        loss,
+        settings,
+        progress="heal" if progress else None,
+    )
+    return HealReport(result.losses)
 
 
 def _student_ids(teacher_vocab: int, kept_tokens: np.ndarray | None) -> np.ndarray:

@@ -23,13 +23,9 @@ from tinyllm.distill.sft import (
     Encoded,
     TrainConfig,
     TrainResult,
-    adapter_of,
     answer_logits,
-    batches,
     collate,
-    encode,
-    train,
-    with_lora,
+    train_lora,
 )
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec
@@ -168,27 +164,9 @@ def sample(
     model: Any, tokenizer: Any, prompts: list[list[int]], config: GRPOConfig, max_new_tokens: int
 ) -> list[list[int]]:
     """Sampled answer ids per prompt (up to and including eos; at least one token)."""
-    import torch
+    from tinyllm.torchkit import sample_continuations
 
-    pad = tokenizer.pad_token_id or 0
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # [N, P]
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # [N, P]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=True,
-            temperature=config.temperature,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    model.train(was_training)
-    eos = tokenizer.eos_token_id
-    return [row[: row.index(eos) + 1] if eos in row else row for row in out[:, width:].tolist()]
+    return sample_continuations(model, tokenizer, prompts, max_new_tokens, config.temperature)
 
 
 def train_grpo_lora(
@@ -208,26 +186,25 @@ def train_grpo_lora(
     ``rewards`` (if given) receives each step's mean reward. Returns the adapter and the
     GRPO steps' losses (after ``grpo.sft_steps`` supervised steps, if any).
     """
-    data = encode(tokenizer, task, examples, config.max_len)
-    peft_model = with_lora(model, config)
     if reward is None:
         make = call_reward if task.tools else verifier_reward
         reward = make(task, grpo.verifier_weight)
     budget = task.tools.max_call_tokens if task.tools else task.output.max_new_tokens
-    fn = grpo_loss_fn(
+    loss = grpo_loss_fn(
         tokenizer,
         grpo,
         reward,
         grpo.max_new_tokens or budget,
         rewards if rewards is not None else RewardLog(),
     )
-    data_batches = batches(data, config.batch_size, config.seed, task.name)
-    if grpo.sft_steps:
-        label = f"{task.name} (sft before grpo)" if progress else None
-        train(peft_model, data_batches, config, steps=grpo.sft_steps, progress=label)
-    result = train(
-        peft_model, data_batches, config, fn, progress=f"{task.name} (grpo)" if progress else None
+    return train_lora(
+        model,
+        tokenizer,
+        task,
+        examples,
+        config,
+        progress,
+        loss_fn=loss,
+        method="grpo",
+        sft_first=grpo.sft_steps,
     )
-    adapter = adapter_of(peft_model, config)
-    peft_model.unload()
-    return adapter, result

@@ -25,13 +25,9 @@ from tinyllm.distill.sft import (
     Encoded,
     TrainConfig,
     TrainResult,
-    adapter_of,
     answer_logits,
-    batches,
     collate,
-    encode,
-    train,
-    with_lora,
+    train_lora,
 )
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec
@@ -98,35 +94,18 @@ def load_teacher_model(spec: str, student_tokenizer: Any, log: Callable[[str], N
 
 def on_policy_batch(model: Any, tokenizer: Any, batch: Batch, max_new_tokens: int) -> Batch:
     """The batch's prompts with the student's own sampled answers in place of the references."""
-    import torch
+    from tinyllm.torchkit import sample_continuations
 
     prompts = []
     for ids, mask, labels in zip(batch.input_ids, batch.attention_mask, batch.labels, strict=True):
         keep = (mask == 1) & (labels == IGNORE_INDEX)
         prompts.append(ids[keep].tolist())
-    width = max(len(p) for p in prompts)
+    answers = sample_continuations(model, tokenizer, prompts, max_new_tokens, temperature=1.0)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # [B, P]
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # [B, P]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=True,
-            temperature=1.0,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
-        )  # [B, P + N]
-    model.train(was_training)
-    items = []
-    for p, row in zip(prompts, out[:, width:].tolist(), strict=True):
-        answer = (
-            row[: row.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in row else row
-        )
-        items.append(Encoded(p + answer, [IGNORE_INDEX] * len(p) + answer))
+    items = [
+        Encoded(p + answer, [IGNORE_INDEX] * len(p) + answer)
+        for p, answer in zip(prompts, answers, strict=True)
+    ]
     return collate(items, pad, batch.task)
 
 
@@ -182,15 +161,5 @@ def train_kd_lora(
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    data = encode(tokenizer, task, examples, config.max_len)
-    peft_model = with_lora(model, config)
-    result = train(
-        peft_model,
-        batches(data, config.batch_size, config.seed, task.name),
-        config,
-        kd_loss_fn(teacher, tokenizer, task, kd, config.seed),
-        progress=f"{task.name} (kd)" if progress else None,
-    )
-    adapter = adapter_of(peft_model, config)
-    peft_model.unload()
-    return adapter, result
+    loss = kd_loss_fn(teacher, tokenizer, task, kd, config.seed)
+    return train_lora(model, tokenizer, task, examples, config, progress, loss_fn=loss, method="kd")

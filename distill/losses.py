@@ -21,13 +21,13 @@ import math
 from typing import TYPE_CHECKING, Any, Literal
 
 from tinyllm.errors import ConfigError, missing_dependency
+from tinyllm.torchkit import IGNORE_INDEX
 
 if TYPE_CHECKING:
     import torch
 
 Divergence = Literal["forward", "reverse", "jsd"]
 DIVERGENCES: tuple[Divergence, ...] = ("forward", "reverse", "jsd")
-IGNORE_INDEX = -100
 
 
 def _torch() -> Any:

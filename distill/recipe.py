@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tinyllm.distill.sft import TrainConfig
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, Suite, TaskSpec
 
@@ -153,16 +155,57 @@ def check_method(method: str, tasks: Sequence[TaskSpec]) -> None:
         raise ConfigError("no tasks to distill; the suite selection is empty")
 
 
+# The CI-sized run (``quick``): these replace the defaults; sizes given explicitly still win.
+QUICK_SIZES: dict[str, int] = {"steps": 20, "batch_size": 4, "train_limit": 200, "eval_limit": 20}
+
+
 @dataclass(frozen=True)
 class DistillOptions:
-    """Sizes of a distillation run (``quick`` shrinks them for CI)."""
+    """Sizes of a distillation run: training (per task; per stage for the curriculum) and data.
 
-    train: Any  # TrainConfig; typed loosely so importing this module needs no torch
+    The training defaults are :class:`~tinyllm.distill.sft.TrainConfig`'s; :meth:`sized`
+    builds the options ``tinyllm.api.distill`` asks for.
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig)
     train_limit: int | None = 2000
     eval_limit: int | None = 100
     eval_batch_size: int = 8
     backend: str = "own"  # "own": our loop (tinyllm.distill.sft.train); "trl": trl's trainers
     trl: Any = None  # TrlOptions of the trl backend (None: its defaults)
+
+    @classmethod
+    def sized(
+        cls,
+        *,
+        quick: bool = False,
+        steps: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        rank: int | None = None,
+        layers: int | None = None,
+        train_limit: int | None = None,
+        eval_limit: int | None = None,
+        seed: int = 0,
+    ) -> DistillOptions:
+        """The defaults, then :data:`QUICK_SIZES` if ``quick``, then the sizes given (not None).
+
+        LoRA alpha is twice the rank; ``seed`` and ``layers`` go to the training config.
+        """
+        given = {
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "rank": rank,
+            "train_limit": train_limit,
+            "eval_limit": eval_limit,
+        }
+        sizes: dict[str, Any] = dict(QUICK_SIZES) if quick else {}
+        sizes.update({k: v for k, v in given.items() if v is not None})
+        limits = {k: sizes.pop(k) for k in ("train_limit", "eval_limit") if k in sizes}
+        alpha = 2 * sizes.get("rank", TrainConfig.rank)
+        train = TrainConfig(**sizes, alpha=alpha, seed=seed, layers=layers)
+        return cls(train=train, **limits)
 
 
 def trained_adapters(
@@ -263,9 +306,9 @@ def run_distill(
     options: DistillOptions,
     overwrite: bool,
     progress: bool,
-    log: Log,
+    log: Log | None = None,
 ) -> DistillReport:
-    """The whole recipe; see :func:`tinyllm.api.distill` for the arguments."""
+    """The whole recipe; see :func:`tinyllm.api.distill` for the arguments (log: stderr)."""
     from tinyllm.bundle import Bundle
     from tinyllm.distill.calltargets import check_method as check_call_method
     from tinyllm.distill.calltargets import with_calls
@@ -273,6 +316,7 @@ def run_distill(
     from tinyllm.models import load_model
     from tinyllm.suite import load_tasks, prepare_tasks
 
+    log = log or (lambda line: print(line, file=sys.stderr))
     start = time.perf_counter()
     suite = load_tasks(tasks)
     selected = suite.select(names)

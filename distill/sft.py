@@ -3,25 +3,26 @@
 Each example becomes ``prompt + answer + eos``: the prompt is the task's conversation
 (:func:`tinyllm.tasks.conversation`, no shots, exactly what evaluation and serving
 send) rendered with the tokenizer's chat template; the loss is cross-entropy on the
-answer tokens only. The loop is ours, not trl's SFTTrainer: on 2 CPU cores the whole
-budget is a few hundred steps, and a 60-line loop gives bit-identical losses for a seed,
-no accelerate/datasets machinery, and one place where SFT, logit KD and the curriculum
-plug in their loss (``loss_fn``). See docs/distill.md.
+answer tokens only. The loop is ours (:func:`tinyllm.torchkit.train_loop`, shared with
+healing), not trl's SFTTrainer: on 2 CPU cores the whole budget is a few hundred steps,
+and a short loop gives bit-identical losses for a seed, no accelerate/datasets machinery,
+and one place where SFT, logit KD and the curriculum plug in their loss (``loss_fn``).
+See docs/distill.md.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinyllm.adapters import PROJECTIONS, LoraAdapter, from_peft_state_dict
-from tinyllm.distill.losses import IGNORE_INDEX
 from tinyllm.errors import ConfigError, TaskError, missing_dependency
 from tinyllm.tasks import Example, TaskSpec, conversation
+from tinyllm.torchkit import IGNORE_INDEX, LoopSettings, TrainResult, torch_module, train_loop
 
 if TYPE_CHECKING:
     import torch
@@ -77,34 +78,6 @@ class Batch:
     attention_mask: torch.Tensor
     labels: torch.Tensor
     task: str = ""
-
-
-@dataclass
-class TrainResult:
-    """Loss per step of a run (and the step count actually run)."""
-
-    losses: list[float] = field(default_factory=list)
-
-    @property
-    def first(self) -> float:
-        """Mean loss of the first tenth of the run."""
-        k = max(1, len(self.losses) // 10)
-        return sum(self.losses[:k]) / k
-
-    @property
-    def last(self) -> float:
-        """Mean loss of the last tenth of the run."""
-        k = max(1, len(self.losses) // 10)
-        return sum(self.losses[-k:]) / k
-
-
-def torch_module() -> Any:
-    """torch, or a MissingDependencyError naming the ``train`` extra."""
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise missing_dependency("torch", "train", "training") from e
-    return torch
 
 
 def prompt_text(tokenizer: Any, task: TaskSpec, text: str) -> str:
@@ -251,7 +224,8 @@ def train(
     on_step: Callable[[int, float], bool] | None = None,
     progress: str | None = None,
 ) -> TrainResult:
-    """AdamW with linear warmup on the model's trainable parameters.
+    """AdamW with linear warmup on the model's trainable parameters: the shared
+    :func:`tinyllm.torchkit.train_loop` with this config's optimizer settings.
 
     Args:
         model: a transformers (or peft-wrapped) model; only ``requires_grad`` params train.
@@ -261,34 +235,15 @@ def train(
         on_step: called after each step with (step, loss); returning True stops early.
         progress: a tqdm label, or None for no bar.
     """
-    torch = torch_module()
-    from tqdm import tqdm
-
-    torch.manual_seed(config.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ConfigError("the model has no trainable parameters")
-    total = steps if steps is not None else config.steps
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup))
+    settings = LoopSettings(
+        steps=steps if steps is not None else config.steps,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup=config.warmup,
+        grad_clip=config.grad_clip,
+        seed=config.seed,
     )
-    model.train()
-    result = TrainResult()
-    bar = tqdm(range(total), desc=progress, disable=progress is None, leave=False)
-    for step in bar:
-        loss = loss_fn(model, next(data))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        opt.step()
-        sched.step()
-        result.losses.append(float(loss.item()))
-        bar.set_postfix(loss=f"{result.losses[-1]:.3f}")
-        if on_step is not None and on_step(step + 1, result.losses[-1]):
-            break
-    model.eval()
-    return result
+    return train_loop(model, data, loss_fn, settings, on_step=on_step, progress=progress)
 
 
 def train_lora(
@@ -298,19 +253,26 @@ def train_lora(
     examples: Sequence[Example],
     config: TrainConfig,
     progress: bool = False,
+    *,
+    loss_fn: LossFn = sft_loss,
+    method: str = "",
+    sft_first: int = 0,
 ) -> tuple[LoraAdapter, TrainResult]:
     """Train one task's LoRA on ``examples``; the model is returned to its base state.
 
-    Returns the adapter and the loss curve.
+    ``loss_fn`` is SFT's by default; KD and GRPO pass theirs (``method`` names it in the
+    progress bar). ``sft_first`` supervised steps run first on the same LoRA (GRPO on tool
+    calls: a base model writes no valid call to reward). Returns the adapter and the loss
+    curve of the ``loss_fn`` steps.
     """
     data = encode(tokenizer, task, examples, config.max_len)
     peft_model = with_lora(model, config)
-    result = train(
-        peft_model,
-        batches(data, config.batch_size, config.seed, task.name),
-        config,
-        progress=task.name if progress else None,
-    )
+    label = f"{task.name} ({method})" if method else task.name
+    data_batches = batches(data, config.batch_size, config.seed, task.name)
+    if sft_first:
+        first = f"{task.name} (sft before {method or 'training'})" if progress else None
+        train(peft_model, data_batches, config, steps=sft_first, progress=first)
+    result = train(peft_model, data_batches, config, loss_fn, progress=label if progress else None)
     adapter = adapter_of(peft_model, config)
     peft_model.unload()  # removes the LoRA layers; the base weights were frozen
     return adapter, result

@@ -243,34 +243,23 @@ class LocalTeacher:
         """``k`` sampled answers per input (one greedy answer when temperature is 0)."""
         import torch
 
+        from tinyllm.torchkit import generate_text
+
         check_k(k, temperature)
-        sample = temperature > 0
-        n = k if sample else 1
+        n = k if temperature > 0 else 1
         prompts = self.prompts(task, inputs)
         torch.manual_seed(self.seed)
         result: list[list[str]] = []
         for start in range(0, len(prompts), self.batch_size):
-            batch = self.tokenizer(
+            texts = generate_text(
+                self.model,
+                self.tokenizer,
                 prompts[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
+                task.output.max_new_tokens,
+                samples=n,
+                temperature=temperature,
             )
-            options: dict[str, Any] = {"do_sample": sample, "num_return_sequences": n}
-            if sample:
-                options.update(temperature=temperature, top_k=0, top_p=1.0)
-            with torch.inference_mode():
-                out = self.model.generate(
-                    **batch,
-                    max_new_tokens=task.output.max_new_tokens,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    eos_token_id=self.tokenizer.eos_token_id,
-                    **options,
-                )
-            texts = self.tokenizer.batch_decode(
-                out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            answers = [canonical_answer(task, str(t)) for t in texts]
+            answers = [canonical_answer(task, t) for t in texts]
             result.extend(answers[i : i + n] for i in range(0, len(answers), n))
         return result
 

@@ -30,6 +30,7 @@ from tinyllm.runtime import profilestats as stats
 from tinyllm.runtime.engine import Engine, pick_engine
 from tinyllm.runtime.loadgen import Load, Outcome, drive
 from tinyllm.runtime.opprofile import OpProfile, label_graph, read_profile
+from tinyllm.runtime.profileoptions import ProfileOptions as ProfileOptions
 from tinyllm.runtime.roofline import graph_weights, memory_bandwidth, peak_rss, roofline
 from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
 from tinyllm.runtime.session import make_session, usable_cpus
@@ -46,62 +47,6 @@ from tinyllm.runtime.workload import (
 )
 
 Progress = Callable[[str, int], Callable[[], None]]  # (pass name, total) -> tick
-
-
-@dataclass(frozen=True)
-class ProfileOptions:
-    """What a profile runs. See ``tinyllm profile --help``.
-
-    ``single_stream`` and ``op_requests`` are the requests of passes 1 and 3;
-    ``bandwidth_mib`` the buffer the bandwidth is measured over; ``overhead`` also runs
-    pass 2 without the recorder and with it, ``overhead_rounds`` times each, interleaved,
-    to measure what recording costs.
-    """
-
-    engine: str | None = None
-    runtime: str = "python"
-    workload: str = BUILTIN
-    requests: int = 32
-    rate: float | None = None
-    concurrency: int | None = None
-    prompt_len: int | None = None
-    new_tokens: int | None = None
-    single_stream: int = 4
-    ops: bool = True
-    op_requests: int = 4
-    bandwidth_mib: int = 256
-    overhead: bool = False
-    overhead_rounds: int = 5
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.runtime not in ("python", "cpp"):
-            raise ConfigError(f"runtime must be 'python' or 'cpp', got {self.runtime!r}")
-        for name in (
-            "requests",
-            "single_stream",
-            "op_requests",
-            "bandwidth_mib",
-            "overhead_rounds",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.rate is not None and self.concurrency is not None:
-            raise ConfigError("give --rate or --concurrency, not both")
-        if self.rate is not None and not self.rate > 0:
-            raise ConfigError(f"rate must be > 0 requests per second, got {self.rate}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
-        for name in ("prompt_len", "new_tokens"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
-
-    def load(self, max_batch: int) -> Load:
-        """Pass 2's load: the rate, else the concurrency (default: ``max_batch``)."""
-        if self.rate is not None:
-            return Load(rate=self.rate, seed=self.seed)
-        return Load(concurrency=self.concurrency or max_batch)
 
 
 @dataclass

@@ -7,6 +7,7 @@ options dataclass holds are read from it, so each is written once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from tinyllm.facade.evaluate import EvalOptions
 from tinyllm.facade.label import LabelOptions
 from tinyllm.inspection import Inspection, inspect_bundle
 from tinyllm.manifest import Stage
+from tinyllm.runtime.exportoptions import ExportOptions
+from tinyllm.runtime.profileoptions import ProfileOptions
 from tinyllm.suite import BUILTIN
 
 if TYPE_CHECKING:
@@ -189,16 +192,16 @@ def evaluate(
 
 def export(
     bundle: PathLike,
-    target: str = "onnx-cpu",
+    target: str = ExportOptions.target,
     out: PathLike | None = None,
     *,
-    quant: str | None = None,
-    precision: str | None = None,
-    block_size: int = 32,
-    max_seq_len: int | None = None,
+    quant: str | None = ExportOptions.quant,
+    precision: str | None = ExportOptions.precision,
+    block_size: int = ExportOptions.block_size,
+    max_seq_len: int | None = ExportOptions.max_seq_len,
     lora_slots: int | None = None,
     lora_rank: int | None = None,
-    accuracy_level: int = 4,
+    accuracy_level: int = ExportOptions.accuracy_level,
     overwrite: bool = False,
     lora_spare: int = 2,
     quantized_embedding: bool = False,
@@ -333,23 +336,23 @@ def serve(
 def profile(
     bundle: PathLike,
     *,
-    engine: str | None = None,
-    runtime: str = "python",
-    workload: str = "builtin",
-    requests: int = 32,
-    rate: float | None = None,
-    concurrency: int | None = None,
-    prompt_len: int | None = None,
-    new_tokens: int | None = None,
+    engine: str | None = ProfileOptions.engine,
+    runtime: str = ProfileOptions.runtime,
+    workload: str = ProfileOptions.workload,
+    requests: int = ProfileOptions.requests,
+    rate: float | None = ProfileOptions.rate,
+    concurrency: int | None = ProfileOptions.concurrency,
+    prompt_len: int | None = ProfileOptions.prompt_len,
+    new_tokens: int | None = ProfileOptions.new_tokens,
     threads: int | None = None,
     compare: Sequence[PathLike] = (),
     sweep: Sequence[str] = (),
     slo_p95_ms: float | None = None,
     apply: bool = False,
     out: PathLike | None = "profile-out",
-    ops: bool = True,
-    overhead: bool = False,
-    bandwidth_mib: int = 256,
+    ops: bool = ProfileOptions.ops,
+    overhead: bool = ProfileOptions.overhead,
+    bandwidth_mib: int = ProfileOptions.bandwidth_mib,
     progress: bool = True,
 ) -> ProfileReport:
     """Profile a bundle's engine on this machine: latency, phases, operators, roofline,
@@ -383,7 +386,6 @@ def profile(
         progress: progress bars on stderr.
     """
     from tinyllm.facade.profile import profile_bundle
-    from tinyllm.runtime.profile import ProfileOptions
 
     options = ProfileOptions(
         engine=engine,
@@ -474,17 +476,22 @@ def distill(
         progress: progress bars.
         log: where progress lines go (default: stderr).
     """
-    from tinyllm.facade.distill import QUICK, DistillSizes, distill_suite
+    from tinyllm.distill.recipe import DistillOptions, run_distill
 
-    sizes = (QUICK if quick else DistillSizes()).given(
+    options = DistillOptions.sized(
+        quick=quick,
         steps=steps,
         batch_size=batch_size,
         lr=lr,
         rank=rank,
+        layers=layers,
         train_limit=train_limit,
         eval_limit=eval_limit,
+        seed=seed,
     )
-    return distill_suite(
+    trainer = TrainerChoice(backend, run_dir, checkpoint_every, resume, grad_accum, precision)
+    options = dataclasses.replace(options, backend=trainer.backend, trl=trainer.trl_options())
+    return run_distill(
         tasks,
         teacher=teacher,
         student=student,
@@ -492,10 +499,7 @@ def distill(
         names=names,
         method=method,
         curriculum=curriculum,
-        sizes=sizes,
-        layers=layers,
-        seed=seed,
-        trainer=TrainerChoice(backend, run_dir, checkpoint_every, resume, grad_accum, precision),
+        options=options,
         overwrite=overwrite,
         progress=progress,
         log=log,

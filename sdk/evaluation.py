@@ -117,20 +117,10 @@ class TorchGenerator:
         return self.generate_text([self.prompt(c) for c in conversations], max_new_tokens)
 
     def generate_text(self, texts: list[str], max_new_tokens: int) -> list[str]:
-        """One greedy completion per prompt text."""
-        import torch
+        """One greedy completion per prompt text (:func:`tinyllm.torchkit.generate_text`)."""
+        from tinyllm.torchkit import generate_text
 
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            out = self.model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-            )
-        new_tokens = out[:, batch["input_ids"].shape[1] :]
-        return [str(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        return generate_text(self.model, self.tokenizer, texts, max_new_tokens)
 
     @contextmanager
     def with_adapter(self, task: str, adapter: LoraAdapter | None) -> Iterator[Generator]:

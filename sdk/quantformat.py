@@ -128,36 +128,56 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
 
 
+def check_block(bits: int, block_size: int, what: str = "block_size") -> None:
+    """Raise ConfigError unless ``bits`` and the block size are a supported packing."""
+    if bits not in BITS:
+        raise ConfigError(f"bits must be one of {BITS}, got {bits}")
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ConfigError(f"{what} must be a power of two >= 16, got {block_size}")
+
+
+def block_params(blocks: np.ndarray, bits: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Round-to-nearest scale and zero point of each block: the one place they are chosen.
+
+    Asymmetric: each block maps [min(w, 0), max(w, 0)] onto [0, 2^bits - 1] with a zero
+    point. Symmetric: scale = absmax / (2^(bits-1) - 1), zero point 2^(bits-1). A block of
+    zeros gets scale 1.
+
+    Args:
+        blocks: weights [..., block]; computed in float32 (float64 input: in float64).
+    Returns:
+        scales [...] and zero points [...] in that dtype (the zero points integer-valued).
+    """
+    dtype = np.result_type(blocks.dtype, np.float32)
+    qmax = 2**bits - 1
+    if symmetric:
+        mid = 2 ** (bits - 1)
+        scales = np.abs(blocks).max(axis=-1) / (mid - 1)
+        scales = np.where(scales == 0, 1.0, scales).astype(dtype)
+        return scales, np.full(scales.shape, mid, dtype)
+    lo, hi = np.minimum(blocks.min(axis=-1), 0.0), np.maximum(blocks.max(axis=-1), 0.0)
+    scales = ((hi - lo) / qmax).astype(dtype)
+    scales = np.where(scales == 0, 1.0, scales).astype(dtype)
+    return scales, np.clip(np.round(-lo / scales), 0, qmax).astype(dtype)
+
+
 def quantize_rtn(
     weight: np.ndarray, bits: int = 4, block_size: int = 32, symmetric: bool = False
 ) -> PackedWeight:
     """Round-to-nearest quantization of W [N, K] per block of ``block_size`` along K.
 
-    Asymmetric (default): each block maps [min, max] onto [0, 2^bits - 1] with a zero
-    point. Symmetric: scale = absmax / (2^(bits-1) - 1), zero point 2^(bits-1).
+    Scales and zero points from :func:`block_params`; a K that is not a multiple of the
+    block is zero-padded in its last block.
     """
-    if bits not in BITS:
-        raise ConfigError(f"bits must be one of {BITS}, got {bits}")
-    if block_size < 16 or block_size & (block_size - 1):
-        raise ConfigError(f"block_size must be a power of two >= 16, got {block_size}")
+    check_block(bits, block_size)
     w = np.asarray(weight, dtype=np.float32)
     n, k = w.shape
     k_blocks = -(-k // block_size)
     padded = np.zeros((n, k_blocks * block_size), np.float32)
     padded[:, :k] = w
     blocks = padded.reshape(n, k_blocks, block_size)
-    qmax = 2**bits - 1
-    if symmetric:
-        mid = 2 ** (bits - 1)
-        scales = np.abs(blocks).max(axis=-1) / (mid - 1)
-        scales = np.where(scales == 0, 1.0, scales).astype(np.float32)
-        zeros = np.full((n, k_blocks), mid, np.float32)
-    else:
-        lo, hi = np.minimum(blocks.min(axis=-1), 0.0), np.maximum(blocks.max(axis=-1), 0.0)
-        scales = ((hi - lo) / qmax).astype(np.float32)
-        scales = np.where(scales == 0, 1.0, scales).astype(np.float32)
-        zeros = np.clip(np.round(-lo / scales), 0, qmax).astype(np.float32)
-    codes = np.clip(np.round(blocks / scales[..., None]) + zeros[..., None], 0, qmax)
+    scales, zeros = block_params(blocks, bits, symmetric)
+    codes = np.clip(np.round(blocks / scales[..., None]) + zeros[..., None], 0, 2**bits - 1)
     qweight = pack_codes(codes, bits).reshape(n, k_blocks, block_size * bits // 8)
     zero_points = None if symmetric else pack_codes(zeros, bits)
     return PackedWeight(qweight, scales, zero_points, bits, block_size, k)

@@ -11,7 +11,7 @@ from tinyllm.errors import ConfigError
 if TYPE_CHECKING:
     from tinyllm.bundle import Bundle, BundleWriter
     from tinyllm.manifest import EngineEntry
-    from tinyllm.runtime.export import ExportOptions
+    from tinyllm.runtime.exportoptions import ExportOptions
     from tinyllm.runtime.verify import Verification
 
 
@@ -47,7 +47,7 @@ def export_options(
 
     A quantized bundle exports its own packed weights unless ``quant`` asks otherwise.
     """
-    from tinyllm.runtime.export import ExportOptions
+    from tinyllm.runtime.exportoptions import ExportOptions
 
     slots, rank = lora_defaults(parent, lora_slots, lora_rank, lora_spare)
     spec = parent.quant_spec()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tinyllm.bundle import Bundle
-    from tinyllm.runtime.profile import ProfileOptions
+    from tinyllm.runtime.profileoptions import ProfileOptions
     from tinyllm.runtime.profilereport import ProfileReport
 
 

@@ -94,12 +94,69 @@ def test_packing_round_trips(bits: int, symmetric: bool) -> None:
         assert (result.packed.zero_points is None) == symmetric
 
 
-def test_rtn_equals_core_rtn() -> None:
-    w = torch.randn(8, 64)
-    ours = rtn_quantize(w, 4, 32)
-    core = quantize_rtn(w.numpy(), 4, 32)
+def torch_rtn(w: torch.Tensor, bits: int, group: int, symmetric: bool) -> torch.Tensor:
+    """Round-to-nearest written out independently in torch: codes [N, K] (float)."""
+    n, k = w.shape
+    blocks = w.float().reshape(n, k // group, group)  # [N, B, G]
+    qmax = 2**bits - 1
+    if symmetric:
+        mid = 2 ** (bits - 1)
+        scale = blocks.abs().amax(-1) / (mid - 1)
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        zero = torch.full_like(scale, float(mid))
+    else:
+        lo, hi = blocks.amin(-1).clamp(max=0.0), blocks.amax(-1).clamp(min=0.0)
+        scale = (hi - lo) / qmax
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        zero = torch.clamp(torch.round(-lo / scale), 0, qmax)
+    codes = torch.clamp(torch.round(blocks / scale[..., None]) + zero[..., None], 0, qmax)
+    return codes.reshape(n, k)
+
+
+def awkward_weights() -> torch.Tensor:
+    """Rows that hit every branch: zeros, one sign, constants, exact .5 ties, wide ranges."""
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(12, 64, generator=g)
+    w[0] = 0.0
+    w[1] = -w[1].abs()
+    w[2] = w[2].abs() * 1e4
+    w[3, :32] = 0.25
+    w[4] = torch.round(w[4] * 8) / 8  # exact ties after scaling
+    w[5] *= 1e-6
+    return w
+
+
+@pytest.mark.parametrize(("bits", "symmetric"), [(4, False), (4, True), (8, False), (8, True)])
+def test_rtn_is_the_core_rtn_bit_for_bit(bits: int, symmetric: bool) -> None:
+    """One round-to-nearest: compress's rtn_quantize is the core's quantize_rtn."""
+    w = awkward_weights()
+    ours = rtn_quantize(w, bits, 16, symmetric)
+    core = quantize_rtn(w.numpy(), bits, 16, symmetric)
     np.testing.assert_array_equal(ours.packed.qweight, core.qweight)
-    np.testing.assert_array_equal(ours.packed.zero_points, core.zero_points)
+    np.testing.assert_array_equal(ours.packed.scales.view(np.uint32), core.scales.view(np.uint32))
+    if symmetric:
+        assert ours.packed.zero_points is None and core.zero_points is None
+    else:
+        np.testing.assert_array_equal(ours.packed.zero_points, core.zero_points)
+    deq = ours.dequantized.numpy()
+    np.testing.assert_array_equal(deq.view(np.uint32), core.dequantize().view(np.uint32))
+    # ... and the codes are the independent torch derivation's, exactly.
+    codes = core.codes().astype(np.float32)
+    np.testing.assert_array_equal(codes, torch_rtn(w, bits, 16, symmetric).numpy())
+    nudged = w.clone()
+    nudged[6, 3] += 0.5  # one weight moved by more than a step: its code changes
+    assert not np.array_equal(codes, torch_rtn(nudged, bits, 16, symmetric).numpy())
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gptq_group_params_are_the_core_block_params(symmetric: bool) -> None:
+    w = awkward_weights()
+    for g in range(4):
+        group = w[:, g * 16 : (g + 1) * 16]
+        scale, zero = group_params(group, 4, symmetric)
+        core = quantize_rtn(group.numpy(), 4, 16, symmetric)
+        np.testing.assert_array_equal(scale.numpy(), core.scales[:, 0])
+        np.testing.assert_array_equal(zero.numpy(), core.zeros()[:, 0])
 
 
 def test_act_order_groups_stay_contiguous() -> None:

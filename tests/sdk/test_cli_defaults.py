@@ -47,8 +47,8 @@ def dataclass_defaults() -> dict[Path, dict[str, Any]]:
     from tinyllm.facade.distill import TrainerChoice
     from tinyllm.facade.evaluate import EvalOptions
     from tinyllm.facade.label import LabelOptions
-    from tinyllm.runtime.export import ExportOptions
-    from tinyllm.runtime.profile import ProfileOptions
+    from tinyllm.runtime.exportoptions import ExportOptions
+    from tinyllm.runtime.profileoptions import ProfileOptions
 
     heal = field_defaults(HealConfig, "steps", "batch_size", "lr", "seed")
     # The API's lora_slots / lora_rank default to None: "from the bundle's adapters".

@@ -5,19 +5,39 @@ from __future__ import annotations
 import pytest
 
 from tinyllm.compress.compression import CompressOptions
+from tinyllm.distill.recipe import DistillOptions
+from tinyllm.distill.sft import TrainConfig
 from tinyllm.errors import ConfigError
-from tinyllm.facade.distill import QUICK, DistillSizes
 from tinyllm.facade.evaluate import EvalOptions
 from tinyllm.facade.label import LabelOptions
 
 
-def test_distill_sizes_given_replace_only_what_is_given() -> None:
-    assert DistillSizes().given() == DistillSizes()
-    quick = QUICK.given(steps=5, lr=0.01)
-    assert (quick.steps, quick.lr, quick.batch_size, quick.rank) == (5, 0.01, 4, 8)
+def test_distill_options_replace_only_the_sizes_given() -> None:
+    assert DistillOptions.sized() == DistillOptions()
+    assert DistillOptions().train == TrainConfig()
+    quick = DistillOptions.sized(quick=True, steps=5, lr=0.01)
+    assert (quick.train.steps, quick.train.lr, quick.train.batch_size, quick.train.rank) == (
+        5,
+        0.01,
+        4,
+        8,
+    )
     assert (quick.train_limit, quick.eval_limit) == (200, 20)
-    full = DistillSizes().given(batch_size=2, eval_limit=3)
-    assert (full.steps, full.batch_size, full.train_limit, full.eval_limit) == (200, 2, 2000, 3)
+    full = DistillOptions.sized(batch_size=2, eval_limit=3)
+    assert (full.train.steps, full.train.batch_size, full.train_limit, full.eval_limit) == (
+        200,
+        2,
+        2000,
+        3,
+    )
+
+
+def test_distill_options_carry_seed_layers_and_alpha_twice_the_rank() -> None:
+    options = DistillOptions.sized(rank=4, layers=2, seed=7)
+    assert (options.train.rank, options.train.alpha) == (4, 8)
+    assert (options.train.layers, options.train.seed) == (2, 7)
+    with pytest.raises(ConfigError, match="steps and batch_size must be >= 1"):
+        DistillOptions.sized(steps=0)
 
 
 @pytest.mark.parametrize(
