@@ -78,8 +78,8 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     data_end = 0
     for name, entry in header.items():
         try:
-            dtype, shape = entry["dtype"], tuple(int(d) for d in entry["shape"])
-            start, end = (int(x) for x in entry["data_offsets"])
+            dtype, shape = entry["dtype"], tuple(_whole(d) for d in entry["shape"])
+            start, end = (_whole(x) for x in entry["data_offsets"])
             if not isinstance(dtype, str) or min((*shape, start, end), default=0) < 0:
                 raise ValueError("dtype must be a name; shape and offsets must be >= 0")
         except (KeyError, TypeError, ValueError) as e:
@@ -114,3 +114,10 @@ def save_tensors(path: Path, tensors: Mapping[str, Any], metadata: dict[str, str
         # wrong for a transposed or moved-axis array, so every array goes in contiguous.
         arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         save_numpy(arrays, str(path), metadata=metadata)
+
+
+def _whole(value: object) -> int:
+    """A header's shape entry or offset: a JSON integer (not a float, bool or infinity)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value

@@ -139,6 +139,24 @@ def test_safetensors_header_on_mutated_headers(tmp_path: Path, draw: st.DataObje
     _only_clear_errors(lambda: read_header(path))
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 1.5, 24.0, True, "24"], ids=repr)
+def test_safetensors_offsets_and_shapes_must_be_integers(tmp_path: Path, bad: Any) -> None:
+    """Found by the long fuzz run: an infinite offset raised OverflowError; 24.0 and True
+    were read as 24 and 1."""
+    path = tmp_path / "x.safetensors"
+    for entry in (
+        {"dtype": "U8", "shape": [24], "data_offsets": [0, bad]},
+        {"dtype": "U8", "shape": [bad], "data_offsets": [0, 24]},
+    ):
+        raw = json.dumps({"a": entry}).encode()
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(24))
+        with pytest.raises(TinyLLMError, match="malformed header entry for tensor 'a'"):
+            read_header(path)
+    raw = json.dumps({"a": {"dtype": "U8", "shape": [24], "data_offsets": [0, 24]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(24))
+    assert read_header(path)[0]["a"].shape == (24,)  # the same entry with integers reads
+
+
 def _task_table() -> dict[str, Any]:
     entry = {
         "name": "t",
