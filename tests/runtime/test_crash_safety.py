@@ -35,6 +35,9 @@ from crashpoints import (  # noqa: E402  (tests/ is on sys.path)
 )
 
 SUITE = tinyllm.api.load_tasks()
+# More kills per writer for a long run (docs/reliability.md): the spread of kill points and
+# the random-time kills are multiplied by this.
+SCALE = int(os.environ.get("TINYLLM_KILL_SCALE", "1"))
 
 
 @pytest.fixture(autouse=True)
@@ -82,8 +85,8 @@ def _trials(
     assert _state(out, is_new, fresh) == "new"
     seen: dict[str, int] = {}
     rng = random.Random(0)
-    kills = [("event", n) for n in kill_points(events, spread, tail)]
-    kills += [("time", n) for n in range(random_kills)]
+    kills = [("event", n) for n in kill_points(events, spread * SCALE, tail)]
+    kills += [("time", n) for n in range(random_kills * SCALE)]
     for how, n in kills:
         reset()
         if how == "event":
@@ -183,6 +186,42 @@ def test_serving_json_written_in_place_killed_anywhere(tmp_path: Path, exported:
     assert set(seen) <= {"old", "new"} and seen.get("old", 0) > 0
 
 
+def test_compress_over_a_bundle_killed_anywhere(tmp_path: Path, tiny_llama_bundle: Path) -> None:
+    """GPTQ writes weights, calibration statistics and the manifest through the bundle
+    writer: a kill leaves the float bundle that was there, or the whole int4 one."""
+    import torch
+
+    out = tmp_path / "int4.tllm"
+
+    def reset() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(tiny_llama_bundle, out)
+
+    def write() -> None:
+        # One torch thread: a forked child of a process whose OpenMP team has run would
+        # wait for that team's threads, which fork did not copy.
+        torch.set_num_threads(1)
+        tinyllm.api.compress(
+            tiny_llama_bundle,
+            out,
+            quant="int4-gptq",
+            names=["sentiment"],
+            calib_samples=4,
+            overwrite=True,
+            progress=False,
+        )
+
+    def is_new(bundle: Bundle) -> bool:
+        return bundle.manifest.quantization is not None and bundle.manifest.stage == "compress"
+
+    threads = torch.get_num_threads()
+    try:
+        seen = _trials(tmp_path, reset, write, is_new, out, spread=10, tail=6, random_kills=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(seen) <= {"old", "new"} and seen.get("old", 0) > 0 and seen.get("new", 0) > 0
+
+
 class _Teacher:
     """Answers every input with its label; deterministic, so a re-run gives the same."""
 
@@ -213,8 +252,8 @@ def test_labelling_journal_killed_anywhere(tmp_path: Path) -> None:
     expected = read_journal(journal)
     assert [r["input"] for r in expected] == inputs
     rng = random.Random(1)
-    points = [("event", n) for n in kill_points(events, 30, 0)]
-    points += [("time", n) for n in range(4)]
+    points = [("event", n) for n in kill_points(events, 30 * SCALE, 0)]
+    points += [("time", n) for n in range(4 * SCALE)]
     prefixes = set()
     for how, n in points:
         shutil.rmtree(out, ignore_errors=True)
