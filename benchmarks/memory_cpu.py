@@ -25,16 +25,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from peers import THREADS, prepare_models
+from peers import prepare
 
 from tinyllm.runtime.native import library_path
 
 ENGINES = ("tinyllm", "tinyllm-native", "onnxruntime-genai")
+THREADS = len(os.sched_getaffinity(0))
+OUT = Path("out/bench")
+
+
+def prepare_models(name: str, precision: str, block: int) -> dict[str, Path]:
+    """The tinyllm engine bundle and the onnxruntime-genai folder (cached under out/bench)."""
+    made = prepare(name, precision, ["tinyllm", "onnxruntime-genai"], OUT, block)
+    for engine, path in made.items():
+        if not isinstance(path, Path):
+            raise SystemExit(f"{engine}: {path}")
+    return {"engine": Path(made["tinyllm"]), "genai": Path(made["onnxruntime-genai"])}
+
 
 # The child process: imports one runtime, loads, generates, prints one JSON line.
 CHILD = """
