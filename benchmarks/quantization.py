@@ -87,9 +87,9 @@ def quantize_from_cache(
 
 
 def quantize_all(
-    args: argparse.Namespace, out: Path, names: list[str]
+    args: argparse.Namespace, out: Path, names: list[str], methods: tuple[str, ...] = METHODS
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Step 1: the full multi-task run (timed), then the other methods on its Hessians.
+    """Step 1: the full multi-task run (timed), then the other ``methods`` on its Hessians.
 
     Returns (method -> run, the full run's cached Hessians by task)."""
     from tinyllm import api
@@ -107,9 +107,9 @@ def quantize_all(
     runs = {"mlgptq": {"bundle": full, "seconds": time.perf_counter() - start}}
     runs["mlgptq"]["report"] = report.to_dict()
     runs["mlgptq"]["errors"] = report.task_errors
-    print(f"mlgptq (full, 6 tasks): {runs['mlgptq']['seconds']:.0f}s", flush=True)
+    print(f"mlgptq (full, {len(names)} tasks): {runs['mlgptq']['seconds']:.0f}s", flush=True)
     cache = cached_hessians(full)
-    for method in METHODS:
+    for method in methods:
         if method == "mlgptq":
             continue
         start = time.perf_counter()
@@ -126,7 +126,7 @@ def quantize_all(
 def incremental(
     args: argparse.Namespace, out: Path, names: list[str], full: Any, cache: dict[str, Any]
 ) -> dict[str, Any]:
-    """Step 3: a 5-task bundle (from cached Hessians), then add the sixth task, timed."""
+    """Step 3: a bundle of all tasks but the last (cached Hessians), then add the last, timed."""
     from safetensors.numpy import load_file
 
     from tinyllm import api
@@ -222,9 +222,9 @@ def summarize(
 ) -> dict[str, Any]:
     """Print the tables; return the JSON record."""
     print(f"\nper-task relative output error (calibration inputs, {args.calib_samples}/task)")
-    print(f"{'task':<12}" + "".join(f"{m:>11}" for m in METHODS))
+    print(f"{'task':<12}" + "".join(f"{m:>11}" for m in errors))
     for t in errors["mlgptq"]:
-        print(f"{t:<12}" + "".join(f"{errors[m][t]:>11.2e}" for m in METHODS))
+        print(f"{t:<12}" + "".join(f"{errors[m][t]:>11.2e}" for m in errors))
     drops: dict[str, float] = {}
     if "fp32" in metrics:
         cols = [c for c in ("fp32", *METHODS) if c in metrics]
@@ -242,7 +242,8 @@ def summarize(
         print("mean relative drop " + "  ".join(f"{m} {100 * d:+.1f}%" for m, d in drops.items()))
     full_s = runs["mlgptq"]["seconds"]
     print(
-        f"\nincremental: full 6-task mlgptq {full_s:.0f}s, add 1 task {inc['seconds']:.0f}s "
+        f"\nincremental: full {len(errors['mlgptq'])}-task mlgptq {full_s:.0f}s, "
+        f"add 1 task {inc['seconds']:.0f}s "
         f"({full_s / inc['seconds']:.1f}x faster), identical weights: {inc['identical']}"
     )
     return {

@@ -61,6 +61,16 @@ def steps_per_second(bundle: Path, backend: str, steps: int, batch: int) -> floa
     return steps / (time.perf_counter() - start)
 
 
+def measure(bundle: Path, steps: int, batch: int, rounds: int) -> dict[str, float]:
+    """Best steps/s of each backend over ``rounds`` interleaved rounds, after a warm-up."""
+    steps_per_second(bundle, "trl", 2, batch)  # warm-up: imports, first calls
+    best = {"own": 0.0, "trl": 0.0}
+    for _ in range(rounds):
+        for backend in best:
+            best[backend] = max(best[backend], steps_per_second(bundle, backend, steps, batch))
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=None, help="Default: tiny-llama.")
@@ -72,12 +82,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or tinyllm.import_model("tiny-llama", Path(tmp) / "t.tllm").path
-        steps_per_second(bundle, "trl", 2, args.batch_size)  # warm-up: imports, first calls
-        best = {"own": 0.0, "trl": 0.0}
-        for _ in range(args.rounds):
-            for backend in best:
-                rate = steps_per_second(bundle, backend, args.steps, args.batch_size)
-                best[backend] = max(best[backend], rate)
+        best = measure(bundle, args.steps, args.batch_size, args.rounds)
     for backend, rate in best.items():
         print(f"{backend:>4}: {rate:.2f} steps/s")
     print(f"trl / own: {best['trl'] / best['own']:.2f}x")

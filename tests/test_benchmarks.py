@@ -277,3 +277,99 @@ def test_labelling_and_trl_speed_benchmarks_help(script: str, option: str) -> No
     )
     assert out.returncode == 0, out.stderr
     assert option in out.stdout
+
+
+def test_trl_speed_benchmark_end_to_end(
+    tiny_llama_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both backends train the tiny model for real; each rate fits inside the wall time."""
+    import time
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import trl_speed
+
+    runs: list[tuple[str, int, float, float]] = []  # backend, steps, rate, seconds outside
+    real = trl_speed.steps_per_second
+
+    def timed(bundle: Path, backend: str, steps: int, batch: int) -> float:
+        start = time.perf_counter()
+        rate = real(bundle, backend, steps, batch)
+        runs.append((backend, steps, rate, time.perf_counter() - start))
+        return rate
+
+    monkeypatch.setattr(trl_speed, "steps_per_second", timed)
+    best = trl_speed.measure(tiny_llama_bundle, steps=2, batch=2, rounds=2)
+    # A trl warm-up, then own and trl in turn each round; the best rate of each backend.
+    assert [(b, n) for b, n, _, _ in runs] == [("trl", 2), *[("own", 2), ("trl", 2)] * 2]
+    assert best == {b: max(r for b2, _, r, _ in runs[1:] if b2 == b) for b in ("own", "trl")}
+    for _, steps, rate, seconds in runs:
+        # The timed span lies inside the call: at least steps / (the call's wall time).
+        assert steps / seconds <= rate < float("inf")
+
+
+def test_decode_parity_benchmark_end_to_end(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fp32 engine and transformers share the tiny model's weights: the same tokens."""
+    import tinyllm
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_parity
+
+    bundle, _ = tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=64)
+    r = decode_parity.greedy_parity(tiny_llama_bundle, bundle.path, 2, 4)
+    assert r == {"prompts": 2, "identical": 2, "new_tokens": 4}
+
+
+def test_labelling_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live `tinyllm serve` of tiny-qwen2 labels every input at each concurrency."""
+    import time
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import labelling
+
+    bundle = labelling.served_bundle(tmp_path)
+    with labelling.live_server(bundle, max_batch=2) as url:
+        assert url.startswith("http://") and url.endswith("/v1")
+        start = time.perf_counter()
+        rates = labelling.measure(url, 4, [1, 2], 1, tmp_path / "work")
+        wall = time.perf_counter() - start
+    assert list(rates) == [1, 2]
+    for c, rate in rates.items():
+        # 4 inputs in less than the whole measurement (warm-up included), more than 0 s.
+        assert 4 / wall < rate < float("inf")
+        stats = json.loads((tmp_path / "work" / f"c{c}" / "sentiment.stats.json").read_text())
+        assert stats["inputs"] == stats["labelled"] == 4, stats
+    assert len(labelling.inputs(5)) == len(set(labelling.inputs(5))) == 5
+
+
+def test_quantization_benchmark_end_to_end(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps 1 to 3 on the tiny model with two built-in tasks and three methods."""
+    import argparse
+
+    from tinyllm import api
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import quantization
+
+    names = [t.name for t in api.load_tasks().tasks][:2]
+    args = argparse.Namespace(source=tiny_llama_bundle, calib_samples=2, few_shot=0, limit=1)
+    methods = ("rtn", "gptq", "mlgptq")
+    runs, cache = quantization.quantize_all(args, tmp_path, names, methods)
+    assert list(runs) == ["mlgptq", "rtn", "gptq"] and set(cache) == set(names)
+    inc = quantization.incremental(args, tmp_path, names, runs["mlgptq"]["bundle"], cache)
+    assert inc["identical"] is True  # adding the last task gives the full run's weights
+    errors = {m: r["errors"] for m, r in runs.items()}
+    for method, per_task in errors.items():
+        assert set(per_task) == set(names)
+        assert all(0 < e < 1 for e in per_task.values()), (method, per_task)
+    # GPTQ fits the calibration inputs; round-to-nearest ignores them.
+    for t in names:
+        assert errors["gptq"][t] < errors["rtn"][t] and errors["mlgptq"][t] < errors["rtn"][t]
+    metrics = {"fp32": {names[0]: 0.5, names[1]: 0.0}, "rtn": {names[0]: 0.25, names[1]: 0.0}}
+    result = quantization.summarize(names, runs, inc, errors, metrics, args)
+    assert result["mean_relative_drop"] == {"rtn": 0.5}  # the task fp32 scores 0 on is left out
+    assert set(result["seconds"]) == set(methods) and min(result["seconds"].values()) > 0
+    assert result["incremental"]["seconds"] > 0 and list(result["reports"]) == ["mlgptq"]
