@@ -1,20 +1,25 @@
 """Decode speed on CPU: tinyllm's engine against its peers, each in its own process.
 
-Engines (benchmarks/peers.py prepares their models): tinyllm, onnxruntime-genai (its own
-model builder, same precision and block size), Hugging Face transformers ``generate``,
-llama.cpp through llama-cpp-python's low-level batch API (SmolLM2 only: F32, Q4_0, Q8_0
-GGUF), OpenVINO GenAI (IR exported by optimum-intel; int4 symmetric group 32, int8, fp32,
-from its own virtualenv). Models: SmolLM2-135M (real weights) and the exact Qwen2.5-0.5B
-shape (random weights). A prompt of fixed random ids, exactly N new tokens
-(end-of-sequence ignored), single stream and batch 8 (row 0 is the single-stream prompt).
+Engines (benchmarks/peers.py prepares their models): tinyllm, tinyllm-cpp (the same
+engine run by the native runtime, libtinyllm from ``make cpp``, through ctypes),
+onnxruntime-genai (its own model builder, same precision and block size), Hugging Face
+transformers ``generate``, llama.cpp through llama-cpp-python's low-level batch API
+(SmolLM2 only: F32, Q4_0, Q8_0 GGUF), OpenVINO GenAI (IR exported by optimum-intel; int4
+symmetric group 32, int8, fp32, from its own virtualenv). Models: SmolLM2-135M (real
+weights) and the exact Qwen2.5-0.5B shape (random weights). A prompt of fixed random ids,
+exactly N new tokens (end-of-sequence ignored), single stream and batch 8 (row 0 is the
+single-stream prompt).
 
 Fairness: every engine runs in its own process (benchmarks/decode_worker.py), with the
 same thread count and spinning policy set explicitly (ONNX Runtime session options for
-tinyllm and, through a config overlay, onnxruntime-genai; ``n_threads`` and
-``n_threads_batch`` for llama.cpp; ``torch.set_num_threads`` and OMP_WAIT_POLICY for
-transformers; INFERENCE_NUM_THREADS for OpenVINO); the settings each worker reports go
-into the JSON. Rounds interleave the engines and rotate their order; each figure is the
-median over rounds with [min-max]. Peak RSS (VmHWM) is per engine process, per batch.
+tinyllm and, through a config overlay, onnxruntime-genai; the load options' threads for
+tinyllm-cpp, whose C API cannot set spinning: ONNX Runtime's default, on, applies and its
+settings say so; ``n_threads`` and ``n_threads_batch`` for llama.cpp;
+``torch.set_num_threads`` and OMP_WAIT_POLICY for transformers; INFERENCE_NUM_THREADS for
+OpenVINO); the settings each worker reports go into the JSON. Rounds interleave the
+engines and rotate their order; each figure is the median over rounds with [min-max].
+Peak RSS (VmHWM) is per engine process, per batch (tinyllm-cpp's holds the Python
+interpreter that drives libtinyllm through ctypes, but not onnxruntime's Python module).
 
 TTFT is the time to prefill and produce the first token. Decode tokens/s is
 ``(N - 1) / (t(N) - t(1))`` per stream, times the batch. "% floor" is decode tokens/s per

@@ -77,6 +77,63 @@ def load_tinyllm(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
     return generate, applied
 
 
+def load_tinyllm_cpp(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
+    """libtinyllm (runtime/cpp, built by ``make cpp``) through its ctypes binding.
+
+    runtime/native.py is loaded by file, not as ``tinyllm.runtime.native``: the package's
+    ``__init__`` imports the Python engine and onnxruntime's Python module, which would put
+    a second ONNX Runtime into this process's memory. The C API sets the intra-op threads
+    (and one inter-op thread) but not spinning, so ONNX Runtime's default (spinning on)
+    applies whatever the harness asks for; the settings say so.
+    """
+    import importlib.util
+    from types import SimpleNamespace
+
+    package = importlib.util.find_spec("tinyllm.runtime")  # imports tinyllm, not the runtime
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("tinyllm.runtime is not installed")
+    source = os.path.join(next(iter(package.submodule_search_locations)), "native.py")
+    module_spec = importlib.util.spec_from_file_location("tinyllm_native_binding", source)
+    assert module_spec is not None and module_spec.loader is not None
+    native = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = native  # its dataclasses look their module up there
+    module_spec.loader.exec_module(native)
+
+    library = native.library_path()
+    lib = native.load_library(library)
+    prompts = spec["prompts"]
+    engine = native.NativeEngine(
+        lib,
+        spec["path"],
+        max_batch=len(prompts),
+        threads=spec["threads"],
+        max_seq_len=len(prompts[0]) + spec["max_new"] + 8,
+    )
+
+    def generate(n: int) -> list[int]:
+        # The fields NativeEngine.generate reads from a GenerationConfig: greedy, n tokens.
+        config = SimpleNamespace(
+            max_new_tokens=n,
+            temperature=0.0,
+            top_k=0,
+            top_p=1.0,
+            seed=None,
+            stop=[],
+            ignore_eos=True,
+        )
+        return list(engine.generate(prompts, config)[0].token_ids)
+
+    settings = {
+        "intra_op_num_threads": spec["threads"],
+        "inter_op_num_threads": 1,
+        "allow_spinning": "not settable through the C API (ONNX Runtime's default: on)",
+        "library": str(library),
+        "libtinyllm": lib.tinyllm_version().decode(),
+        "python_onnxruntime_imported": "onnxruntime" in sys.modules,
+    }
+    return generate, settings
+
+
 def load_genai(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
     """onnxruntime-genai with threads and spinning set through a config overlay."""
     import onnxruntime_genai as og
@@ -180,6 +237,7 @@ def load_llamacpp(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
 
 LOADERS: dict[str, Callable[[dict[str, Any]], tuple[Generate, dict[str, Any]]]] = {
     "tinyllm": load_tinyllm,
+    "tinyllm-cpp": load_tinyllm_cpp,
     "onnxruntime-genai": load_genai,
     "hf-generate": load_hf,
     "openvino-genai": load_openvino,

@@ -5,6 +5,7 @@
 installed is recorded as skipped instead of failing the run:
 
 - tinyllm: the bundle imported from the preset, exported (``onnx-cpu``) at the precision;
+- tinyllm-cpp: the same bundle, run by the native runtime (libtinyllm, ``make cpp``);
 - onnxruntime-genai: its own model builder from the Hugging Face folder, same precision
   and block size (fp32 and int4 only: the builder has no int8);
 - hf-generate: the Hugging Face folder written from the bundle (fp32 weights);
@@ -26,7 +27,14 @@ import numpy as np
 
 import tinyllm
 
-ENGINES = ("tinyllm", "onnxruntime-genai", "hf-generate", "llama.cpp", "openvino-genai")
+ENGINES = (
+    "tinyllm",
+    "tinyllm-cpp",
+    "onnxruntime-genai",
+    "hf-generate",
+    "llama.cpp",
+    "openvino-genai",
+)
 OPENVINO_PACKAGES = ("torch==2.13.0", "openvino-genai", "optimum-intel[openvino]")
 GGUF_TYPES = {"fp32": "F32", "int4": "Q4_0", "int8": "Q8_0"}
 
@@ -52,6 +60,7 @@ def prepare_from(
         loaded.tokenizer.save_pretrained(hf)
     makers = {
         "tinyllm": lambda: tinyllm_engine(bundle, name, precision, out, block),
+        "tinyllm-cpp": lambda: native_engine(bundle, name, precision, out, block),
         "onnxruntime-genai": lambda: genai_model(hf, name, precision, out, block),
         "hf-generate": lambda: hf,
         "llama.cpp": lambda: llama_gguf(name, precision, out),
@@ -77,6 +86,18 @@ def tinyllm_engine(bundle: Path, name: str, precision: str, out: Path, block: in
         seq = min(1024, tinyllm.open_bundle(bundle).config.max_position_embeddings)
         tinyllm.export(bundle, "onnx-cpu", path, quant=quant, block_size=block, max_seq_len=seq)
     return path
+
+
+def native_engine(bundle: Path, name: str, precision: str, out: Path, block: int) -> Path:
+    """tinyllm's engine (the same bundle) for libtinyllm, when ``make cpp`` has built it."""
+    from tinyllm.errors import TinyLLMError
+    from tinyllm.runtime import native
+
+    try:
+        native.library_path()
+    except TinyLLMError as e:
+        raise Skip(str(e)) from e
+    return tinyllm_engine(bundle, name, precision, out, block)
 
 
 def genai_model(hf: Path, name: str, precision: str, out: Path, block: int) -> Path:

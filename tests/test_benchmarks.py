@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tinyllm.errors import TinyLLMError
+from tinyllm.runtime import native
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -61,21 +65,32 @@ def test_measure_rotates_rounds_and_reports_median_and_range(
 def test_decode_benchmark_runs_each_engine_in_its_own_process(
     tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The harness end to end on the tiny model: tinyllm and transformers in their own
-    processes with the settings they were given, and peers that cannot run recorded."""
+    """The harness end to end on the tiny model: tinyllm, the native runtime (when
+    ``make cpp`` has built it) and transformers in their own processes with the settings
+    they were given, and peers that cannot run recorded."""
     monkeypatch.syspath_prepend(str(BENCH))
     import decode_cpu
     import peers
 
+    try:
+        native.library_path()
+        not_built = ""
+    except TinyLLMError as e:
+        if os.environ.get("TINYLLM_NATIVE_REQUIRED"):
+            pytest.fail(str(e))
+        not_built = str(e)
     options = ["--threads", "1", "--spin", "off", "--new-tokens", "6", "--rounds", "2"]
     args = decode_cpu.parse(["--out-dir", str(tmp_path), *options])
-    engines = ["tinyllm", "hf-generate", "llama.cpp"]
+    engines = ["tinyllm", "tinyllm-cpp", "hf-generate", "llama.cpp"]
     paths = peers.prepare_from(tiny_llama_bundle, "tiny", "fp32", engines, tmp_path)
     assert paths["llama.cpp"] == "no GGUF of tiny (only SmolLM2 ships one)"
     paths["onnxruntime-genai"] = tmp_path / "no-such-model"  # installed or not, it cannot start
     prompts = [[5, 6, 7, 8, 9], [9, 8, 7, 6, 5]]
     results, skipped = decode_cpu.run_case(paths, prompts, args)
-    assert set(results) == {"tinyllm", "hf-generate"}
+    ran = {"tinyllm", "hf-generate"} | (set() if not_built else {"tinyllm-cpp"})
+    assert set(results) == ran
+    if not_built:
+        assert skipped["tinyllm-cpp"] == not_built  # says how to build it
     assert skipped["llama.cpp"].startswith("no GGUF")
     assert skipped["onnxruntime-genai"].startswith("could not start: ")
     ours, hf = results["tinyllm"], results["hf-generate"]
@@ -109,6 +124,18 @@ def test_decode_benchmark_runs_each_engine_in_its_own_process(
     text = decode_cpu.table(report)
     assert "every engine 1 threads, spinning off" in text
     assert "skipped llama.cpp (tiny fp32 batch 2): no GGUF of tiny" in text
+    if not_built:
+        pytest.skip(f"tinyllm-cpp not measured (the rest passed): {not_built}")
+    cpp = results["tinyllm-cpp"]
+    # The same engine, run by libtinyllm: the same greedy tokens, with the thread count
+    # given; spinning cannot be set through the C API, and the settings say so.
+    assert cpp["row0_tokens"] == ours["row0_tokens"]
+    assert cpp["row0_prefix_same_as_tinyllm"] == 6
+    assert cpp["settings"]["intra_op_num_threads"] == 1
+    assert cpp["settings"]["allow_spinning"].startswith("not settable through the C API")
+    assert cpp["settings"]["python_onnxruntime_imported"] is False
+    assert cpp["tinyllm_speedup"]["median"] > 0
+    assert "tinyllm-cpp" in text
 
 
 def test_worker_reports_a_failed_start(tmp_path: Path) -> None:
@@ -122,6 +149,22 @@ def test_worker_reports_a_failed_start(tmp_path: Path) -> None:
     )
     assert out.returncode == 3
     assert "missing.tllm" in json.loads(out.stdout)["error"]
+
+
+def test_native_worker_reports_a_missing_library(tmp_path: Path) -> None:
+    spec = {"engine": "tinyllm-cpp", "path": str(tmp_path / "e.tllm"), "prompts": [[1, 2]]}
+    spec |= {"max_new": 2, "threads": 1, "spin": True}
+    env = dict(os.environ, TINYLLM_NATIVE_LIBRARY=str(tmp_path / "libtinyllm.so"))
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "decode_worker.py"), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    assert out.returncode == 3
+    error = json.loads(out.stdout)["error"]
+    assert "the native runtime is not built" in error and "libtinyllm.so" in error
 
 
 def test_quantization_benchmark_help() -> None:
