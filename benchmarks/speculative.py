@@ -4,7 +4,8 @@ Builds SmolLM2-135M-Instruct (the embedded real model) with the built-in suite's
 (JSON extraction) and rewrite (text) tasks, exports it to ``onnx-cpu`` at fp32 and int4,
 and serves requests from those tasks' test splits (with the task's few-shot examples
 from its train split, as evaluation prompts them) one at a time, on two engines loaded
-from the same files: one with ``speculate=0`` (plain), one with the default drafts.
+from the same files: one with ``speculate=0`` (plain), one with ``speculate=8`` (up to 8
+drafted tokens per step; speculation is off by default).
 Rounds alternate which goes first. Per (precision, task) it reports output tokens per
 second (over whole requests, and over decoding only: after the first token), the
 speed-up of speculation, the acceptance rate of the drafted tokens and whether every
@@ -103,7 +104,7 @@ def compare(bundle: Path, precision: str, work: list[Any], rounds: int, threads:
     name = f"onnx-cpu-{precision}"
     engines = {
         "plain": Engine.load(bundle, engine=name, threads=threads, max_batch=1, speculate=0),
-        "spec": Engine.load(bundle, engine=name, threads=threads, max_batch=1),
+        "spec": Engine.load(bundle, engine=name, threads=threads, max_batch=1, speculate=8),
     }
     for engine in engines.values():
         serve(engine, work[:2])  # warm up: sessions, prefix caches, JSON token table

@@ -42,9 +42,7 @@ class ServingDefaults:
     aging: float = _SCHED.aging
     constrain: bool = _OPTIONS.constrain
     prefix_cache_mb: float = _OPTIONS.prefix_cache_mb
-    # Off unless asked: on int4 engines a verify run's several-row MatMulNBits can pick other
-    # greedy tokens than single steps do (docs/runtime.md, speculative decoding).
-    speculate: int = 0
+    speculate: int = _OPTIONS.speculation.draft_tokens  # 0: off unless asked
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:

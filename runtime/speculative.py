@@ -24,7 +24,9 @@ class SpeculationOptions:
     """How the decode loop speculates.
 
     Args:
-        draft_tokens: most tokens proposed per step (0 turns speculation off).
+        draft_tokens: most tokens proposed per step; 0 (the default) turns speculation off.
+            Off unless asked: on int4 engines a verify run's several-row MatMulNBits can
+            pick other greedy tokens than single steps do (docs/runtime.md).
         max_ngram: the longest run of last tokens looked up (longer runs are tried first).
         min_ngram: the shortest run that may propose a draft.
         max_rows: speculate only in steps where at most this many rows decode. ONNX
@@ -33,7 +35,7 @@ class SpeculationOptions:
             batched run; with many rows decoding, batching is worth more than drafts.
     """
 
-    draft_tokens: int = 8
+    draft_tokens: int = 0
     max_ngram: int = 3
     min_ngram: int = 1
     max_rows: int = 1

@@ -55,7 +55,7 @@ def test_draft_finds_the_latest_earlier_occurrence() -> None:
     assert draft([1, 2, 3, 9, 1, 2], opts, 0) == []
     assert draft([1, 2, 3, 4], opts, 10) == []  # 4 never occurred before
     assert draft([4], opts, 10) == []
-    assert draft([1, 2, 3, 9, 1, 2], SpeculationOptions(min_ngram=3), 10) == []
+    assert draft([1, 2, 3, 9, 1, 2], SpeculationOptions(draft_tokens=8, min_ngram=3), 10) == []
 
 
 def test_bad_speculation_options_are_errors() -> None:
