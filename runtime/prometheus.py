@@ -39,12 +39,14 @@ class ServerMetrics:
         self.latency: dict[Labels, Histogram] = {}
         self.ttft: dict[Labels, Histogram] = {}
         self.in_flight = 0
+        self.in_flight_peak = 0
         self.disconnects = 0
 
     def started(self) -> None:
         """A request entered the server."""
         with self._lock:
             self.in_flight += 1
+            self.in_flight_peak = max(self.in_flight_peak, self.in_flight)
 
     def finished(self, task: str, status: int, latency_s: float) -> None:
         """A request left the server with ``status`` after ``latency_s`` seconds."""
@@ -78,6 +80,11 @@ class ServerMetrics:
             )
             lines += _histograms("tinyllm_time_to_first_token_seconds", "TTFT.", self.ttft)
             lines += _gauge("tinyllm_requests_in_flight", "Requests being served.", self.in_flight)
+            lines += _gauge(
+                "tinyllm_requests_in_flight_peak",
+                "The most requests served at once since start.",
+                self.in_flight_peak,
+            )
             lines += [
                 "# HELP tinyllm_client_disconnects_total Streams cancelled by the client.",
                 "# TYPE tinyllm_client_disconnects_total counter",

@@ -253,6 +253,7 @@ class Server:
         watch = self.watch
         for group in plan.prefill:
             lives = [self.live[p.request] for p in group]
+            self.counters.peak_batch_rows = max(self.counters.peak_batch_rows, len(group))
             for p in group:
                 prefix = prefixes.get(p.request)
                 if prefix is not None:  # a fresh row starts from its task's cached prefix
@@ -280,6 +281,7 @@ class Server:
         plain = [rid for rid in plan.decode if rid not in drafts]
         if plain:
             decode = set(plain)
+            self.counters.peak_batch_rows = max(self.counters.peak_batch_rows, len(plain))
             width = max(rows) + 1
             tokens = np.full(width, self.session.pad_id, np.int64)
             lengths = np.zeros(width, np.int64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +54,21 @@ def test_concurrent_sharded_labelling_against_tinyllm_serve(live_url: str, tmp_p
         assert (sharded / name).read_bytes() == (serial / name).read_bytes(), name
 
 
-def test_throughput_grows_with_concurrency(live_url: str, tmp_path: Path) -> None:
-    rates = bench.measure(live_url, 32, [1, 8], rounds=1, work=tmp_path)
-    assert rates[8] > 1.5 * rates[1], rates  # the server batches concurrent requests
+def _gauge(url: str, name: str) -> int:
+    """One gauge of the server's ``/metrics``."""
+    text = urllib.request.urlopen(url.removesuffix("/v1") + "/metrics", timeout=30).read()
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    raise AssertionError(f"no {name} in /metrics:\n" + text.decode())
+
+
+def test_concurrency_keeps_requests_in_flight_together(tmp_path: Path) -> None:
+    """``concurrency=8`` really has 8 requests at the server at once, and one at a time
+    has one: the server's in-flight peak counts it (a count, not a timing;
+    benchmarks/labelling.py measures the speed-up)."""
+    with bench.live_server(bench.served_bundle(tmp_path / "b"), max_batch=8) as url:
+        bench.label_rate(url, bench.inputs(8), 1, tmp_path / "c1")
+        assert _gauge(url, "tinyllm_requests_in_flight_peak") == 1
+        bench.label_rate(url, bench.inputs(32), 8, tmp_path / "c8")
+        assert _gauge(url, "tinyllm_requests_in_flight_peak") >= 4

@@ -68,6 +68,7 @@ def reference(served: Path) -> dict[tuple[str, str], TaskOutput]:
     """Every (task, input) served alone, one at a time."""
     engine = Engine.load(served, max_batch=1)
     out = {(t, x): engine.run(t, x) for t in TASKS for x in INPUTS}
+    assert engine.stats()["peak_batch_rows"] == 1
     engine.close()
     return out
 
@@ -103,6 +104,7 @@ def test_concurrent_mixed_tasks_equal_one_by_one(served: Path, alone: dict) -> N
     assert stats["completed"] == len(alone) and stats["failed"] == 0
     assert stats["tasks"]["booking"] == {"submitted": len(INPUTS), "completed": len(INPUTS)}
     assert stats["output_tokens"] == sum(o.output_tokens for o in alone.values())
+    assert stats["peak_batch_rows"] >= 2  # the concurrent requests shared model runs
     engine.close()
 
 
