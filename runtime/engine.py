@@ -29,6 +29,7 @@ from tinyllm.runtime.service import TaskService
 from tinyllm.runtime.serving import Server, ServingOptions
 from tinyllm.runtime.servingdefaults import read_defaults
 from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
+from tinyllm.runtime.speculative import check_exact
 from tinyllm.tasktable import TaskTable
 
 FinishReason = Literal["stop", "length"]
@@ -121,6 +122,7 @@ class Engine(TaskService):
             speculate: most tokens drafted from the prompt and verified in one step, for
                 greedy requests of tasks that speculate (``output.speculate``) and
                 ``GenerationConfig(speculate=True)``; outputs are unchanged; 0 turns it off.
+                int4/int8 ``ort`` engines refuse it (it would change their outputs).
             verify: ``"sha256"`` checks the hash of every file the engine reads (digests
                 are remembered by file identity, so a reload is fast); ``"size"`` only
                 sizes. engine.json is always checked against the graph.
@@ -143,6 +145,7 @@ class Engine(TaskService):
             speculate=speculate,
         )
         info = read_engine_info(folder, EngineInfo)
+        check_exact(settings.speculate, info.flavour, info.precision)
         seq = min(max_seq_len or min(info.max_seq_len, 4096), info.max_seq_len)
         tok = ChatTokenizer(opened.tokenizer_dir)
         spec = SessionSpec(

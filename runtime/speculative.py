@@ -96,6 +96,18 @@ def drafts_for(
     return drafts
 
 
+def check_exact(draft_tokens: int, flavour: str, precision: str) -> None:
+    """Refuse speculation on engines where it changes outputs: the ``ort`` flavour's int4 and
+    int8 weights run MatMulNBits at accuracy level 4, whose several-row path (a verify run)
+    picks other greedy tokens than single-token steps do (measured on SmolLM2 int4)."""
+    if draft_tokens and flavour == "ort" and precision in ("int4", "int8"):
+        raise ConfigError(
+            f"speculative decoding would change this {precision} engine's outputs (its "
+            "several-token verify runs round differently from single-token steps); load it "
+            "with speculate=0, or speculate on an fp32 engine (docs/runtime.md)"
+        )
+
+
 @dataclass
 class SpeculationStats:
     """Counts of the loop's verify steps: drafted tokens and how many were kept."""

@@ -210,3 +210,17 @@ def test_both_graph_flavours_verify_exactly(exported: Path, name: str) -> None:
             assert engine.stats()["speculation"]["steps"] > 0
         engine.close()
     assert outs[0] == outs[1]
+
+
+def test_int_weight_engines_refuse_speculation(exported: Path, tmp_path: Path) -> None:
+    """MatMulNBits' several-row path rounds differently (SmolLM2 int4 changed outputs), so an
+    int4 or int8 ``onnx-cpu`` engine refuses to speculate; asked for nothing, it loads."""
+    import tinyllm
+
+    bundle, _ = tinyllm.export(exported, "onnx-cpu", tmp_path / "int.tllm", quant="int4")
+    bundle, _ = tinyllm.export(bundle.path, "onnx-cpu", quant="int8")
+    for name in ("onnx-cpu-int4", "onnx-cpu-int8"):
+        with pytest.raises(ConfigError, match=r"would change this int\d engine's outputs"):
+            Engine.load(bundle.path, engine=name, speculate=8)
+        Engine.load(bundle.path, engine=name, speculate=0).close()
+    Engine.load(bundle.path, engine="onnx-cpu-fp32", speculate=8).close()
