@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -416,3 +417,44 @@ def test_quantization_benchmark_end_to_end(
     assert result["mean_relative_drop"] == {"rtn": 0.5}  # the task fp32 scores 0 on is left out
     assert set(result["seconds"]) == set(methods) and min(result["seconds"].values()) > 0
     assert result["incremental"]["seconds"] > 0 and list(result["reports"]) == ["mlgptq"]
+
+
+def test_cpp_task_parity_benchmark_end_to_end(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python and C++ answers of a tiny two-task bundle agree; a C++ side that answers
+    differently is counted as a mismatch (the comparison can fail)."""
+    import tinyllm
+
+    try:
+        native.library_path()
+    except TinyLLMError as e:
+        if os.environ.get("TINYLLM_NATIVE_REQUIRED"):
+            pytest.fail(str(e))
+        pytest.skip(f"the C++ runtime is not built: {e}")
+    monkeypatch.syspath_prepend(str(BENCH))
+    import cpp_task_parity
+
+    from tinyllm.runtime.nativetasks import NativeTasks
+
+    suite = tinyllm.api.load_tasks()
+    tasks = [suite.task(n) for n in ("sentiment", "intent")]
+    child = tinyllm.api.add_tasks(tiny_llama_bundle, tmp_path / "t.tllm", tasks, {})
+    bundle, _ = tinyllm.export(child.path, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=256)
+    r = cpp_task_parity.compare(bundle.path, None, 3, 1)
+    assert set(r["tasks"]) == {"sentiment", "intent"}
+    for row in r["tasks"].values():
+        assert row == {"requests": 3, "tokens": 3, "values": 3, "mismatch": None}
+
+    real_run = NativeTasks.run
+
+    def shifted(self: NativeTasks, requests: Any, *a: Any, **kw: Any) -> Any:
+        import dataclasses
+
+        outs = real_run(self, requests, *a, **kw)
+        return [dataclasses.replace(o, token_ids=(*o.token_ids, 0), value="x") for o in outs]
+
+    monkeypatch.setattr(NativeTasks, "run", shifted)
+    r = cpp_task_parity.compare(bundle.path, None, 2, 1)
+    for row in r["tasks"].values():
+        assert (row["tokens"], row["values"]) == (0, 0) and row["mismatch"]["cpp"] is not None
