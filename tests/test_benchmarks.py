@@ -458,3 +458,48 @@ def test_cpp_task_parity_benchmark_end_to_end(
     r = cpp_task_parity.compare(bundle.path, None, 2, 1)
     for row in r["tasks"].values():
         assert (row["tokens"], row["values"]) == (0, 0) and row["mismatch"]["cpp"] is not None
+
+
+def test_cpp_process_benchmark_end_to_end(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tinyllm-run and a Python process answer the same request; times and peak RSS are
+    reported per side; runtimes that answer differently are an error."""
+    import argparse
+
+    import tinyllm
+
+    try:
+        native.tool_path("tinyllm-run")
+    except TinyLLMError as e:
+        if os.environ.get("TINYLLM_NATIVE_REQUIRED"):
+            pytest.fail(str(e))
+        pytest.skip(f"the C++ runtime is not built: {e}")
+    monkeypatch.syspath_prepend(str(BENCH))
+    import cpp_process
+
+    suite = tinyllm.api.load_tasks()
+    intent = [suite.task("intent")]
+    child = tinyllm.api.add_tasks(tiny_llama_bundle, tmp_path / "t.tllm", intent, {})
+    bundle, _ = tinyllm.export(child.path, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=512)
+    args = argparse.Namespace(
+        bundle=bundle.path, task="intent", text="wake me at 7", rounds=1, threads=1,
+        max_batch=2, max_seq_len=512,
+    )  # fmt: skip
+    r = cpp_process.measure(args)
+    assert r["answer"]
+    for side in ("python", "cpp"):
+        assert r["sides"][side]["seconds"]["median"] > 0
+        assert r["sides"][side]["rss_mib"]["median"] > 10
+    assert r["cpp_over_python"]["rss_mib"]["median"] > 0
+
+    real = cpp_process.commands
+
+    def other_answer(a: argparse.Namespace) -> dict[str, list[str]]:
+        cmds = real(a)
+        cmds["python"] = [sys.executable, "-c", "print('something else')"]
+        return cmds
+
+    monkeypatch.setattr(cpp_process, "commands", other_answer)
+    with pytest.raises(RuntimeError, match="answered differently"):
+        cpp_process.measure(args)
