@@ -5,9 +5,12 @@ sentiment task, built here), then labels the same N inputs with
 `tinyllm.distill.labelling.label_task` (k=1, one input per request) at each concurrency,
 each into a fresh folder, and prints labelled examples per second and the ratio to
 concurrency 1. Peers (the concurrencies) run in one process against one server, in
-interleaved rounds.
+interleaved rounds. ``--bundle B --task T`` serves your bundle instead and labels the
+first N test examples of the built-in task T (a real teacher's work per request):
 
     python benchmarks/labelling.py --inputs 96 --concurrency 1,4,16 --rounds 2
+    python benchmarks/labelling.py --bundle out/demo/student-int4-onnx.tllm --task booking \
+        --inputs 32 --max-batch 16
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def served_bundle(folder: Path) -> Path:
 
 @contextmanager
 def live_server(bundle: Path, max_batch: int = 16) -> Iterator[str]:
-    """`tinyllm serve BUNDLE` in a subprocess; yields its ``/v1`` base URL; SIGINT at exit."""
+    """`tinyllm serve BUNDLE` in a subprocess; yields its ``/v1`` base URL; SIGINT at exit.
+    The server's engine uses every CPU this process may use (its default threads)."""
     import signal
 
     cli = Path(sys.executable).parent / "tinyllm"
@@ -66,19 +70,32 @@ def live_server(bundle: Path, max_batch: int = 16) -> Iterator[str]:
             proc.communicate()
 
 
+def task_inputs(task: str, n: int) -> list[str]:
+    """The first ``n`` test examples of a built-in task."""
+    from tinyllm import api
+    from tinyllm.suite import load_split, prepare
+
+    suite = api.load_tasks()
+    spec = suite.task(task)
+    prepare(spec)
+    return [e.input for e in load_split(suite, spec, "test", n)]
+
+
 def inputs(n: int) -> list[str]:
     """``n`` distinct short reviews."""
     words = ["great", "awful", "fine", "broken", "lovely", "slow", "clean", "noisy"]
     return [f"review {i}: the room was {words[i % 8]} and {words[(i * 3) % 8]}" for i in range(n)]
 
 
-def label_rate(url: str, texts: list[str], concurrency: int, folder: Path) -> float:
+def label_rate(
+    url: str, texts: list[str], concurrency: int, folder: Path, task_name: str = "sentiment"
+) -> float:
     """Labelled examples per second of one run at ``concurrency`` (a fresh journal)."""
     from tinyllm import api
     from tinyllm.distill.labelling import label_task
     from tinyllm.distill.teacher_specs import teacher_from_spec
 
-    task = api.load_tasks().task("sentiment")
+    task = api.load_tasks().task(task_name)
     teacher = teacher_from_spec(f"tinyllm:{url}")
     shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
@@ -92,14 +109,18 @@ def label_rate(url: str, texts: list[str], concurrency: int, folder: Path) -> fl
     return len(texts) / seconds
 
 
-def measure(url: str, n: int, levels: list[int], rounds: int, work: Path) -> dict[int, float]:
-    """Best examples/s per concurrency over ``rounds`` interleaved rounds (after a warm-up)."""
-    texts = inputs(n)
-    label_rate(url, texts[:8], max(levels), work / "warmup")
+def measure(
+    url: str, n: int, levels: list[int], rounds: int, work: Path, task: str | None = None
+) -> dict[int, float]:
+    """Best examples/s per concurrency over ``rounds`` interleaved rounds (after a warm-up);
+    ``task``: label that built-in task's test examples (default: reviews, sentiment)."""
+    texts = task_inputs(task, n) if task else inputs(n)
+    name = task or "sentiment"
+    label_rate(url, texts[:8], max(levels), work / "warmup", name)
     best = {c: 0.0 for c in levels}
     for _ in range(rounds):
         for c in levels:
-            best[c] = max(best[c], label_rate(url, texts, c, work / f"c{c}"))
+            best[c] = max(best[c], label_rate(url, texts, c, work / f"c{c}", name))
     return best
 
 
@@ -112,14 +133,17 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-batch", type=int, default=16, help="The server's --max-batch.")
+    parser.add_argument("--task", default=None, help="A built-in task of --bundle to label.")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.task and not args.bundle:
+        parser.error("--task labels a task of your --bundle; give --bundle too")
     levels = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory(prefix="tinyllm-label-bench-") as tmp:
         work = Path(tmp)
         bundle = args.bundle or served_bundle(work)
         with live_server(bundle, args.max_batch) as url:
-            rates = measure(url, args.inputs, levels, args.rounds, work)
+            rates = measure(url, args.inputs, levels, args.rounds, work, args.task)
     print(f"{'concurrency':>12}{'examples/s':>12}{'vs 1':>8}")
     for c, rate in rates.items():
         print(f"{c:>12}{rate:>12.1f}{rate / rates[levels[0]]:>7.2f}x")

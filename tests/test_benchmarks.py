@@ -385,6 +385,12 @@ def test_labelling_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
         stats = json.loads((tmp_path / "work" / f"c{c}" / "sentiment.stats.json").read_text())
         assert stats["inputs"] == stats["labelled"] == 4, stats
     assert len(labelling.inputs(5)) == len(set(labelling.inputs(5))) == 5
+    assert len(set(labelling.task_inputs("booking", 3))) == 3
+    bad = subprocess.run(
+        [sys.executable, str(BENCH / "labelling.py"), "--task", "booking"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "give --bundle too" in bad.stderr
 
 
 def test_quantization_benchmark_end_to_end(
