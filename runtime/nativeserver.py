@@ -85,6 +85,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     ),
     "tinyllm_request_wait": (ctypes.c_int, [_P, ctypes.POINTER(TaskResult)]),
     "tinyllm_request_done": (ctypes.c_int, [_P]),
+    "tinyllm_request_admitted": (ctypes.c_double, [_P]),
     "tinyllm_request_cancel": (None, [_P]),
     "tinyllm_request_free": (None, [_P]),
     "tinyllm_server_close": (ctypes.c_int, [_P, ctypes.c_int]),
@@ -111,6 +112,12 @@ class NativeRequest:
     def done(self) -> bool:
         """Whether the request is answered."""
         return bool(self.server.lib.tinyllm_request_done(self.handle))
+
+    def admitted(self) -> float | None:
+        """When its first prefill run started (trace-clock seconds, see
+        :mod:`tinyllm.runtime.nativetrace`); None while it waits for a KV row."""
+        at = float(self.server.lib.tinyllm_request_admitted(self.handle))
+        return at if at >= 0 else None
 
     def cancel(self) -> None:
         """Ask the server to drop the request."""

@@ -7,14 +7,11 @@ The engine's run trace (:mod:`tinyllm.runtime.nativetrace`) times every ONNX Run
 
 - Latency: end to end and TTFT are what the client sees: TTFT is the time from submit to
   the first streamed piece of text (``on_text``), TPOT the rest of the request over its
-  other tokens. Queue wait (submit to the start of the request's first prefill run) comes
-  from the trace only where it is unambiguous: the server batches the prompts of several
-  requests into one prefill run and the C API does not say which request a row holds, so
-  a run is attributed to the requests in flight during it only when it computed as many
-  rows as there were. Where a request's first prefill run cannot be told, the pass's
-  queue wait is reported absent with the reason; where the trace contradicts the
-  requests (a run when none was in flight, more rows than requests, a request without a
-  prefill run, a prefill after its first text) it is absent for every request.
+  other tokens. Queue wait is submit to the start of the request's first prefill run,
+  which the server records per request (``tinyllm_request_admitted``); it is checked
+  against the trace (a prefill run must start then) and against the client's own times,
+  and where they contradict each other, or the trace dropped runs, the pass's queue wait
+  is reported absent with the reason.
 - Phases: ONNX Runtime's prefill and decode runs, and the rest of the server's busy
   time (sampling, constraints, scheduling, prefix-cache copies, hand-offs), which the
   C API does not split.
@@ -87,6 +84,7 @@ class Clients:
     tokens: list[int]
     errors: list[str | None]
     first_text: list[float | None] = field(default_factory=list)  # first streamed piece
+    admitted: list[float | None] = field(default_factory=list)  # first prefill run's start
 
 
 def drive_server(
@@ -101,7 +99,7 @@ def drive_server(
     Each request streams its answer; the first non-empty piece's time is kept.
     """
     n = len(items)
-    clients = Clients([0.0] * n, [0.0] * n, [0] * n, [None] * n, [None] * n)
+    clients = Clients([0.0] * n, [0.0] * n, [0] * n, [None] * n, [None] * n, [None] * n)
     room = threading.Semaphore(load.concurrency or n or 1)
 
     def client(i: int) -> None:
@@ -118,6 +116,7 @@ def drive_server(
                 item.task or "", item.text or "", item.max_new_tokens or 0, on_text=on_text
             )
             clients.tokens[i] = len(request.wait().token_ids)
+            clients.admitted[i] = request.admitted()
         except Exception as e:  # refused or failed: the request counts as failed
             clients.errors[i] = f"{type(e).__name__}: {e}"
         finally:
@@ -137,67 +136,6 @@ def drive_server(
     return clients
 
 
-def first_prefills(
-    clients: Clients, prompt_lens: list[int], runs: list[Run]
-) -> tuple[dict[int, Run], str | None]:
-    """Each request's first prefill run, where the trace says it unambiguously.
-
-    A prefill run holds the prompts (or prompt chunks) of one or more requests in flight
-    during it (submitted before it started, answered after it ended). The C API does not
-    say which request a row holds, so a run is attributed to those requests only when it
-    computed one row for each of them; a request's first prefill run is known when the
-    first run it could be in is such a run.
-
-    Returns the runs found by item and why the others are missing (None when every
-    answered request's run was found). A trace that contradicts the requests (a run when
-    none was in flight, more rows than requests in flight, a one-request run longer than
-    its prompt, an answered request without a prefill run) gives ({}, the reason).
-    """
-    slack = 1e-6  # the clocks are the same; rounding only
-    n = len(clients.submitted)
-    first: dict[int, Run] = {}
-    unknown: set[int] = set()
-    for run in (r for r in runs if r.kind == "prefill"):
-        live = [
-            i
-            for i in range(n)
-            if clients.submitted[i] - slack <= run.start and run.end <= clients.done[i] + slack
-        ]
-        if not live or run.rows > len(live):
-            return {}, (
-                f"a prefill run of {run.rows} rows at {run.start:.6f} s had {len(live)} "
-                "requests in flight: the trace does not match the requests"
-            )
-        if len(live) == 1 and run.tokens + run.past > prompt_lens[live[0]]:
-            i = live[0]
-            return {}, (
-                f"request {i} (a prompt of {prompt_lens[i]} tokens) was alone in flight during "
-                f"a prefill run of {run.tokens}+{run.past} tokens: the trace does not match "
-                "the requests"
-            )
-        fresh = [i for i in live if i not in first and i not in unknown]
-        if run.rows == len(live):
-            first.update((i, run) for i in fresh)
-        else:
-            unknown.update(fresh)
-    missing = [
-        i for i in range(n) if clients.errors[i] is None and i not in first and i not in unknown
-    ]
-    if missing:
-        return {}, (
-            f"request {missing[0]} was answered without a prefill run in its lifetime: the "
-            "trace does not match the requests"
-        )
-    answered = [i for i in unknown if clients.errors[i] is None]
-    if answered:
-        return first, (
-            f"{len(answered)} of {sum(e is None for e in clients.errors)} requests' first "
-            "prefill run could not be told apart: the server prefills several requests in one "
-            "run and the C API does not say which request a row holds; queue wait is not guessed"
-        )
-    return first, None
-
-
 def busy_time(clients: Clients) -> float:
     """Seconds during which at least one request was in flight."""
     spans = sorted(zip(clients.submitted, clients.done, strict=True))
@@ -211,31 +149,47 @@ def busy_time(clients: Clients) -> float:
 
 
 def client_timing(
-    clients: Clients, prompt_lens: list[int], runs: list[Run], dropped: int
+    clients: Clients, runs: list[Run], dropped: int
 ) -> tuple[dict[int, float], dict[int, float], str | None]:
     """TTFT (submit to first streamed text) of each answered request that streamed text,
-    queue wait (submit to its first prefill run) where the trace says it unambiguously,
-    and why the pass's queue wait is absent (None when every answered request has one)."""
+    queue wait (submit to the start of its first prefill run, as the server recorded it)
+    of each answered request, and why the pass's queue wait is absent (None if it is not).
+
+    The server's record must agree with the client and the trace: admitted after submit,
+    before the first streamed text and the answer, and a prefill run starting then (the
+    server records the time just before the run). Any disagreement, or runs dropped by
+    the trace, makes the pass's queue wait absent with the reason: nothing is guessed."""
+    slack = 1e-6  # one clock on both sides; rounding only
     ttft = {
         i: t - clients.submitted[i]
         for i, t in enumerate(clients.first_text)
         if t is not None and clients.errors[i] is None
     }
-    matched, absent = first_prefills(clients, prompt_lens, runs)
-    late = [
-        i for i, run in matched.items() if i in ttft and run.start - clients.submitted[i] > ttft[i]
-    ]
-    if late:
-        matched, absent = (
-            {},
-            (
-                f"request {late[0]}'s first prefill run started after its first streamed text: "
-                "the trace does not match the requests"
-            ),
-        )
     if dropped:
-        matched, absent = {}, f"the trace dropped {dropped} runs (over its cap)"
-    return ttft, {i: run.start - clients.submitted[i] for i, run in matched.items()}, absent
+        return ttft, {}, f"the trace dropped {dropped} runs (over its cap)"
+    starts = np.array(sorted(r.start for r in runs if r.kind == "prefill"))
+    queue = {}
+    for i, at in enumerate(clients.admitted):
+        if clients.errors[i] is not None:
+            continue
+        if at is None:
+            return ttft, {}, f"request {i} was answered without a time it got its KV row"
+        latest = min(clients.done[i], clients.first_text[i] or clients.done[i])
+        if not clients.submitted[i] - slack <= at <= latest + slack:
+            why = (
+                f"request {i} was admitted at {at:.6f} s, outside its submit-to-first-text "
+                f"span [{clients.submitted[i]:.6f}, {latest:.6f}]: the times do not match"
+            )
+            return ttft, {}, why
+        k = int(np.searchsorted(starts, at - slack))
+        if k == len(starts) or starts[k] > latest + slack:
+            why = (
+                f"request {i} was admitted at {at:.6f} s but no prefill run started before "
+                "its first text: the trace does not match the requests"
+            )
+            return ttft, {}, why
+        queue[i] = at - clients.submitted[i]
+    return ttft, queue, None
 
 
 def native_pass(
@@ -253,7 +207,7 @@ def native_pass(
     finally:
         runs, dropped = tracer.take()
         tracer.stop()
-    ttft, queue, absent = client_timing(clients, prompt_lens, runs, dropped)
+    ttft, queue, absent = client_timing(clients, runs, dropped)
     requests = []
     for i, item in enumerate(items):
         t0 = clients.submitted[i]

@@ -108,6 +108,10 @@ int tinyllm_request_done(const tinyllm_request* request) {
   return request != nullptr && request->request->done() ? 1 : 0;
 }
 
+double tinyllm_request_admitted(const tinyllm_request* request) {
+  return request != nullptr ? request->request->admitted() : -1.0;
+}
+
 void tinyllm_request_cancel(tinyllm_request* request) {
   if (request != nullptr) request->request->cancel();
 }

@@ -45,6 +45,8 @@ class Request {
   void cancel() { cancelled_ = true; }
   const TaskResult& result() const { return result_; }
   const std::string& error() const { return error_; }
+  // trace_clock() seconds when its first prefill run started; < 0 until then.
+  double admitted() const { return admitted_.load(); }
 
  private:
   friend class Server;
@@ -54,6 +56,7 @@ class Request {
   TaskOptions options_;
   TaskTextFn on_text_;
   std::atomic<bool> cancelled_{false};
+  std::atomic<double> admitted_{-1.0};
   mutable std::mutex mutex_;
   std::condition_variable cond_;
   bool done_ = false;

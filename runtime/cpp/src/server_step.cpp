@@ -6,6 +6,7 @@
 #include <random>
 
 #include "error.h"
+#include "runtrace.h"
 #include "server_live.h"
 
 namespace tinyllm {
@@ -109,6 +110,9 @@ void Server::prefill(const std::vector<PrefillRow>& group) {
     slots.push_back(live->row.slot);
     lives.push_back(live);
   }
+  double now = trace_clock();
+  for (Live* live : lives)  // the request's first prefill run: its queue wait ends here
+    if (live->request->admitted_.load() < 0) live->request->admitted_.store(now);
   const float* logits = session.prefill_rows(group[0].row, chunks, starts, slots);
   size_t vocab = static_cast<size_t>(engine_.vocab_size());
   for (size_t i = 0; i < group.size(); ++i) {

@@ -15,7 +15,7 @@ import tinyllm
 from tinyllm.errors import ConfigError
 from tinyllm.runtime.native import NativeEngine
 from tinyllm.runtime.nativetrace import Run, RunTracer
-from tinyllm.runtime.profilenative import Clients, busy_time, client_timing, first_prefills
+from tinyllm.runtime.profilenative import Clients, busy_time, client_timing
 from tinyllm.runtime.profiletrace import check_trace
 from tinyllm.runtime.sampling import GenerationConfig
 
@@ -61,17 +61,14 @@ def test_cpp_profile_has_the_latency_sections(
         assert 0 < lat["ttft_ms"]["p50"] <= lat["e2e_ms"]["p50"]
         assert lat["tpot_ms"]["p50"] > 0
         assert lat["throughput_tok_s"] > 0 and lat["output_tokens"] > 0
-        # Queue wait is reported only when every request's first prefill run is known.
-        if lat["queue_ms"] is None:
-            assert "not guessed" in data["absent"][f"latency.{mode}.queue"]
-        else:
-            assert lat["queue_ms"]["p50"] >= 0
-    # One request at a time: each prefill run has one request in flight, so it is known.
-    assert data["latency"]["single_stream"]["queue_ms"]["p50"] >= 0
+        # Queue wait for every request, single stream and under load (the server says
+        # when each request's first prefill run started).
+        assert lat["queue_ms"]["p50"] >= 0, data["absent"]
+        assert f"latency.{mode}.queue" not in data["absent"]
     assert all(r["ttft_ms"] is not None for r in data["requests"])
     for r in data["requests"]:
         assert 0 < r["ttft_ms"] <= r["e2e_ms"]
-        assert r["queue_ms"] is None or 0 <= r["queue_ms"] <= r["ttft_ms"]
+        assert 0 <= r["queue_ms"] <= r["ttft_ms"]
     # Three concurrent clients on a server of max_batch 8: someone waited less than the
     # whole run, and decode steps ran more than one row.
     assert max(b["rows"] for b in data["batch"]) > 1
@@ -109,76 +106,50 @@ def _run(kind: str, tokens: int, start: float, end: float, rows: int = 1, past: 
 
 def _clients(submitted: list[float], done: list[float]) -> Clients:
     n = len(submitted)
-    return Clients(submitted, done, [3] * n, [None] * n, [None] * n)
+    return Clients(submitted, done, [3] * n, [None] * n, [None] * n, [None] * n)
 
 
-def test_first_prefills_are_found_only_where_unambiguous() -> None:
-    prompt_lens = [4, 7, 5]
-    # 0 alone, then 1 and 2 in flight together and prefilled in one two-row run.
-    clients = _clients([0.0, 1.0, 1.0], [0.9, 6.0, 6.0])
-    runs = [
-        _run("prefill", 4, 0.1, 0.2),
-        _run("decode", 1, 0.3, 0.4),
-        _run("prefill", 12, 1.1, 1.2, rows=2),
-        _run("decode", 2, 1.3, 1.4),
-    ]
-    first, why = first_prefills(clients, prompt_lens, runs)
-    assert why is None and first == {0: runs[0], 1: runs[2], 2: runs[2]}
-    # A chunk of 1's prompt alone while 2 waits: whose first run it was cannot be told,
-    # and a later run does not make it known.
-    chunked = [runs[0], _run("prefill", 4, 1.1, 1.2), _run("prefill", 8, 1.3, 1.4, rows=2)]
-    first, why = first_prefills(clients, prompt_lens, chunked)
-    assert first == {0: runs[0]} and "2 of 3 requests' first prefill run" in str(why)
-    assert "not guessed" in str(why)
-    # A failed request does not need to be known.
-    failed = Clients([0.0, 1.0, 1.0], [0.9, 6.0, 6.0], [3] * 3, [None, None, "E"], [None] * 3)
-    first, why = first_prefills(failed, prompt_lens, chunked)
-    assert first == {0: runs[0]} and "1 of 2 requests'" in str(why)
-
-
-def test_first_prefills_refuse_a_trace_that_contradicts_the_requests() -> None:
-    prompt_lens = [4, 7]
-    clients = _clients([0.0, 1.0], [5.0, 6.0])
-    ok = [_run("prefill", 4, 0.1, 0.2), _run("prefill", 7, 1.1, 1.2)]
-    first, why = first_prefills(clients, prompt_lens, ok)  # consistent, 1's run ambiguous
-    assert first == {0: ok[0]} and "1 of 2 requests'" in str(why)
-    early = [_run("prefill", 4, -0.5, -0.4), *ok]  # before any request was submitted
-    first, why = first_prefills(clients, prompt_lens, early)
-    assert first == {} and "had 0 requests in flight" in str(why)
-    wide = [_run("prefill", 4, 0.1, 0.2, rows=2), ok[1]]  # two rows, one request in flight
-    first, why = first_prefills(clients, prompt_lens, wide)
-    assert first == {} and "2 rows" in str(why) and "1 requests in flight" in str(why)
-    long = [_run("prefill", 3, 0.1, 0.2, past=2), ok[1]]  # 5 tokens for a 4-token prompt
-    first, why = first_prefills(clients, prompt_lens, long)
-    assert first == {} and "request 0 (a prompt of 4 tokens)" in str(why)
-    few = ok[:1]  # request 1 answered without a prefill run
-    lone = _clients([0.0, 1.0], [0.9, 6.0])
-    first, why = first_prefills(lone, prompt_lens, few)
-    assert first == {} and "request 1 was answered without a prefill run" in str(why)
-    first, why = first_prefills(lone, prompt_lens, ok)
-    assert why is None and first == {0: ok[0], 1: ok[1]}
-
-
-def test_client_timing_takes_ttft_from_the_stream_and_checks_it_against_the_trace() -> None:
-    prompt_lens = [4, 7, 2]
+def test_client_timing_takes_queue_wait_from_the_server_and_checks_it() -> None:
     clients = Clients(
-        [0.0, 1.0, 2.0], [0.9, 1.9, 2.9], [3, 3, 0], [None, None, None], [0.5, 1.25, None]
-    )
+        [0.0, 1.0, 2.0], [0.9, 1.9, 2.9], [3, 3, 0], [None, None, None], [0.5, 1.25, None],
+        [0.1, 1.1, 2.1],
+    )  # fmt: skip
     runs = [
         _run("prefill", 4, 0.1, 0.2),
         _run("prefill", 7, 1.1, 1.2),
         _run("prefill", 2, 2.1, 2.2),
     ]
-    ttft, queue, why = client_timing(clients, prompt_lens, runs, dropped=0)
+    ttft, queue, why = client_timing(clients, runs, dropped=0)
     assert why is None
     assert ttft == pytest.approx({0: 0.5, 1: 0.25})  # request 2 streamed no text: no TTFT
     assert queue == pytest.approx({0: 0.1, 1: 0.1, 2: 0.1})
-    clients.first_text[1] = 1.05  # text before its prefill run started: contradiction
-    ttft, queue, why = client_timing(clients, prompt_lens, runs, dropped=0)
-    assert queue == {} and "request 1's first prefill run started after" in str(why)
-    assert ttft == pytest.approx({0: 0.5, 1: 0.05})  # the client's own figure stands
-    clients.first_text[1] = 1.25
-    ttft, queue, why = client_timing(clients, prompt_lens, runs, dropped=3)
+    # Two requests admitted together into one two-row prefill run: both are known.
+    together = Clients([0.0, 0.05], [0.9, 0.9], [3, 3], [None, None], [0.5, 0.5], [0.1, 0.1])
+    _, queue, why = client_timing(together, [_run("prefill", 9, 0.1, 0.2, rows=2)], 0)
+    assert why is None and queue == pytest.approx({0: 0.1, 1: 0.05})
+    # A failed request needs no admission time.
+    clients.errors[2], clients.admitted[2] = "E", None
+    _, queue, why = client_timing(clients, runs, dropped=0)
+    assert why is None and set(queue) == {0, 1}
+
+
+def test_client_timing_refuses_times_that_contradict_each_other() -> None:
+    def clients(admitted: list[float | None], first_text: list[float | None]) -> Clients:
+        return Clients([0.0, 1.0], [0.9, 1.9], [3, 3], [None, None], first_text, admitted)
+
+    runs = [_run("prefill", 4, 0.1, 0.2), _run("prefill", 7, 1.1, 1.2)]
+    _, queue, why = client_timing(clients([0.1, 1.1], [0.5, 1.5]), runs, dropped=0)
+    assert why is None and len(queue) == 2
+    cases = {
+        "answered without a time": ([0.1, None], [0.5, 1.5], runs),
+        "outside its submit-to-first-text span": ([0.1, 0.95], [0.5, 1.5], runs),  # < submit
+        "outside its submit": ([0.1, 1.6], [0.5, 1.5], runs),  # after its first text
+        "no prefill run started": ([0.1, 1.1], [0.5, 1.5], runs[:1]),  # trace lacks it
+    }
+    for reason, (admitted, first_text, trace) in cases.items():
+        _, queue, why = client_timing(clients(admitted, first_text), trace, dropped=0)
+        assert queue == {} and reason in str(why), (reason, why)
+    _, queue, why = client_timing(clients([0.1, 1.1], [0.5, 1.5]), runs, dropped=3)
     assert queue == {} and "dropped 3 runs" in str(why)
 
 

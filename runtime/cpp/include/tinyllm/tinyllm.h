@@ -350,6 +350,10 @@ TINYLLM_API tinyllm_status tinyllm_server_submit_stream(tinyllm_server* server,
 TINYLLM_API tinyllm_status tinyllm_request_wait(tinyllm_request* request, tinyllm_task_result* out);
 /** Nonzero once the request is answered (tinyllm_request_wait then returns at once). */
 TINYLLM_API int tinyllm_request_done(const tinyllm_request* request);
+/** When the server started the request's first prefill run, in seconds on
+ * tinyllm_trace_clock() (tinyllm/trace.h): its queue wait ends there. Negative until the
+ * request has a KV row (waiting, or refused, cancelled or expired before one). */
+TINYLLM_API double tinyllm_request_admitted(const tinyllm_request* request);
 /** Ask the server to drop the request (it ends with TINYLLM_CANCELLED unless done). */
 TINYLLM_API void tinyllm_request_cancel(tinyllm_request* request);
 TINYLLM_API void tinyllm_request_free(tinyllm_request* request);
