@@ -5,8 +5,10 @@ engine's continuous batching scheduler over one base model with a LoRA slot per 
 ``nocache`` — the same without the per-task prefix cache; (b) ``fifo`` — FIFO static
 batches on the same engine; (c) ``merged`` — one engine per task with its adapter merged
 (the one-deployment-per-task setup); (d) ``hf`` — Hugging Face transformers + peft,
-static batches of mixed adapters (``adapter_names=``). ``one`` is a single merged
-engine: the memory of "one model".
+static batches of mixed adapters (``adapter_names=``); ``cpp`` — the C++ runtime's
+server (libtinyllm, built by ``make cpp``) on the same engine files, as ``continuous``
+runs them (``--modes continuous,cpp``; not in the default modes: it needs the library).
+``one`` is a single merged engine: the memory of "one model".
 
 Workload: N synthetic tasks (random LoRA adapters; speed does not depend on their
 values), Zipf task mix, Poisson arrivals, log-normal input and output lengths
@@ -111,6 +113,16 @@ def targets(table: dict[str, Any], one_mib: float) -> dict[str, Any]:
         out["throughput_cache_x_nocache"] = {
             rate: a["rates"][rate]["throughput_tok_s"] / max(s["throughput_tok_s"], 1e-9)
             for rate, s in c["rates"].items()
+        }
+    cpp = table.get("cpp")
+    if a and cpp:  # the C++ runtime against the Python one, same engine files and trace
+        out["cpp_x_python"] = {
+            rate: {
+                "throughput": s["throughput_tok_s"]
+                / max(a["rates"][rate]["throughput_tok_s"], 1e-9),
+                "latency_p95": s["latency_p95_s"] / max(a["rates"][rate]["latency_p95_s"], 1e-9),
+            }
+            for rate, s in cpp["rates"].items()
         }
     for mode, entry in table.items():
         out[f"memory_x_one_{mode}"] = entry["peak_rss_mib"] / one_mib

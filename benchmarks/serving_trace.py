@@ -137,6 +137,7 @@ def summarize(done: list[Completion], slo: Callable[[Completion], float]) -> dic
         "throughput_tok_s": tokens / span if span > 0 else 0.0,
         "throughput_req_s": len(ok) / span if span > 0 else 0.0,
         "latency_p50_s": float(np.percentile(latency, 50)),
+        "latency_p95_s": float(np.percentile(latency, 95)),
         "latency_p99_s": float(np.percentile(latency, 99)),
         "ttft_p50_s": float(np.percentile(ttft, 50)),
         "ttft_p99_s": float(np.percentile(ttft, 99)),

@@ -267,6 +267,52 @@ def hf_mode(paths: dict[str, Path], config: dict[str, Any]) -> dict[str, Any]:
     return {"runs": run_rates(server.submit, config, names), "peak_rss_mib": peak_rss_mib()}
 
 
+def cpp_mode(paths: dict[str, Path], config: dict[str, Any]) -> dict[str, Any]:
+    """``cpp``: the C++ runtime's server (libtinyllm, ``make cpp``) on the shared bundle,
+    as ``continuous`` runs it: one engine with a LoRA slot per task, the same rows,
+    context, queue and prefix cache. TTFT is submit to the first streamed piece of text
+    (libtinyllm streams text, not tokens). A waiter thread per request in flight turns
+    the C request into a future."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tinyllm.runtime.native import NativeEngine, load_library
+    from tinyllm.runtime.nativeserver import NativeServer
+
+    names = [s.name for s in task_specs(config["tasks"], shots=config.get("shots", 0))]
+    engine = NativeEngine(
+        load_library(),
+        paths["shared"],
+        max_batch=config["max_batch"],
+        max_seq_len=config["serve_seq_len"],
+        threads=config.get("threads") or 0,
+    )
+    server = NativeServer(engine, queue_size=4 * config["n"], prefix_cache_mb=64.0)
+    waiters = ThreadPoolExecutor(max_workers=4 * config["n"] + config["max_batch"])
+
+    def submit(r: TraceRequest) -> Future[Any]:
+        sent, first = time.perf_counter(), []
+
+        def on_text(piece: str) -> bool:
+            if piece and not first:
+                first.append(time.perf_counter())
+            return True
+
+        request = server.submit(r.task, r.text, r.max_new_tokens, on_text=on_text)
+
+        def wait() -> _Out:
+            tokens = len(request.wait().token_ids)
+            return _Out(tokens, (first[0] if first else time.perf_counter()) - sent)
+
+        return waiters.submit(wait)
+
+    result: dict[str, Any] = {"runs": run_rates(submit, config, names)}
+    waiters.shutdown()
+    server.close()
+    engine.close()
+    result["peak_rss_mib"] = peak_rss_mib()
+    return result
+
+
 WORKERS = {
     "calibrate": lambda p, c: calibrate(p, c),
     "continuous": lambda p, c: shared_mode(p, c, "continuous"),
@@ -275,6 +321,7 @@ WORKERS = {
     "merged": lambda p, c: merged_mode(p, c, c["tasks"]),
     "one": lambda p, c: merged_mode(p, c, 1),
     "hf": hf_mode,
+    "cpp": cpp_mode,
 }
 
 

@@ -3,6 +3,7 @@ parses, and the load test (reduced) loses or duplicates no request."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,36 @@ def test_multitask_benchmark_help() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "--quick" in out.stdout and "--rates-x" in out.stdout
+
+
+def test_cpp_worker_serves_the_trace_as_the_python_engine_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``cpp`` peer of benchmarks/multitask_serving.py (libtinyllm's server) answers the
+    same trace as ``continuous`` (the Python engine) with the same output tokens."""
+    from tinyllm.errors import TinyLLMError
+    from tinyllm.runtime import native
+
+    try:
+        native.library_path()
+    except TinyLLMError as e:
+        if os.environ.get("TINYLLM_NATIVE_REQUIRED"):
+            pytest.fail(str(e))
+        pytest.skip(f"the C++ runtime is not built: {e}")
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.chdir(tmp_path)  # the workers build their bundles under ./out/bench
+    import multitask_serving
+
+    config = {
+        "model": "tiny-llama", "tasks": 2, "max_batch": 4, "max_seq_len": 256, "mean_out": 8,
+        "max_out": 16, "max_words": 20, "serve_seq_len": 256, "n": 6, "shots": 0,
+        "threads": 1, "quant": None, "rates": [20.0], "add_task": False,
+    }  # fmt: skip
+    results = {mode: multitask_serving.run_worker(mode, config) for mode in ("continuous", "cpp")}
+    runs = {mode: r["runs"]["20.000"] for mode, r in results.items()}
+    for mode, done in runs.items():
+        assert len(done) == 6 and not any(c["error"] for c in done), (mode, done)
+        assert results[mode]["peak_rss_mib"] > 0
+    tokens = {mode: [c["output_tokens"] for c in done] for mode, done in runs.items()}
+    assert tokens["cpp"] == tokens["continuous"] and sum(tokens["cpp"]) > 0
+    assert all(c["ttft_s"] > 0 for c in runs["cpp"])
