@@ -252,7 +252,8 @@ def main() -> None:
     for outcome, count in r["outcomes"].items():
         print(f"  {outcome:<26}{count:>10}")
     rss = r["rss_mib"]
-    print(f"{'RSS MiB first/last/max':<28}{rss['first']:>6.0f} / {rss['last']:.0f} / {rss['max']:.0f}")
+    figures = f"{rss['first']:>6.0f} / {rss['last']:.0f} / {rss['max']:.0f}"
+    print(f"{'RSS MiB first/last/max':<28}{figures}")
     print(f"{'RSS slope, 2nd half':<28}{r['rss_slope_mib_per_min']:>+10.3f} MiB/min")
     print(f"{'fds after warm-up / last':<28}{r['fds']['after_warmup']:>6} / {r['fds']['last']}")
     print("passed" if r["passed"] else "FAILED")

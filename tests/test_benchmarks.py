@@ -509,3 +509,26 @@ def test_cpp_process_benchmark_end_to_end(
     monkeypatch.setattr(cpp_process, "commands", other_answer)
     with pytest.raises(RuntimeError, match="answered differently"):
         cpp_process.measure(args)
+
+
+def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 10-second soak over HTTP: every request counted once by the server, only expected
+    outcomes, the churned task both served and refused; the slope and outcome checks fail
+    on a leak and on a server error."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import http_soak
+
+    bundle = http_soak.build_bundle(tmp_path)
+    r = http_soak.soak(bundle, minutes=10 / 60, clients=3, churn_s=1.0, sample_s=1.0)
+    assert r["sent"] > 20 and r["lost_or_duplicated"] == 0 and r["unexpected"] == {}, r
+    kinds = {k.split()[0] for k in r["outcomes"]}
+    assert kinds == {"task", "stream", "drop", "churned", "bad"}
+    assert r["outcomes"].get("bad 404", 0) > 0 and len(r["samples"]) >= 5
+    assert r["fds"]["last"] <= r["fds"]["after_warmup"] + 2
+    flat = [(60.0 * i, 100.0) for i in range(10)]
+    leak = [(60.0 * i, 100.0 + 2.0 * i) for i in range(10)]  # 2 MiB a minute
+    assert http_soak.slope_mib_per_min(flat) == pytest.approx(0.0)
+    assert http_soak.slope_mib_per_min(leak) == pytest.approx(2.0)
+    assert http_soak.slope_mib_per_min(leak) > http_soak.SLOPE_LIMIT
+    assert not http_soak.expected("task 500") and not http_soak.expected("drop error ReadTimeout")
+    assert http_soak.expected("churned 404") and not http_soak.expected("task 404")
