@@ -532,3 +532,37 @@ def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     assert http_soak.slope_mib_per_min(leak) > http_soak.SLOPE_LIMIT
     assert not http_soak.expected("task 500") and not http_soak.expected("drop error ReadTimeout")
     assert http_soak.expected("churned 404") and not http_soak.expected("task 404")
+
+
+def test_fsync_cost_benchmark_turns_fsync_off_and_measures_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The labelling and bundle workloads fsync; inside fsync_off nothing does; the
+    report has both modes and their ratio."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import fsync_cost
+
+    calls: list[int] = []
+    real = os.fsync
+
+    def counted(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    for name, work in (
+        ("label", fsync_cost.label_work(tmp_path, 32, 8)),
+        ("bundle", fsync_cost.bundle_work(tmp_path)),
+    ):
+        (tmp_path / f"{name}-on").mkdir()
+        work(tmp_path / f"{name}-on")
+        on = len(calls)
+        assert on > 0, name
+        with fsync_cost.fsync_off():
+            (tmp_path / f"{name}-off").mkdir()
+            work(tmp_path / f"{name}-off")
+        assert len(calls) == on, name  # no fsync reached the real one
+        calls.clear()
+    r = fsync_cost.measure(fsync_cost.label_work(tmp_path, 16, 8), 2, tmp_path / "m")
+    assert set(r["seconds"]) == {"fsync", "no_fsync"}
+    assert r["fsync_over_no_fsync"]["median"] > 0
