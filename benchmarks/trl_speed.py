@@ -3,10 +3,13 @@
 Trains one task's LoRA (SFT) with `tinyllm.distill.sft.train_lora` (own) and
 `tinyllm.distill.trlbackend.train_lora_trl` (trl), in interleaved rounds, on a fresh copy of
 the model each time, and prints steps/s of each and the ratio trl / own (the issue's
-target: >= 0.8). The time includes each backend's set-up per task (the trainer, the
-dataset), as a distillation run pays it.
+target: >= 0.8). ``--method grpo`` times GRPO instead (`distill.grpo.train_grpo_lora`
+against `distill.trlgrpo.train_grpo_lora_trl`: groups of 4 answers of up to 4 tokens
+per prompt, the task's verifier-plus-metric reward). The time includes each backend's
+set-up per task (the trainer, the dataset), as a distillation run pays it.
 
     python benchmarks/trl_speed.py --bundle out/smollm2.tllm --steps 20 --rounds 2
+    python benchmarks/trl_speed.py --method grpo --steps 10 --batch-size 2 --rounds 2
 """
 
 from __future__ import annotations
@@ -42,17 +45,27 @@ def task() -> object:
     )
 
 
-def steps_per_second(bundle: Path, backend: str, steps: int, batch: int) -> float:
+def steps_per_second(
+    bundle: Path, backend: str, steps: int, batch: int, method: str = "sft"
+) -> float:
     """Steps/s of one LoRA training run of ``steps`` steps on a fresh model."""
     import tinyllm
+    from tinyllm.distill.grpo import GRPOConfig, train_grpo_lora
     from tinyllm.distill.sft import TrainConfig, train_lora
     from tinyllm.distill.trlbackend import TrlOptions, train_lora_trl
+    from tinyllm.distill.trlgrpo import train_grpo_lora_trl
 
     loaded = tinyllm.load_torch_model(bundle)
     config = TrainConfig(steps=steps, batch_size=batch, lr=1e-3, warmup=2, max_len=96)
     data = examples(4 * batch)
+    grpo = GRPOConfig(group_size=4, max_new_tokens=4)
     start = time.perf_counter()
-    if backend == "own":
+    if method == "grpo" and backend == "own":
+        train_grpo_lora(loaded.model, loaded.tokenizer, task(), data, config, grpo)
+    elif method == "grpo":
+        options = TrlOptions(tensorboard=False)
+        train_grpo_lora_trl(loaded.model, loaded.tokenizer, task(), data, config, grpo, options)
+    elif backend == "own":
         train_lora(loaded.model, loaded.tokenizer, task(), data, config)
     else:
         train_lora_trl(
@@ -61,13 +74,16 @@ def steps_per_second(bundle: Path, backend: str, steps: int, batch: int) -> floa
     return steps / (time.perf_counter() - start)
 
 
-def measure(bundle: Path, steps: int, batch: int, rounds: int) -> dict[str, float]:
+def measure(
+    bundle: Path, steps: int, batch: int, rounds: int, method: str = "sft"
+) -> dict[str, float]:
     """Best steps/s of each backend over ``rounds`` interleaved rounds, after a warm-up."""
-    steps_per_second(bundle, "trl", 2, batch)  # warm-up: imports, first calls
+    steps_per_second(bundle, "trl", 2, batch, method)  # warm-up: imports, first calls
     best = {"own": 0.0, "trl": 0.0}
     for _ in range(rounds):
         for backend in best:
-            best[backend] = max(best[backend], steps_per_second(bundle, backend, steps, batch))
+            rate = steps_per_second(bundle, backend, steps, batch, method)
+            best[backend] = max(best[backend], rate)
     return best
 
 
@@ -77,15 +93,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--method", choices=["sft", "grpo"], default="sft")
     args = parser.parse_args()
     import tinyllm
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or tinyllm.import_model("tiny-llama", Path(tmp) / "t.tllm").path
-        best = measure(bundle, args.steps, args.batch_size, args.rounds)
+        best = measure(bundle, args.steps, args.batch_size, args.rounds, args.method)
     for backend, rate in best.items():
         print(f"{backend:>4}: {rate:.2f} steps/s")
-    print(f"trl / own: {best['trl'] / best['own']:.2f}x")
+    print(f"trl / own ({args.method}): {best['trl'] / best['own']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -230,7 +230,16 @@ def trained_adapters(
 
         teacher_model = load_teacher_model(teacher, loaded.tokenizer, log)
     for task in selected:
-        if options.backend == "trl":
+        if options.backend == "trl" and method == "grpo":
+            from tinyllm.distill.trlbackend import TrlOptions
+            from tinyllm.distill.trlgrpo import train_grpo_lora_trl
+
+            train, grpo = grpo_plan(task, options.train)
+            adapter, result = train_grpo_lora_trl(
+                loaded.model, loaded.tokenizer, task, data[task.name], train, grpo,
+                options.trl or TrlOptions(),
+            )  # fmt: skip
+        elif options.backend == "trl":
             adapter, result = trl_adapter(loaded, task, data[task.name], teacher_model, options)
         elif method == "sft" or (method == "kd" and teacher_model is None):
             adapter, result = train_lora(
@@ -244,13 +253,9 @@ def trained_adapters(
                 options.train, KDConfig(), progress,
             )  # fmt: skip
         else:
-            from tinyllm.distill.grpo import GRPOConfig, train_grpo_lora
+            from tinyllm.distill.grpo import train_grpo_lora
 
-            train, grpo = options.train, GRPOConfig()
-            if task.tools:  # half the steps learn to write calls, half are rewarded
-                half = max(1, train.steps // 2)
-                grpo = GRPOConfig(sft_steps=half)
-                train = dataclasses.replace(train, steps=max(1, train.steps - half))
+            train, grpo = grpo_plan(task, options.train)
             adapter, result = train_grpo_lora(
                 loaded.model, loaded.tokenizer, task, data[task.name], train, grpo, progress
             )
@@ -259,6 +264,17 @@ def trained_adapters(
         )
         adapters[task.name], results[task.name] = adapter, result
     return adapters, results
+
+
+def grpo_plan(task: TaskSpec, train: TrainConfig) -> tuple[TrainConfig, Any]:
+    """GRPO's steps and settings for one task: a task with tools spends half its steps
+    learning to write calls (SFT on the same LoRA), half being rewarded for them."""
+    from tinyllm.distill.grpo import GRPOConfig
+
+    if not task.tools:
+        return train, GRPOConfig()
+    half = max(1, train.steps // 2)
+    return dataclasses.replace(train, steps=max(1, train.steps - half)), GRPOConfig(sft_steps=half)
 
 
 def trl_adapter(
@@ -282,10 +298,10 @@ def check_backend(backend: str, method: str, curriculum: bool) -> None:
     """Reject an unknown backend, or a recipe the trl backend does not run yet."""
     if backend not in ("own", "trl"):
         raise ConfigError(f"unknown training backend {backend!r}; use 'own' or 'trl'")
-    if backend == "trl" and (method == "grpo" or curriculum):
+    if backend == "trl" and curriculum:
         raise ConfigError(
-            "--backend trl runs --method sft and kd, one LoRA per task; GRPO and the "
-            "curriculum run on the own backend (--backend own)"
+            "--backend trl runs --method sft, kd and grpo, one LoRA per task; the "
+            "curriculum runs on the own backend (--backend own)"
         )
 
 

@@ -335,20 +335,22 @@ def test_trl_speed_benchmark_end_to_end(
     runs: list[tuple[str, int, float, float]] = []  # backend, steps, rate, seconds outside
     real = trl_speed.steps_per_second
 
-    def timed(bundle: Path, backend: str, steps: int, batch: int) -> float:
+    def timed(bundle: Path, backend: str, steps: int, batch: int, method: str = "sft") -> float:
         start = time.perf_counter()
-        rate = real(bundle, backend, steps, batch)
+        rate = real(bundle, backend, steps, batch, method)
         runs.append((backend, steps, rate, time.perf_counter() - start))
         return rate
 
     monkeypatch.setattr(trl_speed, "steps_per_second", timed)
-    best = trl_speed.measure(tiny_llama_bundle, steps=2, batch=2, rounds=2)
-    # A trl warm-up, then own and trl in turn each round; the best rate of each backend.
-    assert [(b, n) for b, n, _, _ in runs] == [("trl", 2), *[("own", 2), ("trl", 2)] * 2]
-    assert best == {b: max(r for b2, _, r, _ in runs[1:] if b2 == b) for b in ("own", "trl")}
-    for _, steps, rate, seconds in runs:
-        # The timed span lies inside the call: at least steps / (the call's wall time).
-        assert steps / seconds <= rate < float("inf")
+    for method in ("sft", "grpo"):
+        runs.clear()
+        best = trl_speed.measure(tiny_llama_bundle, steps=2, batch=2, rounds=2, method=method)
+        # A trl warm-up, then own and trl in turn each round; the best rate of each backend.
+        assert [(b, n) for b, n, _, _ in runs] == [("trl", 2), *[("own", 2), ("trl", 2)] * 2]
+        assert best == {b: max(r for b2, _, r, _ in runs[1:] if b2 == b) for b in ("own", "trl")}
+        for _, steps, rate, seconds in runs:
+            # The timed span lies inside the call: at least steps / (the call's wall time).
+            assert steps / seconds <= rate < float("inf")
 
 
 def test_decode_parity_benchmark_end_to_end(

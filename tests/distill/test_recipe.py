@@ -95,6 +95,19 @@ def test_grpo_on_a_tool_task_spends_half_its_steps_learning_the_calls(
     data = {"arithmetic": [], "calls": []}
     trained_adapters(loaded, suite, [plain, tools], data, "grpo", "oracle", options, print, False)
     assert seen == [("arithmetic", 9, 0), ("calls", 5, 4)]
+    # The same plan on the trl backend.
+    import tinyllm.distill.trlgrpo as trlgrpo_module
+
+    seen.clear()
+
+    def fake_trl(model, tokenizer, task, examples, config, grpo, trl_options):  # type: ignore[no-untyped-def]
+        seen.append((task.name, config.steps, grpo.sft_steps))
+        return "adapter", TrainResult([1.0])
+
+    monkeypatch.setattr(trlgrpo_module, "train_grpo_lora_trl", fake_trl)
+    on_trl = dataclasses.replace(options, backend="trl")
+    trained_adapters(loaded, suite, [plain, tools], data, "grpo", "oracle", on_trl, print, False)
+    assert seen == [("arithmetic", 9, 0), ("calls", 5, 4)]
 
 
 def test_bad_backend_choices(tiny_llama_bundle: Path, color_suite: Path, tmp_path: Path) -> None:
@@ -102,9 +115,7 @@ def test_bad_backend_choices(tiny_llama_bundle: Path, color_suite: Path, tmp_pat
     out = tmp_path / "a.tllm"
     with pytest.raises(ConfigError, match="unknown training backend 'jax'"):
         distill(color_suite, out=out, backend="jax", **common)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="GRPO and the curriculum run on the own backend"):
-        distill(color_suite, out=out, backend="trl", method="grpo", **common)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="GRPO and the curriculum run on the own backend"):
+    with pytest.raises(ConfigError, match="the curriculum runs on the own backend"):
         distill(color_suite, out=out, backend="trl", curriculum=True, **common)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="grad_accum, precision: options of --backend trl"):
         distill(color_suite, out=out, grad_accum=2, precision="bf16", **common)  # type: ignore[arg-type]

@@ -1,0 +1,137 @@
+"""GRPO on trl: the prompts and rewards are ours, a tiny run raises the mean reward like
+our loop, the adapter loads, and what it cannot run is a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("trl", reason="the trl backend needs the train extra")
+
+import tinyllm
+from tinyllm.distill.grpo import GRPOConfig, verifier_reward
+from tinyllm.distill.sft import TrainConfig, encode
+from tinyllm.distill.trlbackend import TrlOptions
+from tinyllm.distill.trlgrpo import prompt_rows, train_grpo_lora_trl, trl_reward
+from tinyllm.errors import ConfigError
+from tinyllm.tasks import TaskSpec
+
+OPTIONS = TrlOptions(tensorboard=False)
+
+
+def test_rows_and_rewards_are_ours(
+    tiny_llama_bundle: Path, color_task: TaskSpec, examples: Any
+) -> None:
+    loaded = tinyllm.load_torch_model(tiny_llama_bundle)
+    tok = loaded.tokenizer
+    config = TrainConfig(steps=3, batch_size=2, max_len=64)
+    data = encode(tok, color_task, examples(8), config.max_len)
+    rows = prompt_rows(tok, data, config)
+    assert len(rows) == 6  # steps x batch_size prompts, in our loop's order
+    assert {r["reference"] for r in rows} <= {"red", "green", "blue"}
+    for r in rows:  # trl re-tokenizes the prompt text: the same ids as ours
+        ids = list(tok(text=[r["prompt"]])["input_ids"][0])
+        assert any(
+            ids == [t for t, lab in zip(d.input_ids, d.labels, strict=True) if lab < 0]
+            for d in data
+        )
+    ours = verifier_reward(color_task, 0.5)
+    theirs = trl_reward(ours)
+    completions, refs = ["red", "blue", "purple"], ["red", "red", "red"]
+    assert theirs(["p"] * 3, completions, reference=refs) == [
+        ours(c, r) for c, r in zip(completions, refs, strict=True)
+    ]
+    assert theirs(["p"] * 3, completions, reference=refs) == [1.0, 0.5, 0.0]
+
+
+def test_trl_grpo_raises_the_mean_reward_and_gives_an_adapter(
+    tiny_llama_bundle: Path, color_task: TaskSpec, examples: Any
+) -> None:
+    loaded = tinyllm.load_torch_model(tiny_llama_bundle)
+    seen: list[float] = []
+
+    def reward(completion: str, reference: str) -> float:
+        # As the house loop's test: dense and learnable from a random start.
+        value = sum(c in " etaoin" for c in completion) / max(1, len(completion))
+        seen.append(value)
+        return value
+
+    config = TrainConfig(steps=16, batch_size=2, lr=5e-2, warmup=1, rank=4, alpha=8, max_len=64)
+    grpo = GRPOConfig(group_size=6, max_new_tokens=6, sft_steps=2)
+    adapter, result = train_grpo_lora_trl(
+        loaded.model, loaded.tokenizer, color_task, examples(16), config, grpo, OPTIONS, reward
+    )
+    assert len(result.losses) == 2 + 16  # the SFT steps, then the GRPO steps
+    assert len(seen) == 16 * 2 * 6  # every sampled answer was rewarded once
+    per_step = [sum(seen[i : i + 12]) / 12 for i in range(0, len(seen), 12)]
+    first, last = sum(per_step[:4]) / 4, sum(per_step[-4:]) / 4
+    assert last > first + 0.05, per_step
+    adapter.check(loaded.config, "trl grpo adapter")
+    assert "forward" not in vars(loaded.model)
+
+
+def test_trl_grpo_refuses_what_it_cannot_run(
+    tiny_llama_bundle: Path, color_task: TaskSpec, examples: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = tinyllm.load_torch_model(tiny_llama_bundle)
+    config = TrainConfig(steps=1, batch_size=2, max_len=64)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="one process"):
+        train_grpo_lora_trl(
+            loaded.model, loaded.tokenizer, color_task, examples(4), config, GRPOConfig(),
+            OPTIONS,
+        )  # fmt: skip
+    monkeypatch.delenv("WORLD_SIZE")
+    real = loaded.tokenizer.__class__.__call__
+
+    def with_bos(self: Any, *a: Any, **kw: Any) -> Any:  # adds a token to text=[...] calls
+        out = real(self, *a, **kw)
+        if isinstance(kw.get("text"), list):
+            out["input_ids"] = [[1, *ids] for ids in out["input_ids"]]
+        return out
+
+    monkeypatch.setattr(loaded.tokenizer.__class__, "__call__", with_bos)
+    with pytest.raises(ConfigError, match="re-encode to the same tokens"):
+        train_grpo_lora_trl(
+            loaded.model, loaded.tokenizer, color_task, examples(4), config, GRPOConfig(),
+            OPTIONS,
+        )  # fmt: skip
+
+
+def test_distill_grpo_on_trl_end_to_end(
+    tiny_llama_bundle: Path, color_suite: Path, tmp_path: Path
+) -> None:
+    """``distill(method="grpo", backend="trl")`` writes a bundle with one adapter per task."""
+    out = tmp_path / "grpo-trl.tllm"
+    result = tinyllm.api.distill(
+        color_suite, student=tiny_llama_bundle, out=out, method="grpo", backend="trl",
+        quick=True, progress=False,
+    )  # fmt: skip
+    bundle = tinyllm.open_bundle(out)
+    assert sorted(bundle.manifest.adapters) == ["color", "shade"]
+    assert result.method == "grpo" and Path(result.out) == out
+
+
+def test_scoring_gets_positions_from_the_mask() -> None:
+    """trl scores left-padded rows without position ids; ours counts them from the mask,
+    as generate() did when it sampled them."""
+    import torch
+
+    from tinyllm.distill.trlgrpo import _WithPositions
+
+    seen: dict[str, Any] = {}
+
+    class Model:
+        config = "cfg"
+
+        def __call__(self, **inputs: Any) -> str:
+            seen.update(inputs)
+            return "out"
+
+    wrapped = _WithPositions(Model())
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert wrapped(input_ids=torch.zeros_like(mask), attention_mask=mask) == "out"
+    assert seen["position_ids"].tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+    assert wrapped.config == "cfg"  # everything else is the model's
