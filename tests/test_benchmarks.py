@@ -514,14 +514,16 @@ def test_cpp_process_benchmark_end_to_end(
 
 
 def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 10-second soak over HTTP: every request counted once by the server, only expected
-    outcomes, the churned task both served and refused; the slope and outcome checks fail
-    on a leak and on a server error."""
+    """The 60-second version of the HTTP soak (docs/reliability.md has the 30-minute run):
+    every request counted once by the server, only expected outcomes, the churned task both
+    served and refused, no fd leak; the slope and outcome checks fail on a leak and on a
+    server error. (RSS still grows while warming up over a minute: its slope is judged
+    on the long run.)"""
     monkeypatch.syspath_prepend(str(BENCH))
     import http_soak
 
     bundle = http_soak.build_bundle(tmp_path)
-    r = http_soak.soak(bundle, minutes=10 / 60, clients=3, churn_s=1.0, sample_s=1.0)
+    r = http_soak.soak(bundle, minutes=1.0, clients=3, churn_s=2.0, sample_s=2.0)
     assert r["sent"] > 20 and r["lost_or_duplicated"] == 0 and r["unexpected"] == {}, r
     kinds = {k.split()[0] for k in r["outcomes"]}
     assert kinds == {"task", "stream", "drop", "churned", "bad"}
