@@ -197,6 +197,30 @@ def test_pruning_benchmark_table(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "relative drop of healed's mean score: 7.7%" in text  # 1.3 -> 1.2
 
 
+def test_pruning_benchmark_end_to_end(tiny_llama_bundle: Path, tmp_path: Path) -> None:
+    """pruning.py on tiny-llama: pruned and healed children at the ratio, each scored on
+    every built-in task beside the parent, and the JSON record."""
+    out = subprocess.run(
+        [
+            sys.executable, str(BENCH / "pruning.py"), str(tiny_llama_bundle), "--ratio", "0.8",
+            "--limit", "2", "--heal-steps", "2", "--calib-samples", "2", "--unhealed",
+            "--work", str(tmp_path / "work"),
+        ],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "out" / "bench" / "pruning.json").read_text())
+    assert set(record["results"]) == {"parent", "pruned", "healed"}
+    tasks = set(record["results"]["parent"])
+    assert len(tasks) == 6 and all(set(r) == tasks for r in record["results"].values())
+    assert all(t["n"] == 2 for r in record["results"].values() for t in r.values())
+    plan = record["prune"]["healed"]["plan"]
+    assert plan["params_after"] < plan["params_before"] and abs(plan["ratio"] - 0.8) < 0.05
+    assert len(record["prune"]["healed"]["heal_losses"]) == 2
+    assert record["prune"]["pruned"]["heal_losses"] == []
+    assert "mean relative drop of healed" in out.stdout
+
+
 def test_engine_load_benchmark_end_to_end(
     tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
