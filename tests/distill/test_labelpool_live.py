@@ -64,11 +64,14 @@ def _gauge(url: str, name: str) -> int:
 
 
 def test_concurrency_keeps_requests_in_flight_together(tmp_path: Path) -> None:
-    """``concurrency=8`` really has 8 requests at the server at once, and one at a time
-    has one: the server's in-flight peak counts it (a count, not a timing;
-    benchmarks/labelling.py measures the speed-up)."""
+    """Concurrent labelling really overlaps requests at the server, and one at a time does
+    not: the server's in-flight peak counts it (it falls before a response is sent, so
+    serial requests never overlap). How many overlap depends on scheduling (3 of 8 on a
+    loaded machine), so the check is overlap itself; tests/distill/test_labelpool.py
+    shows the client keeps exactly 8 calls in flight, benchmarks/labelling.py measures
+    the speed-up."""
     with bench.live_server(bench.served_bundle(tmp_path / "b"), max_batch=8) as url:
         bench.label_rate(url, bench.inputs(8), 1, tmp_path / "c1")
         assert _gauge(url, "tinyllm_requests_in_flight_peak") == 1
         bench.label_rate(url, bench.inputs(32), 8, tmp_path / "c8")
-        assert _gauge(url, "tinyllm_requests_in_flight_peak") >= 4
+        assert _gauge(url, "tinyllm_requests_in_flight_peak") >= 2
