@@ -22,8 +22,14 @@ Peak RSS (VmHWM) is per engine process, per batch (tinyllm-cpp's holds the Pytho
 interpreter that drives libtinyllm through ctypes, but not onnxruntime's Python module).
 
 TTFT is the time to prefill and produce the first token. Decode tokens/s is
-``(N - 1) / (t(N) - t(1))`` per stream, times the batch. "% floor" is decode tokens/s per
-stream over (read bandwidth / weight bytes a decode step reads).
+``(N - 1) / (t(N) - t(1))`` per stream, times the batch. The bandwidth floor: a decode step
+reads every weight once whatever the batch, so steps/s can be at most (read bandwidth /
+weight bytes a step reads). The bytes are counted in tinyllm's exported graph (every
+initializer but row lookups: ``tinyllm.runtime.roofline.graph_weights``), the read
+bandwidth is measured in the same run (before and after the engines, the better of the
+two). Per row: "GB/s" is the weight bytes read per second (steps/s times bytes per step,
+the same bytes for every engine at that precision) and "% floor" its share of the
+bandwidth.
 
     .venv/bin/python benchmarks/decode_cpu.py            # full run (about an hour on 2 cores)
     .venv/bin/python benchmarks/decode_cpu.py --quick    # SmolLM2 int4, short, 2 rounds
@@ -227,8 +233,33 @@ def memory_bandwidth(threads: int) -> float:
     return data.nbytes / min(reduce_s, gemv_s)
 
 
+def step_bytes(engine: Path | str | None, bundle: tinyllm.Bundle, precision: str) -> int:
+    """Weight bytes one decode step reads: counted in tinyllm's exported graph when there
+    is one (``engine``, a .tllm folder), else estimated from the config."""
+    from tinyllm.runtime.roofline import graph_weights
+
+    graphs = sorted(Path(engine).glob("engines/*/engine.json")) if engine else []
+    if not graphs:
+        return decode_bytes(bundle, precision)
+    model = json.loads(graphs[0].read_text())["model"]
+    return graph_weights(graphs[0].parent / model).decode_bytes
+
+
+def floor_figures(row: dict[str, Any], bytes_per_step: int, bandwidth: float) -> dict[str, Any]:
+    """The bandwidth-floor figures of one result row: weight bytes per step, weight GB/s
+    achieved (decode steps/s times bytes), and that as a share of the read bandwidth."""
+    steps_s = row["decode_tok_s"]["median"] / row["batch"]  # one step advances every row
+    achieved = steps_s * bytes_per_step
+    return {
+        "decode_bytes_per_step": bytes_per_step,
+        "achieved_gb_s": achieved / 1e9,
+        "pct_floor": 100 * achieved / bandwidth,
+    }
+
+
 def decode_bytes(bundle: tinyllm.Bundle, precision: str) -> int:
-    """Weight bytes one decode step reads: every linear weight and the lm_head."""
+    """Weight bytes one decode step reads, estimated from the config: every linear weight
+    and the lm_head."""
     c = bundle.config
     params = c.num_parameters() - c.vocab_size * c.hidden_size  # minus the embedding lookup
     params += c.vocab_size * c.hidden_size  # the lm_head (tied or not) is read in full
@@ -268,8 +299,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Every (model, precision, batch): each engine's figures, settings, memory, skips."""
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    bandwidth = memory_bandwidth(args.threads)
+    load = list(os.getloadavg())  # the machine's load when the run starts
+    before = memory_bandwidth(args.threads)
     rows: list[dict[str, Any]] = []
+    weights: dict[str, int] = {}
     skipped: list[dict[str, str]] = []
     rng = np.random.default_rng(0)
     engines = args.engines.split(",")
@@ -277,7 +310,10 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         for precision in args.precisions.split(","):
             paths = prepare(name, precision, engines, args.out_dir, args.block_size)
             bundle = tinyllm.open_bundle(args.out_dir / f"{name}.tllm")
-            floor = bandwidth / decode_bytes(bundle, precision)
+            ours = paths.get("tinyllm")
+            weights[f"{name} {precision}"] = step_bytes(
+                ours if isinstance(ours, Path) else None, bundle, precision
+            )
             batches = [int(b) for b in args.batches.split(",")]
             prompts = [rng.integers(100, 1000, args.prompt_tokens).tolist() for _ in range(8)]
             for batch in batches:
@@ -285,18 +321,20 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 results, skips = run_case(paths, rows_prompts, args)
                 case = {"model": name, "precision": precision, "batch": batch}
                 skipped += [{**case, "engine": e, "reason": r} for e, r in skips.items()]
-                for engine, result in results.items():
-                    per_stream = result["decode_tok_s"]["median"] / batch
-                    rows.append(
-                        {**case, "engine": engine, **result, "pct_floor": 100 * per_stream / floor}
-                    )
-    bandwidth = max(bandwidth, memory_bandwidth(args.threads))  # before and after the runs
+                rows += [{**case, "engine": e, **r} for e, r in results.items()]
+    after = memory_bandwidth(args.threads)
+    bandwidth = max(before, after)  # the floor uses the better of before and after the runs
+    for row in rows:
+        row.update(floor_figures(row, weights[f"{row['model']} {row['precision']}"], bandwidth))
     return {
         "machine": {
             "cpus": len(os.sched_getaffinity(0)),
             "platform": platform.platform(),
             "read_bandwidth_gb_s": bandwidth / 1e9,
+            "read_bandwidth_before_after_gb_s": [before / 1e9, after / 1e9],
+            "load_average_before": load,
         },
+        "decode_bytes_per_step": weights,
         "settings": {k: str(v) for k, v in vars(args).items()},
         "rows": rows,
         "skipped": skipped,
@@ -315,8 +353,12 @@ def table(report: dict[str, Any]) -> str:
         f"read bandwidth {report['machine']['read_bandwidth_gb_s']:.1f} GB/s; every engine "
         f"{s['threads']} threads, spinning {s['spin']}; {s['prompt_tokens']}-token prompt, "
         f"{s['new_tokens']} new tokens, median [min-max] of {s['rounds']} rounds",
+        *(
+            f"{case}: {n / 1e6:.1f} MB of weights read per decode step"
+            for case, n in report.get("decode_bytes_per_step", {}).items()
+        ),
         f"{'model':<19}{'prec':<6}{'b':>2}  {'engine':<18}{'TTFT ms':>20}{'decode tok/s':>22}"
-        f"{'tinyllm x':>20}{'TTFT x':>8}{'RSS MiB':>9}{'% floor':>8}",
+        f"{'tinyllm x':>20}{'TTFT x':>8}{'RSS MiB':>9}{'GB/s':>7}{'% floor':>8}",
     ]
     for r in report["rows"]:
         speedup = cell(r["tinyllm_speedup"], fmt=".2f") if "tinyllm_speedup" in r else "-"
@@ -324,7 +366,8 @@ def table(report: dict[str, Any]) -> str:
         lines.append(
             f"{r['model']:<19}{r['precision']:<6}{r['batch']:>2}  {r['engine']:<18}"
             f"{cell(r['ttft_s'], 1000, '.0f'):>20}{cell(r['decode_tok_s']):>22}"
-            f"{speedup:>20}{ttft_x:>8}{r['peak_rss_mb']:>9.0f}{r['pct_floor']:>7.0f}%"
+            f"{speedup:>20}{ttft_x:>8}{r['peak_rss_mb']:>9.0f}{r['achieved_gb_s']:>7.1f}"
+            f"{r['pct_floor']:>7.0f}%"
         )
     for skip in report["skipped"]:
         lines.append(

@@ -15,6 +15,10 @@ stdout; the libraries' own prints go to stderr):
   ignored): ``{"seconds": s, "tokens": [row 0's new ids]}``;
 - ``quit``: ``{"peak_rss": bytes, "rss": bytes}`` (VmHWM and VmRSS of this process), exit.
 
+With ``"profile": PREFIX`` in the spec, tinyllm and onnxruntime-genai run with ONNX
+Runtime's profiler on, writing ``PREFIX*.json`` by the time ``quit`` answers
+(benchmarks/decode_steps.py reads them).
+
 A failed start prints ``{"error": "..."}`` and exits 3, so the harness can record why a
 peer did not run.
 """
@@ -31,6 +35,7 @@ from typing import Any
 import numpy as np
 
 Generate = Callable[[int], list[int]]
+AT_QUIT: list[Callable[[], None]] = []  # run before quit answers (profiles written out)
 
 
 def status(key: str) -> int:
@@ -50,13 +55,19 @@ def load_tinyllm(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
     def session(model: Any, sess_options: Any = None, **kwargs: Any) -> Any:
         spin = "1" if spec["spin"] else "0"
         sess_options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        if spec.get("profile"):
+            sess_options.enable_profiling = True
+            sess_options.profile_file_prefix = spec["profile"]
         applied.update(
             intra_op_num_threads=sess_options.intra_op_num_threads,
             inter_op_num_threads=sess_options.inter_op_num_threads,
             allow_spinning=sess_options.get_session_config_entry("session.intra_op.allow_spinning"),
             onnxruntime=ort.__version__,
         )
-        return original(model, sess_options=sess_options, **kwargs)
+        made = original(model, sess_options=sess_options, **kwargs)
+        if spec.get("profile"):
+            AT_QUIT.append(made.end_profiling)
+        return made
 
     ort.InferenceSession = session
     from tinyllm.runtime import Engine, GenerationConfig
@@ -143,12 +154,17 @@ def load_genai(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
         "inter_op_num_threads": 1,
         "session.intra_op.allow_spinning": "1" if spec["spin"] else "0",
     }
+    overlay = dict(options)
+    if spec.get("profile"):
+        overlay["enable_profiling"] = spec["profile"]
     config = og.Config(spec["path"])
-    config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
-    model = og.Model(config)
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": overlay}}}))
+    models = [og.Model(config)]
+    AT_QUIT.append(models.clear)  # the session writes its profile when it is destroyed
     prompts = np.array(spec["prompts"], dtype=np.int32)
 
     def generate(n: int) -> list[int]:
+        model = models[0]
         params = og.GeneratorParams(model)
         total = prompts.shape[1] + n
         params.set_search_options(
@@ -275,6 +291,8 @@ def serve(spec: dict[str, Any], channel: Any) -> None:
             tokens = generate(int(arg[0]))
             say({"seconds": time.perf_counter() - begin, "tokens": tokens})
         elif command == "quit":
+            for finish in AT_QUIT:
+                finish()
             say({"peak_rss": status("VmHWM"), "rss": status("VmRSS")})
             return
         else:

@@ -24,6 +24,9 @@ import numpy as np
 # ONNX TensorProto data types -> bytes per element (the ones exported graphs use).
 ITEMSIZE = {1: 4, 2: 1, 3: 1, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
 MATMULS = {"MatMul", "Gemm", "MatMulNBits"}
+# Row lookups: a step reads only the rows of its tokens (an int4 table shared with the lm
+# head is still read in full, by the lm head's MatMulNBits).
+LOOKUPS = {"Gather", "GatherBlockQuantized"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class GraphWeights:
     """What the exported graph's weights cost per decode step."""
 
     resident_bytes: int  # every initializer (what the session keeps in memory)
-    decode_bytes: int  # read in full by every step: all but row lookups (Gather)
+    decode_bytes: int  # read in full by every step: all but row lookups (LOOKUPS)
     matmul_params: int  # weights of matrix products (2 FLOPs each per token)
     lm_head_bytes: int  # the lm head's share of decode_bytes
 
@@ -51,7 +54,7 @@ def graph_weights(model: Path) -> GraphWeights:
     head = 0
     for node in graph.node:
         weights = [n for n in node.input if n in sizes]
-        if node.op_type != "Gather":
+        if node.op_type not in LOOKUPS:
             read.update(weights)
         if node.op_type == "MatMulNBits":
             attrs = {a.name: a.i for a in node.attribute}

@@ -114,7 +114,8 @@ def test_decode_benchmark_runs_each_engine_in_its_own_process(
         "machine": {"read_bandwidth_gb_s": 1.0},
         "settings": {k: str(v) for k, v in vars(args).items()},
         "rows": [
-            {"model": "tiny", "precision": "fp32", "batch": 2, "engine": e, "pct_floor": 1.0, **r}
+            {"model": "tiny", "precision": "fp32", "batch": 2, "engine": e, **r}
+            | {"pct_floor": 1.0, "achieved_gb_s": 0.5}
             for e, r in results.items()
         ],
         "skipped": [
@@ -124,6 +125,7 @@ def test_decode_benchmark_runs_each_engine_in_its_own_process(
     }
     text = decode_cpu.table(report)
     assert "every engine 1 threads, spinning off" in text
+    assert "    0.5      1%" in text  # weight GB/s and % floor
     assert "skipped llama.cpp (tiny fp32 batch 2): no GGUF of tiny" in text
     if not_built:
         pytest.skip(f"tinyllm-cpp not measured (the rest passed): {not_built}")

@@ -1,0 +1,159 @@
+"""The bandwidth floor of benchmarks/decode_cpu.py and the step profile of
+benchmarks/decode_steps.py compute what they claim (issue #15)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tinyllm
+from tinyllm.runtime.roofline import graph_weights
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_floor_figures_are_steps_times_bytes_over_bandwidth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_cpu
+
+    row = {"batch": 8, "decode_tok_s": {"median": 80.0}}  # 10 steps/s, each row a token
+    got = decode_cpu.floor_figures(row, 10**9, 20e9)
+    assert got == {"decode_bytes_per_step": 10**9, "achieved_gb_s": 10.0, "pct_floor": 50.0}
+    single = decode_cpu.floor_figures({"batch": 1, "decode_tok_s": {"median": 80.0}}, 10**9, 20e9)
+    assert single["pct_floor"] == pytest.approx(400.0)  # batch matters: 80 steps/s here
+
+
+def test_step_bytes_are_counted_in_the_engine_graph(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_cpu
+    import peers
+
+    paths = peers.prepare_from(tiny_llama_bundle, "tiny", "int4", ["tinyllm"], tmp_path)
+    engine = paths["tinyllm"]
+    assert isinstance(engine, Path)
+    bundle = tinyllm.open_bundle(tiny_llama_bundle)
+    counted = decode_cpu.step_bytes(engine, bundle, "int4")
+    graph = next(engine.glob("engines/*/model.onnx"))
+    weights = graph_weights(graph)
+    assert counted == weights.decode_bytes
+    # The embedding table (a row lookup) is resident but not read in full by a step.
+    assert weights.resident_bytes > counted > 0
+    # Without an engine: the estimate from the config, same order of magnitude.
+    estimate = decode_cpu.step_bytes(None, bundle, "int4")
+    assert estimate == decode_cpu.decode_bytes(bundle, "int4")
+    assert 0.5 < counted / estimate < 2.0
+
+
+def test_graph_weights_leave_out_quantized_row_lookups(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def init(name: str, n: int, dtype: type = np.uint8) -> Any:
+        return numpy_helper.from_array(np.zeros(n, dtype), name)
+
+    nodes = [
+        helper.make_node(
+            "GatherBlockQuantized", ["table", "ids", "table_scales"], ["h"], domain="com.microsoft"
+        ),
+        helper.make_node("MatMulNBits", ["h", "w", "w_scales"], ["y"], domain="com.microsoft"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [
+            init("table", 1000),
+            init("table_scales", 100, np.float32),
+            init("w", 64),
+            init("w_scales", 4, np.float32),
+        ],
+    )
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    weights = graph_weights(path)
+    assert weights.resident_bytes == 1000 + 400 + 64 + 16
+    assert weights.decode_bytes == 64 + 16  # the lookup's table and scales are not read whole
+
+
+def run_event(ts: int, dur: int) -> dict[str, Any]:
+    return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}
+
+
+def node_event(ts: int, dur: int, op: str) -> dict[str, Any]:
+    return {
+        "cat": "Node",
+        "name": f"n{ts}_kernel_time",
+        "ts": ts,
+        "dur": dur,
+        "args": {"op_name": op},
+    }
+
+
+def test_decode_runs_and_kernel_times_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_steps
+
+    # 5 new tokens: one prefill run (t=0), 4 decode runs and one trailing run (t=5000).
+    runs = [run_event(0, 500), *(run_event(1000 * i, 100) for i in range(1, 6))]
+    events = [
+        *reversed(runs),  # not in time order in the file
+        node_event(10, 400, "MatMulNBits"),  # inside the prefill: not counted
+        node_event(2010, 60, "MatMulNBits"),
+        node_event(2080, 20, "GroupQueryAttention"),
+        node_event(3010, 80, "MatMulNBits"),
+        node_event(4010, 70, "MatMulNBits"),
+        node_event(5010, 90, "MatMulNBits"),  # the trailing run: left out
+        node_event(2500, 99, "MatMulNBits"),  # between runs: not counted
+        {"cat": "Node", "name": "n_fence_before", "ts": 2001, "dur": 1},
+    ]
+    picked = decode_steps.decode_runs(events, 5)
+    assert [r["ts"] for r in picked] == [2000, 3000, 4000]
+    ops = decode_steps.op_times(events, picked)
+    assert ops == pytest.approx({"MatMulNBits": 0.07, "GroupQueryAttention": 20 / 3 / 1e3})
+    assert list(ops) == ["MatMulNBits", "GroupQueryAttention"]  # largest first
+    with pytest.raises(ValueError, match="not a decode"):
+        decode_steps.decode_runs(events, 7)
+
+
+def test_summarize_gives_median_and_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_steps
+
+    rounds = [
+        {"settings": {}, "decode_steps": 3, "run_ms": r, "step_ms": s, "host_ms": s - r,
+         "ops_ms": ops, "row0_tokens": [1]}
+        for r, s, ops in [(10.0, 11.0, {"A": 1.0}), (12.0, 15.0, {"A": 3.0, "B": 5.0}),
+                          (11.0, 12.0, {"A": 2.0})]
+    ]  # fmt: skip
+    got = decode_steps.summarize(rounds)
+    assert got["run_ms"] == {"median": 11.0, "min": 10.0, "max": 12.0}
+    assert got["host_ms"] == {"median": 1.0, "min": 1.0, "max": 3.0}
+    assert got["ops_ms"] == {"A": 2.0, "B": 0.0}  # an op a round lacks counts as 0 there
+
+
+def test_decode_steps_profiles_tinyllm_in_its_own_process(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_steps
+    import peers
+
+    paths = peers.prepare_from(tiny_llama_bundle, "tiny", "fp32", ["tinyllm"], tmp_path)
+    args = decode_steps.parse(["--threads", "1", "--new-tokens", "6", "--spin", "off"])
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(5, 50, 8).tolist() for _ in range(2)]
+    got = decode_steps.profile_engine("tinyllm", str(paths["tinyllm"]), prompts, args, tmp_path)
+    assert got["decode_steps"] == 4  # 5 decode runs for 6 tokens, the last one left out
+    assert got["settings"]["allow_spinning"] == "0"
+    assert got["run_ms"] > 0 and got["step_ms"] > 0
+    assert got["host_ms"] == pytest.approx(got["step_ms"] - got["run_ms"])
+    assert "MatMul" in got["ops_ms"] and all(v > 0 for v in got["ops_ms"].values())
+    assert len(got["row0_tokens"]) == 6
