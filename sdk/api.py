@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tinyllm.bundle import Bundle
 from tinyllm.compress.compression import CompressOptions
-from tinyllm.compress.heal import HealConfig
-from tinyllm.compress.recipe import PruneOptions
+from tinyllm.compress.pruneoptions import HealConfig, PruneOptions
 from tinyllm.facade.distill import TrainerChoice
 from tinyllm.facade.evaluate import EvalOptions
 from tinyllm.facade.label import LabelOptions
-from tinyllm.inspection import Inspection, inspect_bundle
 from tinyllm.manifest import Stage
 from tinyllm.runtime.exportoptions import ExportOptions
 from tinyllm.runtime.profileoptions import ProfileOptions
@@ -34,6 +32,7 @@ if TYPE_CHECKING:
     from tinyllm.distill.recipe import DistillReport
     from tinyllm.distill.teachers import Teacher
     from tinyllm.evaluation import EvalReport
+    from tinyllm.inspection import Inspection
     from tinyllm.models import LoadedModel
     from tinyllm.runtime.access import ServerLimits
     from tinyllm.runtime.doctor import DoctorReport
@@ -116,6 +115,8 @@ def add_tasks(
 
 def inspect(bundle: PathLike) -> Inspection:
     """Summarize a bundle: parameters by kind, size, dtype, tasks, adapters, engines, lineage."""
+    from tinyllm.inspection import inspect_bundle
+
     return inspect_bundle(open_bundle(bundle))
 
 

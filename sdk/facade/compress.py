@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tinyllm.bundle import Bundle
     from tinyllm.compress.compression import CompressOptions
-    from tinyllm.compress.recipe import PruneOptions, PruneReport
+    from tinyllm.compress.pruneoptions import PruneOptions
+    from tinyllm.compress.recipe import PruneReport
     from tinyllm.compress.report import CompressReport
 
 PathLike = str | os.PathLike[str]
