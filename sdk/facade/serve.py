@@ -36,7 +36,7 @@ def serve_bundle(
     from tinyllm.bundle import Bundle
     from tinyllm.runtime import Engine
     from tinyllm.runtime.access import API_KEY_ENV, ServerLimits, check_bind
-    from tinyllm.runtime.http import create_app, run_server
+    from tinyllm.runtime.openai_app import create_app, run_server
 
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     check_bind(host, api_key, insecure)
