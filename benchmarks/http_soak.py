@@ -69,7 +69,7 @@ def serve(bundle: Path, churn_s: float) -> None:
 
     import tinyllm
     from tinyllm.runtime import Engine
-    from tinyllm.runtime.http import create_app
+    from tinyllm.runtime.openai_app import create_app
     from tinyllm.runtime.webserver import run_server
 
     engine = Engine.load(bundle, max_batch=4, verify="size")

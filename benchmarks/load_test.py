@@ -127,7 +127,7 @@ def load(engine: Any, url: str, requests: int, concurrency: int) -> dict[str, An
 def run(requests: int, concurrency: int, model: str) -> dict[str, Any]:
     """Build a tiny 3-task bundle (cached), serve it, run both load tests."""
     from tinyllm.runtime import Engine
-    from tinyllm.runtime.http import BackgroundServer, create_app
+    from tinyllm.runtime.openai_app import BackgroundServer, create_app
 
     paths = build(model, 3, 256, merged=False)
     engine = Engine.load(paths["shared"], max_batch=8, queue_size=concurrency)

@@ -107,7 +107,8 @@ def prune_first(
     progress: bool,
 ) -> Bundle:
     """Prune to ``options.prune_ratio`` into ``OUT-pruned.tllm`` beside ``out``."""
-    from tinyllm.compress.recipe import PruneOptions, prune_bundle
+    from tinyllm.compress.pruneoptions import PruneOptions
+    from tinyllm.compress.recipe import prune_bundle
 
     if heal_loss is None or options.prune_ratio is None:
         raise ConfigError("pruning before quantization needs prune_ratio and a healing loss")

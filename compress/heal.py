@@ -18,22 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from tinyllm.compress.pruneoptions import HealConfig
 from tinyllm.errors import ConfigError
 from tinyllm.torchkit import IGNORE_INDEX, LoopSettings, train_loop
 
 LossFn = Callable[[Any, Any, Any], Any]
-
-
-@dataclass(frozen=True)
-class HealConfig:
-    """Healing hyper-parameters (AdamW on every weight of the pruned model)."""
-
-    steps: int = 60
-    batch_size: int = 2
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from tinyllm.compress.importance import Importance
+from tinyllm.compress.pruneoptions import check_ratio
 from tinyllm.config import ModelConfig
-from tinyllm.errors import ConfigError, TinyLLMError
+from tinyllm.errors import TinyLLMError
 
 
 class PruneError(TinyLLMError):
@@ -77,16 +78,6 @@ class PrunePlan:
             f" (ratio {self.ratio:.3f})"
         )
         return "\n".join(lines)
-
-
-def check_ratio(ratio: float) -> float:
-    """Validate a target parameter ratio: a number in (0, 1]."""
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 < ratio <= 1.0:
-        raise ConfigError(
-            f"prune ratio must be in (0, 1] (the fraction of parameters kept, e.g. 0.8), "
-            f"got {ratio!r}"
-        )
-    return float(ratio)
 
 
 def choose_plan(

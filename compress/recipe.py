@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tinyllm.bundle import Bundle, BundleWriter, check_output_path
-from tinyllm.compress.heal import HealConfig, HealReport, LossFn, heal
+from tinyllm.compress.heal import HealReport, LossFn, heal
 from tinyllm.compress.importance import (
     Importance,
     calibration_conversations,
@@ -26,11 +26,11 @@ from tinyllm.compress.importance import (
 from tinyllm.compress.prune import (
     PrunePlan,
     apply_selection,
-    check_ratio,
     choose_plan,
     remap_token_ids,
     select,
 )
+from tinyllm.compress.pruneoptions import PruneOptions
 from tinyllm.compress.vocab import BpeVocab, write_trimmed_tokenizer
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
@@ -39,34 +39,6 @@ from tinyllm.manifest import TOKENIZER_DIR, WEIGHTS
 from tinyllm.tasks import Suite, TaskSpec
 
 STATS_FILE = "stats/prune.json"
-
-
-@dataclass(frozen=True)
-class PruneOptions:
-    """How to prune: calibration sizes, plan policy, healing."""
-
-    ratio: float = 0.8
-    calib_samples: int = 16
-    vocab_samples: int = 2000
-    min_vocab: int = 8192
-    mlp_floor: float = 0.5
-    head_floor: float = 0.5
-    heal: HealConfig = field(default_factory=HealConfig)
-    heal_samples: int = 200
-
-    def check(self) -> None:
-        """Reject out-of-range options with a message naming the option."""
-        check_ratio(self.ratio)
-        if self.calib_samples < 1:
-            raise ConfigError(
-                f"calib_samples must be >= 1 (examples per task for the activation "
-                f"statistics), got {self.calib_samples}"
-            )
-        if self.vocab_samples < 1 or self.min_vocab < 0 or self.heal_samples < 0:
-            raise ConfigError("vocab_samples must be >= 1, min_vocab and heal_samples >= 0")
-        for name in ("mlp_floor", "head_floor"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

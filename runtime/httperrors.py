@@ -17,7 +17,7 @@ from tinyllm.errors import (
     TinyLLMError,
     UnknownTaskError,
 )
-from tinyllm.runtime import wire
+from tinyllm.runtime import openai_wire as wire
 
 # Engine errors -> (HTTP status, OpenAI error type, code); the first match wins.
 ERROR_STATUS: tuple[tuple[type[Exception], int, str, str], ...] = (

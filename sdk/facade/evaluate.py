@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tinyllm.errors import ConfigError
+from tinyllm.suite import BUILTIN
 
 if TYPE_CHECKING:
     from tinyllm.bundle import Bundle
     from tinyllm.evaluation import BundleGenerator, EvalReport
 
+PathLike = str | os.PathLike[str]
 BACKENDS = ("torch", "engine")
 Loader = Callable[["Bundle", int], tuple["BundleGenerator", str]]
 
@@ -86,3 +88,37 @@ def evaluate_suite(
         batch_size=options.batch_size,
         progress=progress,
     )
+
+
+def evaluate(
+    bundle: PathLike,
+    tasks: PathLike = BUILTIN,
+    *,
+    names: list[str] | None = None,
+    limit: int | None = EvalOptions.limit,
+    few_shot: int = EvalOptions.few_shot,
+    batch_size: int = EvalOptions.batch_size,
+    backend: str = EvalOptions.backend,
+    engine: str | None = EvalOptions.engine,
+    constrain: bool = EvalOptions.constrain,
+    progress: bool = True,
+) -> EvalReport:
+    """Run every task's test split through the bundle and score it.
+
+    Args:
+        bundle: the bundle to evaluate.
+        tasks: a suite YAML file, or ``"builtin"``.
+        names: evaluate only these tasks (default: all).
+        limit: evaluate only the first N test examples of each task.
+        few_shot: number of worked examples from the train split put before each input.
+        batch_size: prompts generated together (the engine's rows).
+        backend: ``torch`` (the bundle's weights in transformers) or ``engine`` (an
+            exported engine of the bundle, see ``tinyllm export``, through the task
+            router and decode loop that serving uses).
+        engine: which engine for the ``engine`` backend (default: the CPU one).
+        constrain: engine backend: decode as served, label tasks within their labels and
+            JSON tasks as valid JSON; False measures the raw model.
+        progress: show a progress bar per task.
+    """
+    options = EvalOptions(limit, few_shot, batch_size, backend, engine, constrain)
+    return evaluate_suite(bundle, tasks, names, options, progress=progress)

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from tinyllm.distill.labelling import LabelStats
     from tinyllm.distill.teachers import Teacher
 
+PathLike = str | os.PathLike[str]
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -114,3 +116,70 @@ def merge_suite(
         split = load_split(suite, task, options.split, options.limit)  # type: ignore[arg-type]
         results.append(merge_shards(task, [ex.input for ex in split], out_dir, shards))
     return results
+
+
+def label_data(
+    tasks: PathLike,
+    teacher: str | Teacher,
+    out_dir: PathLike,
+    *,
+    names: list[str] | None = None,
+    split: str = LabelOptions.split,
+    k: int = LabelOptions.k,
+    limit: int | None = LabelOptions.limit,
+    batch_size: int = LabelOptions.batch_size,
+    temperature: float = LabelOptions.temperature,
+    few_shot: int = LabelOptions.few_shot,
+    concurrency: int = LabelOptions.concurrency,
+    shard: str | None = LabelOptions.shard,
+    requests_per_second: float | None = LabelOptions.requests_per_second,
+    progress: bool = True,
+) -> list[LabelStats]:
+    """Label each task's inputs with a teacher; keep the best verified of k candidates.
+
+    Writes ``TASK.jsonl`` (accepted examples), ``TASK.rejected.jsonl``, ``TASK.stats.json``
+    and a journal per task under ``out_dir``; rerunning resumes where a run stopped.
+
+    Args:
+        tasks: a suite YAML file, or ``"builtin"``; inputs come from each task's ``split``.
+        teacher: a Teacher, or a spec (``oracle``, ``bundle:PATH``, ``hf:PATH``,
+            ``openai:MODEL@BASE_URL``, ``pipeline:builtin``, ``pipeline:MODULE:FUNCTION``).
+        out_dir: folder for the labelled data.
+        names: label only these tasks (default: all).
+        split: which split's inputs to label (its reference outputs are not used).
+        k: candidates per input.
+        limit: label only the first N inputs of each task.
+        batch_size: inputs per teacher call and per journal append.
+        temperature: sampling temperature of the teacher.
+        few_shot: worked examples before each input (local teachers).
+        concurrency: teacher calls in flight at once (an endpoint teacher: one request
+            per input, so pair it with a small ``batch_size``).
+        shard: ``"I/N"``: label only shard I of N (by a hash of each input), into the
+            shard's own journal; :func:`merge_labels` joins the N shards.
+        requests_per_second: client-side rate limit of an endpoint teacher.
+        progress: show progress bars.
+    """
+    options = LabelOptions(
+        split, k, limit, batch_size, temperature, few_shot, concurrency, shard,
+        requests_per_second,
+    )  # fmt: skip
+    return label_suite(tasks, names, teacher, out_dir, options, progress=progress)
+
+
+def merge_labels(
+    tasks: PathLike,
+    out_dir: PathLike,
+    shards: int,
+    *,
+    names: list[str] | None = None,
+    split: str = LabelOptions.split,
+    limit: int | None = LabelOptions.limit,
+) -> list[LabelStats]:
+    """Merge the journals of ``shards`` labelling shards in ``out_dir`` into each task's data.
+
+    Every shard's journal must be in ``out_dir`` and every input of the split (as the
+    shards read it: same ``split`` and ``limit``) labelled; writes what an unsharded
+    :func:`label_data` writes.
+    """
+    options = LabelOptions(split=split, limit=limit)
+    return merge_suite(tasks, names, out_dir, shards, options)

@@ -1,4 +1,4 @@
-"""Fuzz the HTTP request parser (wire.py) and the JSON constraint (constraints.py).
+"""Fuzz the HTTP request parser (openai_wire.py) and the JSON constraint (constraints.py).
 
 Random bytes, random JSON and mutations of valid chat/completions bodies: the parser
 either returns a request or raises a WireError with a 4xx status, never another
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinyllm.runtime.constraints import JsonPrefix
-from tinyllm.runtime.wire import TaskRequest, WireError, parse_json, parse_request
+from tinyllm.runtime.openai_wire import TaskRequest, WireError, parse_json, parse_request
 
 EXAMPLES = int(os.environ.get("TINYLLM_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -26,7 +26,7 @@ from tinyllm.errors import (
     TinyLLMError,
 )
 from tinyllm.runtime.access import ServerLimits, check_bind
-from tinyllm.runtime.http import BackgroundServer, create_app
+from tinyllm.runtime.openai_app import BackgroundServer, create_app
 
 SCRIPTED = {
     "queue-full": QueueFullError("the queue is full (64 waiting); retry later"),
@@ -307,7 +307,7 @@ def test_health_and_metrics(scripted) -> None:
 
 
 def test_binds_loopback_by_default() -> None:
-    from tinyllm.runtime.http import DEFAULT_HOST
+    from tinyllm.runtime.openai_app import DEFAULT_HOST
 
     server = BackgroundServer(create_app(ScriptedEngine()))
     assert server.host == DEFAULT_HOST == "127.0.0.1"

@@ -167,7 +167,7 @@ def test_http_serves_tool_tasks_like_the_engine(engine: Engine) -> None:
 
     import openai
 
-    from tinyllm.runtime.http import BackgroundServer, create_app
+    from tinyllm.runtime.openai_app import BackgroundServer, create_app
 
     text = "What is 2 plus 3?"
     messages = [{"role": "user", "content": text}]
@@ -195,7 +195,7 @@ def test_http_serves_tool_tasks_like_the_engine(engine: Engine) -> None:
 
 
 def test_wire_refuses_tool_messages_and_bad_tool_lists() -> None:
-    from tinyllm.runtime import wire
+    from tinyllm.runtime import openai_wire as wire
 
     base = {"model": "calc", "messages": [{"role": "user", "content": "2+3"}]}
     tool = {"type": "function", "function": {"name": "fixed_calc"}}

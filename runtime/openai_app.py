@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tinyllm.errors import ConfigError, missing_dependency
-from tinyllm.runtime import wire
+from tinyllm.runtime import openai_wire as wire
 from tinyllm.runtime.access import ServerLimits, check_api_key, key_matches
 from tinyllm.runtime.httperrors import classify, unauthorized
 from tinyllm.runtime.prometheus import ServerMetrics
