@@ -105,6 +105,16 @@ class _Result(ctypes.Structure):
     ]
 
 
+_STATS_COUNTS = ("prefill_calls", "decode_steps", "prompt_tokens", "generated_tokens")
+_STATS_SECONDS = ("prefill_seconds", "decode_seconds", "generate_seconds")
+
+
+class _Stats(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in _STATS_COUNTS] + [
+        (name, ctypes.c_double) for name in _STATS_SECONDS
+    ]
+
+
 _STREAM_FN = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t
 )
@@ -159,6 +169,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "tinyllm_results_count": (ctypes.c_size_t, [_P]),
     "tinyllm_results_get": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.POINTER(_Result)]),
     "tinyllm_results_free": (None, [_P]),
+    "tinyllm_engine_get_stats": (ctypes.c_int, [_P, ctypes.POINTER(_Stats)]),
 }
 
 
@@ -187,6 +198,37 @@ class NativeGeneration:
     prompt_tokens: int
     finish_reason: str
     streamed: str
+
+
+@dataclass(frozen=True)
+class NativeStats:
+    """An engine's counters since it was loaded (``tinyllm_engine_get_stats``): graph runs
+    and their wall time inside ONNX Runtime, whoever ran them (``generate``, task runs or
+    a server's loop); ``generate_seconds`` counts ``generate`` calls only, all included."""
+
+    prefill_calls: int
+    decode_steps: int
+    prompt_tokens: int
+    generated_tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+    generate_seconds: float
+
+    @property
+    def runs(self) -> int:
+        """ONNX Runtime runs of the graph, prefill and decode."""
+        return self.prefill_calls + self.decode_steps
+
+    @property
+    def ort_seconds(self) -> float:
+        """Wall time inside ONNX Runtime's runs."""
+        return self.prefill_seconds + self.decode_seconds
+
+    def since(self, before: NativeStats) -> NativeStats:
+        """The counts and times from ``before`` (an earlier reading) to this one."""
+        return NativeStats(
+            *[getattr(self, k) - getattr(before, k) for k in _STATS_COUNTS + _STATS_SECONDS]
+        )
 
 
 class NativeTokenizer:
@@ -278,6 +320,13 @@ class NativeEngine:
         if self.handle:
             self.lib.tinyllm_engine_free(self.handle)
         self.handle = None
+
+    def stats(self) -> NativeStats:
+        """The engine's counters since it was loaded."""
+        raw = _Stats()
+        check(self.lib, self.lib.tinyllm_engine_get_stats(self.handle, ctypes.byref(raw)))
+        counts = [int(getattr(raw, k)) for k in _STATS_COUNTS]
+        return NativeStats(*counts, *[float(getattr(raw, k)) for k in _STATS_SECONDS])
 
     def generate(
         self,

@@ -1,6 +1,7 @@
 """libtinyllm's run trace through ctypes (``tinyllm/trace.h``): when each ONNX Runtime
-run of a native engine started and ended, how many rows and tokens it computed. The C++
-runtime's profiler (:mod:`tinyllm.runtime.profilenative`) builds its figures from it."""
+run of a native engine started and ended, how many rows and tokens it computed; and a
+server loop's own step timer (:func:`loop_stats`). The C++ runtime's profiler
+(:mod:`tinyllm.runtime.profilenative`) builds its figures from them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyllm.runtime.native import NativeEngine, check
+from tinyllm.runtime.nativeserver import NativeServer
 
 _P = ctypes.c_void_p
 
@@ -25,7 +27,18 @@ class _RunRecord(ctypes.Structure):
     ]
 
 
+class _LoopStats(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("steps", ctypes.c_uint64),
+        ("decode_steps", ctypes.c_uint64),
+        ("busy_seconds", ctypes.c_double),
+    ]
+
+
 _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "tinyllm_loop_stats_init": (None, [ctypes.POINTER(_LoopStats)]),
+    "tinyllm_server_get_loop_stats": (ctypes.c_int, [_P, ctypes.POINTER(_LoopStats)]),
     "tinyllm_trace_clock": (ctypes.c_double, []),
     "tinyllm_engine_trace": (ctypes.c_int, [_P, ctypes.c_int]),
     "tinyllm_engine_trace_take": (
@@ -63,15 +76,51 @@ class Run:
         return self.end - self.start
 
 
+@dataclass(frozen=True)
+class LoopStats:
+    """A native server loop's step timer (``tinyllm_loop_stats``): steps since the server
+    started, those that ran a decode run, and the steps' wall time (ONNX Runtime's runs
+    included, the loop's waits for work not)."""
+
+    steps: int
+    decode_steps: int
+    busy_seconds: float
+
+    def since(self, before: LoopStats) -> LoopStats:
+        """The steps and time from ``before`` (an earlier reading) to this one."""
+        return LoopStats(
+            self.steps - before.steps,
+            self.decode_steps - before.decode_steps,
+            self.busy_seconds - before.busy_seconds,
+        )
+
+
+def loop_stats(server: NativeServer, struct_size: int | None = None) -> LoopStats:
+    """The server loop's counters. ``struct_size`` overrides the size the struct says it
+    has (tests: a caller built against another trace.h is refused)."""
+    lib = server.lib
+    _declare(lib)
+    raw = _LoopStats()
+    lib.tinyllm_loop_stats_init(ctypes.byref(raw))
+    if struct_size is not None:
+        raw.struct_size = struct_size
+    check(lib, lib.tinyllm_server_get_loop_stats(server.handle, ctypes.byref(raw)))
+    return LoopStats(int(raw.steps), int(raw.decode_steps), float(raw.busy_seconds))
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+
+
 class RunTracer:
     """The run trace of one native engine: ``start``, drive it, ``take`` the runs."""
 
     def __init__(self, engine: NativeEngine) -> None:
         self.engine = engine
         self.lib = engine.lib
-        for name, (restype, argtypes) in _SIGNATURES.items():
-            fn = getattr(self.lib, name)
-            fn.restype, fn.argtypes = restype, argtypes
+        _declare(self.lib)
 
     def clock(self) -> float:
         """Now, on the trace's clock (seconds)."""

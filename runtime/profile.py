@@ -99,6 +99,8 @@ class EngineProfile:
             "single_stream_per_token": stats.per_token(
                 self.single.steps, sum(r.output_tokens for r in self.single.requests)
             ),
+            "per_step": stats.per_step(load.steps),
+            "single_stream_per_step": stats.per_step(self.single.steps),
             "by_batch": stats.by_batch(load.steps),
             "wall_s": load.wall_s,
         }

@@ -104,7 +104,9 @@ def _phases(d: dict[str, Any]) -> list[str]:
         '<h2 id="phases">Phases</h2>',
         f"<p>Outside ONNX Runtime: {ph['outside_ort_share']:.1%} of the loop's busy time, "
         f"{ph['per_token']['outside_ort_ms']:.3f} ms of {host} per generated token under "
-        f"load ({ph['single_stream_per_token']['outside_ort_ms']:.3f} single stream). "
+        f"load ({ph['single_stream_per_token']['outside_ort_ms']:.3f} single stream), "
+        f"{ph['per_step']['outside_ort_ms']:.3f} ms per loop step "
+        f"({ph['single_stream_per_step']['outside_ort_ms']:.3f} single stream). "
         f"Idle {1e3 * ph['idle_s']:.1f} ms; the profiler itself {profiler} ms.</p>",
         _table(["phase", "ms", "share of busy"], rows),
         _table(["per request (mean ms)", "ms"], [[k, v] for k, v in per.items()]),

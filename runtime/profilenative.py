@@ -12,9 +12,12 @@ The engine's run trace (:mod:`tinyllm.runtime.nativetrace`) times every ONNX Run
   against the trace (a prefill run must start then) and against the client's own times,
   and where they contradict each other, or the trace dropped runs, the pass's queue wait
   is reported absent with the reason.
-- Phases: ONNX Runtime's prefill and decode runs, and the rest of the server's busy
-  time (sampling, constraints, scheduling, prefix-cache copies, hand-offs), which the
-  C API does not split.
+- Phases: the server loop's own step timer (``tinyllm_server_get_loop_stats``: steps and
+  their wall time) split into ONNX Runtime's prefill and decode runs (the engine's stats,
+  ``tinyllm_engine_get_stats``) and the rest of the steps (taking new requests, sampling,
+  constraints, scheduling, prefix-cache copies, streaming, resolving), which the C API
+  does not split: the Python profile's semantics, per step and per generated token. The
+  timers are checked against each other and the run trace (:func:`timer_problems`).
 - Operators: absent (libtinyllm does not turn on ONNX Runtime's profiler).
 - Roofline and memory as the Python profile has them, from the trace and server stats.
 """
@@ -31,16 +34,16 @@ from typing import Any
 import numpy as np
 
 from tinyllm.bundle import Bundle
-from tinyllm.errors import ConfigError
+from tinyllm.errors import ConfigError, TinyLLMError
 from tinyllm.runtime import profilestats as stats
 from tinyllm.runtime.engine import pick_engine
 from tinyllm.runtime.enginefile import read_engine_info
 from tinyllm.runtime.engineinfo import EngineInfo
 from tinyllm.runtime.loadgen import Load, arrivals
-from tinyllm.runtime.native import NativeEngine, load_library
+from tinyllm.runtime.native import NativeEngine, NativeStats, load_library
 from tinyllm.runtime.nativeserver import NativeServer
 from tinyllm.runtime.nativetasks import NativeTasks
-from tinyllm.runtime.nativetrace import Run, RunTracer
+from tinyllm.runtime.nativetrace import LoopStats, Run, RunTracer, loop_stats
 from tinyllm.runtime.profile import ProfileOptions, Progress, read_quality, workload_items
 from tinyllm.runtime.roofline import graph_weights, memory_bandwidth, peak_rss, roofline
 from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
@@ -53,9 +56,9 @@ OUTSIDE_LABEL = "outside ONNX Runtime (not split)"
 ABSENT = {
     "operators": "libtinyllm does not turn on ONNX Runtime's profiler; the C++ runtime runs "
     "the same model file, so `--runtime python` shows its operators",
-    "phases.split": "the C API times only ONNX Runtime's runs: the rest of the server's busy "
-    "time (tokenize and prompt build in submit, sampling, constraints, scheduling, "
-    "prefix-cache copies, hand-offs) is one figure",
+    "phases.split": "the C API times only the loop's steps and ONNX Runtime's runs: the rest "
+    "of the steps (prompt ids and adapter of new requests, sampling, constraints, scheduling, "
+    "prefix-cache copies, streaming, resolving) is one figure",
     "memory.adapter_bytes": "the C API does not report the adapter slots' memory",
     "sweep": "--sweep and --slo-p95-ms tune the Python runtime's serving settings",
 }
@@ -73,6 +76,9 @@ class NativePass:
     ttft: dict[int, float]  # by request id: submit to first streamed text (no text: absent)
     queue: dict[int, float]  # by request id: submit to its first prefill run, where known
     queue_absent: str | None  # why the pass's queue wait is not reported
+    engine: NativeStats  # the engine's counters over the pass
+    loop: LoopStats  # the server loop's steps over the pass
+    dropped: int = 0  # runs the trace dropped (over its cap)
 
 
 @dataclass
@@ -201,12 +207,16 @@ def native_pass(
     tick: Any = None,
 ) -> NativePass:
     """One pass: drive the server with the trace on, then time its requests."""
+    engine_before, loop_before = server.engine.stats(), loop_stats(server)
     tracer.start()
     try:
         clients = drive_server(server, tracer, items, load, tick)
     finally:
         runs, dropped = tracer.take()
         tracer.stop()
+    # The engine's stats wait for the loop to let go of the engine: its last step is in.
+    engine = server.engine.stats().since(engine_before)
+    loop = loop_stats(server).since(loop_before)
     ttft, queue, absent = client_timing(clients, runs, dropped)
     requests = []
     for i, item in enumerate(items):
@@ -226,7 +236,33 @@ def native_pass(
             )
         )
     wall = max(clients.done, default=0.0) - min(clients.submitted, default=0.0)
-    return NativePass(requests, runs, wall, busy_time(clients), ttft, queue, absent)
+    return NativePass(
+        requests, runs, wall, busy_time(clients), ttft, queue, absent, engine, loop, dropped
+    )
+
+
+def timer_problems(p: NativePass) -> list[str]:
+    """Where the pass's timers disagree (empty if nowhere): the engine's stats and the run
+    trace count the same runs and time them alike, and the runs fit in the loop's steps."""
+    problems = []
+    ort, traced = p.engine.ort_seconds, sum(r.seconds for r in p.runs)
+    dropped = p.dropped
+    if not dropped and p.engine.runs != len(p.runs):
+        problems.append(f"the engine counted {p.engine.runs} runs, the trace {len(p.runs)}")
+    # The trace's span of a run holds the stats' span and two clock reads: microseconds.
+    if not dropped and not ort - 1e-6 * len(p.runs) <= traced <= ort * 1.01 + 1e-5 * len(p.runs):
+        problems.append(f"the engine timed {ort:.6f} s of runs, the trace {traced:.6f} s")
+    if ort > p.loop.busy_seconds + 1e-6:
+        problems.append(
+            f"{ort:.6f} s of ONNX Runtime runs do not fit in the loop's "
+            f"{p.loop.busy_seconds:.6f} s of steps"
+        )
+    if p.loop.decode_steps > p.loop.steps or p.engine.decode_steps != p.loop.decode_steps:
+        problems.append(
+            f"{p.engine.decode_steps} decode runs, but the loop counted {p.loop.decode_steps} "
+            f"decode steps of {p.loop.steps}"
+        )
+    return problems
 
 
 def latency(p: NativePass) -> dict[str, Any]:
@@ -244,10 +280,9 @@ def latency(p: NativePass) -> dict[str, Any]:
 
 
 def phases(loaded: NativePass, single: NativePass) -> dict[str, Any]:
-    """ONNX Runtime's prefill and decode time, and the rest of the busy time."""
-    prefill = sum(r.seconds for r in loaded.runs if r.kind == "prefill")
-    decode = sum(r.seconds for r in loaded.runs if r.kind == "decode")
-    busy = max(loaded.busy_s, prefill + decode)
+    """The loop's busy time (its steps): ONNX Runtime's prefill and decode runs, the rest."""
+    prefill, decode = loaded.engine.prefill_seconds, loaded.engine.decode_seconds
+    busy = loaded.loop.busy_seconds
     parts = [
         ("prefill_ort", "prefill: ONNX Runtime run", prefill),
         ("decode_ort", "decode: ONNX Runtime run", decode),
@@ -261,7 +296,7 @@ def phases(loaded: NativePass, single: NativePass) -> dict[str, Any]:
             for k, label, s in parts
         ],
         "busy_s": busy,
-        "idle_s": max(loaded.wall_s - loaded.busy_s, 0.0),
+        "idle_s": max(loaded.wall_s - busy, 0.0),
         "profiler_s": None,
         "ort_s": prefill + decode,
         "outside_ort_share": (busy - prefill - decode) / busy if busy > 0 else 0.0,
@@ -269,14 +304,29 @@ def phases(loaded: NativePass, single: NativePass) -> dict[str, Any]:
         "client_s": None,
         "per_token": per_token(loaded),
         "single_stream_per_token": per_token(single),
+        "per_step": per_step(loaded),
+        "single_stream_per_step": per_step(single),
     }
 
 
 def per_token(p: NativePass) -> dict[str, float]:
-    """Time per generated token outside ONNX Runtime and inside it (ms)."""
-    ort = sum(r.seconds for r in p.runs)
+    """Time per generated token outside ONNX Runtime and inside it (ms), in the loop's
+    steps (the Python profile's semantics)."""
+    ort = p.engine.ort_seconds
     n = max(sum(r.output_tokens for r in p.requests if r.error is None), 1)
-    return {"outside_ort_ms": 1e3 * max(p.busy_s - ort, 0.0) / n, "ort_ms": 1e3 * ort / n}
+    return {"outside_ort_ms": 1e3 * (p.loop.busy_seconds - ort) / n, "ort_ms": 1e3 * ort / n}
+
+
+def per_step(p: NativePass) -> dict[str, float]:
+    """Time per loop step outside ONNX Runtime and inside it (ms), and the steps
+    (decode_steps: those that ran a decode run)."""
+    ort, n = p.engine.ort_seconds, max(p.loop.steps, 1)
+    return {
+        "outside_ort_ms": 1e3 * (p.loop.busy_seconds - ort) / n,
+        "ort_ms": 1e3 * ort / n,
+        "steps": p.loop.steps,
+        "decode_steps": p.loop.decode_steps,
+    }
 
 
 def by_batch(runs: list[Run]) -> list[dict[str, float]]:
@@ -388,6 +438,13 @@ def profile_native(
             server.close()
     finally:
         engine.close()
+    for mode, p in (("single stream", single), ("under load", loaded)):
+        problems = timer_problems(p)
+        if problems:
+            raise TinyLLMError(
+                f"the C++ runtime's timers disagree ({mode}): {'; '.join(problems)}; "
+                "nothing else may run this engine while it is profiled"
+            )
     weights = graph_weights(folder / read_engine_info(folder, EngineInfo).model)
     threads = settings.threads or usable_cpus()
     bandwidth = memory_bandwidth(threads, options.bandwidth_mib)

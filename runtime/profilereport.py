@@ -56,6 +56,8 @@ def engine_dict(p: EngineProfile | NativeProfile) -> dict[str, Any]:
             **s["phases"],
             "per_token": s["per_token"],
             "single_stream_per_token": s["single_stream_per_token"],
+            "per_step": s["per_step"],
+            "single_stream_per_step": s["single_stream_per_step"],
         },
         "operators": p.ops.to_dict() if p.ops is not None else None,
         "roofline": p.roofline,
@@ -208,7 +210,9 @@ def _phases(d: dict[str, Any]) -> list[str]:
     lines.append(
         f"  outside ONNX Runtime: {ph['outside_ort_share']:.1%} of the loop's busy time; "
         f"{ph['per_token']['outside_ort_ms']:.3f} ms of {host} per generated token "
-        f"({ph['single_stream_per_token']['outside_ort_ms']:.3f} single stream)"
+        f"({ph['single_stream_per_token']['outside_ort_ms']:.3f} single stream), "
+        f"{ph['per_step']['outside_ort_ms']:.3f} ms per loop step "
+        f"({ph['single_stream_per_step']['outside_ort_ms']:.3f} single stream)"
     )
     profiler = ph["profiler_s"]
     lines.append(

@@ -101,6 +101,20 @@ def per_token(steps: list[StepRecord], output_tokens: int) -> dict[str, float]:
     return {"outside_ort_ms": 1e3 * (busy - ort) / n, "ort_ms": 1e3 * ort / n}
 
 
+def per_step(steps: list[StepRecord]) -> dict[str, float]:
+    """Python's time per loop step outside ONNX Runtime (ms), ONNX Runtime's, and the
+    steps (decode_steps: those that ran a decode run)."""
+    busy = sum(sum(s.phases.values()) for s in steps)
+    ort = sum(s.phases.get(p, 0.0) for s in steps for p in ORT_PHASES)
+    n = max(len(steps), 1)
+    return {
+        "outside_ort_ms": 1e3 * (busy - ort) / n,
+        "ort_ms": 1e3 * ort / n,
+        "steps": len(steps),
+        "decode_steps": sum(1 for s in steps if s.decode_rows),
+    }
+
+
 def by_batch(steps: list[StepRecord]) -> list[dict[str, float]]:
     """Decode-only steps grouped by rows decoded: mean step time and tokens/s."""
     groups: dict[int, list[float]] = defaultdict(list)

@@ -49,6 +49,9 @@ def test_every_section_is_present(profiled: tuple[ProfileReport, Path]) -> None:
     per_request = data["phases"]["per_request_ms"]
     assert per_request["tokenize"] > 0 and per_request["decode_ort"] > 0
     assert 0 < data["phases"]["outside_ort_share"] < 1
+    for mode in ("per_step", "single_stream_per_step"):
+        step = data["phases"][mode]
+        assert 0 < step["decode_steps"] <= step["steps"] and step["outside_ort_ms"] > 0, step
     assert data["roofline"]["bandwidth_gb_s"] > 0 and data["roofline"]["decode_step_ms"] > 0
     assert data["memory"]["kv_cache_bytes"] > 0 and data["memory"]["adapter_bytes"] > 0
     assert data["quality"]["passed"] is True

@@ -43,12 +43,14 @@ inline tinyllm_status record(tinyllm_status status, const std::string& message) 
   return status;
 }
 
-// An options struct must be the size this library was built with (its _init sets it).
-inline void check_struct_size(size_t given, size_t expected, const char* type) {
+// A versioned struct (options, or stats the caller reads) must be the size this library
+// was built with (its _init sets it); `what` names the argument in the message.
+inline void check_struct_size(size_t given, size_t expected, const char* type, const char* what = "options") {
   if (given != expected)
-    tinyllm::fail(TINYLLM_INVALID_ARGUMENT, std::string("options.struct_size is ") + std::to_string(given) + "; this library's " +
-                                                type + " has " + std::to_string(expected) + " bytes: fill options with " +
-                                                type + "_init (a program built with another tinyllm.h must be rebuilt)");
+    tinyllm::fail(TINYLLM_INVALID_ARGUMENT, std::string(what) + ".struct_size is " + std::to_string(given) +
+                                                "; this library's " + type + " has " + std::to_string(expected) +
+                                                " bytes: fill " + what + " with " + type +
+                                                "_init (a program built with another tinyllm.h must be rebuilt)");
 }
 
 // A task request's options from the C struct (null: the task's own defaults).

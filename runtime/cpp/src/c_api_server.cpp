@@ -1,6 +1,7 @@
 // The C boundary of the server (see the Serving section of tinyllm.h).
 #include "c_api.h"
 #include "server.h"
+#include "tinyllm/trace.h"
 
 using namespace tinyllm::capi;
 
@@ -136,6 +137,24 @@ tinyllm_status tinyllm_server_get_stats(const tinyllm_server* server, tinyllm_se
                                   s.queue_depth, s.running, s.kv_cache_bytes, s.prefix_cache.entries,
                                   s.prefix_cache.bytes, s.prefix_cache.max_bytes, s.prefix_cache.hits,
                                   s.prefix_cache.misses, s.prefix_cache.tokens_saved};
+  });
+}
+
+void tinyllm_loop_stats_init(tinyllm_loop_stats* stats) {
+  if (stats == nullptr) return;
+  *stats = tinyllm_loop_stats{};
+  stats->struct_size = sizeof(tinyllm_loop_stats);
+}
+
+tinyllm_status tinyllm_server_get_loop_stats(const tinyllm_server* server, tinyllm_loop_stats* stats) {
+  return guarded([&] {
+    require(server, "server");
+    require(stats, "stats");
+    check_struct_size(stats->struct_size, sizeof(tinyllm_loop_stats), "tinyllm_loop_stats", "stats");
+    tinyllm::LoopStats s = server->server->loop_stats();
+    stats->steps = s.steps;
+    stats->decode_steps = s.decode_steps;
+    stats->busy_seconds = s.busy_seconds;
   });
 }
 

@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "error.h"
@@ -110,6 +111,11 @@ ServerStats Server::stats() const {
   return s;
 }
 
+LoopStats Server::loop_stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return loop_;
+}
+
 void Server::end(uint64_t id, tinyllm_status status, const std::string& error) {  // lock held
   auto it = live_.find(id);
   if (it == live_.end()) return;
@@ -161,6 +167,7 @@ void Server::loop() {
       }
     }
     if (!engine_lock.owns_lock()) engine_lock.lock();
+    auto began = std::chrono::steady_clock::now();  // the step: waits for work or the engine excluded
     prepare();
     std::map<int64_t, uint64_t> rows;  // KV row -> request, for the rows in flight
     StepPlan step = plan(rows);
@@ -175,7 +182,7 @@ void Server::loop() {
       std::lock_guard<std::mutex> lock(mutex_);
       fail_all(ids, status, std::string("the engine step failed: ") + e.what());
     }
-    finish_done();
+    finish_done(began, !step.decode.empty());
     std::lock_guard<std::mutex> lock(mutex_);
     if (live_.empty() && engine_lock.owns_lock()) engine_lock.unlock();  // direct engine calls may run now
   }

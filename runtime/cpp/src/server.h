@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -72,6 +73,12 @@ struct ServerStats {
   PrefixCacheStats prefix_cache;
 };
 
+// The loop's own step timer (tinyllm_loop_stats).
+struct LoopStats {
+  uint64_t steps = 0, decode_steps = 0;
+  double busy_seconds = 0;
+};
+
 class Server {
  public:
   Server(Engine& engine, const ServerOptions& options);
@@ -90,6 +97,7 @@ class Server {
   // flight; wait for the loop to end.
   void close(bool drain);
   ServerStats stats() const;
+  LoopStats loop_stats() const;
 
  private:
   struct Live;
@@ -99,7 +107,8 @@ class Server {
   void prefill(const std::vector<PrefillRow>& group);
   void decode(const StepPlan& plan, const std::map<int64_t, uint64_t>& rows);
   void advance(Live& live, const float* logits);
-  void finish_done();
+  // Resolve the requests that finished, and count the step that began at `began`.
+  void finish_done(std::chrono::steady_clock::time_point began, bool decoded);
   void fail_all(const std::vector<uint64_t>& ids, tinyllm_status status, const std::string& error);
   void end(uint64_t id, tinyllm_status status, const std::string& error);
 
@@ -114,6 +123,7 @@ class Server {
   uint64_t next_id_ = 1;
   bool closing_ = false, drain_ = true;
   ServerStats counts_;
+  LoopStats loop_;  // written by the loop at the end of each step
   std::thread thread_;
 };
 

@@ -191,7 +191,7 @@ void Server::advance(Live& live, const float* logits) {
   scheduler_.decoded(live.id);
 }
 
-void Server::finish_done() {
+void Server::finish_done(std::chrono::steady_clock::time_point began, bool decoded) {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<uint64_t> done;
   for (const auto& [id, live] : live_)
@@ -201,6 +201,11 @@ void Server::finish_done() {
     scheduler_.finish(id, live.status == TINYLLM_OK);
     end(id, live.status, live.error);
   }
+  // Counted under the lock that resolved the step's requests: a client that reads the
+  // loop stats after its answer sees this step.
+  ++loop_.steps;
+  loop_.decode_steps += decoded ? 1 : 0;
+  loop_.busy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
   cond_.notify_all();
 }
 

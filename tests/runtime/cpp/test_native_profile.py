@@ -5,19 +5,30 @@ attribution of prefill runs to requests refuses what does not line up and guesse
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tinyllm
 from tinyllm.errors import ConfigError
-from tinyllm.runtime.native import NativeEngine
-from tinyllm.runtime.nativetrace import Run, RunTracer
-from tinyllm.runtime.profilenative import Clients, busy_time, client_timing
+from tinyllm.runtime.native import NativeEngine, NativeStats
+from tinyllm.runtime.nativetrace import LoopStats, Run, RunTracer
+from tinyllm.runtime.profile import ProfileOptions
+from tinyllm.runtime.profilenative import (
+    Clients,
+    NativePass,
+    busy_time,
+    client_timing,
+    profile_native,
+    timer_problems,
+)
 from tinyllm.runtime.profiletrace import check_trace
 from tinyllm.runtime.sampling import GenerationConfig
+from tinyllm.runtime.servingdefaults import ServingDefaults
 
 FAST = {"threads": 1, "bandwidth_mib": 16, "progress": False, "runtime": "cpp"}
 
@@ -156,3 +167,59 @@ def test_client_timing_refuses_times_that_contradict_each_other() -> None:
 def test_busy_time_is_the_union_of_request_lifetimes() -> None:
     clients = _clients([0.0, 1.0, 5.0, 5.5], [2.0, 3.0, 6.0, 5.7])
     assert busy_time(clients) == pytest.approx(3.0 + 1.0)
+
+
+def test_cpp_profile_queue_waits_over_max_batch(lib: ctypes.CDLL, served: Path) -> None:
+    """Six clients on two KV rows: requests wait for a row, and each one's queue wait is
+    the server's own (submit to its first prefill run), between 0 and its latency. The
+    loop's step timer splits its busy time at ONNX Runtime's runs, per step and per token."""
+    options = ProfileOptions(
+        runtime="cpp", requests=12, concurrency=6, single_stream=2, ops=False, bandwidth_mib=16
+    )
+    profile = profile_native(
+        tinyllm.open_bundle(served), options, ServingDefaults(threads=1, max_batch=2)
+    )
+    data = profile.to_dict()
+    assert not any(k.startswith("latency.") for k in data["absent"]), data["absent"]
+    rows = data["requests"]
+    assert len(rows) == 12 and all(r["error"] is None for r in rows)
+    for r in rows:
+        assert 0 <= r["queue_ms"] <= r["ttft_ms"] <= r["e2e_ms"], r
+    waits = sorted(r["queue_ms"] for r in rows)
+    # At most two run at once: at least four of six clients waited at the start.
+    assert sum(w > 0.1 for w in waits) >= 4, waits
+    assert data["latency"]["under_load"]["queue_ms"]["p90"] == pytest.approx(
+        float(np.percentile(waits, 90))
+    )
+    assert max(b["rows"] for b in data["batch"]) <= 2
+    ph = data["phases"]
+    for mode in ("per_step", "single_stream_per_step"):
+        step = ph[mode]
+        assert 0 < step["decode_steps"] <= step["steps"], step
+        assert step["outside_ort_ms"] > 0 and step["ort_ms"] > 0
+    # The same busy time, per token or per step; shares of the loop's own busy time.
+    tokens = data["latency"]["under_load"]["output_tokens"]
+    outside = ph["per_step"]["outside_ort_ms"] * ph["per_step"]["steps"]
+    assert ph["per_token"]["outside_ort_ms"] * tokens == pytest.approx(outside)
+    assert ph["outside_ort_share"] == pytest.approx(outside / 1e3 / ph["busy_s"])
+    assert timer_problems(profile.loaded) == [] and timer_problems(profile.single) == []
+
+
+def test_timer_problems_name_each_disagreement() -> None:
+    runs = [_run("prefill", 4, 0.0, 0.1), _run("decode", 1, 0.2, 0.3)]
+    engine = NativeStats(1, 1, 4, 2, 0.1, 0.1, 0.0)
+    good = NativePass([], runs, 1.0, 1.0, {}, {}, None, engine, LoopStats(2, 1, 0.5))
+    assert timer_problems(good) == []
+    cases = {
+        "the engine counted 3 runs, the trace 2": {"engine": NativeStats(2, 1, 4, 2, 0.1, 0.1, 0)},
+        "the engine timed 0.100000 s of runs, the trace 0.200000 s": {
+            "engine": NativeStats(1, 1, 4, 2, 0.05, 0.05, 0)
+        },
+        "do not fit in the loop's 0.150000 s of steps": {"loop": LoopStats(2, 1, 0.15)},
+        "1 decode runs, but the loop counted 2 decode steps of 2": {"loop": LoopStats(2, 2, 0.5)},
+    }
+    for reason, change in cases.items():
+        problems = timer_problems(dataclasses.replace(good, **change))
+        assert any(reason in p for p in problems), (reason, problems)
+    # Runs the trace dropped are not counted against it; the loop still holds the runs.
+    assert timer_problems(dataclasses.replace(good, runs=runs[:1], dropped=1)) == []

@@ -41,6 +41,29 @@ TINYLLM_API tinyllm_status tinyllm_engine_trace_take(tinyllm_engine* engine,
                                                      tinyllm_run_record** records, size_t* n,
                                                      size_t* dropped);
 
+/*
+ * The serving loop's own step timer, for the time a server spends outside ONNX Runtime
+ * (busy_seconds less the runs' time in tinyllm_engine_get_stats). A step is one turn of
+ * the server's loop while requests are in flight: it takes the requests submitted since
+ * the last step (their prompt ids, adapter slot and cached prefix), plans, runs the
+ * engine (prefill runs, then at most one decode run), samples, constrains and streams,
+ * and resolves the requests that finished. Always on (two clock reads per step).
+ */
+typedef struct tinyllm_loop_stats {
+  size_t struct_size;    /* set by tinyllm_loop_stats_init */
+  uint64_t steps;        /* loop steps since tinyllm_server_start */
+  uint64_t decode_steps; /* of which ran a decode run */
+  double busy_seconds;   /* wall time of the steps, ONNX Runtime's runs included; the loop's
+                            waits for work, and for the engine while a direct call holds it,
+                            are not */
+} tinyllm_loop_stats;
+
+TINYLLM_API void tinyllm_loop_stats_init(tinyllm_loop_stats* stats);
+/** The server's loop counters; stats->struct_size must be this library's (from
+ * tinyllm_loop_stats_init), else TINYLLM_INVALID_ARGUMENT naming both sizes. */
+TINYLLM_API tinyllm_status tinyllm_server_get_loop_stats(const tinyllm_server* server,
+                                                         tinyllm_loop_stats* stats);
+
 #ifdef __cplusplus
 }
 #endif
