@@ -28,13 +28,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError, TinyLLMError
-from tinyllm.runtime.deviceplan import Copy
+
+if TYPE_CHECKING:
+    from tinyllm.runtime.deviceplan import Copy
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -162,7 +164,7 @@ class DecoderSession:
             for i in range(2 * self.layers):
                 # Zeroed pages: on "cpu" wrapped as is (resident as written), else uploaded.
                 zeros = lazy_zeros(kv_shape, self.dtype)
-                self._count("setup", Copy(f"kv.{i}", "h2d", kv_shape, self.dtype.name))
+                self._count("setup", f"kv.{i}", "h2d", kv_shape, self.dtype.name)
                 self.kv_dev.append(OrtValue.ortvalue_from_numpy(zeros, self.device, 0))
         self.logits_buf = np.zeros((max_batch, config.vocab_size), self.dtype)
         self._views: dict[tuple[int, int], list[Any]] = {}
@@ -189,7 +191,11 @@ class DecoderSession:
         """Bytes of the KV buffers."""
         return 2 * self.layers * int(np.prod(self.kv_shape)) * self.dtype.itemsize
 
-    def _count(self, kind: str, copy: Copy) -> None:
+    def _count(self, kind: str, name: str, direction: str, shape: Any, dtype: str) -> None:
+        """Record one transfer (``kind`` "step": of the current step, else setup)."""
+        from tinyllm.runtime.deviceplan import Copy  # only device sessions need it
+
+        copy = Copy(name, "h2d" if direction == "h2d" else "d2h", tuple(shape), dtype)
         (self.copies if kind == "step" else self.setup_copies).append(copy)
 
     def _upload(self, name: str, value: np.ndarray) -> Any:
@@ -197,13 +203,13 @@ class DecoderSession:
         from onnxruntime import OrtValue
 
         value = np.ascontiguousarray(value)
-        self._count("step", Copy(name, "h2d", value.shape, value.dtype.name))
+        self._count("step", name, "h2d", value.shape, value.dtype.name)
         return OrtValue.ortvalue_from_numpy(value, self.device, 0)
 
     def _download(self, name: str, value: Any, kind: str = "step") -> np.ndarray:
         """A host copy of a device OrtValue (one counted d2h copy)."""
         out = np.array(value.numpy(), copy=True)
-        self._count(kind, Copy(name, "d2h", out.shape, out.dtype.name))
+        self._count(kind, name, "d2h", out.shape, out.dtype.name)
         return out
 
     def empty_lora(self) -> dict[str, np.ndarray]:
@@ -230,7 +236,7 @@ class DecoderSession:
 
             self._lora_dev = {}
             for name, tensor in self.lora.items():
-                self._count("setup", Copy(name, "h2d", tensor.shape, tensor.dtype.name))
+                self._count("setup", name, "h2d", tensor.shape, tensor.dtype.name)
                 # Memory of ONNX Runtime's own (on "cpu" too, not a view of the array).
                 value = OrtValue.ortvalue_from_shape_and_type(
                     tensor.shape, self.dtype.type, self.device, 0
@@ -244,7 +250,7 @@ class DecoderSession:
         if self.device is None:
             return
         for name, tensor in self.lora.items():
-            self._count("setup", Copy(name, "h2d", tensor.shape, tensor.dtype.name))
+            self._count("setup", name, "h2d", tensor.shape, tensor.dtype.name)
             self._lora_dev[name].update_inplace(tensor)
 
     def read_kv(self, row: int, n: int) -> list[np.ndarray]:
@@ -265,7 +271,7 @@ class DecoderSession:
             for i, (value, part) in enumerate(zip(self.kv_dev, kv, strict=True)):
                 whole = self._download(f"kv.{i}", value, "setup")
                 whole[row, :, : part.shape[1]] = part
-                self._count("setup", Copy(f"kv.{i}", "h2d", whole.shape, whole.dtype.name))
+                self._count("setup", f"kv.{i}", "h2d", whole.shape, whole.dtype.name)
                 value.update_inplace(whole)
             return
         for buf, part in zip(self.kv, kv, strict=True):
