@@ -103,7 +103,9 @@ class Engine(TaskService):
         Args:
             bundle: the bundle (path or opened).
             engine: which of its engines (default: the only one, or the first for the device).
-            device: "cpu" or "cuda" ("cuda" without a CUDA provider is an error).
+            device: "cpu" or "cuda" ("cuda" without a CUDA provider is an error; on
+                "cuda" an ``onnx-cuda`` engine keeps its KV cache, adapters and logits on
+                the GPU, see docs/gpu.md).
             threads: intra-op threads (default: the CPUs this process may use).
             max_batch: rows generated together (KV address space is reserved for all of
                 them; a row's memory becomes resident as its tokens fill it).
@@ -159,6 +161,7 @@ class Engine(TaskService):
             spec,
             settings.max_batch,
             tok.pad_token_id,
+            device=None if device == "cpu" else device,  # cuda: device-resident buffers
         )
         return cls(opened, info, session, tok, settings.options(), TaskTable.read(folder))
 

@@ -10,6 +10,15 @@ copies; GroupQueryAttention writes each row's new key/value at that row's own po
 The ``standard`` flavour's graph concatenates past and new keys, so each call feeds the
 rows' buffers up to the longest row, masks each row's unused positions, and copies the
 new keys back into the rows (a copy per step: that flavour is for portability, not speed).
+
+With ``device`` set (``"cuda"``; ``"cpu"`` runs the same code on the CPU so tests can
+check it), an ``ort`` session keeps its KV buffers, adapter stacks and logits as
+ONNX Runtime OrtValues on that device, laid out as :mod:`tinyllm.runtime.deviceplan`
+plans: rows are bound by address inside each buffer, the per-step inputs are uploaded
+explicitly, and only the logits of the rows run come back. Every transfer the session
+makes is recorded (:attr:`DecoderSession.copies`), so tests compare it with the plan.
+The ``standard`` flavour keeps host arrays (its graph concatenates the KV: it crosses
+anyway).
 """
 
 from __future__ import annotations
@@ -19,12 +28,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError, TinyLLMError
+
+if TYPE_CHECKING:
+    from tinyllm.runtime.deviceplan import Copy
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -87,8 +99,9 @@ def make_session(
     if PROVIDERS[device] not in ort.get_available_providers():
         raise TinyLLMError(
             f"device={device!r} needs ONNX Runtime's {PROVIDERS[device]}, which this install "
-            f"lacks (available: {', '.join(ort.get_available_providers())}); install "
-            "'tinyllm[gpu]' on a CUDA machine, or use device='cpu'"
+            f"lacks (available: {', '.join(ort.get_available_providers())}); on a CUDA "
+            "machine run `pip install 'tinyllm[gpu]'` (docs/gpu.md), then `tinyllm doctor` "
+            "to see what this machine can run; or use device='cpu'"
         )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or usable_cpus()
@@ -114,8 +127,20 @@ class DecoderSession:
     """Runs prefill and decode steps of one exported decoder for up to ``max_batch`` rows."""
 
     def __init__(
-        self, session: Any, config: ModelConfig, spec: SessionSpec, max_batch: int, pad_id: int
+        self,
+        session: Any,
+        config: ModelConfig,
+        spec: SessionSpec,
+        max_batch: int,
+        pad_id: int,
+        *,
+        device: str | None = None,
     ) -> None:
+        """``device``: None keeps every array in host memory; "cuda" (or "cpu", the same
+        code on the CPU) keeps an ``ort`` session's KV, adapters and logits there as
+        OrtValues (see the module docstring)."""
+        if device is not None and device not in PROVIDERS:
+            raise ConfigError(f"device must be one of {', '.join(PROVIDERS)}, got {device!r}")
         self.sess = session
         self.c = config
         self.spec = spec
@@ -125,12 +150,30 @@ class DecoderSession:
         self.layers = config.num_hidden_layers
         kv_shape = (max_batch, config.num_key_value_heads, spec.max_seq_len, config.head_dim)
         self.shared = spec.flavour == "ort"
-        self.kv = [lazy_zeros(kv_shape, self.dtype) for _ in range(2 * self.layers)]
+        self.device = device if self.shared else None
+        self.kv_shape = kv_shape
+        self.copies: list[Copy] = []  # transfers of the last step (device sessions)
+        self.setup_copies: list[Copy] = []  # transfers outside steps (uploads, KV rows)
+        self.kv: list[np.ndarray] = []
+        self.kv_dev: list[Any] = []
+        if self.device is None:
+            self.kv = [lazy_zeros(kv_shape, self.dtype) for _ in range(2 * self.layers)]
+        else:
+            from onnxruntime import OrtValue
+
+            for i in range(2 * self.layers):
+                # Zeroed pages: on "cpu" wrapped as is (resident as written), else uploaded.
+                zeros = lazy_zeros(kv_shape, self.dtype)
+                self._count("setup", f"kv.{i}", "h2d", kv_shape, self.dtype.name)
+                self.kv_dev.append(OrtValue.ortvalue_from_numpy(zeros, self.device, 0))
         self.logits_buf = np.zeros((max_batch, config.vocab_size), self.dtype)
         self._views: dict[tuple[int, int], list[Any]] = {}
         self._bindings: dict[tuple[int, int, int], Any] = {}
         self._verify_logits: dict[int, np.ndarray] = {}
-        self.lora = self.empty_lora()
+        self._out_dev: dict[tuple[int, int, int], Any] = {}
+        self._lora_dev: dict[str, Any] = {}
+        self.lora: dict[str, np.ndarray] = {}
+        self.set_lora(self.empty_lora())
         index = {i.name: i for i in session.get_inputs()}.get("logits_index")
         # Engines exported before the verify step declare logits_index as [batch] only.
         self.verifies = index is not None and not (
@@ -146,7 +189,28 @@ class DecoderSession:
     @property
     def kv_bytes(self) -> int:
         """Bytes of the KV buffers."""
-        return sum(a.nbytes for a in self.kv)
+        return 2 * self.layers * int(np.prod(self.kv_shape)) * self.dtype.itemsize
+
+    def _count(self, kind: str, name: str, direction: str, shape: Any, dtype: str) -> None:
+        """Record one transfer (``kind`` "step": of the current step, else setup)."""
+        from tinyllm.runtime.deviceplan import Copy  # only device sessions need it
+
+        copy = Copy(name, "h2d" if direction == "h2d" else "d2h", tuple(shape), dtype)
+        (self.copies if kind == "step" else self.setup_copies).append(copy)
+
+    def _upload(self, name: str, value: np.ndarray) -> Any:
+        """``value`` as an OrtValue on the session's device (one counted h2d copy)."""
+        from onnxruntime import OrtValue
+
+        value = np.ascontiguousarray(value)
+        self._count("step", name, "h2d", value.shape, value.dtype.name)
+        return OrtValue.ortvalue_from_numpy(value, self.device, 0)
+
+    def _download(self, name: str, value: Any, kind: str = "step") -> np.ndarray:
+        """A host copy of a device OrtValue (one counted d2h copy)."""
+        out = np.array(value.numpy(), copy=True)
+        self._count(kind, name, "d2h", out.shape, out.dtype.name)
+        return out
 
     def empty_lora(self) -> dict[str, np.ndarray]:
         """Stacked adapter tensors with every slot zero (no adapter anywhere)."""
@@ -167,13 +231,49 @@ class DecoderSession:
         """
         self.lora = {k: np.ascontiguousarray(v, self.dtype) for k, v in tensors.items()}
         self._bindings.clear()
+        if self.device is not None:
+            from onnxruntime import OrtValue
+
+            self._lora_dev = {}
+            for name, tensor in self.lora.items():
+                self._count("setup", name, "h2d", tensor.shape, tensor.dtype.name)
+                # Memory of ONNX Runtime's own (on "cpu" too, not a view of the array).
+                value = OrtValue.ortvalue_from_shape_and_type(
+                    tensor.shape, self.dtype.type, self.device, 0
+                )
+                value.update_inplace(tensor)
+                self._lora_dev[name] = value
+
+    def sync_lora(self) -> None:
+        """The bound adapter arrays were written in place: upload them again where they
+        live on a device (host sessions read them in place: nothing to do)."""
+        if self.device is None:
+            return
+        for name, tensor in self.lora.items():
+            self._count("setup", name, "h2d", tensor.shape, tensor.dtype.name)
+            self._lora_dev[name].update_inplace(tensor)
 
     def read_kv(self, row: int, n: int) -> list[np.ndarray]:
-        """Copies of the first ``n`` positions of ``row`` in every KV buffer."""
+        """Copies of the first ``n`` positions of ``row`` in every KV buffer.
+
+        On a device each whole buffer comes back (ONNX Runtime's Python API copies whole
+        OrtValues): right, but costly; see docs/gpu.md."""
+        if self.device is not None:
+            return [
+                self._download(f"kv.{i}", v, "setup")[row, :, :n].copy()
+                for i, v in enumerate(self.kv_dev)
+            ]
         return [buf[row, :, :n].copy() for buf in self.kv]
 
     def write_kv(self, row: int, kv: Sequence[np.ndarray]) -> None:
         """Put ``kv`` (from :meth:`read_kv`) at the first positions of ``row``."""
+        if self.device is not None:
+            for i, (value, part) in enumerate(zip(self.kv_dev, kv, strict=True)):
+                whole = self._download(f"kv.{i}", value, "setup")
+                whole[row, :, : part.shape[1]] = part
+                self._count("setup", f"kv.{i}", "h2d", whole.shape, whole.dtype.name)
+                value.update_inplace(whole)
+            return
         for buf, part in zip(self.kv, kv, strict=True):
             buf[row, :, : part.shape[1]] = part
 
@@ -270,8 +370,11 @@ class DecoderSession:
             return self._run_standard(feeds, start, past, lengths)
         held = past + lengths
         feeds["seqlens_k"] = (held - 1).astype(np.int32)
-        feeds["total_sequence_length"] = np.array(int(past.max()) + ids.shape[1], np.int32)
+        total = np.array(int(past.max()) + ids.shape[1], np.int32)
         width = 0 if positions is None else positions.shape[1]
+        if self.device is not None:
+            return self._run_device(feeds, total, start, b, width)
+        feeds["total_sequence_length"] = total
         io = self._binding(b, start, width)
         for name, value in feeds.items():
             io.bind_cpu_input(name, value)
@@ -342,3 +445,50 @@ class DecoderSession:
                 io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(tensor))
             self._bindings[start, b, width] = io
         return self._bindings[start, b, width]
+
+    def _run_device(
+        self, feeds: dict[str, np.ndarray], total: np.ndarray, start: int, b: int, width: int
+    ) -> np.ndarray:
+        """One step of a device session: upload the per-row inputs, run on the bound device
+        buffers, bring back the logits of rows ``start..start+b-1`` only."""
+        self.copies = []
+        io = self._device_binding(b, start, width)
+        for name, value in feeds.items():
+            io.bind_ortvalue_input(name, self._upload(name, value))
+        # A CPU input of GroupQueryAttention on every provider: read on the host, no copy.
+        io.bind_cpu_input("total_sequence_length", total)
+        self.sess.run_with_iobinding(io)
+        logits = self._download("logits", self._out_dev[start, b, width])
+        if width:
+            return logits
+        out = self.logits_buf[start : start + b]
+        out[:] = logits
+        return out
+
+    def _device_binding(self, b: int, start: int, width: int) -> Any:
+        """An IO binding over rows [start, start + b) of the device KV buffers (bound by
+        address: a row block of ``[B, KV, S, H]`` is contiguous), the device adapter
+        stacks and a device logits buffer for those rows (made once per shape)."""
+        key = (start, b, width)
+        if key not in self._bindings:
+            from onnxruntime import OrtValue
+
+            io = self.sess.io_binding()
+            shape = (b, *self.kv_shape[1:])
+            offset = start * int(np.prod(self.kv_shape[1:])) * self.dtype.itemsize
+            for i in range(self.layers):
+                for j, kind in enumerate(("key", "value")):
+                    ptr = self.kv_dev[2 * i + j].data_ptr() + offset
+                    args = (self.device, 0, self.dtype.type, shape, ptr)
+                    io.bind_input(f"past_{kind}.{i}", *args)
+                    io.bind_output(f"present_{kind}.{i}", *args)
+            rows = (1, width) if width else (b,)
+            logits = OrtValue.ortvalue_from_shape_and_type(
+                (*rows, self.c.vocab_size), self.dtype.type, self.device, 0
+            )
+            self._out_dev[key] = logits
+            io.bind_ortvalue_output("logits", logits)
+            for name, value in self._lora_dev.items():  # bound once, uploaded by set_lora
+                io.bind_ortvalue_input(name, value)
+            self._bindings[key] = io
+        return self._bindings[key]

@@ -41,12 +41,14 @@ class AdapterSlots:
         self.owner: list[str | None] = ["<base>"] + [None] * max(slots - 1, 0)
         self.in_use = [0] * max(slots, 1)
         self.retired: set[int] = set()
+        self.session: DecoderSession | None = None
 
     def bind(self, session: DecoderSession) -> None:
         """Bind the stacked tensors to ``session``; later fills write into the bound arrays."""
         if self.tensors:
             session.set_lora(self.tensors)
             self.tensors = session.lora
+            self.session = session
 
     @property
     def count(self) -> int:
@@ -75,6 +77,8 @@ class AdapterSlots:
                 one = stack_adapters(self.config, [adapter], self.rank, self.targets, self.dtype)
                 for name, tensor in one.items():
                     self.tensors[name][:, slot] = tensor[:, 0]
+                if self.session is not None:
+                    self.session.sync_lora()  # device copies of the stacks follow
                 self.owner[slot] = task
                 return slot
         raise ConfigError(
