@@ -173,6 +173,9 @@ def training_args(
         # (its filter of fully masked rows would shift every later batch).
         dataset_kwargs={"skip_prepare_dataset": True},
         disable_tqdm=True,
+        # trl 1.16 turns it on by default: every step would recompute the activations
+        # (our loop does not), which costs speed on a model this size and saves nothing.
+        gradient_checkpointing=False,
     )
 
 
