@@ -103,7 +103,8 @@ class Engine(TaskService):
         Args:
             bundle: the bundle (path or opened).
             engine: which of its engines (default: the only one, or the first for the device).
-            device: "cpu" or "cuda" ("cuda" without a CUDA provider is an error).
+            device: "cpu", "cuda" or "tensorrt" (without its provider, an error; "tensorrt"
+                also checks the GPU and TensorRT the engine was built for).
             threads: intra-op threads (default: the CPUs this process may use).
             max_batch: rows generated together (KV address space is reserved for all of
                 them; a row's memory becomes resident as its tokens fill it).
@@ -275,7 +276,7 @@ def pick_engine(bundle: Bundle, name: str | None, device: str) -> EngineEntry:
         if name not in engines:
             raise BundleError(f"{bundle.path} has no engine {name!r}; it has: {', '.join(engines)}")
         return engines[name]
-    wanted = "onnx-cuda" if device == "cuda" else "onnx-cpu"
+    wanted = {"cuda": "onnx-cuda", "tensorrt": "tensorrt"}.get(device, "onnx-cpu")
     for entry in engines.values():
         if entry.target == wanted:
             return entry

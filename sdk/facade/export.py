@@ -42,6 +42,8 @@ def export_options(
     accuracy_level: int,
     lora_spare: int,
     quantized_embedding: bool = False,
+    max_batch: int,
+    merge_adapter: bool,
 ) -> ExportOptions:
     """The runtime's export options for ``parent``, checked against its model config.
 
@@ -49,6 +51,8 @@ def export_options(
     """
     from tinyllm.runtime.exportoptions import ExportOptions
 
+    if merge_adapter and lora_slots is None:
+        lora_slots = 0  # a merged adapter needs no slots
     slots, rank = lora_defaults(parent, lora_slots, lora_rank, lora_spare)
     spec = parent.quant_spec()
     if spec is not None and quant is None:
@@ -63,6 +67,8 @@ def export_options(
         lora_rank=rank,
         accuracy_level=accuracy_level,
         quantized_embedding=quantized_embedding,
+        max_batch=max_batch,
+        merge_adapter=merge_adapter,
     )
     options.check(parent.config)
     return options
