@@ -14,7 +14,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from tinyllm.bundle import Bundle, Verify
 from tinyllm.chat import ChatTokenizer
@@ -152,7 +153,7 @@ class Engine(TaskService):
         spec = SessionSpec(
             info.flavour, info.float_dtype, seq, info.lora_slots, info.lora_rank, info.lora_targets
         )
-        onnx_session = make_session(folder / info.model, device, settings.threads)
+        onnx_session = open_session(folder / info.model, device, settings.threads)
         check_graph(info, onnx_session, opened.config, folder)
         session = DecoderSession(
             onnx_session,
@@ -262,6 +263,16 @@ def _generation(output: TaskOutput) -> Generation:
         output.prompt_tokens,
         "stop" if output.finish_reason == "stop" else "length",
     )
+
+
+def open_session(model: Path, device: str, threads: int | None) -> Any:
+    """The ONNX Runtime session of an engine's ``model`` on ``device``: "tensorrt" opens
+    the folder's EPContext model after checking the GPU and TensorRT it was built for."""
+    if device == "tensorrt":
+        from tinyllm.runtime.tensorrt import tensorrt_session
+
+        return tensorrt_session(model, threads)
+    return make_session(model, device, threads)
 
 
 def pick_engine(bundle: Bundle, name: str | None, device: str) -> EngineEntry:

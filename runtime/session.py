@@ -74,9 +74,7 @@ def make_session(
     edited: bytes | None = None,
     profile_prefix: str | None = None,
 ) -> Any:
-    """An InferenceSession on ``device`` ("cpu", "cuda" or "tensorrt"); a missing provider
-    is an error. "tensorrt" loads the engine folder's EPContext model (see
-    :func:`tinyllm.runtime.tensorrt.tensorrt_session`).
+    """An InferenceSession on ``device`` ("cpu" or "cuda"); a missing provider is an error.
 
     ``edited``: the model's bytes, changed (e.g. nodes named for a profile), loaded in
     place of the file; its external data still comes from the file's folder.
@@ -84,8 +82,6 @@ def make_session(
     """
     import onnxruntime as ort
 
-    if device == "tensorrt":
-        return _tensorrt_session(model, threads)
     if device not in PROVIDERS:
         raise ConfigError(f"device must be one of {', '.join(PROVIDERS)}, got {device!r}")
     if PROVIDERS[device] not in ort.get_available_providers():
@@ -112,13 +108,6 @@ def make_session(
         return ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types
         raise TinyLLMError(f"{model}: ONNX Runtime cannot load this engine ({e})") from e
-
-
-def _tensorrt_session(model: Path, threads: int | None) -> Any:
-    """The TensorRT EP's session of ``model``'s engine (GPU and TensorRT checked first)."""
-    from tinyllm.runtime.tensorrt import tensorrt_session
-
-    return tensorrt_session(model, threads)
 
 
 class DecoderSession:
