@@ -243,3 +243,34 @@ def test_export_prepares_and_verifies_the_graph_before_the_build(
         {"dims": ["batch"], "precision": "int4", "max_batch": 3, "max_seq_len": 64, "lora_slots": 0}
     ]
     assert "tensorrt-int4" in bundle.manifest.engines
+
+
+def test_merge_adapter_export_verifies_against_the_merged_model(
+    tiny_qwen2_bundle: Path, tmp_path: Path, random_adapter: Any
+) -> None:
+    """The fallback path on the CPU (onnx-standard, the graph TensorRT would build): the
+    engine computes with the adapter folded in, and verification checks it against it."""
+    import tinyllm
+
+    suite = tinyllm.api.load_tasks()
+    config = tinyllm.open_bundle(tiny_qwen2_bundle).config
+    one = {"sentiment": random_adapter(config, 2, ("q_proj", "v_proj"), 0)}
+    child = tinyllm.api.add_tasks(
+        tiny_qwen2_bundle, tmp_path / "one.tllm", [suite.task("sentiment")], one
+    )
+    merged, verification = tinyllm.export(
+        child.path, "onnx-standard", tmp_path / "m.tllm", max_seq_len=64, merge_adapter=True
+    )
+    assert verification.passed
+    info = json.loads((merged.path / "engines/onnx-standard-fp32/engine.json").read_text())
+    assert info["lora_slots"] == 0
+    base, _ = tinyllm.export(child.path, "onnx-standard", tmp_path / "b.tllm", max_seq_len=64)
+    data = "engines/onnx-standard-fp32/model.onnx.data"
+    merged_bytes = (merged.path / data).read_bytes()
+    base_bytes = (base.path / data).read_bytes()
+    assert len(merged_bytes) == len(base_bytes) and merged_bytes != base_bytes  # folded in
+    # Serving it is not built: the bundle still lists the task's adapter, and Engine.load
+    # refuses a task adapter on an engine without slots (docs/gpu.md says so).
+    engine = tinyllm.Engine.load(merged.path)
+    with pytest.raises(ConfigError, match="no LoRA slots"):
+        engine.run("sentiment", "The room was spotless")
