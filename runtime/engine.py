@@ -14,7 +14,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from tinyllm.bundle import Bundle, Verify
 from tinyllm.chat import ChatTokenizer
@@ -103,9 +104,10 @@ class Engine(TaskService):
         Args:
             bundle: the bundle (path or opened).
             engine: which of its engines (default: the only one, or the first for the device).
-            device: "cpu" or "cuda" ("cuda" without a CUDA provider is an error; on
+            device: "cpu", "cuda" or "tensorrt" (without its provider, an error). On
                 "cuda" an ``onnx-cuda`` engine keeps its KV cache, adapters and logits on
-                the GPU, see docs/gpu.md).
+                the GPU (docs/gpu.md); "tensorrt" also checks the GPU and TensorRT the
+                engine was built for.
             threads: intra-op threads (default: the CPUs this process may use).
             max_batch: rows generated together (KV address space is reserved for all of
                 them; a row's memory becomes resident as its tokens fill it).
@@ -153,7 +155,7 @@ class Engine(TaskService):
         spec = SessionSpec(
             info.flavour, info.float_dtype, seq, info.lora_slots, info.lora_rank, info.lora_targets
         )
-        onnx_session = make_session(folder / info.model, device, settings.threads)
+        onnx_session = open_session(folder / info.model, device, settings.threads)
         check_graph(info, onnx_session, opened.config, folder)
         session = DecoderSession(
             onnx_session,
@@ -161,7 +163,7 @@ class Engine(TaskService):
             spec,
             settings.max_batch,
             tok.pad_token_id,
-            device=None if device == "cpu" else device,  # cuda: device-resident buffers
+            device="cuda" if device == "cuda" else None,  # cuda: device-resident buffers
         )
         return cls(opened, info, session, tok, settings.options(), TaskTable.read(folder))
 
@@ -266,6 +268,16 @@ def _generation(output: TaskOutput) -> Generation:
     )
 
 
+def open_session(model: Path, device: str, threads: int | None) -> Any:
+    """The ONNX Runtime session of an engine's ``model`` on ``device``: "tensorrt" opens
+    the folder's EPContext model after checking the GPU and TensorRT it was built for."""
+    if device == "tensorrt":
+        from tinyllm.runtime.tensorrt import tensorrt_session
+
+        return tensorrt_session(model, threads)
+    return make_session(model, device, threads)
+
+
 def pick_engine(bundle: Bundle, name: str | None, device: str) -> EngineEntry:
     """The engine ``name`` of a bundle, or (None) the first one for ``device``."""
     engines = bundle.manifest.engines
@@ -278,7 +290,7 @@ def pick_engine(bundle: Bundle, name: str | None, device: str) -> EngineEntry:
         if name not in engines:
             raise BundleError(f"{bundle.path} has no engine {name!r}; it has: {', '.join(engines)}")
         return engines[name]
-    wanted = "onnx-cuda" if device == "cuda" else "onnx-cpu"
+    wanted = {"cuda": "onnx-cuda", "tensorrt": "tensorrt"}.get(device, "onnx-cpu")
     for entry in engines.values():
         if entry.target == wanted:
             return entry

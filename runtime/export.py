@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyllm.adapters import load_adapter
 from tinyllm.bundle import Bundle
 from tinyllm.errors import ConfigError
 from tinyllm.quantformat import PackedWeight, quantize_rtn, read_weights
@@ -15,6 +16,7 @@ from tinyllm.runtime.builder import BuildOptions, build_decoder
 from tinyllm.runtime.enginefile import stamp
 from tinyllm.runtime.engineinfo import EngineInfo
 from tinyllm.runtime.exportoptions import ExportOptions as ExportOptions
+from tinyllm.runtime.tensorrt import build_engine, fix_logits_index, merged_weights
 
 MODEL_FILE = "model.onnx"
 
@@ -88,7 +90,15 @@ def write_engine(
                 "export it without --quant/--block-size"
             )
         weights = {**weights, **{n: p.dequantize() for n, p in packed.items()}}
-    elif options.quant:
+    if options.merge_adapter:
+        if spec is not None:
+            raise ConfigError(
+                f"{bundle.path} is quantized: merge the adapter before quantizing "
+                "(tinyllm compress --lora merged), then export it"
+            )
+        adapters = {t: load_adapter(bundle.path, a) for t, a in bundle.manifest.adapters.items()}
+        weights = merged_weights(weights, config, adapters)
+    if spec is None and options.quant:
         packed = packed_weights(weights, config.tie_word_embeddings, options)
     build = BuildOptions(
         flavour=flavour,  # type: ignore[arg-type]
@@ -118,6 +128,8 @@ def write_engine(
 
     # What load checks engine.json against (beside the graph's inputs).
     onnx.helper.set_model_props(model, stamp(info))
+    if options.target == "tensorrt":
+        fix_logits_index(model)
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save_model(
         model,
@@ -128,6 +140,16 @@ def write_engine(
         size_threshold=1024,
     )
     write_info(folder, info, {})
+    if options.target == "tensorrt":
+        build_engine(
+            folder,
+            MODEL_FILE,
+            config,
+            precision=precision,
+            max_batch=options.max_batch,
+            max_seq_len=max_seq,
+            lora_slots=options.lora_slots,
+        )
     lookup = build.quantized_embedding and EMBEDDING in packed
     return info, dequantized(weights, packed, tied=config.tie_word_embeddings, lookup=lookup)
 

@@ -23,7 +23,9 @@ Target = Literal["onnx-cpu", "onnx-cuda", "onnx-standard", "tensorrt"]
 class ExportOptions:
     """What to export. ``quant`` (int4/int8) quantizes by round-to-nearest at export;
     ``quantized_embedding`` makes the token lookup read int blocks (see
-    :func:`tinyllm.runtime.export.quantized_lookup`)."""
+    :func:`tinyllm.runtime.export.quantized_lookup`). ``max_batch`` is the largest batch of
+    a TensorRT engine's profile; ``merge_adapter`` folds the bundle's one task adapter into
+    the base (the TensorRT fallback when the EP cannot take the multi-LoRA graph)."""
 
     target: str = "onnx-cpu"
     precision: str | None = None
@@ -36,6 +38,8 @@ class ExportOptions:
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = PROJECTIONS
     quantized_embedding: bool = False
+    max_batch: int = 8
+    merge_adapter: bool = False
 
     def resolved(self) -> tuple[str, str]:
         """(flavour, precision), checked against the target."""
@@ -79,6 +83,13 @@ class ExportOptions:
         if self.lora_rank < 0 or (self.lora_slots > 0 and self.lora_rank < 1):
             raise ConfigError(
                 f"lora_rank must be >= 1 for an engine with LoRA slots, got {self.lora_rank}"
+            )
+        if self.max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.merge_adapter and self.lora_slots:
+            raise ConfigError(
+                "merge_adapter folds the adapter into the base: it takes no LoRA slots "
+                f"(got lora_slots={self.lora_slots}; pass --lora-slots 0)"
             )
         context = config.max_position_embeddings
         if self.max_seq_len is not None and self.max_seq_len < 1:

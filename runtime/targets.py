@@ -31,11 +31,6 @@ CUDA_LIBS_INSTALL = (
     "pip install 'onnxruntime-gpu[cuda,cudnn]' (NVIDIA's CUDA and cuDNN wheels matching the "
     "onnxruntime-gpu build), or install that CUDA and cuDNN 9 system-wide"
 )
-# Said while the TensorRT engine builder does not exist, whatever the machine has.
-TRT_NOT_BUILT = (
-    "tinyllm does not build TensorRT engines yet (issue #23 step 3); export --target "
-    "onnx-standard and build a plan from its model.onnx with trtexec meanwhile"
-)
 
 
 @dataclass(frozen=True)
@@ -111,17 +106,19 @@ def target_status(
             missing.append(f"{note}: " + "; ".join(cuda))
     elif target == "tensorrt":
         missing += tensorrt_missing(providers, libraries, gpus)
-        missing.append(TRT_NOT_BUILT)
     if missing:
         return TargetStatus(target, False, "; ".join(missing))
-    where = {"onnx-cuda": "on the CUDA provider"}.get(target, "on the CPU provider")
-    return TargetStatus(target, True, f"exports, verifies and runs {where}")
+    where = {
+        "onnx-cuda": "exports, verifies and runs on the CUDA provider",
+        "tensorrt": "verifies the graph on the CPU provider, builds and runs on the TensorRT EP",
+    }.get(target, "exports, verifies and runs on the CPU provider")
+    return TargetStatus(target, True, where)
 
 
 def require_tensorrt() -> None:
-    """Raise what a TensorRT export lacks on this machine (every missing piece, with what
-    to install); with nothing missing, raise that the builder does not exist yet."""
-    from tinyllm.errors import MissingDependencyError, TinyLLMError
+    """Raise what a TensorRT export or session lacks on this machine (every missing piece,
+    with what to install)."""
+    from tinyllm.errors import MissingDependencyError
     from tinyllm.runtime.hostinfo import gpus, native_libraries, onnxruntime_info
 
     found, _ = gpus()
@@ -131,4 +128,3 @@ def require_tensorrt() -> None:
             "--target tensorrt cannot build here: " + "; ".join(missing) + ". Run "
             "`tinyllm doctor` to see what this machine has."
         )
-    raise TinyLLMError(TRT_NOT_BUILT)

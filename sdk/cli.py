@@ -154,8 +154,8 @@ def eval_cmd(
     type=click.Choice([*TARGETS, "hf"]),
     show_default=True,
     help="Engine kind: ONNX Runtime contrib ops (CPU/CUDA), standard ONNX ops, or TensorRT "
-    "(not built yet; `tinyllm doctor` says what each needs); hf: a Hugging Face folder + "
-    "PEFT adapters for vLLM/TGI (--out names the folder).",
+    "(built on this machine's GPU; `tinyllm doctor` says what each needs); hf: a Hugging "
+    "Face folder + PEFT adapters for vLLM/TGI (--out names the folder).",
 )
 @click.option("-o", "--out", type=click.Path(), default=None, help="New bundle (default: replace).")
 @click.option("--quant", type=click.Choice(["int4", "int8"]), default=None, help="RTN weights.")
@@ -169,6 +169,12 @@ def eval_cmd(
     help="Multi-LoRA slots (default: the bundle's adapters + base + 2 spare, else 0).",
 )
 @click.option("--lora-rank", type=int, default=None, help="(default: the largest adapter rank)")
+@click.option("--max-batch", type=int, show_default=True, help="tensorrt: largest profile batch.")
+@click.option(
+    "--merge-adapter",
+    is_flag=True,
+    help="Fold the one task adapter into the base (no LoRA slots): the tensorrt fallback.",
+)
 @click.option(
     "--gptq-format",
     type=click.Choice(["gptq", "gptq_v2"]),
@@ -187,6 +193,8 @@ def export_cmd(
     max_seq_len: int | None,
     lora_slots: int | None,
     lora_rank: int | None,
+    max_batch: int,
+    merge_adapter: bool,
     gptq_format: Any,
     force: bool,
 ) -> None:
@@ -208,6 +216,8 @@ def export_cmd(
         max_seq_len=max_seq_len,
         lora_slots=lora_slots,
         lora_rank=lora_rank,
+        max_batch=max_batch,
+        merge_adapter=merge_adapter,
         overwrite=force,
     )
     click.echo(verification.format())

@@ -26,6 +26,23 @@ def test_decode_benchmark_help() -> None:
         assert word in out.stdout
 
 
+def test_decode_gpu_without_cuda_says_so_and_fails() -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has ONNX Runtime's CUDA provider")
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "decode_gpu.py"), "--precision", "int4"],
+        capture_output=True,
+        text=True,
+        cwd=BENCH.parent,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "needs a CUDA GPU and ONNX Runtime's CUDAExecutionProvider" in out.stderr
+    assert "CPUExecutionProvider" in out.stderr and "docs/gpu.md" in out.stderr
+    assert not out.stdout
+
+
 def test_measure_rotates_rounds_and_reports_median_and_range(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -46,11 +46,15 @@ def export_options(
     accuracy_level: int,
     lora_spare: int,
     quantized_embedding: bool = False,
+    max_batch: int,
+    merge_adapter: bool,
 ) -> ExportOptions:
     """The runtime's export options for ``parent``, checked against its model config.
 
     A quantized bundle exports its own packed weights unless ``quant`` asks otherwise.
     """
+    if merge_adapter and lora_slots is None:
+        lora_slots = 0  # a merged adapter needs no slots
     slots, rank = lora_defaults(parent, lora_slots, lora_rank, lora_spare)
     spec = parent.quant_spec()
     if spec is not None and quant is None:
@@ -65,6 +69,8 @@ def export_options(
         lora_rank=rank,
         accuracy_level=accuracy_level,
         quantized_embedding=quantized_embedding,
+        max_batch=max_batch,
+        merge_adapter=merge_adapter,
     )
     options.check(parent.config)
     return options
@@ -140,6 +146,8 @@ def export(
     overwrite: bool = False,
     lora_spare: int = 2,
     quantized_embedding: bool = False,
+    max_batch: int = ExportOptions.max_batch,
+    merge_adapter: bool = ExportOptions.merge_adapter,
 ) -> tuple[Bundle, Verification]:
     """Export an inference engine into a new bundle (``out``, default: replace ``bundle``).
 
@@ -149,7 +157,9 @@ def export(
     Args:
         bundle: the bundle to export.
         target: ``onnx-cpu`` (contrib ops, fp32/int8/int4), ``onnx-cuda`` (fp16) or
-            ``onnx-standard`` (standard ops only, fp32/fp16: TensorRT and others).
+            ``onnx-standard`` (standard ops only, fp32/fp16: TensorRT and others), or
+            ``tensorrt`` (a TensorRT engine built through ONNX Runtime's TensorRT EP on
+            this machine's GPU; docs/gpu.md).
         out: where to write the new bundle (may be the same path: replaced atomically).
         quant: ``int4`` or ``int8``: round-to-nearest weight quantization at export.
         precision: ``fp32`` or ``fp16`` for float engines (default per target).
@@ -168,6 +178,9 @@ def export(
             blocks (the tied lm_head's own) instead of a float table: SmolLM2's int4
             engine file 198 -> 88 MB, RSS about the same (the float table is memory-mapped
             and only looked-up rows become resident); greedy tokens change (docs/runtime.md).
+        max_batch: ``tensorrt``: the largest batch of the engine's optimization profile.
+        merge_adapter: fold the bundle's one task adapter into the base weights (with
+            ``lora_slots=0``): the fallback when TensorRT cannot take the multi-LoRA graph.
     """
     from tinyllm.bundle import Bundle
 
@@ -184,6 +197,8 @@ def export(
         accuracy_level=accuracy_level,
         lora_spare=lora_spare,
         quantized_embedding=quantized_embedding,
+        max_batch=max_batch,
+        merge_adapter=merge_adapter,
     )
     return export_bundle(parent, out, options, overwrite=overwrite)
 

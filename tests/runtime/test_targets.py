@@ -9,7 +9,7 @@ import pytest
 
 import tinyllm
 from tinyllm.cli import main
-from tinyllm.errors import MissingDependencyError, TinyLLMError
+from tinyllm.errors import MissingDependencyError
 from tinyllm.runtime import hostinfo, targets
 from tinyllm.runtime.hostinfo import Gpu, Library
 
@@ -47,7 +47,7 @@ def test_cli_tensorrt_export_is_a_one_line_error(
     assert err[1].startswith("error: --target tensorrt cannot build here")
 
 
-def test_with_every_piece_present_the_missing_builder_is_said(
+def test_with_every_piece_present_require_tensorrt_passes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -57,6 +57,7 @@ def test_with_every_piece_present_the_missing_builder_is_said(
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
     monkeypatch.setattr(hostinfo, "native_libraries", lambda: libs)
     monkeypatch.setattr(hostinfo, "gpus", lambda: ([Gpu("NVIDIA L4", 23034, 0, "550")], "x"))
-    with pytest.raises(TinyLLMError, match="does not build TensorRT engines yet") as info:
+    targets.require_tensorrt()  # nothing missing: no error
+    monkeypatch.setattr(hostinfo, "gpus", lambda: ([], "x"))
+    with pytest.raises(MissingDependencyError, match="no GPU found"):
         targets.require_tensorrt()
-    assert not isinstance(info.value, MissingDependencyError)
