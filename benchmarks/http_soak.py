@@ -225,7 +225,19 @@ def soak(
         else:
             raise RuntimeError("the soak server exited before listening:\n" + "".join(lines))
         url = line.split("Uvicorn running on ")[1].split()[0] + "/v1"
-        threading.Thread(target=server.stdout.read, daemon=True).start()  # drain its log
+        errors: list[str] = []  # the server's error lines and tracebacks, kept for the report
+
+        def drain() -> None:
+            assert server.stdout is not None
+            keep = 0
+            for text in server.stdout:
+                if "Traceback" in text or "ERROR" in text or "Exception" in text:
+                    keep = 40  # the line and the traceback after it
+                if keep and len(errors) < 2000:
+                    errors.append(text.rstrip("\n"))
+                keep = max(0, keep - 1)
+
+        threading.Thread(target=drain, daemon=True).start()
         start = time.monotonic()
         until = start + 60 * minutes
         records: list[Record] = []
@@ -270,6 +282,7 @@ def soak(
         "rss_slope_mib_per_min": slope_mib_per_min(half),
         "rss_slope_mib_per_hour": 60 * slope_mib_per_min(half),
         "fds": {"after_warmup": after_warmup[0][2], "last": samples[-1][2]},
+        "server_errors": errors,
         "intervals": intervals(records, interval_s),
         "samples": samples,
     }  # fmt: skip
@@ -320,6 +333,9 @@ def main() -> None:
     )
     print(f"{'RSS slope, 2nd half':<28}{slope}")
     print(f"{'fds after warm-up / last':<28}{r['fds']['after_warmup']:>6} / {r['fds']['last']}")
+    if r["server_errors"]:
+        print("the server's error lines (all in the JSON):")
+        print("\n".join(r["server_errors"][:40]))
     print("passed" if r["passed"] else "FAILED")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(r, indent=2))

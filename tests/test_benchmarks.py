@@ -604,7 +604,7 @@ def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     rows = r["intervals"]
     assert len(rows) >= 4 and sum(row["requests"] for row in rows) == r["sent"]
     assert sum(sum(row["outcomes"].values()) for row in rows) == r["sent"]
-    assert all(row["unexpected"] == 0 for row in rows)
+    assert all(row["unexpected"] == 0 for row in rows) and r["server_errors"] == []
     timed = [row for row in rows if row["p50_ms"] is not None]
     assert timed and all(0 < row["p50_ms"] <= row["p99_ms"] for row in timed)
 
