@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,17 @@ import tinyllm
 
 OUT = Path("out/bench")
 WORKER = Path(__file__).with_name("decode_worker.py")
+
+
+CRASHES = ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT")
+
+
+class PeerFailed(RuntimeError):
+    """An engine's worker failed while measuring; ``engine`` names it."""
+
+    def __init__(self, engine: str, reason: str) -> None:
+        super().__init__(f"{engine}: {reason}")
+        self.engine, self.reason = engine, reason
 
 
 class Worker:
@@ -83,10 +95,19 @@ class Worker:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            self.proc.wait()
-            tail = self.log.read_text().strip().splitlines()[-3:]
-            return {"error": f"worker exited ({' | '.join(tail)}; log {self.log})"}
+            return {"error": self.exit_reason()}
         return dict(json.loads(line))
+
+    def exit_reason(self) -> str:
+        """Why the worker stopped answering: its exit status or the signal that killed it
+        (a segfault in an engine's native code is a report, not a crash of the harness)."""
+        code = self.proc.wait()
+        tail = " | ".join(self.log.read_text().strip().splitlines()[-3:])
+        if code < 0:
+            name = signal.Signals(-code).name
+            crash = " (a crash in the engine's native code)" if name in CRASHES else ""
+            return f"worker killed by {name}{crash}; last log lines: {tail}; log {self.log}"
+        return f"worker exited with status {code}; last log lines: {tail}; log {self.log}"
 
     def _ask(self, command: str) -> dict[str, Any]:
         assert self.proc.stdin is not None
@@ -101,6 +122,9 @@ class Worker:
         answer = self._ask(f"gen {n}")
         self.tokens = answer["tokens"]
         return float(answer["seconds"])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def close(self) -> dict[str, Any]:
         memory = self._ask("quit")
@@ -175,6 +199,18 @@ def ratios(results: dict[str, dict[str, Any]], ours: str = "tinyllm") -> None:
         result["tinyllm_speedup"], result["tinyllm_ttft_ratio"] = spread(speed), spread(ttft)
 
 
+def guarded(engine: str, run: Callable[[int], float]) -> Callable[[int], float]:
+    """``run`` whose failure is a :class:`PeerFailed` naming ``engine``."""
+
+    def call(n: int) -> float:
+        try:
+            return run(n)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise PeerFailed(engine, str(e)) from e
+
+    return call
+
+
 def run_case(
     paths: dict[str, Path | str], prompts: list[list[int]], args: argparse.Namespace
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -189,11 +225,23 @@ def run_case(
             workers[engine] = start(engine, path, prompts, args)
         except Exception as e:  # a peer that cannot start is recorded, not fatal
             skipped[engine] = f"could not start: {e}"
+    results: dict[str, dict[str, Any]] = {}
     try:
-        runners = {name: w.run for name, w in workers.items()}
-        results = measure(runners, args.new_tokens, args.rounds, len(prompts))
+        while True:  # a worker that dies while measuring is recorded and the rest re-measured
+            if not workers:
+                break
+            try:
+                runners = {name: guarded(name, w.run) for name, w in workers.items()}
+                results = measure(runners, args.new_tokens, args.rounds, len(prompts))
+                break
+            except PeerFailed as e:
+                skipped[e.engine] = f"failed while measuring: {e.reason}"
+                failed = workers.pop(e.engine)
+                if failed.alive():
+                    failed.proc.kill()
+                    failed.proc.wait()
     finally:
-        memory = {name: w.close() for name, w in workers.items()}
+        memory = {name: w.close() for name, w in workers.items() if w.alive()}
     reference = workers["tinyllm"].tokens if "tinyllm" in workers else []
     for name, w in workers.items():
         same = 0

@@ -12,8 +12,11 @@ descriptors are read from /proc.
 Accounting: every request the clients sent must be in the server's
 ``tinyllm_requests_total`` exactly once at the end (none lost, none counted twice), and
 every request must have ended with an expected outcome. RSS: the least-squares slope over
-the second half of the run, in MiB per minute (issue #18's target: below 1); file
-descriptors: the last sample against the first after warm-up.
+the second half of the run, in MiB per minute (issue #18's target: below 1) and per hour;
+file descriptors: the last sample against the first after warm-up. Per ``--interval-s``
+interval: the requests that ended in it, their outcomes, the unexpected ones, and the
+latency p50/p99 of the requests answered in full (status 200, streams read to the end;
+not the dropped streams).
 
     .venv/bin/python benchmarks/http_soak.py --minutes 30          # the documented soak
     .venv/bin/python benchmarks/http_soak.py --minutes 1 --clients 4
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import signal
@@ -47,6 +51,7 @@ TEXTS = (
     "wake me up at seven tomorrow",
 )
 SLOPE_LIMIT = 1.0  # MiB per minute
+ANSWERED = ("task 200", "stream 200", "churned 200")  # in full: their latency is reported
 
 
 def build_bundle(folder: Path) -> Path:
@@ -109,8 +114,12 @@ def proc_figures(pid: int) -> tuple[float, int]:
     return rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def client(url: str, seed: int, until: float, outcomes: Counter[str], lock: threading.Lock) -> None:
-    """Send mixed requests until ``until``; count each one's outcome."""
+Record = tuple[float, str, float]  # (seconds since the start when it ended, outcome, latency)
+
+
+def client(url: str, seed: int, start: float, until: float, records: list[Record],
+           lock: threading.Lock) -> None:  # fmt: skip
+    """Send mixed requests until ``until``; record each one's outcome and latency."""
     import httpx
 
     rng = random.Random(seed)
@@ -124,6 +133,7 @@ def client(url: str, seed: int, until: float, outcomes: Counter[str], lock: thre
                 "max_tokens": 12,
                 "stream": kind in ("stream", "drop"),
             }
+            begin = time.monotonic()
             try:
                 if body["stream"]:
                     with http.stream("POST", "/chat/completions", json=body) as r:
@@ -137,8 +147,9 @@ def client(url: str, seed: int, until: float, outcomes: Counter[str], lock: thre
                     outcome = f"{kind} {http.post('/chat/completions', json=body).status_code}"
             except httpx.HTTPError as e:
                 outcome = f"{kind} error {type(e).__name__}"
+            end = time.monotonic()
             with lock:
-                outcomes[outcome] += 1
+                records.append((end - start, outcome, end - begin))
 
 
 def expected(outcome: str) -> bool:
@@ -146,6 +157,39 @@ def expected(outcome: str) -> bool:
     is out and for the unknown model."""
     kind, status = outcome.split(" ", 1)
     return status == "200" or (kind in ("churned", "bad") and status == "404")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank ``q`` percentile (0 < q <= 100) of a non-empty list."""
+    if not values:
+        raise ValueError("a percentile of no values")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def intervals(records: list[Record], length_s: float) -> list[dict[str, Any]]:
+    """Per ``length_s`` interval (by end time): requests, outcomes, unexpected ones and the
+    latency p50/p99 in ms of those answered in full (None when there were none)."""
+    if length_s <= 0:
+        raise ValueError(f"the interval must be positive, got {length_s}")
+    buckets: dict[int, list[Record]] = {}
+    for record in records:
+        buckets.setdefault(int(record[0] // length_s), []).append(record)
+    rows = []
+    for index in range(max(buckets, default=-1) + 1):
+        got = buckets.get(index, [])
+        answered = [1000 * lat for _, outcome, lat in got if outcome in ANSWERED]
+        rows.append(
+            {
+                "start_s": index * length_s,
+                "requests": len(got),
+                "outcomes": dict(sorted(Counter(outcome for _, outcome, _ in got).items())),
+                "unexpected": sum(not expected(outcome) for _, outcome, _ in got),
+                "p50_ms": percentile(answered, 50) if answered else None,
+                "p99_ms": percentile(answered, 99) if answered else None,
+            }
+        )
+    return rows
 
 
 def served_total(url: str) -> int:
@@ -160,7 +204,14 @@ def served_total(url: str) -> int:
     )
 
 
-def soak(bundle: Path, minutes: float, clients: int, churn_s: float, sample_s: float) -> Any:
+def soak(
+    bundle: Path,
+    minutes: float,
+    clients: int,
+    churn_s: float,
+    sample_s: float,
+    interval_s: float = 60.0,
+) -> Any:
     """Run the server and the clients; the report."""
     cmd = [sys.executable, __file__, "--serve", str(bundle), "--churn-s", str(churn_s)]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -174,13 +225,25 @@ def soak(bundle: Path, minutes: float, clients: int, churn_s: float, sample_s: f
         else:
             raise RuntimeError("the soak server exited before listening:\n" + "".join(lines))
         url = line.split("Uvicorn running on ")[1].split()[0] + "/v1"
-        threading.Thread(target=server.stdout.read, daemon=True).start()  # drain its log
+        errors: list[str] = []  # the server's error lines and tracebacks, kept for the report
+
+        def drain() -> None:
+            assert server.stdout is not None
+            keep = 0
+            for text in server.stdout:
+                if "Traceback" in text or "ERROR" in text or "Exception" in text:
+                    keep = 40  # the line and the traceback after it
+                if keep and len(errors) < 2000:
+                    errors.append(text.rstrip("\n"))
+                keep = max(0, keep - 1)
+
+        threading.Thread(target=drain, daemon=True).start()
         start = time.monotonic()
         until = start + 60 * minutes
-        outcomes: Counter[str] = Counter()
+        records: list[Record] = []
         lock = threading.Lock()
         threads = [
-            threading.Thread(target=client, args=(url, i, until, outcomes, lock))
+            threading.Thread(target=client, args=(url, i, start, until, records, lock))
             for i in range(clients)
         ]
         for t in threads:
@@ -200,13 +263,14 @@ def soak(bundle: Path, minutes: float, clients: int, churn_s: float, sample_s: f
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             server.kill()
-    sent = sum(outcomes.values())
+    outcomes = Counter(outcome for _, outcome, _ in records)
+    sent = len(records)
     half = [(t, r) for t, r, _ in samples if t >= samples[-1][0] / 2]
     after_warmup = [s for s in samples if s[0] >= min(60.0, samples[-1][0] / 4)] or samples
     report = {
         "settings": {
             "bundle": str(bundle), "minutes": minutes, "clients": clients,
-            "churn_s": churn_s, "sample_s": sample_s,
+            "churn_s": churn_s, "sample_s": sample_s, "interval_s": interval_s,
         },
         "sent": sent,
         "served": total,
@@ -216,7 +280,10 @@ def soak(bundle: Path, minutes: float, clients: int, churn_s: float, sample_s: f
         "rss_mib": {"first": samples[0][1], "last": samples[-1][1],
                     "max": max(r for _, r, _ in samples)},
         "rss_slope_mib_per_min": slope_mib_per_min(half),
+        "rss_slope_mib_per_hour": 60 * slope_mib_per_min(half),
         "fds": {"after_warmup": after_warmup[0][2], "last": samples[-1][2]},
+        "server_errors": errors,
+        "intervals": intervals(records, interval_s),
         "samples": samples,
     }  # fmt: skip
     report["passed"] = (
@@ -236,7 +303,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--churn-s", type=float, default=5.0)
-    parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--sample-s", type=float, default=5.0, help="Seconds between RSS reads.")
+    parser.add_argument("--interval-s", type=float, default=60.0, help="Latency table interval.")
     parser.add_argument("--json", type=Path, default=Path("out/bench/http-soak.json"))
     parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -246,7 +314,13 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="tinyllm-soak-") as tmp:
         bundle = args.bundle or build_bundle(Path(tmp))
-        r = soak(bundle, args.minutes, args.clients, args.churn_s, args.sample_s)
+        r = soak(bundle, args.minutes, args.clients, args.churn_s, args.sample_s, args.interval_s)
+    print(f"{'from s':>8}{'requests':>10}{'unexpected':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    for row in r["intervals"]:
+        p50, p99 = (f"{row[k]:.0f}" if row[k] is not None else "-" for k in ("p50_ms", "p99_ms"))
+        print(
+            f"{row['start_s']:>8.0f}{row['requests']:>10}{row['unexpected']:>12}{p50:>10}{p99:>10}"
+        )
     print(f"{'requests sent':<28}{r['sent']:>10}")
     print(f"{'counted by the server':<28}{r['served']:>10}")
     for outcome, count in r["outcomes"].items():
@@ -254,8 +328,14 @@ def main() -> None:
     rss = r["rss_mib"]
     figures = f"{rss['first']:>6.0f} / {rss['last']:.0f} / {rss['max']:.0f}"
     print(f"{'RSS MiB first/last/max':<28}{figures}")
-    print(f"{'RSS slope, 2nd half':<28}{r['rss_slope_mib_per_min']:>+10.3f} MiB/min")
+    slope = (
+        f"{r['rss_slope_mib_per_min']:>+10.3f} MiB/min ({r['rss_slope_mib_per_hour']:+.1f} MiB/h)"
+    )
+    print(f"{'RSS slope, 2nd half':<28}{slope}")
     print(f"{'fds after warm-up / last':<28}{r['fds']['after_warmup']:>6} / {r['fds']['last']}")
+    if r["server_errors"]:
+        print("the server's error lines (all in the JSON):")
+        print("\n".join(r["server_errors"][:40]))
     print("passed" if r["passed"] else "FAILED")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(r, indent=2))

@@ -187,6 +187,77 @@ def test_native_worker_reports_a_missing_library(tmp_path: Path) -> None:
     assert "the native runtime is not built" in error and "libtinyllm.so" in error
 
 
+FAKE_WORKER = """#!/bin/bash
+[ "$CRASH" = start ] && kill -SEGV $$
+echo '{"ready": true, "settings": {}, "load_s": 0.0, "base_rss": 0}'
+while read -r cmd n; do
+  case $cmd in
+    gen) [ "$CRASH" = gen ] && { echo "ggml: about to crash" >&2; kill -SEGV $$; }
+         echo '{"seconds": 0.01, "tokens": [7]}';;
+    quit) echo '{"peak_rss": 0, "rss": 0}'; exit 0;;
+  esac
+done
+"""
+
+
+def test_decode_harness_reports_a_segfaulting_peer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer whose worker dies of SIGSEGV at start or while measuring (llama.cpp's batch
+    runner did, in llama_decode) is recorded with the signal; the others are measured."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_cpu
+
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_WORKER)
+    fake.chmod(0o755)
+
+    def start(engine: str, path: Path, prompts: list[list[int]], args: Any) -> Any:
+        crash = {"crash-start": "start", "crash-gen": "gen"}.get(engine, "")
+        env = dict(os.environ, CRASH=crash)
+        spec = {"engine": engine, "path": str(path), "prompts": prompts}
+        return decode_cpu.Worker(spec, str(fake), env, tmp_path / f"{engine}.log")
+
+    monkeypatch.setattr(decode_cpu, "start", start)
+    args = decode_cpu.parse(["--out-dir", str(tmp_path), "--rounds", "2", "--new-tokens", "3"])
+    paths: dict[str, Path | str] = {e: tmp_path for e in ("ok", "crash-start", "crash-gen")}
+    results, skipped = decode_cpu.run_case(paths, [[1, 2]], args)
+    assert set(results) == {"ok"} and len(results["ok"]["rounds"]["ttft_s"]) == 2
+    assert results["ok"]["row0_tokens"] == [7]
+    assert skipped["crash-start"].startswith("could not start: worker killed by SIGSEGV")
+    assert "a crash in the engine's native code" in skipped["crash-start"]
+    assert skipped["crash-gen"].startswith("failed while measuring: worker killed by SIGSEGV")
+    assert "ggml: about to crash" in skipped["crash-gen"]
+    only, skipped = decode_cpu.run_case({"crash-gen": tmp_path}, [[1, 2]], args)
+    assert only == {} and "SIGSEGV" in skipped["crash-gen"]
+
+
+def test_llamacpp_batch_runner_through_the_harness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama.cpp's batch runner (benchmarks/llamacpp_batch.py) in its worker, through the
+    harness: two rows of SmolLM2's shipped GGUF, greedy, the same tokens every round."""
+    pytest.importorskip(
+        "llama_cpp",
+        reason="llama-cpp-python is not installed (pip install -e '.[bench]'), so the "
+        "llama.cpp peer cannot run",
+    )
+    from tinyllm.presets import smollm2_gguf_path
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_cpu
+
+    args = decode_cpu.parse(["--out-dir", str(tmp_path), "--rounds", "2", "--new-tokens", "4"])
+    args.threads = 1
+    prompts = [[1, 504, 3458, 314], [1, 504, 3458, 314]]
+    results, skipped = decode_cpu.run_case({"llama.cpp": smollm2_gguf_path()}, prompts, args)
+    assert skipped == {}  # a crash would be here, with the signal and the log's last lines
+    r = results["llama.cpp"]
+    assert r["settings"]["n_seq_max"] == 2 and r["settings"]["n_threads"] == 1
+    assert len(r["row0_tokens"]) == 4 and all(0 <= t < 49152 for t in r["row0_tokens"])
+    assert len(r["rounds"]["decode_tok_s"]) == 2 and r["decode_tok_s"]["median"] > 0
+
+
 def test_quantization_benchmark_help() -> None:
     out = subprocess.run(
         [sys.executable, str(BENCH / "quantization.py"), "--help"], capture_output=True, text=True
@@ -566,12 +637,33 @@ def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     import http_soak
 
     bundle = http_soak.build_bundle(tmp_path)
-    r = http_soak.soak(bundle, minutes=1.0, clients=3, churn_s=2.0, sample_s=2.0)
+    r = http_soak.soak(
+        bundle, minutes=1.0, clients=3, churn_s=2.0, sample_s=2.0, interval_s=15.0
+    )
     assert r["sent"] > 20 and r["lost_or_duplicated"] == 0 and r["unexpected"] == {}, r
     kinds = {k.split()[0] for k in r["outcomes"]}
     assert kinds == {"task", "stream", "drop", "churned", "bad"}
     assert r["outcomes"].get("bad 404", 0) > 0 and len(r["samples"]) >= 5
     assert r["fds"]["last"] <= r["fds"]["after_warmup"] + 2
+    assert r["rss_slope_mib_per_hour"] == pytest.approx(60 * r["rss_slope_mib_per_min"])
+    rows = r["intervals"]
+    assert len(rows) >= 4 and sum(row["requests"] for row in rows) == r["sent"]
+    assert sum(sum(row["outcomes"].values()) for row in rows) == r["sent"]
+    assert all(row["unexpected"] == 0 for row in rows) and r["server_errors"] == []
+    timed = [row for row in rows if row["p50_ms"] is not None]
+    assert timed and all(0 < row["p50_ms"] <= row["p99_ms"] for row in timed)
+
+
+def test_http_soak_slope_flags_a_leak_and_intervals_count_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The slope fit: flat and a warm-up step stay under the limit, a leak of 1.5 MiB/min
+    under GC-like noise is over it; the interval table's percentiles and counts."""
+    import math
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import http_soak
+
     flat = [(60.0 * i, 100.0) for i in range(10)]
     leak = [(60.0 * i, 100.0 + 2.0 * i) for i in range(10)]  # 2 MiB a minute
     assert http_soak.slope_mib_per_min(flat) == pytest.approx(0.0)
@@ -579,6 +671,26 @@ def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     assert http_soak.slope_mib_per_min(leak) > http_soak.SLOPE_LIMIT
     assert not http_soak.expected("task 500") and not http_soak.expected("drop error ReadTimeout")
     assert http_soak.expected("churned 404") and not http_soak.expected("task 404")
+    saw = [(5.0 * i, 400 + 8 * math.sin(i) + (30 if i % 7 == 0 else 0)) for i in range(360)]
+    leak_noisy = [(t, r + 1.5 * t / 60) for t, r in saw]  # 30 minutes, sampled every 5 s
+    half = [x for x in leak_noisy if x[0] >= 900]
+    assert http_soak.slope_mib_per_min(half) == pytest.approx(1.5, abs=0.1)
+    assert http_soak.slope_mib_per_min(half) > http_soak.SLOPE_LIMIT
+    assert abs(http_soak.slope_mib_per_min([x for x in saw if x[0] >= 900])) < 0.1
+    with pytest.raises(ValueError, match="two samples"):
+        http_soak.slope_mib_per_min([(0.0, 1.0)])
+    records = [(0.5, "task 200", 0.1), (1.5, "task 200", 0.3), (1.2, "stream 200", 0.2)]
+    records += [(0.7, "drop 200", 9.0), (2.5, "task 500", 0.05), (4.1, "bad 404", 0.01)]
+    rows = http_soak.intervals(records, 2.0)
+    assert [row["requests"] for row in rows] == [4, 1, 1]
+    assert rows[0]["p50_ms"] == pytest.approx(200) and rows[0]["p99_ms"] == pytest.approx(300)
+    assert rows[1]["unexpected"] == 1 and rows[1]["p50_ms"] is None
+    assert rows[2] == {"start_s": 4.0, "requests": 1, "outcomes": {"bad 404": 1},
+                       "unexpected": 0, "p50_ms": None, "p99_ms": None}  # fmt: skip
+    assert http_soak.percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0
+    assert http_soak.percentile([3.0, 1.0, 2.0, 4.0], 99) == 4.0
+    with pytest.raises(ValueError, match="positive"):
+        http_soak.intervals(records, 0)
 
 
 def test_fsync_cost_benchmark_turns_fsync_off_and_measures_both(
