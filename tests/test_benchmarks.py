@@ -637,9 +637,7 @@ def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     import http_soak
 
     bundle = http_soak.build_bundle(tmp_path)
-    r = http_soak.soak(
-        bundle, minutes=1.0, clients=3, churn_s=2.0, sample_s=2.0, interval_s=15.0
-    )
+    r = http_soak.soak(bundle, minutes=1.0, clients=3, churn_s=2.0, sample_s=2.0, interval_s=15.0)
     assert r["sent"] > 20 and r["lost_or_duplicated"] == 0 and r["unexpected"] == {}, r
     kinds = {k.split()[0] for k in r["outcomes"]}
     assert kinds == {"task", "stream", "drop", "churned", "bad"}
