@@ -140,42 +140,61 @@ def run_folder(options: TrlOptions, name: str) -> contextlib.AbstractContextMana
     return contextlib.nullcontext(str(path))
 
 
+def common_args(config: TrainConfig, options: TrlOptions, folder: str) -> dict[str, Any]:
+    """The Trainer settings every trl run of ours shares (SFT, KD and GRPO)."""
+    bf16, fp16 = mixed_precision(options.precision)
+    return {
+        # Without it accelerate ignores a CPU launch's WORLD_SIZE: N processes would each
+        # train alone instead of as one gloo process group.
+        "use_cpu": not torch_module().cuda.is_available(),
+        "output_dir": folder,
+        "max_steps": config.steps,
+        "gradient_accumulation_steps": options.grad_accum,
+        "learning_rate": config.lr,
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": config.grad_clip,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "bf16": bf16,
+        "fp16": fp16,
+        "logging_steps": 1,
+        "save_strategy": "steps" if options.save_steps else "no",
+        "save_steps": options.save_steps or 500,
+        "report_to": ["tensorboard"] if options.tensorboard else "none",
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+        # trl 1.16 turns it on by default: every step would recompute the activations
+        # (our loop does not), which costs speed and saves nothing at this size; with a
+        # LoRA on frozen embeddings its reentrant form would also pass no gradient.
+        "gradient_checkpointing": False,
+    }
+
+
+def warmup_scheduler(trainer: Any, optimizer: Any) -> Any:
+    """Our schedule on a trl trainer: linear warmup over ``trainer.tiny_warmup`` steps to a
+    constant rate (the Trainer's own schedules decay)."""
+    warmup = max(1, trainer.tiny_warmup)
+    trainer.lr_scheduler = torch_module().optim.lr_scheduler.LambdaLR(
+        optimizer or trainer.optimizer, lambda s: min(1.0, (s + 1) / warmup)
+    )
+    return trainer.lr_scheduler
+
+
 def training_args(
     config: TrainConfig, options: TrlOptions, folder: str, steps: int, processes: int
 ) -> Any:
     """The ``SFTConfig`` of one task's run."""
-    trl = trl_module()
-    bf16, fp16 = mixed_precision(options.precision)
-    return trl.SFTConfig(
-        # Without it accelerate ignores a CPU launch's WORLD_SIZE: N processes would each
-        # train alone instead of as one gloo process group.
-        use_cpu=not torch_module().cuda.is_available(),
-        output_dir=folder,
-        max_steps=steps,
+    args = common_args(config, options, folder)
+    args["max_steps"] = steps
+    return trl_module().SFTConfig(
+        **args,
         per_device_train_batch_size=micro_batch(config, options, processes),
-        gradient_accumulation_steps=options.grad_accum,
-        learning_rate=config.lr,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.grad_clip,
-        seed=config.seed,
-        data_seed=config.seed,
         train_sampling_strategy="sequential",
         max_length=config.max_len,
-        bf16=bf16,
-        fp16=fp16,
-        logging_steps=1,
-        save_strategy="steps" if options.save_steps else "no",
-        save_steps=options.save_steps or 500,
-        report_to=["tensorboard"] if options.tensorboard else "none",
-        dataloader_num_workers=0,
         remove_unused_columns=False,
         # The rows are ours, tokenized, masked and truncated: trl must not re-prepare them
         # (its filter of fully masked rows would shift every later batch).
         dataset_kwargs={"skip_prepare_dataset": True},
-        disable_tqdm=True,
-        # trl 1.16 turns it on by default: every step would recompute the activations
-        # (our loop does not), which costs speed on a model this size and saves nothing.
-        gradient_checkpointing=False,
     )
 
 
@@ -191,11 +210,7 @@ def trainer_class(kd: bool) -> Any:
         """SFTTrainer whose schedule is our linear warmup to a constant rate."""
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
-            warmup = max(1, self.tiny_warmup)
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer or self.optimizer, lambda s: min(1.0, (s + 1) / warmup)
-            )
-            return self.lr_scheduler
+            return warmup_scheduler(self, optimizer)
 
     class TinyKDTrainer(TinySFTTrainer):
         """Logit KD against a frozen teacher: our divergence, summed over answer tokens and

@@ -32,17 +32,17 @@ from tinyllm.distill.sft import (
     adapter_of,
     batch_order,
     encode,
-    torch_module,
     with_lora,
 )
 from tinyllm.distill.trlbackend import (
     TrlOptions,
+    common_args,
     loss_recorder,
     micro_batch,
-    mixed_precision,
     run_folder,
     train_trl,
     trl_module,
+    warmup_scheduler,
 )
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec
@@ -117,15 +117,10 @@ def grpo_args(
     """trl's ``GRPOConfig`` for our recipe: ``batch_size`` prompts a step, ``group_size``
     answers each, sampled as our loop samples (``top_k``: the model's generation config,
     which our ``generate`` call leaves in place; 0: none)."""
-    trl = trl_module()
-    bf16, fp16 = mixed_precision(options.precision)
     rows = micro_batch(config, options, 1) * grpo.group_size
-    return trl.GRPOConfig(
-        use_cpu=not torch_module().cuda.is_available(),
-        output_dir=folder,
-        max_steps=config.steps,
+    return trl_module().GRPOConfig(
+        **common_args(config, options, folder),
         per_device_train_batch_size=rows,
-        gradient_accumulation_steps=options.grad_accum,
         num_generations=grpo.group_size,
         max_completion_length=max_new,
         temperature=grpo.temperature,
@@ -136,30 +131,12 @@ def grpo_args(
         loss_type="grpo",
         scale_rewards="group",
         shuffle_dataset=False,
-        learning_rate=config.lr,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.grad_clip,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=bf16,
-        fp16=fp16,
-        logging_steps=1,
-        save_strategy="steps" if options.save_steps else "no",
-        save_steps=options.save_steps or 500,
-        report_to=["tensorboard"] if options.tensorboard else "none",
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        # trl turns it on by default; with a LoRA on frozen embeddings the reentrant
-        # checkpoints would pass no gradient to the adapter (ours does not checkpoint).
-        gradient_checkpointing=False,
     )
 
 
 def trainer_class() -> Any:
     """``GRPOTrainer`` with our warmup schedule."""
-    trl = trl_module()
-    torch = torch_module()
-    grpo_trainer: Any = trl.GRPOTrainer
+    grpo_trainer: Any = trl_module().GRPOTrainer
 
     class TinyGRPOTrainer(grpo_trainer):
         """GRPOTrainer with our schedule, scoring left-padded rows at their true positions."""
@@ -172,11 +149,7 @@ def trainer_class() -> Any:
             )
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
-            warmup = max(1, self.tiny_warmup)
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer or self.optimizer, lambda s: min(1.0, (s + 1) / warmup)
-            )
-            return self.lr_scheduler
+            return warmup_scheduler(self, optimizer)
 
     return TinyGRPOTrainer
 
