@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from decode_cpu import spread
 
 PYTHON_RUN = """
 import sys
@@ -73,11 +74,6 @@ def run_once(command: list[str]) -> dict[str, Any]:
     }
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    """Median and range."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Warm-up, then ``rounds`` alternating rounds; the answers must agree."""
     cmds = commands(args)
@@ -90,7 +86,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for side in order:
             runs[side].append(run_once(cmds[side]))
     ratios = {
-        key: summary([c[key] / p[key] for c, p in zip(runs["cpp"], runs["python"], strict=True)])
+        key: spread([c[key] / p[key] for c, p in zip(runs["cpp"], runs["python"], strict=True)])
         for key in ("seconds", "rss_mib")
     }
     return {
@@ -102,7 +98,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         },
         "answer": answers["cpp"],
         "sides": {
-            side: {key: summary([r[key] for r in rs]) for key in ("seconds", "rss_mib")}
+            side: {key: spread([r[key] for r in rs]) for key in ("seconds", "rss_mib")}
             for side, rs in runs.items()
         },
         "cpp_over_python": ratios,

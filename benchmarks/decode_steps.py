@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from decode_cpu import spread
 
 OUT = Path("out/bench")
 WORKER = Path(__file__).with_name("decode_worker.py")
@@ -120,9 +121,6 @@ def profile_engine(
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Rounds of one engine: median [min-max] of the step figures, median kernel times."""
-
-    def spread(values: list[float]) -> dict[str, float]:
-        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
     ops = {op for r in results for op in r["ops_ms"]}
     kernels = {op: statistics.median(r["ops_ms"].get(op, 0.0) for r in results) for op in ops}

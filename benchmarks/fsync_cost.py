@@ -25,13 +25,14 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from decode_cpu import spread
 
 
 @contextmanager
@@ -106,12 +107,9 @@ def measure(work: Callable[[Path], None], rounds: int, scratch: Path) -> dict[st
             times[mode].append(once(mode))
     ratios = [a / b for a, b in zip(times["fsync"], times["no_fsync"], strict=True)]
 
-    def summary(values: list[float]) -> dict[str, float]:
-        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
     return {
-        "seconds": {mode: summary(v) for mode, v in times.items()},
-        "fsync_over_no_fsync": summary(ratios),
+        "seconds": {mode: spread(v) for mode, v in times.items()},
+        "fsync_over_no_fsync": spread(ratios),
     }
 
 
