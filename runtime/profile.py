@@ -36,7 +36,6 @@ from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
 from tinyllm.runtime.session import make_session, usable_cpus
 from tinyllm.runtime.steprecorder import PhaseRecorder, RequestRecord, StepRecord, TimedSession
 from tinyllm.runtime.workload import (
-    BUILTIN,
     DEFAULT_NEW_TOKENS,
     DEFAULT_PROMPT_LEN,
     WorkItem,
@@ -45,6 +44,7 @@ from tinyllm.runtime.workload import (
     synthetic,
     task_mix,
 )
+from tinyllm.tasks import BUILTIN
 
 Progress = Callable[[str, int], Callable[[], None]]  # (pass name, total) -> tick
 
