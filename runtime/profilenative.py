@@ -45,14 +45,7 @@ from tinyllm.runtime.nativeserver import NativeServer
 from tinyllm.runtime.nativetasks import NativeTasks
 from tinyllm.runtime.nativetrace import Run, RunTracer
 from tinyllm.runtime.profile import ProfileOptions, Progress, read_quality, workload_items
-from tinyllm.runtime.roofline import (
-    GraphWeights,
-    Roofline,
-    graph_weights,
-    memory_bandwidth,
-    peak_rss,
-    roofline,
-)
+from tinyllm.runtime.roofline import graph_weights, peak_rss, roofline_section
 from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
 from tinyllm.runtime.session import usable_cpus
 from tinyllm.runtime.workload import WorkItem
@@ -220,19 +213,26 @@ def profile_native(
                 "nothing else may run this engine while it is profiled"
             )
     weights = graph_weights(folder / read_engine_info(folder, EngineInfo).model)
-    threads = settings.threads or usable_cpus()
-    roof = _roofline(weights, memory_bandwidth(threads, options.bandwidth_mib), single, loaded)
-    described["load"] = load.describe()
-    described["requests"] = len(items)
+    runs = single.runs + loaded.runs
+    one_row = [r.seconds for r in runs if r.kind == "decode" and r.rows == 1]
+    prefills = [r for r in runs if r.kind == "prefill"]
+    roof = roofline_section(
+        weights,
+        settings.threads or usable_cpus(),
+        options.bandwidth_mib,
+        one_row or [r.seconds for r in runs if r.kind == "decode"],  # one-row runs if any
+        sum(r.seconds for r in prefills),
+        sum(r.tokens for r in prefills),
+    )
     return NativeProfile(
         str(bundle.path),
         name,
         entry.precision,
         settings,
-        described,
+        {**described, "load": load.describe(), "requests": len(items)},
         single,
         loaded,
-        {**roof.to_dict(), "threads": threads, "matmul_params": weights.matmul_params},
+        roof,
         {
             "kv_cache_bytes": served["kv_cache_bytes"],
             "weights_bytes": weights.resident_bytes,
@@ -280,22 +280,6 @@ def _run_passes(
             server.close()
     finally:
         engine.close()
-
-
-def _roofline(
-    weights: GraphWeights, bandwidth: float, single: NativePass, loaded: NativePass
-) -> Roofline:
-    """The roofline from both passes' runs: one-row decode runs where there are any."""
-    runs = single.runs + loaded.runs
-    one_row = [r.seconds for r in runs if r.kind == "decode" and r.rows == 1]
-    prefills = [r for r in runs if r.kind == "prefill"]
-    return roofline(
-        weights,
-        bandwidth,
-        one_row or [r.seconds for r in runs if r.kind == "decode"],
-        sum(r.seconds for r in prefills),
-        sum(r.tokens for r in prefills),
-    )
 
 
 def _absent(
