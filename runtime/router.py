@@ -225,16 +225,7 @@ class Router:
             raise UnknownTaskError(f"task {name!r} was removed")
         entry = self._entries[name]
         start = time.perf_counter()
-        if entry.exact and not shots:
-            prompt_text = entry.render(text)
-        else:
-            shots = list(shots or [])
-            if spec.tools and shots:  # a tool task's shots show calls (loaded only then)
-                from tinyllm.toolcalling import call_shots
-
-                shots = call_shots(spec, shots)
-            messages = conversation(spec, text, shots)
-            prompt_text = self.tokenizer.apply_chat_template(messages)
+        prompt_text = self._prompt_text(spec, entry, text, shots)
         built = time.perf_counter()
         prompt = self.tokenizer.encode(prompt_text)
         tokenized = time.perf_counter()
@@ -274,6 +265,20 @@ class Router:
             built - start,
             tokenized - built,
         )
+
+    def _prompt_text(
+        self, spec: TaskSpec, entry: TaskEntry, text: str, shots: list[Example] | None
+    ) -> str:
+        """The request's prompt: the task table's rendering where it is exact and there
+        are no shots, else the chat template over the task's conversation."""
+        if entry.exact and not shots:
+            return entry.render(text)
+        shots = list(shots or [])
+        if spec.tools and shots:  # a tool task's shots show calls (loaded only then)
+            from tinyllm.toolcalling import call_shots
+
+            shots = call_shots(spec, shots)
+        return self.tokenizer.apply_chat_template(conversation(spec, text, shots))
 
     def after_call(self, route: Route, call: list[int], result: str) -> Route:
         """The route that writes a tool task's answer: the prompt, the call the model wrote
