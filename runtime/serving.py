@@ -110,7 +110,7 @@ class Server:
                     raise EngineClosedError(
                         "the engine is closed; load a new one to serve requests"
                     )
-                if name is not None and self.router.slots.get(name) != route.slot:
+                if name is not None and self.router.slot(name) != route.slot:
                     raise UnknownTaskError(
                         f"task {name!r} was removed while the request was routed"
                     )
@@ -175,7 +175,7 @@ class Server:
         """A slot holding ``task``'s adapter (``load(task)`` gives it): the served task's
         slot, else one filled for ``generate(adapter=task)`` the first time."""
         with self.cond:
-            slot = self.router.slots.get(task, 0)
+            slot = self.router.slot(task) or 0
             if slot:
                 return slot
             owner = self.slots.owner
@@ -357,7 +357,7 @@ class Server:
         n = live.route.prefix_len
         kv = self.session.read_kv(row, n)
         with self.cond:
-            if self.router.slots.get(live.key[0]) == live.route.slot:  # still served so
+            if self.router.slot(live.key[0]) == live.route.slot:  # still served so
                 self.cache.store(live.key, live.route.prompt[:n], kv)
         self.watch.lap("prefix_copy")
 
