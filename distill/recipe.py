@@ -294,14 +294,15 @@ def trl_adapter(
     )  # fmt: skip
 
 
-def check_backend(backend: str, method: str, curriculum: bool) -> None:
-    """Reject an unknown backend, or a recipe the trl backend does not run yet."""
+def check_backend(backend: str, method: str, curriculum: bool, trl: Any = None) -> None:
+    """Reject an unknown backend, or a recipe the trl backend (``trl``: its TrlOptions)
+    does not run yet."""
     if backend not in ("own", "trl"):
         raise ConfigError(f"unknown training backend {backend!r}; use 'own' or 'trl'")
-    if backend == "trl" and curriculum:
+    if curriculum and trl is not None and (trl.save_steps or trl.resume):
         raise ConfigError(
-            "--backend trl runs --method sft, kd and grpo, one LoRA per task; the "
-            "curriculum runs on the own backend (--backend own)"
+            "--checkpoint-every and --resume do not apply to --curriculum (its early-stopping "
+            "state is not checkpointed); drop them, or train one LoRA per task"
         )
 
 
@@ -337,7 +338,7 @@ def run_distill(
     suite = load_tasks(tasks)
     selected = suite.select(names)
     check_method(method, selected)
-    check_backend(options.backend, method, curriculum)
+    check_backend(options.backend, method, curriculum, options.trl)
     check_call_method(method, selected)
     prepare_tasks(selected)
     out = Path(out)
@@ -356,7 +357,7 @@ def run_distill(
             data[t.name] = with_calls(t, data[t.name], log)
     report = DistillReport(str(out), teacher, str(student), method, curriculum)
     if curriculum:
-        from tinyllm.distill.curriculum import run_curriculum
+        from tinyllm.distill.multitask import run_curriculum
 
         adapters, results, decisions = run_curriculum(
             loaded, suite, selected, data, options, log, progress
