@@ -61,6 +61,7 @@ class DistillReport:
     rows: list[TaskRow] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    tensorboard: str | None = None  # the trl backend's TensorBoard logs (RUN_DIR/TASK/...)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -91,6 +92,8 @@ class DistillReport:
             )
         for d in self.decisions:
             lines.append(f"curriculum: {d['task']}: {d['stage']} ({d['reason']})")
+        if self.tensorboard is not None:
+            lines.append(f"TensorBoard logs: tensorboard --logdir {self.tensorboard}")
         lines.append(f"total {self.seconds:.0f}s")
         return "\n".join(lines)
 
@@ -356,6 +359,9 @@ def run_distill(
         if t.tools:
             data[t.name] = with_calls(t, data[t.name], log)
     report = DistillReport(str(out), teacher, str(student), method, curriculum)
+    trl = options.trl
+    if options.backend == "trl" and trl is not None and trl.tensorboard and trl.run_dir:
+        report.tensorboard = trl.run_dir
     if curriculum:
         from tinyllm.distill.multitask import run_curriculum
 

@@ -10,7 +10,9 @@ logs. What stays ours, so both backends train the same thing:
   (prompt masked, answer + eos), drawn in the order of
   :func:`tinyllm.distill.sft.batch_order` for the seed. The rows are handed to the
   trainer in that order and read sequentially, so step ``s`` of a run trains on the
-  same global batch whatever the number of processes or accumulation steps;
+  same global batch whatever the number of processes or accumulation steps. The
+  curriculum's mixture, whose tasks stop mid-run, is instead drawn step by step as each
+  step starts (``draw``) and sharded the same way;
 - the LoRA: :func:`tinyllm.distill.sft.with_lora` (seeded init) and
   :func:`tinyllm.distill.sft.adapter_of`, so the bundle gets the same adapters;
 - the optimizer and schedule: AdamW with our linear warmup to a constant rate;
@@ -232,7 +234,8 @@ def trainer_class(kd: bool) -> Any:
     sft_trainer: Any = trl.SFTTrainer
 
     class TinySFTTrainer(sft_trainer):
-        """SFTTrainer whose schedule is our linear warmup to a constant rate."""
+        """SFTTrainer whose schedule is our linear warmup to a constant rate, and whose
+        batches may be drawn as each step starts (``tiny_draw``)."""
 
         tiny_draw: Callable[[], Sequence[Encoded]] | None = None
 

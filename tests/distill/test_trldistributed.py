@@ -74,6 +74,11 @@ def test_two_processes_give_the_one_process_losses_and_only_rank_0_writes(
             np.testing.assert_allclose(b.tensors[name], value, atol=1e-4, err_msg=name)
     report = json.loads((runs[2] / "report.json").read_text())
     assert [r["task"] for r in report["rows"]] == ["color", "shade"]
+    # The report names the TensorBoard logs, which are there for every task.
+    assert report["tensorboard"] == str(runs[2] / "runs")
+    assert f"tensorboard --logdir {runs[2] / 'runs'}" in done.stdout
+    for task in ("color", "shade"):
+        assert list((runs[2] / "runs" / task / "tensorboard").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.timeout(900)
@@ -98,6 +103,7 @@ def test_the_curriculum_on_two_processes_gives_the_one_process_run(
         assert done.stderr.count("wrote ") == 1, done.stderr  # rank 0 alone writes
         reports.append(json.loads((out / "report.json").read_text()))
     assert reports[1]["decisions"] == reports[0]["decisions"]
+    assert reports[0]["tensorboard"] is None  # no --run-dir: the logs went to a temporary folder
     for one, two in zip(reports[0]["rows"], reports[1]["rows"], strict=True):
         assert (two["task"], two["steps"]) == (one["task"], one["steps"])
         assert two["loss_first"] == pytest.approx(one["loss_first"], abs=TOL)
