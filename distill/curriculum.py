@@ -13,7 +13,8 @@
    keeps the shared adapter as it was at that task's best validation score.
 
 The decisions, sampling and stopping are plain Python on plain data (tested without a
-model); :func:`run_curriculum` wires them to the trainer.
+model); :func:`tinyllm.distill.multitask.run_curriculum` wires them to a trainer (our
+loop or trl's).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -181,175 +181,3 @@ class EarlyStopping:
     def active(self) -> list[str]:
         """Tasks not stopped yet."""
         return [t for t, s in self.tasks.items() if s.stopped_at is None]
-
-
-def validation_score(model: Any, tokenizer: Any, task: Any, examples: Sequence[Any]) -> float:
-    """Greedy-decode a task's validation examples and score them with its metric."""
-    from tinyllm.evaluation import TorchGenerator
-    from tinyllm.metrics import score
-    from tinyllm.tasks import conversation
-    from tinyllm.verifiers import answer_text
-
-    generator = TorchGenerator(model, tokenizer)
-    tokenizer.padding_side = "left"
-    outs: list[str] = []
-    for i in range(0, len(examples), 8):
-        chunk = examples[i : i + 8]
-        convs = [conversation(task, e.input, []) for e in chunk]
-        outs += generator.generate(convs, task.output.max_new_tokens)
-    answers = [answer_text(task, o) for o in outs]
-    return score(task.metric, answers, [e.output for e in examples])
-
-
-def embed_inputs(model: Any, tokenizer: Any, task: Any, examples: Sequence[Any]) -> np.ndarray:
-    """Mean-pooled last hidden states over each input in its template: [n, d].
-
-    The instruction and chat scaffolding are left out: they differ per task by
-    construction and would drown the similarity of the inputs themselves.
-    """
-    import torch
-
-    rows = []
-    with torch.no_grad():
-        for ex in examples:
-            ids = tokenizer(task.prompt(ex.input), return_tensors="pt", add_special_tokens=False)
-            hidden = model(**ids, output_hidden_states=True).hidden_states[-1]  # [1, T, d]
-            rows.append(hidden[0].float().mean(dim=0).numpy())
-    return np.stack(rows)
-
-
-def run_curriculum(
-    loaded: Any,
-    suite: Any,
-    selected: Sequence[Any],
-    data: Mapping[str, list[Any]],
-    options: Any,
-    log: Any,
-    progress: bool,
-    config: CurriculumConfig | None = None,
-) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """All three stages. Returns (adapters, per-task TrainResult, decisions for the report)."""
-    from tinyllm.distill.sft import train_lora
-
-    cfg = config or CurriculumConfig()
-    tc = options.train
-    model, tok = loaded.model, loaded.tokenizer
-    by_name = {t.name: t for t in selected}
-    embeddings = {
-        t.name: embed_inputs(model, tok, t, data[t.name][: cfg.embed_limit]) for t in selected
-    }
-    similarity = task_similarity(embeddings)
-    decisions = filter_tasks({t.name: len(data[t.name]) for t in selected}, similarity, cfg)
-    for d in decisions:
-        log(f"curriculum stage 1: {d.task} -> {d.stage} ({d.reason})")
-    adapters: dict[str, Any] = {}
-    results: dict[str, Any] = {}
-    for d in decisions:
-        if d.stage == "single-task":
-            task = by_name[d.task]
-            adapters[d.task], results[d.task] = train_lora(
-                model, tok, task, data[d.task], tc, progress
-            )
-    shared = [d for d in decisions if d.stage != "single-task"]
-    stops: dict[str, TaskStop] = {}
-    if shared:
-        shared_adapters, shared_results, stops = train_shared(
-            loaded, suite, by_name, data, shared, options, cfg, log, progress
-        )
-        adapters.update(shared_adapters)
-        results.update(shared_results)
-    report = []
-    for d in decisions:
-        row: dict[str, Any] = {
-            "task": d.task,
-            "stage": d.stage,
-            "reason": d.reason,
-            "n_train": d.n_train,
-            "similarity": round(d.similarity, 4),
-        }
-        if d.task in stops:
-            s = stops[d.task]
-            row["best_step"], row["stopped_at"] = s.best_step, s.stopped_at
-            row["reason"] += f"; best validation {s.best:.3f} at step {s.best_step}" + (
-                f", stopped at step {s.stopped_at}" if s.stopped_at is not None else ""
-            )
-        report.append(row)
-    return adapters, results, report
-
-
-def train_shared(
-    loaded: Any,
-    suite: Any,
-    by_name: Mapping[str, Any],
-    data: Mapping[str, list[Any]],
-    shared: Sequence[Decision],
-    options: Any,
-    cfg: CurriculumConfig,
-    log: Any,
-    progress: bool,
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, TaskStop]]:
-    """Stages 2 and 3 on one shared LoRA; per-task adapters are its best snapshots."""
-    from tinyllm.distill.sft import TrainResult, adapter_of, batches, encode, train, with_lora
-    from tinyllm.suite import load_split
-
-    tc = options.train
-    model, tok = loaded.model, loaded.tokenizer
-    names = [d.task for d in shared]
-    sizes = {d.task: d.n_train for d in shared}
-    streams = {
-        n: batches(encode(tok, by_name[n], data[n], tc.max_len), tc.batch_size, tc.seed + i, n)
-        for i, n in enumerate(names)
-    }
-    drawn: list[str] = []
-
-    def mixture(sampler: MixtureSampler) -> Any:
-        while True:
-            task = sampler.draw()
-            drawn.append(task)
-            yield next(streams[task])
-
-    peft_model = with_lora(model, tc)
-    high = [d.task for d in shared if d.stage == "high-resource"]
-    losses: list[float] = []
-    if high:
-        sampler2 = MixtureSampler({n: sizes[n] for n in high}, cfg.temperature, tc.seed)
-        losses += train(
-            peft_model, mixture(sampler2), tc, progress="stage 2" if progress else None
-        ).losses
-    valid = {n: load_split(suite, by_name[n], "validation", cfg.eval_limit) for n in names}
-    stopper = EarlyStopping(names, cfg.patience)
-    sampler3 = MixtureSampler(sizes, cfg.temperature, tc.seed + 1)
-    snapshots: dict[str, Any] = {}
-
-    def evaluate_active(step: int) -> bool:
-        peft_model.eval()
-        for n in stopper.active():
-            value = validation_score(peft_model, tok, by_name[n], valid[n])
-            improved, stop = stopper.update(n, step, value)
-            if improved:
-                snapshots[n] = adapter_of(peft_model, tc)
-            if stop:
-                sampler3.stop(n)
-                best = stopper.tasks[n].best
-                log(f"curriculum stage 3: {n} stops at step {step} (best {best:.3f})")
-        peft_model.train()
-        return not stopper.active()
-
-    every = cfg.interval(tc.steps)
-    evaluate_active(0)
-    result3 = train(
-        peft_model,
-        mixture(sampler3),
-        tc,
-        on_step=lambda step, _: step % every == 0 and evaluate_active(step),
-        progress="stage 3" if progress else None,
-    )
-    if len(result3.losses) % every:
-        evaluate_active(len(result3.losses))
-    losses += result3.losses
-    results = {
-        n: TrainResult([x for x, t in zip(losses, drawn, strict=False) if t == n]) for n in names
-    }
-    adapters = {n: snapshots.get(n) or adapter_of(peft_model, tc) for n in names}
-    peft_model.unload()
-    return adapters, results, stopper.tasks

@@ -61,6 +61,7 @@ class DistillReport:
     rows: list[TaskRow] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    tensorboard: str | None = None  # the trl backend's TensorBoard logs (RUN_DIR/TASK/...)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -91,6 +92,8 @@ class DistillReport:
             )
         for d in self.decisions:
             lines.append(f"curriculum: {d['task']}: {d['stage']} ({d['reason']})")
+        if self.tensorboard is not None:
+            lines.append(f"TensorBoard logs: tensorboard --logdir {self.tensorboard}")
         lines.append(f"total {self.seconds:.0f}s")
         return "\n".join(lines)
 
@@ -294,14 +297,15 @@ def trl_adapter(
     )  # fmt: skip
 
 
-def check_backend(backend: str, method: str, curriculum: bool) -> None:
-    """Reject an unknown backend, or a recipe the trl backend does not run yet."""
+def check_backend(backend: str, method: str, curriculum: bool, trl: Any = None) -> None:
+    """Reject an unknown backend, or a recipe the trl backend (``trl``: its TrlOptions)
+    does not run yet."""
     if backend not in ("own", "trl"):
         raise ConfigError(f"unknown training backend {backend!r}; use 'own' or 'trl'")
-    if backend == "trl" and curriculum:
+    if curriculum and trl is not None and (trl.save_steps or trl.resume):
         raise ConfigError(
-            "--backend trl runs --method sft, kd and grpo, one LoRA per task; the "
-            "curriculum runs on the own backend (--backend own)"
+            "--checkpoint-every and --resume do not apply to --curriculum (its early-stopping "
+            "state is not checkpointed); drop them, or train one LoRA per task"
         )
 
 
@@ -337,7 +341,7 @@ def run_distill(
     suite = load_tasks(tasks)
     selected = suite.select(names)
     check_method(method, selected)
-    check_backend(options.backend, method, curriculum)
+    check_backend(options.backend, method, curriculum, options.trl)
     check_call_method(method, selected)
     prepare_tasks(selected)
     out = Path(out)
@@ -355,8 +359,11 @@ def run_distill(
         if t.tools:
             data[t.name] = with_calls(t, data[t.name], log)
     report = DistillReport(str(out), teacher, str(student), method, curriculum)
+    trl = options.trl
+    if options.backend == "trl" and trl is not None and trl.tensorboard and trl.run_dir:
+        report.tensorboard = trl.run_dir
     if curriculum:
-        from tinyllm.distill.curriculum import run_curriculum
+        from tinyllm.distill.multitask import run_curriculum
 
         adapters, results, decisions = run_curriculum(
             loaded, suite, selected, data, options, log, progress

@@ -10,7 +10,9 @@ logs. What stays ours, so both backends train the same thing:
   (prompt masked, answer + eos), drawn in the order of
   :func:`tinyllm.distill.sft.batch_order` for the seed. The rows are handed to the
   trainer in that order and read sequentially, so step ``s`` of a run trains on the
-  same global batch whatever the number of processes or accumulation steps;
+  same global batch whatever the number of processes or accumulation steps. The
+  curriculum's mixture, whose tasks stop mid-run, is instead drawn step by step as each
+  step starts (``draw``) and sharded the same way;
 - the LoRA: :func:`tinyllm.distill.sft.with_lora` (seeded init) and
   :func:`tinyllm.distill.sft.adapter_of`, so the bundle gets the same adapters;
 - the optimizer and schedule: AdamW with our linear warmup to a constant rate;
@@ -45,6 +47,7 @@ from tinyllm.distill.sft import (
 )
 from tinyllm.errors import ConfigError, missing_dependency
 from tinyllm.tasks import Example, TaskSpec
+from tinyllm.torchkit import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
@@ -110,14 +113,38 @@ def mixed_precision(precision: Precision) -> tuple[bool, bool]:
     return precision == "bf16", precision == "fp16"
 
 
-def ordered_rows(data: Sequence[Encoded], config: TrainConfig, steps: int) -> list[dict[str, Any]]:
-    """The rows of ``steps`` global batches, in the order our own loop draws them."""
+def training_row(item: Encoded) -> dict[str, Any]:
+    """An SFT/KD row as the trainer reads it: ids and labels (prompt masked)."""
+    return {"input_ids": item.input_ids, "labels": item.labels}
+
+
+def ordered_rows(
+    data: Sequence[Encoded],
+    config: TrainConfig,
+    steps: int,
+    row: Callable[[Encoded], dict[str, Any]] = training_row,
+) -> list[dict[str, Any]]:
+    """The rows of ``steps`` global batches, in the order our own loop draws them
+    (:func:`tinyllm.distill.sft.batch_order`); ``row`` makes each example's row once."""
     order: Iterator[list[int]] = batch_order(len(data), config.batch_size, config.seed)
+    made: dict[int, dict[str, Any]] = {}
     rows = []
     for _ in range(steps):
         for i in next(order):
-            rows.append({"input_ids": data[i].input_ids, "labels": data[i].labels})
+            if i not in made:
+                made[i] = row(data[i])
+            rows.append(made[i])
     return rows
+
+
+def micro_parts(rows: Sequence[Any], accum: int, processes: int, rank: int) -> list[list[Any]]:
+    """This process's micro-batches of one global batch, as accelerate shards a sequential
+    dataset: micro-batch k of process p is the global batch's micro-batch ``k * processes + p``."""
+    size = len(rows) // (accum * processes)
+    return [
+        list(rows[(k * processes + rank) * size : (k * processes + rank + 1) * size])
+        for k in range(accum)
+    ]
 
 
 def micro_batch(config: TrainConfig, options: TrlOptions, processes: int) -> int:
@@ -207,10 +234,26 @@ def trainer_class(kd: bool) -> Any:
     sft_trainer: Any = trl.SFTTrainer
 
     class TinySFTTrainer(sft_trainer):
-        """SFTTrainer whose schedule is our linear warmup to a constant rate."""
+        """SFTTrainer whose schedule is our linear warmup to a constant rate, and whose
+        batches may be drawn as each step starts (``tiny_draw``)."""
+
+        tiny_draw: Callable[[], Sequence[Encoded]] | None = None
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             return warmup_scheduler(self, optimizer)
+
+        def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+            batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+            if self.tiny_draw is None or not batches:
+                return batches, count
+            # A drawn batch (the curriculum's mixture) is drawn as its step starts, after
+            # the last step's callbacks (early stopping) ran: the dataloader reads a batch
+            # ahead, so its rows are placeholders that only pace the loop.
+            acc = self.accelerator
+            rows = [training_row(e) for e in self.tiny_draw()]
+            parts = micro_parts(rows, len(batches), acc.num_processes, acc.process_index)
+            batches = [self.data_collator(part) for part in parts]
+            return batches, self._get_num_items_in_batch(batches, device)
 
     class TinyKDTrainer(TinySFTTrainer):
         """Logit KD against a frozen teacher: our divergence, summed over answer tokens and
@@ -293,6 +336,7 @@ def train_trl(
     teacher: Any = None,
     kd: KDConfig | None = None,
     on_step: Callable[[int, float], bool] | None = None,
+    draw: Callable[[], Sequence[Encoded]] | None = None,
 ) -> TrainResult:
     """Train ``peft_model``'s trainable weights on ``data`` with trl; the loss per step.
 
@@ -305,6 +349,9 @@ def train_trl(
         name: the run's folder under ``options.run_dir`` (the task's name).
         teacher, kd: a frozen teacher model and KD settings for logit KD (else SFT).
         on_step: called with (step, loss) after each step; True stops the run.
+        draw: instead of ``data``, a function that returns each step's global batch when
+            the step starts (the curriculum's mixture, whose tasks stop mid-run);
+            ``data`` is then unused.
     """
     import os
 
@@ -316,6 +363,10 @@ def train_trl(
     base = peft_model.get_base_model()
     patched = "forward" in vars(base)
     result = TrainResult()
+    if draw is None:
+        rows = ordered_rows(data, config, config.steps)
+    else:  # placeholders that pace the loop; the trainer draws the real batches
+        rows = [{"input_ids": [0], "labels": [IGNORE_INDEX]}] * (config.steps * config.batch_size)
     with run_folder(options, name) as folder:
         args = training_args(config, options, folder, config.steps, processes)
         if options.tensorboard:
@@ -323,11 +374,12 @@ def train_trl(
         trainer = trainer_class(kd is not None)(
             model=peft_model,
             args=args,
-            train_dataset=Dataset.from_list(ordered_rows(data, config, config.steps)),
+            train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             callbacks=[loss_recorder(result, on_step)],
         )
         trainer.tiny_warmup, trainer.tiny_teacher, trainer.tiny_kd = config.warmup, teacher, kd
+        trainer.tiny_draw = draw
         from transformers import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # the losses go to the report, not stdout

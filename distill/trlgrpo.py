@@ -20,6 +20,7 @@ when encoding is refused with the reason).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,15 +31,17 @@ from tinyllm.distill.sft import (
     TrainConfig,
     TrainResult,
     adapter_of,
-    batch_order,
     encode,
     with_lora,
 )
 from tinyllm.distill.trlbackend import (
     TrlOptions,
+    checkpoint_losses,
     common_args,
+    latest_checkpoint,
     loss_recorder,
     micro_batch,
+    ordered_rows,
     run_folder,
     train_trl,
     trl_module,
@@ -51,22 +54,8 @@ if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
 
 
-def prompt_rows(
-    tokenizer: Any, data: Sequence[Encoded], config: TrainConfig
-) -> list[dict[str, str]]:
-    """Per step, the global batch's prompts (as text) and references, in our order."""
-    order = batch_order(len(data), config.batch_size, config.seed)
-    texts: dict[int, dict[str, str]] = {}
-    rows = []
-    for _ in range(config.steps):
-        for i in next(order):
-            if i not in texts:
-                texts[i] = _row(tokenizer, data[i])
-            rows.append(texts[i])
-    return rows
-
-
-def _row(tokenizer: Any, item: Encoded) -> dict[str, str]:
+def prompt_row(tokenizer: Any, item: Encoded) -> dict[str, str]:
+    """A GRPO row as trl reads it: the prompt as text and the reference answer."""
     prompt = [
         t for t, label in zip(item.input_ids, item.labels, strict=True) if label == IGNORE_INDEX
     ]
@@ -199,7 +188,7 @@ def train_grpo_lora_trl(
         reward = make(task, grpo.verifier_weight)
     budget = task.tools.max_call_tokens if task.tools else task.output.max_new_tokens
     data = encode(tokenizer, task, examples, config.max_len)
-    rows = prompt_rows(tokenizer, data, config)
+    rows = ordered_rows(data, config, config.steps, functools.partial(prompt_row, tokenizer))
     top_k = sampling_top_k(model)
     peft_model = with_lora(model, config)
     base = peft_model.get_base_model()
@@ -221,7 +210,11 @@ def train_grpo_lora_trl(
         )
         trainer.tiny_warmup = config.warmup
         trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        sft_losses = len(result.losses)
+        resume = latest_checkpoint(folder) if options.resume else None
+        trainer.train(resume_from_checkpoint=resume)
+        if resume is not None:  # the GRPO steps before the checkpoint, after the SFT steps
+            result.losses[sft_losses:sft_losses] = checkpoint_losses(resume)
     if not patched:
         vars(base).pop("forward", None)  # undo trl's patch of the base model's forward
     peft_model.eval()

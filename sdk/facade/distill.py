@@ -111,9 +111,10 @@ def distill(
         train_limit: use at most this many training examples per task.
         eval_limit: evaluate on the first N test examples per task.
         seed: seeds data order, LoRA init and sampling.
-        backend: ``own`` (tinyllm's compact loop) or ``trl`` (trl's ``SFTTrainer``: runs
-            under ``accelerate launch``, checkpoints, accumulation, mixed precision,
-            TensorBoard; ``sft`` and ``kd``). The options below are the trl backend's.
+        backend: ``own`` (tinyllm's compact loop) or ``trl`` (trl's ``SFTTrainer`` and
+            ``GRPOTrainer``: runs under ``accelerate launch``, checkpoints, accumulation,
+            mixed precision, TensorBoard; every method and the curriculum, which takes no
+            checkpoints). The options below are the trl backend's.
         run_dir: where the trl backend keeps checkpoints and TensorBoard logs, per task.
         checkpoint_every: a checkpoint every N steps (needs ``run_dir``).
         resume: continue each task from its latest checkpoint in ``run_dir``.

@@ -74,6 +74,44 @@ def test_two_processes_give_the_one_process_losses_and_only_rank_0_writes(
             np.testing.assert_allclose(b.tensors[name], value, atol=1e-4, err_msg=name)
     report = json.loads((runs[2] / "report.json").read_text())
     assert [r["task"] for r in report["rows"]] == ["color", "shade"]
+    # The report names the TensorBoard logs, which are there for every task.
+    assert report["tensorboard"] == str(runs[2] / "runs")
+    assert f"tensorboard --logdir {runs[2] / 'runs'}" in done.stdout
+    for task in ("color", "shade"):
+        assert list((runs[2] / "runs" / task / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.timeout(900)
+def test_the_curriculum_on_two_processes_gives_the_one_process_run(
+    color_suite: Path, tiny_llama_bundle: Path, tmp_path: Path
+) -> None:
+    """Each step's mixture batch, drawn as the step starts, is split over the processes as
+    the trainer splits a laid-out dataset: the same per-task losses, decisions, adapters."""
+    cli = Path(sys.executable).parent / "tinyllm"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    reports = []
+    for n in (1, 2):
+        out = tmp_path / f"p{n}"
+        args = [
+            str(cli), "distill", str(color_suite), "--student", str(tiny_llama_bundle),
+            "-o", str(out / "student.tllm"), "--curriculum", "--steps", "4",
+            "--batch-size", "4", "--train-limit", "16", "--eval-limit", "2", "--rank", "2",
+            "--backend", "trl", "--json", str(out / "report.json"), "--num-processes", str(n),
+        ]  # fmt: skip
+        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stderr.count("wrote ") == 1, done.stderr  # rank 0 alone writes
+        reports.append(json.loads((out / "report.json").read_text()))
+    assert reports[1]["decisions"] == reports[0]["decisions"]
+    assert reports[0]["tensorboard"] is None  # no --run-dir: the logs went to a temporary folder
+    for one, two in zip(reports[0]["rows"], reports[1]["rows"], strict=True):
+        assert (two["task"], two["steps"]) == (one["task"], one["steps"])
+        assert two["loss_first"] == pytest.approx(one["loss_first"], abs=TOL)
+        assert two["loss_last"] == pytest.approx(one["loss_last"], abs=TOL)
+    one, two = (tinyllm.open_bundle(tmp_path / f"p{n}" / "student.tllm") for n in (1, 2))
+    for task in ("color", "shade"):
+        for name, value in one.adapter(task).tensors.items():
+            np.testing.assert_allclose(two.adapter(task).tensors[name], value, atol=1e-4)
 
 
 def test_the_launch_command() -> None:
