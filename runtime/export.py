@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyllm.adapters import load_adapter
 from tinyllm.bundle import Bundle
 from tinyllm.errors import ConfigError
 from tinyllm.quantformat import PackedWeight, quantize_rtn, read_weights
@@ -90,14 +89,13 @@ def write_engine(
                 "export it without --quant/--block-size"
             )
         weights = {**weights, **{n: p.dequantize() for n, p in packed.items()}}
-    if options.merge_adapter:
+    if options.merge_adapter is not None:
         if spec is not None:
             raise ConfigError(
                 f"{bundle.path} is quantized: merge the adapter before quantizing "
                 "(tinyllm compress --lora merged), then export it"
             )
-        adapters = {t: load_adapter(bundle.path, a) for t, a in bundle.manifest.adapters.items()}
-        weights = merged_weights(weights, config, adapters)
+        weights = merged_weights(bundle, weights, options.merge_adapter)
     if spec is None and options.quant:
         packed = packed_weights(weights, config.tie_word_embeddings, options)
     build = BuildOptions(
@@ -123,6 +121,7 @@ def write_engine(
         lora_slots=options.lora_slots,
         lora_rank=options.lora_rank,
         lora_targets=tuple(options.lora_targets) if options.lora_slots else (),
+        merged_adapter=options.merge_adapter,
     )
     import onnx
 
@@ -155,8 +154,13 @@ def write_engine(
 
 
 def write_info(folder: Path, info: EngineInfo, verification: dict[str, object]) -> None:
-    """Write engine.json (the engine's description plus its verification table)."""
+    """Write engine.json (the engine's description plus its verification table).
+
+    ``merged_adapter`` is written only when set, so engines without one read as before
+    (the C++ runtime rejects keys it does not know)."""
     data = {**asdict(info), "lora_targets": list(info.lora_targets)}
+    if info.merged_adapter is None:
+        del data["merged_adapter"]
     (folder / "engine.json").write_text(json.dumps(data, indent=2) + "\n")
     if verification:
         (folder / "verification.json").write_text(json.dumps(verification, indent=2) + "\n")

@@ -163,14 +163,23 @@ def parse_output(task: TaskSpec, raw: str) -> tuple[Any, bool, str | None]:
 
 
 class Router:
-    """Maps task names to routes; tasks and their adapter slots change while serving."""
+    """Maps task names to routes; tasks and their adapter slots change while serving.
+
+    ``merged``: the task whose adapter the engine's weights hold (``--merge-adapter``):
+    the only task such an engine serves, which its refusals of other tasks say.
+    """
 
     def __init__(
-        self, tokenizer: ChatTokenizer, constrain: bool = True, table: TaskTable | None = None
+        self,
+        tokenizer: ChatTokenizer,
+        constrain: bool = True,
+        table: TaskTable | None = None,
+        merged: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.constrain = constrain
         self.table = table
+        self.merged = merged
         self.tasks: dict[str, TaskSpec] = {}
         self.slots: dict[str, int] = {}
         self._entries: dict[str, TaskEntry] = {}
@@ -203,6 +212,12 @@ class Router:
     def spec(self, name: str) -> TaskSpec:
         """The task called ``name``; an unknown name lists the tasks served."""
         if name not in self.tasks:
+            if self.merged is not None:
+                raise UnknownTaskError(
+                    f"task {name!r} is not served: this engine has the adapter of task "
+                    f"{self.merged!r} merged into its weights and serves only that task; "
+                    f"export an engine with LoRA slots, or one with --merge-adapter {name}"
+                )
             known = ", ".join(sorted(self.tasks)) or "none"
             raise UnknownTaskError(f"unknown task {name!r}; this engine serves: {known}")
         return self.tasks[name]
