@@ -7,7 +7,7 @@ Loading an engine checks, before the first token:
   for ``verify="size"``;
 - that engine.json tells the truth about the graph: the flavour, float dtype and
   multi-LoRA slots, rank and targets are read off the graph's inputs; the context length,
-  precision and block size off the metadata export stamps into the model
+  precision, block size and merged adapter off the metadata export stamps into the model
   (``tinyllm.*`` keys). A lie is a :class:`BundleError` naming engine.json and the field.
 
 Needs only onnxruntime's session (no onnx, no torch).

@@ -195,12 +195,13 @@ def test_export_prepares_and_verifies_the_graph_before_the_build(
     tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Everything but the TensorRT build, on the CPU: the builder is replaced by a recorder
-    (the real one needs a GPU), so the graph TensorRT would get is checked here."""
+    (the real one needs a GPU) that writes trt.json as if built on an L4, so the graph
+    TensorRT would get and the checks of loading it are tested here."""
     import onnx
     import onnxruntime
 
     import tinyllm
-    from tinyllm.runtime import export, exportoptions
+    from tinyllm.runtime import export, exportoptions, targets
 
     calls: list[dict[str, object]] = []
 
@@ -208,6 +209,7 @@ def test_export_prepares_and_verifies_the_graph_before_the_build(
         graph = onnx.load(str(folder / model), load_external_data=False).graph
         index = next(i for i in graph.input if i.name == "logits_index")
         calls.append({"dims": [d.dim_param for d in index.type.tensor_type.shape.dim], **kw})
+        trt.write_record(folder, RECORD)
 
     monkeypatch.setattr(exportoptions, "require_tensorrt", lambda: None)
     monkeypatch.setattr(export, "build_engine", fake_build)
@@ -227,6 +229,12 @@ def test_export_prepares_and_verifies_the_graph_before_the_build(
             tinyllm.Engine.load(bundle.path, device="tensorrt")
     cpu = tinyllm.Engine.load(bundle.path, device="cpu")
     assert len(cpu.generate("hello", GREEDY)[0].token_ids) == GREEDY.max_new_tokens
+    # On a machine with TensorRT but another GPU, or another TensorRT: rebuild.
+    monkeypatch.setattr(targets, "require_tensorrt", lambda doing: None)
+    for gpu, version, wrong in [("NVIDIA H100", "10.3.0", "GPU"), ("NVIDIA L4", "10.8.0", "Te")]:
+        monkeypatch.setattr(trt, "machine", lambda g=gpu, v=version: (g, v, "12.4", "1.31.1"))
+        with pytest.raises(trt.TensorRTMismatchError, match=rf"built for {wrong}.*rebuild"):
+            tinyllm.Engine.load(bundle.path, device="tensorrt")
 
 
 def test_device_tensorrt_refuses_an_engine_of_another_target(exported: Path) -> None:
