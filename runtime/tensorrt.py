@@ -134,7 +134,13 @@ def ep_options(
 ) -> dict[str, str]:
     """TensorRT EP options: fp16 kernels (int weights run as weight-only QDQ GEMMs with
     fp16 activations), the profiles, the engine cache in ``folder``, and (``dump``) writing
-    the EPContext model with the engine in a file beside it (embed mode 0)."""
+    the EPContext model with the engine in a file beside it (embed mode 0).
+
+    When dumping, the EP takes ``trt_engine_cache_path`` relative to the context model's
+    folder and writes that path into the model (``ep_cache_context``); an absolute one is
+    refused as an error in its log and would name the export's staging folder, which the
+    finished bundle no longer has. So the dump gives none: the engine file goes beside the
+    context model, named relative to it, and the bundle can move."""
     low, opt, high = shapes
     options = {
         "trt_fp16_enable": "True" if precision != "fp32" else "False",
@@ -142,16 +148,15 @@ def ep_options(
         "trt_profile_opt_shapes": opt,
         "trt_profile_max_shapes": high,
         "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": str(folder),
         "trt_timing_cache_enable": "False",
     }
     if dump:
-        options |= {
+        return options | {
             "trt_dump_ep_context_model": "True",
             "trt_ep_context_file_path": str(folder / CONTEXT_MODEL),
             "trt_ep_context_embed_mode": "0",
         }
-    return options
+    return options | {"trt_engine_cache_path": str(folder)}
 
 
 def write_record(folder: Path, record: BuildRecord) -> None:
@@ -249,6 +254,7 @@ def build_engine(
         raise TinyLLMError(f"ONNX Runtime's TensorRT EP could not build {model}: {e}") from e
     if not (folder / CONTEXT_MODEL).is_file():
         raise TinyLLMError(f"the TensorRT EP wrote no {CONTEXT_MODEL} into {folder}")
+    copy_stamps(folder / model, folder / CONTEXT_MODEL)
     engines = sorted(p.name for p in set(folder.iterdir()) - before if p.name != CONTEXT_MODEL)
     gpu, trt, cuda, ort_version = machine()
     record = BuildRecord(
@@ -257,6 +263,21 @@ def build_engine(
     )  # fmt: skip
     write_record(folder, record)
     return record
+
+
+def copy_stamps(source: Path, context_model: Path) -> None:
+    """Copy the graph's ``tinyllm.*`` metadata (what load checks engine.json against) into
+    the EPContext model the EP wrote, which has its own metadata."""
+    import onnx
+
+    stamps = {
+        p.key: p.value
+        for p in onnx.load(str(source), load_external_data=False).metadata_props
+        if p.key.startswith("tinyllm.")
+    }
+    ctx = onnx.load(str(context_model), load_external_data=False)
+    onnx.helper.set_model_props(ctx, {p.key: p.value for p in ctx.metadata_props} | stamps)
+    onnx.save(ctx, str(context_model))
 
 
 def tensorrt_session(model: Path, threads: int | None) -> Any:

@@ -76,8 +76,12 @@ def test_ep_options(tmp_path: Path) -> None:
     assert dump["trt_ep_context_file_path"] == str(tmp_path / trt.CONTEXT_MODEL)
     assert dump["trt_ep_context_embed_mode"] == "0"
     assert dump["trt_engine_cache_enable"] == "True"
+    # Dumping: no cache path, so the EP names the engine file relative to the context
+    # model (an absolute one would bake the staging folder into the bundle).
+    assert "trt_engine_cache_path" not in dump
     load = trt.ep_options(tmp_path, "fp32", shapes, dump=False)
     assert load["trt_fp16_enable"] == "False" and "trt_dump_ep_context_model" not in load
+    assert load["trt_engine_cache_path"] == str(tmp_path)
     assert all(isinstance(v, str) for v in {**dump, **load}.values())
 
 
@@ -134,6 +138,26 @@ def test_fix_logits_index_declares_batch_rank() -> None:
     with pytest.raises(TinyLLMError, match=r"no logits_index"):
         trt.fix_logits_index(other)
     onnx.checker.check_model(model)
+
+
+def test_the_context_model_gets_the_graphs_stamps(tmp_path: Path) -> None:
+    """load checks engine.json against the ``tinyllm.*`` metadata of the model it opens:
+    for a TensorRT engine that is the EPContext model, so the build copies them there."""
+    import onnx
+    from onnx import helper
+
+    def model(props: dict[str, str]) -> onnx.ModelProto:
+        out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+        m = helper.make_model(helper.make_graph([], "g", [], [out]))
+        helper.set_model_props(m, props)
+        return m
+
+    stamps = {"tinyllm.precision": "fp16", "tinyllm.merged_adapter": "sentiment"}
+    onnx.save(model({**stamps, "producer": "x"}), str(tmp_path / "model.onnx"))
+    onnx.save(model({"ep": "kept"}), str(tmp_path / trt.CONTEXT_MODEL))
+    trt.copy_stamps(tmp_path / "model.onnx", tmp_path / trt.CONTEXT_MODEL)
+    ctx = onnx.load(str(tmp_path / trt.CONTEXT_MODEL))
+    assert {p.key: p.value for p in ctx.metadata_props} == {**stamps, "ep": "kept"}
 
 
 def test_merge_adapter_takes_no_slots() -> None:
