@@ -15,7 +15,7 @@ from tinyllm.runtime.builder import BuildOptions, build_decoder
 from tinyllm.runtime.enginefile import stamp
 from tinyllm.runtime.engineinfo import EngineInfo
 from tinyllm.runtime.exportoptions import ExportOptions as ExportOptions
-from tinyllm.runtime.tensorrt import build_engine, fix_logits_index, merged_weights
+from tinyllm.runtime.tensorrt import CONTEXT_MODEL, build_engine, fix_logits_index, merged_weights
 
 MODEL_FILE = "model.onnx"
 
@@ -149,8 +149,24 @@ def write_engine(
             max_seq_len=max_seq,
             lora_slots=options.lora_slots,
         )
+        copy_stamps(folder / MODEL_FILE, folder / CONTEXT_MODEL)
     lookup = build.quantized_embedding and EMBEDDING in packed
     return info, dequantized(weights, packed, tied=config.tie_word_embeddings, lookup=lookup)
+
+
+def copy_stamps(source: Path, context_model: Path) -> None:
+    """Copy the graph's ``tinyllm.*`` metadata (what load checks engine.json against) into
+    the EPContext model the EP wrote, which has its own metadata."""
+    import onnx
+
+    stamps = {
+        p.key: p.value
+        for p in onnx.load(str(source), load_external_data=False).metadata_props
+        if p.key.startswith("tinyllm.")
+    }
+    ctx = onnx.load(str(context_model), load_external_data=False)
+    onnx.helper.set_model_props(ctx, {p.key: p.value for p in ctx.metadata_props} | stamps)
+    onnx.save(ctx, str(context_model))
 
 
 def write_info(folder: Path, info: EngineInfo, verification: dict[str, object]) -> None:

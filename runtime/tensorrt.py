@@ -254,7 +254,6 @@ def build_engine(
         raise TinyLLMError(f"ONNX Runtime's TensorRT EP could not build {model}: {e}") from e
     if not (folder / CONTEXT_MODEL).is_file():
         raise TinyLLMError(f"the TensorRT EP wrote no {CONTEXT_MODEL} into {folder}")
-    copy_stamps(folder / model, folder / CONTEXT_MODEL)
     engines = sorted(p.name for p in set(folder.iterdir()) - before if p.name != CONTEXT_MODEL)
     gpu, trt, cuda, ort_version = machine()
     record = BuildRecord(
@@ -263,21 +262,6 @@ def build_engine(
     )  # fmt: skip
     write_record(folder, record)
     return record
-
-
-def copy_stamps(source: Path, context_model: Path) -> None:
-    """Copy the graph's ``tinyllm.*`` metadata (what load checks engine.json against) into
-    the EPContext model the EP wrote, which has its own metadata."""
-    import onnx
-
-    stamps = {
-        p.key: p.value
-        for p in onnx.load(str(source), load_external_data=False).metadata_props
-        if p.key.startswith("tinyllm.")
-    }
-    ctx = onnx.load(str(context_model), load_external_data=False)
-    onnx.helper.set_model_props(ctx, {p.key: p.value for p in ctx.metadata_props} | stamps)
-    onnx.save(ctx, str(context_model))
 
 
 def tensorrt_session(model: Path, threads: int | None) -> Any:

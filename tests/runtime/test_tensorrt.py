@@ -146,6 +146,8 @@ def test_the_context_model_gets_the_graphs_stamps(tmp_path: Path) -> None:
     import onnx
     from onnx import helper
 
+    from tinyllm.runtime import export
+
     def model(props: dict[str, str]) -> onnx.ModelProto:
         out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
         m = helper.make_model(helper.make_graph([], "g", [], [out]))
@@ -155,7 +157,7 @@ def test_the_context_model_gets_the_graphs_stamps(tmp_path: Path) -> None:
     stamps = {"tinyllm.precision": "fp16", "tinyllm.merged_adapter": "sentiment"}
     onnx.save(model({**stamps, "producer": "x"}), str(tmp_path / "model.onnx"))
     onnx.save(model({"ep": "kept"}), str(tmp_path / trt.CONTEXT_MODEL))
-    trt.copy_stamps(tmp_path / "model.onnx", tmp_path / trt.CONTEXT_MODEL)
+    export.copy_stamps(tmp_path / "model.onnx", tmp_path / trt.CONTEXT_MODEL)
     ctx = onnx.load(str(tmp_path / trt.CONTEXT_MODEL))
     assert {p.key: p.value for p in ctx.metadata_props} == {**stamps, "ep": "kept"}
 
@@ -233,6 +235,9 @@ def test_export_prepares_and_verifies_the_graph_before_the_build(
         graph = onnx.load(str(folder / model), load_external_data=False).graph
         index = next(i for i in graph.input if i.name == "logits_index")
         calls.append({"dims": [d.dim_param for d in index.type.tensor_type.shape.dim], **kw})
+        out = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+        context = onnx.helper.make_model(onnx.helper.make_graph([], "ctx", [], [out]))
+        onnx.save(context, str(folder / trt.CONTEXT_MODEL))  # what the EP dumps, stamp-less
         trt.write_record(folder, RECORD)
 
     monkeypatch.setattr(exportoptions, "require_tensorrt", lambda: None)
@@ -246,6 +251,9 @@ def test_export_prepares_and_verifies_the_graph_before_the_build(
         {"dims": ["batch"], "precision": "int4", "max_batch": 3, "max_seq_len": 64, "lora_slots": 0}
     ]
     assert "tensorrt-int4" in bundle.manifest.engines
+    context = onnx.load(str(bundle.path / "engines/tensorrt-int4" / trt.CONTEXT_MODEL))
+    stamps = {p.key: p.value for p in context.metadata_props}
+    assert (stamps["tinyllm.precision"], stamps["tinyllm.merged_adapter"]) == ("int4", "")
     # Loading it: without the TensorRT EP a clear error naming what is missing; the
     # standard graph beside the (unbuilt) engine still runs on the CPU provider.
     if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
