@@ -45,6 +45,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/python .ci/typecheck.py
 	$(BIN)/python .ci/import_contract.py
+	$(BIN)/python .ci/import_cycles.py --max 0
+	$(BIN)/python .ci/function_length.py
 
 test: lint cpp cpp-asan
 	ctest --test-dir build/cpp --output-on-failure

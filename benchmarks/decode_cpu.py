@@ -54,6 +54,7 @@ import numpy as np
 from peers import ENGINES, openvino_python, prepare
 
 import tinyllm
+from tinyllm.runtime.hostinfo import cpu_info
 
 OUT = Path("out/bench")
 WORKER = Path(__file__).with_name("decode_worker.py")
@@ -371,12 +372,14 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 skipped += [{**case, "engine": e, "reason": r} for e, r in skips.items()]
                 rows += [{**case, "engine": e, **r} for e, r in results.items()]
     after = memory_bandwidth(args.threads)
+    cpu = cpu_info()
     bandwidth = max(before, after)  # the floor uses the better of before and after the runs
     for row in rows:
         row.update(floor_figures(row, weights[f"{row['model']} {row['precision']}"], bandwidth))
     return {
         "machine": {
             "cpus": len(os.sched_getaffinity(0)),
+            "cpu": {"model": cpu.model, "isa": cpu.isa},
             "platform": platform.platform(),
             "read_bandwidth_gb_s": bandwidth / 1e9,
             "read_bandwidth_before_after_gb_s": [before / 1e9, after / 1e9],
@@ -397,7 +400,9 @@ def table(report: dict[str, Any]) -> str:
         return f"{mid:{fmt}} [{lo:{fmt}}-{hi:{fmt}}]"
 
     s = report["settings"]
+    cpu = report["machine"].get("cpu", {})  # reports written before it was recorded lack it
     lines = [
+        f"{cpu.get('model', 'cpu')} ({' '.join(cpu.get('isa', []))}); "
         f"read bandwidth {report['machine']['read_bandwidth_gb_s']:.1f} GB/s; every engine "
         f"{s['threads']} threads, spinning {s['spin']}; {s['prompt_tokens']}-token prompt, "
         f"{s['new_tokens']} new tokens, median [min-max] of {s['rounds']} rounds",

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ def serve(bundle: Path, churn_s: float) -> None:
     from serving_setup import random_adapter
 
     import tinyllm
+    from tinyllm.errors import EngineClosedError
     from tinyllm.runtime import Engine
     from tinyllm.runtime.openai_app import create_app
     from tinyllm.runtime.webserver import run_server
@@ -86,9 +88,15 @@ def serve(bundle: Path, churn_s: float) -> None:
     def churn() -> None:
         while True:
             time.sleep(churn_s)
-            engine.remove_task(CHURNED)
-            time.sleep(churn_s / 2)
-            engine.add_task(spec, adapter)
+            try:
+                if CHURNED in engine.tasks:
+                    engine.remove_task(CHURNED)
+                    time.sleep(churn_s / 2)
+                engine.add_task(spec, adapter)
+            except EngineClosedError:  # the server is shutting down
+                return
+            except Exception:  # a server error: the soak reports it and fails; churn goes on
+                traceback.print_exc()
 
     threading.Thread(target=churn, daemon=True).start()
     run_server(app, "127.0.0.1", 0, "info")
@@ -145,7 +153,7 @@ def client(url: str, seed: int, start: float, until: float, records: list[Record
                         outcome = f"{kind} {r.status_code}"
                 else:
                     outcome = f"{kind} {http.post('/chat/completions', json=body).status_code}"
-            except httpx.HTTPError as e:
+            except Exception as e:  # any failure is an outcome: no request goes unrecorded
                 outcome = f"{kind} error {type(e).__name__}"
             end = time.monotonic()
             with lock:
@@ -192,16 +200,34 @@ def intervals(records: list[Record], length_s: float) -> list[dict[str, Any]]:
     return rows
 
 
-def served_total(url: str) -> int:
-    """The sum of the server's ``tinyllm_requests_total``."""
+def server_counts(url: str) -> tuple[int, int]:
+    """(the sum of the server's ``tinyllm_requests_total``, requests in flight)."""
     import httpx
 
     text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=30).text
-    return sum(
+    total = sum(
         int(float(line.rsplit(" ", 1)[1]))
         for line in text.splitlines()
         if line.startswith("tinyllm_requests_total{")
     )
+    flight = next(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("tinyllm_requests_in_flight ")
+    )
+    return total, flight
+
+
+def settled_total(url: str, wait_s: float = 60.0) -> int:
+    """The server's request total once nothing is in flight: the handlers of streams the
+    clients dropped last may still be running when the clients are done (a fixed pause
+    can read the total before they are counted). After ``wait_s``, the total as it is."""
+    deadline = time.monotonic() + wait_s
+    total, flight = server_counts(url)
+    while flight and time.monotonic() < deadline:
+        time.sleep(0.1)
+        total, flight = server_counts(url)
+    return total
 
 
 def soak(
@@ -233,6 +259,8 @@ def soak(
             for text in server.stdout:
                 if "Traceback" in text or "ERROR" in text or "Exception" in text:
                     keep = 40  # the line and the traceback after it
+                if text.startswith("INFO:"):
+                    continue  # uvicorn's access lines, interleaved with a traceback
                 if keep and len(errors) < 2000:
                     errors.append(text.rstrip("\n"))
                 keep = max(0, keep - 1)
@@ -255,8 +283,7 @@ def soak(
         for t in threads:
             t.join()
         samples.append((time.monotonic() - start, *proc_figures(server.pid)))
-        time.sleep(0.5)  # the last dropped streams' handlers finish
-        total = served_total(url)
+        total = settled_total(url)
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -289,6 +316,7 @@ def soak(
     report["passed"] = (
         report["lost_or_duplicated"] == 0
         and not report["unexpected"]
+        and not report["server_errors"]
         and report["rss_slope_mib_per_min"] < SLOPE_LIMIT
         and report["fds"]["last"] <= report["fds"]["after_warmup"] + 2
     )

@@ -9,8 +9,9 @@ or profile options the API reads its defaults from) does not load the engine.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from tinyllm.lazyexports import lazy_exports
 
 if TYPE_CHECKING:
     from tinyllm.runtime.engine import Engine, Generation
@@ -28,18 +29,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """Load the engine's names (and so onnxruntime) only when first used."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'tinyllm.runtime' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """The public names, loaded or not."""
-    return sorted([*globals(), *_LAZY])
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = ["Engine", "Generation", "GenerationConfig", "SchedulerConfig", "TaskOutput"]

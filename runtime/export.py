@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinyllm.bundle import Bundle
+from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
 from tinyllm.quantformat import PackedWeight, quantize_rtn, read_weights
 from tinyllm.runtime.builder import BuildOptions, build_decoder
@@ -16,6 +18,9 @@ from tinyllm.runtime.enginefile import stamp
 from tinyllm.runtime.engineinfo import EngineInfo
 from tinyllm.runtime.exportoptions import ExportOptions as ExportOptions
 from tinyllm.runtime.tensorrt import CONTEXT_MODEL, build_engine, fix_logits_index, merged_weights
+
+if TYPE_CHECKING:
+    import onnx
 
 MODEL_FILE = "model.onnx"
 
@@ -79,25 +84,7 @@ def write_engine(
     max_seq = min(
         options.max_seq_len or config.max_position_embeddings, config.max_position_embeddings
     )
-    packed, weights = read_weights(bundle)
-    spec = bundle.quant_spec()
-    if spec is not None:
-        # A quantized bundle's packed weights go into the engine as they are.
-        if (options.quant, options.block_size) != (f"int{spec.bits}", spec.group_size):
-            raise ConfigError(
-                f"{bundle.path} is already quantized (int{spec.bits}, group {spec.group_size}); "
-                "export it without --quant/--block-size"
-            )
-        weights = {**weights, **{n: p.dequantize() for n, p in packed.items()}}
-    if options.merge_adapter is not None:
-        if spec is not None:
-            raise ConfigError(
-                f"{bundle.path} is quantized: merge the adapter before quantizing "
-                "(tinyllm compress --lora merged), then export it"
-            )
-        weights = merged_weights(bundle, weights, options.merge_adapter)
-    if spec is None and options.quant:
-        packed = packed_weights(weights, config.tie_word_embeddings, options)
+    packed, weights = engine_weights(bundle, options)
     build = BuildOptions(
         flavour=flavour,  # type: ignore[arg-type]
         precision=precision,  # type: ignore[arg-type]
@@ -123,6 +110,48 @@ def write_engine(
         lora_targets=tuple(options.lora_targets) if options.lora_slots else (),
         merged_adapter=options.merge_adapter,
     )
+    save_engine(folder, model, info, bundle.config, options)
+    lookup = build.quantized_embedding and EMBEDDING in packed
+    return info, dequantized(weights, packed, tied=config.tie_word_embeddings, lookup=lookup)
+
+
+def engine_weights(
+    bundle: Bundle, options: ExportOptions
+) -> tuple[dict[str, PackedWeight], dict[str, np.ndarray]]:
+    """The packed (quantized) weights the engine stores and the float weights it is built
+    from: a quantized bundle's packed weights as they are, else RTN-quantized here when
+    ``options.quant`` asks; the adapter folded in first with ``options.merge_adapter``."""
+    packed, weights = read_weights(bundle)
+    spec = bundle.quant_spec()
+    if spec is not None:
+        # A quantized bundle's packed weights go into the engine as they are.
+        if (options.quant, options.block_size) != (f"int{spec.bits}", spec.group_size):
+            raise ConfigError(
+                f"{bundle.path} is already quantized (int{spec.bits}, group {spec.group_size}); "
+                "export it without --quant/--block-size"
+            )
+        weights = {**weights, **{n: p.dequantize() for n, p in packed.items()}}
+    if options.merge_adapter is not None:
+        if spec is not None:
+            raise ConfigError(
+                f"{bundle.path} is quantized: merge the adapter before quantizing "
+                "(tinyllm compress --lora merged), then export it"
+            )
+        weights = merged_weights(bundle, weights, options.merge_adapter)
+    if spec is None and options.quant:
+        packed = packed_weights(weights, bundle.config.tie_word_embeddings, options)
+    return packed, weights
+
+
+def save_engine(
+    folder: Path,
+    model: onnx.ModelProto,
+    info: EngineInfo,
+    config: ModelConfig,
+    options: ExportOptions,
+) -> None:
+    """Write the graph (``model``, an onnx ModelProto) with its external data and
+    engine.json into ``folder``; build the TensorRT engine for ``--target tensorrt``."""
     import onnx
 
     # What load checks engine.json against (beside the graph's inputs).
@@ -144,14 +173,12 @@ def write_engine(
             folder,
             MODEL_FILE,
             config,
-            precision=precision,
+            precision=info.precision,
             max_batch=options.max_batch,
-            max_seq_len=max_seq,
+            max_seq_len=info.max_seq_len,
             lora_slots=options.lora_slots,
         )
         copy_stamps(folder / MODEL_FILE, folder / CONTEXT_MODEL)
-    lookup = build.quantized_embedding and EMBEDDING in packed
-    return info, dequantized(weights, packed, tied=config.tie_word_embeddings, lookup=lookup)
 
 
 def copy_stamps(source: Path, context_model: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from tinyllm.adapters import PROJECTIONS
+from tinyllm.config import PROJECTIONS
 from tinyllm.errors import ConfigError
 from tinyllm.runtime.targets import TARGETS, require_tensorrt
 

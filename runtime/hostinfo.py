@@ -21,6 +21,8 @@ from pathlib import Path
 # CPU features ONNX Runtime's kernels dispatch on (MLAS): x86 flags by their /proc/cpuinfo
 # names; on Arm, ``asimd`` is NEON, ``asimddp`` the dot product, ``i8mm`` the int8 matmul.
 ISA_FLAGS = {
+    "avx": "avx",
+    "fma": "fma",
     "avx2": "avx2",
     "avx_vnni": "avx_vnni",
     "avx512f": "avx512f",

@@ -1,7 +1,8 @@
 """libtinyllm's run trace through ctypes (``tinyllm/trace.h``): when each ONNX Runtime
 run of a native engine started and ended, how many rows and tokens it computed; and a
 server loop's own step timer (:func:`loop_stats`). The C++ runtime's profiler
-(:mod:`tinyllm.runtime.profilenative`) builds its figures from them."""
+(:mod:`tinyllm.runtime.nativepass`, :mod:`tinyllm.runtime.profilenative`) build
+its figures from them."""
 
 from __future__ import annotations
 

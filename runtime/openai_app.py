@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
 MAX_BODY_BYTES = 1 << 20
+log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_HOST", "BackgroundServer", "ServerLimits", "create_app", "run_server"]
 
 
@@ -137,6 +139,7 @@ class TaskServer:
         except Exception as e:
             err = classify(e)
             status = err.status
+            _log_server_error(err, e, task, rid)
             return self.error(err, rid)
         finally:
             if not (status == 200 and streaming):  # a stream reports when it ends
@@ -279,6 +282,7 @@ class TaskServer:
                     yield wire.sse(wire.chunk(req, rid, created, piece))
         except Exception as e:  # after the headers: report in-band, as OpenAI does
             err = classify(e)
+            _log_server_error(err, e, req.task, rid)
             yield wire.sse(wire.error_body(str(err), err.kind, err.code))
             yield wire.sse("[DONE]")
             return
@@ -331,6 +335,13 @@ class TaskServer:
             stats = {}
         text = self.metrics.render(stats)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+def _log_server_error(err: wire.WireError, cause: Exception, task: str, rid: str) -> None:
+    """Log a 500 with its traceback: it is the server's fault, and the client sees only
+    its one-line message."""
+    if err.status == 500:
+        log.error("500 server_error for model %r (request %s): %s", task, rid, err, exc_info=cause)
 
 
 def create_app(

@@ -31,12 +31,11 @@ from tinyllm.runtime.engine import Engine, pick_engine
 from tinyllm.runtime.loadgen import Load, Outcome, drive
 from tinyllm.runtime.opprofile import OpProfile, label_graph, read_profile
 from tinyllm.runtime.profileoptions import ProfileOptions as ProfileOptions
-from tinyllm.runtime.roofline import graph_weights, memory_bandwidth, peak_rss, roofline
+from tinyllm.runtime.roofline import graph_weights, peak_rss, roofline_section
 from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
 from tinyllm.runtime.session import make_session, usable_cpus
 from tinyllm.runtime.steprecorder import PhaseRecorder, RequestRecord, StepRecord, TimedSession
 from tinyllm.runtime.workload import (
-    BUILTIN,
     DEFAULT_NEW_TOKENS,
     DEFAULT_PROMPT_LEN,
     WorkItem,
@@ -45,6 +44,7 @@ from tinyllm.runtime.workload import (
     synthetic,
     task_mix,
 )
+from tinyllm.tasks import BUILTIN
 
 Progress = Callable[[str, int], Callable[[], None]]  # (pass name, total) -> tick
 
@@ -175,29 +175,24 @@ def profile_engine(
     ops, op_pass = None, None
     if options.ops:
         ops, op_pass = _op_pass(bundle, name, settings, items[: options.op_requests], specs, out)
-    threads = settings.threads or usable_cpus()
-    bandwidth = memory_bandwidth(threads, options.bandwidth_mib)
-    prefill_s, prefill_tokens = stats.prefill_work(loaded.steps)
-    roof = roofline(
+    roof = roofline_section(
         weights,
-        bandwidth,
+        settings.threads or usable_cpus(),
+        options.bandwidth_mib,
         stats.decode_runs(single.steps + loaded.steps),
-        prefill_s,
-        prefill_tokens,
+        *stats.prefill_work(loaded.steps),
     )
-    described["load"] = load.describe()
-    described["requests"] = len(items)
     return EngineProfile(
         str(bundle.path),
         name,
         entry.precision,
         settings,
-        described,
+        {**described, "load": load.describe(), "requests": len(items)},
         single,
         loaded,
         ops,
         op_pass,
-        {**roof.to_dict(), "threads": threads, "matmul_params": weights.matmul_params},
+        roof,
         {**memory, "peak_rss_bytes": peak_rss()},
         read_quality(folder),
         overhead,

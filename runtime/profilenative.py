@@ -1,7 +1,8 @@
 """``tinyllm profile --runtime cpp``: the C++ runtime (libtinyllm's server) under the same
 workload as the Python runtime's profile, with the figures its C API can give.
 
-Requests go to a :class:`~tinyllm.runtime.nativeserver.NativeServer` from client threads:
+Requests go to a :class:`~tinyllm.runtime.nativeserver.NativeServer` from client threads
+(:mod:`tinyllm.runtime.nativepass`):
 one at a time (single stream), then at a concurrency or an arrival rate (under load).
 The engine's run trace (:mod:`tinyllm.runtime.nativetrace`) times every ONNX Runtime run.
 
@@ -17,7 +18,8 @@ The engine's run trace (:mod:`tinyllm.runtime.nativetrace`) times every ONNX Run
   ``tinyllm_engine_get_stats``) and the rest of the steps (taking new requests, sampling,
   constraints, scheduling, prefix-cache copies, streaming, resolving), which the C API
   does not split: the Python profile's semantics, per step and per generated token. The
-  timers are checked against each other and the run trace (:func:`timer_problems`).
+  timers are checked against each other and the run trace
+  (:func:`tinyllm.runtime.nativepass.timer_problems`).
 - Operators: absent (libtinyllm does not turn on ONNX Runtime's profiler).
 - Roofline and memory as the Python profile has them, from the trace and server stats.
 """
@@ -25,10 +27,7 @@ The engine's run trace (:mod:`tinyllm.runtime.nativetrace`) times every ONNX Run
 from __future__ import annotations
 
 import itertools
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -39,19 +38,18 @@ from tinyllm.runtime import profilestats as stats
 from tinyllm.runtime.engine import pick_engine
 from tinyllm.runtime.enginefile import read_engine_info
 from tinyllm.runtime.engineinfo import EngineInfo
-from tinyllm.runtime.loadgen import Load, arrivals
-from tinyllm.runtime.native import NativeEngine, NativeStats, load_library
+from tinyllm.runtime.loadgen import Load
+from tinyllm.runtime.native import NativeEngine, load_library
+from tinyllm.runtime.nativepass import NativePass, native_pass, timer_problems
 from tinyllm.runtime.nativeserver import NativeServer
 from tinyllm.runtime.nativetasks import NativeTasks
-from tinyllm.runtime.nativetrace import LoopStats, Run, RunTracer, loop_stats
+from tinyllm.runtime.nativetrace import Run, RunTracer
 from tinyllm.runtime.profile import ProfileOptions, Progress, read_quality, workload_items
-from tinyllm.runtime.roofline import graph_weights, memory_bandwidth, peak_rss, roofline
+from tinyllm.runtime.roofline import graph_weights, peak_rss, roofline_section
 from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
 from tinyllm.runtime.session import usable_cpus
-from tinyllm.runtime.steprecorder import RequestRecord
 from tinyllm.runtime.workload import WorkItem
 
-MAX_CLIENTS = 256  # client threads; an arrival rate keeps at most this many in flight
 OUTSIDE_LABEL = "outside ONNX Runtime (not split)"
 ABSENT = {
     "operators": "libtinyllm does not turn on ONNX Runtime's profiler; the C++ runtime runs "
@@ -63,206 +61,6 @@ ABSENT = {
     "sweep": "--sweep and --slo-p95-ms tune the Python runtime's serving settings",
 }
 USED_SETTINGS = ("threads", "max_batch", "queue_size", "prefix_cache_mb")
-
-
-@dataclass
-class NativePass:
-    """What one pass of the native server recorded (trace-clock seconds)."""
-
-    requests: list[RequestRecord]
-    runs: list[Run]
-    wall_s: float
-    busy_s: float
-    ttft: dict[int, float]  # by request id: submit to first streamed text (no text: absent)
-    queue: dict[int, float]  # by request id: submit to its first prefill run, where known
-    queue_absent: str | None  # why the pass's queue wait is not reported
-    engine: NativeStats  # the engine's counters over the pass
-    loop: LoopStats  # the server loop's steps over the pass
-    dropped: int = 0  # runs the trace dropped (over its cap)
-
-
-@dataclass
-class Clients:
-    """The client side of a pass: per item, when it was submitted and answered."""
-
-    submitted: list[float]
-    done: list[float]
-    tokens: list[int]
-    errors: list[str | None]
-    first_text: list[float | None] = field(default_factory=list)  # first streamed piece
-    admitted: list[float | None] = field(default_factory=list)  # first prefill run's start
-
-
-def drive_server(
-    server: NativeServer,
-    tracer: RunTracer,
-    items: list[WorkItem],
-    load: Load,
-    tick: Any = None,
-) -> Clients:
-    """Send ``items`` to the server as ``load`` says (a client thread each) and wait.
-
-    Each request streams its answer; the first non-empty piece's time is kept.
-    """
-    n = len(items)
-    clients = Clients([0.0] * n, [0.0] * n, [0] * n, [None] * n, [None] * n, [None] * n)
-    room = threading.Semaphore(load.concurrency or n or 1)
-
-    def client(i: int) -> None:
-        item = items[i]
-
-        def on_text(piece: str) -> bool:  # on the server's thread: keep it short
-            if piece and clients.first_text[i] is None:
-                clients.first_text[i] = tracer.clock()
-            return True
-
-        try:
-            clients.submitted[i] = tracer.clock()
-            request = server.submit(
-                item.task or "", item.text or "", item.max_new_tokens or 0, on_text=on_text
-            )
-            clients.tokens[i] = len(request.wait().token_ids)
-            clients.admitted[i] = request.admitted()
-        except Exception as e:  # refused or failed: the request counts as failed
-            clients.errors[i] = f"{type(e).__name__}: {e}"
-        finally:
-            clients.done[i] = tracer.clock()
-            room.release()
-        if tick is not None:
-            tick()
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, min(n, load.concurrency or MAX_CLIENTS))) as pool:
-        for i, at in enumerate(arrivals(load, n)):
-            if load.rate is None:
-                room.acquire()
-            else:
-                time.sleep(max(0.0, start + at - time.perf_counter()))
-            pool.submit(client, i)
-    return clients
-
-
-def busy_time(clients: Clients) -> float:
-    """Seconds during which at least one request was in flight."""
-    spans = sorted(zip(clients.submitted, clients.done, strict=True))
-    total, end = 0.0, -np.inf
-    for a, b in spans:
-        if b <= end:
-            continue
-        total += b - max(a, end)
-        end = b
-    return total
-
-
-def client_timing(
-    clients: Clients, runs: list[Run], dropped: int
-) -> tuple[dict[int, float], dict[int, float], str | None]:
-    """TTFT (submit to first streamed text) of each answered request that streamed text,
-    queue wait (submit to the start of its first prefill run, as the server recorded it)
-    of each answered request, and why the pass's queue wait is absent (None if it is not).
-
-    The server's record must agree with the client and the trace: admitted after submit,
-    before the first streamed text and the answer, and a prefill run starting then (the
-    server records the time just before the run). Any disagreement, or runs dropped by
-    the trace, makes the pass's queue wait absent with the reason: nothing is guessed."""
-    slack = 1e-6  # one clock on both sides; rounding only
-    ttft = {
-        i: t - clients.submitted[i]
-        for i, t in enumerate(clients.first_text)
-        if t is not None and clients.errors[i] is None
-    }
-    if dropped:
-        return ttft, {}, f"the trace dropped {dropped} runs (over its cap)"
-    starts = np.array(sorted(r.start for r in runs if r.kind == "prefill"))
-    queue = {}
-    for i, at in enumerate(clients.admitted):
-        if clients.errors[i] is not None:
-            continue
-        if at is None:
-            return ttft, {}, f"request {i} was answered without a time it got its KV row"
-        latest = min(clients.done[i], clients.first_text[i] or clients.done[i])
-        if not clients.submitted[i] - slack <= at <= latest + slack:
-            why = (
-                f"request {i} was admitted at {at:.6f} s, outside its submit-to-first-text "
-                f"span [{clients.submitted[i]:.6f}, {latest:.6f}]: the times do not match"
-            )
-            return ttft, {}, why
-        k = int(np.searchsorted(starts, at - slack))
-        if k == len(starts) or starts[k] > latest + slack:
-            why = (
-                f"request {i} was admitted at {at:.6f} s but no prefill run started before "
-                "its first text: the trace does not match the requests"
-            )
-            return ttft, {}, why
-        queue[i] = at - clients.submitted[i]
-    return ttft, queue, None
-
-
-def native_pass(
-    server: NativeServer,
-    tracer: RunTracer,
-    items: list[WorkItem],
-    prompt_lens: list[int],
-    load: Load,
-    tick: Any = None,
-) -> NativePass:
-    """One pass: drive the server with the trace on, then time its requests."""
-    engine_before, loop_before = server.engine.stats(), loop_stats(server)
-    tracer.start()
-    try:
-        clients = drive_server(server, tracer, items, load, tick)
-    finally:
-        runs, dropped = tracer.take()
-        tracer.stop()
-    # The engine's stats wait for the loop to let go of the engine: its last step is in.
-    engine = server.engine.stats().since(engine_before)
-    loop = loop_stats(server).since(loop_before)
-    ttft, queue, absent = client_timing(clients, runs, dropped)
-    requests = []
-    for i, item in enumerate(items):
-        t0 = clients.submitted[i]
-        requests.append(
-            RequestRecord(
-                i,
-                item.kind,
-                prompt_lens[i],
-                clients.tokens[i],
-                t0,
-                queue.get(i, 0.0),
-                ttft.get(i, 0.0),
-                clients.done[i] - t0,
-                clients.errors[i],
-                {"queue": queue[i]} if i in queue else {},
-            )
-        )
-    wall = max(clients.done, default=0.0) - min(clients.submitted, default=0.0)
-    return NativePass(
-        requests, runs, wall, busy_time(clients), ttft, queue, absent, engine, loop, dropped
-    )
-
-
-def timer_problems(p: NativePass) -> list[str]:
-    """Where the pass's timers disagree (empty if nowhere): the engine's stats and the run
-    trace count the same runs and time them alike, and the runs fit in the loop's steps."""
-    problems = []
-    ort, traced = p.engine.ort_seconds, sum(r.seconds for r in p.runs)
-    dropped = p.dropped
-    if not dropped and p.engine.runs != len(p.runs):
-        problems.append(f"the engine counted {p.engine.runs} runs, the trace {len(p.runs)}")
-    # The trace's span of a run holds the stats' span and two clock reads: microseconds.
-    if not dropped and not ort - 1e-6 * len(p.runs) <= traced <= ort * 1.01 + 1e-5 * len(p.runs):
-        problems.append(f"the engine timed {ort:.6f} s of runs, the trace {traced:.6f} s")
-    if ort > p.loop.busy_seconds + 1e-6:
-        problems.append(
-            f"{ort:.6f} s of ONNX Runtime runs do not fit in the loop's "
-            f"{p.loop.busy_seconds:.6f} s of steps"
-        )
-    if p.loop.decode_steps > p.loop.steps or p.engine.decode_steps != p.loop.decode_steps:
-        problems.append(
-            f"{p.engine.decode_steps} decode runs, but the loop counted {p.loop.decode_steps} "
-            f"decode steps of {p.loop.steps}"
-        )
-    return problems
 
 
 def latency(p: NativePass) -> dict[str, Any]:
@@ -336,15 +134,7 @@ def by_batch(runs: list[Run]) -> list[dict[str, float]]:
     for run, following in itertools.pairwise(runs):
         if run.kind == following.kind == "decode":
             groups.setdefault(run.rows, []).append(following.start - run.start)
-    return [
-        {
-            "rows": rows,
-            "steps": len(times),
-            "step_ms": 1e3 * float(np.mean(times)),
-            "tok_s": rows / float(np.mean(times)),
-        }
-        for rows, times in sorted(groups.items())
-    ]
+    return stats.batch_table(groups)
 
 
 @dataclass
@@ -413,6 +203,59 @@ def profile_native(
     folder = bundle.path / entry.path
     settings = settings or read_defaults(folder)
     items, described, _ = workload_items(options, bundle)
+    load = options.load(settings.max_batch)
+    single, loaded, served = _run_passes(bundle, name, settings, items, options, load, progress)
+    for mode, p in (("single stream", single), ("under load", loaded)):
+        problems = timer_problems(p)
+        if problems:
+            raise TinyLLMError(
+                f"the C++ runtime's timers disagree ({mode}): {'; '.join(problems)}; "
+                "nothing else may run this engine while it is profiled"
+            )
+    weights = graph_weights(folder / read_engine_info(folder, EngineInfo).model)
+    runs = single.runs + loaded.runs
+    one_row = [r.seconds for r in runs if r.kind == "decode" and r.rows == 1]
+    prefills = [r for r in runs if r.kind == "prefill"]
+    roof = roofline_section(
+        weights,
+        settings.threads or usable_cpus(),
+        options.bandwidth_mib,
+        one_row or [r.seconds for r in runs if r.kind == "decode"],  # one-row runs if any
+        sum(r.seconds for r in prefills),
+        sum(r.tokens for r in prefills),
+    )
+    return NativeProfile(
+        str(bundle.path),
+        name,
+        entry.precision,
+        settings,
+        {**described, "load": load.describe(), "requests": len(items)},
+        single,
+        loaded,
+        roof,
+        {
+            "kv_cache_bytes": served["kv_cache_bytes"],
+            "weights_bytes": weights.resident_bytes,
+            "adapter_bytes": None,
+            "prefix_cache_bytes": served["prefix_bytes"],
+            "peak_rss_bytes": peak_rss(),
+        },
+        read_quality(folder),
+        _absent(options, settings, single, loaded),
+    )
+
+
+def _run_passes(
+    bundle: Bundle,
+    name: str,
+    settings: ServingDefaults,
+    items: list[WorkItem],
+    options: ProfileOptions,
+    load: Load,
+    progress: Progress | None,
+) -> tuple[NativePass, NativePass, dict[str, Any]]:
+    """The single-stream pass and the pass under ``load`` on one server of engine
+    ``name``, and the server's stats after them."""
     lib = load_library()
     engine = NativeEngine(
         lib, bundle.path, engine=name, max_batch=settings.max_batch, threads=settings.threads or 0
@@ -428,38 +271,22 @@ def profile_native(
             single = native_pass(
                 server, tracer, single_items, prompt_lens, Load(concurrency=1), tick
             )
-            load = options.load(settings.max_batch)
             tick = (
                 progress(f"under load (cpp, {load.describe()})", len(items)) if progress else None
             )
             loaded = native_pass(server, tracer, items, prompt_lens, load, tick)
-            served = server.stats()
+            return single, loaded, server.stats()
         finally:
             server.close()
     finally:
         engine.close()
-    for mode, p in (("single stream", single), ("under load", loaded)):
-        problems = timer_problems(p)
-        if problems:
-            raise TinyLLMError(
-                f"the C++ runtime's timers disagree ({mode}): {'; '.join(problems)}; "
-                "nothing else may run this engine while it is profiled"
-            )
-    weights = graph_weights(folder / read_engine_info(folder, EngineInfo).model)
-    threads = settings.threads or usable_cpus()
-    bandwidth = memory_bandwidth(threads, options.bandwidth_mib)
-    runs = single.runs + loaded.runs
-    one_row = [r.seconds for r in runs if r.kind == "decode" and r.rows == 1]
-    prefills = [r for r in runs if r.kind == "prefill"]
-    roof = roofline(
-        weights,
-        bandwidth,
-        one_row or [r.seconds for r in runs if r.kind == "decode"],
-        sum(r.seconds for r in prefills),
-        sum(r.tokens for r in prefills),
-    )
-    described["load"] = load.describe()
-    described["requests"] = len(items)
+
+
+def _absent(
+    options: ProfileOptions, settings: ServingDefaults, single: NativePass, loaded: NativePass
+) -> dict[str, str]:
+    """What the profile leaves out (section -> why): ABSENT, and what these passes and
+    options add to it."""
     absent = dict(ABSENT)
     if options.overhead:
         absent["overhead"] = "--overhead measures the Python runtime's phase recorder"
@@ -478,25 +305,7 @@ def profile_native(
     ]
     if unused:
         absent["settings"] = f"the C++ server has no {', '.join(unused)}; they were not used"
-    return NativeProfile(
-        str(bundle.path),
-        name,
-        entry.precision,
-        settings,
-        described,
-        single,
-        loaded,
-        {**roof.to_dict(), "threads": threads, "matmul_params": weights.matmul_params},
-        {
-            "kv_cache_bytes": served["kv_cache_bytes"],
-            "weights_bytes": weights.resident_bytes,
-            "adapter_bytes": None,
-            "prefix_cache_bytes": served["prefix_bytes"],
-            "peak_rss_bytes": peak_rss(),
-        },
-        read_quality(folder),
-        absent,
-    )
+    return absent
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tinyllm.errors import ConfigError
-from tinyllm.runtime.workload import BUILTIN
+from tinyllm.tasks import BUILTIN
 
 if TYPE_CHECKING:
     from tinyllm.runtime.loadgen import Load

@@ -121,6 +121,12 @@ def by_batch(steps: list[StepRecord]) -> list[dict[str, float]]:
     for s in steps:
         if s.decode_rows and not s.prefill_rows:
             groups[s.decode_rows].append(s.end - s.start)
+    return batch_table(groups)
+
+
+def batch_table(groups: dict[int, list[float]]) -> list[dict[str, float]]:
+    """Decode step times grouped by rows (rows -> seconds each): one row of the batch
+    table per group, by rows, with the mean step time and tokens/s."""
     return [
         {
             "rows": rows,

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tinyllm.runtime.nativepass import NativePass
 from tinyllm.runtime.profile import EngineProfile, PassResult
-from tinyllm.runtime.profilenative import NativePass, NativeProfile
+from tinyllm.runtime.profilenative import NativeProfile
 from tinyllm.runtime.steprecorder import LABELS, RequestRecord
 
 LOOP, ORT_RUNS, ORT_KERNELS, REQUESTS = 1, 2, 3, 10

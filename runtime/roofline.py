@@ -136,6 +136,22 @@ def roofline(
     )
 
 
+def roofline_section(
+    weights: GraphWeights,
+    threads: int,
+    bandwidth_mib: int,
+    decode_runs: list[float],
+    prefill_s: float,
+    prefill_tokens: int,
+) -> dict[str, Any]:
+    """A profile's roofline section: bandwidth measured here with ``threads`` threads over
+    ``bandwidth_mib`` MiB, the figures of :func:`roofline`, the threads and matmul
+    parameters."""
+    bandwidth = memory_bandwidth(threads, bandwidth_mib)
+    roof = roofline(weights, bandwidth, decode_runs, prefill_s, prefill_tokens)
+    return {**roof.to_dict(), "threads": threads, "matmul_params": weights.matmul_params}
+
+
 def peak_rss() -> int:
     """Peak resident memory of this process so far, bytes."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -13,6 +13,7 @@ are parsed and checked with :mod:`tinyllm.verifiers`: an invalid output comes ba
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,9 +163,24 @@ def parse_output(task: TaskSpec, raw: str) -> tuple[Any, bool, str | None]:
     return value, True, None
 
 
+@dataclass(frozen=True)
+class ServedTask:
+    """Everything the router knows about one served task, replaced as a whole: a request
+    routed while the task is added or removed sees the old record or the new one, never
+    half of each."""
+
+    spec: TaskSpec
+    slot: int
+    entry: TaskEntry
+    tools: tuple[Tool, ...]
+    trie: LabelTrie | None
+
+
 class Router:
     """Maps task names to routes; tasks and their adapter slots change while serving.
 
+    Thread-safe: requests are routed on their callers' threads while ``add`` and
+    ``remove`` run on others; each task is one :class:`ServedTask` swapped under a lock.
     ``merged``: the task whose adapter the engine's weights hold (``--merge-adapter``):
     the only task such an engine serves, which its refusals of other tasks say.
     """
@@ -180,47 +196,71 @@ class Router:
         self.constrain = constrain
         self.table = table
         self.merged = merged
-        self.tasks: dict[str, TaskSpec] = {}
-        self.slots: dict[str, int] = {}
-        self._entries: dict[str, TaskEntry] = {}
-        self._tries: dict[str, LabelTrie] = {}
+        self._served: dict[str, ServedTask] = {}
+        self._lock = threading.Lock()
         self._texts: dict[int, str] = {}
         self._json: JsonTokens | None = None
-        self._tools: dict[str, tuple[Tool, ...]] = {}
+
+    @property
+    def tasks(self) -> dict[str, TaskSpec]:
+        """The tasks served now, by name (a copy)."""
+        with self._lock:
+            return {name: t.spec for name, t in self._served.items()}
+
+    @property
+    def slots(self) -> dict[str, int]:
+        """The adapter slot of each task served now (a copy; 0: the base model)."""
+        with self._lock:
+            return {name: t.slot for name, t in self._served.items()}
+
+    def slot(self, name: str) -> int | None:
+        """The adapter slot of task ``name``, None when it is not served."""
+        with self._lock:
+            served = self._served.get(name)
+        return None if served is None else served.slot
 
     def add(self, spec: TaskSpec, slot: int) -> None:
         """Serve ``spec`` with adapter ``slot`` (0: the base model); its tools, if any,
-        must be registered (:func:`tinyllm.toolbox.register_tool`)."""
+        must be registered (:func:`tinyllm.toolbox.register_tool`). Requests see the task
+        only once all of it is ready."""
         tools = tuple(get_tool(n) for n in spec.tools.names) if spec.tools else ()
-        self._tools[spec.name] = tools
-        self.tasks[spec.name] = spec
-        self.slots[spec.name] = slot
-        self._tries.pop(spec.name, None)
         entry = self.table.entry(spec) if self.table is not None else None
         if entry is None:  # a task added after export: render it here, once
             entry = build_entry(spec, self.tokenizer, slot, None)
-        self._entries[spec.name] = entry
+        trie = None
+        if spec.output.kind == "label" and self.constrain:  # a tool task's answer uses it
+            trie = LabelTrie(entry.label_ids, self.tokenizer.eos_token_id)
+        with self._lock:
+            self._served[spec.name] = ServedTask(spec, slot, entry, tools, trie)
 
     def remove(self, name: str) -> int:
         """Stop serving a task; returns its adapter slot."""
-        self.spec(name)
-        del self.tasks[name]
-        self._tries.pop(name, None)
-        self._entries.pop(name, None)
-        return self.slots.pop(name)
+        with self._lock:
+            served = self._served.pop(name, None)
+        if served is None:
+            raise self._unknown(name)
+        return served.slot
 
     def spec(self, name: str) -> TaskSpec:
         """The task called ``name``; an unknown name lists the tasks served."""
-        if name not in self.tasks:
-            if self.merged is not None:
-                raise UnknownTaskError(
-                    f"task {name!r} is not served: this engine has the adapter of task "
-                    f"{self.merged!r} merged into its weights and serves only that task; "
-                    f"export an engine with LoRA slots, or one with --merge-adapter {name}"
-                )
-            known = ", ".join(sorted(self.tasks)) or "none"
-            raise UnknownTaskError(f"unknown task {name!r}; this engine serves: {known}")
-        return self.tasks[name]
+        return self._lookup(name).spec
+
+    def _lookup(self, name: str) -> ServedTask:
+        with self._lock:
+            served = self._served.get(name)
+        if served is None:
+            raise self._unknown(name)
+        return served
+
+    def _unknown(self, name: str) -> UnknownTaskError:
+        if self.merged is not None:
+            return UnknownTaskError(
+                f"task {name!r} is not served: this engine has the adapter of task "
+                f"{self.merged!r} merged into its weights and serves only that task; "
+                f"export an engine with LoRA slots, or one with --merge-adapter {name}"
+            )
+        known = ", ".join(sorted(self.tasks)) or "none"
+        return UnknownTaskError(f"unknown task {name!r}; this engine serves: {known}")
 
     def route(
         self,
@@ -234,26 +274,14 @@ class Router:
         """The route of one request for task ``name`` with input ``text`` (``shots``:
         worked examples put before the input, as evaluation's few-shot prompts;
         ``execute_tools`` False: a tool task returns the call itself, unexecuted)."""
-        spec = self.spec(name)
-        slot = self.slots.get(name)
-        if slot is None:
-            raise UnknownTaskError(f"task {name!r} was removed")
-        entry = self._entries[name]
+        served = self._lookup(name)  # one record: the task as it was when routed
+        spec, slot, entry = served.spec, served.slot, served.entry
         start = time.perf_counter()
-        if entry.exact and not shots:
-            prompt_text = entry.render(text)
-        else:
-            shots = list(shots or [])
-            if spec.tools and shots:  # a tool task's shots show calls (loaded only then)
-                from tinyllm.toolcalling import call_shots
-
-                shots = call_shots(spec, shots)
-            messages = conversation(spec, text, shots)
-            prompt_text = self.tokenizer.apply_chat_template(messages)
+        prompt_text = self._prompt_text(spec, entry, text, shots)
         built = time.perf_counter()
         prompt = self.tokenizer.encode(prompt_text)
         tokenized = time.perf_counter()
-        tools = self._tools.get(name, ())
+        tools = served.tools
         budget = spec.tools.max_call_tokens if spec.tools else spec.output.max_new_tokens
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or budget,
@@ -276,19 +304,32 @@ class Router:
                 execute_tools,
             )
         kind = spec.output.kind
-        trie = self._trie(entry) if kind == "label" and self.constrain else None
         return Route(
             spec,
             prompt,
             slot,
             config,
             kind != "json",
-            trie,
+            served.trie,
             kind == "json" and self.constrain,
             common_prefix(prompt, entry.prefix_ids),
             built - start,
             tokenized - built,
         )
+
+    def _prompt_text(
+        self, spec: TaskSpec, entry: TaskEntry, text: str, shots: list[Example] | None
+    ) -> str:
+        """The request's prompt: the task table's rendering where it is exact and there
+        are no shots, else the chat template over the task's conversation."""
+        if entry.exact and not shots:
+            return entry.render(text)
+        shots = list(shots or [])
+        if spec.tools and shots:  # a tool task's shots show calls (loaded only then)
+            from tinyllm.toolcalling import call_shots
+
+            shots = call_shots(spec, shots)
+        return self.tokenizer.apply_chat_template(conversation(spec, text, shots))
 
     def after_call(self, route: Route, call: list[int], result: str) -> Route:
         """The route that writes a tool task's answer: the prompt, the call the model wrote
@@ -298,14 +339,16 @@ class Router:
             raise UnknownTaskError("a tool call needs a task")
         ids = route.prompt + call + self.tokenizer.encode(result_text(result))
         kind = spec.output.kind
-        entry = self._entries.get(spec.name)
+        with self._lock:
+            served = self._served.get(spec.name)
         config = GenerationConfig(
             max_new_tokens=spec.output.max_new_tokens,
             temperature=route.config.temperature,
             seed=route.config.seed,
             speculate=spec.output.speculates,
         )
-        trie = self._trie(entry) if entry and kind == "label" and self.constrain else None
+        # the answer keeps to the labels, unless the task was re-added with other ones
+        trie = served.trie if served is not None and served.spec == spec else None
         json = kind == "json" and self.constrain
         return Route(spec, ids, route.slot, config, kind != "json", trie, json, route.prefix_len)
 
@@ -338,8 +381,3 @@ class Router:
         if text is None:
             text = self._texts[token] = self.tokenizer.decode([token])
         return text
-
-    def _trie(self, entry: TaskEntry) -> LabelTrie:
-        if entry.name not in self._tries:
-            self._tries[entry.name] = LabelTrie(entry.label_ids, self.tokenizer.eos_token_id)
-        return self._tries[entry.name]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -146,10 +147,16 @@ class TaskService:
             self._serving().router.raw(prompt, config or GenerationConfig()), deadline_s
         )
 
-    def add_task(self, spec: TaskSpec, adapter: LoraAdapter | None = None) -> None:
+    def add_task(
+        self, spec: TaskSpec, adapter: LoraAdapter | None = None, *, wait_s: float = 60.0
+    ) -> None:
         """Serve a new task while serving: its adapter fills a free slot in place (no
         re-export, no restart; requests in flight are unaffected). No adapter: base model.
-        An engine with a merged adapter takes no new task (its weights are one task's)."""
+        An engine with a merged adapter takes no new task (its weights are one task's).
+
+        A removed task's slot frees when its last request in flight ends; when every slot
+        is taken but some are still finishing such requests, this waits up to ``wait_s``
+        seconds for one (a task removed and added back at once needs that)."""
         server = self._serving()
         merged = self.info.merged_adapter
         if merged is not None:
@@ -159,13 +166,34 @@ class TaskService:
                 f"with LoRA slots, or one with --merge-adapter {spec.name}"
             )
         with server.cond:
-            if spec.name in server.router.tasks:
-                raise ConfigError(f"task {spec.name!r} is already served; remove_task it first")
+            self._check_new(server, spec.name)
+            if adapter is not None and not server.slots.free() and server.slots.retired:
+                deadline = time.monotonic() + wait_s
+                while not server.slots.free() and server.slots.retired:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise ConfigError(
+                            f"all {server.slots.count - 1} adapter slots are taken and "
+                            f"{len(server.slots.retired)} of them still finish requests of "
+                            f"removed tasks after {wait_s:g} s; retry when those end, or "
+                            "export the engine with more lora_slots"
+                        )
+                    server.cond.wait(min(left, 0.05))  # the decode loop runs meanwhile
+                self._check_new(server, spec.name)  # another thread may have added it
             slot = server.slots.fill(spec.name, adapter) if adapter is not None else 0
             server.cache.drop(task=spec.name)
             if slot:
                 server.cache.drop(slot=slot)
-            server.router.add(spec, slot)
+            try:
+                server.router.add(spec, slot)
+            except BaseException:
+                server.slots.release(slot)  # not served: its slot is free again
+                raise
+
+    @staticmethod
+    def _check_new(server: Server, name: str) -> None:
+        if server.router.slot(name) is not None:
+            raise ConfigError(f"task {name!r} is already served; remove_task it first")
 
     def remove_task(self, name: str) -> None:
         """Stop accepting requests for ``name``; its requests in flight still finish."""

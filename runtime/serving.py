@@ -35,7 +35,7 @@ from tinyllm.runtime.live import Counters, Live, Sink, ready, stopped
 from tinyllm.runtime.prefixcache import CachedPrefix, PrefixCache
 from tinyllm.runtime.router import Route, Router, TaskOutput, mask_logits
 from tinyllm.runtime.sampling import sample
-from tinyllm.runtime.scheduler import Request, Scheduler, SchedulerConfig, StepPlan
+from tinyllm.runtime.scheduler import PrefillRow, Request, Scheduler, SchedulerConfig, StepPlan
 from tinyllm.runtime.session import DecoderSession
 from tinyllm.runtime.slots import AdapterSlots
 from tinyllm.runtime.speculative import SpeculationOptions, SpeculationStats, drafts_for
@@ -110,7 +110,7 @@ class Server:
                     raise EngineClosedError(
                         "the engine is closed; load a new one to serve requests"
                     )
-                if name is not None and self.router.slots.get(name) != route.slot:
+                if name is not None and self.router.slot(name) != route.slot:
                     raise UnknownTaskError(
                         f"task {name!r} was removed while the request was routed"
                     )
@@ -175,7 +175,7 @@ class Server:
         """A slot holding ``task``'s adapter (``load(task)`` gives it): the served task's
         slot, else one filled for ``generate(adapter=task)`` the first time."""
         with self.cond:
-            slot = self.router.slots.get(task, 0)
+            slot = self.router.slot(task) or 0
             if slot:
                 return slot
             owner = self.slots.owner
@@ -250,29 +250,8 @@ class Server:
     def _step(
         self, plan: StepPlan, rows: dict[int, int], prefixes: dict[int, CachedPrefix | None]
     ) -> None:
-        watch = self.watch
         for group in plan.prefill:
-            lives = [self.live[p.request] for p in group]
-            self.counters.peak_batch_rows = max(self.counters.peak_batch_rows, len(group))
-            for p in group:
-                prefix = prefixes.get(p.request)
-                if prefix is not None:  # a fresh row starts from its task's cached prefix
-                    self.session.write_kv(p.row, prefix.kv)
-                    watch.lap("prefix_copy")
-            logits = self.session.prefill_rows(
-                group[0].row,
-                [live.route.prompt[p.start : p.end] for p, live in zip(group, lives, strict=True)],
-                [p.start for p in group],
-                np.array([live.route.slot for live in lives]),
-            )
-            watch.lap("prefill")
-            for p, live, row_logits in zip(group, lives, logits, strict=True):
-                self.scheduler.prefilled(p.request, p.end)
-                if live.fill_cache and p.end >= live.route.prefix_len:
-                    self._fill_cache(live, p.row)
-                if p.end == len(live.route.prompt):
-                    live.ttft = time.perf_counter() - live.start
-                    self._advance(live, row_logits)
+            self._prefill(group, prefixes)
         drafts = drafts_for(
             [self.live[rid] for rid in plan.decode],
             self.speculation if self.session.verifies else None,
@@ -280,32 +259,12 @@ class Server:
         )
         plain = [rid for rid in plan.decode if rid not in drafts]
         if plain:
-            decode = set(plain)
-            self.counters.peak_batch_rows = max(self.counters.peak_batch_rows, len(plain))
-            width = max(rows) + 1
-            tokens = np.full(width, self.session.pad_id, np.int64)
-            lengths = np.zeros(width, np.int64)
-            lora = np.zeros(width, np.int64)
-            for row, rid in rows.items():
-                live = self.live[rid]
-                request = self.scheduler.requests[rid]
-                # Rows that skip this step write a placeholder at their next position,
-                # which their real token overwrites when they run again.
-                lengths[row] = live.kv_len if request.decoding else request.prefilled
-                lora[row] = live.route.slot
-                if rid in decode:
-                    tokens[row] = live.tokens[-1]
-            watch.lap("scheduler")
-            logits = self.session.decode(tokens.tolist(), lengths.tolist(), lora)
-            watch.lap("decode")
-            for row, rid in rows.items():
-                if rid in decode:
-                    self._advance(self.live[rid], logits[row])
+            self._decode(set(plain), rows)
         # After the batched run: it wrote a placeholder at each drafting row's next position.
         for row, rid in rows.items():
             if rid in drafts:
                 self._verify(self.live[rid], row, drafts[rid])
-                watch.lap("decode")
+                self.watch.lap("decode")
         with self.cond:
             for rid in [rid for rid, live in self.live.items() if live.done]:
                 if rid in self.scheduler.requests:
@@ -313,7 +272,56 @@ class Server:
                     self.scheduler.finish(rid, observe=live.error is None)
                     self._end(rid, live.error)
             self.cond.notify_all()  # room in the queue for waiting submitters
-        watch.lap("finish")
+        self.watch.lap("finish")
+
+    def _prefill(self, group: list[PrefillRow], prefixes: dict[int, CachedPrefix | None]) -> None:
+        """Prefill one group of rows (one run); rows whose prompt is done take a token."""
+        watch = self.watch
+        lives = [self.live[p.request] for p in group]
+        self.counters.peak_batch_rows = max(self.counters.peak_batch_rows, len(group))
+        for p in group:
+            prefix = prefixes.get(p.request)
+            if prefix is not None:  # a fresh row starts from its task's cached prefix
+                self.session.write_kv(p.row, prefix.kv)
+                watch.lap("prefix_copy")
+        logits = self.session.prefill_rows(
+            group[0].row,
+            [live.route.prompt[p.start : p.end] for p, live in zip(group, lives, strict=True)],
+            [p.start for p in group],
+            np.array([live.route.slot for live in lives]),
+        )
+        watch.lap("prefill")
+        for p, live, row_logits in zip(group, lives, logits, strict=True):
+            self.scheduler.prefilled(p.request, p.end)
+            if live.fill_cache and p.end >= live.route.prefix_len:
+                self._fill_cache(live, p.row)
+            if p.end == len(live.route.prompt):
+                live.ttft = time.perf_counter() - live.start
+                self._advance(live, row_logits)
+
+    def _decode(self, decode: set[int], rows: dict[int, int]) -> None:
+        """One batched decode run over every row; the requests in ``decode`` take a token."""
+        watch = self.watch
+        self.counters.peak_batch_rows = max(self.counters.peak_batch_rows, len(decode))
+        width = max(rows) + 1
+        tokens = np.full(width, self.session.pad_id, np.int64)
+        lengths = np.zeros(width, np.int64)
+        lora = np.zeros(width, np.int64)
+        for row, rid in rows.items():
+            live = self.live[rid]
+            request = self.scheduler.requests[rid]
+            # Rows that skip this step write a placeholder at their next position,
+            # which their real token overwrites when they run again.
+            lengths[row] = live.kv_len if request.decoding else request.prefilled
+            lora[row] = live.route.slot
+            if rid in decode:
+                tokens[row] = live.tokens[-1]
+        watch.lap("scheduler")
+        logits = self.session.decode(tokens.tolist(), lengths.tolist(), lora)
+        watch.lap("decode")
+        for row, rid in rows.items():
+            if rid in decode:
+                self._advance(self.live[rid], logits[row])
 
     def _verify(self, live: Live, row: int, tokens: list[int]) -> None:
         """Feed the row's next token and its draft in one run; pick tokens from the logits
@@ -349,7 +357,7 @@ class Server:
         n = live.route.prefix_len
         kv = self.session.read_kv(row, n)
         with self.cond:
-            if self.router.slots.get(live.key[0]) == live.route.slot:  # still served so
+            if self.router.slot(live.key[0]) == live.route.slot:  # still served so
                 self.cache.store(live.key, live.route.prompt[:n], kv)
         self.watch.lap("prefix_copy")
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from tinyllm.errors import ConfigError
 
-BUILTIN = "builtin"
 TEXT = (
     "the room was clean and quiet but the service at the front desk felt slow while "
     "our flight to boston leaves on monday morning please book two seats near a window "

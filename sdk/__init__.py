@@ -7,10 +7,10 @@ importing a stage (``tinyllm.runtime``, ``tinyllm.distill``...) never runs the f
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from tinyllm.errors import TinyLLMError
+from tinyllm.lazyexports import lazy_exports
 from tinyllm.version import __version__
 
 if TYPE_CHECKING:
@@ -41,21 +41,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """Load the facade's names (and ``tinyllm.Engine``, onnxruntime) only when first used."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    if name == "api":  # `import tinyllm; tinyllm.api.distill(...)` keeps working
-        return importlib.import_module("tinyllm.api")
-    raise AttributeError(f"module 'tinyllm' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """The public names, loaded or not."""
-    return sorted([*globals(), *_LAZY, "api"])
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, submodules=("api",))
 
 __all__ = [
     "Bundle",

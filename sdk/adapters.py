@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from tinyllm.config import PROJECTIONS as PROJECTIONS  # defined with the model config
 from tinyllm.config import ModelConfig
 from tinyllm.errors import BundleError, ConfigError
 from tinyllm.manifest import AdapterEntry
 
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PEFT_PREFIX = "base_model.model."
 
 

@@ -28,7 +28,7 @@ from tinyllm.facade.label import label_data, merge_labels
 from tinyllm.facade.profile import profile
 from tinyllm.facade.serve import serve
 from tinyllm.manifest import Stage
-from tinyllm.suite import BUILTIN
+from tinyllm.tasks import BUILTIN
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter

@@ -19,7 +19,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from tinyllm.adapters import check_adapter_shapes
 from tinyllm.config import ModelConfig
 from tinyllm.durability import (
     WriterLock,
@@ -241,6 +240,9 @@ class Bundle:
                 )
 
     def _check_components(self) -> None:
+        # Here, not at import: adapters brings numpy, which the API's import does not need.
+        from tinyllm.adapters import check_adapter_shapes
+
         where = self.path / MANIFEST
         for task, adapter in self.manifest.adapters.items():
             if adapter.file not in self.manifest.files:

@@ -16,6 +16,8 @@ from tinyllm.errors import ConfigError
 
 Family = Literal["llama", "qwen2"]
 FAMILIES: tuple[str, ...] = get_args(Family)
+# The linear projections of a decoder layer (HF names): what LoRA adapts, GPTQ quantizes.
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 T = TypeVar("T")
 

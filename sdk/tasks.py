@@ -23,6 +23,9 @@ Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 METRICS = ("accuracy", "macro_f1", "exact_match", "slot_f1", "rouge_l")
 VERIFIERS = ("label_in_set", "json_schema", "number", "iso_datetime", "non_empty")
+# The name that stands for what tinyllm ships wherever a file goes: the built-in suite
+# for a suite file, the built-in workload for a profile's workload file.
+BUILTIN = "builtin"
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,6 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tinyllm.errors import BundleError
 
 # Bytes per element of the safetensors dtype names.
@@ -108,6 +106,7 @@ def save_tensors(path: Path, tensors: Mapping[str, Any], metadata: dict[str, str
 
         save_torch({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
     else:
+        import numpy as np  # here, not at import: opening a bundle needs no numpy
         from safetensors.numpy import save_file as save_numpy
 
         # safetensors.numpy writes a strided view's buffer as it lies in memory: silently

@@ -30,13 +30,13 @@ HEAVY = [
 ]
 
 
-def loaded_after(statement: str, preamble: str = "") -> list[str]:
-    """The modules of HEAVY in sys.modules after running ``statement`` in a fresh python."""
+def loaded_after(statement: str, preamble: str = "", heavy: list[str] = HEAVY) -> list[str]:
+    """The modules of ``heavy`` in sys.modules after running ``statement`` in a fresh python."""
     script = (
         "import sys\n"
         f"{preamble}\n"
         f"{statement}\n"
-        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -53,6 +53,13 @@ def loaded_after(statement: str, preamble: str = "") -> list[str]:
 )
 def test_importing_the_api_loads_no_stage_engine_or_torch(statement: str) -> None:
     assert loaded_after(statement) == []
+
+
+def test_importing_the_api_loads_no_numpy() -> None:
+    # Bundles load numpy when opened, not when the API's signatures are read (the CLI
+    # still does: GenerationConfig's module samples with numpy).
+    assert loaded_after("import tinyllm.api", heavy=["numpy"]) == []
+    assert loaded_after("import tinyllm.api", "import tinyllm.adapters", ["numpy"]) == ["numpy"]
 
 
 def test_the_probe_sees_a_heavy_module() -> None:

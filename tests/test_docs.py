@@ -55,3 +55,17 @@ def test_code_blocks_run(doc: Path) -> None:
 def test_skipped_blocks_are_run_elsewhere() -> None:
     reasons = [why for doc in DOCS for _, _, why in code_blocks(doc) if why]
     assert all("tests/" in why or "CI runs it" in why for why in reasons), reasons
+
+
+def test_the_layout_page_names_every_module() -> None:
+    # docs/layout.md says where each behaviour lives: a new module gets its line there.
+    text = (REPO / "docs" / "layout.md").read_text()
+    folders = {"sdk": "", "sdk/facade": "facade/", "sdk/suite": "suite/"}
+    folders |= {f: "" for f in ("compress", "distill", "runtime")}
+    missing = [
+        f"{folder}/{path.name}"
+        for folder, prefix in folders.items()
+        for path in sorted((REPO / folder).glob("*.py"))
+        if path.stem != "__init__" and f"`{prefix}{path.stem}`" not in text
+    ]
+    assert missing == [], f"docs/layout.md does not name: {missing}"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from tinyllm.compress.compression import CompressOptions
 from tinyllm.compress.pruneoptions import HealConfig, PruneOptions
-from tinyllm.suite import BUILTIN
+from tinyllm.tasks import BUILTIN
 
 if TYPE_CHECKING:
     from tinyllm.bundle import Bundle

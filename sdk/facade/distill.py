@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tinyllm.suite import BUILTIN
+from tinyllm.tasks import BUILTIN
 
 if TYPE_CHECKING:
     from tinyllm.distill.recipe import DistillReport

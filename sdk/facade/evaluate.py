@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tinyllm.errors import ConfigError
-from tinyllm.suite import BUILTIN
+from tinyllm.tasks import BUILTIN
 
 if TYPE_CHECKING:
     from tinyllm.bundle import Bundle

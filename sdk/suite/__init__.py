@@ -19,6 +19,7 @@ from pathlib import Path
 from tinyllm.cache import cache_dir
 from tinyllm.errors import TaskError, missing_dependency
 from tinyllm.tasks import (
+    BUILTIN,
     SPLITS,
     Example,
     Split,
@@ -32,7 +33,6 @@ from tinyllm.tasks import (
 Builder = Callable[[dict[str, int], int, Path], dict[str, list[Example]]]
 # Bump when a builder's output changes, so cached data is rebuilt.
 BUILDER_VERSION = 2
-BUILTIN = "builtin"  # the name that stands for the built-in suite wherever a suite file goes
 
 
 def builtin_suite_path() -> Path:

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
+from tinyllm.presets import PRESETS
 from tinyllm.runtime.deviceplan import names, plan
 from tinyllm.runtime.engineinfo import EngineInfo
 
-CONFIG = ModelConfig(
-    family="llama",
-    vocab_size=512,
-    hidden_size=128,
-    intermediate_size=256,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=32,
-    max_position_embeddings=512,
-    rms_norm_eps=1e-5,
-    rope_theta=10000.0,
-    tie_word_embeddings=True,
-)
+CONFIG = PRESETS["tiny-llama"].config  # the dimensions the tests' tiny models have
+assert CONFIG is not None
 CUDA_FP16 = EngineInfo("onnx-cuda", "ort", "fp16", "float16", 256, "model.onnx")
 LORA = EngineInfo(
     "onnx-cuda",

@@ -576,7 +576,9 @@ def test_a_lone_surrogate_is_a_400_not_a_500(scripted) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_engine_side_failure_is_a_500_server_error(scripted, stream: bool) -> None:
+def test_an_engine_side_failure_is_a_500_server_error(
+    scripted, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     _, url = scripted
     with pytest.raises(openai.InternalServerError) as info:
         client(url).chat.completions.create(
@@ -584,6 +586,10 @@ def test_an_engine_side_failure_is_a_500_server_error(scripted, stream: bool) ->
         )
     assert info.value.status_code == 500 and info.value.type == "server_error"
     assert "the engine step failed: boom" in info.value.message
+    # The server logs it with its traceback (the client gets one line): a soak keeps it.
+    logged = [r for r in caplog.records if r.name == "tinyllm.runtime.openai_app"]
+    assert len(logged) == 1 and "500 server_error for model 'shout'" in logged[0].getMessage()
+    assert logged[0].exc_info and isinstance(logged[0].exc_info[1], TinyLLMError)
 
 
 @pytest.fixture()

@@ -16,16 +16,16 @@ import pytest
 import tinyllm
 from tinyllm.errors import ConfigError
 from tinyllm.runtime.native import NativeEngine, NativeStats
-from tinyllm.runtime.nativetrace import LoopStats, Run, RunTracer
-from tinyllm.runtime.profile import ProfileOptions
-from tinyllm.runtime.profilenative import (
+from tinyllm.runtime.nativepass import (
     Clients,
     NativePass,
     busy_time,
     client_timing,
-    profile_native,
     timer_problems,
 )
+from tinyllm.runtime.nativetrace import LoopStats, Run, RunTracer
+from tinyllm.runtime.profile import ProfileOptions
+from tinyllm.runtime.profilenative import profile_native
 from tinyllm.runtime.profiletrace import check_trace
 from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.runtime.servingdefaults import ServingDefaults
