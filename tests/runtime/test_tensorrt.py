@@ -164,7 +164,9 @@ def test_the_context_model_gets_the_graphs_stamps(tmp_path: Path) -> None:
 
 def test_merge_adapter_takes_no_slots() -> None:
     with pytest.raises(ConfigError, match=r"no LoRA slots"):
-        ExportOptions("onnx-standard", merge_adapter="sentiment", lora_slots=2, lora_rank=4).check(CONFIG)
+        ExportOptions("onnx-standard", merge_adapter="sentiment", lora_slots=2, lora_rank=4).check(
+            CONFIG
+        )
     with pytest.raises(ConfigError, match=r"max_batch must be >= 1"):
         ExportOptions("onnx-standard", max_batch=0).check(CONFIG)
 
