@@ -16,7 +16,9 @@ tokens/s is ``(N - 1) / (t(N) - t(1))`` per stream, times the batch; the median 
 go into the JSON (out/bench/decode_gpu.json).
 
 Needs a CUDA GPU with onnxruntime-gpu; without ONNX Runtime's CUDA provider it exits 2
-with a message saying so. It has not been run yet (no GPU on the project's machines).
+with a message saying so. An engine that cannot be prepared here (no TensorRT, no
+onnxruntime-genai, a precision its builder lacks) gets a "not run" row with the reason,
+and the others still run. It has not been run yet (no GPU on the project's machines).
 
     .venv/bin/python benchmarks/decode_gpu.py --model smollm2-135m --precision fp16
 """
@@ -52,6 +54,10 @@ def cuda_problem() -> str | None:
     return None
 
 
+class NotRun(Exception):
+    """An engine this run cannot measure (said in its row; the others still run)."""
+
+
 def prepare(engine: str, name: str, precision: str, out: Path, block: int) -> Path:
     """The model ``engine`` loads, built once under ``out``."""
     import tinyllm
@@ -70,6 +76,8 @@ def prepare(engine: str, name: str, precision: str, out: Path, block: int) -> Pa
                 block_size=block, max_seq_len=1024, lora_slots=0,
             )  # fmt: skip
         return path
+    if precision not in ("fp16", "int4"):
+        raise NotRun(f"onnxruntime-genai's model builder has no {precision} precision")
     hf = out / "hf" / name
     if not hf.exists():
         loaded = tinyllm.load_torch_model(bundle)
@@ -154,6 +162,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of models and the JSON")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
@@ -165,9 +174,15 @@ def main() -> int:
         return 2
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {"settings": vars(args) | {"worker": None}, "runs": []}
-    rows = []
+    rows: list[tuple[str, object, str]] = []
     for engine in args.engines.split(","):
-        path = prepare(engine, args.model, args.precision, OUT, args.block_size)
+        try:
+            path = prepare(engine, args.model, args.precision, args.out, args.block_size)
+        except Exception as e:  # e.g. no TensorRT here: the other engines still measure
+            problem = f"{type(e).__name__}: {e}".splitlines()[0]
+            results["runs"].append({"engine": engine, "error": problem})
+            rows.append((engine, "-", f"not run: {problem}"))
+            continue
         for batch in (1, args.batch):
             prompts = rng.integers(10, 1000, (batch, args.prompt_tokens)).tolist()
             got = run(engine, path, prompts, args)
@@ -182,8 +197,8 @@ def main() -> int:
     print(f"{'engine':<20} {'batch':>5}  decode tok/s ({args.model} {args.precision})")
     for engine, batch, cell in rows:
         print(f"{engine:<20} {batch:>5}  {cell}")
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "decode_gpu.json").write_text(json.dumps(results, indent=2) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "decode_gpu.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
 
 

@@ -107,7 +107,8 @@ class Engine(TaskService):
             device: "cpu", "cuda" or "tensorrt" (without its provider, an error). On
                 "cuda" an ``onnx-cuda`` engine keeps its KV cache, adapters and logits on
                 the GPU (docs/gpu.md); "tensorrt" also checks the GPU and TensorRT the
-                engine was built for.
+                engine was built for. An engine exported with ``--merge-adapter TASK``
+                serves TASK only and refuses other tasks and adapters (docs/gpu.md).
             threads: intra-op threads (default: the CPUs this process may use).
             max_batch: rows generated together (KV address space is reserved for all of
                 them; a row's memory becomes resident as its tokens fill it).
@@ -133,6 +134,12 @@ class Engine(TaskService):
         """
         opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify="size")
         entry = pick_engine(opened, engine, device)
+        if device == "tensorrt" and entry.target != "tensorrt":
+            raise ConfigError(
+                f"device='tensorrt' runs TensorRT engines; {entry.path} of {opened.path} is "
+                f"target {entry.target!r}: export one with `tinyllm export BUNDLE --target "
+                "tensorrt`, or load this one with device='cpu' or 'cuda'"
+            )
         folder = opened.path / entry.path
         verify_engine_files(opened, entry, verify)
         settings = read_defaults(folder).with_given(
@@ -204,7 +211,8 @@ class Engine(TaskService):
             config: decoding parameters (default: greedy); prompt ``i`` samples with
                 ``seed + i`` when a seed is given.
             adapter: a task of the bundle whose LoRA adapter every row uses (None: the
-                base model).
+                base model; an engine exported with ``--merge-adapter TASK`` has no other
+                weights than TASK's merged ones, so None and TASK run the same).
         """
         config = config or GenerationConfig()
         server = self._serving()
@@ -229,7 +237,8 @@ class Engine(TaskService):
         Args:
             prompt: token ids.
             config: decoding parameters (default: greedy).
-            adapter: a task of the bundle whose LoRA adapter the row uses (None: base).
+            adapter: a task of the bundle whose LoRA adapter the row uses (None: base;
+                see :meth:`generate_ids` for an engine with a merged adapter).
             wait: wait for room in a full queue instead of raising QueueFullError.
         """
         server = self._serving()
@@ -248,9 +257,18 @@ class Engine(TaskService):
         return self._stream(server.router.raw_ids(ids, config, 0), None)
 
     def _adapter_slot(self, server: Server, task: str | None) -> int:
-        """The LoRA slot of ``task``'s adapter for generate() (0: base), filled once."""
-        if task is None:
+        """The LoRA slot of ``task``'s adapter for generate() (0: base), filled once.
+
+        An engine with a merged adapter has it in slot 0 and no other."""
+        merged = self.info.merged_adapter
+        if task is None or task == merged:
             return 0
+        if merged is not None:
+            raise ConfigError(
+                f"this engine has the adapter of task {merged!r} merged into its weights: it "
+                f"runs that adapter (or adapter=None, the same weights), not {task!r}'s; "
+                f"export an engine with LoRA slots, or one with --merge-adapter {task}"
+            )
         if task not in self.bundle.manifest.adapters:
             known = ", ".join(sorted(self.bundle.manifest.adapters)) or "none"
             raise ConfigError(

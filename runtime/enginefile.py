@@ -7,7 +7,7 @@ Loading an engine checks, before the first token:
   for ``verify="size"``;
 - that engine.json tells the truth about the graph: the flavour, float dtype and
   multi-LoRA slots, rank and targets are read off the graph's inputs; the context length,
-  precision and block size off the metadata export stamps into the model
+  precision, block size and merged adapter off the metadata export stamps into the model
   (``tinyllm.*`` keys). A lie is a :class:`BundleError` naming engine.json and the field.
 
 Needs only onnxruntime's session (no onnx, no torch).
@@ -31,6 +31,7 @@ T = TypeVar("T")
 ENGINE_JSON = "engine.json"
 # engine.json fields stamped into the ONNX model's metadata at export, as text.
 STAMPED = ("max_seq_len", "precision", "block_size", "flavour", "float_dtype")
+MERGED = "tinyllm.merged_adapter"  # the task whose adapter is in the weights ("": none)
 _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
@@ -82,7 +83,8 @@ def read_engine_json(folder: Path) -> dict[str, Any]:
 
 def stamp(info: EngineInfo) -> dict[str, str]:
     """The metadata export writes into the model, so that load can check engine.json."""
-    return {f"tinyllm.{name}": str(getattr(info, name)) for name in STAMPED}
+    stamped = {f"tinyllm.{name}": str(getattr(info, name)) for name in STAMPED}
+    return stamped | {MERGED: info.merged_adapter or ""}
 
 
 def check_graph(info: EngineInfo, session: Any, config: ModelConfig, folder: Path) -> None:
@@ -125,6 +127,9 @@ def check_graph(info: EngineInfo, session: Any, config: ModelConfig, folder: Pat
         stamped = metadata.get(f"tinyllm.{name}")
         if stamped is not None and str(getattr(info, name)) != stamped:
             raise lie(name, getattr(info, name), stamped)
+    merged = metadata.get(MERGED)  # absent in engines exported before --merge-adapter
+    if merged is not None and (info.merged_adapter or "") != merged:
+        raise lie("merged_adapter", info.merged_adapter, merged or None)
     if info.max_seq_len < 1:
         raise lie("max_seq_len", info.max_seq_len, "a positive context length")
 

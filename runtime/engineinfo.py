@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """engine.json: how the engine was exported."""
+    """engine.json: how the engine was exported. ``merged_adapter``: the task whose adapter
+    export folded into the weights (``--merge-adapter``); the engine serves only it."""
 
     target: str
     flavour: str
@@ -19,3 +20,4 @@ class EngineInfo:
     lora_slots: int = 0
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = ()
+    merged_adapter: str | None = None

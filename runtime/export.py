@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinyllm.adapters import load_adapter
 from tinyllm.bundle import Bundle
 from tinyllm.config import ModelConfig
 from tinyllm.errors import ConfigError
@@ -18,7 +17,7 @@ from tinyllm.runtime.builder import BuildOptions, build_decoder
 from tinyllm.runtime.enginefile import stamp
 from tinyllm.runtime.engineinfo import EngineInfo
 from tinyllm.runtime.exportoptions import ExportOptions as ExportOptions
-from tinyllm.runtime.tensorrt import build_engine, fix_logits_index, merged_weights
+from tinyllm.runtime.tensorrt import CONTEXT_MODEL, build_engine, fix_logits_index, merged_weights
 
 if TYPE_CHECKING:
     import onnx
@@ -109,6 +108,7 @@ def write_engine(
         lora_slots=options.lora_slots,
         lora_rank=options.lora_rank,
         lora_targets=tuple(options.lora_targets) if options.lora_slots else (),
+        merged_adapter=options.merge_adapter,
     )
     save_engine(folder, model, info, bundle.config, options)
     lookup = build.quantized_embedding and EMBEDDING in packed
@@ -131,14 +131,13 @@ def engine_weights(
                 "export it without --quant/--block-size"
             )
         weights = {**weights, **{n: p.dequantize() for n, p in packed.items()}}
-    if options.merge_adapter:
+    if options.merge_adapter is not None:
         if spec is not None:
             raise ConfigError(
                 f"{bundle.path} is quantized: merge the adapter before quantizing "
                 "(tinyllm compress --lora merged), then export it"
             )
-        adapters = {t: load_adapter(bundle.path, a) for t, a in bundle.manifest.adapters.items()}
-        weights = merged_weights(weights, bundle.config, adapters)
+        weights = merged_weights(bundle, weights, options.merge_adapter)
     if spec is None and options.quant:
         packed = packed_weights(weights, bundle.config.tie_word_embeddings, options)
     return packed, weights
@@ -179,11 +178,32 @@ def save_engine(
             max_seq_len=info.max_seq_len,
             lora_slots=options.lora_slots,
         )
+        copy_stamps(folder / MODEL_FILE, folder / CONTEXT_MODEL)
+
+
+def copy_stamps(source: Path, context_model: Path) -> None:
+    """Copy the graph's ``tinyllm.*`` metadata (what load checks engine.json against) into
+    the EPContext model the EP wrote, which has its own metadata."""
+    import onnx
+
+    stamps = {
+        p.key: p.value
+        for p in onnx.load(str(source), load_external_data=False).metadata_props
+        if p.key.startswith("tinyllm.")
+    }
+    ctx = onnx.load(str(context_model), load_external_data=False)
+    onnx.helper.set_model_props(ctx, {p.key: p.value for p in ctx.metadata_props} | stamps)
+    onnx.save(ctx, str(context_model))
 
 
 def write_info(folder: Path, info: EngineInfo, verification: dict[str, object]) -> None:
-    """Write engine.json (the engine's description plus its verification table)."""
+    """Write engine.json (the engine's description plus its verification table).
+
+    ``merged_adapter`` is written only when set, so engines without one read as before
+    (the C++ runtime rejects keys it does not know)."""
     data = {**asdict(info), "lora_targets": list(info.lora_targets)}
+    if info.merged_adapter is None:
+        del data["merged_adapter"]
     (folder / "engine.json").write_text(json.dumps(data, indent=2) + "\n")
     if verification:
         (folder / "verification.json").write_text(json.dumps(verification, indent=2) + "\n")

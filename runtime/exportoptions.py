@@ -24,8 +24,9 @@ class ExportOptions:
     """What to export. ``quant`` (int4/int8) quantizes by round-to-nearest at export;
     ``quantized_embedding`` makes the token lookup read int blocks (see
     :func:`tinyllm.runtime.export.quantized_lookup`). ``max_batch`` is the largest batch of
-    a TensorRT engine's profile; ``merge_adapter`` folds the bundle's one task adapter into
-    the base (the TensorRT fallback when the EP cannot take the multi-LoRA graph)."""
+    a TensorRT engine's profile; ``merge_adapter`` names a task whose adapter is folded into
+    the base: the engine then serves that task only (the TensorRT fallback when the EP
+    cannot take the multi-LoRA graph)."""
 
     target: str = "onnx-cpu"
     precision: str | None = None
@@ -39,7 +40,7 @@ class ExportOptions:
     lora_targets: tuple[str, ...] = PROJECTIONS
     quantized_embedding: bool = False
     max_batch: int = 8
-    merge_adapter: bool = False
+    merge_adapter: str | None = None
 
     def resolved(self) -> tuple[str, str]:
         """(flavour, precision), checked against the target."""
@@ -86,7 +87,7 @@ class ExportOptions:
             )
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
-        if self.merge_adapter and self.lora_slots:
+        if self.merge_adapter is not None and self.lora_slots:
             raise ConfigError(
                 "merge_adapter folds the adapter into the base: it takes no LoRA slots "
                 f"(got lora_slots={self.lora_slots}; pass --lora-slots 0)"
@@ -104,5 +105,8 @@ class ExportOptions:
             )
 
     def engine_name(self) -> str:
-        """Folder name under engines/, e.g. ``onnx-cpu-int4``."""
-        return f"{self.target}-{self.resolved()[1]}"
+        """Folder name under engines/, e.g. ``onnx-cpu-int4``; an engine with a merged
+        adapter ends in its task (``tensorrt-fp16-sentiment``): one bundle can hold one
+        per task."""
+        name = f"{self.target}-{self.resolved()[1]}"
+        return name if self.merge_adapter is None else f"{name}-{self.merge_adapter}"

@@ -181,14 +181,21 @@ class Router:
 
     Thread-safe: requests are routed on their callers' threads while ``add`` and
     ``remove`` run on others; each task is one :class:`ServedTask` swapped under a lock.
+    ``merged``: the task whose adapter the engine's weights hold (``--merge-adapter``):
+    the only task such an engine serves, which its refusals of other tasks say.
     """
 
     def __init__(
-        self, tokenizer: ChatTokenizer, constrain: bool = True, table: TaskTable | None = None
+        self,
+        tokenizer: ChatTokenizer,
+        constrain: bool = True,
+        table: TaskTable | None = None,
+        merged: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.constrain = constrain
         self.table = table
+        self.merged = merged
         self._served: dict[str, ServedTask] = {}
         self._lock = threading.Lock()
         self._texts: dict[int, str] = {}
@@ -246,6 +253,12 @@ class Router:
         return served
 
     def _unknown(self, name: str) -> UnknownTaskError:
+        if self.merged is not None:
+            return UnknownTaskError(
+                f"task {name!r} is not served: this engine has the adapter of task "
+                f"{self.merged!r} merged into its weights and serves only that task; "
+                f"export an engine with LoRA slots, or one with --merge-adapter {name}"
+            )
         known = ", ".join(sorted(self.tasks)) or "none"
         return UnknownTaskError(f"unknown task {name!r}; this engine serves: {known}")
 

@@ -152,11 +152,19 @@ class TaskService:
     ) -> None:
         """Serve a new task while serving: its adapter fills a free slot in place (no
         re-export, no restart; requests in flight are unaffected). No adapter: base model.
+        An engine with a merged adapter takes no new task (its weights are one task's).
 
         A removed task's slot frees when its last request in flight ends; when every slot
         is taken but some are still finishing such requests, this waits up to ``wait_s``
         seconds for one (a task removed and added back at once needs that)."""
         server = self._serving()
+        merged = self.info.merged_adapter
+        if merged is not None:
+            raise ConfigError(
+                f"this engine has the adapter of task {merged!r} merged into its weights and "
+                f"serves only that task: it cannot add task {spec.name!r}; export an engine "
+                f"with LoRA slots, or one with --merge-adapter {spec.name}"
+            )
         with server.cond:
             self._check_new(server, spec.name)
             if adapter is not None and not server.slots.free() and server.slots.retired:
@@ -239,9 +247,14 @@ class TaskService:
 
     def _make_server(self) -> Server:
         slots = self._new_slots()
-        router = Router(self.tokenizer, self.serving.constrain, self.table)
+        merged = self.info.merged_adapter
+        router = Router(self.tokenizer, self.serving.constrain, self.table, merged)
         separate = self.bundle.manifest.lora_mode != "merged"
         for name, spec in self.bundle.task_specs().items():
+            if merged is not None:  # its adapter is in the weights (slot 0); no other task
+                if name == merged:
+                    router.add(spec, 0)
+                continue
             has_adapter = separate and name in self.bundle.manifest.adapters
             router.add(spec, slots.fill(name, self.bundle.adapter(name)) if has_adapter else 0)
         return Server(self.session, router, slots, self.stop_ids, self.serving)

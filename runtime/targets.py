@@ -115,9 +115,9 @@ def target_status(
     return TargetStatus(target, True, where)
 
 
-def require_tensorrt() -> None:
+def require_tensorrt(doing: str = "--target tensorrt cannot build here") -> None:
     """Raise what a TensorRT export or session lacks on this machine (every missing piece,
-    with what to install)."""
+    with what to install); ``doing`` starts the message."""
     from tinyllm.errors import MissingDependencyError
     from tinyllm.runtime.hostinfo import gpus, native_libraries, onnxruntime_info
 
@@ -125,6 +125,6 @@ def require_tensorrt() -> None:
     missing = tensorrt_missing(onnxruntime_info().providers, native_libraries(), found)
     if missing:
         raise MissingDependencyError(
-            "--target tensorrt cannot build here: " + "; ".join(missing) + ". Run "
+            f"{doing}: " + "; ".join(missing) + ". Run "
             "`tinyllm doctor` to see what this machine has."
         )

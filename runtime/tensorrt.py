@@ -18,21 +18,24 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinyllm.adapters import LoraAdapter, merge_adapter
+from tinyllm.adapters import merge_adapter
 from tinyllm.config import ModelConfig
 from tinyllm.errors import BundleError, ConfigError, TinyLLMError
+
+if TYPE_CHECKING:
+    from tinyllm.bundle import Bundle
 
 RECORD_FILE = "trt.json"
 CONTEXT_MODEL = "model_ctx.onnx"
 TRT_EP = "TensorrtExecutionProvider"
 MERGE_HINT = (
-    "export with adapters merged instead: fold the one task adapter into the base with "
-    "`tinyllm export BUNDLE --target tensorrt --merge-adapter` (no LoRA slots; a bundle "
-    "with several adapters needs one export per task, see docs/gpu.md)"
+    "export with an adapter merged instead: `tinyllm export BUNDLE --target tensorrt "
+    "--merge-adapter TASK` folds TASK's adapter into the base (no LoRA slots); that engine "
+    "serves TASK only, so export one per task (docs/gpu.md)"
 )
 
 
@@ -107,17 +110,23 @@ def fix_logits_index(model: Any) -> None:
 
 
 def merged_weights(
-    weights: dict[str, np.ndarray], config: ModelConfig, adapters: dict[str, LoraAdapter]
+    bundle: Bundle, weights: dict[str, np.ndarray], task: str
 ) -> dict[str, np.ndarray]:
-    """The base weights with the bundle's one task adapter folded in (the TensorRT
-    fallback when the EP cannot take the multi-LoRA graph)."""
-    if len(adapters) != 1:
+    """The base weights with ``task``'s adapter folded in (the TensorRT fallback when the
+    EP cannot take the multi-LoRA graph); an engine of them serves that task only."""
+    manifest = bundle.manifest
+    if manifest.lora_mode == "merged":
         raise ConfigError(
-            f"--merge-adapter folds one adapter into the base, but the bundle has "
-            f"{len(adapters)} ({', '.join(sorted(adapters)) or 'none'}): export one bundle per "
-            "task (tinyllm compress --lora merged per task), or keep --lora-slots"
+            f"--merge-adapter {task}: {bundle.path}'s adapters are already merged into its "
+            "base weights (lora_mode merged); export it without --merge-adapter"
         )
-    return merge_adapter(weights, config, next(iter(adapters.values())))
+    if task not in manifest.adapters:
+        have = ", ".join(sorted(manifest.adapters)) or "none"
+        raise ConfigError(
+            f"--merge-adapter {task}: {bundle.path} has no LoRA adapter for task {task!r} "
+            f"(adapters: {have}); name the task whose adapter to fold into the base"
+        )
+    return merge_adapter(weights, bundle.config, bundle.adapter(task))
 
 
 def ep_options(
@@ -125,7 +134,13 @@ def ep_options(
 ) -> dict[str, str]:
     """TensorRT EP options: fp16 kernels (int weights run as weight-only QDQ GEMMs with
     fp16 activations), the profiles, the engine cache in ``folder``, and (``dump``) writing
-    the EPContext model with the engine in a file beside it (embed mode 0)."""
+    the EPContext model with the engine in a file beside it (embed mode 0).
+
+    When dumping, the EP takes ``trt_engine_cache_path`` relative to the context model's
+    folder and writes that path into the model (``ep_cache_context``); an absolute one is
+    refused as an error in its log and would name the export's staging folder, which the
+    finished bundle no longer has. So the dump gives none: the engine file goes beside the
+    context model, named relative to it, and the bundle can move."""
     low, opt, high = shapes
     options = {
         "trt_fp16_enable": "True" if precision != "fp32" else "False",
@@ -133,16 +148,15 @@ def ep_options(
         "trt_profile_opt_shapes": opt,
         "trt_profile_max_shapes": high,
         "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": str(folder),
         "trt_timing_cache_enable": "False",
     }
     if dump:
-        options |= {
+        return options | {
             "trt_dump_ep_context_model": "True",
             "trt_ep_context_file_path": str(folder / CONTEXT_MODEL),
             "trt_ep_context_embed_mode": "0",
         }
-    return options
+    return options | {"trt_engine_cache_path": str(folder)}
 
 
 def write_record(folder: Path, record: BuildRecord) -> None:
@@ -257,7 +271,7 @@ def tensorrt_session(model: Path, threads: int | None) -> Any:
 
     from tinyllm.runtime.targets import require_tensorrt
 
-    require_tensorrt()
+    require_tensorrt("device='tensorrt' cannot run here")
     folder = model.parent
     record = read_record(folder)
     gpu, trt, _, _ = machine()

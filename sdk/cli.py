@@ -172,8 +172,10 @@ def eval_cmd(
 @click.option("--max-batch", type=int, show_default=True, help="tensorrt: largest profile batch.")
 @click.option(
     "--merge-adapter",
-    is_flag=True,
-    help="Fold the one task adapter into the base (no LoRA slots): the tensorrt fallback.",
+    metavar="TASK",
+    default=None,
+    help="Fold TASK's adapter into the base (no LoRA slots; the engine serves TASK only): "
+    "the tensorrt fallback.",
 )
 @click.option(
     "--gptq-format",
@@ -194,7 +196,7 @@ def export_cmd(
     lora_slots: int | None,
     lora_rank: int | None,
     max_batch: int,
-    merge_adapter: bool,
+    merge_adapter: str | None,
     gptq_format: Any,
     force: bool,
 ) -> None:

@@ -200,15 +200,24 @@ def stop_ids_of(tok: ChatTokenizer, eos: Any) -> list[int]:
 
 
 def write_task_table(
-    folder: Path, specs: dict[str, TaskSpec], manifest: Manifest, tokenizer_dir: Path
+    folder: Path,
+    specs: dict[str, TaskSpec],
+    manifest: Manifest,
+    tokenizer_dir: Path,
+    merged: str | None = None,
 ) -> TaskTable | None:
     """Build and write the task table of an engine folder for a bundle's tasks (None,
-    and nothing written, when the tokenizer has no chat template to render prompts)."""
+    and nothing written, when the tokenizer has no chat template to render prompts).
+
+    ``merged``: the task whose adapter the engine's weights hold; the table then has
+    that task alone, on slot 0 with no adapter to fill."""
     tok = ChatTokenizer(tokenizer_dir)
     if tok.chat_template is None:
         return None
-    separate = manifest.lora_mode != "merged"
+    separate = manifest.lora_mode != "merged" and merged is None
     stops = stop_ids_of(tok, manifest.model.eos_token_id)
+    if merged is not None:
+        specs = {name: spec for name, spec in specs.items() if name == merged}
     table = build_table(specs, manifest.adapters, separate, tok, stops)
     table.write(folder)
     return table

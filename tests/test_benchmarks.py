@@ -43,6 +43,62 @@ def test_decode_gpu_without_cuda_says_so_and_fails() -> None:
     assert not out.stdout
 
 
+def test_decode_gpu_reports_an_engine_it_cannot_prepare_and_runs_the_others(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a GPU machine without TensorRT (or onnxruntime-genai), the CUDA engine's numbers
+    still come out; the missing ones get a row saying why (no GPU needed: the engines'
+    preparation and runs are replaced)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_gpu
+
+    from tinyllm.errors import MissingDependencyError
+
+    def prepare(engine: str, name: str, precision: str, out: Path, block: int) -> Path:
+        if engine == "tinyllm-tensorrt":
+            raise MissingDependencyError("--target tensorrt cannot build here: no libnvinfer")
+        if engine == "onnxruntime-genai":
+            raise decode_gpu.NotRun("onnxruntime-genai's model builder has no int8 precision")
+        return out / "cuda.tllm"
+
+    ran: list[tuple[str, int]] = []
+
+    def run(engine: str, path: Path, prompts: list, args: Any) -> dict:
+        ran.append((engine, len(prompts)))
+        return {"settings": {}, "decode_tok_s": [100.0 * len(prompts), 90.0 * len(prompts)]}
+
+    monkeypatch.setattr(decode_gpu, "cuda_problem", lambda: None)
+    monkeypatch.setattr(decode_gpu, "prepare", prepare)
+    monkeypatch.setattr(decode_gpu, "run", run)
+    argv = ["decode_gpu.py", "--precision", "int8", "--batch", "4", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert decode_gpu.main() == 0
+    assert ran == [("tinyllm-cuda", 1), ("tinyllm-cuda", 4)]
+    out = capsys.readouterr().out
+    assert "not run: MissingDependencyError: --target tensorrt cannot build here" in out
+    assert "not run: NotRun: onnxruntime-genai's model builder has no int8" in out
+    assert "95 [90-100]" in out and "380 [360-400]" in out
+    runs = json.loads((tmp_path / "decode_gpu.json").read_text())["runs"]
+    assert [r["engine"] for r in runs] == ["tinyllm-cuda", "tinyllm-cuda", *decode_gpu.ENGINES[1:]]
+    assert "libnvinfer" in runs[2]["error"]
+
+
+@pytest.mark.gpu
+def test_decode_gpu_measures_the_cuda_engines(tmp_path: Path) -> None:
+    """The GPU decode benchmark on the tiny model: every engine this machine can run gives
+    a rate; one it cannot says why (no TensorRT, or no onnxruntime-genai-cuda)."""
+    command = [sys.executable, str(BENCH / "decode_gpu.py"), "--model", "tiny-llama"]
+    command += ["--batch", "2", "--prompt-tokens", "16", "--tokens", "16", "--rounds", "1"]
+    out = subprocess.run(
+        [*command, "--out", str(tmp_path)], capture_output=True, text=True, cwd=BENCH.parent
+    )
+    assert out.returncode == 0, out.stderr
+    runs = json.loads((tmp_path / "decode_gpu.json").read_text())["runs"]
+    cuda = [r for r in runs if r["engine"] == "tinyllm-cuda"]
+    assert [r["batch"] for r in cuda] == [1, 2], runs
+    assert all(rate > 0 for r in cuda for rate in r["decode_tok_s"]), runs
+
+
 def test_measure_rotates_rounds_and_reports_median_and_range(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

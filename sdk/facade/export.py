@@ -47,13 +47,13 @@ def export_options(
     lora_spare: int,
     quantized_embedding: bool = False,
     max_batch: int,
-    merge_adapter: bool,
+    merge_adapter: str | None,
 ) -> ExportOptions:
     """The runtime's export options for ``parent``, checked against its model config.
 
     A quantized bundle exports its own packed weights unless ``quant`` asks otherwise.
     """
-    if merge_adapter and lora_slots is None:
+    if merge_adapter is not None and lora_slots is None:
         lora_slots = 0  # a merged adapter needs no slots
     slots, rank = lora_defaults(parent, lora_slots, lora_rank, lora_spare)
     spec = parent.quant_spec()
@@ -121,12 +121,13 @@ def _write_verified_engine(
             + verification.format()
         )
     write_info(folder, info, verification.to_dict())
-    write_task_table(folder, parent.task_specs(), parent.manifest, parent.tokenizer_dir)
+    specs, merged = parent.task_specs(), options.merge_adapter
+    write_task_table(folder, specs, parent.manifest, parent.tokenizer_dir, merged)
+    details: dict[str, object] = {"flavour": info.flavour, "max_seq_len": info.max_seq_len}
+    if merged is not None:
+        details["merged_adapter"] = merged  # the one task this engine serves
     entry = EngineEntry(
-        target=options.target,
-        path=f"engines/{name}",
-        precision=info.precision,
-        info={"flavour": info.flavour, "max_seq_len": info.max_seq_len},
+        target=options.target, path=f"engines/{name}", precision=info.precision, info=details
     )
     return entry, verification
 
@@ -147,7 +148,7 @@ def export(
     lora_spare: int = 2,
     quantized_embedding: bool = False,
     max_batch: int = ExportOptions.max_batch,
-    merge_adapter: bool = ExportOptions.merge_adapter,
+    merge_adapter: str | None = ExportOptions.merge_adapter,
 ) -> tuple[Bundle, Verification]:
     """Export an inference engine into a new bundle (``out``, default: replace ``bundle``).
 
@@ -179,8 +180,9 @@ def export(
             engine file 198 -> 88 MB, RSS about the same (the float table is memory-mapped
             and only looked-up rows become resident); greedy tokens change (docs/runtime.md).
         max_batch: ``tensorrt``: the largest batch of the engine's optimization profile.
-        merge_adapter: fold the bundle's one task adapter into the base weights (with
-            ``lora_slots=0``): the fallback when TensorRT cannot take the multi-LoRA graph.
+        merge_adapter: a task whose adapter is folded into the base weights (with
+            ``lora_slots=0``): the engine (named ``TARGET-PRECISION-TASK``) serves that
+            task only; the fallback when TensorRT cannot take the multi-LoRA graph.
     """
     from tinyllm.bundle import Bundle
 

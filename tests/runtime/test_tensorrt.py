@@ -76,8 +76,12 @@ def test_ep_options(tmp_path: Path) -> None:
     assert dump["trt_ep_context_file_path"] == str(tmp_path / trt.CONTEXT_MODEL)
     assert dump["trt_ep_context_embed_mode"] == "0"
     assert dump["trt_engine_cache_enable"] == "True"
+    # Dumping: no cache path, so the EP names the engine file relative to the context
+    # model (an absolute one would bake the staging folder into the bundle).
+    assert "trt_engine_cache_path" not in dump
     load = trt.ep_options(tmp_path, "fp32", shapes, dump=False)
     assert load["trt_fp16_enable"] == "False" and "trt_dump_ep_context_model" not in load
+    assert load["trt_engine_cache_path"] == str(tmp_path)
     assert all(isinstance(v, str) for v in {**dump, **load}.values())
 
 
@@ -136,22 +140,33 @@ def test_fix_logits_index_declares_batch_rank() -> None:
     onnx.checker.check_model(model)
 
 
-def test_merged_weights_folds_one_adapter_and_refuses_several(random_adapter: Any) -> None:
-    config = CONFIG
-    adapter = random_adapter(config, rank=4, targets=("q_proj",), seed=0)
-    weights = {
-        f"model.layers.{i}.self_attn.q_proj.weight": np.zeros((128, 128), np.float32)
-        for i in range(2)
-    }
-    merged = trt.merged_weights(weights, config, {"sentiment": adapter})
-    assert np.abs(merged["model.layers.0.self_attn.q_proj.weight"]).max() > 0
-    with pytest.raises(ConfigError, match=r"has 2 .*one bundle per task"):
-        trt.merged_weights(weights, config, {"a": adapter, "b": adapter})
+def test_the_context_model_gets_the_graphs_stamps(tmp_path: Path) -> None:
+    """load checks engine.json against the ``tinyllm.*`` metadata of the model it opens:
+    for a TensorRT engine that is the EPContext model, so the build copies them there."""
+    import onnx
+    from onnx import helper
+
+    from tinyllm.runtime import export
+
+    def model(props: dict[str, str]) -> onnx.ModelProto:
+        out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+        m = helper.make_model(helper.make_graph([], "g", [], [out]))
+        helper.set_model_props(m, props)
+        return m
+
+    stamps = {"tinyllm.precision": "fp16", "tinyllm.merged_adapter": "sentiment"}
+    onnx.save(model({**stamps, "producer": "x"}), str(tmp_path / "model.onnx"))
+    onnx.save(model({"ep": "kept"}), str(tmp_path / trt.CONTEXT_MODEL))
+    export.copy_stamps(tmp_path / "model.onnx", tmp_path / trt.CONTEXT_MODEL)
+    ctx = onnx.load(str(tmp_path / trt.CONTEXT_MODEL))
+    assert {p.key: p.value for p in ctx.metadata_props} == {**stamps, "ep": "kept"}
 
 
 def test_merge_adapter_takes_no_slots() -> None:
     with pytest.raises(ConfigError, match=r"no LoRA slots"):
-        ExportOptions("onnx-standard", merge_adapter=True, lora_slots=2, lora_rank=4).check(CONFIG)
+        ExportOptions("onnx-standard", merge_adapter="sentiment", lora_slots=2, lora_rank=4).check(
+            CONFIG
+        )
     with pytest.raises(ConfigError, match=r"max_batch must be >= 1"):
         ExportOptions("onnx-standard", max_batch=0).check(CONFIG)
 
@@ -208,11 +223,13 @@ def test_export_prepares_and_verifies_the_graph_before_the_build(
     tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Everything but the TensorRT build, on the CPU: the builder is replaced by a recorder
-    (the real one needs a GPU), so the graph TensorRT would get is checked here."""
+    (the real one needs a GPU) that writes trt.json as if built on an L4, so the graph
+    TensorRT would get and the checks of loading it are tested here."""
     import onnx
+    import onnxruntime
 
     import tinyllm
-    from tinyllm.runtime import export, exportoptions
+    from tinyllm.runtime import export, exportoptions, targets
 
     calls: list[dict[str, object]] = []
 
@@ -220,6 +237,10 @@ def test_export_prepares_and_verifies_the_graph_before_the_build(
         graph = onnx.load(str(folder / model), load_external_data=False).graph
         index = next(i for i in graph.input if i.name == "logits_index")
         calls.append({"dims": [d.dim_param for d in index.type.tensor_type.shape.dim], **kw})
+        out = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+        context = onnx.helper.make_model(onnx.helper.make_graph([], "ctx", [], [out]))
+        onnx.save(context, str(folder / trt.CONTEXT_MODEL))  # what the EP dumps, stamp-less
+        trt.write_record(folder, RECORD)
 
     monkeypatch.setattr(exportoptions, "require_tensorrt", lambda: None)
     monkeypatch.setattr(export, "build_engine", fake_build)
@@ -232,34 +253,173 @@ def test_export_prepares_and_verifies_the_graph_before_the_build(
         {"dims": ["batch"], "precision": "int4", "max_batch": 3, "max_seq_len": 64, "lora_slots": 0}
     ]
     assert "tensorrt-int4" in bundle.manifest.engines
+    context = onnx.load(str(bundle.path / "engines/tensorrt-int4" / trt.CONTEXT_MODEL))
+    stamps = {p.key: p.value for p in context.metadata_props}
+    assert (stamps["tinyllm.precision"], stamps["tinyllm.merged_adapter"]) == ("int4", "")
+    # Loading it: without the TensorRT EP a clear error naming what is missing; the
+    # standard graph beside the (unbuilt) engine still runs on the CPU provider.
+    if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(MissingDependencyError, match=r"device='tensorrt' cannot run here: no"):
+            tinyllm.Engine.load(bundle.path, device="tensorrt")
+    cpu = tinyllm.Engine.load(bundle.path, device="cpu")
+    assert len(cpu.generate("hello", GREEDY)[0].token_ids) == GREEDY.max_new_tokens
+    # On a machine with TensorRT but another GPU, or another TensorRT: rebuild.
+    monkeypatch.setattr(targets, "require_tensorrt", lambda doing: None)
+    for gpu, version, wrong in [("NVIDIA H100", "10.3.0", "GPU"), ("NVIDIA L4", "10.8.0", "Te")]:
+        monkeypatch.setattr(trt, "machine", lambda g=gpu, v=version: (g, v, "12.4", "1.31.1"))
+        with pytest.raises(trt.TensorRTMismatchError, match=rf"built for {wrong}.*rebuild"):
+            tinyllm.Engine.load(bundle.path, device="tensorrt")
 
 
-def test_merge_adapter_export_verifies_against_the_merged_model(
-    tiny_qwen2_bundle: Path, tmp_path: Path, random_adapter: Any
-) -> None:
-    """The fallback path on the CPU (onnx-standard, the graph TensorRT would build): the
-    engine computes with the adapter folded in, and verification checks it against it."""
+def test_device_tensorrt_refuses_an_engine_of_another_target(exported: Path) -> None:
     import tinyllm
 
-    suite = tinyllm.api.load_tasks()
-    config = tinyllm.open_bundle(tiny_qwen2_bundle).config
-    one = {"sentiment": random_adapter(config, 2, ("q_proj", "v_proj"), 0)}
-    child = tinyllm.api.add_tasks(
-        tiny_qwen2_bundle, tmp_path / "one.tllm", [suite.task("sentiment")], one
+    with pytest.raises(ConfigError, match=r"engines/onnx-cpu-fp32 .* is target 'onnx-cpu'"):
+        tinyllm.Engine.load(exported, engine="onnx-cpu-fp32", device="tensorrt")
+
+
+# The --merge-adapter fallback: export folds one task's adapter into the base and the
+# engine serves that task only; on the CPU with onnx-standard (the graph TensorRT builds).
+MERGED = "onnx-standard-fp32-sentiment"
+GREEDY = GenerationConfig(max_new_tokens=12, ignore_eos=True)
+TEXT = "The room was spotless and the staff were kind"
+
+
+@pytest.fixture(scope="module")
+def merged(served: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``served`` (sentiment and booking with adapters, rewrite without) plus an
+    onnx-standard engine with LoRA slots and one with sentiment's adapter merged (the CLI)."""
+    import tinyllm
+    from tinyllm.cli import main
+
+    out = tmp_path_factory.mktemp("merged") / "m.tllm"
+    tinyllm.export(served, "onnx-standard", out, max_seq_len=128)
+    args = ["export", str(out), "--target", "onnx-standard", "--max-seq-len", "128"]
+    main([*args, "--merge-adapter", "sentiment"])  # a failure exits non-zero
+    return out
+
+
+def test_merged_engine_gives_the_tokens_of_its_adapter_slot(merged: Path) -> None:
+    import tinyllm
+
+    slots = tinyllm.Engine.load(merged, engine="onnx-standard-fp32", max_batch=2)
+    engine = tinyllm.Engine.load(merged, engine=MERGED, max_batch=2)
+    assert engine.info.merged_adapter == "sentiment" and engine.info.lora_slots == 0
+    assert set(engine.tasks) == {"sentiment"}
+    prompts = [slots.encode(TEXT), slots.encode("Once upon a time")]
+    want = [g.token_ids for g in slots.generate_ids(prompts, GREEDY, adapter="sentiment")]
+    base = [g.token_ids for g in slots.generate_ids(prompts, GREEDY)]
+    assert base != want  # the adapter changes the tokens, so the comparisons below can fail
+    assert [g.token_ids for g in engine.generate_ids(prompts, GREEDY)] == want
+    got = engine.generate_ids(prompts, GREEDY, adapter="sentiment")
+    assert [g.token_ids for g in got] == want
+    a, b = slots.run("sentiment", TEXT), engine.run("sentiment", TEXT)
+    assert (b.text, b.token_ids, b.valid) == (a.text, a.token_ids, a.valid)
+
+
+def test_merged_engine_refuses_other_tasks_and_adapters(merged: Path) -> None:
+    import tinyllm
+    from tinyllm.errors import UnknownTaskError
+
+    engine = tinyllm.Engine.load(merged, engine=MERGED)
+    for task in ("booking", "rewrite"):  # another adapter's task, and a base-model task
+        with pytest.raises(UnknownTaskError, match=rf"task '{task}' is not served.*'sentiment'"):
+            engine.run(task, TEXT)
+    with pytest.raises(ConfigError, match=r"merged into its weights.*not 'booking'"):
+        engine.generate_ids([[5, 6, 7]], GREEDY, adapter="booking")
+    rewrite = tinyllm.api.load_tasks().task("rewrite")
+    with pytest.raises(ConfigError, match=r"cannot add task 'rewrite'.*--merge-adapter rewrite"):
+        engine.add_task(rewrite)
+    assert set(engine.tasks) == {"sentiment"}
+
+
+def test_merged_engine_files_say_which_adapter(merged: Path) -> None:
+    import tinyllm
+
+    bundle = tinyllm.open_bundle(merged)
+    assert bundle.manifest.engines[MERGED].info["merged_adapter"] == "sentiment"
+    assert "merged_adapter" not in bundle.manifest.engines["onnx-standard-fp32"].info
+    folder = merged / "engines" / MERGED
+    table = json.loads((folder / "tasks.json").read_text())["tasks"]
+    assert list(table) == ["sentiment"]
+    assert (table["sentiment"]["slot"], table["sentiment"]["adapter"]) == (0, None)
+    assert "merged_adapter" not in json.loads(
+        (merged / "engines/onnx-standard-fp32/engine.json").read_text()
     )
-    merged, verification = tinyllm.export(
-        child.path, "onnx-standard", tmp_path / "m.tllm", max_seq_len=64, merge_adapter=True
-    )
+
+
+def test_engine_json_that_hides_the_merge_is_caught(
+    merged: Path, tmp_path: Path, reseal: Any
+) -> None:
+    """The merged task is stamped into the graph: an engine.json without it (which would
+    serve every task on one task's weights) or naming another task is refused."""
+    import shutil
+
+    import tinyllm
+
+    copy = tmp_path / "copy.tllm"
+    shutil.copytree(merged, copy)
+    path = copy / "engines" / MERGED / "engine.json"
+    info = json.loads(path.read_text())
+    for claim, says in [(None, "None"), ("booking", "'booking'")]:
+        path.write_text(json.dumps({**info, "merged_adapter": claim}))
+        reseal(copy)  # the manifest's hashes agree: only the graph can tell the lie
+        with pytest.raises(BundleError, match=rf"'merged_adapter' says {says} but the graph has"):
+            tinyllm.Engine.load(copy, engine=MERGED)
+
+
+def test_merged_int4_qdq_engine_serves_its_task(merged: Path, tmp_path: Path) -> None:
+    """The QDQ graph of the merged weights (quantized after the merge) runs on the CPU
+    provider, verified against the merged model; its logits sit near the fp32 merged
+    engine's, far from the base model's."""
+    import tinyllm
+
+    bundle, verification = tinyllm.export(
+        merged, "onnx-standard", tmp_path / "q.tllm", quant="int4", max_seq_len=128,
+        merge_adapter="sentiment",
+    )  # fmt: skip
     assert verification.passed
-    info = json.loads((merged.path / "engines/onnx-standard-fp32/engine.json").read_text())
-    assert info["lora_slots"] == 0
-    base, _ = tinyllm.export(child.path, "onnx-standard", tmp_path / "b.tllm", max_seq_len=64)
-    data = "engines/onnx-standard-fp32/model.onnx.data"
-    merged_bytes = (merged.path / data).read_bytes()
-    base_bytes = (base.path / data).read_bytes()
-    assert len(merged_bytes) == len(base_bytes) and merged_bytes != base_bytes  # folded in
-    # Serving it is not built: the bundle still lists the task's adapter, and Engine.load
-    # refuses a task adapter on an engine without slots (docs/gpu.md says so).
-    engine = tinyllm.Engine.load(merged.path)
-    with pytest.raises(ConfigError, match="no LoRA slots"):
-        engine.run("sentiment", "The room was spotless")
+    engine = tinyllm.Engine.load(bundle.path, engine="onnx-standard-int4-sentiment")
+    fp32 = tinyllm.Engine.load(bundle.path, engine=MERGED)
+    base = tinyllm.Engine.load(bundle.path, engine="onnx-standard-fp32")
+    ids = [fp32.encode(TEXT)]
+    got, want, plain = (e.session.prefill(ids)[0] for e in (engine, fp32, base))
+    assert np.abs(got - want).max() < np.abs(plain - want).max() / 2
+    assert engine.run("sentiment", TEXT).output_tokens > 0
+
+
+def test_merge_adapter_needs_a_task_with_an_adapter(served: Path, tmp_path: Path) -> None:
+    import tinyllm
+
+    for task, message in [
+        ("rewrite", r"no LoRA adapter for task 'rewrite' \(adapters: booking, sentiment\)"),
+        ("nope", r"no LoRA adapter for task 'nope'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            tinyllm.export(served, "onnx-standard", tmp_path / "x.tllm", merge_adapter=task)
+    with pytest.raises(ConfigError, match=r"no LoRA slots"):
+        tinyllm.export(
+            served, "onnx-standard", tmp_path / "x.tllm", merge_adapter="sentiment", lora_slots=2
+        )
+    assert not (tmp_path / "x.tllm").exists()
+
+
+@pytest.mark.gpu
+def test_merged_tensorrt_engine_gives_the_adapter_slot_tokens(merged: Path, tmp_path: Path) -> None:
+    import onnxruntime
+
+    import tinyllm
+
+    if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("needs ONNX Runtime's TensorrtExecutionProvider (onnxruntime-gpu + TensorRT)")
+    bundle, _ = tinyllm.export(
+        merged, "tensorrt", tmp_path / "t.tllm", max_seq_len=128, max_batch=2,
+        merge_adapter="sentiment",
+    )  # fmt: skip
+    cpu = tinyllm.Engine.load(bundle.path, engine="onnx-standard-fp32", max_batch=2)
+    gpu = tinyllm.Engine.load(bundle.path, engine="tensorrt-fp16-sentiment", device="tensorrt")
+    prompts = [cpu.encode(TEXT), cpu.encode("Once upon a time")]
+    want = [g.token_ids for g in cpu.generate_ids(prompts, GREEDY, adapter="sentiment")]
+    assert [g.token_ids for g in gpu.generate_ids(prompts, GREEDY)] == want
+    with pytest.raises(TinyLLMError, match=r"not served"):
+        gpu.run("booking", TEXT)

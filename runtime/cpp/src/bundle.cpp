@@ -21,7 +21,8 @@ const std::set<std::string> kManifestKeys = {
     "quantization",   "lora_mode", "tasks",     "adapters",   "engines"};
 const std::set<std::string> kEngineInfoKeys = {
     "target",     "flavour",    "precision",  "float_dtype", "max_seq_len",
-    "model",      "block_size", "lora_slots", "lora_rank",   "lora_targets"};
+    "model",      "block_size", "lora_slots", "lora_rank",   "lora_targets",
+    "merged_adapter"};
 
 [[noreturn]] void bundle_error(const std::string& message) { fail(TINYLLM_BUNDLE_ERROR, message); }
 
@@ -222,6 +223,8 @@ EngineInfo Bundle::engine_info(const EngineEntry& engine) const {
   if (const json::Value* t = j.find("lora_targets"))
     for (const json::Value& v : t->as_array(path + ": lora_targets"))
       info.lora_targets.push_back(v.as_string(path + ": lora_targets"));
+  if (const json::Value* m = j.find("merged_adapter"); m && !m->is_null())
+    info.merged_adapter = m->as_string(path + ": merged_adapter");
   return info;
 }
 

@@ -37,9 +37,10 @@ struct EngineEntry {
   std::string name, target, path, precision;
 };
 
-// engine.json: how an engine was exported.
+// engine.json: how an engine was exported. merged_adapter: the task whose adapter export
+// folded into the weights (--merge-adapter); such an engine serves only that task.
 struct EngineInfo {
-  std::string target, flavour, precision, float_dtype, model;
+  std::string target, flavour, precision, float_dtype, model, merged_adapter;
   int64_t max_seq_len = 0, block_size = 0, lora_slots = 0, lora_rank = 0;
   std::vector<std::string> lora_targets;
 };

@@ -16,7 +16,11 @@ std::pair<int64_t, int64_t> projection_dims(const ModelConfig& c, const std::str
 }
 
 AdapterSlots::AdapterSlots(const ModelConfig& config, const EngineInfo& info)
-    : config_(config), slots_(info.lora_slots), rank_(info.lora_rank), targets_(info.lora_targets) {
+    : config_(config),
+      slots_(info.lora_slots),
+      rank_(info.lora_rank),
+      targets_(info.lora_targets),
+      merged_(info.merged_adapter) {
   if (slots_ == 0) return;
   for (const std::string& kind : targets_) {
     auto [d_in, d_out] = projection_dims(config, kind);
@@ -35,7 +39,12 @@ std::vector<int64_t> AdapterSlots::shape(const std::string& name) const {
 }
 
 int64_t AdapterSlots::slot_for(const Bundle& bundle, const std::string& task) {
-  if (task.empty()) return 0;
+  if (task.empty() || task == merged_) return 0;
+  if (!merged_.empty())
+    fail(TINYLLM_UNSUPPORTED, "this engine has the adapter of task \"" + merged_ +
+                                  "\" merged into its weights and serves only that task, not the adapter of \"" +
+                                  task + "\"; export an engine with --merge-adapter " + task +
+                                  " or one with LoRA slots");
   if (auto it = slot_of_.find(task); it != slot_of_.end()) return it->second;
   auto entry = bundle.adapters().find(task);
   if (entry == bundle.adapters().end()) {

@@ -16,7 +16,8 @@ class AdapterSlots {
   AdapterSlots(const ModelConfig& config, const EngineInfo& info);
 
   bool enabled() const { return slots_ > 0; }
-  // The slot holding `task`'s adapter, filling a free one from the bundle on first use.
+  // The slot holding `task`'s adapter, filling a free one from the bundle on first use
+  // (an engine with a merged adapter: 0 for that task, an error for any other).
   int64_t slot_for(const Bundle& bundle, const std::string& task);
   // Stacked tensors by graph input name (lora_A.q_proj, ...), [layers, slots, ...].
   std::map<std::string, std::vector<float>>& tensors() { return tensors_; }
@@ -28,6 +29,7 @@ class AdapterSlots {
   ModelConfig config_;
   int64_t slots_, rank_;
   std::vector<std::string> targets_;
+  std::string merged_;  // the task whose adapter is in the weights (slot 0), if any
   std::map<std::string, std::vector<float>> tensors_;
   std::map<std::string, int64_t> slot_of_;
 };

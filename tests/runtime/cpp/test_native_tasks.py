@@ -125,3 +125,33 @@ def test_task_errors(lib: ctypes.CDLL, served: Path) -> None:
         tasks.run([("sentiment", "x")], max_new_tokens=-1)
     assert e.value.status == "TINYLLM_INVALID_ARGUMENT"
     native.close()
+
+
+def test_an_engine_with_a_merged_adapter_serves_its_task_alone(
+    lib: ctypes.CDLL, served: Path, tmp_path: Path, suite_sample: dict[str, list[str]]
+) -> None:
+    """``--merge-adapter sentiment``: libtinyllm serves sentiment with Python's answers (the
+    adapter is in the weights, slot 0) and refuses booking's task and adapter."""
+    from tinyllm.runtime.sampling import GenerationConfig
+
+    name = "onnx-cpu-fp32-sentiment"
+    bundle, _ = tinyllm.export(
+        served, "onnx-cpu", tmp_path / "m.tllm", max_seq_len=256, merge_adapter="sentiment"
+    )
+    python = Engine.load(bundle.path, engine=name, max_batch=4)
+    native = NativeEngine(lib, bundle.path, engine=name, max_batch=4)
+    tasks = NativeTasks(native)
+    assert tasks.names() == ["sentiment"]
+    requests = [("sentiment", x) for x in suite_sample["sentiment"][:6]]
+    same_outputs(tasks.run(requests), [python.run(t, x) for t, x in requests])
+    with pytest.raises(NativeError) as e:
+        tasks.run([("booking", "x")])
+    assert e.value.status == "TINYLLM_NOT_FOUND" and "serves: sentiment" in str(e.value)
+    greedy = GenerationConfig(max_new_tokens=6, ignore_eos=True)
+    want = python.generate_ids([[5, 6, 7]], greedy, adapter="sentiment")[0].token_ids
+    assert list(native.generate([[5, 6, 7]], greedy, ["sentiment"])[0].token_ids) == want
+    with pytest.raises(NativeError) as e:
+        native.generate([[5, 6, 7]], greedy, ["booking"])
+    assert "merged into its weights and serves only that task" in str(e.value)
+    native.close()
+    python.close()
