@@ -31,18 +31,7 @@ FACADE = "tinyllm.api"
 
 # "module.qualname" -> (its length now, why it stays long). Keep the reasons honest:
 # an entry is a debt with a reason, not a waiver.
-ALLOWED: dict[str, tuple[int, str]] = {
-    "tinyllm.distill.recipe.run_distill": (
-        83,
-        "distill/ is being reworked by the trl-backend step (#22) in parallel; split it "
-        "(data, per-task training, curriculum, bundle writing) once that lands",
-    ),
-    "tinyllm.distill.curriculum.train_shared": (
-        75,
-        "distill/ is being reworked by the trl-backend step (#22) in parallel; split the "
-        "mixture loop from its early-stopping bookkeeping once that lands",
-    ),
-}
+ALLOWED: dict[str, tuple[int, str]] = {}
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,24 @@ def run_curriculum(
     return adapters, results, report
 
 
+def high_resource_stage(
+    peft_model: Any,
+    mixture: Mixture,
+    shared: Sequence[Decision],
+    sizes: Mapping[str, int],
+    cfg: CurriculumConfig,
+    seed: int,
+    fit: Fit,
+) -> list[float]:
+    """Stage 2: the high-resource tasks alone on the shared LoRA (no early stopping);
+    its losses, none when no task is high-resource."""
+    high = [d.task for d in shared if d.stage == "high-resource"]
+    if not high:
+        return []
+    sampler = MixtureSampler({n: sizes[n] for n in high}, cfg.temperature, seed)
+    return fit(peft_model, lambda: mixture.draw(sampler), "stage 2", None)
+
+
 def train_shared(
     loaded: Any,
     suite: Any,
@@ -227,11 +245,7 @@ def train_shared(
         {n: encode(tok, by_name[n], data[n], tc.max_len) for n in names}, tc.batch_size, tc.seed
     )
     peft_model = with_lora(model, tc)
-    high = [d.task for d in shared if d.stage == "high-resource"]
-    losses: list[float] = []
-    if high:
-        sampler2 = MixtureSampler({n: sizes[n] for n in high}, cfg.temperature, tc.seed)
-        losses += fit(peft_model, lambda: mixture.draw(sampler2), "stage 2", None)
+    losses = high_resource_stage(peft_model, mixture, shared, sizes, cfg, tc.seed, fit)
     valid = {n: load_split(suite, by_name[n], "validation", cfg.eval_limit) for n in names}
     stopper = EarlyStopping(names, cfg.patience)
     sampler3 = MixtureSampler(sizes, cfg.temperature, tc.seed + 1)
@@ -262,9 +276,9 @@ def train_shared(
     if len(losses3) % every:
         evaluate_active(len(losses3))
     losses += losses3
-    drawn = mixture.drawn
     results = {
-        n: TrainResult([x for x, t in zip(losses, drawn, strict=False) if t == n]) for n in names
+        n: TrainResult([x for x, t in zip(losses, mixture.drawn, strict=False) if t == n])
+        for n in names
     }
     adapters = {n: snapshots.get(n) or adapter_of(peft_model, tc) for n in names}
     peft_model.unload()

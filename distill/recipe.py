@@ -331,7 +331,6 @@ def run_distill(
     """The whole recipe; see :func:`tinyllm.api.distill` for the arguments (log: stderr)."""
     from tinyllm.bundle import Bundle
     from tinyllm.distill.calltargets import check_method as check_call_method
-    from tinyllm.distill.calltargets import with_calls
     from tinyllm.lineage import add_tasks
     from tinyllm.models import load_model
     from tinyllm.suite import load_tasks, prepare_tasks
@@ -347,17 +346,8 @@ def run_distill(
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    labels_dir = out.parent / f"{out.name.removesuffix('.tllm')}-labels"
-    with main_process_first():  # rank 0 imports and labels; the others then read its files
-        base = student_bundle(student, out, log)
-        data = {
-            t.name: teacher_data(suite, t, teacher, options.train_limit, labels_dir, log)
-            for t in selected
-        }
+    base, data = student_and_data(suite, selected, teacher, student, out, options, log)
     loaded = load_model(Bundle.open(base))
-    for t in selected:  # tool tasks learn the teacher's calls (tinyllm.distill.calltargets)
-        if t.tools:
-            data[t.name] = with_calls(t, data[t.name], log)
     report = DistillReport(str(out), teacher, str(student), method, curriculum)
     trl = options.trl
     if options.backend == "trl" and trl is not None and trl.tensorboard and trl.run_dir:
@@ -379,12 +369,33 @@ def run_distill(
         return report
     add_tasks(Bundle.open(base), out, selected, adapters, overwrite=overwrite)
     log(f"wrote {out}; evaluating student and zero-shot baseline")
+    report.rows = scored_rows(out, base, suite, selected, teacher, data, results, options, progress)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def scored_rows(
+    out: Path,
+    base: Path,
+    suite: Suite,
+    selected: list[TaskSpec],
+    teacher: str,
+    data: dict[str, list[Example]],
+    results: dict[str, Any],
+    options: DistillOptions,
+    progress: bool,
+) -> list[TaskRow]:
+    """One report row per task: teacher, student (``out``) and zero-shot (``base``) scores,
+    with the training figures from ``data`` and ``results``."""
+    from tinyllm.bundle import Bundle
+
     student_eval = evaluated(Bundle.open(out), suite, selected, options, progress)
     baseline_eval = evaluated(Bundle.open(base), suite, selected, options, progress)
+    rows = []
     for task in selected:
         t_score = score_teacher(suite, task, teacher, options.eval_limit)
         s, b, res = student_eval[task.name], baseline_eval[task.name], results[task.name]
-        report.rows.append(
+        rows.append(
             TaskRow(
                 task=task.name,
                 metric=task.metric,
@@ -399,8 +410,34 @@ def run_distill(
                 loss_last=res.last,
             )
         )
-    report.seconds = time.perf_counter() - start
-    return report
+    return rows
+
+
+def student_and_data(
+    suite: Suite,
+    selected: Sequence[TaskSpec],
+    teacher: str,
+    student: str | os.PathLike[str],
+    out: Path,
+    options: DistillOptions,
+    log: Log,
+) -> tuple[Path, dict[str, list[Example]]]:
+    """The student's base bundle and each task's training data: rank 0 imports and labels
+    first, the other ranks then read its files; tool tasks learn the teacher's calls
+    (:mod:`tinyllm.distill.calltargets`)."""
+    from tinyllm.distill.calltargets import with_calls
+
+    labels_dir = out.parent / f"{out.name.removesuffix('.tllm')}-labels"
+    with main_process_first():
+        base = student_bundle(student, out, log)
+        data = {
+            t.name: teacher_data(suite, t, teacher, options.train_limit, labels_dir, log)
+            for t in selected
+        }
+    for t in selected:
+        if t.tools:
+            data[t.name] = with_calls(t, data[t.name], log)
+    return base, data
 
 
 def main_process_first() -> Any:

@@ -228,9 +228,6 @@ def training_args(
 def trainer_class(kd: bool) -> Any:
     """``SFTTrainer`` with our warmup schedule (and, for ``kd``, our KD loss)."""
     trl = trl_module()
-    torch = torch_module()
-    from transformers import TrainerCallback
-
     sft_trainer: Any = trl.SFTTrainer
 
     class TinySFTTrainer(sft_trainer):
@@ -266,40 +263,46 @@ def trainer_class(kd: bool) -> Any:
             return_outputs: bool = False,
             num_items_in_batch: Any = None,
         ) -> Any:
-            from tinyllm.distill.losses import IGNORE_INDEX, token_divergence
+            return kd_loss(self, model, inputs, num_items_in_batch)
 
-            kd: KDConfig = self.tiny_kd
-            batch = {k: inputs[k] for k in ("input_ids", "attention_mask")}
-            targets = inputs["labels"][:, 1:]  # [B, T-1]: what position t predicts
-            s_logits = model(**batch, use_cache=False).logits[:, :-1]  # [B, T-1, V]
-            teacher = self.tiny_teacher
-            if next(teacher.parameters()).device != batch["input_ids"].device:
-                teacher.to(batch["input_ids"].device)  # the Trainer moved only the student
-            with torch.no_grad():
-                t_logits = teacher(**batch, use_cache=False).logits[:, :-1]
-            vocab = min(s_logits.shape[-1], t_logits.shape[-1])  # padded embedding rows
-            per_token = token_divergence(
-                s_logits[..., :vocab], t_logits[..., :vocab], kd.divergence, kd.beta,
-                kd.temperature,
-            )  # fmt: skip  # [B, T-1]
-            mask = targets != IGNORE_INDEX
-            total = (per_token * mask).sum()
-            if kd.ce_weight:
-                ce = torch.nn.functional.cross_entropy(
-                    s_logits.float().reshape(-1, s_logits.shape[-1]),
-                    targets.reshape(-1),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="sum",
-                )
-                total = total + kd.ce_weight * ce
-            count = num_items_in_batch if num_items_in_batch is not None else mask.sum()
-            loss = total / torch.as_tensor(count).clamp(min=1)
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                loss = loss * self.accelerator.num_processes  # DDP averages the gradients
-            return loss
-
-    del TrainerCallback
     return TinyKDTrainer if kd else TinySFTTrainer
+
+
+def kd_loss(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
+    """The KD trainer's loss: ``trainer.tiny_kd``'s divergence from ``trainer.tiny_teacher``
+    over the answer tokens (plus its CE weight), divided by the global batch's answer
+    tokens as trl's SFT loss is."""
+    from tinyllm.distill.losses import IGNORE_INDEX, token_divergence
+
+    torch = torch_module()
+    kd: KDConfig = trainer.tiny_kd
+    batch = {k: inputs[k] for k in ("input_ids", "attention_mask")}
+    targets = inputs["labels"][:, 1:]  # [B, T-1]: what position t predicts
+    s_logits = model(**batch, use_cache=False).logits[:, :-1]  # [B, T-1, V]
+    teacher = trainer.tiny_teacher
+    if next(teacher.parameters()).device != batch["input_ids"].device:
+        teacher.to(batch["input_ids"].device)  # the Trainer moved only the student
+    with torch.no_grad():
+        t_logits = teacher(**batch, use_cache=False).logits[:, :-1]
+    vocab = min(s_logits.shape[-1], t_logits.shape[-1])  # padded embedding rows
+    per_token = token_divergence(
+        s_logits[..., :vocab], t_logits[..., :vocab], kd.divergence, kd.beta, kd.temperature
+    )  # [B, T-1]
+    mask = targets != IGNORE_INDEX
+    total = (per_token * mask).sum()
+    if kd.ce_weight:
+        ce = torch.nn.functional.cross_entropy(
+            s_logits.float().reshape(-1, s_logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        total = total + kd.ce_weight * ce
+    count = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+    loss = total / torch.as_tensor(count).clamp(min=1)
+    if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
+        loss = loss * trainer.accelerator.num_processes  # DDP averages the gradients
+    return loss
 
 
 def loss_recorder(

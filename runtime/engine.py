@@ -134,12 +134,7 @@ class Engine(TaskService):
         """
         opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify="size")
         entry = pick_engine(opened, engine, device)
-        if device == "tensorrt" and entry.target != "tensorrt":
-            raise ConfigError(
-                f"device='tensorrt' runs TensorRT engines; {entry.path} of {opened.path} is "
-                f"target {entry.target!r}: export one with `tinyllm export BUNDLE --target "
-                "tensorrt`, or load this one with device='cpu' or 'cuda'"
-            )
+        check_device_target(opened, entry, device)
         folder = opened.path / entry.path
         verify_engine_files(opened, entry, verify)
         settings = read_defaults(folder).with_given(
@@ -294,6 +289,16 @@ def open_session(model: Path, device: str, threads: int | None) -> Any:
 
         return tensorrt_session(model, threads)
     return make_session(model, device, threads)
+
+
+def check_device_target(bundle: Bundle, entry: EngineEntry, device: str) -> None:
+    """device='tensorrt' runs only TensorRT engines: any other is a clear error."""
+    if device == "tensorrt" and entry.target != "tensorrt":
+        raise ConfigError(
+            f"device='tensorrt' runs TensorRT engines; {entry.path} of {bundle.path} is "
+            f"target {entry.target!r}: export one with `tinyllm export BUNDLE --target "
+            "tensorrt`, or load this one with device='cpu' or 'cuda'"
+        )
 
 
 def pick_engine(bundle: Bundle, name: str | None, device: str) -> EngineEntry:
