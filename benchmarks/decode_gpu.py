@@ -59,6 +59,7 @@ def prepare(engine: str, name: str, precision: str, out: Path, block: int) -> Pa
     bundle = out / f"{name}.tllm"
     if not bundle.exists():
         tinyllm.import_model(name, bundle)
+    seq = min(1024, tinyllm.open_bundle(bundle).config.max_position_embeddings)
     quant = precision if precision in ("int4", "int8") else None
     float_precision = None if quant else precision
     if engine in ("tinyllm-cuda", "tinyllm-tensorrt"):
@@ -67,7 +68,7 @@ def prepare(engine: str, name: str, precision: str, out: Path, block: int) -> Pa
         if not path.exists():
             tinyllm.export(
                 bundle, target, path, quant=quant, precision=float_precision,
-                block_size=block, max_seq_len=1024, lora_slots=0,
+                block_size=block, max_seq_len=seq, lora_slots=0,
             )  # fmt: skip
         return path
     hf = out / "hf" / name
@@ -144,7 +145,7 @@ def run(engine: str, path: Path, prompts: list[list[int]], args: argparse.Namesp
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--precision", choices=["fp16", "int8", "int4"], default="fp16")
@@ -155,7 +156,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker is not None:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
@@ -163,13 +164,16 @@ def main() -> int:
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
+    import tinyllm
+
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {"settings": vars(args) | {"worker": None}, "runs": []}
     rows = []
     for engine in args.engines.split(","):
         path = prepare(engine, args.model, args.precision, OUT, args.block_size)
+        vocab = tinyllm.open_bundle(OUT / f"{args.model}.tllm").config.vocab_size
         for batch in (1, args.batch):
-            prompts = rng.integers(10, 1000, (batch, args.prompt_tokens)).tolist()
+            prompts = rng.integers(10, min(1000, vocab), (batch, args.prompt_tokens)).tolist()
             got = run(engine, path, prompts, args)
             results["runs"].append({"engine": engine, "batch": batch, **got})
             rates = got.get("decode_tok_s")
