@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads per engine")
     parser.add_argument("--quant", choices=["int4", "int8"], default=None, help="engine weights")
     args = parser.parse_args(argv)
+    if unknown := sorted(set(args.modes.split(",")) - {*MODES, "cpp"}):
+        parser.error(f"unknown mode {unknown[0]!r}; choose from {', '.join((*MODES, 'cpp'))}")
     model = args.model or ("tiny-llama" if args.quick else "smollm2-135m")
     n = args.requests or (24 if args.quick else 48)
     config: dict[str, Any] = {

@@ -55,10 +55,13 @@ def test_summarize_and_windows_on_hand_built_completions(trace_module) -> None:
     assert slo == pytest.approx(5.0 * (0.1 + 29 * 0.01))
 
 
-def test_multitask_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multitask_benchmark_end_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """multitask_serving.py's main, ``--quick`` and cut down (2 tasks, 4 requests, one
     rate; continuous batching against FIFO): every request of the trace answered in each
-    peer's process, the figures and ratios computed from them."""
+    peer's process, the figures and ratios computed from them; an unknown peer is refused
+    before anything runs."""
     monkeypatch.syspath_prepend(str(BENCH))
     monkeypatch.chdir(tmp_path)  # bundles and the JSON go under ./out/bench
     import multitask_serving
@@ -83,6 +86,10 @@ def test_multitask_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     one = record["one_model_peak_rss_mib"]
     fifo_mib = record["table"]["fifo"]["peak_rss_mib"]
     assert summary["memory_x_one_fifo"] == pytest.approx(fifo_mib / one)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        multitask_serving.main(["--quick", "--modes", "continuous,lifo"])
+    assert "unknown mode 'lifo'" in capsys.readouterr().err
 
 
 def test_load_test_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
