@@ -105,7 +105,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-seq-len", type=int, default=1024)
     parser.add_argument("--json", type=Path, default=Path("out/bench/cpp-process.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     result = measure(args)
     print(f"answer: {result['answer']}")
     print(f"{'':<10}{'start to answer s':>20}{'peak RSS MiB':>16}")

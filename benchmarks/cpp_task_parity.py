@@ -18,19 +18,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from task_examples import first_examples
+
 
 def inputs(tasks: list[str], count: int) -> list[tuple[str, str]]:
     """(task, text) of the first ``count`` test examples of each built-in task."""
-    import tinyllm
-    from tinyllm.suite import load_split, prepare
-
-    suite = tinyllm.api.load_tasks()
-    out = []
-    for name in tasks:
-        task = suite.task(name)
-        prepare(task)
-        out += [(name, e.input) for e in load_split(suite, task, "test", count)]
-    return out
+    return [(t, e.input) for t, examples in first_examples(tasks, count).items() for e in examples]
 
 
 def compare(bundle: Path, engine: str | None, count: int, threads: int) -> dict[str, Any]:
@@ -62,7 +55,7 @@ def compare(bundle: Path, engine: str | None, count: int, threads: int) -> dict[
     return {"bundle": str(bundle), "engine": engine, "threads": threads, "tasks": per_task}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -71,7 +64,7 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=50, help="Test examples per task.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=Path("out/bench/cpp-task-parity.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     result = compare(args.bundle, args.engine, args.inputs, args.threads)
     print(f"{'task':<12}{'requests':>10}{'same tokens':>13}{'same value':>12}")

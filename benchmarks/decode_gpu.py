@@ -65,6 +65,7 @@ def prepare(engine: str, name: str, precision: str, out: Path, block: int) -> Pa
     bundle = out / f"{name}.tllm"
     if not bundle.exists():
         tinyllm.import_model(name, bundle)
+    seq = min(1024, tinyllm.open_bundle(bundle).config.max_position_embeddings)
     quant = precision if precision in ("int4", "int8") else None
     float_precision = None if quant else precision
     if engine in ("tinyllm-cuda", "tinyllm-tensorrt"):
@@ -73,7 +74,7 @@ def prepare(engine: str, name: str, precision: str, out: Path, block: int) -> Pa
         if not path.exists():
             tinyllm.export(
                 bundle, target, path, quant=quant, precision=float_precision,
-                block_size=block, max_seq_len=1024, lora_slots=0,
+                block_size=block, max_seq_len=seq, lora_slots=0,
             )  # fmt: skip
         return path
     if precision not in ("fp16", "int4"):
@@ -152,7 +153,7 @@ def run(engine: str, path: Path, prompts: list[list[int]], args: argparse.Namesp
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--precision", choices=["fp16", "int8", "int4"], default="fp16")
@@ -164,7 +165,7 @@ def main() -> int:
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--out", type=Path, default=OUT, help="folder of models and the JSON")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker is not None:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
@@ -172,6 +173,8 @@ def main() -> int:
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
+    import tinyllm
+
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {"settings": vars(args) | {"worker": None}, "runs": []}
     rows: list[tuple[str, object, str]] = []
@@ -183,8 +186,9 @@ def main() -> int:
             results["runs"].append({"engine": engine, "error": problem})
             rows.append((engine, "-", f"not run: {problem}"))
             continue
+        vocab = tinyllm.open_bundle(args.out / f"{args.model}.tllm").config.vocab_size
         for batch in (1, args.batch):
-            prompts = rng.integers(10, 1000, (batch, args.prompt_tokens)).tolist()
+            prompts = rng.integers(10, min(1000, vocab), (batch, args.prompt_tokens)).tolist()
             got = run(engine, path, prompts, args)
             results["runs"].append({"engine": engine, "batch": batch, **got})
             rates = got.get("decode_tok_s")

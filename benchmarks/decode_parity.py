@@ -53,14 +53,14 @@ def greedy_parity(bundle: Path, engine_path: Path, count: int, new_tokens: int) 
     return {"prompts": len(texts), "identical": same, "new_tokens": new_tokens}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-0.5b-shape")
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--new-tokens", type=int, default=32)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for name in args.models.split(","):
         engine = prepare(name, "fp32", ["tinyllm"], OUT)["tinyllm"]

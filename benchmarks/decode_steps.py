@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from decode_cpu import spread
+from decode_cpu import prompt_ids, spread
 
 OUT = Path("out/bench")
 WORKER = Path(__file__).with_name("decode_worker.py")
@@ -155,12 +155,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     from peers import prepare
 
+    import tinyllm
+
     args = parse(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     engines = args.engines.split(",")
     paths = prepare(args.model, args.precision, engines, args.out_dir)
     rng = np.random.default_rng(0)  # the prompts decode_cpu.py uses
-    prompts = [rng.integers(100, 1000, args.prompt_tokens).tolist() for _ in range(8)]
+    vocab = tinyllm.open_bundle(args.out_dir / f"{args.model}.tllm").config.vocab_size
+    prompts = [prompt_ids(rng, args.prompt_tokens, vocab) for _ in range(8)]
     rows = [prompts[i % 8] for i in range(args.batch)]
     report: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}}
     report["load_average_before"] = list(os.getloadavg())

@@ -64,12 +64,13 @@ def measure(bundle: Path, modes: list[str], repeats: int, cache: Path) -> dict[s
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--modes", default=",".join(MODES), help="Comma-separated subset.")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, default=None, help="Also write the report here.")
+    args = parser.parse_args(argv)
     modes = args.modes.split(",")
     if unknown := sorted(set(modes) - set(MODES)):
         parser.error(f"unknown mode {unknown[0]!r}; choose from {', '.join(MODES)}")
@@ -84,6 +85,9 @@ def main() -> None:
                 f"min {t['cpu_min']:.3f}s"
             )
     print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from decode_cpu import spread
+from task_examples import first_examples
 
 
 @contextmanager
@@ -51,12 +52,10 @@ def label_work(folder: Path, inputs: int, batch_size: int) -> Callable[[Path], N
     import tinyllm
     from tinyllm.distill.labelling import label_task
     from tinyllm.distill.teacher_specs import teacher_from_spec
-    from tinyllm.suite import load_split, prepare
 
     suite = tinyllm.api.load_tasks()
     task = suite.task("sentiment")
-    prepare(task)
-    texts = [e.input for e in load_split(suite, task, "train", inputs)]
+    texts = [e.input for e in first_examples(["sentiment"], inputs, "train", suite)["sentiment"]]
     teacher = teacher_from_spec("oracle", suite)
 
     def run(out: Path) -> None:
@@ -113,7 +112,7 @@ def measure(work: Callable[[Path], None], rounds: int, scratch: Path) -> dict[st
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -122,7 +121,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="Inputs per journal append.")
     parser.add_argument("--dir", type=Path, default=None, help="Where to write (default: tmp).")
     parser.add_argument("--json", type=Path, default=Path("out/bench/fsync-cost.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="tinyllm-fsync-", dir=args.dir) as tmp:
         scratch = Path(tmp)

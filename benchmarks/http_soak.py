@@ -323,7 +323,7 @@ def soak(
     return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -335,7 +335,7 @@ def main() -> None:
     parser.add_argument("--interval-s", type=float, default=60.0, help="Latency table interval.")
     parser.add_argument("--json", type=Path, default=Path("out/bench/http-soak.json"))
     parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.serve:
         serve(args.serve, args.churn_s)

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from task_examples import first_examples
+
 
 def served_bundle(folder: Path) -> Path:
     """tiny-qwen2 serving the built-in sentiment task (no adapter), exported for onnx-cpu."""
@@ -72,13 +74,7 @@ def live_server(bundle: Path, max_batch: int = 16) -> Iterator[str]:
 
 def task_inputs(task: str, n: int) -> list[str]:
     """The first ``n`` test examples of a built-in task."""
-    from tinyllm import api
-    from tinyllm.suite import load_split, prepare
-
-    suite = api.load_tasks()
-    spec = suite.task(task)
-    prepare(spec)
-    return [e.input for e in load_split(suite, spec, "test", n)]
+    return [e.input for e in first_examples([task], n)[task]]
 
 
 def inputs(n: int) -> list[str]:
@@ -124,7 +120,7 @@ def measure(
     return best
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--bundle", type=Path, default=None, help="A served bundle (default: built)."
@@ -135,12 +131,15 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16, help="The server's --max-batch.")
     parser.add_argument("--task", default=None, help="A built-in task of --bundle to label.")
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--work", type=Path, default=None, help="Keep the bundle and journals here (default: tmp)."
+    )
+    args = parser.parse_args(argv)
     if args.task and not args.bundle:
         parser.error("--task labels a task of your --bundle; give --bundle too")
     levels = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory(prefix="tinyllm-label-bench-") as tmp:
-        work = Path(tmp)
+        work = args.work or Path(tmp)
         bundle = args.bundle or served_bundle(work)
         with live_server(bundle, args.max_batch) as url:
             rates = measure(url, args.inputs, levels, args.rounds, work, args.task)

@@ -138,12 +138,12 @@ def run(requests: int, concurrency: int, model: str) -> dict[str, Any]:
     return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--model", default="tiny-llama")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     report = run(args.requests, args.concurrency, args.model)
     for way in ("in_process", "http"):
         r = report[way]

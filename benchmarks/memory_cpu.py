@@ -33,6 +33,7 @@ from typing import Any
 
 from peers import prepare
 
+from tinyllm.errors import TinyLLMError
 from tinyllm.runtime.native import library_path
 
 ENGINES = ("tinyllm", "tinyllm-native", "onnxruntime-genai")
@@ -40,13 +41,20 @@ THREADS = len(os.sched_getaffinity(0))
 OUT = Path("out/bench")
 
 
-def prepare_models(name: str, precision: str, block: int) -> dict[str, Path]:
-    """The tinyllm engine bundle and the onnxruntime-genai folder (cached under out/bench)."""
-    made = prepare(name, precision, ["tinyllm", "onnxruntime-genai"], OUT, block)
+def prepare_models(
+    name: str, precision: str, block: int, engines: list[str], out: Path = OUT
+) -> dict[str, Path]:
+    """The tinyllm engine bundle and, when ``engines`` has it, the onnxruntime-genai
+    folder (cached under ``out``)."""
+    wanted = ["tinyllm"] + (["onnxruntime-genai"] if "onnxruntime-genai" in engines else [])
+    made = prepare(name, precision, wanted, out, block)
     for engine, path in made.items():
         if not isinstance(path, Path):
             raise SystemExit(f"{engine}: {path}")
-    return {"engine": Path(made["tinyllm"]), "genai": Path(made["onnxruntime-genai"])}
+    paths = {"engine": Path(made["tinyllm"])}
+    if "onnxruntime-genai" in made:
+        paths["genai"] = Path(made["onnxruntime-genai"])
+    return paths
 
 
 # The child process: imports one runtime, loads, generates, prints one JSON line.
@@ -118,7 +126,7 @@ def weight_bytes(kind: str, paths: dict[str, Path]) -> int:
     return sum(f.stat().st_size for f in (paths["engine"] / "engines").glob("*/model.onnx*"))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -130,11 +138,17 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=1, help="rounds; the minimum is kept")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+    parser.add_argument("--out-dir", type=Path, default=OUT, help="model cache")
+    args = parser.parse_args(argv)
     engines = args.engines.split(",")
-    if "tinyllm-native" in engines and not library_path().exists():
-        raise SystemExit(f"{library_path()} is missing: run `make cpp` first")
-    paths = prepare_models(args.model, args.precision, 32)
+    if unknown := sorted(set(engines) - set(ENGINES)):
+        parser.error(f"unknown engine {unknown[0]!r}; choose from {', '.join(ENGINES)}")
+    if "tinyllm-native" in engines:
+        try:
+            library_path()
+        except TinyLLMError as e:  # says how to build it
+            raise SystemExit(str(e)) from None
+    paths = prepare_models(args.model, args.precision, 32, engines, args.out_dir)
     results: list[dict[str, Any]] = []
     for batch in (int(b) for b in args.batches.split(",")):
         for kind in engines:

@@ -138,7 +138,7 @@ def targets(table: dict[str, Any], one_mib: float) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny-llama, 24 requests a rate")
     parser.add_argument("--model", default=None, help="preset (default smollm2-135m)")
@@ -152,7 +152,9 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=0, help="worked examples per instruction")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads per engine")
     parser.add_argument("--quant", choices=["int4", "int8"], default=None, help="engine weights")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if unknown := sorted(set(args.modes.split(",")) - {*MODES, "cpp"}):
+        parser.error(f"unknown mode {unknown[0]!r}; choose from {', '.join((*MODES, 'cpp'))}")
     model = args.model or ("tiny-llama" if args.quick else "smollm2-135m")
     n = args.requests or (24 if args.quick else 48)
     config: dict[str, Any] = {

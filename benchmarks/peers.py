@@ -53,18 +53,22 @@ def prepare_from(
     bundle: Path, name: str, precision: str, engines: list[str], out: Path, block: int = 32
 ) -> dict[str, Path | str]:
     """As :func:`prepare`, from an existing float bundle (tests pass a tiny one)."""
-    hf = out / "hf" / name
-    if not hf.exists():
-        loaded = tinyllm.load_torch_model(bundle)
-        loaded.model.save_pretrained(hf)
-        loaded.tokenizer.save_pretrained(hf)
+
+    def hf() -> Path:  # a Hugging Face copy, written only for the peers that read one
+        folder = out / "hf" / name
+        if not folder.exists():
+            loaded = tinyllm.load_torch_model(bundle)
+            loaded.model.save_pretrained(folder)
+            loaded.tokenizer.save_pretrained(folder)
+        return folder
+
     makers = {
         "tinyllm": lambda: tinyllm_engine(bundle, name, precision, out, block),
         "tinyllm-cpp": lambda: native_engine(bundle, name, precision, out, block),
-        "onnxruntime-genai": lambda: genai_model(hf, name, precision, out, block),
-        "hf-generate": lambda: hf,
+        "onnxruntime-genai": lambda: genai_model(hf(), name, precision, out, block),
+        "hf-generate": hf,
         "llama.cpp": lambda: llama_gguf(name, precision, out),
-        "openvino-genai": lambda: openvino_ir(hf, name, precision, out, block),
+        "openvino-genai": lambda: openvino_ir(hf(), name, precision, out, block),
     }
     paths: dict[str, Path | str] = {}
     for engine in engines:

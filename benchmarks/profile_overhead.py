@@ -63,7 +63,7 @@ def measure(
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--rounds", type=int, default=7)
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     r = measure(
         args.bundle,
         args.rounds,

@@ -160,41 +160,64 @@ def evaluate_all(args: argparse.Namespace, out: Path, names: list[str]) -> dict[
         )
         metrics[method] = evaluate(exported.path, names, args.limit, args.few_shot)
         print(f"eval {method}: {metrics[method]}", flush=True)
-        Path("out/bench/quantization-metrics.json").write_text(json.dumps(metrics, indent=2))
+        partial = Path(args.json).with_name("quantization-metrics.json")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--source", default="out/smollm2.tllm", help="Float bundle.")
     parser.add_argument("--out", default="out/bench/quant", help="Where bundles go.")
+    parser.add_argument("--json", default="out/bench/quantization.json", help="The record.")
+    parser.add_argument("--tasks", default=None, help="Comma-separated (default: every task).")
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help="Comma-separated; mlgptq always runs."
+    )
     parser.add_argument("--calib-samples", type=int, default=16)
     parser.add_argument("--limit", type=int, default=25, help="Test examples per task.")
     parser.add_argument("--few-shot", type=int, default=3)
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--eval-only", action="store_true", help="Evaluate bundles in --out.")
     parser.add_argument("--eval-task", action="append", help="Evaluate this task (repeatable).")
-    parser.add_argument("--eval-method", nargs="+", default=list(METHODS), help="Bundles to eval.")
+    parser.add_argument(
+        "--eval-method", nargs="+", default=None, help="Bundles to eval (default: --methods)."
+    )
     parser.add_argument("--skip-fp32", action="store_true", help="Do not evaluate the float model.")
     parser.add_argument(
         "--fp32-engine-bundle", default=None, help="The source already exported (fp32 engine)."
     )
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    if unknown := sorted(set(methods + (args.eval_method or [])) - set(METHODS)):
+        parser.error(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    args.methods = ("mlgptq", *(m for m in methods if m != "mlgptq"))
+    args.eval_method = args.eval_method or list(args.methods)
+    return args
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the benchmark (see the module docstring)."""
     from tinyllm import api
+    from tinyllm.errors import TinyLLMError
 
-    args = parse_args()
-    out = Path(args.out)
-    names = [t.name for t in api.load_tasks().tasks]
+    args = parse_args(argv)
+    out, record = Path(args.out), Path(args.json)
+    suite = api.load_tasks()
+    names = args.tasks.split(",") if args.tasks else [t.name for t in suite.tasks]
+    try:
+        suite.select(names)
+    except TinyLLMError as e:  # an unknown name, named
+        raise SystemExit(f"--tasks: {e}") from None
+    if len(names) < 2:
+        raise SystemExit("--tasks: give at least two (the last one is added incrementally)")
     eval_names = args.eval_task or names
     if args.eval_only:
         print(json.dumps(evaluate_all(args, out, eval_names), indent=2))
         return
-    runs, cache = quantize_all(args, out, names)
+    runs, cache = quantize_all(args, out, names, args.methods)
     inc = incremental(args, out, names, runs["mlgptq"]["bundle"], cache)
     # Each method's report: ||(Q - W) X_t||² / ||W X_t||² on the same cached Hessians
     # (AWQ's weights mapped back to the float space first).
@@ -204,12 +227,12 @@ def main() -> None:
         "incremental": inc,
         "task_errors": errors,
     }
-    Path("out/bench").mkdir(parents=True, exist_ok=True)
-    Path("out/bench/quantization.json").write_text(json.dumps(partial, indent=2, default=str))
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(partial, indent=2, default=str))
     metrics = {} if args.skip_eval else evaluate_all(args, out, eval_names)
     result = summarize(eval_names, runs, inc, errors, metrics, args)
-    Path("out/bench/quantization.json").write_text(json.dumps(result, indent=2, default=str))
-    print("wrote out/bench/quantization.json")
+    record.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {record}")
 
 
 def summarize(

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from task_examples import few_shot_examples, first_examples
+
 TASKS = ("booking", "rewrite")
 PRECISIONS = ("fp32",)  # int4/int8 onnx-cpu engines refuse to speculate (outputs change)
 
@@ -48,17 +50,12 @@ def build(folder: Path, force: bool) -> Path:
 
 def requests(count: int) -> list[tuple[str, str, list[Any]]]:
     """(task, input, shots) from each task's test split, ``count`` per task."""
-    import tinyllm
-    from tinyllm.suite import load_split, prepare
-
-    suite = tinyllm.api.load_tasks()
-    out = []
-    for name in TASKS:
-        task = suite.task(name)
-        prepare(task)
-        shots = load_split(suite, task, "train", task.few_shot)
-        out += [(name, e.input, shots) for e in load_split(suite, task, "test", count)]
-    return out
+    few = few_shot_examples(TASKS)
+    return [
+        (name, e.input, few[name])
+        for name, examples in first_examples(TASKS, count).items()
+        for e in examples
+    ]
 
 
 def serve(engine: Any, work: list[tuple[str, str, list[Any]]]) -> list[dict[str, Any]]:
@@ -156,7 +153,7 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=24, help="test inputs per task")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per mode")
@@ -166,8 +163,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/bench/speculative.json"))
     parser.add_argument("--rebuild", action="store_true", help="build the bundle again")
     parser.add_argument("--bundle", type=Path, help="a bundle built before (skips the build)")
-    args = parser.parse_args()
-    args.folder.mkdir(parents=True, exist_ok=True)
+    args = parser.parse_args(argv)
+    if args.bundle is None:
+        args.folder.mkdir(parents=True, exist_ok=True)
     bundle = args.bundle or build(args.folder, args.rebuild)
     work = requests(args.requests)
     results = {

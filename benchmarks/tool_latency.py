@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from task_examples import first_examples
+
 OUT = Path("out/bench")
 # A peer answers one input; it returns (seconds, the tool call's own seconds or 0).
 Peer = Callable[[str], tuple[float, float]]
@@ -137,7 +139,7 @@ def quick_bundle(folder: Path) -> tuple[Path, Any, Any]:
     return bundle.path, suite, task
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny random model, built here")
     parser.add_argument("--bundle", default=None, help="an exported bundle with a tool task")
@@ -146,12 +148,14 @@ def main() -> None:
     parser.add_argument("--plain-bundle", default=None, help="the task's student without tools")
     parser.add_argument("--requests", type=int, default=None, help="inputs (quick: 12, else 50)")
     parser.add_argument("--repeats", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--json", type=Path, default=None, help="default out/bench/tool_latency[-quick].json"
+    )
+    args = parser.parse_args(argv)
     if not args.quick and not args.bundle:
         parser.error("give --bundle (and --suite), or --quick")
     import tinyllm
     from tinyllm.runtime import Engine
-    from tinyllm.suite import load_split, prepare_tasks
     from tinyllm.toolbox import get_tool
 
     n = args.requests or (12 if args.quick else 50)
@@ -164,8 +168,7 @@ def main() -> None:
             task = suite.task(args.task)
         if task.tools is None:
             raise SystemExit(f"task {args.task!r} of the suite names no tools")
-        prepare_tasks([task])
-        inputs = [ex.input for ex in load_split(suite, task, "test", n)]
+        inputs = [ex.input for ex in first_examples([task.name], n, suite=suite)[task.name]]
         engine = Engine.load(bundle, max_batch=1)
         peers = engine_peers(engine, task.name, [get_tool(t) for t in task.tools.names])
         plain = None
@@ -185,8 +188,8 @@ def main() -> None:
         )
     summary = ratios(results)
     print(json.dumps(summary, indent=1))
-    OUT.mkdir(parents=True, exist_ok=True)
-    out = OUT / f"tool_latency{'-quick' if args.quick else ''}.json"
+    out = args.json or OUT / f"tool_latency{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "bundle": "quick (tiny-llama, random weights)" if args.quick else str(args.bundle),
         "task": task.name,

@@ -15,6 +15,7 @@ set-up per task (the trainer, the dataset), as a distillation run pays it.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -87,14 +88,15 @@ def measure(
     return best
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=None, help="Default: tiny-llama.")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--method", choices=["sft", "grpo"], default="sft")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, default=None, help="also write the rates here")
+    args = parser.parse_args(argv)
     import tinyllm
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,6 +105,13 @@ def main() -> None:
     for backend, rate in best.items():
         print(f"{backend:>4}: {rate:.2f} steps/s")
     print(f"trl / own ({args.method}): {best['trl'] / best['own']:.2f}x")
+    if args.json:
+        settings = {"method": args.method, "steps": args.steps, "batch_size": args.batch_size}
+        settings |= {"rounds": args.rounds, "bundle": str(args.bundle or "tiny-llama")}
+        ratio = best["trl"] / best["own"]
+        record = {"settings": settings, "steps_per_s": best, "trl_over_own": ratio}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

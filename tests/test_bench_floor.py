@@ -3,6 +3,7 @@ benchmarks/decode_steps.py compute what they claim (issue #15)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -140,20 +141,29 @@ def test_summarize_gives_median_and_range(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_decode_steps_profiles_tinyllm_in_its_own_process(
-    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """decode_steps.py's main on tiny-llama: the engine profiled in its own worker over two
+    rounds, the step split into ONNX Runtime's run and the host's share; a peer that
+    cannot run is recorded as skipped."""
     monkeypatch.syspath_prepend(str(BENCH))
     import decode_steps
-    import peers
 
-    paths = peers.prepare_from(tiny_llama_bundle, "tiny", "fp32", ["tinyllm"], tmp_path)
-    args = decode_steps.parse(["--threads", "1", "--new-tokens", "6", "--spin", "off"])
-    rng = np.random.default_rng(0)
-    prompts = [rng.integers(5, 50, 8).tolist() for _ in range(2)]
-    got = decode_steps.profile_engine("tinyllm", str(paths["tinyllm"]), prompts, args, tmp_path)
+    out = tmp_path / "steps.json"
+    decode_steps.main(
+        [
+            "--model", "tiny-llama", "--precision", "fp32", "--engines", "tinyllm,llama.cpp",
+            "--batch", "2", "--prompt-tokens", "8", "--new-tokens", "6", "--rounds", "2",
+            "--threads", "1", "--spin", "off", "--out-dir", str(tmp_path), "--out", str(out),
+        ]
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["llama.cpp"]["skipped"].startswith("no GGUF of tiny-llama")
+    got = report["tinyllm"]
     assert got["decode_steps"] == 4  # 5 decode runs for 6 tokens, the last one left out
-    assert got["settings"]["allow_spinning"] == "0"
-    assert got["run_ms"] > 0 and got["step_ms"] > 0
-    assert got["host_ms"] == pytest.approx(got["step_ms"] - got["run_ms"])
+    assert got["settings"]["allow_spinning"] == "0" and len(got["rounds"]) == 2
+    assert 0 < got["run_ms"]["min"] <= got["run_ms"]["max"] and got["step_ms"]["median"] > 0
+    for r in got["rounds"]:
+        assert r["host_ms"] == pytest.approx(r["step_ms"] - r["run_ms"])
     assert "MatMul" in got["ops_ms"] and all(v > 0 for v in got["ops_ms"].values())
     assert len(got["row0_tokens"]) == 6

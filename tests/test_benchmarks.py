@@ -17,13 +17,43 @@ from tinyllm.runtime import native
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_decode_benchmark_help() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH / "decode_cpu.py"), "--help"], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    for word in ("--quick", "--threads", "--spin", "--rounds", "onnxruntime-genai", "OpenVINO"):
-        assert word in out.stdout
+def test_decode_benchmark_end_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """decode_cpu.py's main on tiny-llama at batch 1 and 2: figures per row, the floor
+    figures from the bytes it counted, row 0's tokens the same in both batches, and a peer
+    that cannot run (llama.cpp has no GGUF of tiny-llama) reported as skipped."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_cpu
+
+    out = tmp_path / "decode.json"
+    decode_cpu.main(
+        [
+            "--models", "tiny-llama", "--precisions", "fp32", "--engines", "tinyllm,llama.cpp",
+            "--batches", "1,2", "--prompt-tokens", "4", "--new-tokens", "4", "--rounds", "2",
+            "--threads", "1", "--spin", "off", "--bandwidth-mib", "16",
+            "--out-dir", str(tmp_path), "--out", str(out),
+        ]
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["machine"]["read_bandwidth_gb_s"] > 0
+    step_bytes = report["decode_bytes_per_step"]["tiny-llama fp32"]
+    assert step_bytes > 0
+    rows = report["rows"]
+    assert [(r["engine"], r["batch"]) for r in rows] == [("tinyllm", 1), ("tinyllm", 2)]
+    for r in rows:
+        assert len(r["rounds"]["decode_tok_s"]) == 2 and len(r["row0_tokens"]) == 4
+        assert 0 < r["decode_tok_s"]["min"] <= r["decode_tok_s"]["max"]
+        steps_s = r["decode_tok_s"]["median"] / r["batch"]
+        assert r["achieved_gb_s"] == pytest.approx(steps_s * step_bytes / 1e9)
+        assert r["pct_floor"] == pytest.approx(
+            100 * r["achieved_gb_s"] / report["machine"]["read_bandwidth_gb_s"]
+        )
+    assert rows[0]["row0_tokens"] == rows[1]["row0_tokens"]  # greedy, row 0 alone or batched
+    skipped = [(s["engine"], s["batch"]) for s in report["skipped"]]
+    assert skipped == [("llama.cpp", 1), ("llama.cpp", 2)]
+    assert all(s["reason"].startswith("no GGUF of tiny-llama") for s in report["skipped"])
+    assert "skipped llama.cpp (tiny-llama fp32 batch 2): no GGUF" in capsys.readouterr().out
 
 
 def test_decode_gpu_without_cuda_says_so_and_fails() -> None:
@@ -84,19 +114,27 @@ def test_decode_gpu_reports_an_engine_it_cannot_prepare_and_runs_the_others(
 
 
 @pytest.mark.gpu
-def test_decode_gpu_measures_the_cuda_engines(tmp_path: Path) -> None:
-    """The GPU decode benchmark on the tiny model: every engine this machine can run gives
-    a rate; one it cannot says why (no TensorRT, or no onnxruntime-genai-cuda)."""
-    command = [sys.executable, str(BENCH / "decode_gpu.py"), "--model", "tiny-llama"]
-    command += ["--batch", "2", "--prompt-tokens", "16", "--tokens", "16", "--rounds", "1"]
-    out = subprocess.run(
-        [*command, "--out", str(tmp_path)], capture_output=True, text=True, cwd=BENCH.parent
-    )
-    assert out.returncode == 0, out.stderr
-    runs = json.loads((tmp_path / "decode_gpu.json").read_text())["runs"]
-    cuda = [r for r in runs if r["engine"] == "tinyllm-cuda"]
-    assert [r["batch"] for r in cuda] == [1, 2], runs
-    assert all(rate > 0 for r in cuda for rate in r["decode_tok_s"]), runs
+def test_decode_gpu_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """decode_gpu.py's main on tiny-llama, fp16 on CUDA, batch 1 and 2: a rate per round
+    for each batch; an engine that cannot load is recorded with its error."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.chdir(tmp_path)  # the models and the JSON go under ./out/bench
+    import decode_gpu
+
+    argv = ["--model", "tiny-llama", "--precision", "fp16", "--batch", "2"]
+    argv += ["--prompt-tokens", "4", "--tokens", "4", "--rounds", "2", "--engines", "tinyllm-cuda"]
+    assert decode_gpu.main(argv) == 0
+    results = json.loads((tmp_path / "out" / "bench" / "decode_gpu.json").read_text())
+    runs = results["runs"]
+    assert [(r["engine"], r["batch"]) for r in runs] == [("tinyllm-cuda", 1), ("tinyllm-cuda", 2)]
+    for r in runs:
+        assert r["settings"]["device"] == "cuda" and len(r["decode_tok_s"]) == 2, r
+        assert min(r["decode_tok_s"]) > 0
+    spec = argparse.Namespace(tokens=4, rounds=1)
+    broken = decode_gpu.run("tinyllm-cuda", tmp_path / "missing.tllm", [[10, 11]], spec)
+    assert "missing.tllm" in broken["error"][0], broken
 
 
 def test_measure_rotates_rounds_and_reports_median_and_range(
@@ -314,14 +352,6 @@ def test_llamacpp_batch_runner_through_the_harness(
     assert len(r["rounds"]["decode_tok_s"]) == 2 and r["decode_tok_s"]["median"] > 0
 
 
-def test_quantization_benchmark_help() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH / "quantization.py"), "--help"], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert "--calib-samples" in out.stdout and "--eval-only" in out.stdout
-
-
 def test_pruning_benchmark_table(monkeypatch: pytest.MonkeyPatch) -> None:
     out = subprocess.run(
         [sys.executable, str(BENCH / "pruning.py"), "--help"], capture_output=True, text=True
@@ -368,8 +398,13 @@ def test_pruning_benchmark_end_to_end(tiny_llama_bundle: Path, tmp_path: Path) -
 
 
 def test_engine_load_benchmark_end_to_end(
-    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_llama_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """engine_load.py's main: every mode's seconds, the hash cache filled for the warm
+    rounds; an engine file changed after export fails the hashed loads."""
     import tinyllm
     from tinyllm import integrity
 
@@ -378,25 +413,46 @@ def test_engine_load_benchmark_end_to_end(
 
     bundle, _ = tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=64)
     monkeypatch.setattr(integrity, "RACY_S", 0.0)  # remember digests of the fresh engine
-    cache = tmp_path / "hashes.json"
-    monkeypatch.setenv("TINYLLM_HASH_CACHE", str(cache))
-    report = engine_load.measure(bundle.path, ["size", "cold", "warm"], 2, cache)
+    monkeypatch.setenv("TINYLLM_HASH_CACHE", str(tmp_path / "unused.json"))  # main sets its own
+    out = tmp_path / "load.json"
+    engine_load.main([str(bundle.path), "--repeats", "2", "--json", str(out)])
+    report = json.loads(out.read_text())[str(bundle.path)]
     assert set(report) == {"size", "cold", "warm"}
     for row in report.values():
         assert 0 < row["wall_min"] <= row["wall_median"] and row["cpu_min"] > 0
-    assert cache.is_file()  # the warm rounds had digests to reuse
+    assert Path(os.environ["TINYLLM_HASH_CACHE"]).is_file()  # warm rounds had digests to reuse
+    with pytest.raises(SystemExit):
+        engine_load.main([str(bundle.path), "--modes", "size,lukewarm"])
+    assert "unknown mode 'lukewarm'" in capsys.readouterr().err
+    weights = max((bundle.path / "engines").glob("*/model.onnx*"), key=lambda f: f.stat().st_size)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, one bit pattern changed
+    weights.write_bytes(bytes(data))
+    with pytest.raises(TinyLLMError, match="sha256"):
+        engine_load.main([str(bundle.path), "--modes", "cold", "--repeats", "1"])
 
 
 def test_profile_overhead_benchmark_end_to_end(
-    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_llama_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """profile_overhead.py's main (--json): the overhead inside its range over the rounds,
+    both latencies positive, the recorder a small share of the loop's time."""
     import tinyllm
 
     monkeypatch.syspath_prepend(str(BENCH))
     import profile_overhead
 
     bundle, _ = tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=64)
-    r = profile_overhead.measure(bundle.path, 2, 4, 2, 8, 4, 1)
+    profile_overhead.main(
+        [
+            str(bundle.path), "--rounds", "2", "--requests", "4", "--concurrency", "2",
+            "--prompt-len", "8", "--new-tokens", "4", "--threads", "1", "--json",
+        ]
+    )  # fmt: skip
+    r = json.loads(capsys.readouterr().out)
     assert r["rounds"] == 2 and len(r["per_round"]) == 2
     assert r["overhead_min"] <= r["overhead"] <= r["overhead_max"]
     assert r["median_latency_ms_unprofiled"] > 0 and r["median_latency_ms_recorded"] > 0
@@ -404,33 +460,39 @@ def test_profile_overhead_benchmark_end_to_end(
     assert r["workload"]["prompt_tokens"] == 8 and r["workload"]["load"] == "concurrency 2"
 
 
-def test_memory_benchmark_measures_a_fresh_process(
+def test_memory_benchmark_end_to_end(
     tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tinyllm
-
-    out = subprocess.run(
-        [sys.executable, str(BENCH / "memory_cpu.py"), "--help"], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert "--batches" in out.stdout and "onnxruntime-genai" in out.stdout
+    """memory_cpu.py's main on tiny-llama: a fresh process per batch, its RSS figures in
+    order and the engine's weight files; a failed case and a missing native runtime are
+    errors that say so."""
     monkeypatch.syspath_prepend(str(BENCH))
     import memory_cpu
 
-    bundle, _ = tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=64)
-    r = memory_cpu.run_case("tinyllm", bundle.path, batch=2, prompt=8, new=4)
-    assert 0 < r["import"] <= r["loaded"] <= r["peak"]
-    assert r["engine"] == r["peak"] - r["import"] and r["load_s"] > 0
+    out = tmp_path / "memory.json"
+    memory_cpu.main(
+        [
+            "--model", "tiny-llama", "--precision", "fp32", "--engines", "tinyllm",
+            "--batches", "1,2", "--prompt-tokens", "4", "--new-tokens", "4",
+            "--out-dir", str(tmp_path), "--json", str(out),
+        ]
+    )  # fmt: skip
+    results = json.loads(out.read_text())
+    assert [(r["engine_name"], r["batch"]) for r in results] == [("tinyllm", 1), ("tinyllm", 2)]
+    engine = tmp_path / "tiny-llama-fp32.tllm"
+    files = sum(f.stat().st_size for f in (engine / "engines").glob("*/model.onnx*"))
+    for r in results:
+        assert 0 < r["import"] <= r["loaded"] <= r["peak"]
+        assert r["engine"] == r["peak"] - r["import"] and r["load_s"] > 0
+        assert r["weights"] == files > 0
     with pytest.raises(SystemExit, match="tinyllm batch 2 failed"):
         memory_cpu.run_case("tinyllm", tmp_path / "missing.tllm", batch=2, prompt=8, new=4)
+    monkeypatch.setenv("TINYLLM_NATIVE_LIBRARY", str(tmp_path / "libtinyllm.so"))
+    with pytest.raises(SystemExit, match="the native runtime is not built"):
+        memory_cpu.main(["--engines", "tinyllm-native", "--out-dir", str(tmp_path)])
 
 
 def test_speculative_benchmark_rates(monkeypatch: pytest.MonkeyPatch) -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH / "speculative.py"), "--help"], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert "--requests" in out.stdout and "--bundle" in out.stdout
     monkeypatch.syspath_prepend(str(BENCH))
     import speculative
 
@@ -446,12 +508,57 @@ def test_speculative_benchmark_rates(monkeypatch: pytest.MonkeyPatch) -> None:
     assert got["tok_s_range"] == pytest.approx([40, 80])
 
 
+def test_speculative_benchmark_end_to_end(
+    tiny_llama_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """speculative.py's main on tiny-llama serving booking and rewrite (fp32): the plain
+    and speculating engines give identical tokens and every rate is positive; a
+    speculating engine that answers differently is reported as not identical."""
+    import tinyllm
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import speculative
+
+    suite = tinyllm.api.load_tasks()
+    tasks = [suite.task(n) for n in speculative.TASKS]
+    child = tinyllm.api.add_tasks(tiny_llama_bundle, tmp_path / "t.tllm", tasks, {})
+    bundle, _ = tinyllm.export(child.path, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=512)
+    out = tmp_path / "speculative.json"
+    argv = ["--bundle", str(bundle.path), "--requests", "2", "--threads", "1", "--out", str(out)]
+    speculative.main([*argv, "--rounds", "2"])
+    report = json.loads(out.read_text())
+    assert (report["requests_per_task"], report["rounds"]) == (2, 2)
+    r = report["results"]["fp32"]
+    assert r["identical"] is True and set(r["tasks"]) == set(speculative.TASKS)
+    for row in r["tasks"].values():
+        assert row["output_tokens"] > 0
+        for mode in ("plain", "spec"):
+            lo, hi = row[mode]["tok_s_range"]
+            assert 0 < lo <= row[mode]["tok_s"] <= hi
+        assert row["speedup"] == pytest.approx(row["spec"]["tok_s"] / row["plain"]["tok_s"])
+    assert r["verify_steps"] > 0 and 0 <= r["acceptance"] <= 1
+    assert capsys.readouterr().out.count("| yes |") == len(speculative.TASKS)
+
+    real, engines = speculative.serve, []
+
+    def one_more_token(engine: Any, work: list[Any]) -> list[dict[str, Any]]:
+        rows = real(engine, work)
+        if engine not in engines:
+            engines.append(engine)  # compare() warms the plain engine up first
+        if engine is engines[-1] and len(engines) == 2:
+            rows[-1]["tokens"].append(0)
+        return rows
+
+    monkeypatch.setattr(speculative, "serve", one_more_token)
+    speculative.main([*argv, "--rounds", "1"])
+    assert json.loads(out.read_text())["results"]["fp32"]["identical"] is False
+    assert "| NO |" in capsys.readouterr().out
+
+
 def test_tool_latency_benchmark_with_scripted_peers(monkeypatch: pytest.MonkeyPatch) -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH / "tool_latency.py"), "--help"], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert "--plain-bundle" in out.stdout and "--quick" in out.stdout
     monkeypatch.syspath_prepend(str(BENCH))
     import tool_latency
 
@@ -482,21 +589,37 @@ def test_tool_latency_benchmark_with_scripted_peers(monkeypatch: pytest.MonkeyPa
         tool_latency.percentile([], 0.5)
 
 
-@pytest.mark.parametrize(
-    ("script", "option"), [("labelling.py", "--concurrency"), ("trl_speed.py", "--rounds")]
-)
-def test_labelling_and_trl_speed_benchmarks_help(script: str, option: str) -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert option in out.stdout
+def test_tool_latency_benchmark_end_to_end(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tool_latency.py's main, ``--quick`` (tiny-llama with the calculator): every peer
+    answers every input; the pipeline is all tool, ``call`` runs none, ``tools`` runs
+    one per request; a task without tools is refused by name."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import tool_latency
+
+    out = tmp_path / "tool_latency.json"
+    tool_latency.main(["--quick", "--requests", "3", "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert (record["task"], record["inputs"]) == ("arithmetic", 3)
+    results = record["results"]
+    assert set(results) == {"tools", "call", "pipeline"}
+    for r in results.values():
+        assert r["n"] == 3 and 0 < r["p50_s"] <= r["p95_s"]
+    assert results["pipeline"]["tool_share_p50"] == 1.0
+    assert results["call"]["tool_share_p50"] == 0.0
+    assert 0 < results["tools"]["tool_share_p50"] < 1  # the call ran, inside the request
+    tools, call = results["tools"], results["call"]
+    assert record["ratios"]["tools_x_call_p50"] == pytest.approx(tools["p50_s"] / call["p50_s"])
+    with pytest.raises(SystemExit, match="'arithmetic' of the suite names no tools"):
+        tool_latency.main(["--bundle", str(tiny_llama_bundle), "--json", str(out)])
 
 
 def test_trl_speed_benchmark_end_to_end(
-    tiny_llama_bundle: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both backends train the tiny model for real; each rate fits inside the wall time."""
+    """trl_speed.py's main: both backends train the tiny model for real, for SFT and GRPO;
+    the JSON has the best rate of each, and each rate fits inside the call's wall time."""
     import time
 
     monkeypatch.syspath_prepend(str(BENCH))
@@ -512,96 +635,149 @@ def test_trl_speed_benchmark_end_to_end(
         return rate
 
     monkeypatch.setattr(trl_speed, "steps_per_second", timed)
+    out = tmp_path / "trl.json"
     for method in ("sft", "grpo"):
         runs.clear()
-        best = trl_speed.measure(tiny_llama_bundle, steps=2, batch=2, rounds=2, method=method)
+        trl_speed.main(
+            [
+                "--bundle", str(tiny_llama_bundle), "--steps", "2", "--batch-size", "2",
+                "--rounds", "2", "--method", method, "--json", str(out),
+            ]
+        )  # fmt: skip
+        record = json.loads(out.read_text())
+        assert record["settings"]["method"] == method
+        best = record["steps_per_s"]
         # A trl warm-up, then own and trl in turn each round; the best rate of each backend.
         assert [(b, n) for b, n, _, _ in runs] == [("trl", 2), *[("own", 2), ("trl", 2)] * 2]
         assert best == {b: max(r for b2, _, r, _ in runs[1:] if b2 == b) for b in ("own", "trl")}
+        assert record["trl_over_own"] == pytest.approx(best["trl"] / best["own"])
         for _, steps, rate, seconds in runs:
             # The timed span lies inside the call: at least steps / (the call's wall time).
             assert steps / seconds <= rate < float("inf")
 
 
 def test_decode_parity_benchmark_end_to_end(
-    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fp32 engine and transformers share the tiny model's weights: the same tokens."""
-    import tinyllm
-
+    """decode_parity.py's main on tiny-llama: the fp32 engine and transformers share the
+    weights, so every prompt gives the same greedy tokens; an engine that stops a token
+    early is counted as different (the comparison can fail)."""
     monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.chdir(tmp_path)  # the models and the JSON go under ./out/bench
     import decode_parity
 
-    bundle, _ = tinyllm.export(tiny_llama_bundle, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=64)
-    r = decode_parity.greedy_parity(tiny_llama_bundle, bundle.path, 2, 4)
-    assert r == {"prompts": 2, "identical": 2, "new_tokens": 4}
+    argv = ["--models", "tiny-llama", "--prompts", "2", "--new-tokens", "4"]
+    decode_parity.main(argv)
+    record = tmp_path / "out" / "bench" / "parity-tiny-llama.json"
+    assert json.loads(record.read_text()) == {"prompts": 2, "identical": 2, "new_tokens": 4}
+    real = decode_parity.GenerationConfig
+
+    def one_short(max_new_tokens: int) -> Any:
+        return real(max_new_tokens=max_new_tokens - 1)
+
+    monkeypatch.setattr(decode_parity, "GenerationConfig", one_short)
+    decode_parity.main(argv)
+    assert json.loads(record.read_text())["identical"] == 0
 
 
-def test_labelling_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A live `tinyllm serve` of tiny-qwen2 labels every input at each concurrency."""
+def test_labelling_benchmark_end_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """labelling.py's main: a live `tinyllm serve` of tiny-qwen2 labels every input at
+    each concurrency, journals and all; --task without --bundle is refused."""
     import time
 
     monkeypatch.syspath_prepend(str(BENCH))
     import labelling
 
-    bundle = labelling.served_bundle(tmp_path)
-    with labelling.live_server(bundle, max_batch=2) as url:
-        assert url.startswith("http://") and url.endswith("/v1")
-        start = time.perf_counter()
-        rates = labelling.measure(url, 4, [1, 2], 1, tmp_path / "work")
-        wall = time.perf_counter() - start
-    assert list(rates) == [1, 2]
+    out, work = tmp_path / "labelling.json", tmp_path / "work"
+    start = time.perf_counter()
+    labelling.main(
+        [
+            "--inputs", "4", "--concurrency", "1,2", "--rounds", "1", "--max-batch", "2",
+            "--work", str(work), "--json", str(out),
+        ]
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    rates = json.loads(out.read_text())
+    assert list(rates) == ["1", "2"]
     for c, rate in rates.items():
-        # 4 inputs in less than the whole measurement (warm-up included), more than 0 s.
+        # 4 inputs in less than the whole run (build, start and warm-up included).
         assert 4 / wall < rate < float("inf")
-        stats = json.loads((tmp_path / "work" / f"c{c}" / "sentiment.stats.json").read_text())
+        stats = json.loads((work / f"c{c}" / "sentiment.stats.json").read_text())
         assert stats["inputs"] == stats["labelled"] == 4, stats
     assert len(labelling.inputs(5)) == len(set(labelling.inputs(5))) == 5
     assert len(set(labelling.task_inputs("booking", 3))) == 3
-    bad = subprocess.run(
-        [sys.executable, str(BENCH / "labelling.py"), "--task", "booking"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert bad.returncode == 2 and "give --bundle too" in bad.stderr
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        labelling.main(["--task", "booking"])
+    assert refused.value.code == 2 and "give --bundle too" in capsys.readouterr().err
 
 
 def test_quantization_benchmark_end_to_end(
     tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Steps 1 to 3 on the tiny model with two built-in tasks and three methods."""
-    import argparse
-
-    from tinyllm import api
-
+    """quantization.py's main, steps 1 to 3 on the tiny model with two built-in tasks and
+    three methods, the float model and RTN evaluated on one test example; fewer than two
+    tasks and an unknown task are refused."""
     monkeypatch.syspath_prepend(str(BENCH))
     import quantization
 
-    names = [t.name for t in api.load_tasks().tasks][:2]
-    args = argparse.Namespace(source=tiny_llama_bundle, calib_samples=2, few_shot=0, limit=1)
-    methods = ("rtn", "gptq", "mlgptq")
-    runs, cache = quantization.quantize_all(args, tmp_path, names, methods)
-    assert list(runs) == ["mlgptq", "rtn", "gptq"] and set(cache) == set(names)
-    inc = quantization.incremental(args, tmp_path, names, runs["mlgptq"]["bundle"], cache)
-    assert inc["identical"] is True  # adding the last task gives the full run's weights
-    errors = {m: r["errors"] for m, r in runs.items()}
+    names = ["sentiment", "intent"]
+    out = tmp_path / "quantization.json"
+    argv = ["--source", str(tiny_llama_bundle), "--out", str(tmp_path / "quant")]
+    argv += ["--json", str(out), "--calib-samples", "2", "--limit", "1", "--few-shot", "0"]
+    quantization.main(
+        [*argv, "--tasks", ",".join(names), "--methods", "rtn,gptq", "--eval-method", "rtn"]
+    )
+    record = json.loads(out.read_text())
+    assert record["incremental"]["identical"] is True  # adding the last task: same weights
+    assert record["incremental"]["seconds"] > 0 and list(record["reports"]) == ["mlgptq"]
+    assert list(record["seconds"]) == ["mlgptq", "rtn", "gptq"]
+    assert min(record["seconds"].values()) > 0
+    errors = record["task_errors"]
     for method, per_task in errors.items():
         assert set(per_task) == set(names)
         assert all(0 < e < 1 for e in per_task.values()), (method, per_task)
     # GPTQ fits the calibration inputs; round-to-nearest ignores them.
     for t in names:
         assert errors["gptq"][t] < errors["rtn"][t] and errors["mlgptq"][t] < errors["rtn"][t]
-    metrics = {"fp32": {names[0]: 0.5, names[1]: 0.0}, "rtn": {names[0]: 0.25, names[1]: 0.0}}
+    metrics = record["metrics"]
+    assert set(metrics) == {"fp32", "rtn"}
+    for scores in metrics.values():
+        assert set(scores) == set(names) and all(0 <= v <= 1 for v in scores.values())
+    assert set(record["mean_relative_drop"]) == {"rtn"}
+    with pytest.raises(SystemExit, match="at least two"):
+        quantization.main([*argv, "--tasks", "sentiment"])
+    with pytest.raises(SystemExit, match="unknown task 'nope'"):
+        quantization.main([*argv, "--tasks", "sentiment,nope"])
+
+
+def test_quantization_summary_drops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mean relative drop leaves out the tasks the float model scores 0 on."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import quantization
+
+    names = ["a", "b"]
+    runs = {"mlgptq": {"seconds": 2.0, "report": {}}, "rtn": {"seconds": 1.0}}
+    errors = {"mlgptq": {"a": 0.1, "b": 0.2}, "rtn": {"a": 0.3, "b": 0.4}}
+    inc = {"seconds": 1.0, "identical": True}
+    metrics = {"fp32": {"a": 0.5, "b": 0.0}, "rtn": {"a": 0.25, "b": 0.0}}
+    args = argparse.Namespace(calib_samples=2, few_shot=0, limit=1)
     result = quantization.summarize(names, runs, inc, errors, metrics, args)
-    assert result["mean_relative_drop"] == {"rtn": 0.5}  # the task fp32 scores 0 on is left out
-    assert set(result["seconds"]) == set(methods) and min(result["seconds"].values()) > 0
-    assert result["incremental"]["seconds"] > 0 and list(result["reports"]) == ["mlgptq"]
+    assert result["mean_relative_drop"] == {"rtn": 0.5}
+    assert result["seconds"] == {"mlgptq": 2.0, "rtn": 1.0}
+    assert list(result["reports"]) == ["mlgptq"]
 
 
 def test_cpp_task_parity_benchmark_end_to_end(
     tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Python and C++ answers of a tiny two-task bundle agree; a C++ side that answers
-    differently is counted as a mismatch (the comparison can fail)."""
+    """cpp_task_parity.py's main: Python and C++ answers of a tiny two-task bundle agree;
+    a C++ side that answers differently is counted as a mismatch (the comparison can
+    fail)."""
     import tinyllm
 
     try:
@@ -619,7 +795,9 @@ def test_cpp_task_parity_benchmark_end_to_end(
     tasks = [suite.task(n) for n in ("sentiment", "intent")]
     child = tinyllm.api.add_tasks(tiny_llama_bundle, tmp_path / "t.tllm", tasks, {})
     bundle, _ = tinyllm.export(child.path, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=256)
-    r = cpp_task_parity.compare(bundle.path, None, 3, 1)
+    out = tmp_path / "parity.json"
+    cpp_task_parity.main([str(bundle.path), "--inputs", "3", "--threads", "1", "--json", str(out)])
+    r = json.loads(out.read_text())
     assert set(r["tasks"]) == {"sentiment", "intent"}
     for row in r["tasks"].values():
         assert row == {"requests": 3, "tokens": 3, "values": 3, "mismatch": None}
@@ -641,8 +819,9 @@ def test_cpp_task_parity_benchmark_end_to_end(
 def test_cpp_process_benchmark_end_to_end(
     tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """tinyllm-run and a Python process answer the same request; times and peak RSS are
-    reported per side; runtimes that answer differently are an error."""
+    """cpp_process.py's main: tinyllm-run and a Python process answer the same request;
+    times and peak RSS are reported per side; runtimes that answer differently are an
+    error."""
     import argparse
 
     import tinyllm
@@ -660,11 +839,11 @@ def test_cpp_process_benchmark_end_to_end(
     intent = [suite.task("intent")]
     child = tinyllm.api.add_tasks(tiny_llama_bundle, tmp_path / "t.tllm", intent, {})
     bundle, _ = tinyllm.export(child.path, "onnx-cpu", tmp_path / "e.tllm", max_seq_len=512)
-    args = argparse.Namespace(
-        bundle=bundle.path, task="intent", text="wake me at 7", rounds=1, threads=1,
-        max_batch=2, max_seq_len=512,
-    )  # fmt: skip
-    r = cpp_process.measure(args)
+    out = tmp_path / "cpp-process.json"
+    argv = [str(bundle.path), "--task", "intent", "--text", "wake me at 7", "--rounds", "1"]
+    argv += ["--threads", "1", "--max-batch", "2", "--max-seq-len", "512", "--json", str(out)]
+    cpp_process.main(argv)
+    r = json.loads(out.read_text())
     assert r["answer"]
     for side in ("python", "cpp"):
         assert r["sides"][side]["seconds"]["median"] > 0
@@ -680,11 +859,12 @@ def test_cpp_process_benchmark_end_to_end(
 
     monkeypatch.setattr(cpp_process, "commands", other_answer)
     with pytest.raises(RuntimeError, match="answered differently"):
-        cpp_process.measure(args)
+        cpp_process.main(argv)
 
 
 def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 60-second version of the HTTP soak (docs/reliability.md has the 30-minute run):
+    """http_soak.py's main, the 60-second version of the HTTP soak (docs/reliability.md has
+    the 30-minute run):
     every request counted once by the server, only expected outcomes, the churned task both
     served and refused, no fd leak; the slope and outcome checks fail on a leak and on a
     server error. (RSS still grows while warming up over a minute: its slope is judged
@@ -692,8 +872,17 @@ def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.syspath_prepend(str(BENCH))
     import http_soak
 
-    bundle = http_soak.build_bundle(tmp_path)
-    r = http_soak.soak(bundle, minutes=1.0, clients=3, churn_s=2.0, sample_s=2.0, interval_s=15.0)
+    out = tmp_path / "soak.json"
+    with pytest.raises(SystemExit) as exited:
+        http_soak.main(
+            [
+                "--minutes", "1", "--clients", "3", "--churn-s", "2", "--sample-s", "2",
+                "--interval-s", "15", "--json", str(out),
+            ]
+        )  # fmt: skip
+    r = json.loads(out.read_text())
+    slope_ok = r["rss_slope_mib_per_min"] < http_soak.SLOPE_LIMIT
+    assert r["passed"] is slope_ok and exited.value.code == (0 if slope_ok else 1)
     assert r["sent"] > 20 and r["lost_or_duplicated"] == 0 and r["unexpected"] == {}, r
     kinds = {k.split()[0] for k in r["outcomes"]}
     assert kinds == {"task", "stream", "drop", "churned", "bad"}
@@ -776,6 +965,12 @@ def test_fsync_cost_benchmark_turns_fsync_off_and_measures_both(
             work(tmp_path / f"{name}-off")
         assert len(calls) == on, name  # no fsync reached the real one
         calls.clear()
-    r = fsync_cost.measure(fsync_cost.label_work(tmp_path, 16, 8), 2, tmp_path / "m")
-    assert set(r["seconds"]) == {"fsync", "no_fsync"}
-    assert r["fsync_over_no_fsync"]["median"] > 0
+    out = tmp_path / "fsync.json"
+    argv = ["--rounds", "2", "--inputs", "16", "--batch-size", "8", "--dir", str(tmp_path)]
+    fsync_cost.main([*argv, "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["settings"]["inputs"] == 16 and set(report["results"]) == {"label", "bundle"}
+    for r in report["results"].values():
+        assert set(r["seconds"]) == {"fsync", "no_fsync"}
+        assert all(0 < s["min"] <= s["median"] <= s["max"] for s in r["seconds"].values())
+        assert r["fsync_over_no_fsync"]["median"] > 0

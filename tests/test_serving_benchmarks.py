@@ -1,11 +1,10 @@
-"""The serving benchmarks: trace generation and statistics on hand-built data, the CLI
-parses, and the load test (reduced) loses or duplicates no request."""
+"""The serving benchmarks: trace generation and statistics on hand-built data, and tiny
+end-to-end runs of multitask_serving.py and load_test.py (no request lost or duplicated)."""
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +55,61 @@ def test_summarize_and_windows_on_hand_built_completions(trace_module) -> None:
     assert slo == pytest.approx(5.0 * (0.1 + 29 * 0.01))
 
 
-def test_multitask_benchmark_help() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH / "multitask_serving.py"), "--help"],
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "--quick" in out.stdout and "--rates-x" in out.stdout
+def test_multitask_benchmark_end_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """multitask_serving.py's main, ``--quick`` and cut down (2 tasks, 4 requests, one
+    rate; continuous batching against FIFO): every request of the trace answered in each
+    peer's process, the figures and ratios computed from them; an unknown peer is refused
+    before anything runs."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.chdir(tmp_path)  # bundles and the JSON go under ./out/bench
+    import multitask_serving
+
+    multitask_serving.main(
+        [
+            "--quick", "--tasks", "2", "--requests", "4", "--rates-x", "1",
+            "--modes", "continuous,fifo", "--no-add", "--max-batch", "2", "--threads", "1",
+        ]
+    )  # fmt: skip
+    record = json.loads((tmp_path / "out" / "bench" / "multitask_serving-quick.json").read_text())
+    assert record["config"]["n"] == 4 and len(record["config"]["rates"]) == 1
+    assert record["calibration"]["ttft_s"] > 0 and record["calibration"]["tpot_s"] > 0
+    assert set(record["table"]) == {"continuous", "fifo"}
+    for mode, entry in record["table"].items():
+        assert entry["peak_rss_mib"] > 0
+        (summary,) = entry["rates"].values()
+        assert summary["failed"] == 0 and summary["output_tokens"] > 0, (mode, summary)
+        assert summary["latency_p50_s"] > 0 and 0 <= summary["slo_attainment"] <= 1
+    summary = record["summary"]
+    assert summary["throughput_x_fifo_at_top_rate"] > 0
+    one = record["one_model_peak_rss_mib"]
+    fifo_mib = record["table"]["fifo"]["peak_rss_mib"]
+    assert summary["memory_x_one_fifo"] == pytest.approx(fifo_mib / one)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        multitask_serving.main(["--quick", "--modes", "continuous,lifo"])
+    assert "unknown mode 'lifo'" in capsys.readouterr().err
+
+
+def test_load_test_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_test.py's main, 24 requests each way: every id answered exactly once, in
+    process and over HTTP, and the engine's counters agree; the check counts a lost, a
+    duplicated and a mismatched answer."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.chdir(tmp_path)  # bundles and the JSON go under ./out/bench
+    import load_test
+
+    load_test.main(["--requests", "24", "--concurrency", "4"])
+    report = json.loads((tmp_path / "out" / "bench" / "load_test.json").read_text())
+    for way in ("in_process", "http"):
+        r = report[way]
+        assert r["requests"] == sum(r["outcomes"].values()) == 24, r
+        assert (r["lost"], r["duplicated"], r["mismatched"]) == (0, 0, 0), r
+    ok = report["in_process"]["outcomes"].get("ok", 0) + report["http"]["outcomes"].get("ok", 0)
+    assert ok > 0 and report["engine"]["completed"] == ok
+    bad = load_test.check({1: [], 2: ["ok", "ok"], 3: ["mismatch load-9"], 4: ["ok"]}, 1.0)
+    assert (bad["lost"], bad["duplicated"], bad["mismatched"]) == (1, 1, 1)
 
 
 def test_cpp_worker_serves_the_trace_as_the_python_engine_does(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -209,19 +208,38 @@ def test_add_and_remove_tasks_under_concurrent_load(
 
 def test_full_queue_is_an_immediate_error(served: Path) -> None:
     engine = Engine.load(served, max_batch=1, queue_size=2)
-    accepted: list[Future[TaskOutput]] = []
-    rejected = 0
-    for _ in range(8):
-        start = time.perf_counter()
-        try:
-            accepted.append(engine.submit_complete("hello", LONG))
-        except QueueFullError as e:
-            assert "queue is full (2 waiting, 1 running)" in str(e)
-            rejected += 1
-        assert time.perf_counter() - start < 0.5  # never waits for room
-    assert rejected >= 4 and len(accepted) + rejected == 8
+    session = engine._serving().session
+    entered, release = threading.Event(), threading.Event()
+    decode = session.decode
+
+    def held(*args: Any, **kwargs: Any) -> Any:  # the loop stops in its first decode step
+        entered.set()
+        release.wait(timeout=120)
+        return decode(*args, **kwargs)
+
+    session.decode = held  # type: ignore[method-assign]
+    accepted: list[Future[TaskOutput]] = [engine.submit_complete("hello", LONG)]
+    rejected: list[str] = []
+
+    def submit_more() -> None:
+        for _ in range(7):
+            try:
+                accepted.append(engine.submit_complete("hello", LONG))
+            except QueueFullError as e:
+                rejected.append(str(e))
+
+    try:
+        assert entered.wait(timeout=60)  # the first request runs; no room is freed from here
+        more = threading.Thread(target=submit_more)
+        more.start()
+        more.join(timeout=60)  # a submit that waited for room would wait for ever
+        assert not more.is_alive(), "a submit waited for room"
+    finally:
+        release.set()
+    assert len(accepted) == 3 and len(rejected) == 5  # 1 running, 2 waiting, the rest refused
+    assert all("queue is full (2 waiting, 1 running)" in r for r in rejected)
     assert all(len(f.result().text) > 0 for f in accepted)  # nothing accepted is lost
-    assert engine.stats()["rejected"] == rejected
+    assert engine.stats()["rejected"] == 5
     engine.close()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 from tool_functions import busy, nap
@@ -98,20 +97,32 @@ def test_unsupported_schemas_are_refused_when_the_tool_is_made() -> None:
         Tool("bad name", "d", TEXT, lambda text: text)
 
 
+def held_tool(name: str, timeout_s: float) -> tuple[Tool, threading.Event, threading.Event]:
+    """A tool that runs until the test releases it: (tool, release, finished). A call that
+    comes back while ``finished`` is unset did not wait for the tool (no clock involved)."""
+    release, finished = threading.Event(), threading.Event()
+
+    def held(text: str) -> str:
+        release.wait(timeout=60)
+        finished.set()
+        return text
+
+    return Tool(name, "d", TEXT, held, timeout_s=timeout_s), release, finished
+
+
 def test_failing_slow_and_wrong_tools_make_tool_errors() -> None:
     def boom(text: str) -> str:
         raise RuntimeError("kaput")
 
-    def slow(text: str) -> str:
-        time.sleep(5)
-        return text
-
     with pytest.raises(ToolError, match="tool boom: RuntimeError: kaput"):
         call_tool(Tool("boom", "d", TEXT, boom), {"text": "a"})
-    start = time.perf_counter()
-    with pytest.raises(ToolError, match=r"no result within 0\.2 s"):
-        call_tool(Tool("slow", "d", TEXT, slow, timeout_s=0.2), {"text": "a"})
-    assert time.perf_counter() - start < 3
+    slow, release, finished = held_tool("slow", timeout_s=0.2)
+    try:
+        with pytest.raises(ToolError, match=r"no result within 0\.2 s"):
+            call_tool(slow, {"text": "a"})
+        assert not finished.is_set()  # the error came while the tool still ran
+    finally:
+        release.set()
     with pytest.raises(ToolError, match="returned int, not text"):
         call_tool(Tool("num", "d", TEXT, lambda text: 3), {"text": "a"})
     with pytest.raises(ToolError, match="characters \\(max"):
@@ -145,16 +156,18 @@ def test_a_timed_out_python_tool_is_cancelled_not_left_running() -> None:
 
 
 def test_a_tool_stuck_in_c_code_is_counted_and_refuses_calls_until_it_ends() -> None:
-    tool = Tool("nap_thread", "d", TEXT, nap, timeout_s=0.2)
-    with pytest.raises(ToolError, match="no result within"):
-        call_tool(tool, {"text": "2.5"})  # the sleep cannot be interrupted: stuck
-    assert stuck_calls().get("nap_thread") == 1
-    with pytest.raises(ToolError, match=r"still running .* isolation='process'"):
-        call_tool(tool, {"text": "0"})  # at most one stuck thread per tool
-    deadline = time.monotonic() + 10
-    while "nap_thread" in stuck_calls() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "nap_thread" not in stuck_calls() and call_tool(tool, {"text": "0"}) == "awake"
+    tool, release, _ = held_tool("held_stuck", timeout_s=0.2)
+    try:
+        with pytest.raises(ToolError, match="no result within"):
+            call_tool(tool, {"text": "a"})  # blocked in a C lock wait: cannot be interrupted
+        assert stuck_calls().get("held_stuck") == 1
+        with pytest.raises(ToolError, match=r"still running .* isolation='process'"):
+            call_tool(tool, {"text": "b"})  # at most one stuck thread per tool
+        (stuck,) = [t for t in threading.enumerate() if t.name == "tinyllm-tool-held_stuck"]
+    finally:
+        release.set()
+    stuck.join(timeout=60)  # released, it ends (the cancellation lands when the wait returns)
+    assert "held_stuck" not in stuck_calls() and call_tool(tool, {"text": "c"}) == "c"
 
 
 def test_process_isolation_kills_a_timed_out_call() -> None:
@@ -177,7 +190,10 @@ def test_process_isolation_kills_a_timed_out_call() -> None:
 
 
 def test_a_shorter_time_limit_than_the_tools_is_kept() -> None:
-    start = time.perf_counter()
-    with pytest.raises(ToolError, match=r"no result within 0\.1 s"):
-        call_tool(Tool("nap_short", "d", TEXT, nap, timeout_s=5), {"text": "0.5"}, timeout_s=0.1)
-    assert time.perf_counter() - start < 2.5
+    tool, release, finished = held_tool("held_short", timeout_s=5)
+    try:
+        with pytest.raises(ToolError, match=r"no result within 0\.1 s"):
+            call_tool(tool, {"text": "a"}, timeout_s=0.1)
+        assert not finished.is_set()  # the call's limit, not the tool's 5 s, ended it
+    finally:
+        release.set()
