@@ -100,8 +100,11 @@ def test_decode_gpu_reports_an_engine_it_cannot_prepare_and_runs_the_others(
     monkeypatch.setattr(decode_gpu, "cuda_problem", lambda: None)
     monkeypatch.setattr(decode_gpu, "prepare", prepare)
     monkeypatch.setattr(decode_gpu, "run", run)
+    import tinyllm
+
+    tinyllm.import_model("tiny-llama", tmp_path / "tiny-llama.tllm")  # its vocabulary sizes prompts
     argv = ["decode_gpu.py", "--precision", "int8", "--batch", "4", "--out", str(tmp_path)]
-    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "argv", [*argv, "--model", "tiny-llama"])
     assert decode_gpu.main() == 0
     assert ran == [("tinyllm-cuda", 1), ("tinyllm-cuda", 4)]
     out = capsys.readouterr().out
