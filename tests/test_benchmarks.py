@@ -977,3 +977,55 @@ def test_fsync_cost_benchmark_turns_fsync_off_and_measures_both(
         assert set(r["seconds"]) == {"fsync", "no_fsync"}
         assert all(0 < s["min"] <= s["median"] <= s["max"] for s in r["seconds"].values())
         assert r["fsync_over_no_fsync"]["median"] > 0
+
+
+def test_http_soak_reads_the_total_once_nothing_is_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The soak's server total waits for in-flight requests to settle (a fixed pause read it
+    one short); after its deadline it takes the total as it is."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import http_soak
+
+    readings = iter([(5, 2), (6, 1), (7, 0), (8, 0)])
+    monkeypatch.setattr(http_soak, "server_counts", lambda url: next(readings))
+    monkeypatch.setattr(http_soak.time, "sleep", lambda s: None)
+    assert http_soak.settled_total("http://x/v1") == 7
+    monkeypatch.setattr(http_soak, "server_counts", lambda url: (3, 1))  # never settles
+    assert http_soak.settled_total("http://x/v1", wait_s=0.0) == 3
+
+
+def test_http_soak_client_records_a_request_that_fails_in_any_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client exception that is not an HTTP error still becomes an outcome (the uncounted
+    request of an earlier soak), so sent and recorded always agree."""
+    import threading
+    import time
+
+    import httpx
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import http_soak
+
+    sent: list[str] = []
+
+    class Broken(httpx.Client):
+        def post(self, *args: Any, **kwargs: Any) -> Any:
+            sent.append("post")
+            raise ValueError("not an httpx error")
+
+        def stream(self, *args: Any, **kwargs: Any) -> Any:
+            sent.append("stream")
+            raise KeyError("neither is this")
+
+    monkeypatch.setattr(httpx, "Client", Broken)
+    records: list[Any] = []
+    until = time.monotonic() + 0.2
+    http_soak.client("http://127.0.0.1:9/v1", 0, time.monotonic(), until, records, threading.Lock())
+    assert sent and len(records) == len(sent)
+    outcomes = {r[1] for r in records}
+    assert all(" error " in o for o in outcomes), outcomes
+    assert any(o.endswith("ValueError") for o in outcomes) and not any(
+        http_soak.expected(o) for o in outcomes
+    )
