@@ -104,7 +104,9 @@ class TaskHessians:
 def calibration_texts(
     task: TaskSpec, examples: list[Example], samples: int, tokenizer: Any, seed: int = 0
 ) -> list[str]:
-    """Chat-formatted calibration texts: the task's prompt and its reference answer.
+    """Chat-formatted calibration texts: the task's prompt and its reference answer (for a
+    task with tools, the traced call the student writes; examples that do not trace are
+    skipped).
 
     Args:
         task: the task (its instruction and template build the conversation).
@@ -120,6 +122,10 @@ def calibration_texts(
     if samples < 1:
         raise ConfigError(f"calibration samples must be >= 1, got {samples}")
     chosen = random.Random(seed).sample(examples, min(samples, len(examples)))
+    if task.tools is not None:  # the student writes calls: calibrate on them
+        from tinyllm.toolcalling import call_shots
+
+        chosen = call_shots(task, chosen, k=len(chosen))
     texts = []
     for ex in chosen:
         messages = [*conversation(task, ex.input, []), {"role": "assistant", "content": ex.output}]

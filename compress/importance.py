@@ -50,17 +50,24 @@ def calibration_conversations(
 ) -> list[list[dict[str, str]]]:
     """Chat conversations (with the answer as the assistant turn) of each task's train split.
 
+    For a task with tools the assistant turn is the call the student writes (its traced
+    call target, :func:`tinyllm.toolcalling.call_shots`), not the plain answer: examples
+    that do not trace are skipped, so the set can be smaller than ``samples``.
+
     Args:
         samples: examples per task (None: all), taken from position ``offset`` on.
     """
     from tinyllm.suite import load_split, prepare_tasks
     from tinyllm.tasks import conversation
+    from tinyllm.toolcalling import call_shots
 
     out = []
     for task in tasks:
         prepare_tasks([task])
         train = load_split(suite, task, "train")
         chosen = train[offset:] if samples is None else train[offset : offset + samples]
+        if task.tools is not None:
+            chosen = call_shots(task, chosen, k=len(chosen))
         for ex in chosen:
             messages = conversation(task, ex.input, [])
             out.append([*messages, {"role": "assistant", "content": ex.output}])

@@ -210,12 +210,28 @@ def evaluate(expression: str) -> Fraction:
 def number_text(value: Fraction, decimal: bool) -> str:
     """A number as the suite writes it: integers plainly, then decimals or a fraction ``a/b``.
 
-    Decimals when the problem has decimals; otherwise an exact fraction, as
-    mathematics_dataset answers quotients of integers.
+    Decimals when the problem has decimals and the value has a finite decimal expansion
+    (its denominator divides a power of ten), written exactly, with no float in between
+    (``-3253919.9``, not the float's ``-3253919.9000000004``); otherwise an exact fraction,
+    as mathematics_dataset answers quotients of integers.
     """
     if value.denominator == 1:
         return str(value.numerator)
     if not decimal:
         return str(value)
-    text = f"{float(value):.10f}".rstrip("0").rstrip(".")
-    return text if Fraction(text) == value else str(value)
+    places = _decimal_places(value.denominator)
+    if places is None:
+        return str(value)
+    digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{digits[:-places]}.{digits[-places:]}".rstrip("0").rstrip(".")
+
+
+def _decimal_places(denominator: int) -> int | None:
+    """The fewest decimal places that write 1/denominator exactly (None: none do)."""
+    twos = fives = 0
+    while denominator % 2 == 0:
+        denominator, twos = denominator // 2, twos + 1
+    while denominator % 5 == 0:
+        denominator, fives = denominator // 5, fives + 1
+    return max(twos, fives) if denominator == 1 else None

@@ -27,7 +27,8 @@ from tinyllm.tools import Tool, ToolError
 WORDS = (
     (r"(?:what is|calculate|evaluate|work out|compute)\s+", ""),
     (r"the value of\s+", ""),
-    (r"(?:the )?difference between (-?[\d.]+) and (-?[\d.]+)", r"(\1) - (\2)"),
+    # mathematics_dataset answers "the difference between a and b" with |a - b|
+    (r"(?:the )?difference between (-?[\d.]+) and (-?[\d.]+)", r"abs((\1) - (\2))"),
     (r"\btake away\b", "-"),
     (r"the (?:remainder when )?(-?[\d.]+) is divided by (-?[\d.]+)", r"(\1) % (\2)"),
     (

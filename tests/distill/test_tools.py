@@ -29,6 +29,14 @@ from tinyllm.distill.tools import (
         ("Calculate the highest common factor of 3888 and 756.", "108"),
         ("Subtract 0.7732 from -0.2.", "-0.9732"),
         ("What is the distance between 36803 and -0.5?", "36803.5"),
+        # the suite's "difference between a and b" is |a - b| (its train split: 10 and 74
+        # give 64, 18.4486 and 10 give 8.4486)
+        ("What is the difference between 10 and 74?", "64"),
+        ("What is the difference between 18.4486 and 10?", "8.4486"),
+        ("What is the difference between -0.7 and 0.5127?", "1.2127"),
+        # decimals past a float's precision stay decimals (not -32539199/10)
+        ("What is 0.1 - 3253920?", "-3253919.9"),
+        ("Put together 23214295 and -0.3.", "23214294.7"),
     ],
 )
 def test_calculator(problem: str, answer: str) -> None:

@@ -79,3 +79,21 @@ def test_number_text() -> None:
     assert number_text(Fraction("-0.026"), decimal=True) == "-0.026"
     assert number_text(Fraction(1, 3), decimal=True) == "1/3"
     assert number_text(Fraction(6), decimal=True) == "6"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        # past float precision (suite answers the tool used to write as fractions)
+        (Fraction("-3253919.9"), "-3253919.9"),
+        (Fraction("23214294.7"), "23214294.7"),
+        (Fraction("-14026953.2"), "-14026953.2"),
+        (Fraction("0.0000000000001"), "0.0000000000001"),
+        (Fraction("-0.5"), "-0.5"),
+        (Fraction(1, 2**20), "0.00000095367431640625"),
+        (Fraction(7, 6), "7/6"),  # no finite decimal: a fraction
+    ],
+)
+def test_number_text_writes_decimals_exactly(value: Fraction, text: str) -> None:
+    assert number_text(value, decimal=True) == text
+    assert Fraction(text) == value
