@@ -10,9 +10,11 @@ so the public calls are thread-safe.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -132,6 +134,7 @@ class Server:
             self.counters.count(name, "submitted")
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="tinyllm-serve", daemon=True)
+                RUNNING.add(self)
                 self.thread.start()
             self.cond.notify_all()
         future.add_done_callback(lambda f: self._on_done(rid, f))
@@ -191,6 +194,7 @@ class Server:
 
     def close(self, drain: bool) -> None:
         """Stop accepting requests; finish (``drain``) or fail those in flight; join."""
+        RUNNING.discard(self)
         if drain:
             self.tool_runner.drain()  # calls being run may still decode their answers
         with self.cond:
@@ -460,3 +464,16 @@ class Server:
                 "prefix_cache": self.cache.stats(),
                 "speculation": self.spec_stats.as_dict(),
             }
+
+
+# Decode loops still running when the interpreter exits: a daemon thread stopped inside
+# ONNX Runtime's native code at finalization aborts the process ("terminate called
+# without an active exception"), so exit closes each one first, failing what it held.
+RUNNING: weakref.WeakSet[Server] = weakref.WeakSet()
+
+
+@atexit.register
+def close_at_exit() -> None:
+    """Close every server still running (requests in flight fail with EngineClosedError)."""
+    for server in list(RUNNING):
+        server.close(drain=False)

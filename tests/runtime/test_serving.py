@@ -399,3 +399,35 @@ def test_generate_keeps_working_beside_serving(served: Path, alone: dict) -> Non
         alone[t, x].text for t in TASKS for x in INPUTS[:3]
     ]
     engine.close()
+
+
+def test_exit_with_requests_in_flight_and_no_close_exits_cleanly(exported: Path) -> None:
+    """A script that fills the queue and exits without closing its engine: the decode loop
+    was stopped inside ONNX Runtime at finalization and the process aborted ("terminate
+    called without an active exception", exit 134). Exit now closes the loop first."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        from tinyllm.errors import QueueFullError
+        from tinyllm.runtime import Engine, GenerationConfig
+        engine = Engine.load({str(exported)!r}, engine="onnx-cpu-fp32", max_batch=2,
+                             queue_size=4)
+        config = GenerationConfig(max_new_tokens=64)
+        futures = []
+        try:
+            for i in range(50):
+                futures.append(engine.submit_complete(f"hello {{i}}", config))
+        except QueueFullError:
+            pass
+        print("submitted", len(futures), flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    submitted = int(done.stdout.split("submitted ")[1])
+    assert submitted >= 4 and "terminate called" not in done.stderr  # the queue was full
