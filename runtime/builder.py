@@ -5,7 +5,8 @@ Two flavours share everything but attention and normalization:
 - ``ort``: ONNX Runtime contrib ops. GroupQueryAttention with rotary inside and a KV
   buffer shared between past and present (``[B, KV, max_seq, H]``, written in place at
   each row's own position ``seqlens_k[b]``), fused (Skip)SimplifiedLayerNormalization,
-  MatMulNBits for int4/int8 weights, packed QKV and gate/up projections.
+  MatMulNBits for int4/int8 weights, a packed QKV projection (gate and up stay two
+  MatMulNBits: fused, their output would be copied apart by a Split every step).
 - ``standard``: only standard ONNX ops (fp32/fp16), past/present KV that grow by
   concatenation, an attention mask and explicit position ids: for TensorRT and others.
   int4/int8 weights are blocked ``DequantizeLinear`` feeding ``MatMul`` (opset 21, see
