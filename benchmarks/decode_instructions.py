@@ -52,10 +52,11 @@ def graph_file(engine_path: Path) -> Path:
 
 
 def bind_step(
-    session: Any, batch: int, past: int, kv_len: int, seed: int = 0
+    session: Any, batch: int, past: int, kv_len: int, head_dim: int, seed: int = 0
 ) -> tuple[Any, list[np.ndarray]]:
     """An IO binding for one decode step of ``batch`` rows at ``past`` tokens, fed the way
-    the graph's engine feeds it, and the KV arrays it binds as both past and present."""
+    the graph's engine feeds it, and the KV arrays it binds as both past and present
+    (``head_dim``: onnxruntime-genai's graph leaves that axis symbolic)."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
@@ -71,8 +72,8 @@ def bind_step(
         )
         if not match:
             continue
-        heads, head_dim = info.shape[1], info.shape[3]
-        kv = (rng.standard_normal((batch, heads, kv_len, head_dim)) * 0.5).astype(np.float32)
+        shape = (batch, info.shape[1], kv_len, head_dim)
+        kv = (rng.standard_normal(shape) * 0.5).astype(np.float32)
         value = ort.OrtValue.ortvalue_from_numpy(kv)
         keep.append(kv)
         io.bind_ortvalue_input(name, value)
@@ -103,7 +104,7 @@ def run_steps(spec: dict[str, Any]) -> dict[str, Any]:
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(spec["graph"], options, providers=["CPUExecutionProvider"])
-    io, kv = bind_step(session, spec["batch"], spec["past"], spec["kv_len"])
+    io, kv = bind_step(session, spec["batch"], spec["past"], spec["kv_len"], spec["head_dim"])
     for _ in range(2):  # warm-up: first-run allocations are not a step's work
         session.run_with_iobinding(io)
     helper = ctypes.CDLL(spec["helper"]) if spec.get("helper") else None
@@ -148,12 +149,15 @@ def count(engine: str, graph: Path, args: argparse.Namespace, tmp: Path) -> dict
         "past": args.past,
         "kv_len": args.kv_len,
         "steps": args.steps,
+        "head_dim": args.head_dim,
         "helper": str(compile_helper(tmp)),
     }
     prefix = tmp / f"{engine}.out"
     command = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
     command += [f"--callgrind-out-file={prefix}", sys.executable, __file__, "--child"]
-    subprocess.run([*command, json.dumps(spec)], check=True, capture_output=True)
+    done = subprocess.run([*command, json.dumps(spec)], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{engine} failed under valgrind: {done.stderr[-2000:]}")
     dumps = sorted(tmp.glob(f"{engine}.out.*"))  # the dump at cg_dump, not program end
     if not dumps:
         raise RuntimeError(f"callgrind wrote no dump for {engine} under {tmp}")
@@ -204,6 +208,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     from peers import prepare
 
+    import tinyllm
+
     args = parse(argv)
     for tool in ("valgrind", "callgrind_annotate", "cc"):
         if shutil.which(tool) is None:
@@ -211,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     engines = args.engines.split(",")
     paths = prepare(args.model, args.precision, engines, args.out_dir)
+    args.head_dim = tinyllm.open_bundle(args.out_dir / f"{args.model}.tllm").config.head_dim
     report: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}}
     report["engines"] = {}
     for engine in engines:

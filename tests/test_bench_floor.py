@@ -172,16 +172,17 @@ def test_instruction_counter_steps_the_graph_as_its_engine_does(
     engine = paths["tinyllm"]
     assert isinstance(engine, Path)
     graph = decode_instructions.graph_file(engine)
-    spec = {"graph": str(graph), "batch": 3, "past": 5, "kv_len": 16, "steps": 1}
-    result = decode_instructions.run_steps(spec)
     config = tinyllm.open_bundle(tiny_llama_bundle).config
+    spec = {"graph": str(graph), "batch": 3, "past": 5, "kv_len": 16, "steps": 1}
+    spec["head_dim"] = config.head_dim
+    result = decode_instructions.run_steps(spec)
     assert result["logits_shape"] == [3, config.vocab_size]
     assert len(result["kv"]) == 2 * config.num_hidden_layers
     # Re-create the random buffers the step started from: only position 5 changed.
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-    _, before = decode_instructions.bind_step(session, 3, 5, 16)
+    _, before = decode_instructions.bind_step(session, 3, 5, 16, config.head_dim)
     for after, start in zip(result["kv"], before, strict=True):
         changed = np.argwhere((after != start).any(axis=(0, 1, 3)))
         assert changed.ravel().tolist() == [5]
