@@ -18,7 +18,11 @@ settings say so; ``n_threads`` and ``n_threads_batch`` for llama.cpp;
 ``torch.set_num_threads`` and OMP_WAIT_POLICY for transformers; INFERENCE_NUM_THREADS for
 OpenVINO); the settings each worker reports go into the JSON. Rounds interleave the
 engines and rotate their order; each figure is the median over rounds with [min-max].
-Peak RSS (VmHWM) is per engine process, per batch (tinyllm-cpp's holds the Python
+``--clock cpu`` times every run by its worker's CPU time instead of the wall clock:
+with ``--threads 1 --spin off`` that is the work each engine does per token, which other
+jobs on the machine barely move (they take turns on the cores, not instructions), so
+small gaps can be told apart on a shared machine; the speeds are then tokens per CPU
+second. Peak RSS (VmHWM) is per engine process, per batch (tinyllm-cpp's holds the Python
 interpreter that drives libtinyllm through ctypes, but not onnxruntime's Python module).
 
 TTFT is the time to prefill and produce the first token. Decode tokens/s is
@@ -74,8 +78,11 @@ class PeerFailed(RuntimeError):
 class Worker:
     """One engine in its own process (decode_worker.py), loaded and waiting for commands."""
 
-    def __init__(self, spec: dict[str, Any], python: str, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, spec: dict[str, Any], python: str, env: dict[str, str], log: Path, clock: str = "wall"
+    ) -> None:
         self.log = log
+        self.clock = clock
         with log.open("w") as stderr:  # the engines' own output, kept out of any pipe
             self.proc = subprocess.Popen(
                 [python, str(WORKER), json.dumps(spec)],
@@ -120,9 +127,10 @@ class Worker:
         return answer
 
     def run(self, n: int) -> float:
+        """Generate ``n`` tokens a row: the seconds it took on the worker's clock."""
         answer = self._ask(f"gen {n}")
         self.tokens = answer["tokens"]
-        return float(answer["seconds"])
+        return float(answer["cpu_seconds" if self.clock == "cpu" else "seconds"])
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -149,7 +157,7 @@ def start(engine: str, path: Path, prompts: list[list[int]], args: argparse.Name
     python = str(openvino_python(args.out_dir)) if engine == "openvino-genai" else sys.executable
     logs = args.out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    return Worker(spec, python, env, logs / f"{engine}-b{len(prompts)}.log")
+    return Worker(spec, python, env, logs / f"{engine}-b{len(prompts)}.log", args.clock)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -342,6 +350,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--bandwidth-mib", type=int, default=1024, help="MiB read to measure the bandwidth"
     )
     parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time runs by wall clock, or by each worker's CPU time (with --threads 1 "
+        "--spin off: the work, steady on a machine other jobs share)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="SmolLM2 int4, 32-token prompt, 16 new, 2 rounds"
     )
     parser.add_argument("--out-dir", type=Path, default=OUT, help="model cache and JSON")
@@ -414,7 +429,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"{cpu.get('model', 'cpu')} ({' '.join(cpu.get('isa', []))}); "
         f"read bandwidth {report['machine']['read_bandwidth_gb_s']:.1f} GB/s; every engine "
-        f"{s['threads']} threads, spinning {s['spin']}; {s['prompt_tokens']}-token prompt, "
+        f"{s['threads']} threads, spinning {s['spin']}, {s.get('clock', 'wall')} clock; "
+        f"{s['prompt_tokens']}-token prompt, "
         f"{s['new_tokens']} new tokens, median [min-max] of {s['rounds']} rounds",
         *(
             f"{case}: {n / 1e6:.1f} MB of weights read per decode step"

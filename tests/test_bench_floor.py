@@ -167,3 +167,55 @@ def test_decode_steps_profiles_tinyllm_in_its_own_process(
         assert r["host_ms"] == pytest.approx(r["step_ms"] - r["run_ms"])
     assert "MatMul" in got["ops_ms"] and all(v > 0 for v in got["ops_ms"].values())
     assert len(got["row0_tokens"]) == 6
+
+
+def test_instruction_counter_steps_the_graph_as_its_engine_does(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/decode_instructions.py's child, natively (no valgrind): tinyllm's graph
+    fed per row, the KV written in place at position ``past`` of every row only."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_instructions
+    import peers
+
+    paths = peers.prepare_from(tiny_llama_bundle, "tiny", "int4", ["tinyllm"], tmp_path)
+    engine = paths["tinyllm"]
+    assert isinstance(engine, Path)
+    graph = decode_instructions.graph_file(engine)
+    config = tinyllm.open_bundle(tiny_llama_bundle).config
+    spec = {"graph": str(graph), "batch": 3, "past": 5, "kv_len": 16, "steps": 1}
+    spec["head_dim"] = config.head_dim
+    result = decode_instructions.run_steps(spec)
+    assert result["logits_shape"] == [3, config.vocab_size]
+    assert len(result["kv"]) == 2 * config.num_hidden_layers
+    # Re-create the random buffers the step started from: only position 5 changed.
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    _, before = decode_instructions.bind_step(session, 3, 5, 16, config.head_dim)
+    for after, start in zip(result["kv"], before, strict=True):
+        changed = np.argwhere((after != start).any(axis=(0, 1, 3)))
+        assert changed.ravel().tolist() == [5]
+    with pytest.raises(FileNotFoundError, match="no ONNX graph"):
+        decode_instructions.graph_file(tmp_path / "nothing")
+
+
+def test_instruction_counter_reads_callgrind_annotate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_instructions
+
+    text = """--------------------------------------------------------------------------------
+1,431,598,538 (100.0%)  PROGRAM TOTALS
+--------------------------------------------------------------------------------
+Ir                    file:function
+--------------------------------------------------------------------------------
+918,142,032 (64.13%)  ???:0x0000000001022b80 [/x/onnxruntime_pybind11_state.so]
+ 11,426,143 ( 0.80%)  ./string/memmove.S:__memcpy_avx_unaligned_erms [/lib/libc.so.6]
+      1,000 ( 0.00%)  ???:0x0000000001022b80 [/x/onnxruntime_pybind11_state.so]
+"""
+    got = decode_instructions.parse_annotate(text)
+    assert got == {
+        "???:0x0000000001022b80": 918_143_032,
+        "memmove.S:__memcpy_avx_unaligned_erms": 11_426_143,
+    }
+    assert decode_instructions.parse_annotate("no counts here\n") == {}
