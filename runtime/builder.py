@@ -126,29 +126,25 @@ class DecoderBuilder:
                 y = self._add_deltas(y, x, layer, kinds, deltas)
         return y
 
-    def _matmul_quantized(
-        self, x: str, parts: list[PackedWeight], label: str, out: str | None = None
-    ) -> str:
-        """x @ W for packed weights: MatMulNBits (ort) or DequantizeLinear + MatMul; the
-        result is named ``out`` when given."""
+    def _matmul_quantized(self, x: str, parts: list[PackedWeight], label: str) -> str:
+        """x @ W for packed weights: MatMulNBits (ort) or DequantizeLinear + MatMul."""
         packed = PackedWeight.concat(parts)
         if self.o.flavour == "standard":
-            return self._matmul_qdq(x, packed, label, out)
+            return self._matmul_qdq(x, packed, label)
         inputs = [x, self._qweight(packed, label)]
         inputs.append(self.g.weight(f"{label}.scales", packed.scales.astype(self.o.float_dtype)))
         if packed.zero_points is not None:
             inputs.append(self.g.weight(f"{label}.qzeros", packed.zero_points))
-        return self.g.op(
+        return self.g.op1(
             "MatMulNBits",
             inputs,
-            [out or self.g.fresh("matmulnbits")],
             domain=MS_DOMAIN,
             K=packed.in_features,
             N=packed.out_features,
             bits=packed.bits,
             block_size=packed.block_size,
             accuracy_level=self.o.accuracy_level,
-        )[0]
+        )
 
     def _qweight(self, packed: PackedWeight, label: str) -> str:
         """The initializer of ``packed``'s int blocks ``[N, k_blocks, block * bits / 8]``,
@@ -190,7 +186,7 @@ class DecoderBuilder:
             x = g.op1("Slice", [x, g.const([0]), g.const([self.c.hidden_size]), g.const([2])])
         return x, None
 
-    def _matmul_qdq(self, x: str, packed: PackedWeight, label: str, out: str | None = None) -> str:
+    def _matmul_qdq(self, x: str, packed: PackedWeight, label: str) -> str:
         q = to_qdq(packed)
         inputs = [
             self.g.tensor(integer_tensor(f"{label}.qcodes", q.codes, q.bits, q.signed)),
@@ -200,7 +196,7 @@ class DecoderBuilder:
             zp = integer_tensor(f"{label}.qzeros", q.zero_points, q.bits, q.signed)
             inputs.append(self.g.tensor(zp))
         w = self.g.op1("DequantizeLinear", inputs, axis=0, block_size=q.block_size)  # [K, N]
-        return self.g.op("MatMul", [x, w], [out or self.g.fresh("matmul")])[0]
+        return self.g.op1("MatMul", [x, w])
 
     def _lora_delta(self, x: str, layer: int, kind: str) -> str | None:
         """((x · A[idx]) · B[idx]) for one projection kind, or None if not adapted."""
@@ -318,10 +314,10 @@ class DecoderBuilder:
             attn = attend(g, c, att_in, qkv, i)
             o = self.linear(attn, [p + "self_attn.o_proj"], i, ["o_proj"])
             h, x = self.rms_norm(o, p + "post_attention_layernorm.weight", skip=x)
-            # Two projections, not one fused [gate|up] and a Split: the Split copies both
-            # halves every step (measured in docs/runtime.md: the fused form lost at batch 8).
-            gate = self.linear(h, [p + "mlp.gate_proj"], i, ["gate_proj"])
-            up = self.linear(h, [p + "mlp.up_proj"], i, ["up_proj"])
+            gate_up = self.linear(
+                h, [p + "mlp.gate_proj", p + "mlp.up_proj"], i, ["gate_proj", "up_proj"]
+            )
+            gate, up = g.op("Split", [gate_up, g.const([c.intermediate_size] * 2)], 2, axis=-1)
             act = g.op1("Mul", [g.op1("Mul", [gate, g.op1("Sigmoid", [gate])]), up])
             down = self.linear(act, [p + "mlp.down_proj"], i, ["down_proj"])
             nxt = (
@@ -337,26 +333,23 @@ class DecoderBuilder:
         """lm_head over the hidden state at logits_index (or every position)."""
         g, c = self.g, self.c
         if self.o.all_logits:
-            x = h  # [B, S, D]
-        else:  # [B, D] for logits_index [B]; [B, P, D] for [B, P]
-            index = g.op1("Unsqueeze", ["logits_index", g.const([-1])])
-            x = g.op1("GatherND", [h, index], batch_dims=1)
+            rows = g.op1("Reshape", [h, g.const([-1, c.hidden_size])])
+        else:  # [B, D] for logits_index [B]; [B * P, D] for [B, P]
+            picked = g.op1(
+                "GatherND", [h, g.op1("Unsqueeze", ["logits_index", g.const([-1])])], batch_dims=1
+            )
+            rows = g.op1("Reshape", [picked, g.const([-1, c.hidden_size])])
         head = "lm_head.weight" if not c.tie_word_embeddings else "model.embed_tokens.weight"
         if self.o.precision in ("int4", "int8") and head in self.o.packed:
-            # MatMulNBits (and MatMul) keep the leading dims, so the head's output is the
-            # logits, written straight into the caller's bound buffer: a Reshape after it
-            # would copy [B, V] once more every step (measured in docs/runtime.md).
-            self._matmul_quantized(x, [self.o.packed[head]], "lm_head", out="logits")
-        else:  # Gemm is 2-D: [rows, D] in, the logits' shape restored after
-            rows = g.op1("Reshape", [x, g.const([-1, c.hidden_size])])
-            if c.tie_word_embeddings and embed is not None:
-                weight = embed  # shares the embedding table
-            else:
-                weight = g.weight(head, self.fw(head))
-            out = g.op1("Gemm", [rows, weight], transB=1)
-            lead = "input_ids" if self.o.all_logits else "logits_index"
-            shape = g.op1("Concat", [g.op1("Shape", [lead]), g.const([c.vocab_size])], axis=0)
-            g.op("Reshape", [out, shape], ["logits"])
+            out = self._matmul_quantized(rows, [self.o.packed[head]], "lm_head")
+        elif c.tie_word_embeddings and embed is not None:
+            out = g.op1("Gemm", [rows, embed], transB=1)  # shares the embedding table
+        else:
+            out = g.op1("Gemm", [rows, g.weight(head, self.fw(head))], transB=1)
+        lead = "input_ids" if self.o.all_logits else "logits_index"
+        shape = g.op1("Concat", [g.op1("Shape", [lead]), g.const([c.vocab_size])], axis=0)
+        out = g.op1("Reshape", [out, shape])
+        g.op("Identity", [out], ["logits"])
         # [B, V] for logits_index [B], [B, P, V] for [B, P] (rank left open)
         g.output(
             "logits", self.ftype, ["batch", "seq", c.vocab_size] if self.o.all_logits else None

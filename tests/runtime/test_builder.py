@@ -182,37 +182,3 @@ def test_per_row_lora_slots_match_peft_mixed_batch(tiny_llama_bundle: Path, flav
     np.testing.assert_allclose(got, expected.numpy(), atol=2e-5, rtol=0)
     # Rows 0 and 3 use different slots on the same input: the adapter changes the output.
     assert np.abs(got[0] - got[3]).max() > 1e-3
-
-
-@pytest.mark.parametrize("quant", ["int8", "int4"])
-def test_quantized_decode_path_copies_nothing(tiny_llama_bundle: Path, quant: str) -> None:
-    """The gate and up projections are two MatMulNBits (no fused output Split apart) and
-    the lm head's MatMulNBits writes the logits itself (no Reshape or Identity after it):
-    both copies cost batch-8 decode time against onnxruntime-genai (docs/runtime.md)."""
-    bundle = tinyllm.open_bundle(tiny_llama_bundle)
-    weights = load_file(str(bundle.weights_path))
-    packed = packed_weights(weights, True, ExportOptions(quant=quant))
-    graph = build_decoder(bundle.config, weights, BuildOptions(precision=quant, packed=packed))
-    ops = [n.op_type for n in graph.graph.node]
-    layers = bundle.config.num_hidden_layers
-    assert ops.count("MatMulNBits") == 5 * layers + 1  # qkv, o, gate, up, down; the head
-    assert not {"Split", "Reshape", "Identity"} & set(ops)
-    (head,) = [n for n in graph.graph.node if "logits" in n.output]
-    assert head.op_type == "MatMulNBits" and "lm_head.qweight" in head.input
-    # The logits are the same for one position per row [B] and several [B, P].
-    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    c = bundle.config
-    ids = tokens(tiny_llama_bundle, TEXTS[0])
-    s = ids.shape[1]
-    feeds = {"input_ids": ids, "seqlens_k": np.array([s - 1], np.int32)}
-    feeds["total_sequence_length"] = np.array(s, np.int32)
-    for i in range(layers):
-        for kind in ("key", "value"):
-            feeds[f"past_{kind}.{i}"] = np.zeros(
-                (1, c.num_key_value_heads, 32, c.head_dim), np.float32
-            )
-    last = sess.run(["logits"], {**feeds, "logits_index": np.array([s - 1])})[0]
-    several = sess.run(["logits"], {**feeds, "logits_index": np.array([[0, s - 1]])})[0]
-    assert last.shape == (1, c.vocab_size) and several.shape == (1, 2, c.vocab_size)
-    np.testing.assert_array_equal(several[:, 1], last)
-    assert np.abs(several[:, 0] - last).max() > 1e-3  # another position, other logits
