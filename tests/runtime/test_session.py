@@ -1,4 +1,6 @@
-"""The KV buffers cost the pages their tokens fill, not the whole context (session.py)."""
+"""The KV buffers (session.py): they cost the pages their tokens fill, not the whole
+context, and GroupQueryAttention writes each row's new token in place at that row's own
+position (past and present share the buffer; ``seqlens_k`` is each row's length - 1)."""
 
 from __future__ import annotations
 
@@ -68,3 +70,25 @@ def test_engine_rows_cost_their_tokens(exported: Path) -> None:
         assert got * mmap.PAGESIZE < engine.session.kv_bytes / 8
     finally:
         engine.close()
+
+
+def test_decode_writes_each_row_in_place_at_its_own_length(exported: Path) -> None:
+    """Rows of different lengths in one decode step: each row's buffers change at exactly
+    its next position (shared past/present, ``seqlens_k`` fed per row), and its logits are
+    those of the whole sequence run from scratch (attention read exactly that row's tokens).
+    """
+    engine = Engine.load(exported, engine="onnx-cpu-fp32", max_batch=2, max_seq_len=64)
+    s = engine.session
+    prompts = [engine.encode("Hello there"), engine.encode("The quick brown fox jumps over")]
+    lengths = [len(p) for p in prompts]
+    assert lengths[0] != lengths[1]
+    s.prefill(prompts)
+    before = [buf.copy() for buf in s.kv]
+    tokens = [7, 11]
+    logits = s.decode(tokens, lengths).copy()
+    for buf, old in zip(s.kv, before, strict=True):
+        changed = np.argwhere((buf != old).any(axis=(1, 3)))  # (row, position) pairs
+        assert changed.tolist() == [[0, lengths[0]], [1, lengths[1]]]
+    for row, prompt in enumerate(prompts):
+        alone = s.prefill([[*prompt, tokens[row]]])[0]
+        np.testing.assert_allclose(logits[row], alone, atol=1e-4)
