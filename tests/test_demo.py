@@ -117,8 +117,8 @@ def run_demo() -> dict[str, Any]:
     return data
 
 
-# The int4 student's one wrong hand-written answer since 2026-12-04 (city "Catalina"): the
-# previous day's GPTQ and export code give it too, so the cause is in training (README).
+# The int4 student's one wrong hand-written answer in the 2026-12-04 runs (city "Catalina"):
+# the previous day's GPTQ and export code give it too; the cause is open (README).
 KNOWN_MISS = "Table for four in Barcelona on the 21st of August 2025, please."
 
 
