@@ -126,6 +126,9 @@ class Counters:
         self.tokens = {"prompt": 0, "output": 0}
         self.per_task: dict[str, dict[str, int]] = {}
         self.peak_batch_rows = 0  # the most requests one batched prefill or decode run carried
+        # Decode runs, the rows they computed and the rows that took a token (the rest
+        # were placeholders: rows inside a run whose request skipped the step).
+        self.decode = {"runs": 0, "rows": 0, "tokens": 0}
 
     def count(self, task: str | None, what: str) -> None:
         """One more request of ``task`` (None: a plain completion) submitted, failed..."""
@@ -140,6 +143,12 @@ class Counters:
         self.tokens["prompt"] += len(live.route.prompt)
         self.tokens["output"] += len(live.tokens)
 
+    def decoded(self, rows: int, tokens: int) -> None:
+        """One decode run computed ``rows`` rows, ``tokens`` of which took a token."""
+        self.decode["runs"] += 1
+        self.decode["rows"] += rows
+        self.decode["tokens"] += tokens
+
     def stats(self) -> dict[str, Any]:
         """Totals, token counts and per-task counts (plain data)."""
         return {
@@ -147,5 +156,8 @@ class Counters:
             "prompt_tokens": self.tokens["prompt"],
             "output_tokens": self.tokens["output"],
             "peak_batch_rows": self.peak_batch_rows,
+            "decode_runs": self.decode["runs"],
+            "decode_rows": self.decode["rows"],
+            "decode_placeholder_rows": self.decode["rows"] - self.decode["tokens"],
             "tasks": {k: dict(v) for k, v in self.per_task.items()},
         }

@@ -115,7 +115,12 @@ class PrefillRow:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """What one engine step does. Rows of a prefill group are contiguous, in order."""
+    """What one engine step does. Rows of a prefill group are contiguous, in order.
+
+    ``decode`` lists the requests that take one token from the step's decode run, after
+    the prefills: those already decoding and those whose prompt the prefills complete
+    (the engine skips one that its first token ended).
+    """
 
     prefill: list[list[PrefillRow]] = field(default_factory=list)
     decode: list[int] = field(default_factory=list)
@@ -239,7 +244,16 @@ class Scheduler:
             elif r.deadline is not None and now >= r.deadline:
                 expired.append(self.finish(r.id, observe=False))
         plan = self._fifo() if self.config.policy == "fifo" else self._continuous(now)
-        return StepPlan(plan.prefill, plan.decode, expired, cancelled)
+        # A prompt whose last chunk is prefilled now takes its second token in this step's
+        # decode run, so rows whose prefills end in different steps decode in the same
+        # runs from then on: left for the next step, such a row would be computed as a
+        # placeholder inside the run (it spans the rows between the lowest and highest
+        # decoding) and would need a run of its own after the others finish.
+        done = [p.request for g in plan.prefill for p in g if p.end >= self._prompt_len(p)]
+        return StepPlan(plan.prefill, plan.decode + done, expired, cancelled)
+
+    def _prompt_len(self, row: PrefillRow) -> int:
+        return self.requests[row.request].prompt_len
 
     def priority(self, request: Request, now: float) -> float:
         """Lower runs first: predicted remaining work minus the aging credit."""

@@ -256,12 +256,14 @@ class Server:
     ) -> None:
         for group in plan.prefill:
             self._prefill(group, prefixes)
+        # A row its prefill's first token ended (or failed) does not decode.
+        ready = [rid for rid in plan.decode if not self.live[rid].done]
         drafts = drafts_for(
-            [self.live[rid] for rid in plan.decode],
+            [self.live[rid] for rid in ready],
             self.speculation if self.session.verifies else None,
             self.session.spec.max_seq_len,
         )
-        plain = [rid for rid in plan.decode if rid not in drafts]
+        plain = [rid for rid in ready if rid not in drafts]
         if plain:
             self._decode(set(plain), rows)
         # After the batched run: it wrote a placeholder at each drafting row's next position.
@@ -304,28 +306,33 @@ class Server:
                 self._advance(live, row_logits)
 
     def _decode(self, decode: set[int], rows: dict[int, int]) -> None:
-        """One batched decode run over every row; the requests in ``decode`` take a token."""
+        """One batched decode run over the rows from the lowest to the highest whose
+        request is in ``decode``; those requests take a token."""
         watch = self.watch
         self.counters.peak_batch_rows = max(self.counters.peak_batch_rows, len(decode))
-        width = max(rows) + 1
-        tokens = np.full(width, self.session.pad_id, np.int64)
-        lengths = np.zeros(width, np.int64)
-        lora = np.zeros(width, np.int64)
+        taking = {row: rid for row, rid in rows.items() if rid in decode}
+        low = min(taking)
+        width = max(taking) + 1 - low
+        tokens = [self.session.pad_id] * width
+        lengths = [0] * width
+        lora = [0] * width
         for row, rid in rows.items():
+            if not low <= row < low + width:
+                continue
             live = self.live[rid]
             request = self.scheduler.requests[rid]
-            # Rows that skip this step write a placeholder at their next position,
-            # which their real token overwrites when they run again.
-            lengths[row] = live.kv_len if request.decoding else request.prefilled
-            lora[row] = live.route.slot
+            # Rows inside the run that skip this step write a placeholder at their next
+            # position, which their real token overwrites when they run again.
+            lengths[row - low] = live.kv_len if request.decoding else request.prefilled
+            lora[row - low] = live.route.slot
             if rid in decode:
-                tokens[row] = live.tokens[-1]
+                tokens[row - low] = live.tokens[-1]
+        self.counters.decoded(width, len(taking))
         watch.lap("scheduler")
-        logits = self.session.decode(tokens.tolist(), lengths.tolist(), lora)
+        logits = self.session.decode(tokens, lengths, lora, start=low)
         watch.lap("decode")
-        for row, rid in rows.items():
-            if rid in decode:
-                self._advance(self.live[rid], logits[row])
+        for row, rid in taking.items():
+            self._advance(self.live[rid], logits[row - low])
 
     def _verify(self, live: Live, row: int, tokens: list[int]) -> None:
         """Feed the row's next token and its draft in one run; pick tokens from the logits

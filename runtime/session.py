@@ -2,8 +2,8 @@
 
 Both flavours keep one KV buffer per layer ``[max_batch, KV, max_seq, H]``; a row's
 tokens sit at positions ``0..held-1`` of its row. ``prefill_rows`` writes prompt tokens
-into chosen rows after the tokens they already hold, ``decode`` advances rows
-``0..b-1`` by one token; each returns the next-token logits ``[b, V]``.
+into chosen rows after the tokens they already hold, ``decode`` advances a run of rows
+by one token; each returns the next-token logits ``[b, V]``.
 
 The ``ort`` flavour binds the buffers as both past and present (IO binding, no per-step
 copies; GroupQueryAttention writes each row's new key/value at that row's own position).
@@ -317,14 +317,23 @@ class DecoderSession:
         return self._step(ids, start, np.asarray(past, np.int64), lengths, lora_index)
 
     def decode(
-        self, tokens: Sequence[int], lengths: Sequence[int], lora_index: np.ndarray | None = None
+        self,
+        tokens: Sequence[int],
+        lengths: Sequence[int],
+        lora_index: np.ndarray | Sequence[int] | None = None,
+        start: int = 0,
     ) -> np.ndarray:
-        """Feed one token per row ``0..b-1``; ``lengths`` are the tokens each row holds."""
+        """Feed one token per row ``start..start+b-1``; ``lengths`` are the tokens each
+        row holds. Returns the logits ``[b, V]``."""
+        b = len(tokens)
+        if b < 1 or start < 0 or start + b > self.max_batch:
+            raise ConfigError(f"rows {start}..{start + b - 1} are outside 0..{self.max_batch - 1}")
         held = np.asarray(lengths, np.int64)
         if int(held.max()) >= self.spec.max_seq_len:
             raise ConfigError(f"a sequence reached the engine's context of {self.spec.max_seq_len}")
         ids = np.asarray(tokens, np.int64)[:, None]
-        return self._step(ids, 0, held, np.ones(len(tokens), np.int64), lora_index)
+        lora = None if lora_index is None else np.asarray(lora_index, np.int64)
+        return self._step(ids, start, held, np.ones(b, np.int64), lora)
 
     def verify(self, row: int, tokens: Sequence[int], past: int, slot: int = 0) -> np.ndarray:
         """Feed ``tokens`` after the ``past`` tokens ``row`` holds, in one run; the logits
@@ -423,10 +432,14 @@ class DecoderSession:
             self._views[start, b] = [OrtValue.ortvalue_from_numpy(a[rows]) for a in arrays]
         return self._views[start, b]
 
-    def _binding(self, b: int, start: int = 0, width: int = 0) -> Any:
-        """An IO binding for rows [start, start + b), KV buffers and logits bound (made once);
-        ``width`` > 0: one row's logits at that many positions (verify steps)."""
-        if (start, b, width) not in self._bindings:
+    def _binding(
+        self, b: int, start: int = 0, width: int = 0, key: tuple[int, int, int] | None = None
+    ) -> Any:
+        """An IO binding for rows [start, start + b), KV buffers and logits bound (made once,
+        kept under ``key``, default ``(start, b, width)``); ``width`` > 0: one row's logits
+        at that many positions (verify steps)."""
+        key = key or (start, b, width)
+        if key not in self._bindings:
             from onnxruntime import OrtValue
 
             io = self.sess.io_binding()
@@ -443,8 +456,8 @@ class DecoderSession:
                 io.bind_ortvalue_output("logits", views[-1])
             for name, tensor in self.lora.items():  # bound once, not copied per step
                 io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(tensor))
-            self._bindings[start, b, width] = io
-        return self._bindings[start, b, width]
+            self._bindings[key] = io
+        return self._bindings[key]
 
     def _run_device(
         self, feeds: dict[str, np.ndarray], total: np.ndarray, start: int, b: int, width: int

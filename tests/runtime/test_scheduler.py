@@ -30,7 +30,9 @@ def run_step(s: Scheduler, plan: StepPlan, outputs: dict[int, int]) -> list[int]
             if p.end == s.requests[p.request].prompt_len:
                 s.decoded(p.request)  # the prefill's logits give the first token
     for i in plan.decode:
-        s.decoded(i)
+        r = s.requests[i]
+        if r.generated < outputs.get(i, r.max_new_tokens):  # the engine skips a finished row
+            s.decoded(i)
     for i, r in list(s.requests.items()):
         if r.generated >= outputs.get(i, r.max_new_tokens):
             s.finish(i)
@@ -103,7 +105,8 @@ def test_similar_lengths_prefill_together_in_contiguous_rows() -> None:
     assert [p.row for p in group] == [0, 1, 2] and all(p.start == 0 for p in group)
     run_step(s, plan, {})
     plan = s.schedule(0.1)
-    assert [[p.request for p in g] for g in plan.prefill] == [[2]] and plan.decode == [0, 1, 3]
+    assert [[p.request for p in g] for g in plan.prefill] == [[2]]
+    assert plan.decode == [0, 1, 3, 2]  # 2 decodes right after its prefill, in the same step
 
 
 def test_long_prompt_prefills_in_chunks_while_others_decode() -> None:
@@ -111,13 +114,15 @@ def test_long_prompt_prefills_in_chunks_while_others_decode() -> None:
     s.admit(req(0, prompt=8, out=20))
     run_step(s, s.schedule(0.0), {})
     s.admit(req(1, prompt=40, out=4))
-    chunks = []
+    chunks, decodes = [], []
     for step in range(1, 5):
         plan = s.schedule(step * 0.1)
         assert 0 in plan.decode  # the running request never freezes
         chunks += [(p.start, p.end) for g in plan.prefill for p in g if p.request == 1]
+        decodes.append(1 in plan.decode)
         run_step(s, plan, {})
     assert chunks == [(0, 16), (16, 32), (32, 40)]
+    assert decodes == [False, False, True, True]  # from the step of its last chunk on
     assert s.requests[1].decoding and s.requests[1].row == 1
 
 
@@ -171,7 +176,8 @@ def test_fifo_runs_static_batches_in_arrival_order() -> None:
         run_step(s, plan, {})
         steps += 1
     plan = s.schedule(0.2)
-    assert [p.request for p in plan.prefill[0]] == [2] and steps == 3
+    # Request 1's 4 tokens: its prefill's and one decode in the first step, then 2 steps.
+    assert [p.request for p in plan.prefill[0]] == [2] and steps == 2
 
 
 def test_length_predictor_learns_task_mean_and_input_slope() -> None:

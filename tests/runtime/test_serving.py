@@ -431,3 +431,39 @@ def test_exit_with_requests_in_flight_and_no_close_exits_cleanly(exported: Path)
     assert done.returncode == 0, done.stderr[-2000:]
     submitted = int(done.stdout.split("submitted ")[1])
     assert submitted >= 4 and "terminate called" not in done.stderr  # the queue was full
+
+
+@pytest.mark.parametrize("name", ["onnx-cpu-fp32", "onnx-standard-fp32"])
+def test_staggered_prefills_decode_no_placeholder_rows(exported: Path, name: str) -> None:
+    """Eight prompts whose prefills end in two steps (the prefill budget fits four): each
+    decode run computes only rows that take a token (rows 4-7 decode in the step of their
+    prefill, and the last run covers rows 4-7 alone), with the tokens of one-by-one runs.
+    The loop used to run all eight rows from the first decode on: 48 rows for 40 tokens."""
+    engine = Engine.load(
+        exported, engine=name, max_batch=8, chunk_size=32, prefill_tokens=32, prefix_cache_mb=0
+    )
+    session = engine.session
+    runs: list[tuple[int, int]] = []
+    decode = session.decode
+
+    def spy(tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        runs.append((kwargs.get("start", 0), len(tokens)))
+        return decode(tokens, *args, **kwargs)
+
+    session.decode = spy  # type: ignore[method-assign]
+    rng = np.random.default_rng(3)
+    prompts = [[int(i) for i in rng.integers(5, 500, 8)] for _ in range(8)]
+    config = GenerationConfig(max_new_tokens=6, ignore_eos=True)
+    server = engine._serving()
+    with server.cond:  # all eight arrive before the loop plans its first step
+        futures = [engine.submit_ids(p, config) for p in prompts]
+    outputs = [list(f.result().token_ids) for f in futures]
+    stats = engine.stats()
+    engine.close()
+    assert runs == [(0, 4), (0, 8), (0, 8), (0, 8), (0, 8), (4, 4)]
+    assert sum(n for _, n in runs) == 8 * 5  # 5 decoded tokens a row (1 from its prefill)
+    assert stats["decode_runs"] == 6 and stats["decode_rows"] == 40
+    assert stats["decode_placeholder_rows"] == 0
+    alone = Engine.load(exported, engine=name, max_batch=1, prefix_cache_mb=0)
+    assert outputs == [alone.generate_ids([p], config)[0].token_ids for p in prompts]
+    alone.close()
