@@ -6,7 +6,8 @@ into chosen rows after the tokens they already hold, ``decode`` advances a run o
 by one token; each returns the next-token logits ``[b, V]``.
 
 The ``ort`` flavour binds the buffers as both past and present (IO binding, no per-step
-copies; GroupQueryAttention writes each row's new key/value at that row's own position).
+copies; GroupQueryAttention writes each row's new key/value at that row's own position);
+a decode run writes its inputs into small arrays bound once per run shape.
 The ``standard`` flavour's graph concatenates past and new keys, so each call feeds the
 rows' buffers up to the longest row, masks each row's unused positions, and copies the
 new keys back into the rows (a copy per step: that flavour is for portability, not speed).
@@ -169,6 +170,7 @@ class DecoderSession:
         self.logits_buf = np.zeros((max_batch, config.vocab_size), self.dtype)
         self._views: dict[tuple[int, int], list[Any]] = {}
         self._bindings: dict[tuple[int, int, int], Any] = {}
+        self._decode_feeds: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         self._verify_logits: dict[int, np.ndarray] = {}
         self._out_dev: dict[tuple[int, int, int], Any] = {}
         self._lora_dev: dict[str, Any] = {}
@@ -331,9 +333,30 @@ class DecoderSession:
         held = np.asarray(lengths, np.int64)
         if int(held.max()) >= self.spec.max_seq_len:
             raise ConfigError(f"a sequence reached the engine's context of {self.spec.max_seq_len}")
+        if self.shared and self.device is None:
+            return self._decode_bound(tokens, held, lora_index, start)
         ids = np.asarray(tokens, np.int64)[:, None]
         lora = None if lora_index is None else np.asarray(lora_index, np.int64)
         return self._step(ids, start, held, np.ones(b, np.int64), lora)
+
+    def _decode_bound(
+        self,
+        tokens: Sequence[int],
+        held: np.ndarray,
+        lora_index: np.ndarray | Sequence[int] | None,
+        start: int,
+    ) -> np.ndarray:
+        """A decode run of an ``ort`` host session: the step's inputs are written into
+        arrays bound once to the run's IO binding (no per-step arrays or rebinding)."""
+        b = len(tokens)
+        io, feeds = self._decode_binding(b, start)
+        feeds["input_ids"][:, 0] = tokens
+        feeds["seqlens_k"][:] = held  # each row's length after this token, minus one
+        feeds["total_sequence_length"][...] = int(held.max()) + 1
+        if "lora_index" in feeds:
+            feeds["lora_index"][:] = 0 if lora_index is None else lora_index
+        self.sess.run_with_iobinding(io)
+        return self.logits_buf[start : start + b]
 
     def verify(self, row: int, tokens: Sequence[int], past: int, slot: int = 0) -> np.ndarray:
         """Feed ``tokens`` after the ``past`` tokens ``row`` holds, in one run; the logits
@@ -458,6 +481,27 @@ class DecoderSession:
                 io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(tensor))
             self._bindings[key] = io
         return self._bindings[key]
+
+    def _decode_binding(self, b: int, start: int) -> tuple[Any, dict[str, np.ndarray]]:
+        """The IO binding of decode runs over rows [start, start + b), and the input arrays
+        bound to it (made once; ``logits_index`` stays 0: one position per row)."""
+        key = (start, b, -1)
+        if key not in self._bindings:
+            from onnxruntime import OrtValue
+
+            feeds = {
+                "input_ids": np.zeros((b, 1), np.int64),
+                "logits_index": np.zeros(b, np.int64),
+                "seqlens_k": np.zeros(b, np.int32),
+                "total_sequence_length": np.zeros((), np.int32),
+            }
+            if self.spec.lora_slots:
+                feeds["lora_index"] = np.zeros(b, np.int64)
+            io = self._binding(b, start, 0, key)
+            for name, value in feeds.items():
+                io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(value))
+            self._decode_feeds[start, b] = feeds
+        return self._bindings[key], self._decode_feeds[start, b]
 
     def _run_device(
         self, feeds: dict[str, np.ndarray], total: np.ndarray, start: int, b: int, width: int

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinyllm.errors import ConfigError
 from tinyllm.runtime import Engine, GenerationConfig
 from tinyllm.runtime.session import lazy_zeros
 
@@ -92,3 +93,44 @@ def test_decode_writes_each_row_in_place_at_its_own_length(exported: Path) -> No
     for row, prompt in enumerate(prompts):
         alone = s.prefill([[*prompt, tokens[row]]])[0]
         np.testing.assert_allclose(logits[row], alone, atol=1e-4)
+
+
+def test_decode_inputs_are_bound_once_and_rewritten_each_step(
+    served: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decode run writes its inputs into arrays bound once per run shape: later steps
+    bind nothing, and every step (other tokens, lengths, adapter slots, rows) gives the
+    logits of the general path that binds fresh arrays per call."""
+    import onnxruntime as ort
+
+    engine = Engine.load(served, max_batch=4, max_seq_len=64, prefix_cache_mb=0)
+    engine._serving()  # binds the tasks' adapters into their slots
+    s = engine.session
+    rng = np.random.default_rng(0)
+    s.prefill([[int(i) for i in rng.integers(5, 300, 6)] for _ in range(4)])
+    steps = [  # (start, tokens, lengths, adapter slots)
+        (0, [7, 11, 13, 17], [6, 6, 6, 6], [0, 1, 2, 0]),
+        (1, [19, 23], [7, 7], [2, 1]),
+        (0, [29, 31, 37, 41], [7, 8, 8, 7], [1, 0, 0, 2]),
+    ]
+    for start, tokens, lengths, slots in steps:  # warm-up: each run shape bound once
+        s.decode(tokens, lengths, np.array(slots), start=start)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("a decode step bound an input")
+
+    monkeypatch.setattr(ort.IOBinding, "bind_cpu_input", refuse)
+    monkeypatch.setattr(ort.IOBinding, "bind_ortvalue_input", refuse)
+    got = [s.decode(t, n, np.array(a), start=b).copy() for b, t, n, a in steps]
+    monkeypatch.undo()
+    for (start, tokens, lengths, slots), logits in zip(steps, got, strict=True):
+        ids = np.array(tokens, np.int64)[:, None]
+        held = np.array(lengths, np.int64)
+        want = s._step(ids, start, held, np.ones(len(tokens), np.int64), np.array(slots))
+        np.testing.assert_array_equal(logits, want)
+    # The adapter slots matter here: row 1 of the last step under slot 1 and under slot 0.
+    base = s._step(np.array([[31]]), 1, np.array([8]), np.ones(1, np.int64), np.array([1]))[0]
+    assert np.abs(base - got[2][1]).max() > 1e-3
+    with pytest.raises(ConfigError, match="outside"):
+        s.decode([1, 2], [6, 6], start=3)
+    engine.close()
