@@ -1,5 +1,6 @@
-"""The bandwidth floor of benchmarks/decode_cpu.py and the step profile of
-benchmarks/decode_steps.py compute what they claim (issue #15)."""
+"""The bandwidth floor of benchmarks/decode_cpu.py, the step profile of
+benchmarks/decode_steps.py, the instruction counters of benchmarks/decode_instructions.py
+and benchmarks/decode_host.py compute what they claim (issue #15)."""
 
 from __future__ import annotations
 
@@ -219,3 +220,49 @@ Ir                    file:function
         "memmove.S:__memcpy_avx_unaligned_erms": 11_426_143,
     }
     assert decode_instructions.parse_annotate("no counts here\n") == {}
+
+
+def test_host_counter_counts_rows_of_a_staggered_workload(
+    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/decode_host.py's main on tiny-llama, natively (no valgrind): four prompts
+    prefilled two per step; each decode run computes only rows that take a token."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_host
+    import peers
+
+    engine = peers.prepare_from(tiny_llama_bundle, "tiny", "int4", ["tinyllm"], tmp_path)
+    path = engine["tinyllm"]
+    assert isinstance(path, Path)
+    out = tmp_path / "host.json"
+    report = decode_host.main(
+        [
+            "--bundle", str(path), "--batch", "4", "--prompt-tokens", "8", "--new-tokens", "4",
+            "--prefill-tokens", "16", "--out", str(out),
+        ]
+    )  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert rows == report["rows"]
+    assert rows["runs"] == [
+        ["prefill", 2], ["decode", 2], ["prefill", 2], ["decode", 4], ["decode", 4],
+        ["decode", 2],
+    ]  # fmt: skip
+    assert rows["decode_rows_computed"] == rows["decode_tokens"] == 4 * 3
+    assert rows["dummy_rows"] == 0 and len(report["row0_tokens"]) == 4
+
+
+def test_host_counter_sees_placeholder_rows_and_reads_callgrind_totals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode_host
+
+    # The loop before #15's fix: every run spanned all four rows.
+    runs = [("prefill", 2), ("prefill", 2), *[("decode", 4)] * 4]
+    got = decode_host.summarize(runs, [[1, 2, 3, 4]] * 4)
+    assert got["decode_rows_computed"] == 16 and got["decode_tokens"] == 12
+    assert got["dummy_rows"] == 4
+    assert decode_host.callgrind_total("events: Ir\nsummary: 1234\n") == 1234
+    assert decode_host.callgrind_total("events: Ir\ntotals: 99\n") == 99
+    with pytest.raises(ValueError, match="no summary"):
+        decode_host.callgrind_total("events: Ir\n")
