@@ -157,8 +157,9 @@ def callgrind_total(text: str) -> int:
     return int(match.group(1))
 
 
-def count_host(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
-    """The child under callgrind: host instructions of the measured generation."""
+def count_host(spec: dict[str, Any], tmp: Path, keep: Path | None = None) -> dict[str, Any]:
+    """The child under callgrind: host instructions of the measured generation (``keep``:
+    where to copy callgrind's dump, for ``callgrind_annotate``)."""
     spec = {**spec, "helper": str(compile_helper(tmp))}
     prefix = tmp / "host.out"
     command = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
@@ -171,6 +172,8 @@ def count_host(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
         raise RuntimeError(f"callgrind wrote no dump under {tmp}")
     child = json.loads(done.stdout.strip().splitlines()[-1])
     total = callgrind_total(dumps[0].read_text())
+    if keep is not None:
+        shutil.copyfile(dumps[0], keep)
     rows = summarize([tuple(r) for r in child["runs"]], child["tokens"])
     return {
         "instructions": total,
@@ -194,6 +197,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--prefill-tokens", type=int, default=128, help="prompt tokens prefilled per step"
     )
     parser.add_argument("--valgrind", action="store_true", help="count host instructions")
+    parser.add_argument("--dump", type=Path, default=None, help="keep callgrind's dump here")
     parser.add_argument("--out-dir", type=Path, default=OUT, help="model cache (decode_cpu.py)")
     parser.add_argument("--out", type=Path, default=None)
     return parser.parse_args(argv)
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if shutil.which(tool) is None:
                 raise SystemExit(f"{tool} is not installed (apt-get install valgrind gcc)")
         with tempfile.TemporaryDirectory() as tmp:
-            report["host"] = count_host(spec, Path(tmp))
+            report["host"] = count_host(spec, Path(tmp), args.dump)
     name = args.model if args.bundle is None else Path(args.bundle).stem
     out = args.out or args.out_dir / f"decode_host-{name}-b{args.batch}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

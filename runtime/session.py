@@ -489,7 +489,7 @@ class DecoderSession:
         if key not in self._bindings:
             from onnxruntime import OrtValue
 
-            feeds = {
+            feeds: dict[str, np.ndarray] = {
                 "input_ids": np.zeros((b, 1), np.int64),
                 "logits_index": np.zeros(b, np.int64),
                 "seqlens_k": np.zeros(b, np.int32),
