@@ -262,7 +262,8 @@ def test_host_counter_sees_placeholder_rows_and_reads_callgrind_totals(
     got = decode_host.summarize(runs, [[1, 2, 3, 4]] * 4)
     assert got["decode_rows_computed"] == 16 and got["decode_tokens"] == 12
     assert got["dummy_rows"] == 4
-    assert decode_host.callgrind_total("events: Ir\nsummary: 1234\n") == 1234
-    assert decode_host.callgrind_total("events: Ir\ntotals: 99\n") == 99
-    with pytest.raises(ValueError, match="no summary"):
-        decode_host.callgrind_total("events: Ir\n")
+    # summary: counts the dumping thread only; totals: every thread's cost lines.
+    text = "events: Ir\nsummary: 1234\nfn=f\n0 5000\ntotals: 5000\n"
+    assert decode_host.callgrind_total(text) == 5000
+    with pytest.raises(ValueError, match="no totals"):
+        decode_host.callgrind_total("events: Ir\nsummary: 1234\n")
