@@ -644,14 +644,14 @@ def test_trl_speed_benchmark_end_to_end(
         trl_speed.main(
             [
                 "--bundle", str(tiny_llama_bundle), "--steps", "2", "--batch-size", "2",
-                "--rounds", "2", "--method", method, "--json", str(out),
+                "--rounds", "1", "--method", method, "--json", str(out),
             ]
         )  # fmt: skip
         record = json.loads(out.read_text())
         assert record["settings"]["method"] == method
         best = record["steps_per_s"]
         # A trl warm-up, then own and trl in turn each round; the best rate of each backend.
-        assert [(b, n) for b, n, _, _ in runs] == [("trl", 2), *[("own", 2), ("trl", 2)] * 2]
+        assert [(b, n) for b, n, _, _ in runs] == [("trl", 2), ("own", 2), ("trl", 2)]
         assert best == {b: max(r for b2, _, r, _ in runs[1:] if b2 == b) for b in ("own", "trl")}
         assert record["trl_over_own"] == pytest.approx(best["trl"] / best["own"])
         for _, steps, rate, seconds in runs:
@@ -866,7 +866,7 @@ def test_cpp_process_benchmark_end_to_end(
 
 
 def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """http_soak.py's main, the 60-second version of the HTTP soak (docs/reliability.md has
+    """http_soak.py's main, the 30-second version of the HTTP soak (docs/reliability.md has
     the 30-minute run):
     every request counted once by the server, only expected outcomes, the churned task both
     served and refused, no fd leak; the slope and outcome checks fail on a leak and on a
@@ -879,8 +879,8 @@ def test_http_soak_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(SystemExit) as exited:
         http_soak.main(
             [
-                "--minutes", "1", "--clients", "3", "--churn-s", "2", "--sample-s", "2",
-                "--interval-s", "15", "--json", str(out),
+                "--minutes", "0.5", "--clients", "3", "--churn-s", "2", "--sample-s", "1",
+                "--interval-s", "6", "--json", str(out),
             ]
         )  # fmt: skip
     r = json.loads(out.read_text())
