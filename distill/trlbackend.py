@@ -306,9 +306,12 @@ def kd_loss(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch
 
 
 def loss_recorder(
-    result: TrainResult, on_step: Callable[[int, float], bool] | None
+    result: TrainResult,
+    on_step: Callable[[int, float], bool] | None,
+    on_save: Callable[[str, int], None] | None = None,
 ) -> Any:  # a transformers TrainerCallback
-    """A callback that appends each step's logged loss to ``result`` (and may stop the run)."""
+    """A callback that appends each step's logged loss to ``result`` (and may stop the run),
+    and calls ``on_save(checkpoint folder, step)`` on rank 0 after each checkpoint."""
     from transformers import TrainerCallback
 
     class Recorder(TrainerCallback):
@@ -317,6 +320,12 @@ def loss_recorder(
                 result.losses.append(float(logs["loss"]))
                 if on_step is not None and on_step(state.global_step, result.losses[-1]):
                     control.should_training_stop = True
+            return control
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            if on_save is not None and state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                on_save(str(folder), state.global_step)
             return control
 
     return Recorder()
@@ -340,6 +349,7 @@ def train_trl(
     kd: KDConfig | None = None,
     on_step: Callable[[int, float], bool] | None = None,
     draw: Callable[[], Sequence[Encoded]] | None = None,
+    on_save: Callable[[str, int], None] | None = None,
 ) -> TrainResult:
     """Train ``peft_model``'s trainable weights on ``data`` with trl; the loss per step.
 
@@ -355,6 +365,8 @@ def train_trl(
         draw: instead of ``data``, a function that returns each step's global batch when
             the step starts (the curriculum's mixture, whose tasks stop mid-run);
             ``data`` is then unused.
+        on_save: called on rank 0 with (checkpoint folder, step) after each checkpoint
+            (the curriculum adds its own state there).
     """
     import os
 
@@ -379,7 +391,7 @@ def train_trl(
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
-            callbacks=[loss_recorder(result, on_step)],
+            callbacks=[loss_recorder(result, on_step, on_save)],
         )
         trainer.tiny_warmup, trainer.tiny_teacher, trainer.tiny_kd = config.warmup, teacher, kd
         trainer.tiny_draw = draw
