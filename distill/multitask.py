@@ -208,7 +208,7 @@ class SharedPlan:
         trl = self.options.trl
         if trl is None or not trl.resume:
             return None
-        from tinyllm.distill.trlbackend import latest_checkpoint
+        from tinyllm.distill.trlrun import latest_checkpoint
 
         found = latest_checkpoint(str(Path(trl.run_dir) / stage_folder(stage)))
         if found is None:
@@ -316,7 +316,7 @@ def mixture_stage(
         restore_stops(stopper, resumed[1].stops)
         snapshots.update(resumed[1].snapshots)
         if not stopper.active():  # every task had stopped: the stage ended there
-            from tinyllm.distill.trlbackend import checkpoint_losses
+            from tinyllm.distill.trlrun import checkpoint_losses
 
             return stopper, snapshots, checkpoint_losses(resumed[0])
     every = cfg.interval(tc.steps)

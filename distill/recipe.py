@@ -230,8 +230,8 @@ def trained_adapters(
     teacher_model = logit_teacher(method, teacher, loaded, log)
     for task in selected:
         if options.backend == "trl" and method == "grpo":
-            from tinyllm.distill.trlbackend import TrlOptions
             from tinyllm.distill.trlgrpo import train_grpo_lora_trl
+            from tinyllm.distill.trlrun import TrlOptions
 
             train, grpo = grpo_plan(task, options.train)
             adapter, result = train_grpo_lora_trl(
@@ -290,7 +290,8 @@ def trl_adapter(
     loaded: Any, task: TaskSpec, examples: list[Example], teacher_model: Any, options: Any
 ) -> tuple[Any, Any]:
     """One task's adapter trained on trl: SFT, or logit KD when there is a teacher model."""
-    from tinyllm.distill.trlbackend import TrlOptions, train_lora_trl
+    from tinyllm.distill.trlbackend import train_lora_trl
+    from tinyllm.distill.trlrun import TrlOptions
 
     kd = None
     if teacher_model is not None:

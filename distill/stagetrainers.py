@@ -131,7 +131,8 @@ def stage_trainers(
 
         loss = sft_loss if teacher is None else mixture_kd_loss(teacher, tok, tasks, tc.seed)
         return own_fit(tc, progress, loss), own_alone
-    from tinyllm.distill.trlbackend import TrlOptions, train_lora_trl
+    from tinyllm.distill.trlbackend import train_lora_trl
+    from tinyllm.distill.trlrun import TrlOptions
 
     trl = options.trl or TrlOptions()
     kd = None

@@ -49,7 +49,7 @@ class TrainerChoice:
                     f"{', '.join(changed)}: options of --backend trl, not of {self.backend!r}"
                 )
             return None
-        from tinyllm.distill.trlbackend import TrlOptions
+        from tinyllm.distill.trlrun import TrlOptions
 
         return TrlOptions(
             run_dir=str(self.run_dir) if self.run_dir is not None else None,

@@ -22,7 +22,7 @@ from tinyllm.distill.curriculum import CurriculumConfig
 from tinyllm.distill.multitask import run_curriculum
 from tinyllm.distill.recipe import DistillOptions
 from tinyllm.distill.sft import TrainConfig
-from tinyllm.distill.trlbackend import TrlOptions
+from tinyllm.distill.trlrun import TrlOptions
 from tinyllm.errors import CheckpointError
 from tinyllm.suite import load_split
 
