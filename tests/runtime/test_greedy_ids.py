@@ -13,9 +13,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from click.testing import CliRunner
 from safetensors.numpy import load_file
 
 import tinyllm
+from tinyllm.cli import cli
 from tinyllm.errors import BundleError, ConfigError
 from tinyllm.runtime import Engine, GenerationConfig
 from tinyllm.runtime.builder import BuildOptions, DecoderBuilder, build_decoder
@@ -34,13 +36,16 @@ def engines(
     tiny_llama_bundle: Path, exported: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """tiny-llama's onnx-cpu fp32 and int4 and onnx-standard fp32 engines, with greedy ids
-    (ids.tllm) and without (plain.tllm: the shared ``exported`` bundle plus int4)."""
+    (ids.tllm; the standard one by the CLI's --greedy-ids) and without (plain.tllm: the
+    shared ``exported`` bundle plus int4)."""
     folder = tmp_path_factory.mktemp("greedy")
     ids, _ = tinyllm.export(
         tiny_llama_bundle, "onnx-cpu", folder / "ids.tllm", max_seq_len=256, greedy_ids=True
     )
     tinyllm.export(ids.path, "onnx-cpu", quant="int4", max_seq_len=256, greedy_ids=True)
-    tinyllm.export(ids.path, "onnx-standard", max_seq_len=256, greedy_ids=True)
+    args = ["export", str(ids.path), "--target", "onnx-standard", "--max-seq-len", "256"]
+    result = CliRunner().invoke(cli, [*args, "--greedy-ids"])
+    assert result.exit_code == 0, result.output
     tinyllm.export(exported, "onnx-cpu", folder / "plain.tllm", quant="int4", max_seq_len=256)
     return folder
 
