@@ -55,7 +55,7 @@ class Spy:
 
     def __init__(self, session: DecoderSession) -> None:
         self.calls: dict[str, int] = {}
-        for name in ("decode", "decode_ids", "prefill_rows", "prefill_ids"):
+        for name in ("decode", "decode_ids", "prefill_rows", "prefill_ids", "verify"):
             setattr(session, name, self.wrap(name, getattr(session, name)))
 
     def wrap(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -192,6 +192,29 @@ def test_constrained_rows_get_logits(served: Path, tmp_path: Path) -> None:
         plain.close()
         ids.close()
     assert spy.calls.get("decode_ids", 0) == 0 and spy.calls.get("prefill_ids", 0) == 0
+
+
+def test_speculative_verify_steps_read_logits(engines: Path) -> None:
+    """Greedy rows that draft tokens verify them on logits; the tokens are those of the
+    engine without greedy ids and without drafts."""
+    from tinyllm.runtime.speculative import SpeculationOptions
+
+    config = GenerationConfig(max_new_tokens=12, ignore_eos=True, speculate=True)
+    prompts = [[310] * 8, [8, 8, 8, 8, 5, 8, 8]]  # outputs that copy the prompt
+    plain = Engine.load(engines / "plain.tllm", max_batch=2)
+    ids = Engine.load(engines / "ids.tllm", max_batch=2, speculate=4)
+    ids._serving().speculation = SpeculationOptions(draft_tokens=4, max_rows=2)
+    spy = Spy(ids.session)
+    try:
+        want = [g.token_ids for g in plain.generate_ids(prompts, config)]
+        got = [g.token_ids for g in ids.generate_ids(prompts, config)]
+        stats = ids.stats()["speculation"]
+    finally:
+        plain.close()
+        ids.close()
+    assert got == want
+    assert stats["steps"] > 0 and stats["accepted"] > 0
+    assert spy.calls["verify"] == stats["steps"]
 
 
 def test_verification_catches_a_wrong_greedy_id(
