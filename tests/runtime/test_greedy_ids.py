@@ -127,6 +127,21 @@ def test_graph_output_is_the_argmax_of_every_logits_row(
             assert len(np.unique(out["greedy_ids"])) > 1  # rows that differ, not one id
 
 
+def test_fp16_contrib_op_engine_verifies_its_ids(tiny_llama_bundle: Path, tmp_path: Path) -> None:
+    """onnx-cuda (the ort flavour in fp16), verified on the CPU provider: its ids pass
+    export verification and equal the argmax of its fp16 logits."""
+    bundle, verification = tinyllm.export(
+        tiny_llama_bundle, "onnx-cuda", tmp_path / "h.tllm", max_seq_len=64, greedy_ids=True
+    )
+    assert verification.passed and all(c.id_misses == 0 for c in verification.checks)
+    s = Engine.load(bundle.path, max_batch=2).session
+    logits = s.prefill(PROMPTS[:2])
+    assert logits.dtype == np.float16
+    np.testing.assert_array_equal(s.ids, logits.argmax(-1))
+    ids = s.decode_ids([3, 4], [4, 2]).copy()  # a view of the session's buffer
+    np.testing.assert_array_equal(ids, s.decode([3, 4], [4, 2]).argmax(-1))
+
+
 def test_graph_without_the_option_has_no_ids_output(tiny_llama_bundle: Path) -> None:
     bundle = tinyllm.open_bundle(tiny_llama_bundle)
     graph = build_decoder(bundle.config, load_file(str(bundle.weights_path)), BuildOptions())
