@@ -6,6 +6,12 @@ row decodes with its adapter slot (``lora_index`` per row); a request whose prom
 with its task's cached prefix (:mod:`tinyllm.runtime.prefixcache`) gets that KV copied
 into its row and prefills only the rest. Callers get futures; the loop owns the session,
 so the public calls are thread-safe.
+
+On an engine exported with ``greedy_ids``, a step whose rows taking a token all decode
+greedily with no constraint (:func:`needs_logits`) reads the graph's greedy ids instead
+of the logits (on CUDA the logits then stay on the GPU); one row that samples or is
+constrained makes the step bring back every row's logits, as without the option.
+Speculative verify steps always read logits.
 """
 
 from __future__ import annotations
@@ -288,20 +294,24 @@ class Server:
             if prefix is not None:  # a fresh row starts from its task's cached prefix
                 self.session.write_kv(p.row, prefix.kv)
                 watch.lap("prefix_copy")
-        logits = self.session.prefill_rows(
-            group[0].row,
-            [live.route.prompt[p.start : p.end] for p, live in zip(group, lives, strict=True)],
-            [p.start for p in group],
-            np.array([live.route.slot for live in lives]),
-        )
+        chunks = [live.route.prompt[p.start : p.end] for p, live in zip(group, lives, strict=True)]
+        past = [p.start for p in group]
+        slots = np.array([live.route.slot for live in lives])
+        ending = [
+            live for p, live in zip(group, lives, strict=True) if p.end == len(live.route.prompt)
+        ]
+        if self.session.greedy_ids and not any(needs_logits(live) for live in ending):
+            picks = self.session.prefill_ids(group[0].row, chunks, past, slots)
+        else:
+            picks = self.session.prefill_rows(group[0].row, chunks, past, slots)
         watch.lap("prefill")
-        for p, live, row_logits in zip(group, lives, logits, strict=True):
+        for p, live, pick in zip(group, lives, picks, strict=True):
             self.scheduler.prefilled(p.request, p.end)
             if live.fill_cache and p.end >= live.route.prefix_len:
                 self._fill_cache(live, p.row)
             if p.end == len(live.route.prompt):
                 live.ttft = time.perf_counter() - live.start
-                self._advance(live, row_logits)
+                self._advance(live, pick)
 
     def _decode(self, decode: set[int], rows: dict[int, int]) -> None:
         """One batched decode run over every row; the requests in ``decode`` take a token."""
@@ -321,11 +331,16 @@ class Server:
             if rid in decode:
                 tokens[row] = live.tokens[-1]
         watch.lap("scheduler")
-        logits = self.session.decode(tokens.tolist(), lengths.tolist(), lora)
+        run = (
+            self.session.decode_ids
+            if self.session.greedy_ids and not any(needs_logits(self.live[r]) for r in decode)
+            else self.session.decode
+        )
+        picks = run(tokens.tolist(), lengths.tolist(), lora)  # ids [width] or logits [width, V]
         watch.lap("decode")
         for row, rid in rows.items():
             if rid in decode:
-                self._advance(self.live[rid], logits[row])
+                self._advance(self.live[rid], picks[row])
 
     def _verify(self, live: Live, row: int, tokens: list[int]) -> None:
         """Feed the row's next token and its draft in one run; pick tokens from the logits
@@ -365,11 +380,12 @@ class Server:
                 self.cache.store(live.key, live.route.prompt[:n], kv)
         self.watch.lap("prefix_copy")
 
-    def _advance(self, live: Live, logits: np.ndarray) -> None:
-        """Sample one token for a row and apply its stop rules; a failure fails the
+    def _advance(self, live: Live, pick: np.ndarray) -> None:
+        """Sample one token for a row from its logits ``pick [V]`` (or take the graph's
+        greedy id, ``pick`` a 0-d int array) and apply its stop rules; a failure fails the
         request alone (the other rows of the step go on)."""
         try:
-            self._sample(live, logits)
+            self._sample(live, pick)
         except Exception as e:
             live.error = (
                 e
@@ -379,17 +395,22 @@ class Server:
             live.done = "error"
 
     def _sample(self, live: Live, logits: np.ndarray) -> None:
-        """Sample one token for a row and apply its stop rules."""
+        """Sample one token for a row (from its logits, or its greedy id) and apply its
+        stop rules."""
         route, config = live.route, live.route.config
         self.scheduler.decoded(live.id)
-        if route.trie is not None:
-            allowed = route.trie.allowed(live.tokens)
-            if allowed:
-                logits = mask_logits(logits, allowed)
-        if live.json is not None:
-            token = pick_json_token(live.json, logits, config, live.rng, self.router.json_tokens)
+        if logits.ndim == 0:  # the graph's greedy id: only for rows that need no logits
+            token = int(logits)
         else:
-            token = sample(logits, config, live.rng)
+            if route.trie is not None:
+                allowed = route.trie.allowed(live.tokens)
+                if allowed:
+                    logits = mask_logits(logits, allowed)
+            if live.json is not None:
+                json_tokens = self.router.json_tokens
+                token = pick_json_token(live.json, logits, config, live.rng, json_tokens)
+            else:
+                token = sample(logits, config, live.rng)
         watch = self.watch
         watch.lap("sample")
         if token in self.stop_ids and not config.ignore_eos:
@@ -464,6 +485,15 @@ class Server:
                 "prefix_cache": self.cache.stats(),
                 "speculation": self.spec_stats.as_dict(),
             }
+
+
+def needs_logits(live: Live) -> bool:
+    """Whether the row's next token needs its logits on the host: it samples, or a label
+    trie or a JSON / tool-call constraint picks it. Plain greedy rows do not (the graph's
+    greedy id is the argmax of the same logits)."""
+    return (
+        live.route.config.temperature != 0 or live.route.trie is not None or live.json is not None
+    )
 
 
 # Decode loops still running when the interpreter exits: a daemon thread stopped inside

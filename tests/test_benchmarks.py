@@ -196,13 +196,13 @@ def test_decode_benchmark_runs_each_engine_in_its_own_process(
         not_built = str(e)
     options = ["--threads", "1", "--spin", "off", "--new-tokens", "6", "--rounds", "2"]
     args = decode_cpu.parse(["--out-dir", str(tmp_path), *options])
-    engines = ["tinyllm", "tinyllm-cpp", "hf-generate", "llama.cpp"]
+    engines = ["tinyllm", "tinyllm-cpp", "tinyllm-ids", "hf-generate", "llama.cpp"]
     paths = peers.prepare_from(tiny_llama_bundle, "tiny", "fp32", engines, tmp_path)
     assert paths["llama.cpp"] == "no GGUF of tiny (only SmolLM2 ships one)"
     paths["onnxruntime-genai"] = tmp_path / "no-such-model"  # installed or not, it cannot start
     prompts = [[5, 6, 7, 8, 9], [9, 8, 7, 6, 5]]
     results, skipped = decode_cpu.run_case(paths, prompts, args)
-    ran = {"tinyllm", "hf-generate"} | (set() if not_built else {"tinyllm-cpp"})
+    ran = {"tinyllm", "tinyllm-ids", "hf-generate"} | (set() if not_built else {"tinyllm-cpp"})
     assert set(results) == ran
     if not_built:
         assert skipped["tinyllm-cpp"] == not_built  # says how to build it
@@ -220,6 +220,9 @@ def test_decode_benchmark_runs_each_engine_in_its_own_process(
         assert len(result["row0_tokens"]) == 6
     # The same fp32 weights in two engines: the same greedy tokens.
     assert hf["row0_prefix_same_as_tinyllm"] == 6
+    # The engine exported with greedy ids reads ids, not logits: the same tokens.
+    assert results["tinyllm-ids"]["row0_prefix_same_as_tinyllm"] == 6
+    assert results["tinyllm-ids"]["tinyllm_speedup"]["median"] > 0
     assert "tinyllm_speedup" not in ours and hf["tinyllm_speedup"]["median"] > 0
     # Row 0 alone gives the tokens it gave in the batch.
     alone, _ = decode_cpu.run_case({"tinyllm": paths["tinyllm"]}, prompts[:1], args)
