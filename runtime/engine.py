@@ -93,6 +93,7 @@ class Engine(TaskService):
         constrain: bool | None = None,
         prefix_cache_mb: float | None = None,
         speculate: int | None = None,
+        fast_forward: bool | None = None,
         verify: Verify = "sha256",
     ) -> Engine:
         """Load an engine of a bundle.
@@ -128,6 +129,10 @@ class Engine(TaskService):
                 greedy requests of tasks that speculate (``output.speculate``) and
                 ``GenerationConfig(speculate=True)``; outputs are unchanged; 0 turns it off.
                 int4/int8 ``ort`` engines refuse it (it would change their outputs).
+            fast_forward: greedy constrained requests (tool calls, JSON) write the text
+                their constraint forces in one verify step instead of one step a token;
+                outputs are unchanged. None (the default): on where verify steps are exact
+                (not on int4/int8 ``ort`` engines, which refuse True).
             verify: ``"sha256"`` checks the hash of every file the engine reads (digests
                 are remembered by file identity, so a reload is fast); ``"size"`` only
                 sizes. engine.json is always checked against the graph.
@@ -149,9 +154,13 @@ class Engine(TaskService):
             constrain=constrain,
             prefix_cache_mb=prefix_cache_mb,
             speculate=speculate,
+            fast_forward=fast_forward,
         )
         info = read_engine_info(folder, EngineInfo)
-        check_exact(settings.speculate, info.flavour, info.precision)
+        forced = check_exact(
+            settings.speculate, info.flavour, info.precision, settings.fast_forward
+        )
+        settings = replace(settings, fast_forward=forced)
         seq = min(max_seq_len or min(info.max_seq_len, 4096), info.max_seq_len)
         tok = ChatTokenizer(opened.tokenizer_dir)
         spec = SessionSpec(
