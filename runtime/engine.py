@@ -28,7 +28,7 @@ from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.runtime.scheduler import Policy, SchedulerConfig
 from tinyllm.runtime.service import TaskService
 from tinyllm.runtime.serving import Server, ServingOptions
-from tinyllm.runtime.servingdefaults import read_defaults
+from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
 from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
 from tinyllm.runtime.speculative import check_exact
 from tinyllm.tasktable import TaskTable
@@ -44,6 +44,14 @@ class Generation:
     token_ids: list[int]
     prompt_tokens: int
     finish_reason: FinishReason
+
+
+def _exact_settings(settings: ServingDefaults, info: EngineInfo) -> ServingDefaults:
+    """``settings`` with ``fast_forward`` resolved for the engine (on where its verify runs
+    are exact); speculation or fast-forwarding that would change its outputs is refused."""
+    flavour, precision = info.flavour, info.precision
+    on = check_exact(settings.speculate, flavour, precision, settings.fast_forward)
+    return replace(settings, fast_forward=on)
 
 
 class Engine(TaskService):
@@ -157,10 +165,7 @@ class Engine(TaskService):
             fast_forward=fast_forward,
         )
         info = read_engine_info(folder, EngineInfo)
-        forced = check_exact(
-            settings.speculate, info.flavour, info.precision, settings.fast_forward
-        )
-        settings = replace(settings, fast_forward=forced)
+        settings = _exact_settings(settings, info)
         seq = min(max_seq_len or min(info.max_seq_len, 4096), info.max_seq_len)
         tok = ChatTokenizer(opened.tokenizer_dir)
         spec = SessionSpec(

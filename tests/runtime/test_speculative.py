@@ -222,5 +222,9 @@ def test_int_weight_engines_refuse_speculation(exported: Path, tmp_path: Path) -
     for name in ("onnx-cpu-int4", "onnx-cpu-int8"):
         with pytest.raises(ConfigError, match=r"would change this int\d engine's outputs"):
             Engine.load(bundle.path, engine=name, speculate=8)
-        Engine.load(bundle.path, engine=name, speculate=0).close()
+        with pytest.raises(ConfigError, match=r"fast_forward would change this int\d engine"):
+            Engine.load(bundle.path, engine=name, fast_forward=True)
+        engine = Engine.load(bundle.path, engine=name, speculate=0)
+        assert not engine._serving().speculation.forced  # forced text: off where inexact
+        engine.close()
     Engine.load(bundle.path, engine="onnx-cpu-fp32", speculate=8).close()
