@@ -49,8 +49,8 @@ class Generation:
 def _exact_settings(settings: ServingDefaults, info: EngineInfo) -> ServingDefaults:
     """``settings`` with ``fast_forward`` resolved for the engine (on where its verify runs
     are exact); speculation or fast-forwarding that would change its outputs is refused."""
-    flavour, precision = info.flavour, info.precision
-    on = check_exact(settings.speculate, flavour, precision, settings.fast_forward)
+    ask = settings.fast_forward
+    on = check_exact(settings.speculate, info.flavour, info.precision, ask, info.float_dtype)
     return replace(settings, fast_forward=on)
 
 
@@ -139,8 +139,8 @@ class Engine(TaskService):
                 int4/int8 ``ort`` engines refuse it (it would change their outputs).
             fast_forward: greedy constrained requests (tool calls, JSON) write the text
                 their constraint forces in one verify step instead of one step a token;
-                outputs are unchanged. None (the default): on where verify steps are exact
-                (not on int4/int8 ``ort`` engines, which refuse True).
+                outputs are unchanged. None (the default): on for float32 engines whose
+                verify steps are exact; int4/int8 ``ort`` engines refuse True.
             verify: ``"sha256"`` checks the hash of every file the engine reads (digests
                 are remembered by file identity, so a reload is fast); ``"size"`` only
                 sizes. engine.json is always checked against the graph.

@@ -177,11 +177,16 @@ def verifies_exactly(flavour: str, precision: str) -> bool:
 
 
 def check_exact(
-    draft_tokens: int, flavour: str, precision: str, fast_forward: bool | None = None
+    draft_tokens: int,
+    flavour: str,
+    precision: str,
+    fast_forward: bool | None = None,
+    float_dtype: str = "float32",
 ) -> bool:
     """Refuse speculation (``draft_tokens`` > 0) and forced-text drafts (``fast_forward``
-    True) on engines where they change outputs; ``fast_forward`` None resolves to whether
-    the engine verifies exactly (the value returned)."""
+    True) on engines where they change outputs. Returns ``fast_forward`` resolved: None is
+    on for float32 engines that verify exactly, off elsewhere (float16 verify runs are not
+    measured against single steps: on only when asked)."""
     exact = verifies_exactly(flavour, precision)
     if draft_tokens and not exact:
         raise ConfigError(
@@ -195,7 +200,9 @@ def check_exact(
             "verify runs round differently from single-token steps); load it with "
             "fast_forward=False or None (docs/runtime.md)"
         )
-    return exact if fast_forward is None else fast_forward
+    if fast_forward is None:
+        return exact and float_dtype == "float32"
+    return fast_forward
 
 
 @dataclass

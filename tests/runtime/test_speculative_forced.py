@@ -206,6 +206,8 @@ def test_int_weight_engines_never_fast_forward(served: Path) -> None:
             check_exact(0, "ort", precision, fast_forward=True)
     assert check_exact(0, "ort", "fp32") is True and check_exact(0, "ort", "fp32", False) is False
     assert check_exact(0, "standard", "int4") is True
+    assert check_exact(0, "ort", "fp16", None, "float16") is False  # unmeasured: off
+    assert check_exact(0, "ort", "fp16", True, "float16") is True  # unless asked
     engine = Engine.load(served, max_batch=1)
     assert engine._serving().speculation.forced  # an fp32 engine: on by default
     engine.close()
