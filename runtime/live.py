@@ -126,6 +126,7 @@ class Counters:
         self.tokens = {"prompt": 0, "output": 0}
         self.per_task: dict[str, dict[str, int]] = {}
         self.peak_batch_rows = 0  # the most requests one batched prefill or decode run carried
+        self.runs = 0  # engine runs: prefills, batched decode steps, verify steps
 
     def count(self, task: str | None, what: str) -> None:
         """One more request of ``task`` (None: a plain completion) submitted, failed..."""
@@ -147,5 +148,6 @@ class Counters:
             "prompt_tokens": self.tokens["prompt"],
             "output_tokens": self.tokens["output"],
             "peak_batch_rows": self.peak_batch_rows,
+            "engine_runs": self.runs,
             "tasks": {k: dict(v) for k, v in self.per_task.items()},
         }

@@ -46,7 +46,7 @@ from tinyllm.runtime.sampling import sample
 from tinyllm.runtime.scheduler import PrefillRow, Request, Scheduler, SchedulerConfig, StepPlan
 from tinyllm.runtime.session import DecoderSession
 from tinyllm.runtime.slots import AdapterSlots
-from tinyllm.runtime.speculative import SpeculationOptions, SpeculationStats, drafts_for
+from tinyllm.runtime.speculative import Forcing, SpeculationOptions, SpeculationStats, drafts_for
 from tinyllm.runtime.stopwatch import NO_WATCH, StepRecorder, Stopwatch
 from tinyllm.runtime.toolrunner import ToolRunner
 
@@ -92,6 +92,9 @@ class Server:
         self.cache = PrefixCache(int(options.prefix_cache_mb * 2**20))
         self.speculation = options.speculation
         self.spec_stats = SpeculationStats()
+        self.forcing = Forcing(
+            router.tokenizer.encode, router.token_text, lambda: router.json_tokens
+        )
         slots.bind(session)
         self.live: dict[int, Live] = {}
         self.ids = itertools.count()
@@ -266,6 +269,7 @@ class Server:
             [self.live[rid] for rid in plan.decode],
             self.speculation if self.session.verifies else None,
             self.session.spec.max_seq_len,
+            self.forcing,
         )
         plain = [rid for rid in plan.decode if rid not in drafts]
         if plain:
@@ -273,7 +277,7 @@ class Server:
         # After the batched run: it wrote a placeholder at each drafting row's next position.
         for row, rid in rows.items():
             if rid in drafts:
-                self._verify(self.live[rid], row, drafts[rid])
+                self._verify(self.live[rid], row, *drafts[rid])
                 self.watch.lap("decode")
         with self.cond:
             for rid in [rid for rid, live in self.live.items() if live.done]:
@@ -294,6 +298,7 @@ class Server:
             if prefix is not None:  # a fresh row starts from its task's cached prefix
                 self.session.write_kv(p.row, prefix.kv)
                 watch.lap("prefix_copy")
+        self.counters.runs += 1
         chunks = [live.route.prompt[p.start : p.end] for p, live in zip(group, lives, strict=True)]
         past = [p.start for p in group]
         slots = np.array([live.route.slot for live in lives])
@@ -331,6 +336,7 @@ class Server:
             if rid in decode:
                 tokens[row] = live.tokens[-1]
         watch.lap("scheduler")
+        self.counters.runs += 1
         run = (
             self.session.decode_ids
             if self.session.greedy_ids and not any(needs_logits(self.live[r]) for r in decode)
@@ -342,10 +348,12 @@ class Server:
             if rid in decode:
                 self._advance(self.live[rid], picks[row])
 
-    def _verify(self, live: Live, row: int, tokens: list[int]) -> None:
-        """Feed the row's next token and its draft in one run; pick tokens from the logits
-        in order, exactly as plain steps would, keeping draft tokens while they match."""
+    def _verify(self, live: Live, row: int, tokens: list[int], forced: bool = False) -> None:
+        """Feed the row's next token and its draft (``forced``: text its constraint forces)
+        in one run; pick tokens from the logits in order, exactly as plain steps would,
+        keeping draft tokens while they match."""
         try:
+            self.counters.runs += 1
             logits = self.session.verify(
                 row, [live.tokens[-1], *tokens], live.kv_len, live.route.slot
             )
@@ -353,22 +361,30 @@ class Server:
             live.error = TinyLLMError(f"request {live.id} failed while verifying a draft: {e}")
             live.done = "error"
             return
-        self.spec_stats.steps += 1
-        self.spec_stats.drafted += len(tokens)
-        self.accept(live, tokens, logits)
+        stats = self.spec_stats
+        stats.steps += 1
+        stats.drafted += len(tokens)
+        stats.forced_steps += forced
+        stats.forced_drafted += len(tokens) if forced else 0
+        kept = self.accept(live, tokens, logits)
+        stats.forced_accepted += kept if forced else 0
 
-    def accept(self, live: Live, tokens: list[int], logits: np.ndarray) -> None:
+    def accept(self, live: Live, tokens: list[int], logits: np.ndarray) -> int:
         """Advance ``live`` by the logits ``[1 + len(tokens), V]`` of a verify run: each
         position's pick is the plain step's; stop after the first pick that differs from
-        the draft (the row's later KV positions are then overwritten by later steps)."""
+        the draft (the row's later KV positions are then overwritten by later steps).
+        Returns how many draft tokens were kept."""
+        accepted = 0
         for j, row_logits in enumerate(logits):
             held = len(live.tokens)
             self._advance(live, row_logits)
             self.spec_stats.emitted += len(live.tokens) - held
             kept = j < len(tokens) and len(live.tokens) > held and live.tokens[-1] == tokens[j]
-            self.spec_stats.accepted += kept
+            accepted += kept
             if live.done or not kept:
-                return
+                break
+        self.spec_stats.accepted += accepted
+        return accepted
 
     def _fill_cache(self, live: Live, row: int) -> None:
         """Store the KV of the request's task prefix, prefilled just now in ``row``."""

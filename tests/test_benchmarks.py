@@ -600,7 +600,8 @@ def test_tool_latency_benchmark_end_to_end(
 ) -> None:
     """tool_latency.py's main, ``--quick`` (tiny-llama with the calculator): every peer
     answers every input; the pipeline is all tool, ``call`` runs none, ``tools`` runs
-    one per request; a task without tools is refused by name."""
+    one per request; ``stepwise`` takes more engine runs a call than ``call`` (forced
+    text written in verify steps); a task without tools is refused by name."""
     monkeypatch.syspath_prepend(str(BENCH))
     import tool_latency
 
@@ -609,9 +610,13 @@ def test_tool_latency_benchmark_end_to_end(
     record = json.loads(out.read_text())
     assert (record["task"], record["inputs"]) == ("arithmetic", 3)
     results = record["results"]
-    assert set(results) == {"tools", "call", "pipeline"}
+    assert set(results) == {"tools", "call", "pipeline", "stepwise"}
     for r in results.values():
         assert r["n"] == 3 and 0 < r["p50_s"] <= r["p95_s"]
+    assert results["tools"]["runs_mean"] == results["call"]["runs_mean"]  # the same decoding
+    assert results["stepwise"]["runs_mean"] > results["call"]["runs_mean"] > 1
+    assert record["forced"]["forced_accepted"] > 0
+    assert record["identical_calls"] == "4 of 4"  # the warm-up and the 3 inputs
     assert results["pipeline"]["tool_share_p50"] == 1.0
     assert results["call"]["tool_share_p50"] == 0.0
     assert 0 < results["tools"]["tool_share_p50"] < 1  # the call ran, inside the request
