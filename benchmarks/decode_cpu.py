@@ -2,6 +2,8 @@
 
 Engines (benchmarks/peers.py prepares their models): tinyllm, tinyllm-cpp (the same
 engine run by the native runtime, libtinyllm from ``make cpp``, through ctypes),
+tinyllm-ids (the same export with ``greedy_ids``: greedy steps read the graph's argmax,
+not the logits),
 onnxruntime-genai (its own model builder, same precision and block size), Hugging Face
 transformers ``generate``, llama.cpp through llama-cpp-python's low-level batch API
 (SmolLM2 only: F32, Q4_0, Q8_0 GGUF), OpenVINO GenAI (IR exported by optimum-intel; int4

@@ -255,6 +255,7 @@ def load_llamacpp(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
 LOADERS: dict[str, Callable[[dict[str, Any]], tuple[Generate, dict[str, Any]]]] = {
     "tinyllm": load_tinyllm,
     "tinyllm-cpp": load_tinyllm_cpp,
+    "tinyllm-ids": load_tinyllm,  # the engine exported with greedy ids (peers.py)
     "onnxruntime-genai": load_genai,
     "hf-generate": load_hf,
     "openvino-genai": load_openvino,

@@ -30,6 +30,7 @@ import tinyllm
 ENGINES = (
     "tinyllm",
     "tinyllm-cpp",
+    "tinyllm-ids",
     "onnxruntime-genai",
     "hf-generate",
     "llama.cpp",
@@ -65,6 +66,7 @@ def prepare_from(
     makers = {
         "tinyllm": lambda: tinyllm_engine(bundle, name, precision, out, block),
         "tinyllm-cpp": lambda: native_engine(bundle, name, precision, out, block),
+        "tinyllm-ids": lambda: tinyllm_engine(bundle, name, precision, out, block, ids=True),
         "onnxruntime-genai": lambda: genai_model(hf(), name, precision, out, block),
         "hf-generate": hf,
         "llama.cpp": lambda: llama_gguf(name, precision, out),
@@ -83,12 +85,24 @@ class Skip(Exception):
     """This engine cannot run this case; the message says why."""
 
 
-def tinyllm_engine(bundle: Path, name: str, precision: str, out: Path, block: int) -> Path:
-    path = out / f"{name}-{precision}.tllm"
+def tinyllm_engine(
+    bundle: Path, name: str, precision: str, out: Path, block: int, ids: bool = False
+) -> Path:
+    """tinyllm's onnx-cpu engine; ``ids``: exported with greedy ids (``tinyllm-ids``: the
+    same engine whose greedy steps read the graph's argmax instead of the logits)."""
+    path = out / f"{name}-{precision}{'-ids' if ids else ''}.tllm"
     if not path.exists():
         quant = None if precision == "fp32" else precision
         seq = min(1024, tinyllm.open_bundle(bundle).config.max_position_embeddings)
-        tinyllm.export(bundle, "onnx-cpu", path, quant=quant, block_size=block, max_seq_len=seq)
+        tinyllm.export(
+            bundle,
+            "onnx-cpu",
+            path,
+            quant=quant,
+            block_size=block,
+            max_seq_len=seq,
+            greedy_ids=ids,
+        )
     return path
 
 

@@ -6,13 +6,19 @@ Peers, on the same inputs, interleaved (each input runs every peer before the ne
   schema), the tool runs in-process, the answer comes back;
 - ``call``: the same engine and request with ``execute_tools=False``: the same decoding,
   no tool run (the difference is the tool's own cost and its hand-off);
+- ``stepwise``: ``call`` on a second engine of the bundle loaded with
+  ``fast_forward=False``: the text the call constraint forces is decoded one step a token
+  instead of one verify step per forced run (the same tokens; the difference is the
+  fast-forward's saving);
 - ``pipeline``: the teacher pipeline's tool step alone: the arguments from the request's
   text (``Tool.from_text``) and ``call_tool``, no model (a floor for any tool answer);
 - ``plain`` (with ``--plain-bundle``): a student of the same task without tools, which
   writes the answer itself (the issue's "the same student without tools").
 
-Reported: p50 and p95 per peer, the ratios ``tools / call`` and ``tools / plain``, and
-the tool call's own share of the ``tools`` latency (``ToolCall.seconds`` over it).
+Reported: p50 and p95 per peer, the ratios ``tools / call``, ``tools / plain`` and
+``call / stepwise``, the tool call's own share of the ``tools`` latency
+(``ToolCall.seconds`` over it), and the engine runs (prefills, decode and verify steps) a
+request takes on each engine peer: a count that does not depend on the machine's load.
 
     .venv/bin/python benchmarks/tool_latency.py --bundle out/student-tools.tllm \\
         --suite examples/tools-suite.yaml --task arithmetic [--plain-bundle out/student.tllm]
@@ -72,20 +78,49 @@ def measure(peers: dict[str, Peer], inputs: list[str], repeats: int = 1) -> dict
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float]:
-    """``tools`` over each other peer, at p50 and p95."""
+    """``tools`` over each other peer, and ``call`` over ``stepwise``, at p50 and p95."""
     out: dict[str, float] = {}
-    tools = results.get("tools")
-    if tools is None:
-        return out
-    for name, r in results.items():
-        if name != "tools":
+    pairs = [("tools", name) for name in results if name != "tools"]
+    pairs.append(("call", "stepwise"))
+    for a, b in pairs:
+        if a in results and b in results:
             for q in ("p50_s", "p95_s"):
-                out[f"tools_x_{name}_{q[:3]}"] = tools[q] / max(r[q], 1e-12)
+                out[f"{a}_x_{b}_{q[:3]}"] = results[a][q] / max(results[b][q], 1e-12)
     return out
 
 
-def engine_peers(engine: Any, task: str, tools: list[Any]) -> dict[str, Peer]:
-    """The ``tools``, ``call`` and ``pipeline`` peers of one engine's tool task."""
+def counting(engine: Any, peer: Peer, runs: list[int]) -> Peer:
+    """``peer``, appending to ``runs`` the engine runs each of its requests took (the engine
+    serves one request at a time, so the difference of its counter is that request's)."""
+
+    def run(text: str) -> tuple[float, float]:
+        before = engine.stats()["engine_runs"]
+        out = peer(text)
+        runs.append(engine.stats()["engine_runs"] - before)
+        return out
+
+    return run
+
+
+def stepwise_peer(engine: Any, task: str, calls: list[tuple[int, ...]]) -> Peer:
+    """The call alone on an engine loaded with ``fast_forward=False`` (its token ids
+    appended to ``calls``)."""
+
+    def run(text: str) -> tuple[float, float]:
+        start = time.perf_counter()
+        out = engine.run(task, text, execute_tools=False)
+        total = time.perf_counter() - start
+        calls.append(out.token_ids)
+        return total, 0.0
+
+    return run
+
+
+def engine_peers(
+    engine: Any, task: str, tools: list[Any], calls: list[tuple[int, ...]] | None = None
+) -> dict[str, Peer]:
+    """The ``tools``, ``call`` and ``pipeline`` peers of one engine's tool task; ``call``
+    appends each call's token ids to ``calls``."""
     from tinyllm.tools import ToolError, call_tool
 
     def with_tools(text: str) -> tuple[float, float]:
@@ -96,8 +131,11 @@ def engine_peers(engine: Any, task: str, tools: list[Any]) -> dict[str, Peer]:
 
     def call_only(text: str) -> tuple[float, float]:
         start = time.perf_counter()
-        engine.run(task, text, execute_tools=False)
-        return time.perf_counter() - start, 0.0
+        out = engine.run(task, text, execute_tools=False)
+        total = time.perf_counter() - start
+        if calls is not None:
+            calls.append(out.token_ids)
+        return total, 0.0
 
     def pipeline(text: str) -> tuple[float, float]:
         start = time.perf_counter()
@@ -139,6 +177,24 @@ def quick_bundle(folder: Path) -> tuple[Path, Any, Any]:
     return bundle.path, suite, task
 
 
+def report(
+    results: dict[str, Any], calls: dict[str, list[tuple[int, ...]]]
+) -> tuple[dict[str, float], str]:
+    """Print the table and the ratios; the ratios and how many calls ``call`` and
+    ``stepwise`` wrote alike ("k of n")."""
+    print(f"{'peer':<10}{'n':>5}{'p50 ms':>10}{'p95 ms':>10}{'tool share':>12}{'runs p50':>10}")
+    for name, r in results.items():
+        print(
+            f"{name:<10}{r['n']:>5}{1e3 * r['p50_s']:>10.1f}{1e3 * r['p95_s']:>10.1f}"
+            f"{100 * r['tool_share_p50']:>11.1f}%{r.get('runs_p50', float('nan')):>10.1f}"
+        )
+    summary = ratios(results)
+    print(json.dumps(summary, indent=1))
+    same = f"{sum(a == b for a, b in zip(*calls.values(), strict=True))} of {len(calls['call'])}"
+    print(f"call and stepwise wrote the same tokens on {same} requests")
+    return summary, same
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny random model, built here")
@@ -170,24 +226,31 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"task {args.task!r} of the suite names no tools")
         inputs = [ex.input for ex in first_examples([task.name], n, suite=suite)[task.name]]
         engine = Engine.load(bundle, max_batch=1)
-        peers = engine_peers(engine, task.name, [get_tool(t) for t in task.tools.names])
+        stepwise = Engine.load(bundle, max_batch=1, fast_forward=False)
+        calls: dict[str, list[tuple[int, ...]]] = {"call": [], "stepwise": []}
+        tools = [get_tool(t) for t in task.tools.names]
+        peers = engine_peers(engine, task.name, tools, calls["call"])
+        peers["stepwise"] = stepwise_peer(stepwise, task.name, calls["stepwise"])
+        runs: dict[str, list[int]] = {name: [] for name in ("tools", "call", "stepwise")}
+        for name in runs:
+            peers[name] = counting(
+                stepwise if name == "stepwise" else engine, peers[name], runs[name]
+            )
         plain = None
         if args.plain_bundle:
             plain = Engine.load(args.plain_bundle, max_batch=1)
             peers["plain"] = plain_peer(plain, task.name)
         start = time.perf_counter()
         results = measure(peers, inputs, args.repeats)
+        for name, counts in runs.items():  # the first request of each was the warm-up
+            results[name]["runs_p50"] = percentile([float(c) for c in counts[1:]], 0.5)
+            results[name]["runs_mean"] = sum(counts[1:]) / len(counts[1:])
+        forced = engine.stats()["speculation"]
         engine.close()
+        stepwise.close()
         if plain is not None:
             plain.close()
-    print(f"{'peer':<10}{'n':>5}{'p50 ms':>10}{'p95 ms':>10}{'tool share':>12}")
-    for name, r in results.items():
-        print(
-            f"{name:<10}{r['n']:>5}{1e3 * r['p50_s']:>10.1f}{1e3 * r['p95_s']:>10.1f}"
-            f"{100 * r['tool_share_p50']:>11.1f}%"
-        )
-    summary = ratios(results)
-    print(json.dumps(summary, indent=1))
+    summary, same = report(results, calls)
     out = args.json or OUT / f"tool_latency{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -196,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
         "inputs": len(inputs),
         "results": results,
         "ratios": summary,
+        "forced": {k: v for k, v in forced.items() if k.startswith("forced")},
+        "identical_calls": same,
         "seconds": time.perf_counter() - start,
         "caveat": "2 shared CPU cores (other jobs running): ratios, not absolute speeds",
     }

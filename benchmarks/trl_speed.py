@@ -53,8 +53,9 @@ def steps_per_second(
     import tinyllm
     from tinyllm.distill.grpo import GRPOConfig, train_grpo_lora
     from tinyllm.distill.sft import TrainConfig, train_lora
-    from tinyllm.distill.trlbackend import TrlOptions, train_lora_trl
+    from tinyllm.distill.trlbackend import train_lora_trl
     from tinyllm.distill.trlgrpo import train_grpo_lora_trl
+    from tinyllm.distill.trlrun import TrlOptions
 
     loaded = tinyllm.load_torch_model(bundle)
     config = TrainConfig(steps=steps, batch_size=batch, lr=1e-3, warmup=2, max_len=96)

@@ -27,6 +27,20 @@ import numpy as np
 
 from tinyllm.errors import ConfigError
 
+# The methods the shared adapter trains with: each mixture step is one supervised (or KD)
+# batch of one task. GRPO samples groups of answers and rewards them per task; the
+# mixture's stepping, early stopping and snapshots are not built around that.
+CURRICULUM_METHODS = ("sft", "kd")
+
+
+def check_method(method: str) -> None:
+    """Raise ConfigError unless the curriculum trains with ``method``."""
+    if method not in CURRICULUM_METHODS:
+        raise ConfigError(
+            f"the curriculum trains with method {' or '.join(map(repr, CURRICULUM_METHODS))}, "
+            f"not {method!r}; for {method!r} train one LoRA per task (drop --curriculum)"
+        )
+
 
 @dataclass(frozen=True)
 class CurriculumConfig:

@@ -8,11 +8,19 @@ time, after the previous step's early-stopping check; on trl the trainer draws e
 step's batch as the step starts (``draw`` of :func:`tinyllm.distill.trlbackend.train_trl`)
 and the checks run in its step callback, so a task stopped at step s is never in batch
 s+1 (tests/distill/test_multitask.py).
+
+The method is the run's: SFT, or logit KD from a local teacher
+(:mod:`tinyllm.distill.stagetrainers`); GRPO is refused (:func:`check_method`). On trl,
+``--checkpoint-every`` adds the curriculum's own state to every checkpoint of the shared
+stages and ``--resume`` continues from it (:mod:`tinyllm.distill.curriculumstate`), so a
+resumed run ends as the uninterrupted one (tests/distill/test_curriculumresume.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,12 +31,24 @@ from tinyllm.distill.curriculum import (
     EarlyStopping,
     MixtureSampler,
     TaskStop,
+    check_method,
     filter_tasks,
     task_similarity,
 )
+from tinyllm.distill.curriculumstate import (
+    CurriculumState,
+    load_state,
+    restore_sampler,
+    restore_stops,
+    run_identity,
+    sampler_state,
+    save_state,
+)
+from tinyllm.distill.stagetrainers import Fit, OnSave, loss_name, stage_folder, stage_trainers
+from tinyllm.errors import ConfigError, TaskError
 
 if TYPE_CHECKING:
-    from tinyllm.distill.sft import Encoded, TrainConfig
+    from tinyllm.distill.sft import Encoded
 
 
 def validation_score(model: Any, tokenizer: Any, task: Any, examples: Sequence[Any]) -> float:
@@ -66,86 +86,32 @@ def embed_inputs(model: Any, tokenizer: Any, task: Any, examples: Sequence[Any])
     return np.stack(rows)
 
 
-Draw = Callable[[], tuple[str, list["Encoded"]]]
-# (shared LoRA model, draw, stage label, after_step) -> the stage's losses; after_step gets
-# the 1-based step and returns True to end the stage.
-Fit = Callable[[Any, Draw, str, Callable[[int], bool] | None], list[float]]
-
-
 class Mixture:
     """The shared adapter's batches: the sampler picks the task, the batch is that task's
     next global batch in its own seeded order (``seed + i`` for the i-th task)."""
 
     def __init__(self, data: Mapping[str, Sequence[Encoded]], batch_size: int, seed: int) -> None:
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.restore([])
+
+    def restore(self, drawn: Sequence[str]) -> None:
+        """Set the orders as they are after the batches of ``drawn`` (a task each) were
+        drawn; ``[]``: from the start."""
         from tinyllm.distill.sft import batch_order
 
-        self.data = data
         self.orders = {
-            n: batch_order(len(d), batch_size, seed + i) for i, (n, d) in enumerate(data.items())
+            n: batch_order(len(d), self.batch_size, self.seed + i)
+            for i, (n, d) in enumerate(self.data.items())
         }
-        self.drawn: list[str] = []  # the task of every batch drawn, in order
+        for task in drawn:
+            next(self.orders[task])
+        self.drawn: list[str] = list(drawn)  # the task of every batch drawn, in order
 
     def draw(self, sampler: MixtureSampler) -> tuple[str, list[Encoded]]:
         """The next batch's task and examples."""
         task = sampler.draw()
         self.drawn.append(task)
         return task, [self.data[task][i] for i in next(self.orders[task])]
-
-
-def own_fit(config: TrainConfig, progress: bool) -> Fit:
-    """Stages on our loop (:func:`tinyllm.distill.sft.train`)."""
-    from tinyllm.distill.sft import collate, train
-
-    def fit(model: Any, draw: Draw, stage: str, after: Callable[[int], bool] | None) -> list[float]:
-        def stream() -> Iterator[Any]:
-            while True:
-                task, items = draw()
-                yield collate(items, 0, task)
-
-        hook = None if after is None else (lambda step, _loss: after(step))
-        label = stage if progress else None
-        return train(model, stream(), config, on_step=hook, progress=label).losses
-
-    return fit
-
-
-def trl_fit(tokenizer: Any, config: TrainConfig, options: Any) -> Fit:
-    """Stages on trl's ``SFTTrainer`` (:func:`tinyllm.distill.trlbackend.train_trl`): each
-    step's batch is drawn as the step starts, and early stopping runs in its callback."""
-    from tinyllm.distill.trlbackend import train_trl
-
-    def fit(model: Any, draw: Draw, stage: str, after: Callable[[int], bool] | None) -> list[float]:
-        hook = None if after is None else (lambda step, _loss: after(step))
-        name = "curriculum-" + stage.replace(" ", "")
-        result = train_trl(
-            model, tokenizer, [], config, options, name, on_step=hook, draw=lambda: draw()[1]
-        )
-        return result.losses
-
-    return fit
-
-
-def stage_trainers(
-    loaded: Any, data: Mapping[str, list[Any]], options: Any, progress: bool
-) -> tuple[Fit, Callable[[Any], tuple[Any, Any]]]:
-    """The trainers of ``options.backend``: the shared stages', and a single-task LoRA's
-    (task -> (adapter, TrainResult))."""
-    model, tok, tc = loaded.model, loaded.tokenizer, options.train
-    if options.backend != "trl":
-        from tinyllm.distill.sft import train_lora
-
-        def own_alone(task: Any) -> tuple[Any, Any]:
-            return train_lora(model, tok, task, data[task.name], tc, progress)
-
-        return own_fit(tc, progress), own_alone
-    from tinyllm.distill.trlbackend import TrlOptions, train_lora_trl
-
-    trl = options.trl or TrlOptions()
-
-    def trl_alone(task: Any) -> tuple[Any, Any]:
-        return train_lora_trl(model, tok, task, data[task.name], tc, trl)
-
-    return trl_fit(tok, tc, trl), trl_alone
 
 
 def run_curriculum(
@@ -157,11 +123,25 @@ def run_curriculum(
     log: Any,
     progress: bool,
     config: CurriculumConfig | None = None,
+    *,
+    method: str = "sft",
+    teacher: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """All three stages, on the own loop or trl (``options.backend``). Returns (adapters,
-    per-task TrainResult, decisions for the report)."""
+    """All three stages, on the own loop or trl (``options.backend``), with ``method``
+    (``sft``, or ``kd`` with ``teacher``, a local model sharing the student's tokenizer;
+    ``kd`` without one is sequence-level KD, which is SFT). With the trl backend's
+    ``save_steps`` the shared stages checkpoint their state too, and ``resume`` continues
+    from it. Returns (adapters, per-task TrainResult, decisions for the report)."""
+    check_method(method)
+    if teacher is not None and method != "kd":
+        raise ConfigError(f"a teacher model is for method 'kd', not {method!r}")
+    empty = [t.name for t in selected if not data[t.name]]
+    if empty:
+        raise TaskError(
+            f"no training examples for {empty} (the data is empty, or the teacher's answers "
+            "were all rejected); the curriculum needs some for every task"
+        )
     cfg = config or CurriculumConfig()
-    tc = options.train
     model, tok = loaded.model, loaded.tokenizer
     by_name = {t.name: t for t in selected}
     embeddings = {
@@ -171,7 +151,7 @@ def run_curriculum(
     decisions = filter_tasks({t.name: len(data[t.name]) for t in selected}, similarity, cfg)
     for d in decisions:
         log(f"curriculum stage 1: {d.task} -> {d.stage} ({d.reason})")
-    fit, alone = stage_trainers(loaded, data, options, progress)
+    fit, alone = stage_trainers(loaded, data, by_name, options, progress, teacher)
     adapters: dict[str, Any] = {}
     results: dict[str, Any] = {}
     for d in decisions:
@@ -180,101 +160,105 @@ def run_curriculum(
     shared = [d for d in decisions if d.stage != "single-task"]
     stops: dict[str, TaskStop] = {}
     if shared:
-        shared_adapters, shared_results, stops = train_shared(
-            loaded, suite, by_name, data, shared, tc, cfg, log, fit
-        )
+        run = run_identity(decisions, options.train, cfg, loss_name(teacher))
+        plan = SharedPlan(loaded, suite, by_name, data, shared, options, cfg, log, fit, run)
+        shared_adapters, shared_results, stops = train_shared(plan)
         adapters.update(shared_adapters)
         results.update(shared_results)
-    report = []
-    for d in decisions:
-        row: dict[str, Any] = {
-            "task": d.task,
-            "stage": d.stage,
-            "reason": d.reason,
-            "n_train": d.n_train,
-            "similarity": round(d.similarity, 4),
-        }
-        if d.task in stops:
-            s = stops[d.task]
-            row["best_step"], row["stopped_at"] = s.best_step, s.stopped_at
-            row["reason"] += f"; best validation {s.best:.3f} at step {s.best_step}" + (
-                f", stopped at step {s.stopped_at}" if s.stopped_at is not None else ""
-            )
-        report.append(row)
-    return adapters, results, report
+    return adapters, results, [report_row(d, stops.get(d.task)) for d in decisions]
 
 
-def high_resource_stage(
-    peft_model: Any,
-    mixture: Mixture,
-    shared: Sequence[Decision],
-    sizes: Mapping[str, int],
-    cfg: CurriculumConfig,
-    seed: int,
-    fit: Fit,
-) -> list[float]:
+def report_row(d: Decision, stop: TaskStop | None) -> dict[str, Any]:
+    """A task's line of the report's curriculum decisions."""
+    row: dict[str, Any] = {
+        "task": d.task,
+        "stage": d.stage,
+        "reason": d.reason,
+        "n_train": d.n_train,
+        "similarity": round(d.similarity, 4),
+    }
+    if stop is not None:
+        row["best_step"], row["stopped_at"] = stop.best_step, stop.stopped_at
+        row["reason"] += f"; best validation {stop.best:.3f} at step {stop.best_step}" + (
+            f", stopped at step {stop.stopped_at}" if stop.stopped_at is not None else ""
+        )
+    return row
+
+
+@dataclass(frozen=True)
+class SharedPlan:
+    """What stages 2 and 3 need: the student, the suite and its shared tasks' data, the
+    options (``options.trl``: checkpoints), the thresholds, the log, the stage trainer and
+    the run's identity in its checkpoints."""
+
+    loaded: Any
+    suite: Any
+    by_name: Mapping[str, Any]
+    data: Mapping[str, list[Any]]
+    shared: Sequence[Decision]
+    options: Any
+    cfg: CurriculumConfig
+    log: Any
+    fit: Fit
+    run: dict[str, Any]
+
+    def resumed(self, stage: str) -> tuple[str, CurriculumState] | None:
+        """The checkpoint of ``stage`` the trainer resumes from and the curriculum's state
+        in it, or None (no ``resume``, or no checkpoint yet)."""
+        trl = self.options.trl
+        if trl is None or not trl.resume:
+            return None
+        from tinyllm.distill.trlrun import latest_checkpoint
+
+        found = latest_checkpoint(str(Path(trl.run_dir) / stage_folder(stage)))
+        if found is None:
+            return None
+        return found, load_state(Path(found), stage, self.run, self.options.train)
+
+    def saver(self, state: Callable[[int], CurriculumState]) -> OnSave | None:
+        """The hook that adds the curriculum's ``state`` at a step to each trl checkpoint,
+        or None when the run takes no checkpoints."""
+        trl = self.options.trl
+        if trl is None or not trl.save_steps:
+            return None
+        return lambda folder, step: save_state(Path(folder), state(step), self.run)
+
+
+def high_resource_stage(plan: SharedPlan, peft_model: Any, mixture: Mixture) -> list[float]:
     """Stage 2: the high-resource tasks alone on the shared LoRA (no early stopping);
     its losses, none when no task is high-resource."""
-    high = [d.task for d in shared if d.stage == "high-resource"]
+    high = [d.task for d in plan.shared if d.stage == "high-resource"]
     if not high:
         return []
-    sampler = MixtureSampler({n: sizes[n] for n in high}, cfg.temperature, seed)
-    return fit(peft_model, lambda: mixture.draw(sampler), "stage 2", None)
+    sizes = {d.task: d.n_train for d in plan.shared if d.stage == "high-resource"}
+    sampler = MixtureSampler(sizes, plan.cfg.temperature, plan.options.train.seed)
+    resumed = plan.resumed("stage 2")
+    if resumed is not None:
+        mixture.restore(resumed[1].drawn)
+        restore_sampler(sampler, resumed[1].samplers["stage 2"])
+
+    def state(step: int) -> CurriculumState:
+        return CurriculumState(
+            "stage 2", step, list(mixture.drawn), {"stage 2": sampler_state(sampler)}
+        )
+
+    draw = lambda: mixture.draw(sampler)  # noqa: E731
+    return plan.fit(peft_model, draw, "stage 2", None, plan.saver(state))
 
 
-def train_shared(
-    loaded: Any,
-    suite: Any,
-    by_name: Mapping[str, Any],
-    data: Mapping[str, list[Any]],
-    shared: Sequence[Decision],
-    tc: TrainConfig,
-    cfg: CurriculumConfig,
-    log: Any,
-    fit: Fit,
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, TaskStop]]:
-    """Stages 2 and 3 on one shared LoRA, trained by ``fit``; per-task adapters are its best
-    snapshots. Returns (adapters, per-task TrainResult, per-task early-stopping records)."""
+def train_shared(plan: SharedPlan) -> tuple[dict[str, Any], dict[str, Any], dict[str, TaskStop]]:
+    """Stages 2 and 3 on one shared LoRA, trained by ``plan.fit``; per-task adapters are
+    its best snapshots. Returns (adapters, per-task TrainResult, per-task early-stopping
+    records)."""
     from tinyllm.distill.sft import TrainResult, adapter_of, encode, with_lora
-    from tinyllm.suite import load_split
 
-    model, tok = loaded.model, loaded.tokenizer
-    names = [d.task for d in shared]
-    sizes = {d.task: d.n_train for d in shared}
-    mixture = Mixture(
-        {n: encode(tok, by_name[n], data[n], tc.max_len) for n in names}, tc.batch_size, tc.seed
-    )
-    peft_model = with_lora(model, tc)
-    losses = high_resource_stage(peft_model, mixture, shared, sizes, cfg, tc.seed, fit)
-    valid = {n: load_split(suite, by_name[n], "validation", cfg.eval_limit) for n in names}
-    stopper = EarlyStopping(names, cfg.patience)
-    sampler3 = MixtureSampler(sizes, cfg.temperature, tc.seed + 1)
-    snapshots: dict[str, Any] = {}
-
-    def evaluate_active(step: int) -> bool:
-        peft_model.eval()
-        for n in stopper.active():
-            value = validation_score(peft_model, tok, by_name[n], valid[n])
-            improved, stop = stopper.update(n, step, value)
-            if improved:
-                snapshots[n] = adapter_of(peft_model, tc)
-            if stop:
-                sampler3.stop(n)
-                best = stopper.tasks[n].best
-                log(f"curriculum stage 3: {n} stops at step {step} (best {best:.3f})")
-        peft_model.train()
-        return not stopper.active()
-
-    every = cfg.interval(tc.steps)
-    evaluate_active(0)
-    losses3 = fit(
-        peft_model,
-        lambda: mixture.draw(sampler3),
-        "stage 3",
-        lambda step: step % every == 0 and evaluate_active(step),
-    )
-    if len(losses3) % every:
-        evaluate_active(len(losses3))
+    tc, tok = plan.options.train, plan.loaded.tokenizer
+    names = [d.task for d in plan.shared]
+    encoded = {n: encode(tok, plan.by_name[n], plan.data[n], tc.max_len) for n in names}
+    mixture = Mixture(encoded, tc.batch_size, tc.seed)
+    peft_model = with_lora(plan.loaded.model, tc)
+    losses = high_resource_stage(plan, peft_model, mixture)
+    stopper, snapshots, losses3 = mixture_stage(plan, peft_model, mixture)
     losses += losses3
     results = {
         n: TrainResult([x for x, t in zip(losses, mixture.drawn, strict=False) if t == n])
@@ -283,3 +267,63 @@ def train_shared(
     adapters = {n: snapshots.get(n) or adapter_of(peft_model, tc) for n in names}
     peft_model.unload()
     return adapters, results, stopper.tasks
+
+
+def mixture_stage(
+    plan: SharedPlan, peft_model: Any, mixture: Mixture
+) -> tuple[EarlyStopping, dict[str, Any], list[float]]:
+    """Stage 3: every shared task, temperature-sampled, validated every ``interval`` steps
+    with per-task early stopping and snapshots. Returns (the early-stopping records, the
+    snapshots, the stage's losses)."""
+    from tinyllm.distill.sft import adapter_of
+    from tinyllm.suite import load_split
+
+    tc, cfg, tok = plan.options.train, plan.cfg, plan.loaded.tokenizer
+    names = [d.task for d in plan.shared]
+    valid = {
+        n: load_split(plan.suite, plan.by_name[n], "validation", cfg.eval_limit) for n in names
+    }
+    stopper = EarlyStopping(names, cfg.patience)
+    sampler = MixtureSampler({d.task: d.n_train for d in plan.shared}, cfg.temperature, tc.seed + 1)
+    snapshots: dict[str, Any] = {}
+
+    def evaluate_active(step: int) -> bool:
+        peft_model.eval()
+        for n in stopper.active():
+            value = validation_score(peft_model, tok, plan.by_name[n], valid[n])
+            improved, stop = stopper.update(n, step, value)
+            if improved:
+                snapshots[n] = adapter_of(peft_model, tc)
+            if stop:
+                sampler.stop(n)
+                best = stopper.tasks[n].best
+                plan.log(f"curriculum stage 3: {n} stops at step {step} (best {best:.3f})")
+        peft_model.train()
+        return not stopper.active()
+
+    def state(step: int) -> CurriculumState:
+        samplers = {"stage 3": sampler_state(sampler)}
+        return CurriculumState(
+            "stage 3", step, list(mixture.drawn), samplers, stopper.tasks, snapshots
+        )
+
+    resumed = plan.resumed("stage 3")
+    if resumed is None:
+        evaluate_active(0)
+    else:
+        mixture.restore(resumed[1].drawn)
+        restore_sampler(sampler, resumed[1].samplers["stage 3"])
+        restore_stops(stopper, resumed[1].stops)
+        snapshots.update(resumed[1].snapshots)
+        if not stopper.active():  # every task had stopped: the stage ended there
+            from tinyllm.distill.trlrun import checkpoint_losses
+
+            return stopper, snapshots, checkpoint_losses(resumed[0])
+    every = cfg.interval(tc.steps)
+    after = lambda step: step % every == 0 and evaluate_active(step)  # noqa: E731
+    losses = plan.fit(
+        peft_model, lambda: mixture.draw(sampler), "stage 3", after, plan.saver(state)
+    )
+    if len(losses) % every:
+        evaluate_active(len(losses))
+    return stopper, snapshots, losses

@@ -227,15 +227,11 @@ def trained_adapters(
 
     adapters: dict[str, Any] = {}
     results: dict[str, Any] = {}
-    teacher_model = None
-    if method == "kd":
-        from tinyllm.distill.kd import load_teacher_model
-
-        teacher_model = load_teacher_model(teacher, loaded.tokenizer, log)
+    teacher_model = logit_teacher(method, teacher, loaded, log)
     for task in selected:
         if options.backend == "trl" and method == "grpo":
-            from tinyllm.distill.trlbackend import TrlOptions
             from tinyllm.distill.trlgrpo import train_grpo_lora_trl
+            from tinyllm.distill.trlrun import TrlOptions
 
             train, grpo = grpo_plan(task, options.train)
             adapter, result = train_grpo_lora_trl(
@@ -269,6 +265,16 @@ def trained_adapters(
     return adapters, results
 
 
+def logit_teacher(method: str, teacher: str, loaded: Any, log: Log) -> Any:
+    """The teacher as a local model for logit KD (``method`` kd and a teacher that shares
+    the student's tokenizer), else None: sequence-level KD or SFT (it logs why)."""
+    if method != "kd":
+        return None
+    from tinyllm.distill.kd import load_teacher_model
+
+    return load_teacher_model(teacher, loaded.tokenizer, log)
+
+
 def grpo_plan(task: TaskSpec, train: TrainConfig) -> tuple[TrainConfig, Any]:
     """GRPO's steps and settings for one task: a task with tools spends half its steps
     learning to write calls (SFT on the same LoRA), half being rewarded for them."""
@@ -284,7 +290,8 @@ def trl_adapter(
     loaded: Any, task: TaskSpec, examples: list[Example], teacher_model: Any, options: Any
 ) -> tuple[Any, Any]:
     """One task's adapter trained on trl: SFT, or logit KD when there is a teacher model."""
-    from tinyllm.distill.trlbackend import TrlOptions, train_lora_trl
+    from tinyllm.distill.trlbackend import train_lora_trl
+    from tinyllm.distill.trlrun import TrlOptions
 
     kd = None
     if teacher_model is not None:
@@ -297,16 +304,14 @@ def trl_adapter(
     )  # fmt: skip
 
 
-def check_backend(backend: str, method: str, curriculum: bool, trl: Any = None) -> None:
-    """Reject an unknown backend, or a recipe the trl backend (``trl``: its TrlOptions)
-    does not run yet."""
+def check_backend(backend: str, method: str, curriculum: bool) -> None:
+    """Reject an unknown backend, or a method the curriculum does not train with."""
     if backend not in ("own", "trl"):
         raise ConfigError(f"unknown training backend {backend!r}; use 'own' or 'trl'")
-    if curriculum and trl is not None and (trl.save_steps or trl.resume):
-        raise ConfigError(
-            "--checkpoint-every and --resume do not apply to --curriculum (its early-stopping "
-            "state is not checkpointed); drop them, or train one LoRA per task"
-        )
+    if curriculum:
+        from tinyllm.distill.curriculum import check_method as check_curriculum_method
+
+        check_curriculum_method(method)
 
 
 def main_process() -> bool:
@@ -340,7 +345,7 @@ def run_distill(
     suite = load_tasks(tasks)
     selected = suite.select(names)
     check_method(method, selected)
-    check_backend(options.backend, method, curriculum, options.trl)
+    check_backend(options.backend, method, curriculum)
     check_call_method(method, selected)
     prepare_tasks(selected)
     out = Path(out)
@@ -356,8 +361,9 @@ def run_distill(
         from tinyllm.distill.multitask import run_curriculum
 
         adapters, results, decisions = run_curriculum(
-            loaded, suite, selected, data, options, log, progress
-        )
+            loaded, suite, selected, data, options, log, progress, method=method,
+            teacher=logit_teacher(method, teacher, loaded, log),
+        )  # fmt: skip
         report.decisions = decisions
     else:
         adapters, results = trained_adapters(

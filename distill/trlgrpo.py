@@ -34,7 +34,8 @@ from tinyllm.distill.sft import (
     encode,
     with_lora,
 )
-from tinyllm.distill.trlbackend import (
+from tinyllm.distill.trlbackend import train_trl
+from tinyllm.distill.trlrun import (
     TrlOptions,
     checkpoint_losses,
     common_args,
@@ -43,7 +44,6 @@ from tinyllm.distill.trlbackend import (
     micro_batch,
     ordered_rows,
     run_folder,
-    train_trl,
     trl_module,
     warmup_scheduler,
 )

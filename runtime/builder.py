@@ -15,7 +15,8 @@ Two flavours share everything but attention and normalization:
 Graph I/O (``ort``): ``input_ids [B,S]``, ``seqlens_k [B]`` (int32, each row's total length
 minus one), ``total_sequence_length`` (int32 scalar), ``past_key.i``/``past_value.i``;
 outputs ``logits [B,V]`` (the hidden state at ``logits_index [B]`` of each row) and
-``present_key.i``/``present_value.i``. Multi-LoRA adds ``lora_index [B]`` and, per
+``present_key.i``/``present_value.i`` (with ``greedy_ids``, also ``greedy_ids [B]``: each
+row's argmax, see :class:`BuildOptions`). Multi-LoRA adds ``lora_index [B]`` and, per
 projection kind, stacked adapters ``lora_A.P [L, slots, d_in, r]``, ``lora_B.P [L, slots,
 r, d_out]`` (slot 0 all zeros = no adapter), bound once by the engine.
 """
@@ -55,6 +56,10 @@ class BuildOptions:
     required for those precisions. ``accuracy_level`` is MatMulNBits' compute mode: 4
     quantizes activations to int8 per block (fastest on CPU), 0 computes in float.
     ``lora_slots > 0`` adds the multi-LoRA inputs for ``lora_targets`` of rank ``lora_rank``.
+    ``greedy_ids`` adds the output ``greedy_ids``: the argmax over the vocabulary of every
+    logits row, int64, shaped as ``logits`` without its last axis (``[B]`` for
+    ``logits_index [B]``, ``[B, P]`` for ``[B, P]``, ``[B, S]`` with ``all_logits``), so
+    a greedy step can bring back ids instead of ``[B, V]`` logits.
     ``quantized_embedding`` (``ort`` flavour, int4/int8): the token lookup dequantizes
     rows of ``packed["model.embed_tokens.weight"]`` (GatherBlockQuantized) instead of
     reading a float table; with tied embeddings those int blocks are the lm head's, one
@@ -71,6 +76,7 @@ class BuildOptions:
     packed: Mapping[str, PackedWeight] = field(default_factory=dict)
     accuracy_level: int = 4
     quantized_embedding: bool = False
+    greedy_ids: bool = False
 
     @property
     def float_dtype(self) -> np.dtype:
@@ -354,6 +360,15 @@ class DecoderBuilder:
         g.output(
             "logits", self.ftype, ["batch", "seq", c.vocab_size] if self.o.all_logits else None
         )
+        if self.o.greedy_ids:
+            self.greedy_ids(out)
+
+    def greedy_ids(self, logits: str) -> None:
+        """The output ``greedy_ids``: argmax of ``logits`` over the vocabulary (the first
+        of equal maxima, as numpy's argmax), int64, ``logits``' shape without its last axis."""
+        g = self.g
+        g.op("ArgMax", [logits], ["greedy_ids"], axis=-1, keepdims=0, select_last_index=0)
+        g.output("greedy_ids", TensorProto.INT64, ["batch", "seq"] if self.o.all_logits else None)
 
 
 def build_decoder(config: ModelConfig, weights: Weights, options: BuildOptions) -> onnx.ModelProto:

@@ -57,6 +57,15 @@ def call_segments(tool: Tool) -> tuple[_Seg, ...]:
     return tuple(segs)
 
 
+def _common(texts: Sequence[str]) -> str:
+    """The longest common prefix of ``texts``."""
+    first = min(texts, key=len)
+    for i, ch in enumerate(first):
+        if any(t[i] != ch for t in texts):
+            return first[:i]
+    return first
+
+
 # One thread of the machine: (tool, segment, characters into it, choices alive, sub-state)
 _Thread = tuple[int, int, int, tuple[int, ...], str]
 
@@ -99,6 +108,24 @@ class CallPrefix:
     def complete(self) -> bool:
         """The text so far is one whole call."""
         return any(seg == len(self.segments[tool]) for tool, seg, *_ in self.threads)
+
+    def forced(self) -> str:
+        """The text every valid continuation starts with (the rest of the fixed call text
+        up to the next free value; empty where the model has a choice)."""
+        texts = [self._forced(t) for t in self.threads]
+        return _common(texts) if texts else ""
+
+    def _forced(self, thread: _Thread) -> str:
+        tool, seg, pos, alive, _ = thread
+        segs, out = self.segments[tool], ""
+        while seg < len(segs) and segs[seg].kind in ("lit", "choice"):
+            rest = _common([segs[seg].texts[i][pos:] for i in alive])
+            out += rest
+            if len(alive) > 1:
+                break
+            seg, pos = seg + 1, 0
+            alive = tuple(range(len(segs[seg].texts))) if seg < len(segs) else ()
+        return out
 
     def feed(self, text: str) -> bool:
         """Advance over ``text``; False (and an undefined state) if it leaves the calls."""

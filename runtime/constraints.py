@@ -67,6 +67,10 @@ class Prefix(Protocol):
         """Advance over ``text``; False if it leaves the valid prefixes."""
         ...
 
+    def forced(self) -> str:
+        """The text every valid continuation starts with ("" where there is a choice)."""
+        ...
+
     def signature(self) -> tuple[object, ...]:
         """Everything that decides which texts may follow."""
         ...
@@ -119,6 +123,11 @@ class JsonPrefix:
     def feed(self, text: str) -> bool:
         """Advance over ``text``; False (and an undefined state) if it breaks the syntax."""
         return all(self._char(ch) for ch in text)
+
+    def forced(self) -> str:
+        """The text every valid continuation starts with: the rest of a literal
+        (``rue`` after ``t``), else "" (JSON leaves whitespace and values free)."""
+        return self.literal if self.mode == "literal" else ""
 
     def _after(self) -> str:
         return "after" if self.stack else "done"

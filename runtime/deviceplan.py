@@ -12,7 +12,10 @@ binds exactly what the plan puts on the device; tests assert the plan itself.
   GroupQueryAttention). Per decode step the small per-row inputs go up (input ids,
   ``logits_index``, ``seqlens_k``, ``lora_index``; ``total_sequence_length`` is a CPU
   input of the CUDA GroupQueryAttention kernel, so never copied) and the logits come
-  back: the graph has no sampler, so every row's logits ``[b, V]`` cross, not token ids.
+  back: every row's logits ``[b, V]``. An engine exported with ``greedy_ids`` also
+  brings back each row's argmax ``[b]`` int64, and a step whose rows all decode greedily
+  with no constraint (``greedy=True``) brings back only those ids: the logits stay on
+  the GPU.
 - ``cuda`` with the ``standard`` flavour: its graph grows the KV by concatenation, so
   the past KV of every layer goes up and the present comes back each step; the plan
   says so (use ``onnx-cuda`` for device-resident KV).
@@ -135,47 +138,66 @@ def step_inputs(info: EngineInfo, batch: int, held: int) -> list[Copy]:
     return copies
 
 
+def step_outputs(
+    info: EngineInfo, config: ModelConfig, batch: int, greedy: bool, where: Where
+) -> tuple[list[Buffer], list[Copy]]:
+    """The output buffers of a step (logits, and greedy ids where the engine has them) and
+    the copies that bring them back: the ids alone in a ``greedy`` step."""
+    buffers = [Buffer("logits", (batch, config.vocab_size), info.float_dtype, where)]
+    if info.greedy_ids:
+        buffers.append(Buffer("greedy_ids", (batch,), "int64", where))
+    copies = [Copy(b.name, "d2h", b.shape, b.dtype) for b in buffers]
+    return buffers, copies[1:] if greedy else copies
+
+
 def plan(
-    info: EngineInfo, config: ModelConfig, max_batch: int, max_seq: int, device: str
+    info: EngineInfo,
+    config: ModelConfig,
+    max_batch: int,
+    max_seq: int,
+    device: str,
+    *,
+    greedy: bool = False,
 ) -> DevicePlan:
     """Plan a session of ``max_batch`` rows and ``max_seq`` positions on ``device``.
 
     The decode step planned is the largest: ``max_batch`` rows, each holding
-    ``max_seq - 1`` tokens.
+    ``max_seq - 1`` tokens; ``greedy``: rows that all decode greedily with no constraint,
+    on an engine exported with ``greedy_ids`` (their ids come back, not the logits).
     """
     check_shape(info, max_batch, max_seq, device)
+    if greedy and not info.greedy_ids:
+        raise ConfigError("a greedy step reads the greedy_ids output: this engine has none")
     dtype = info.float_dtype
     if device == "cpu":
+        outs, _ = step_outputs(info, config, max_batch, greedy, "host")
         buffers = [
             *kv_buffers(config, dtype, max_batch, max_seq, "host"),
             *lora_buffers(config, info, "host"),
-            Buffer("logits", (max_batch, config.vocab_size), dtype, "host"),
+            *outs,
         ]
         note = "the CPU provider reads and writes host memory in place: no copies"
         return DevicePlan(device, info.flavour, max_batch, max_seq, buffers, [], [], [note])
-    logits = Copy("logits", "d2h", (max_batch, config.vocab_size), dtype)
     inputs = step_inputs(info, max_batch, max_seq - 1)
     loras = lora_buffers(config, info, "device")
     uploads = [Copy(b.name, "h2d", b.shape, b.dtype) for b in loras]
     if info.flavour == "ort":
-        buffers = [
-            *kv_buffers(config, dtype, max_batch, max_seq, "device"),
-            *loras,
-            Buffer("logits", (max_batch, config.vocab_size), dtype, "device"),
-        ]
+        outs, back = step_outputs(info, config, max_batch, greedy, "device")
+        buffers = [*kv_buffers(config, dtype, max_batch, max_seq, "device"), *loras, *outs]
         notes = [
             "total_sequence_length is a CPU input of CUDA GroupQueryAttention: not copied",
             "adapter stacks are uploaded once per set_lora, not per step",
         ]
         return DevicePlan(
-            device, "ort", max_batch, max_seq, buffers, [*inputs, logits], uploads, notes
+            device, "ort", max_batch, max_seq, buffers, [*inputs, *back], uploads, notes
         )
     kv = kv_buffers(config, dtype, max_batch, max_seq, "host")
     past = (max_batch, config.num_key_value_heads, max_seq - 1, config.head_dim)
     present = (max_batch, config.num_key_value_heads, max_seq, config.head_dim)
     kv_copies = [Copy(f"past.{b.name}", "h2d", past, dtype) for b in kv]
     kv_copies += [Copy(f"present.{b.name}", "d2h", present, dtype) for b in kv]
-    buffers = [*kv, *loras, Buffer("logits", (max_batch, config.vocab_size), dtype, "host")]
+    outs, back = step_outputs(info, config, max_batch, greedy, "host")
+    buffers = [*kv, *loras, *outs]
     notes = [
         "the standard graph grows its KV by concatenation: every layer's KV crosses "
         "each step; export onnx-cuda for device-resident KV"
@@ -186,7 +208,7 @@ def plan(
         max_batch,
         max_seq,
         buffers,
-        [*inputs, *kv_copies, logits],
+        [*inputs, *kv_copies, *back],
         uploads,
         notes,
     )

@@ -28,7 +28,7 @@ from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.runtime.scheduler import Policy, SchedulerConfig
 from tinyllm.runtime.service import TaskService
 from tinyllm.runtime.serving import Server, ServingOptions
-from tinyllm.runtime.servingdefaults import read_defaults
+from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
 from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
 from tinyllm.runtime.speculative import check_exact
 from tinyllm.tasktable import TaskTable
@@ -44,6 +44,14 @@ class Generation:
     token_ids: list[int]
     prompt_tokens: int
     finish_reason: FinishReason
+
+
+def _exact_settings(settings: ServingDefaults, info: EngineInfo) -> ServingDefaults:
+    """``settings`` with ``fast_forward`` resolved for the engine (on where its verify runs
+    are exact); speculation or fast-forwarding that would change its outputs is refused."""
+    ask = settings.fast_forward
+    on = check_exact(settings.speculate, info.flavour, info.precision, ask, info.float_dtype)
+    return replace(settings, fast_forward=on)
 
 
 class Engine(TaskService):
@@ -93,6 +101,7 @@ class Engine(TaskService):
         constrain: bool | None = None,
         prefix_cache_mb: float | None = None,
         speculate: int | None = None,
+        fast_forward: bool | None = None,
         verify: Verify = "sha256",
     ) -> Engine:
         """Load an engine of a bundle.
@@ -128,6 +137,10 @@ class Engine(TaskService):
                 greedy requests of tasks that speculate (``output.speculate``) and
                 ``GenerationConfig(speculate=True)``; outputs are unchanged; 0 turns it off.
                 int4/int8 ``ort`` engines refuse it (it would change their outputs).
+            fast_forward: greedy constrained requests (tool calls, JSON) write the text
+                their constraint forces in one verify step instead of one step a token;
+                outputs are unchanged. None (the default): on for float32 engines whose
+                verify steps are exact; int4/int8 ``ort`` engines refuse True.
             verify: ``"sha256"`` checks the hash of every file the engine reads (digests
                 are remembered by file identity, so a reload is fast); ``"size"`` only
                 sizes. engine.json is always checked against the graph.
@@ -149,9 +162,10 @@ class Engine(TaskService):
             constrain=constrain,
             prefix_cache_mb=prefix_cache_mb,
             speculate=speculate,
+            fast_forward=fast_forward,
         )
         info = read_engine_info(folder, EngineInfo)
-        check_exact(settings.speculate, info.flavour, info.precision)
+        settings = _exact_settings(settings, info)
         seq = min(max_seq_len or min(info.max_seq_len, 4096), info.max_seq_len)
         tok = ChatTokenizer(opened.tokenizer_dir)
         spec = SessionSpec(

@@ -6,7 +6,9 @@ Loading an engine checks, before the first token:
   adapters), through the hash cache of :mod:`tinyllm.integrity`, unless the caller asked
   for ``verify="size"``;
 - that engine.json tells the truth about the graph: the flavour, float dtype and
-  multi-LoRA slots, rank and targets are read off the graph's inputs; the context length,
+  multi-LoRA slots, rank and targets are read off the graph's inputs, ``greedy_ids`` off
+  its outputs (an engine.json without the key, as every engine exported before it, says
+  false: such graphs have no ``greedy_ids`` output); the context length,
   precision, block size and merged adapter off the metadata export stamps into the model
   (``tinyllm.*`` keys). A lie is a :class:`BundleError` naming engine.json and the field.
 
@@ -122,6 +124,8 @@ def check_graph(info: EngineInfo, session: Any, config: ModelConfig, folder: Pat
             f"config {config.num_hidden_layers}: the engine belongs to another model"
         )
     _check_lora(info, inputs, lie)
+    if info.greedy_ids != ("greedy_ids" in outputs):
+        raise lie("greedy_ids", info.greedy_ids, "greedy_ids" in outputs)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     for name in STAMPED:
         stamped = metadata.get(f"tinyllm.{name}")

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class EngineInfo:
     """engine.json: how the engine was exported. ``merged_adapter``: the task whose adapter
-    export folded into the weights (``--merge-adapter``); the engine serves only it."""
+    export folded into the weights (``--merge-adapter``); the engine serves only it.
+    ``greedy_ids``: the graph also outputs each row's argmax (``--greedy-ids``); engine.json
+    has the key only when it is true, so older engines read as before."""
 
     target: str
     flavour: str
@@ -21,3 +23,4 @@ class EngineInfo:
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = ()
     merged_adapter: str | None = None
+    greedy_ids: bool = False

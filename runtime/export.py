@@ -95,6 +95,7 @@ def write_engine(
         lora_targets=options.lora_targets,
         accuracy_level=options.accuracy_level,
         quantized_embedding=quantized_lookup(options),
+        greedy_ids=options.greedy_ids,
     )
     model = build_decoder(config, weights, build)
     info = EngineInfo(
@@ -109,6 +110,7 @@ def write_engine(
         lora_rank=options.lora_rank,
         lora_targets=tuple(options.lora_targets) if options.lora_slots else (),
         merged_adapter=options.merge_adapter,
+        greedy_ids=options.greedy_ids,
     )
     save_engine(folder, model, info, bundle.config, options)
     lookup = build.quantized_embedding and EMBEDDING in packed
@@ -199,11 +201,13 @@ def copy_stamps(source: Path, context_model: Path) -> None:
 def write_info(folder: Path, info: EngineInfo, verification: dict[str, object]) -> None:
     """Write engine.json (the engine's description plus its verification table).
 
-    ``merged_adapter`` is written only when set, so engines without one read as before
-    (the C++ runtime rejects keys it does not know)."""
+    ``merged_adapter`` and ``greedy_ids`` are written only when set, so engines without
+    them read as before (C++ runtimes older than these keys reject keys they do not know)."""
     data = {**asdict(info), "lora_targets": list(info.lora_targets)}
     if info.merged_adapter is None:
         del data["merged_adapter"]
+    if not info.greedy_ids:
+        del data["greedy_ids"]
     (folder / "engine.json").write_text(json.dumps(data, indent=2) + "\n")
     if verification:
         (folder / "verification.json").write_text(json.dumps(verification, indent=2) + "\n")

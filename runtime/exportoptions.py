@@ -26,7 +26,9 @@ class ExportOptions:
     :func:`tinyllm.runtime.export.quantized_lookup`). ``max_batch`` is the largest batch of
     a TensorRT engine's profile; ``merge_adapter`` names a task whose adapter is folded into
     the base: the engine then serves that task only (the TensorRT fallback when the EP
-    cannot take the multi-LoRA graph)."""
+    cannot take the multi-LoRA graph). ``greedy_ids`` adds the graph output of each row's
+    argmax, which greedy rows read instead of the logits (see
+    :class:`tinyllm.runtime.builder.BuildOptions`)."""
 
     target: str = "onnx-cpu"
     precision: str | None = None
@@ -41,6 +43,7 @@ class ExportOptions:
     quantized_embedding: bool = False
     max_batch: int = 8
     merge_adapter: str | None = None
+    greedy_ids: bool = False
 
     def resolved(self) -> tuple[str, str]:
         """(flavour, precision), checked against the target."""

@@ -126,6 +126,7 @@ class Counters:
         self.tokens = {"prompt": 0, "output": 0}
         self.per_task: dict[str, dict[str, int]] = {}
         self.peak_batch_rows = 0  # the most requests one batched prefill or decode run carried
+        self.runs = 0  # engine runs: prefills, batched decode steps, verify steps
         # Decode runs, the rows they computed and the rows that took a token (the rest
         # were placeholders: rows inside a run whose request skipped the step).
         self.decode = {"runs": 0, "rows": 0, "tokens": 0}
@@ -156,6 +157,7 @@ class Counters:
             "prompt_tokens": self.tokens["prompt"],
             "output_tokens": self.tokens["output"],
             "peak_batch_rows": self.peak_batch_rows,
+            "engine_runs": self.runs,
             "decode_runs": self.decode["runs"],
             "decode_rows": self.decode["rows"],
             "decode_placeholder_rows": self.decode["rows"] - self.decode["tokens"],

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from tinyllm.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class GenerationConfig:
 
 def sample(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generator) -> int:
     """Pick one token id from ``logits [V]``."""
+    import numpy as np  # here, so the CLI reads GenerationConfig without loading numpy
+
     if config.temperature == 0:
         return int(np.argmax(logits))
     scaled = logits.astype(np.float64) / config.temperature

@@ -6,6 +6,12 @@ row decodes with its adapter slot (``lora_index`` per row); a request whose prom
 with its task's cached prefix (:mod:`tinyllm.runtime.prefixcache`) gets that KV copied
 into its row and prefills only the rest. Callers get futures; the loop owns the session,
 so the public calls are thread-safe.
+
+On an engine exported with ``greedy_ids``, a step whose rows taking a token all decode
+greedily with no constraint (:func:`needs_logits`) reads the graph's greedy ids instead
+of the logits (on CUDA the logits then stay on the GPU); one row that samples or is
+constrained makes the step bring back every row's logits, as without the option.
+Speculative verify steps always read logits.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from tinyllm.runtime.sampling import sample
 from tinyllm.runtime.scheduler import PrefillRow, Request, Scheduler, SchedulerConfig, StepPlan
 from tinyllm.runtime.session import DecoderSession
 from tinyllm.runtime.slots import AdapterSlots
-from tinyllm.runtime.speculative import SpeculationOptions, SpeculationStats, drafts_for
+from tinyllm.runtime.speculative import Forcing, SpeculationOptions, SpeculationStats, drafts_for
 from tinyllm.runtime.stopwatch import NO_WATCH, StepRecorder, Stopwatch
 from tinyllm.runtime.toolrunner import ToolRunner
 
@@ -86,6 +92,9 @@ class Server:
         self.cache = PrefixCache(int(options.prefix_cache_mb * 2**20))
         self.speculation = options.speculation
         self.spec_stats = SpeculationStats()
+        self.forcing = Forcing(
+            router.tokenizer.encode, router.token_text, lambda: router.json_tokens
+        )
         slots.bind(session)
         self.live: dict[int, Live] = {}
         self.ids = itertools.count()
@@ -262,6 +271,7 @@ class Server:
             [self.live[rid] for rid in ready],
             self.speculation if self.session.verifies else None,
             self.session.spec.max_seq_len,
+            self.forcing,
         )
         plain = [rid for rid in ready if rid not in drafts]
         if plain:
@@ -269,7 +279,7 @@ class Server:
         # After the batched run: it wrote a placeholder at each drafting row's next position.
         for row, rid in rows.items():
             if rid in drafts:
-                self._verify(self.live[rid], row, drafts[rid])
+                self._verify(self.live[rid], row, *drafts[rid])
                 self.watch.lap("decode")
         with self.cond:
             for rid in [rid for rid, live in self.live.items() if live.done]:
@@ -290,20 +300,25 @@ class Server:
             if prefix is not None:  # a fresh row starts from its task's cached prefix
                 self.session.write_kv(p.row, prefix.kv)
                 watch.lap("prefix_copy")
-        logits = self.session.prefill_rows(
-            group[0].row,
-            [live.route.prompt[p.start : p.end] for p, live in zip(group, lives, strict=True)],
-            [p.start for p in group],
-            np.array([live.route.slot for live in lives]),
-        )
+        self.counters.runs += 1
+        chunks = [live.route.prompt[p.start : p.end] for p, live in zip(group, lives, strict=True)]
+        past = [p.start for p in group]
+        slots = np.array([live.route.slot for live in lives])
+        ending = [
+            live for p, live in zip(group, lives, strict=True) if p.end == len(live.route.prompt)
+        ]
+        if self.session.greedy_ids and not any(needs_logits(live) for live in ending):
+            picks = self.session.prefill_ids(group[0].row, chunks, past, slots)
+        else:
+            picks = self.session.prefill_rows(group[0].row, chunks, past, slots)
         watch.lap("prefill")
-        for p, live, row_logits in zip(group, lives, logits, strict=True):
+        for p, live, pick in zip(group, lives, picks, strict=True):
             self.scheduler.prefilled(p.request, p.end)
             if live.fill_cache and p.end >= live.route.prefix_len:
                 self._fill_cache(live, p.row)
             if p.end == len(live.route.prompt):
                 live.ttft = time.perf_counter() - live.start
-                self._advance(live, row_logits)
+                self._advance(live, pick)
 
     def _decode(self, decode: set[int], rows: dict[int, int]) -> None:
         """One batched decode run over the rows from the lowest to the highest whose
@@ -329,15 +344,23 @@ class Server:
                 tokens[row - low] = live.tokens[-1]
         self.counters.decoded(width, len(taking))
         watch.lap("scheduler")
-        logits = self.session.decode(tokens, lengths, lora, start=low)
+        self.counters.runs += 1
+        run = (
+            self.session.decode_ids
+            if self.session.greedy_ids and not any(needs_logits(self.live[r]) for r in decode)
+            else self.session.decode
+        )
+        picks = run(tokens, lengths, lora, start=low)  # ids [width] or logits [width, V]
         watch.lap("decode")
         for row, rid in taking.items():
-            self._advance(self.live[rid], logits[row - low])
+            self._advance(self.live[rid], picks[row - low])
 
-    def _verify(self, live: Live, row: int, tokens: list[int]) -> None:
-        """Feed the row's next token and its draft in one run; pick tokens from the logits
-        in order, exactly as plain steps would, keeping draft tokens while they match."""
+    def _verify(self, live: Live, row: int, tokens: list[int], forced: bool = False) -> None:
+        """Feed the row's next token and its draft (``forced``: text its constraint forces)
+        in one run; pick tokens from the logits in order, exactly as plain steps would,
+        keeping draft tokens while they match."""
         try:
+            self.counters.runs += 1
             logits = self.session.verify(
                 row, [live.tokens[-1], *tokens], live.kv_len, live.route.slot
             )
@@ -345,22 +368,30 @@ class Server:
             live.error = TinyLLMError(f"request {live.id} failed while verifying a draft: {e}")
             live.done = "error"
             return
-        self.spec_stats.steps += 1
-        self.spec_stats.drafted += len(tokens)
-        self.accept(live, tokens, logits)
+        stats = self.spec_stats
+        stats.steps += 1
+        stats.drafted += len(tokens)
+        stats.forced_steps += forced
+        stats.forced_drafted += len(tokens) if forced else 0
+        kept = self.accept(live, tokens, logits)
+        stats.forced_accepted += kept if forced else 0
 
-    def accept(self, live: Live, tokens: list[int], logits: np.ndarray) -> None:
+    def accept(self, live: Live, tokens: list[int], logits: np.ndarray) -> int:
         """Advance ``live`` by the logits ``[1 + len(tokens), V]`` of a verify run: each
         position's pick is the plain step's; stop after the first pick that differs from
-        the draft (the row's later KV positions are then overwritten by later steps)."""
+        the draft (the row's later KV positions are then overwritten by later steps).
+        Returns how many draft tokens were kept."""
+        accepted = 0
         for j, row_logits in enumerate(logits):
             held = len(live.tokens)
             self._advance(live, row_logits)
             self.spec_stats.emitted += len(live.tokens) - held
             kept = j < len(tokens) and len(live.tokens) > held and live.tokens[-1] == tokens[j]
-            self.spec_stats.accepted += kept
+            accepted += kept
             if live.done or not kept:
-                return
+                break
+        self.spec_stats.accepted += accepted
+        return accepted
 
     def _fill_cache(self, live: Live, row: int) -> None:
         """Store the KV of the request's task prefix, prefilled just now in ``row``."""
@@ -372,11 +403,12 @@ class Server:
                 self.cache.store(live.key, live.route.prompt[:n], kv)
         self.watch.lap("prefix_copy")
 
-    def _advance(self, live: Live, logits: np.ndarray) -> None:
-        """Sample one token for a row and apply its stop rules; a failure fails the
+    def _advance(self, live: Live, pick: np.ndarray) -> None:
+        """Sample one token for a row from its logits ``pick [V]`` (or take the graph's
+        greedy id, ``pick`` a 0-d int array) and apply its stop rules; a failure fails the
         request alone (the other rows of the step go on)."""
         try:
-            self._sample(live, logits)
+            self._sample(live, pick)
         except Exception as e:
             live.error = (
                 e
@@ -386,17 +418,22 @@ class Server:
             live.done = "error"
 
     def _sample(self, live: Live, logits: np.ndarray) -> None:
-        """Sample one token for a row and apply its stop rules."""
+        """Sample one token for a row (from its logits, or its greedy id) and apply its
+        stop rules."""
         route, config = live.route, live.route.config
         self.scheduler.decoded(live.id)
-        if route.trie is not None:
-            allowed = route.trie.allowed(live.tokens)
-            if allowed:
-                logits = mask_logits(logits, allowed)
-        if live.json is not None:
-            token = pick_json_token(live.json, logits, config, live.rng, self.router.json_tokens)
+        if logits.ndim == 0:  # the graph's greedy id: only for rows that need no logits
+            token = int(logits)
         else:
-            token = sample(logits, config, live.rng)
+            if route.trie is not None:
+                allowed = route.trie.allowed(live.tokens)
+                if allowed:
+                    logits = mask_logits(logits, allowed)
+            if live.json is not None:
+                json_tokens = self.router.json_tokens
+                token = pick_json_token(live.json, logits, config, live.rng, json_tokens)
+            else:
+                token = sample(logits, config, live.rng)
         watch = self.watch
         watch.lap("sample")
         if token in self.stop_ids and not config.ignore_eos:
@@ -471,6 +508,15 @@ class Server:
                 "prefix_cache": self.cache.stats(),
                 "speculation": self.spec_stats.as_dict(),
             }
+
+
+def needs_logits(live: Live) -> bool:
+    """Whether the row's next token needs its logits on the host: it samples, or a label
+    trie or a JSON / tool-call constraint picks it. Plain greedy rows do not (the graph's
+    greedy id is the argmax of the same logits)."""
+    return (
+        live.route.config.temperature != 0 or live.route.trie is not None or live.json is not None
+    )
 
 
 # Decode loops still running when the interpreter exits: a daemon thread stopped inside

@@ -43,6 +43,7 @@ class ServingDefaults:
     constrain: bool = _OPTIONS.constrain
     prefix_cache_mb: float = _OPTIONS.prefix_cache_mb
     speculate: int = _OPTIONS.speculation.draft_tokens  # 0: off unless asked
+    fast_forward: bool | None = None  # None: on where verify runs are exact (check_exact)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -63,7 +64,11 @@ class ServingDefaults:
             ),
             self.constrain,
             self.prefix_cache_mb,
-            dataclasses.replace(_OPTIONS.speculation, draft_tokens=self.speculate),
+            dataclasses.replace(
+                _OPTIONS.speculation,
+                draft_tokens=self.speculate,
+                forced=bool(self.fast_forward),
+            ),
         )
 
     def with_given(self, **given: Any) -> ServingDefaults:

@@ -20,6 +20,13 @@ explicitly, and only the logits of the rows run come back. Every transfer the se
 makes is recorded (:attr:`DecoderSession.copies`), so tests compare it with the plan.
 The ``standard`` flavour keeps host arrays (its graph concatenates the KV: it crosses
 anyway).
+
+An engine exported with ``greedy_ids`` also outputs each row's argmax. Every step but a
+verify step then leaves those ids in :attr:`DecoderSession.ids` (a view, valid until the
+next step, as the logits are), and :meth:`DecoderSession.prefill_ids` /
+:meth:`DecoderSession.decode_ids` run a step that brings back the ids alone: a device
+session leaves the logits on the device (``[b]`` int64 come back instead of ``[b, V]``),
+a host session does not bind them, the ``standard`` flavour does not ask for them.
 """
 
 from __future__ import annotations
@@ -169,13 +176,18 @@ class DecoderSession:
                 self.kv_dev.append(OrtValue.ortvalue_from_numpy(zeros, self.device, 0))
         self.logits_buf = np.zeros((max_batch, config.vocab_size), self.dtype)
         self._views: dict[tuple[int, int], list[Any]] = {}
-        self._bindings: dict[tuple[int, int, int], Any] = {}
-        self._decode_feeds: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        self._bindings: dict[tuple[Any, ...], Any] = {}
+        self._decode_feeds: dict[tuple[Any, ...], dict[str, np.ndarray]] = {}
         self._verify_logits: dict[int, np.ndarray] = {}
         self._out_dev: dict[tuple[int, int, int], Any] = {}
+        self._ids_dev: dict[tuple[int, int], Any] = {}
         self._lora_dev: dict[str, Any] = {}
         self.lora: dict[str, np.ndarray] = {}
         self.set_lora(self.empty_lora())
+        # Engines exported with greedy_ids output each row's argmax (builder.py).
+        self.greedy_ids = any(o.name == "greedy_ids" for o in session.get_outputs())
+        self.ids_buf = np.zeros(max_batch, np.int64)
+        self.ids: np.ndarray | None = None  # the greedy ids of the last step's rows
         index = {i.name: i for i in session.get_inputs()}.get("logits_index")
         # Engines exported before the verify step declare logits_index as [batch] only.
         self.verifies = index is not None and not (
@@ -302,6 +314,32 @@ class DecoderSession:
         continues a prompt after past tokens only for one row, so with the ``ort`` flavour
         ``past`` must be all zero when ``b > 1``.
         """
+        logits = self._prefill(start, chunks, past, lora_index, want_logits=True)
+        assert logits is not None  # asked for
+        return logits
+
+    def prefill_ids(
+        self,
+        start: int,
+        chunks: Sequence[Sequence[int]],
+        past: Sequence[int],
+        lora_index: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """As :meth:`prefill_rows`, bringing back only each row's greedy id after its
+        chunk ``[b]`` int64 (the logits are not fetched); needs a ``greedy_ids`` engine."""
+        self._require_ids()
+        self._prefill(start, chunks, past, lora_index, want_logits=False)
+        assert self.ids is not None
+        return self.ids
+
+    def _prefill(
+        self,
+        start: int,
+        chunks: Sequence[Sequence[int]],
+        past: Sequence[int],
+        lora_index: np.ndarray | None,
+        want_logits: bool,
+    ) -> np.ndarray | None:
         b = len(chunks)
         if b < 1 or start < 0 or start + b > self.max_batch:
             raise ConfigError(f"rows {start}..{start + b - 1} are outside 0..{self.max_batch - 1}")
@@ -316,7 +354,8 @@ class DecoderSession:
         ids = np.full((b, int(lengths.max())), self.pad_id, np.int64)
         for row, chunk in enumerate(chunks):
             ids[row, : len(chunk)] = chunk
-        return self._step(ids, start, np.asarray(past, np.int64), lengths, lora_index)
+        past_ = np.asarray(past, np.int64)
+        return self._step(ids, start, past_, lengths, lora_index, want_logits=want_logits)
 
     def decode(
         self,
@@ -326,7 +365,33 @@ class DecoderSession:
         start: int = 0,
     ) -> np.ndarray:
         """Feed one token per row ``start..start+b-1``; ``lengths`` are the tokens each
-        row holds. Returns the logits ``[b, V]``."""
+        row holds. Returns the next-token logits ``[b, V]``."""
+        logits = self._decode(tokens, lengths, lora_index, want_logits=True, start=start)
+        assert logits is not None  # asked for
+        return logits
+
+    def decode_ids(
+        self,
+        tokens: Sequence[int],
+        lengths: Sequence[int],
+        lora_index: np.ndarray | Sequence[int] | None = None,
+        start: int = 0,
+    ) -> np.ndarray:
+        """As :meth:`decode`, bringing back only each row's greedy next token ``[b]`` int64
+        (the logits are not fetched); needs a ``greedy_ids`` engine."""
+        self._require_ids()
+        self._decode(tokens, lengths, lora_index, want_logits=False, start=start)
+        assert self.ids is not None
+        return self.ids
+
+    def _decode(
+        self,
+        tokens: Sequence[int],
+        lengths: Sequence[int],
+        lora_index: np.ndarray | Sequence[int] | None,
+        want_logits: bool,
+        start: int = 0,
+    ) -> np.ndarray | None:
         b = len(tokens)
         if b < 1 or start < 0 or start + b > self.max_batch:
             raise ConfigError(f"rows {start}..{start + b - 1} are outside 0..{self.max_batch - 1}")
@@ -334,10 +399,11 @@ class DecoderSession:
         if int(held.max()) >= self.spec.max_seq_len:
             raise ConfigError(f"a sequence reached the engine's context of {self.spec.max_seq_len}")
         if self.shared and self.device is None:
-            return self._decode_bound(tokens, held, lora_index, start)
+            return self._decode_bound(tokens, held, lora_index, start, want_logits)
         ids = np.asarray(tokens, np.int64)[:, None]
         lora = None if lora_index is None else np.asarray(lora_index, np.int64)
-        return self._step(ids, start, held, np.ones(b, np.int64), lora)
+        ones = np.ones(b, np.int64)
+        return self._step(ids, start, held, ones, lora, want_logits=want_logits)
 
     def _decode_bound(
         self,
@@ -345,18 +411,29 @@ class DecoderSession:
         held: np.ndarray,
         lora_index: np.ndarray | Sequence[int] | None,
         start: int,
-    ) -> np.ndarray:
+        want_logits: bool,
+    ) -> np.ndarray | None:
         """A decode run of an ``ort`` host session: the step's inputs are written into
         arrays bound once to the run's IO binding (no per-step arrays or rebinding)."""
         b = len(tokens)
-        io, feeds = self._decode_binding(b, start)
+        self.ids = None
+        io, feeds = self._decode_binding(b, start, want_logits)
         feeds["input_ids"][:, 0] = tokens
         feeds["seqlens_k"][:] = held  # each row's length after this token, minus one
         feeds["total_sequence_length"][...] = int(held.max()) + 1
         if "lora_index" in feeds:
             feeds["lora_index"][:] = 0 if lora_index is None else lora_index
         self.sess.run_with_iobinding(io)
-        return self.logits_buf[start : start + b]
+        if self.greedy_ids:
+            self.ids = self.ids_buf[start : start + b]
+        return self.logits_buf[start : start + b] if want_logits else None
+
+    def _require_ids(self) -> None:
+        if not self.greedy_ids:
+            raise ConfigError(
+                "this engine has no greedy_ids output; re-export it with greedy_ids=True "
+                "(tinyllm export --greedy-ids), or read the logits"
+            )
 
     def verify(self, row: int, tokens: Sequence[int], past: int, slot: int = 0) -> np.ndarray:
         """Feed ``tokens`` after the ``past`` tokens ``row`` holds, in one run; the logits
@@ -378,7 +455,9 @@ class DecoderSession:
         ids = np.asarray(tokens, np.int64)[None, :]
         lora = np.array([slot], np.int64)
         positions = np.arange(n, dtype=np.int64)[None, :]
-        return self._step(ids, row, np.array([past]), np.array([n]), lora, positions)[0]
+        logits = self._step(ids, row, np.array([past]), np.array([n]), lora, positions)
+        assert logits is not None  # a verify step always brings its logits
+        return logits[0]
 
     def _step(
         self,
@@ -388,37 +467,48 @@ class DecoderSession:
         lengths: np.ndarray,
         lora_index: np.ndarray | None,
         positions: np.ndarray | None = None,
-    ) -> np.ndarray:
+        want_logits: bool = True,
+    ) -> np.ndarray | None:
         """Run ``ids [b, S]`` (right-padded to S) after ``past`` tokens in rows from ``start``;
         the logits after each row's last token ``[b, V]``, or at ``positions [b, P]`` of
-        each row ``[b, P, V]``."""
+        each row ``[b, P, V]``; None when not ``want_logits`` (then :attr:`ids` holds the
+        rows' greedy ids)."""
         b = ids.shape[0]
+        self.ids = None
         index = lengths - 1 if positions is None else positions
         feeds: dict[str, np.ndarray] = {"input_ids": ids, "logits_index": index}
         if self.spec.lora_slots:
             slots = np.zeros(b, np.int64) if lora_index is None else lora_index
             feeds["lora_index"] = np.asarray(slots, np.int64)
         if not self.shared:
-            return self._run_standard(feeds, start, past, lengths)
+            return self._run_standard(feeds, start, past, lengths, want_logits)
         held = past + lengths
         feeds["seqlens_k"] = (held - 1).astype(np.int32)
         total = np.array(int(past.max()) + ids.shape[1], np.int32)
         width = 0 if positions is None else positions.shape[1]
         if self.device is not None:
-            return self._run_device(feeds, total, start, b, width)
+            return self._run_device(feeds, total, start, b, width, want_logits)
         feeds["total_sequence_length"] = total
-        io = self._binding(b, start, width)
+        io = self._binding(b, start, width, want_logits)
         for name, value in feeds.items():
             io.bind_cpu_input(name, value)
         self.sess.run_with_iobinding(io)
+        if self.greedy_ids and not width:
+            self.ids = self.ids_buf[start : start + b]
         if width:
             return self._verify_logits[width]
-        return self.logits_buf[start : start + b]
+        return self.logits_buf[start : start + b] if want_logits else None
 
     def _run_standard(
-        self, feeds: dict[str, np.ndarray], start: int, past: np.ndarray, lengths: np.ndarray
-    ) -> np.ndarray:
-        """One call of the standard graph over rows' KV buffers (see the module docstring)."""
+        self,
+        feeds: dict[str, np.ndarray],
+        start: int,
+        past: np.ndarray,
+        lengths: np.ndarray,
+        want_logits: bool = True,
+    ) -> np.ndarray | None:
+        """One call of the standard graph over rows' KV buffers (see the module docstring);
+        asks ONNX Runtime for the logits only when ``want_logits``."""
         b, width = feeds["input_ids"].shape
         p = int(past.max())
         mask = np.zeros((b, p + width), np.int64)
@@ -429,39 +519,53 @@ class DecoderSession:
         feeds["position_ids"] = np.minimum(positions, self.spec.max_seq_len - 1)
         feeds["attention_mask"] = mask
         rows = slice(start, start + b)
-        names = ["logits"]
+        heads = (["logits"] if want_logits else []) + (["greedy_ids"] if self.greedy_ids else [])
+        names = list(heads)
         for i in range(self.layers):
             for j, kind in enumerate(("key", "value")):
                 feeds[f"past_{kind}.{i}"] = np.ascontiguousarray(self.kv[2 * i + j][rows, :, :p])
                 names.append(f"present_{kind}.{i}")
         outputs = self.sess.run(names, {**feeds, **self.lora})
-        for buf, present in zip(self.kv, outputs[1:], strict=True):
+        for buf, present in zip(self.kv, outputs[len(heads) :], strict=True):
             for row in range(b):
                 n, at = int(lengths[row]), int(past[row])
                 buf[start + row, :, at : at + n] = present[row, :, p : p + n]
-        if outputs[0].ndim == 3:  # logits at several positions per row (verify)
-            return np.asarray(outputs[0])
+        got = dict(zip(heads, outputs, strict=False))
+        if self.greedy_ids and got["greedy_ids"].ndim == 1:
+            self.ids = self.ids_buf[rows]
+            self.ids[:] = got["greedy_ids"]
+        if not want_logits:
+            return None
+        if got["logits"].ndim == 3:  # logits at several positions per row (verify)
+            return np.asarray(got["logits"])
         logits = self.logits_buf[rows]
-        logits[:] = outputs[0]
+        logits[:] = got["logits"]
         return logits
 
     def _bound(self, b: int, start: int = 0) -> list[Any]:
-        """OrtValues over rows [start, start + b) of every KV buffer and the logits buffer."""
+        """OrtValues over rows [start, start + b) of every KV buffer, the logits buffer and
+        the greedy ids buffer."""
         if (start, b) not in self._views:
             from onnxruntime import OrtValue
 
-            arrays = [*self.kv, self.logits_buf]
+            arrays = [*self.kv, self.logits_buf, self.ids_buf]
             rows = slice(start, start + b)
             self._views[start, b] = [OrtValue.ortvalue_from_numpy(a[rows]) for a in arrays]
         return self._views[start, b]
 
     def _binding(
-        self, b: int, start: int = 0, width: int = 0, key: tuple[int, int, int] | None = None
+        self,
+        b: int,
+        start: int = 0,
+        width: int = 0,
+        logits: bool = True,
+        key: tuple[Any, ...] | None = None,
     ) -> Any:
-        """An IO binding for rows [start, start + b), KV buffers and logits bound (made once,
-        kept under ``key``, default ``(start, b, width)``); ``width`` > 0: one row's logits
-        at that many positions (verify steps)."""
-        key = key or (start, b, width)
+        """An IO binding for rows [start, start + b), KV buffers, logits (unless not
+        ``logits``) and greedy ids (where the graph has them) bound (made once, kept under
+        ``key``, by default ``(start, b, width)``, or ``(start, b, -1)`` without logits);
+        ``width`` > 0: one row's logits at that many positions (verify steps)."""
+        key = key or ((start, b, width) if logits else (start, b, -1))
         if key not in self._bindings:
             from onnxruntime import OrtValue
 
@@ -475,17 +579,22 @@ class DecoderSession:
                 shape = (1, width, self.c.vocab_size)
                 out = self._verify_logits.setdefault(width, np.zeros(shape, self.dtype))
                 io.bind_ortvalue_output("logits", OrtValue.ortvalue_from_numpy(out))
-            else:
-                io.bind_ortvalue_output("logits", views[-1])
+            elif logits:
+                io.bind_ortvalue_output("logits", views[-2])
+            if self.greedy_ids and not width:  # unbound outputs are not fetched
+                io.bind_ortvalue_output("greedy_ids", views[-1])
             for name, tensor in self.lora.items():  # bound once, not copied per step
                 io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(tensor))
             self._bindings[key] = io
         return self._bindings[key]
 
-    def _decode_binding(self, b: int, start: int) -> tuple[Any, dict[str, np.ndarray]]:
-        """The IO binding of decode runs over rows [start, start + b), and the input arrays
-        bound to it (made once; ``logits_index`` stays 0: one position per row)."""
-        key = (start, b, -1)
+    def _decode_binding(
+        self, b: int, start: int, logits: bool
+    ) -> tuple[Any, dict[str, np.ndarray]]:
+        """The IO binding of decode runs over rows [start, start + b) (with or without
+        the logits), and the input arrays bound to it (made once; ``logits_index`` stays
+        0: one position per row)."""
+        key = (start, b, "decode", logits)
         if key not in self._bindings:
             from onnxruntime import OrtValue
 
@@ -497,17 +606,24 @@ class DecoderSession:
             }
             if self.spec.lora_slots:
                 feeds["lora_index"] = np.zeros(b, np.int64)
-            io = self._binding(b, start, 0, key)
+            io = self._binding(b, start, 0, logits, key)
             for name, value in feeds.items():
                 io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(value))
-            self._decode_feeds[start, b] = feeds
-        return self._bindings[key], self._decode_feeds[start, b]
+            self._decode_feeds[key] = feeds
+        return self._bindings[key], self._decode_feeds[key]
 
     def _run_device(
-        self, feeds: dict[str, np.ndarray], total: np.ndarray, start: int, b: int, width: int
-    ) -> np.ndarray:
+        self,
+        feeds: dict[str, np.ndarray],
+        total: np.ndarray,
+        start: int,
+        b: int,
+        width: int,
+        want_logits: bool = True,
+    ) -> np.ndarray | None:
         """One step of a device session: upload the per-row inputs, run on the bound device
-        buffers, bring back the logits of rows ``start..start+b-1`` only."""
+        buffers, bring back the logits of rows ``start..start+b-1`` only, or (not
+        ``want_logits``) only their greedy ids: the logits stay on the device."""
         self.copies = []
         io = self._device_binding(b, start, width)
         for name, value in feeds.items():
@@ -515,6 +631,11 @@ class DecoderSession:
         # A CPU input of GroupQueryAttention on every provider: read on the host, no copy.
         io.bind_cpu_input("total_sequence_length", total)
         self.sess.run_with_iobinding(io)
+        if self.greedy_ids and not width:  # [b] int64: small beside the logits
+            self.ids = self.ids_buf[start : start + b]
+            self.ids[:] = self._download("greedy_ids", self._ids_dev[start, b])
+        if not want_logits:
+            return None
         logits = self._download("logits", self._out_dev[start, b, width])
         if width:
             return logits
@@ -545,6 +666,10 @@ class DecoderSession:
             )
             self._out_dev[key] = logits
             io.bind_ortvalue_output("logits", logits)
+            if self.greedy_ids and not width:  # the same binding serves both kinds of step
+                ids = OrtValue.ortvalue_from_shape_and_type((b,), np.int64, self.device, 0)
+                self._ids_dev[start, b] = ids
+                io.bind_ortvalue_output("greedy_ids", ids)
             for name, value in self._lora_dev.items():  # bound once, uploaded by set_lora
                 io.bind_ortvalue_input(name, value)
             self._bindings[key] = io

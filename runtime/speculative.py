@@ -1,9 +1,12 @@
-"""Prompt-lookup drafts for speculative decoding (plain data, no session).
+"""Drafts for speculative decoding: prompt lookup and forced text (plain data, no session).
 
 Tasks whose answer copies its input (an extraction that quotes names and dates, a
 rewrite that keeps most words) write long runs of tokens that already sit in the prompt.
 :func:`draft` finds the latest earlier place where the row's last few tokens occur and
-proposes the tokens that followed them there. The decode loop
+proposes the tokens that followed them there. A constrained row (a tool call, a JSON
+literal) often faces text its constraint forces, such as
+``{"name": "calculator", "arguments": {"expression": "``: :class:`Forcing` drafts that
+text's tokens, so it is written in one step instead of one step a token. The decode loop
 (:mod:`tinyllm.runtime.serving`) feeds the row's next token plus the draft in one run,
 picks each next token from the logits exactly as a plain step would (constraints,
 stops and limits included), and keeps the draft tokens only while they equal what it
@@ -12,11 +15,16 @@ picked: greedy outputs are those of plain decoding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from tinyllm.errors import ConfigError
+from tinyllm.runtime.constraints import JsonTokens, Prefix
 from tinyllm.runtime.live import Live
+
+FORCED_TEXTS = 256  # forced texts whose tokens are remembered (a task has a handful)
 
 
 @dataclass(frozen=True)
@@ -33,12 +41,15 @@ class SpeculationOptions:
             Runtime's CPU attention takes several new tokens after past ones for one row at
             a time, so each draft is verified in its own run, while plain rows share one
             batched run; with many rows decoding, batching is worth more than drafts.
+        forced: greedy constrained rows draft the text their constraint forces
+            (:class:`Forcing`), whatever ``draft_tokens`` says.
     """
 
     draft_tokens: int = 0
     max_ngram: int = 3
     min_ngram: int = 1
     max_rows: int = 1
+    forced: bool = False
 
     def __post_init__(self) -> None:
         if self.draft_tokens < 0:
@@ -74,38 +85,124 @@ def draft(context: Sequence[int], options: SpeculationOptions, limit: int) -> li
     return []
 
 
+@dataclass
+class Forcing:
+    """Drafts of the text a constraint forces: its tokens as the tokenizer writes them
+    (the tokenization the model was trained on), each one allowed where it stands, then
+    any token that is the only one allowed. The verify step still picks every token from
+    the logits, so a model that splits the text otherwise only costs the rest of the draft.
+
+    Args:
+        encode: token ids of a text (no special tokens).
+        text_of: the text of one token id.
+        tokens: the allowed tokens per constraint state (the router's, built lazily).
+    """
+
+    encode: Callable[[str], list[int]]
+    text_of: Callable[[int], str]
+    tokens: Callable[[], JsonTokens]
+    known: dict[str, list[int]] = field(default_factory=dict)
+
+    def draft(self, state: Prefix, limit: int) -> list[int]:
+        """At most ``limit`` tokens that ``state`` forces (``state`` is not changed)."""
+        text = state.forced()
+        ids = self.known.get(text)
+        if ids is None:
+            ids = self.encode(text) if text else []
+            if len(self.known) >= FORCED_TEXTS:
+                self.known.clear()
+            self.known[text] = ids
+        state, tokens = state.copy(), self.tokens()
+        out: list[int] = []
+        for token in ids:
+            allowed = tokens.allowed(state)
+            if len(out) >= limit or not _holds(allowed, token):
+                return out
+            if not state.feed(self.text_of(token)):
+                return out
+            out.append(token)
+        while len(out) < limit and not state.complete:
+            allowed = tokens.allowed(state)
+            if len(allowed) != 1 or not state.feed(self.text_of(int(allowed[0]))):
+                break
+            out.append(int(allowed[0]))
+        return out
+
+
+def _holds(ids: np.ndarray, token: int) -> bool:
+    """Whether the ascending ``ids`` hold ``token``."""
+    at = int(np.searchsorted(ids, token))
+    return at < len(ids) and int(ids[at]) == token
+
+
 def drafts_for(
-    lives: Sequence[Live], options: SpeculationOptions | None, max_seq_len: int
-) -> dict[int, list[int]]:
-    """Drafts (by request id) for the rows decoding this step that speculate: greedy rows
-    whose config asks for it, in a step where at most ``options.max_rows`` rows decode.
-    ``options`` None: the engine cannot verify drafts (nothing speculates)."""
-    if options is None or not options.on or not 0 < len(lives) <= options.max_rows:
+    lives: Sequence[Live],
+    options: SpeculationOptions | None,
+    max_seq_len: int,
+    forcing: Forcing | None = None,
+) -> dict[int, tuple[list[int], bool]]:
+    """Drafts (by request id; with whether each is forced text) for the greedy rows
+    decoding this step, in a step where at most ``options.max_rows`` rows decode: the text
+    a row's constraint forces (``options.forced``), else a prompt lookup for rows whose
+    config asks for it. ``options`` None: the engine cannot verify drafts."""
+    if options is None or not (options.on or options.forced):
+        return {}
+    if not 0 < len(lives) <= options.max_rows:
         return {}
     drafts = {}
     for live in lives:
         config = live.route.config
-        if not config.speculate or config.temperature != 0 or live.done:
+        if config.temperature != 0 or live.done:
             continue
         # Room for the draft in the output budget (the verify run's last position gives one
         # more token) and in the context (the run writes 1 + len(draft) positions).
         room = min(config.max_new_tokens - len(live.tokens), max_seq_len - live.kv_len) - 1
-        tokens = draft([*live.route.prompt, *live.tokens], options, room)
-        if tokens:
-            drafts[live.id] = tokens
+        if options.forced and forcing is not None and live.json is not None:
+            tokens = forcing.draft(live.json, room)
+            if tokens:
+                drafts[live.id] = (tokens, True)
+                continue
+        if options.on and config.speculate:
+            tokens = draft([*live.route.prompt, *live.tokens], options, room)
+            if tokens:
+                drafts[live.id] = (tokens, False)
     return drafts
 
 
-def check_exact(draft_tokens: int, flavour: str, precision: str) -> None:
-    """Refuse speculation on engines where it changes outputs: the ``ort`` flavour's int4 and
-    int8 weights run MatMulNBits at accuracy level 4, whose several-row path (a verify run)
-    picks other greedy tokens than single-token steps do (measured on SmolLM2 int4)."""
-    if draft_tokens and flavour == "ort" and precision in ("int4", "int8"):
+def verifies_exactly(flavour: str, precision: str) -> bool:
+    """Whether a verify run picks the tokens single-token steps pick on this engine: not
+    on the ``ort`` flavour's int4 and int8 weights, which run MatMulNBits at accuracy level
+    4, whose several-row path rounds otherwise (measured on SmolLM2 int4)."""
+    return not (flavour == "ort" and precision in ("int4", "int8"))
+
+
+def check_exact(
+    draft_tokens: int,
+    flavour: str,
+    precision: str,
+    fast_forward: bool | None = None,
+    float_dtype: str = "float32",
+) -> bool:
+    """Refuse speculation (``draft_tokens`` > 0) and forced-text drafts (``fast_forward``
+    True) on engines where they change outputs. Returns ``fast_forward`` resolved: None is
+    on for float32 engines that verify exactly, off elsewhere (float16 verify runs are not
+    measured against single steps: on only when asked)."""
+    exact = verifies_exactly(flavour, precision)
+    if draft_tokens and not exact:
         raise ConfigError(
             f"speculative decoding would change this {precision} engine's outputs (its "
             "several-token verify runs round differently from single-token steps); load it "
             "with speculate=0, or speculate on an fp32 engine (docs/runtime.md)"
         )
+    if fast_forward and not exact:
+        raise ConfigError(
+            f"fast_forward would change this {precision} engine's outputs (its several-token "
+            "verify runs round differently from single-token steps); load it with "
+            "fast_forward=False or None (docs/runtime.md)"
+        )
+    if fast_forward is None:
+        return exact and float_dtype == "float32"
+    return fast_forward
 
 
 @dataclass
@@ -116,6 +213,9 @@ class SpeculationStats:
     drafted: int = 0
     accepted: int = 0
     emitted: int = 0
+    forced_steps: int = 0  # of ``steps``: those whose draft was forced text
+    forced_drafted: int = 0
+    forced_accepted: int = 0
 
     def as_dict(self) -> dict[str, float]:
         """Plain data, with the acceptance rate (accepted / drafted)."""
@@ -126,4 +226,7 @@ class SpeculationStats:
             "accepted": self.accepted,
             "emitted": self.emitted,
             "acceptance": round(rate, 4),
+            "forced_steps": self.forced_steps,
+            "forced_drafted": self.forced_drafted,
+            "forced_accepted": self.forced_accepted,
         }

@@ -1,7 +1,9 @@
 """Export verification: engine logits against the torch model, prefill and decode steps.
 
 Both models see the same tokens: the prompt, then the torch model's greedy tokens (teacher
-forcing), so every step compares logits for the same input. torch is imported here only.
+forcing), so every step compares logits for the same input. An engine with a
+``greedy_ids`` output must also give, at every step, exactly the argmax of its own logits
+(an id that differs fails the engine, whatever the tolerance). torch is imported here only.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ class VerificationError(TinyLLMError):
 class PromptCheck:
     """One prompt's comparison over prefill + decode steps.
 
-    ``max_rel_err`` is the largest per-step |error| over that step's reference logit range.
+    ``max_rel_err`` is the largest per-step |error| over that step's reference logit range;
+    ``id_misses``: steps whose ``greedy_ids`` output was not the argmax of the engine's own
+    logits (0 for an engine without that output).
     """
 
     prompt: str
@@ -84,6 +88,7 @@ class PromptCheck:
     greedy_agreement: float
     logit_range: float = 0.0
     max_rel_err: float = 0.0
+    id_misses: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,9 @@ class Verification:
                 f"{c.prompt[:42]:<44}{c.steps:>6}{c.max_abs_err:>11.2e}"
                 f"{c.mean_abs_err:>11.2e}{c.logit_range:>9.3g}{100 * c.greedy_agreement:>7.0f}%"
             )
+        misses = sum(c.id_misses for c in self.checks)
+        if misses:
+            lines.append(f"greedy_ids output differs from the logits' argmax at {misses} steps")
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
 
@@ -172,12 +180,14 @@ def compare(
     import torch
 
     errors, ranges, agree = [], [], []
+    misses = 0
     with torch.inference_mode():
         out = reference(torch.tensor([ids]), use_cache=True)
         ref = out.logits[0, -1].float().numpy()  # [V]
         got = session.prefill([ids])[0].astype(np.float32)  # [V]
         held = len(ids)
         for step in range(decode_steps + 1):
+            misses += id_missed(session, got)
             errors.append(np.abs(got - ref))
             ranges.append(float(ref.max() - ref.min()))
             agree.append(int(got.argmax()) == int(ref.argmax()))
@@ -199,7 +209,18 @@ def compare(
         float(np.mean(agree)),
         float(min(ranges)),
         float(np.max(relative)),
+        misses,
     )
+
+
+def id_missed(session: DecoderSession, logits: np.ndarray) -> bool:
+    """Whether the greedy id the session's graph gave with ``logits [V]`` (its last step,
+    one row) is not their argmax; False for a graph without greedy ids."""
+    if not session.greedy_ids:
+        return False
+    if session.ids is None or session.ids.shape != (1,):
+        raise VerificationError("the engine has a greedy_ids output but gave no id for the step")
+    return int(session.ids[0]) != int(np.argmax(logits))
 
 
 def judge(checks: list[PromptCheck], criterion: Criterion) -> bool:
@@ -208,7 +229,8 @@ def judge(checks: list[PromptCheck], criterion: Criterion) -> bool:
     within = all(e <= criterion.tolerance for e in errors)  # False for NaN
     steps = sum(c.steps for c in checks)
     greedy = sum(c.greedy_agreement * c.steps for c in checks) / max(steps, 1)
-    return within and greedy >= criterion.min_greedy
+    ids_exact = all(c.id_misses == 0 for c in checks)
+    return within and greedy >= criterion.min_greedy and ids_exact
 
 
 def verify_export(

@@ -178,6 +178,12 @@ def eval_cmd(
     "the tensorrt fallback.",
 )
 @click.option(
+    "--greedy-ids",
+    is_flag=True,
+    help="Add an in-graph argmax output: greedy rows read token ids, not logits "
+    "(on CUDA the logits stay on the GPU).",
+)
+@click.option(
     "--gptq-format",
     type=click.Choice(["gptq", "gptq_v2"]),
     default="gptq",
@@ -197,6 +203,7 @@ def export_cmd(
     lora_rank: int | None,
     max_batch: int,
     merge_adapter: str | None,
+    greedy_ids: bool,
     gptq_format: Any,
     force: bool,
 ) -> None:
@@ -220,6 +227,7 @@ def export_cmd(
         lora_rank=lora_rank,
         max_batch=max_batch,
         merge_adapter=merge_adapter,
+        greedy_ids=greedy_ids,
         overwrite=force,
     )
     click.echo(verification.format())

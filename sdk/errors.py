@@ -30,6 +30,10 @@ class SchemaVersionError(BundleError):
     """The bundle was written with a manifest schema this tinyllm does not read."""
 
 
+class CheckpointError(TinyLLMError):
+    """A training checkpoint to resume from is missing, corrupt or of another run."""
+
+
 class ModelSourceError(TinyLLMError):
     """A model source (HF folder, GGUF file, preset name) cannot be found or read."""
 

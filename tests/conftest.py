@@ -41,6 +41,15 @@ def tiny_llama_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tinyllm.import_model("tiny-llama", out).path
 
 
+@pytest.fixture(scope="session")
+def smollm2_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct (the default model) imported once per session; read-only."""
+    import tinyllm
+
+    folder = tmp_path_factory.mktemp("smollm2")
+    return tinyllm.import_model("smollm2-135m", folder / "smollm2.tllm").path
+
+
 @pytest.fixture()
 def bundle_copy(tiny_llama_bundle: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny-llama bundle that a test may corrupt."""

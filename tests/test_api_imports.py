@@ -56,9 +56,10 @@ def test_importing_the_api_loads_no_stage_engine_or_torch(statement: str) -> Non
 
 
 def test_importing_the_api_loads_no_numpy() -> None:
-    # Bundles load numpy when opened, not when the API's signatures are read (the CLI
-    # still does: GenerationConfig's module samples with numpy).
+    # Bundles load numpy when opened, not when the API's signatures or the CLI's options
+    # are read: every `tinyllm` command starts without numpy's ~90 ms.
     assert loaded_after("import tinyllm.api", heavy=["numpy"]) == []
+    assert loaded_after("import tinyllm.cli", heavy=["numpy"]) == []
     assert loaded_after("import tinyllm.api", "import tinyllm.adapters", ["numpy"]) == ["numpy"]
 
 

@@ -49,7 +49,7 @@ class TrainerChoice:
                     f"{', '.join(changed)}: options of --backend trl, not of {self.backend!r}"
                 )
             return None
-        from tinyllm.distill.trlbackend import TrlOptions
+        from tinyllm.distill.trlrun import TrlOptions
 
         return TrlOptions(
             run_dir=str(self.run_dir) if self.run_dir is not None else None,
@@ -104,7 +104,8 @@ def distill(
         method: ``sft`` (sequence-level: SFT on teacher outputs), ``kd`` (logit KD when
             the teacher is a local model with the student's tokenizer, else sequence KD),
             ``grpo`` (RL with verifier rewards).
-        curriculum: the three-stage multi-task curriculum instead of one LoRA per task.
+        curriculum: the three-stage multi-task curriculum instead of one LoRA per task
+            (with ``method`` sft or kd; grpo is refused).
         quick: small sizes for CI (minutes on CPU); explicit sizes still win.
         steps, batch_size, lr, rank: training sizes (per task; per stage for curriculum).
         layers: LoRA on the last N layers only (cheaper steps); default all layers.
@@ -113,9 +114,10 @@ def distill(
         seed: seeds data order, LoRA init and sampling.
         backend: ``own`` (tinyllm's compact loop) or ``trl`` (trl's ``SFTTrainer`` and
             ``GRPOTrainer``: runs under ``accelerate launch``, checkpoints, accumulation,
-            mixed precision, TensorBoard; every method and the curriculum, which takes no
-            checkpoints). The options below are the trl backend's.
-        run_dir: where the trl backend keeps checkpoints and TensorBoard logs, per task.
+            mixed precision, TensorBoard; every method, and the curriculum with SFT or
+            KD). The options below are the trl backend's.
+        run_dir: where the trl backend keeps checkpoints and TensorBoard logs, per task
+            (per stage for the curriculum, whose checkpoints also hold its own state).
         checkpoint_every: a checkpoint every N steps (needs ``run_dir``).
         resume: continue each task from its latest checkpoint in ``run_dir``.
         grad_accum: micro-batches per step; the global batch stays ``batch_size``.

@@ -48,6 +48,7 @@ def export_options(
     quantized_embedding: bool = False,
     max_batch: int,
     merge_adapter: str | None,
+    greedy_ids: bool = False,
 ) -> ExportOptions:
     """The runtime's export options for ``parent``, checked against its model config.
 
@@ -71,6 +72,7 @@ def export_options(
         quantized_embedding=quantized_embedding,
         max_batch=max_batch,
         merge_adapter=merge_adapter,
+        greedy_ids=greedy_ids,
     )
     options.check(parent.config)
     return options
@@ -126,6 +128,8 @@ def _write_verified_engine(
     details: dict[str, object] = {"flavour": info.flavour, "max_seq_len": info.max_seq_len}
     if merged is not None:
         details["merged_adapter"] = merged  # the one task this engine serves
+    if info.greedy_ids:
+        details["greedy_ids"] = True
     entry = EngineEntry(
         target=options.target, path=f"engines/{name}", precision=info.precision, info=details
     )
@@ -149,6 +153,7 @@ def export(
     quantized_embedding: bool = False,
     max_batch: int = ExportOptions.max_batch,
     merge_adapter: str | None = ExportOptions.merge_adapter,
+    greedy_ids: bool = ExportOptions.greedy_ids,
 ) -> tuple[Bundle, Verification]:
     """Export an inference engine into a new bundle (``out``, default: replace ``bundle``).
 
@@ -183,6 +188,10 @@ def export(
         merge_adapter: a task whose adapter is folded into the base weights (with
             ``lora_slots=0``): the engine (named ``TARGET-PRECISION-TASK``) serves that
             task only; the fallback when TensorRT cannot take the multi-LoRA graph.
+        greedy_ids: the graph also outputs each row's argmax; steps whose rows all decode
+            greedily with no constraint read those ids instead of the logits (on CUDA the
+            logits then stay on the GPU). Verification checks the ids against the argmax
+            of the engine's own logits (docs/runtime.md).
     """
     from tinyllm.bundle import Bundle
 
@@ -201,6 +210,7 @@ def export(
         quantized_embedding=quantized_embedding,
         max_batch=max_batch,
         merge_adapter=merge_adapter,
+        greedy_ids=greedy_ids,
     )
     return export_bundle(parent, out, options, overwrite=overwrite)
 

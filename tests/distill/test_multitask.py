@@ -17,7 +17,7 @@ from tinyllm.distill.curriculum import CurriculumConfig, MixtureSampler
 from tinyllm.distill.multitask import run_curriculum
 from tinyllm.distill.recipe import DistillOptions
 from tinyllm.distill.sft import TrainConfig
-from tinyllm.distill.trlbackend import TrlOptions
+from tinyllm.distill.trlrun import TrlOptions
 from tinyllm.errors import ConfigError
 from tinyllm.suite import load_split
 
@@ -114,7 +114,7 @@ def test_curriculum_on_trl_end_to_end_and_its_refusals(
     tiny_llama_bundle: Path, color_suite: Path, tmp_path: Path
 ) -> None:
     """``distill(curriculum=True, backend="trl")`` writes a bundle, validating with the real
-    metric during trl's run; checkpoints are refused for the curriculum."""
+    metric during trl's run; GRPO is refused for the curriculum, before any work."""
     common = {"student": tiny_llama_bundle, "quick": True, "steps": 4, "eval_limit": 2}
     reports = {}
     for backend in ("own", "trl"):
@@ -127,8 +127,9 @@ def test_curriculum_on_trl_end_to_end_and_its_refusals(
         assert (trl_row.task, trl_row.steps) == (own_row.task, own_row.steps)
         assert trl_row.loss_first == pytest.approx(own_row.loss_first, abs=TOL)
     assert set(tinyllm.open_bundle(tmp_path / "trl.tllm").manifest.adapters) == {"color", "shade"}
-    with pytest.raises(ConfigError, match="do not apply to --curriculum"):
+    with pytest.raises(ConfigError, match="for 'grpo' train one LoRA per task"):
         tinyllm.api.distill(
             color_suite, out=tmp_path / "x.tllm", curriculum=True, backend="trl",
-            run_dir=tmp_path / "runs", checkpoint_every=2, progress=False, **common,
+            method="grpo", progress=False, **common,
         )  # fmt: skip
+    assert not (tmp_path / "x.tllm").exists()

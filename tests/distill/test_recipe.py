@@ -115,16 +115,8 @@ def test_bad_backend_choices(tiny_llama_bundle: Path, color_suite: Path, tmp_pat
     out = tmp_path / "a.tllm"
     with pytest.raises(ConfigError, match="unknown training backend 'jax'"):
         distill(color_suite, out=out, backend="jax", **common)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="do not apply to --curriculum"):
-        distill(
-            color_suite,
-            out=out,
-            backend="trl",
-            curriculum=True,
-            resume=True,
-            run_dir=out.parent / "runs",
-            **common,
-        )  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="the curriculum trains with method 'sft' or 'kd', not"):
+        distill(color_suite, out=out, backend="trl", curriculum=True, method="grpo", **common)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="grad_accum, precision: options of --backend trl"):
         distill(color_suite, out=out, grad_accum=2, precision="bf16", **common)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="need a run_dir"):

@@ -13,13 +13,13 @@ import trl as _trl  # noqa: F401  (the dev extra installs trl: a broken install 
 import tinyllm
 from tinyllm.distill.kd import KDConfig, train_kd_lora
 from tinyllm.distill.sft import TrainConfig, train_lora
-from tinyllm.distill.trlbackend import (
+from tinyllm.distill.trlbackend import train_lora_trl
+from tinyllm.distill.trlrun import (
     TrlOptions,
     checkpoint_losses,
     latest_checkpoint,
     micro_batch,
     mixed_precision,
-    train_lora_trl,
 )
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import TaskSpec

@@ -19,7 +19,7 @@ import trl as _trl  # noqa: F401  (the dev extra installs trl: a broken install 
 
 import tinyllm
 from tinyllm.distill.launch import launch_command, without_option
-from tinyllm.distill.trlbackend import checkpoint_losses, latest_checkpoint
+from tinyllm.distill.trlrun import checkpoint_losses, latest_checkpoint
 from tinyllm.errors import ConfigError
 
 TOL = 1e-4  # the gloo all-reduce sums the two halves' gradients in another order

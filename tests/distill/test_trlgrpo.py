@@ -14,8 +14,8 @@ import trl as _trl  # noqa: F401  (the dev extra installs trl: a broken install 
 import tinyllm
 from tinyllm.distill.grpo import GRPOConfig, verifier_reward
 from tinyllm.distill.sft import TrainConfig, encode
-from tinyllm.distill.trlbackend import TrlOptions, ordered_rows
 from tinyllm.distill.trlgrpo import prompt_row, train_grpo_lora_trl, trl_reward
+from tinyllm.distill.trlrun import TrlOptions, ordered_rows
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import TaskSpec
 

@@ -72,3 +72,54 @@ def test_long_free_strings_take_the_fast_path_and_states_differ_per_tool_set() -
     assert not state.feed("1" * 57)
     other = CallPrefix(TOOLS[1:2])
     assert CallPrefix(TOOLS[:1]).signature() != other.signature()
+
+
+CALLS = [
+    format_call(TOOLS[0], {"expression": "8*c - 20 = 4"}),
+    format_call(TOOLS[1], {"reference": "2026-01-01 10:00", "expression": "next day"}),
+    format_call(KINDS, {"s": "ab", "e": "green", "i": -12, "n": 0.25, "b": False}),
+    format_call(KINDS, {"s": "", "e": "red", "i": 0, "n": -3, "b": True}),
+]
+
+
+def overforced(calls: list[str]) -> list[tuple[str, int]]:
+    """(call, end) where ``forced()`` after ``call[:end]`` is not how the call goes on."""
+    bad = []
+    for call in calls:
+        for end in range(len(call) + 1):
+            state = CallPrefix(TOOLS)
+            assert state.feed(call[:end])
+            if not call[end:].startswith(state.forced()):
+                bad.append((call, end))
+    return bad
+
+
+def test_forced_text_is_how_every_valid_call_goes_on() -> None:
+    assert overforced(CALLS) == []
+    state = CallPrefix(TOOLS)
+    assert state.forced() == '{"name": "'  # three tools: their names are a choice
+    assert state.feed('{"name": "d') and state.forced() == (
+        'ate_parser", "arguments": {"reference": "'
+    )
+    assert state.feed('ate_parser", "arguments": {"reference": "2026') and state.forced() == ""
+    kinds = CallPrefix([KINDS])
+    assert kinds.feed('{"name": "kinds", "arguments": {"s": "x"')
+    assert kinds.forced() == ', "e": "'  # up to the enum's choice
+    assert kinds.feed(', "e": "g') and kinds.forced() == 'reen", "i": '
+    assert kinds.feed('reen", "i": 1') and kinds.forced() == ""  # more digits may follow
+    one = CallPrefix(TOOLS[:1])
+    assert one.feed(CALLS[0][:-2]) and one.forced() == "}}"
+    assert one.feed("}}") and one.complete and one.forced() == ""
+
+
+def test_a_forced_text_that_runs_through_a_choice_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check above fails on a machine that forces past a choice (the first tool's name,
+    the enum's first value), so it catches a fast-forward that writes the model's choices."""
+    from tinyllm.runtime import callconstraint
+
+    monkeypatch.setattr(callconstraint, "_common", lambda texts: texts[0])
+    bad = overforced(CALLS)
+    assert (CALLS[1], 0) in bad  # "calculator" forced before the model chose a tool
+    assert (CALLS[2], CALLS[2].index('"green"')) in bad  # "red" forced where "green" follows

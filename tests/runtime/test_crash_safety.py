@@ -216,7 +216,7 @@ def test_compress_over_a_bundle_killed_anywhere(tmp_path: Path, tiny_llama_bundl
 
     threads = torch.get_num_threads()
     try:
-        seen = _trials(tmp_path, reset, write, is_new, out, spread=10, tail=6, random_kills=3)
+        seen = _trials(tmp_path, reset, write, is_new, out, spread=6, tail=6, random_kills=2)
     finally:
         torch.set_num_threads(threads)
     assert set(seen) <= {"old", "new"} and seen.get("old", 0) > 0 and seen.get("new", 0) > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tinyllm.errors import ConfigError
@@ -79,6 +81,23 @@ def test_standard_flavour_on_cuda_copies_the_kv_every_step() -> None:
     mask = next(c for c in p.decode_copies if c.name == "attention_mask")
     assert mask.shape == (1, 100)
     assert "onnx-cuda" in p.notes[0]
+
+
+def test_greedy_ids_engine_brings_back_ids_alone_in_a_greedy_step() -> None:
+    """An engine with greedy ids: a logits step brings back the logits and the ids; a
+    greedy step only the ids (8 bytes a row instead of the vocabulary's logits)."""
+    info = dataclasses.replace(CUDA_FP16, greedy_ids=True)
+    full = plan(info, CONFIG, max_batch=8, max_seq=128, device="cuda")
+    greedy = plan(info, CONFIG, max_batch=8, max_seq=128, device="cuda", greedy=True)
+    assert full.resident("device")[-2:] == ["logits", "greedy_ids"]
+    assert names(full.decode_copies)[-2:] == ["logits", "greedy_ids"]
+    assert full.bytes_per_step("d2h") == 8 * 512 * 2 + 8 * 8
+    assert names(greedy.decode_copies) == ["input_ids", "logits_index", "seqlens_k", "greedy_ids"]
+    assert greedy.bytes_per_step("d2h") == 8 * 8
+    assert greedy.bytes_per_step("h2d") == full.bytes_per_step("h2d")
+    assert greedy.resident("device") == full.resident("device")  # the logits stay there
+    with pytest.raises(ConfigError, match="greedy_ids output: this engine has none"):
+        plan(CUDA_FP16, CONFIG, max_batch=8, max_seq=128, device="cuda", greedy=True)
 
 
 @pytest.mark.parametrize(

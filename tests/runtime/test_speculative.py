@@ -188,7 +188,7 @@ def test_which_tasks_speculate(served: Path) -> None:
     assert "speculate" not in booking.to_dict()["output"]  # hashes as before the key
     quiet = with_(booking, output=with_(booking.output, speculate=False))
     assert quiet.to_dict()["output"]["speculate"] is False and not quiet.output.speculates
-    engine = Engine.load(served, max_batch=2)
+    engine = Engine.load(served, max_batch=2, fast_forward=False)  # no forced-text drafts
     engine.remove_task("booking")
     engine.add_task(quiet)
     engine.run("booking", INPUTS[0])
@@ -222,5 +222,9 @@ def test_int_weight_engines_refuse_speculation(exported: Path, tmp_path: Path) -
     for name in ("onnx-cpu-int4", "onnx-cpu-int8"):
         with pytest.raises(ConfigError, match=r"would change this int\d engine's outputs"):
             Engine.load(bundle.path, engine=name, speculate=8)
-        Engine.load(bundle.path, engine=name, speculate=0).close()
+        with pytest.raises(ConfigError, match=r"fast_forward would change this int\d engine"):
+            Engine.load(bundle.path, engine=name, fast_forward=True)
+        engine = Engine.load(bundle.path, engine=name, speculate=0)
+        assert not engine._serving().speculation.forced  # forced text: off where inexact
+        engine.close()
     Engine.load(bundle.path, engine="onnx-cpu-fp32", speculate=8).close()

@@ -59,7 +59,9 @@ def _truth(bundle: Any, packed: dict[str, PackedWeight]) -> dict[str, np.ndarray
 
 
 class ZeroSession:
-    """An engine session that returns all-zero logits."""
+    """An engine session that returns all-zero logits (and has no greedy ids output)."""
+
+    greedy_ids = False
 
     def __init__(self, vocab: int) -> None:
         self.vocab = vocab

@@ -52,7 +52,15 @@ def dataclass_defaults() -> dict[Path, dict[str, Any]]:
 
     heal = field_defaults(HealConfig, "steps", "batch_size", "lr", "seed")
     # The API's lora_slots / lora_rank default to None: "from the bundle's adapters".
-    export = ("target", "precision", "quant", "block_size", "accuracy_level", "max_seq_len")
+    export = (
+        "target",
+        "precision",
+        "quant",
+        "block_size",
+        "accuracy_level",
+        "max_seq_len",
+        "greedy_ids",
+    )
     return {
         ("eval",): field_defaults(EvalOptions),
         ("compress",): field_defaults(CompressOptions),

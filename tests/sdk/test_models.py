@@ -81,8 +81,8 @@ def test_bfloat16_import_stores_bfloat16(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_gguf_round_trip_gives_identical_logits(tmp_path: Path) -> None:
-    bundle = tinyllm.import_model("smollm2-135m", tmp_path / "smol.tllm")
+def test_gguf_round_trip_gives_identical_logits(smollm2_bundle: Path) -> None:
+    bundle = tinyllm.Bundle.open(smollm2_bundle)
     report = tinyllm.inspect(bundle.path)
     assert report.parameters == 134_515_008
     assert (report.model["num_hidden_layers"], report.model["vocab_size"]) == (30, 49152)

@@ -22,7 +22,7 @@ const std::set<std::string> kManifestKeys = {
 const std::set<std::string> kEngineInfoKeys = {
     "target",     "flavour",    "precision",  "float_dtype", "max_seq_len",
     "model",      "block_size", "lora_slots", "lora_rank",   "lora_targets",
-    "merged_adapter"};
+    "merged_adapter", "greedy_ids"};
 
 [[noreturn]] void bundle_error(const std::string& message) { fail(TINYLLM_BUNDLE_ERROR, message); }
 
@@ -225,6 +225,7 @@ EngineInfo Bundle::engine_info(const EngineEntry& engine) const {
       info.lora_targets.push_back(v.as_string(path + ": lora_targets"));
   if (const json::Value* m = j.find("merged_adapter"); m && !m->is_null())
     info.merged_adapter = m->as_string(path + ": merged_adapter");
+  if (const json::Value* g = j.find("greedy_ids")) info.greedy_ids = g->as_bool(path + ": greedy_ids");
   return info;
 }
 

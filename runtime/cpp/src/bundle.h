@@ -39,10 +39,13 @@ struct EngineEntry {
 
 // engine.json: how an engine was exported. merged_adapter: the task whose adapter export
 // folded into the weights (--merge-adapter); such an engine serves only that task.
+// greedy_ids: the graph also outputs each row's argmax (--greedy-ids); this runtime reads
+// the logits (it binds outputs by name, so the extra output is never fetched).
 struct EngineInfo {
   std::string target, flavour, precision, float_dtype, model, merged_adapter;
   int64_t max_seq_len = 0, block_size = 0, lora_slots = 0, lora_rank = 0;
   std::vector<std::string> lora_targets;
+  bool greedy_ids = false;
 };
 
 // Reject names that would leave the bundle (absolute, "..", backslashes, empty).

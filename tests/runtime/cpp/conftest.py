@@ -57,11 +57,10 @@ def qwen2_engines(tiny_qwen2_bundle: Path, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
-def smollm2_int4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def smollm2_int4(smollm2_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2-135M (the default model) with the demo's int4 onnx-cpu engine."""
-    folder = tmp_path_factory.mktemp("smollm2")
-    imported = tinyllm.import_model("smollm2-135m", folder / "smollm2.tllm")
+    folder = tmp_path_factory.mktemp("smollm2-int4")
     bundle, _ = tinyllm.export(
-        imported.path, "onnx-cpu", folder / "int4.tllm", quant="int4", max_seq_len=512
+        smollm2_bundle, "onnx-cpu", folder / "int4.tllm", quant="int4", max_seq_len=512
     )
     return bundle.path

@@ -133,3 +133,22 @@ def test_threads_share_an_engine(lib: ctypes.CDLL, llama_engines: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
         threaded = list(pool.map(lambda job: native.generate(*job)[0].token_ids, jobs))
     assert threaded == sequential
+
+
+def test_an_engine_with_greedy_ids_equals_the_python_engine(
+    lib: ctypes.CDLL, tiny_llama_bundle: Path, tmp_path: Path
+) -> None:
+    """engine.json's ``greedy_ids`` key is accepted; libtinyllm reads the logits (it binds
+    outputs by name) and gives the tokens of Python, which reads the ids."""
+    import tinyllm
+
+    bundle, _ = tinyllm.export(
+        tiny_llama_bundle, "onnx-cpu", tmp_path / "g.tllm", max_seq_len=128, greedy_ids=True
+    )
+    python = Engine.load(bundle.path, max_batch=4)
+    assert python.session.greedy_ids
+    ids = [python.encode(p) for p in PROMPTS]
+    native = NativeEngine(lib, bundle.path, max_batch=4)
+    same(native.generate(ids, GREEDY), python.generate_ids(ids, GREEDY))
+    native.close()
+    python.close()
