@@ -173,7 +173,9 @@ class DistillOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
     train_limit: int | None = 2000
     eval_limit: int | None = 100
-    eval_batch_size: int = 8
+    # Scoring generates with torch: 32 prompts a batch took half the time of 8 (SmolLM2,
+    # 50 booking examples on 2 cores: 18 s against 33-40 s).
+    eval_batch_size: int = 32
     backend: str = "own"  # "own": our loop (tinyllm.distill.sft.train); "trl": trl's trainers
     trl: Any = None  # TrlOptions of the trl backend (None: its defaults)
 
