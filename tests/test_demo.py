@@ -124,7 +124,7 @@ KNOWN_MISS = "Table for four in Barcelona on the 21st of August 2025, please."
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # about 13 minutes on the slower of the two CPUs seen so far
+@pytest.mark.timeout(1200)  # about 11 minutes on the slower of the two CPUs seen so far
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_demo_student_beats_the_base_and_a_second_run_is_cached() -> None:
     report = run_demo()
