@@ -23,7 +23,7 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -245,13 +245,14 @@ class Server:
                     if p.start > 0 and p.start == self.scheduler.requests[p.request].cached
                 }
                 watch.lap("scheduler")
+            decoded = plan.decode
             try:
-                self._step(plan, rows, prefixes)
+                decoded = self._step(plan, rows, prefixes)
             except Exception as e:  # the session failed: fail what ran, keep serving
                 with self.cond:
                     self._fail(list(rows.values()), TinyLLMError(f"the engine step failed: {e}"))
-            if recorder is not None:
-                recorder.step(watch, plan, rows)
+            if recorder is not None:  # it sees the rows that took a token from a decode run
+                recorder.step(watch, replace(plan, decode=decoded), rows)
 
     def _fail(self, ids: list[int], error: Exception) -> None:
         """Remove requests from the scheduler and fail them (call with the lock held)."""
@@ -262,7 +263,8 @@ class Server:
 
     def _step(
         self, plan: StepPlan, rows: dict[int, int], prefixes: dict[int, CachedPrefix | None]
-    ) -> None:
+    ) -> list[int]:
+        """Run one planned step; returns the requests that took a token after the prefills."""
         for group in plan.prefill:
             self._prefill(group, prefixes)
         # A row its prefill's first token ended (or failed) does not decode.
@@ -289,6 +291,7 @@ class Server:
                     self._end(rid, live.error)
             self.cond.notify_all()  # room in the queue for waiting submitters
         self.watch.lap("finish")
+        return ready
 
     def _prefill(self, group: list[PrefillRow], prefixes: dict[int, CachedPrefix | None]) -> None:
         """Prefill one group of rows (one run); rows whose prompt is done take a token."""

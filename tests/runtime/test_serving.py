@@ -467,3 +467,30 @@ def test_staggered_prefills_decode_no_placeholder_rows(exported: Path, name: str
     alone = Engine.load(exported, engine=name, max_batch=1, prefix_cache_mb=0)
     assert outputs == [alone.generate_ids([p], config)[0].token_ids for p in prompts]
     alone.close()
+
+
+def test_the_step_recorder_counts_only_rows_that_decoded(exported: Path) -> None:
+    """A request whose one token comes from its prefill is planned to decode in that step
+    but skipped: the profiler's steps count it in no decode run (it used to count it)."""
+    from tinyllm.runtime.steprecorder import PhaseRecorder, TimedSession
+
+    engine = Engine.load(exported, engine="onnx-cpu-fp32", max_batch=4, prefix_cache_mb=0)
+    timed = TimedSession(engine.session.sess)
+    engine.session.use_session(timed)
+    recorder = PhaseRecorder(timed)
+    engine.record(recorder)
+    server = engine._serving()
+    prompts = [[11, 12, 13, 14], [21, 22, 23], [31, 32, 33, 34, 35]]
+    budgets = [1, 1, 3]  # 0, 0 and 2 decoded tokens
+    with server.cond:  # all three arrive before the loop plans its first step
+        futures = [
+            engine.submit_ids(p, GenerationConfig(max_new_tokens=n, ignore_eos=True))
+            for p, n in zip(prompts, budgets, strict=True)
+        ]
+    lengths = [len(f.result().token_ids) for f in futures]
+    engine.record(None)
+    recorder.settle()
+    engine.close()
+    assert lengths == budgets
+    assert sum(step.decode_rows for step in recorder.steps) == 2
+    assert sum(step.prefill_rows for step in recorder.steps) == 3
