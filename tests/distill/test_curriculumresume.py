@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from colorsuite import color_suite_at
+from colorsuite import color_suite_at, curriculum_inputs, run_differences
 
-import tinyllm
 import tinyllm.distill.curriculumstate as curriculumstate
 import tinyllm.distill.multitask as multitask
 from tinyllm.distill.curriculum import CurriculumConfig
@@ -24,7 +23,6 @@ from tinyllm.distill.recipe import DistillOptions
 from tinyllm.distill.sft import TrainConfig
 from tinyllm.distill.trlrun import TrlOptions
 from tinyllm.errors import CheckpointError
-from tinyllm.suite import load_split
 
 CONFIG = TrainConfig(steps=6, batch_size=4, lr=5e-3, warmup=2, rank=2, alpha=4, max_len=64)
 # color (48 examples) is high-resource, shade (24) low-resource: stage 2 trains color for
@@ -77,11 +75,7 @@ def run(
 ) -> Run:
     """One trl curriculum run checkpointing every 2 steps into ``run_dir``."""
     monkeypatch.setattr(multitask, "validation_score", scores)
-    loaded = tinyllm.load_torch_model(bundle)
-    suite = tinyllm.api.load_tasks(suite_path)
-    selected = suite.select(None)
-    examples = {t.name: load_split(suite, t, "train", None) for t in selected}
-    data = {"color": examples["color"], "shade": examples["shade"][:24]}
+    loaded, suite, selected, data = curriculum_inputs(bundle, suite_path)
     trl = TrlOptions(run_dir=str(run_dir), save_steps=2, resume=resume, tensorboard=False)
     train = dataclasses.replace(CONFIG, seed=seed)
     options = DistillOptions(train=train, backend="trl", trl=trl)
@@ -92,20 +86,8 @@ def run(
 
 
 def differences(a: Run, b: Run) -> list[str]:
-    """What differs between two runs beyond TOL: decisions and early-stopping points,
-    per-task losses, snapshot adapters."""
-    found = []
-    if a.report != b.report:
-        found.append(f"decisions: {a.report} != {b.report}")
-    for task in a.losses:
-        x, y = np.asarray(a.losses[task]), np.asarray(b.losses.get(task, []))
-        if x.shape != y.shape or np.abs(x - y).max() > TOL:
-            found.append(f"{task} losses: {x.tolist()} != {y.tolist()}")
-        for name, value in a.adapters[task].tensors.items():
-            if np.abs(value - b.adapters[task].tensors[name]).max() > TOL:
-                found.append(f"{task} snapshot differs at {name}")
-                break
-    return found
+    """What differs between two runs (exactly: TOL is 0)."""
+    return run_differences(a, b, TOL)
 
 
 def validations_done(checkpoint: Path) -> dict[str, int]:

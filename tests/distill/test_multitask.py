@@ -7,9 +7,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import trl as _trl  # noqa: F401  (the dev extra installs trl: a broken install fails)
+from colorsuite import curriculum_inputs, run_differences
 
 import tinyllm
 import tinyllm.distill.multitask as multitask
@@ -19,7 +19,6 @@ from tinyllm.distill.recipe import DistillOptions
 from tinyllm.distill.sft import TrainConfig
 from tinyllm.distill.trlrun import TrlOptions
 from tinyllm.errors import ConfigError
-from tinyllm.suite import load_split
 
 CONFIG = TrainConfig(steps=6, batch_size=4, lr=5e-3, warmup=2, rank=2, alpha=4, max_len=64)
 TOL = 1e-4  # fp32 losses and adapters; the backends sum the same terms in another order
@@ -48,11 +47,7 @@ def run(
         return SCORES[task.name][i]
 
     monkeypatch.setattr(multitask, "validation_score", scripted)
-    loaded = tinyllm.load_torch_model(bundle)
-    suite = tinyllm.api.load_tasks(suite_path)
-    selected = suite.select(None)
-    examples = {t.name: load_split(suite, t, "train", None) for t in selected}
-    data = {"color": examples["color"], "shade": examples["shade"][:24]}
+    loaded, suite, selected, data = curriculum_inputs(bundle, suite_path)
     trl = TrlOptions(tensorboard=False) if backend == "trl" else None
     options = DistillOptions(train=CONFIG, backend=backend, trl=trl)
     log: list[str] = []
@@ -66,20 +61,10 @@ def run(
 
 def differences(a: Run, b: Run) -> list[str]:
     """What differs between two curriculum runs beyond the tolerance: decisions, early-stop
-    points, per-task losses and the snapshot adapters."""
-    found = []
-    if a.report != b.report:
-        found.append(f"decisions: {a.report} != {b.report}")
+    points, per-task losses and the snapshot adapters, and the stage-3 log lines."""
+    found = run_differences(a, b, TOL)
     if a.log != b.log:
         found.append(f"stops: {a.log} != {b.log}")
-    for task in a.losses:
-        x, y = np.asarray(a.losses[task]), np.asarray(b.losses.get(task, []))
-        if x.shape != y.shape or np.abs(x - y).max() > TOL:
-            found.append(f"{task} losses: {x.tolist()} != {y.tolist()}")
-        for name, value in a.adapters[task].tensors.items():
-            if np.abs(value - b.adapters[task].tensors[name]).max() > TOL:
-                found.append(f"{task} snapshot differs at {name}")
-                break
     return found
 
 

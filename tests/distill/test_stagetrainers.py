@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from colorsuite import curriculum_inputs
 
 import tinyllm
 import tinyllm.distill.multitask as multitask
@@ -19,7 +20,6 @@ from tinyllm.distill.recipe import DistillOptions
 from tinyllm.distill.sft import TrainConfig
 from tinyllm.distill.trlrun import TrlOptions
 from tinyllm.errors import ConfigError, TaskError
-from tinyllm.suite import load_split
 
 CONFIG = TrainConfig(steps=3, batch_size=4, lr=5e-3, warmup=1, rank=2, alpha=4, max_len=64)
 # color (48 examples) high-resource, shade (24) low-resource; validation every 2 steps.
@@ -37,11 +37,7 @@ def curriculum(
     bundle: Path, suite_path: Path, backend: str, method: str, teacher: Any, **cfg: Any
 ) -> dict[str, list[float]]:
     """Per-task losses of one curriculum run (validation scores always improving)."""
-    loaded = tinyllm.load_torch_model(bundle)
-    suite = tinyllm.api.load_tasks(suite_path)
-    selected = suite.select(None)
-    examples = {t.name: load_split(suite, t, "train", None) for t in selected}
-    data = {"color": examples["color"], "shade": examples["shade"][:24]}
+    loaded, suite, selected, data = curriculum_inputs(bundle, suite_path)
     trl = TrlOptions(tensorboard=False) if backend == "trl" else None
     options = DistillOptions(train=CONFIG, backend=backend, trl=trl)
     config = dataclasses.replace(CURRICULUM, **cfg)
