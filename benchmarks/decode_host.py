@@ -37,14 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from decode_instructions import compile_helper  # callgrind's client requests as C functions
 
 OUT = Path("out/bench")
-HELPER = """#include <valgrind/callgrind.h>
-void cg_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
-void cg_pause(void) { CALLGRIND_STOP_INSTRUMENTATION; }
-void cg_resume(void) { CALLGRIND_START_INSTRUMENTATION; }
-void cg_dump(void) { CALLGRIND_DUMP_STATS; CALLGRIND_STOP_INSTRUMENTATION; }
-"""
 
 
 class Uncounted:
@@ -147,15 +142,6 @@ def summarize(runs: list[tuple[str, int]], tokens: list[list[int]]) -> dict[str,
         "decode_tokens": decoded,
         "dummy_rows": computed - decoded,
     }
-
-
-def compile_helper(folder: Path) -> Path:
-    """The client-request helper as a shared library (needs cc and valgrind's headers)."""
-    source = folder / "cghost.c"
-    source.write_text(HELPER)
-    library = folder / "libcghost.so"
-    subprocess.run(["cc", "-O1", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
-    return library
 
 
 def callgrind_total(text: str) -> int:
