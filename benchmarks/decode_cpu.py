@@ -18,8 +18,13 @@ tinyllm and, through a config overlay, onnxruntime-genai; the load options' thre
 tinyllm-cpp, whose C API cannot set spinning: ONNX Runtime's default, on, applies and its
 settings say so; ``n_threads`` and ``n_threads_batch`` for llama.cpp;
 ``torch.set_num_threads`` and OMP_WAIT_POLICY for transformers; INFERENCE_NUM_THREADS for
-OpenVINO); the settings each worker reports go into the JSON. Rounds interleave the
-engines and rotate their order; each figure is the median over rounds with [min-max].
+OpenVINO, whose fp32 rows also set INFERENCE_PRECISION_HINT and KV_CACHE_PRECISION to f32:
+on a CPU with bf16 instructions it otherwise computes in bf16 with a u8 KV cache, and its
+int4 and int8 rows keep those defaults, recorded); the settings each worker reports go
+into the JSON. While one engine runs, every
+other worker is stopped (SIGSTOP), so an idle peer that keeps polling cannot take the
+cores. Rounds interleave the engines and rotate their order; each figure is the median
+over rounds with [min-max].
 ``--clock cpu`` times every run by its worker's CPU time instead of the wall clock:
 with ``--threads 1 --spin off`` that is the work each engine does per token, which other
 jobs on the machine barely move (they take turns on the cores, not instructions), so
@@ -95,6 +100,7 @@ class Worker:
                 env=env,
             )
         self.tokens: list[int] = []
+        self.paused = False
         hello = self._read()
         if "error" in hello:
             self.proc.wait()
@@ -137,17 +143,41 @@ class Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def pause(self) -> None:
+        """Stop the process (SIGSTOP) while another engine is measured: an idle peer must
+        not take the cores (llama-cpp-python's threads keep polling between calls: an idle
+        llama.cpp worker measured 2.99 CPU seconds in 3 s, and every ONNX Runtime engine
+        beside it decoded about 3x slower)."""
+        if self.paused or not self.alive():
+            return
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+        # Wait until it has stopped, so no timed run starts beside it.
+        pid, status = os.waitpid(self.proc.pid, os.WUNTRACED)
+        if pid and not os.WIFSTOPPED(status):  # it died meanwhile: keep its exit status
+            self.proc.returncode = os.waitstatus_to_exitcode(status)
+
+    def resume(self) -> None:
+        if self.paused and self.alive():
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
     def close(self) -> dict[str, Any]:
+        self.resume()
         memory = self._ask("quit")
         self.proc.wait(timeout=60)
         return memory
 
 
-def start(engine: str, path: Path, prompts: list[list[int]], args: argparse.Namespace) -> Worker:
-    """Start ``engine``'s worker on ``path`` with the run's threads and spinning policy."""
+def start(
+    engine: str, path: Path, prompts: list[list[int]], args: argparse.Namespace, precision: str = ""
+) -> Worker:
+    """Start ``engine``'s worker on ``path`` with the run's threads and spinning policy
+    (``precision``: the weights' precision, for engines that must be told to compute in it)."""
     spec = {
         "engine": engine,
         "path": str(path),
+        "precision": precision,
         "prompts": prompts,
         "max_new": args.new_tokens,
         "threads": args.threads,
@@ -210,6 +240,17 @@ def ratios(results: dict[str, dict[str, Any]], ours: str = "tinyllm") -> None:
         result["tinyllm_speedup"], result["tinyllm_ttft_ratio"] = spread(speed), spread(ttft)
 
 
+def alone(workers: dict[str, Worker], engine: str) -> Callable[[int], float]:
+    """``workers[engine].run``, with every other worker stopped while it runs."""
+
+    def call(n: int) -> float:
+        for name, worker in workers.items():
+            (worker.resume if name == engine else worker.pause)()
+        return workers[engine].run(n)
+
+    return call
+
+
 def guarded(engine: str, run: Callable[[int], float]) -> Callable[[int], float]:
     """``run`` whose failure is a :class:`PeerFailed` naming ``engine``."""
 
@@ -223,7 +264,10 @@ def guarded(engine: str, run: Callable[[int], float]) -> Callable[[int], float]:
 
 
 def run_case(
-    paths: dict[str, Path | str], prompts: list[list[int]], args: argparse.Namespace
+    paths: dict[str, Path | str],
+    prompts: list[list[int]],
+    args: argparse.Namespace,
+    precision: str = "",
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Start every engine of one (model, precision, batch), measure, stop: results and skips."""
     workers: dict[str, Worker] = {}
@@ -233,7 +277,7 @@ def run_case(
             skipped[engine] = path
             continue
         try:
-            workers[engine] = start(engine, path, prompts, args)
+            workers[engine] = start(engine, path, prompts, args, precision)
         except Exception as e:  # a peer that cannot start is recorded, not fatal
             skipped[engine] = f"could not start: {e}"
     results: dict[str, dict[str, Any]] = {}
@@ -242,13 +286,14 @@ def run_case(
             if not workers:
                 break
             try:
-                runners = {name: guarded(name, w.run) for name, w in workers.items()}
+                runners = {name: guarded(name, alone(workers, name)) for name in workers}
                 results = measure(runners, args.new_tokens, args.rounds, len(prompts))
                 break
             except PeerFailed as e:
                 skipped[e.engine] = f"failed while measuring: {e.reason}"
                 failed = workers.pop(e.engine)
                 if failed.alive():
+                    failed.resume()
                     failed.proc.kill()
                     failed.proc.wait()
     finally:
@@ -394,7 +439,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             prompts = [prompt_ids(rng, args.prompt_tokens, vocab) for _ in range(8)]
             for batch in batches:
                 rows_prompts = [prompts[i % len(prompts)] for i in range(batch)]
-                results, skips = run_case(paths, rows_prompts, args)
+                results, skips = run_case(paths, rows_prompts, args, precision)
                 case = {"model": name, "precision": precision, "batch": batch}
                 skipped += [{**case, "engine": e, "reason": r} for e, r in skips.items()]
                 rows += [{**case, "engine": e, **r} for e, r in results.items()]
@@ -413,7 +458,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "load_average_before": load,
         },
         "decode_bytes_per_step": weights,
-        "settings": {k: str(v) for k, v in vars(args).items()},
+        "settings": {k: str(v) for k, v in vars(args).items()}
+        | {"idle_peers": "stopped (SIGSTOP) while another engine runs"},
         "rows": rows,
         "skipped": skipped,
     }

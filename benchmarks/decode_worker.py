@@ -217,7 +217,16 @@ def load_openvino(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
     import openvino as ov
     import openvino_genai as ov_genai
 
-    properties = {"INFERENCE_NUM_THREADS": spec["threads"]}
+    properties: dict[str, Any] = {"INFERENCE_NUM_THREADS": spec["threads"]}
+    if spec.get("precision") == "fp32":
+        # On a CPU with bf16 instructions the plugin computes in bf16 and keeps the KV cache
+        # in u8 unless told otherwise: an fp32 row would not be fp32.
+        properties |= {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+    defaults = ov.Core()
+    effective = {
+        key: str(properties.get(key, defaults.get_property("CPU", key)))
+        for key in ("INFERENCE_PRECISION_HINT", "KV_CACHE_PRECISION")
+    }
     # Its prefix cache would serve the repeated prompt from KV kept from the last run,
     # so TTFT would not include the prefill the other engines do.
     scheduler = ov_genai.SchedulerConfig()
@@ -235,6 +244,7 @@ def load_openvino(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
 
     settings = {
         "properties": properties,
+        "precision": effective,
         "enable_prefix_caching": scheduler.enable_prefix_caching,
         "spinning": "not settable (the CPU plugin's own thread pool)",
         "openvino": ov.__version__,

@@ -312,7 +312,7 @@ def test_decode_harness_reports_a_segfaulting_peer(
     fake.write_text(FAKE_WORKER)
     fake.chmod(0o755)
 
-    def start(engine: str, path: Path, prompts: list[list[int]], args: Any) -> Any:
+    def start(engine: str, path: Path, prompts: list[list[int]], args: Any, _: str = "") -> Any:
         crash = {"crash-start": "start", "crash-gen": "gen"}.get(engine, "")
         env = dict(os.environ, CRASH=crash)
         spec = {"engine": engine, "path": str(path), "prompts": prompts}
