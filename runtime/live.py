@@ -46,9 +46,10 @@ class Live:
         self.deadline: float | None = None  # time.monotonic() seconds; set by the server
 
     @property
-    def key(self) -> tuple[str, int]:
-        """The prefix cache key: (task, adapter slot)."""
-        return (self.route.task.name if self.route.task else "", self.route.slot)
+    def key(self) -> tuple[str, int, str]:
+        """The prefix cache key: (task, adapter slot, prefix variant: the shots, if any)."""
+        name = self.route.task.name if self.route.task else ""
+        return (name, self.route.slot, self.route.variant)
 
     @property
     def kv_len(self) -> int:

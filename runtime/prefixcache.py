@@ -1,7 +1,9 @@
 """The per-task prefix cache: the KV of the prompt text every request of a task starts with.
 
-An entry is keyed by (task, adapter slot) and holds the token ids of the task's fixed
-prefix and their keys and values in every layer. A request whose prompt starts with
+An entry is keyed by (task, adapter slot, variant) and holds the token ids of the task's
+fixed prefix and their keys and values in every layer. The variant is "" for the task's
+own prefix (its instruction); a request with worked examples (shots) before its input has
+the shots as its variant, and its prefix runs through them. A request whose prompt starts with
 ``n`` of those ids gets them copied into its KV row and prefills only the rest: exact,
 since a causal model's KV at a position depends only on the tokens up to it. Entries are
 filled from the first request's own prefill (no extra model run), bounded in bytes and
@@ -20,7 +22,7 @@ import numpy as np
 
 from tinyllm.tasktable import common_prefix
 
-Key = tuple[str, int]
+Key = tuple[str, int, str]
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class CachedPrefix:
 
 
 class PrefixCache:
-    """Bounded LRU of :class:`CachedPrefix` by (task, slot).
+    """Bounded LRU of :class:`CachedPrefix` by (task, slot, variant).
 
     Args:
         max_bytes: the memory the entries may hold (0: the cache is off).

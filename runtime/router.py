@@ -13,6 +13,7 @@ are parsed and checked with :mod:`tinyllm.verifiers`: an invalid output comes ba
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -107,6 +108,9 @@ class Route:
     ``build_s`` and ``tokenize_s`` are the seconds rendering and tokenizing the prompt took.
     ``tools``: the output is a call of one of these tools (constrained to their schemas
     when ``json``); the engine runs it (:mod:`tinyllm.runtime.toolrunner`).
+    ``variant``: which prefix of the task ``prefix_len`` counts, for the prefix cache's key:
+    "" for the task's own prefix, the shots' fingerprint when worked examples come before
+    the input (then the prefix runs through them).
     """
 
     task: TaskSpec | None
@@ -121,6 +125,7 @@ class Route:
     tokenize_s: float = 0.0
     tools: tuple[Tool, ...] = ()
     execute_tools: bool = True
+    variant: str = ""
 
     def parse(self, text: str) -> tuple[Any, bool, str | None]:
         """(value, valid, error) of a generated text (a call, for a tool task's call)."""
@@ -200,6 +205,7 @@ class Router:
         self._lock = threading.Lock()
         self._texts: dict[int, str] = {}
         self._json: JsonTokens | None = None
+        self._shot_prefixes: dict[tuple[str, str], list[int]] = {}
 
     @property
     def tasks(self) -> dict[str, TaskSpec]:
@@ -282,6 +288,9 @@ class Router:
         prompt = self.tokenizer.encode(prompt_text)
         tokenized = time.perf_counter()
         tools = served.tools
+        prefix_len, variant = common_prefix(prompt, entry.prefix_ids), ""
+        if shots:
+            prefix_len, variant = self._shots_prefix(spec, entry, shots, prompt)
         budget = spec.tools.max_call_tokens if spec.tools else spec.output.max_new_tokens
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or budget,
@@ -297,11 +306,12 @@ class Router:
                 False,
                 None,
                 self.constrain,
-                common_prefix(prompt, entry.prefix_ids),
+                prefix_len,
                 built - start,
                 tokenized - built,
                 tools,
                 execute_tools,
+                variant,
             )
         kind = spec.output.kind
         return Route(
@@ -312,10 +322,27 @@ class Router:
             kind != "json",
             served.trie,
             kind == "json" and self.constrain,
-            common_prefix(prompt, entry.prefix_ids),
+            prefix_len,
             built - start,
             tokenized - built,
+            variant=variant,
         )
+
+    def _shots_prefix(
+        self, spec: TaskSpec, entry: TaskEntry, shots: list[Example], prompt: list[int]
+    ) -> tuple[int, str]:
+        """(prefix length, variant) of a prompt with worked examples: the tokens before
+        the input, which every request with the same shots shares (the prompt rendered
+        around an empty input, cut to what ``prompt`` has in common with it)."""
+        variant = json.dumps([[s.input, s.output] for s in shots])
+        key = (spec.name, variant)
+        ids = self._shot_prefixes.get(key)
+        if ids is None:
+            ids = self.tokenizer.encode(self._prompt_text(spec, entry, "", shots))
+            if len(self._shot_prefixes) >= 64:  # a few shot sets per task are typical
+                self._shot_prefixes.clear()
+            self._shot_prefixes[key] = ids
+        return common_prefix(prompt, ids), variant
 
     def _prompt_text(
         self, spec: TaskSpec, entry: TaskEntry, text: str, shots: list[Example] | None
@@ -350,7 +377,17 @@ class Router:
         # the answer keeps to the labels, unless the task was re-added with other ones
         trie = served.trie if served is not None and served.spec == spec else None
         json = kind == "json" and self.constrain
-        return Route(spec, ids, route.slot, config, kind != "json", trie, json, route.prefix_len)
+        return Route(
+            spec,
+            ids,
+            route.slot,
+            config,
+            kind != "json",
+            trie,
+            json,
+            route.prefix_len,
+            variant=route.variant,
+        )
 
     def raw(self, prompt: str | list[dict[str, str]], config: GenerationConfig) -> Route:
         """A route without a task: the base model (slot 0) on a plain prompt or messages."""

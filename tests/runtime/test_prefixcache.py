@@ -11,6 +11,7 @@ import pytest
 from tinyllm.errors import ConfigError
 from tinyllm.runtime import Engine
 from tinyllm.runtime.prefixcache import PrefixCache
+from tinyllm.tasks import Example
 
 TASKS = ["sentiment", "booking", "rewrite"]
 INPUTS = [
@@ -90,6 +91,39 @@ def test_task_changes_drop_their_entries(served: Path, random_adapter: Any) -> N
     engine.close()
 
 
+SHOTS = [
+    Example("Book a room in Rome for May 2", '{"city": "Rome"}'),
+    Example("Table for 3 in Lyon tonight", '{"city": "Lyon"}'),
+]
+
+
+def test_requests_with_the_same_shots_reuse_their_kv(served: Path) -> None:
+    """Worked examples before the input are part of the cached prefix, one entry per shot
+    set: the second request with the same shots prefills only its input, with the tokens
+    of an engine without the cache; other shots get their own entry."""
+    cold = Engine.load(served, max_batch=2, prefix_cache_mb=0)
+    expected = [cold.run("booking", x, shots=SHOTS).token_ids for x in INPUTS[:3]]
+    other = cold.run("booking", INPUTS[0], shots=SHOTS[:1]).token_ids
+    cold.close()
+    plain = Engine.load(served, max_batch=2)
+    for x in INPUTS[:2]:
+        plain.run("booking", x)
+    own_prefix = plain.stats()["prefix_cache"]["tokens_saved"]  # one hit: the instruction
+    plain.close()
+    warm = Engine.load(served, max_batch=2)
+    got = [warm.run("booking", x, shots=SHOTS).token_ids for x in INPUTS[:3]]
+    assert got == expected
+    stats = warm.stats()["prefix_cache"]
+    encode = warm._serving().router.tokenizer.encode
+    shots_len = sum(len(encode(s.input)) + len(encode(s.output)) for s in SHOTS)
+    # two hits, each past the instruction and both shots
+    assert stats["hits"] == 2 and stats["tokens_saved"] >= 2 * (own_prefix + shots_len)
+    assert warm.run("booking", INPUTS[0], shots=SHOTS[:1]).token_ids == other
+    keys = [k for k in warm._serving().cache.entries if k[0] == "booking"]
+    assert len(keys) == 2 and len({k[2] for k in keys}) == 2
+    warm.close()
+
+
 def test_memory_is_bounded(served: Path) -> None:
     engine = Engine.load(served, max_batch=2)
     engine.run("rewrite", "x")
@@ -110,32 +144,32 @@ def kv(n: int, value: float = 0.0) -> list[np.ndarray]:
 
 def test_lookup_takes_the_common_prefix_and_leaves_one_token() -> None:
     cache = PrefixCache(10_000)
-    assert cache.lookup(("t", 1), [1, 2, 3], 3) is None and cache.misses == 1
-    assert cache.wants(("t", 1), 3) and not cache.wants(("t", 1), 0)
-    cache.store(("t", 1), [1, 2, 3, 4], kv(4, 1.0))
-    hit = cache.lookup(("t", 1), [1, 2, 9, 9, 9], 4)
+    assert cache.lookup(("t", 1, ""), [1, 2, 3], 3) is None and cache.misses == 1
+    assert cache.wants(("t", 1, ""), 3) and not cache.wants(("t", 1, ""), 0)
+    cache.store(("t", 1, ""), [1, 2, 3, 4], kv(4, 1.0))
+    hit = cache.lookup(("t", 1, ""), [1, 2, 9, 9, 9], 4)
     assert hit is not None and hit.ids == (1, 2) and hit.kv[0].shape == (2, 2, 4)
-    whole = cache.lookup(("t", 1), [1, 2, 3, 4], 4)  # the last token is prefilled anyway
+    whole = cache.lookup(("t", 1, ""), [1, 2, 3, 4], 4)  # the last token is prefilled anyway
     assert whole is not None and whole.ids == (1, 2, 3)
-    assert cache.lookup(("t", 1), [7, 8], 2) is None  # nothing in common
-    assert cache.lookup(("t", 2), [1, 2, 3, 4], 4) is None  # another adapter slot
-    assert not cache.wants(("t", 1), 3)
+    assert cache.lookup(("t", 1, ""), [7, 8], 2) is None  # nothing in common
+    assert cache.lookup(("t", 2, ""), [1, 2, 3, 4], 4) is None  # another adapter slot
+    assert not cache.wants(("t", 1, ""), 3)
 
 
 def test_eviction_is_least_recently_used_and_drop_is_by_task_or_slot() -> None:
     size = sum(a.nbytes for a in kv(4))
     cache = PrefixCache(2 * size)
-    cache.store(("a", 0), [1, 2, 3, 4], kv(4))
-    cache.store(("b", 1), [1, 2, 3, 4], kv(4))
-    cache.lookup(("a", 0), [1, 2, 3, 4, 5], 4)  # a is now the most recent
-    cache.store(("c", 2), [1, 2, 3, 4], kv(4))
-    assert list(cache.entries) == [("a", 0), ("c", 2)] and cache.nbytes <= 2 * size
-    cache.store(("huge", 3), list(range(40)), kv(40))  # larger than the whole cache
-    assert ("huge", 3) not in cache.entries
+    cache.store(("a", 0, ""), [1, 2, 3, 4], kv(4))
+    cache.store(("b", 1, ""), [1, 2, 3, 4], kv(4))
+    cache.lookup(("a", 0, ""), [1, 2, 3, 4, 5], 4)  # a is now the most recent
+    cache.store(("c", 2, ""), [1, 2, 3, 4], kv(4))
+    assert list(cache.entries) == [("a", 0, ""), ("c", 2, "")] and cache.nbytes <= 2 * size
+    cache.store(("huge", 3, ""), list(range(40)), kv(40))  # larger than the whole cache
+    assert ("huge", 3, "") not in cache.entries
     cache.drop(slot=2)
-    assert list(cache.entries) == [("a", 0)]
+    assert list(cache.entries) == [("a", 0, "")]
     cache.drop(task="a")
     assert not cache.entries
     off = PrefixCache(0)
-    off.store(("a", 0), [1, 2], kv(2))
-    assert off.lookup(("a", 0), [1, 2, 3], 2) is None and not off.wants(("a", 0), 2)
+    off.store(("a", 0, ""), [1, 2], kv(2))
+    assert off.lookup(("a", 0, ""), [1, 2, 3], 2) is None and not off.wants(("a", 0, ""), 2)
