@@ -451,6 +451,8 @@ class Server:
                     live.json = None  # no token fitted: stop constraining, report it invalid
                 elif live.json.mode == "done":
                     live.done = "stop"
+            if route.trie is not None and not live.done:
+                self._finish_label(live)
         count = len(live.text) if live.done else ready(live.text, config.stop)
         if route.tools and route.execute_tools:
             count = 0  # the call is not the answer: the tool runner streams that
@@ -458,6 +460,34 @@ class Server:
             live.emit(("delta", live.text[live.sent : count]))
             live.sent = count
         watch.lap("sample")
+
+    def _finish_label(self, live: Live) -> None:
+        """Write the rest of a label that the trie forces to its end, without a model run.
+
+        Where one token is all the label mask allows, masked greedy picks it and masked
+        sampling draws it with probability 1, so appending it is exact on every engine.
+        Only a chain that ends the label is written: the row then ends and needs no KV for
+        it; a chain that meets a choice between labels is left to the model.
+        """
+        trie, config = live.route.trie, live.route.config
+        assert trie is not None
+        chain, prefix = [], list(live.tokens)
+        while not trie.complete(prefix):
+            allowed = trie.allowed(prefix)
+            if len(allowed) != 1:
+                return  # a choice ahead: the model makes it
+            chain.append(allowed[0])
+            prefix.append(allowed[0])
+        for token in chain:
+            if token in self.stop_ids and not config.ignore_eos:
+                live.done = "stop"
+                return
+            live.tokens.append(token)
+            self.spec_stats.label_forwarded += 1
+            live.text = self.router.tokenizer.decode(live.tokens)
+            live.done = stopped(live, self.session.spec.max_seq_len)
+            if live.done:
+                return
 
     def _end(self, rid: int, error: Exception | None) -> None:
         """Resolve a request that left the scheduler (call with the lock held)."""

@@ -216,6 +216,7 @@ class SpeculationStats:
     forced_steps: int = 0  # of ``steps``: those whose draft was forced text
     forced_drafted: int = 0
     forced_accepted: int = 0
+    label_forwarded: int = 0  # label tokens the trie forced, written without a model run
 
     def as_dict(self) -> dict[str, float]:
         """Plain data, with the acceptance rate (accepted / drafted)."""
@@ -229,4 +230,5 @@ class SpeculationStats:
             "forced_steps": self.forced_steps,
             "forced_drafted": self.forced_drafted,
             "forced_accepted": self.forced_accepted,
+            "label_forwarded": self.label_forwarded,
         }
