@@ -420,6 +420,19 @@ def data_prepare_cmd(tasks: str, names: tuple[str, ...], force: bool) -> None:
     metavar="TASK=N",
     help="Cap on max_tokens for one task (repeatable).",
 )
+@click.option(
+    "--speculate",
+    type=int,
+    default=None,
+    help="Prompt-lookup draft tokens per verify run, 0: off (float engines only) "
+    "[the engine's serving.json, else 0].",
+)
+@click.option(
+    "--fast-forward/--no-fast-forward",
+    default=None,
+    help="Write the text a constraint forces (tool calls, JSON) in one verify run "
+    "[on where verify runs are exact].",
+)
 def serve_cmd(
     bundle: str,
     host: str,
@@ -435,6 +448,8 @@ def serve_cmd(
     max_streams: int | None,
     max_tokens: int | None,
     task_max_tokens: tuple[str, ...],
+    speculate: int | None,
+    fast_forward: bool | None,
 ) -> None:
     """Serve BUNDLE's tasks over OpenAI-compatible HTTP (each task is a model)."""
     from tinyllm.runtime.access import parse_task_caps
@@ -459,6 +474,11 @@ def serve_cmd(
         api_key=api_key,
         insecure=insecure,
         limits=limits,
+        engine_options={
+            k: v
+            for k, v in {"speculate": speculate, "fast_forward": fast_forward}.items()
+            if v is not None
+        },
     )
 
 

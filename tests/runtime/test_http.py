@@ -714,3 +714,27 @@ def test_real_engine_rejects_bad_options_in_process_and_over_http(real) -> None:
         model="base", prompt="Once", max_tokens=3, top_p=0.5, temperature=0.7
     )
     assert got.usage.completion_tokens <= 3  # top_p is honoured for the base model
+
+
+def test_serve_passes_speculation_and_fast_forward_to_the_engine(
+    served: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tinyllm serve --speculate N --no-fast-forward` loads the engine with them; without
+    the options the engine keeps its defaults (off, and on where exact)."""
+    import tinyllm.runtime.openai_app as openai_app
+    from tinyllm.cli import main
+
+    loaded: list[Any] = []
+
+    def keep(engine: Any, **_: Any) -> Any:
+        loaded.append(engine._serving().speculation)
+        engine.close()
+        return None
+
+    monkeypatch.setattr(openai_app, "create_app", keep)
+    monkeypatch.setattr(openai_app, "run_server", lambda *a, **k: None)
+    main(["serve", str(served), "--port", "0", "--speculate", "6", "--no-fast-forward"])
+    main(["serve", str(served), "--port", "0"])
+    asked, default = loaded
+    assert (asked.draft_tokens, asked.forced) == (6, False)
+    assert (default.draft_tokens, default.forced) == (0, True)  # fp32: verify runs are exact
