@@ -39,14 +39,26 @@ class EvalOptions:
             raise ConfigError(f"backend must be 'torch' or 'engine', got {self.backend!r}")
 
 
-def engine_loader(engine: str | None, constrain: bool) -> Loader:
-    """A loader of the bundle's exported engine, decoding as served (or raw)."""
+def engine_loader(engine: str | None, constrain: bool, tasks: Sequence[str] = ()) -> Loader:
+    """A loader of the bundle's exported engine, decoding as served (or raw). An engine
+    with a merged adapter that would not serve every one of ``tasks`` is refused before
+    any task runs."""
 
     def load(opened: Bundle, size: int) -> tuple[BundleGenerator, str]:
         from tinyllm.runtime import Engine
         from tinyllm.runtime.generator import EngineGenerator
 
         runner = Engine.load(opened, engine=engine, max_batch=size, constrain=constrain)
+        merged = runner.info.merged_adapter
+        others = [t for t in tasks if t != merged]
+        if merged is not None and others:
+            runner.close()
+            raise ConfigError(
+                f"this engine has task {merged!r}'s adapter merged into its "
+                f"weights and serves only {merged!r}, not {', '.join(map(repr, others))}: "
+                f"evaluate it with --task {merged}, or pick an engine with LoRA slots "
+                "(--engine)"
+            )
         mode = "constrained" if constrain else "raw"
         return EngineGenerator(
             runner
@@ -73,7 +85,7 @@ def evaluate_suite(
     suite = load_tasks(tasks)
     selected = suite.select(list(names) if names is not None else None)
     load = (
-        engine_loader(options.engine, options.constrain)
+        engine_loader(options.engine, options.constrain, [t.name for t in selected])
         if options.backend == "engine"
         else torch_generator
     )

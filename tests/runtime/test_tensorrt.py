@@ -423,3 +423,25 @@ def test_merged_tensorrt_engine_gives_the_adapter_slot_tokens(merged: Path, tmp_
     assert [g.token_ids for g in gpu.generate_ids(prompts, GREEDY)] == want
     with pytest.raises(TinyLLMError, match=r"not served"):
         gpu.run("booking", TEXT)
+
+
+def test_eval_on_a_merged_engine_refuses_other_tasks_before_running(merged: Path) -> None:
+    """`tinyllm eval --backend engine` on a merged engine says which task it serves before
+    any task runs, instead of failing at the first other task after scoring the ones before."""
+    import tinyllm
+
+    with pytest.raises(
+        ConfigError, match=r"serves only 'sentiment', not 'booking'.*--task sentiment"
+    ):
+        tinyllm.api.evaluate(
+            merged,
+            names=["sentiment", "booking"],
+            backend="engine",
+            engine=MERGED,
+            limit=1,
+            progress=False,
+        )
+    report = tinyllm.api.evaluate(
+        merged, names=["sentiment"], backend="engine", engine=MERGED, limit=2, progress=False
+    )
+    assert [r.task for r in report.results] == ["sentiment"]
