@@ -314,6 +314,7 @@ class NativeEngine:
         check(lib, lib.tinyllm_engine_load(str(bundle).encode(), ctypes.byref(options), raw))
         self.handle: Any = raw
         self.tokenizer = NativeTokenizer(lib, None, lib.tinyllm_engine_tokenizer(raw))
+        self.keep: dict[str, Any] = {}  # ctypes callbacks the engine calls (its tools)
 
     def close(self) -> None:
         """Free the engine."""

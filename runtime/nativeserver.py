@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyllm.runtime.native import NativeEngine, NativeError, check
-from tinyllm.runtime.nativetasks import NativeTaskOutput, NativeTasks, _TaskOptions, _TaskRequest
+from tinyllm.runtime.nativetasks import (
+    NativeTaskOutput,
+    NativeTasks,
+    _TaskOptions,
+    _TaskRequest,
+    _ToolCall,
+)
 from tinyllm.runtime.nativetasks import _TaskResult as TaskResult
 
 _P = ctypes.c_void_p
@@ -106,8 +112,13 @@ class NativeRequest:
     def wait(self) -> NativeTaskOutput:
         """Block until answered (the GIL is released while waiting)."""
         r = TaskResult()
-        check(self.server.lib, self.server.lib.tinyllm_request_wait(self.handle, ctypes.byref(r)))
-        return self.server.tasks.output_of(r, self.is_json)
+        lib = self.server.lib
+        check(lib, lib.tinyllm_request_wait(self.handle, ctypes.byref(r)))
+        raw = _ToolCall()
+        call = self.server.tasks.tool_call(
+            lib.tinyllm_request_get_tool_call(self.handle, ctypes.byref(raw)), raw
+        )
+        return self.server.tasks.output_of(r, self.is_json, call)
 
     def done(self) -> bool:
         """Whether the request is answered."""

@@ -1,16 +1,20 @@
 """Task requests through libtinyllm (``tinyllm_run_tasks``): the C++ runtime serving a
 bundle's tasks from its engine's task table, for tests and tools that compare it with
-the Python runtime (:mod:`tinyllm.runtime.native` holds the engine binding)."""
+the Python runtime (:mod:`tinyllm.runtime.native` holds the engine binding). Tasks with
+tools call C callbacks: :meth:`NativeTasks.register_tool` registers a Python
+:class:`~tinyllm.tools.Tool`'s function as one (through ctypes)."""
 
 from __future__ import annotations
 
 import ctypes
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tinyllm.errors import TinyLLMError
 from tinyllm.runtime.native import FINISH_REASONS, NativeEngine, check
+from tinyllm.tools import Tool, ToolCall
 
 _P = ctypes.c_void_p
 
@@ -46,6 +50,24 @@ class _TaskResult(ctypes.Structure):
     ]
 
 
+class _ToolCall(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.POINTER(ctypes.c_char)),
+        ("name_len", ctypes.c_size_t),
+        ("arguments", ctypes.POINTER(ctypes.c_char)),
+        ("arguments_len", ctypes.c_size_t),
+        ("ok", ctypes.c_int32),
+        ("result", ctypes.POINTER(ctypes.c_char)),
+        ("result_len", ctypes.c_size_t),
+        ("error", ctypes.POINTER(ctypes.c_char)),
+        ("error_len", ctypes.c_size_t),
+        ("seconds", ctypes.c_double),
+    ]
+
+
+# int (*)(void* user, const char* arguments, size_t len, tinyllm_tool_reply* reply)
+TOOL_FN = ctypes.CFUNCTYPE(ctypes.c_int, _P, ctypes.c_void_p, ctypes.c_size_t, _P)
+
 _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "tinyllm_engine_task_count": (ctypes.c_size_t, [_P]),
     "tinyllm_engine_task_name": (ctypes.c_char_p, [_P, ctypes.c_size_t]),
@@ -73,7 +95,15 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         [_P, ctypes.c_size_t, ctypes.POINTER(_TaskResult)],
     ),
     "tinyllm_task_results_free": (None, [_P]),
+    "tinyllm_task_results_get_tool_call": (
+        ctypes.c_int,
+        [_P, ctypes.c_size_t, ctypes.POINTER(_ToolCall)],
+    ),
+    "tinyllm_request_get_tool_call": (ctypes.c_int, [_P, ctypes.POINTER(_ToolCall)]),
+    "tinyllm_tool_reply_set": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t]),
+    "tinyllm_engine_register_tool": (ctypes.c_int, [_P, ctypes.c_char_p, TOOL_FN, _P]),
 }
+NOT_FOUND = 10  # TINYLLM_NOT_FOUND: a result of a task without tools has no call
 
 
 def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -96,6 +126,7 @@ class NativeTaskOutput:
     token_ids: tuple[int, ...]
     prompt_tokens: int
     finish_reason: str
+    tool_call: ToolCall | None = None
 
 
 class NativeTasks:
@@ -104,6 +135,51 @@ class NativeTasks:
     def __init__(self, engine: NativeEngine) -> None:
         self.engine = engine
         self.lib = bind(engine.lib)
+
+    def register_tool(self, tool: Tool) -> None:
+        """Register ``tool``'s function as the engine's C callback of that name: called
+        with the arguments as keywords; an exception or a non-text result fails the call
+        with its reason (as :func:`tinyllm.tools.call_tool` words it)."""
+        self.register_callback(tool.name, _as_callback(tool.function))
+
+    def register_callback(self, name: str, fn: Callable[[str], tuple[bool, str]]) -> None:
+        """Register ``fn`` (arguments JSON text -> (ok, result or reason)) as tool ``name``."""
+
+        def call(_user: Any, arguments: int, n: int, reply: int) -> int:
+            try:
+                ok, text = fn(ctypes.string_at(arguments, n).decode("utf-8"))
+            except BaseException as e:  # nothing may unwind into C
+                ok, text = False, f"{type(e).__name__}: {e}"
+            data = text.encode("utf-8", "replace")
+            self.lib.tinyllm_tool_reply_set(reply, data, len(data))
+            return 0 if ok else 1
+
+        callback = TOOL_FN(call)
+        check(
+            self.lib,
+            self.lib.tinyllm_engine_register_tool(
+                self.engine.handle, name.encode(), callback, None
+            ),
+        )
+        self.engine.keep[name] = callback  # alive as long as the engine that calls it
+
+    def tool_call(self, status: int, raw: _ToolCall) -> ToolCall | None:
+        """The Python view of a filled tinyllm_tool_call (None: the task has no tools)."""
+        if status == NOT_FOUND:
+            return None
+        check(self.lib, status)
+
+        def text(field: str) -> str:
+            return ctypes.string_at(getattr(raw, field), getattr(raw, field + "_len")).decode()
+
+        arguments = text("arguments")
+        return ToolCall(
+            text("name"),
+            json.loads(arguments) if arguments else None,
+            text("result") if raw.ok else None,
+            None if raw.ok else text("error"),
+            float(raw.seconds),
+        )
 
     def names(self) -> list[str]:
         """The tasks of the engine's task table, by name."""
@@ -158,9 +234,13 @@ class NativeTasks:
     def _output(self, results: Any, i: int, is_json: bool) -> NativeTaskOutput:
         r = _TaskResult()
         check(self.lib, self.lib.tinyllm_task_results_get(results, i, ctypes.byref(r)))
-        return self.output_of(r, is_json)
+        raw = _ToolCall()
+        status = self.lib.tinyllm_task_results_get_tool_call(results, i, ctypes.byref(raw))
+        return self.output_of(r, is_json, self.tool_call(status, raw))
 
-    def output_of(self, r: _TaskResult, is_json: bool) -> NativeTaskOutput:
+    def output_of(
+        self, r: _TaskResult, is_json: bool, tool_call: ToolCall | None = None
+    ) -> NativeTaskOutput:
         """The Python view of a filled tinyllm_task_result."""
         value: Any = ctypes.string_at(r.value, r.value_len).decode("utf-8")
         if r.valid and is_json:
@@ -173,4 +253,22 @@ class NativeTasks:
             token_ids=tuple(r.token_ids[: r.n_tokens]),
             prompt_tokens=int(r.prompt_tokens),
             finish_reason=FINISH_REASONS[r.finish_reason],
+            tool_call=tool_call,
         )
+
+
+def _as_callback(function: Callable[..., Any]) -> Callable[[str], tuple[bool, str]]:
+    """A tool function as a callback over the arguments' JSON text."""
+
+    def call(arguments: str) -> tuple[bool, str]:
+        try:
+            result = function(**json.loads(arguments))
+        except TinyLLMError as e:
+            return False, str(e)
+        except Exception as e:
+            return False, f"{type(e).__name__}: {e}"
+        if not isinstance(result, str):
+            return False, f"returned {type(result).__name__}, not text"
+        return True, result
+
+    return call

@@ -3,8 +3,9 @@
 Export renders every task's prompt once with the chat template (Jinja stays in Python)
 and writes it around the input, with what the router and the C++ runtime need to serve
 the task without the template engine: the adapter slot, the output limit, stop tokens,
-the label token sequences of the constraint trie, the JSON root of a JSON task, and the
-verifiers (with the JSON schema) that check its outputs.
+the label token sequences of the constraint trie, the JSON root of a JSON task, the
+verifiers (with the JSON schema) that check its outputs, and for a task with tools what
+the C++ runtime needs to constrain and check its calls (:func:`tool_entry`).
 
 ``prefix_ids`` are the tokens every prompt of the task provably starts with: the text
 before the input tokenized alone may end in a token that merges with the input (BPE),
@@ -28,6 +29,7 @@ from tinyllm.config import from_dict
 from tinyllm.errors import BundleError, ConfigError
 from tinyllm.manifest import Manifest
 from tinyllm.tasks import TaskSpec, conversation
+from tinyllm.toolbox import get_tool
 
 SCHEMA = 1
 FILE = "tasks.json"
@@ -63,6 +65,7 @@ class TaskEntry:
     json_root: str = ""
     verifiers: list[str] = field(default_factory=list)
     schema: dict[str, Any] | None = None
+    tools: dict[str, Any] | None = None
 
     @property
     def prompt(self) -> str:
@@ -161,7 +164,32 @@ def build_entry(spec: TaskSpec, tok: ChatTokenizer, slot: int, adapter: str | No
         json_root={"object": "{", "array": "["}.get(str(schema_type), ""),
         verifiers=list(spec.verifiers),
         schema=spec.output.schema if kind == "json" else None,
+        tools=tool_entry(spec),
     )
+
+
+def tool_entry(spec: TaskSpec) -> dict[str, Any] | None:
+    """A tool task's ``tools`` in the table: names, result mode, call budget, and each
+    registered tool's argument schema and time limit (the C++ runtime constrains and
+    checks calls with them; its callbacks bring only the code). A tool not registered in
+    the exporting process has no schema there, and the C++ runtime refuses the task
+    naming it; the Python router reads tools from its registry and never needs these."""
+    if spec.tools is None:
+        return None
+    schemas, timeouts = {}, {}
+    for name in spec.tools.names:
+        try:
+            tool = get_tool(name)
+        except ConfigError:
+            continue
+        schemas[name], timeouts[name] = tool.parameters, tool.timeout_s
+    return {
+        "names": list(spec.tools.names),
+        "result": spec.tools.result,
+        "max_call_tokens": spec.tools.max_call_tokens,
+        "schemas": schemas,
+        "timeouts": timeouts,
+    }
 
 
 def build_table(

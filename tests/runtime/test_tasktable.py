@@ -125,3 +125,26 @@ def test_bad_tables_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="not a valid task table"):
         TaskTable.read(tmp_path)
     assert TaskTable.read(tmp_path / "missing") is None  # an engine exported before tables
+
+
+def test_a_tool_tasks_entry_carries_its_tools_schemas_for_the_cpp_runtime() -> None:
+    import dataclasses
+
+    from tinyllm.tasks import ToolUse
+    from tinyllm.tasktable import tool_entry
+    from tinyllm.toolbox import get_tool
+
+    arithmetic = tinyllm.api.load_tasks().task("arithmetic")
+    spec = dataclasses.replace(
+        arithmetic, tools=ToolUse(["calculator", "not_registered"], "context", 40)
+    )
+    calculator = get_tool("calculator")
+    assert tool_entry(spec) == {
+        "names": ["calculator", "not_registered"],
+        "result": "context",
+        "max_call_tokens": 40,
+        # a tool the exporting process has not registered has no schema: C++ refuses it
+        "schemas": {"calculator": calculator.parameters},
+        "timeouts": {"calculator": calculator.timeout_s},
+    }
+    assert tool_entry(dataclasses.replace(arithmetic, tools=None)) is None

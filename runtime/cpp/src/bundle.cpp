@@ -146,6 +146,9 @@ void Bundle::parse_manifest(const json::Value& m, const std::string& where) {
       adapters_[task] = a;
     }
   }
+  if (const json::Value* tasks = m.find("tasks"); tasks != nullptr && tasks->is_object())
+    for (const auto& [task, spec] : tasks->as_object(where + ": tasks"))
+      if (const json::Value* tools = spec.find("tools"); tools != nullptr && !tools->is_null()) tool_tasks_.push_back(task);
   if (const json::Value* engines = m.find("engines")) {
     for (const auto& [name, entry] : engines->as_object(where + ": engines")) {
       std::string label = where + ": engines[\"" + name + "\"]";

@@ -60,6 +60,8 @@ class Bundle {
   const ModelConfig& config() const { return config_; }
   const std::map<std::string, AdapterEntry>& adapters() const { return adapters_; }
   const std::vector<EngineEntry>& engines() const { return engines_; }
+  // The manifest's tasks that call tools (tasks[name].tools set).
+  const std::vector<std::string>& tool_tasks() const { return tool_tasks_; }
 
   // Path of a file the manifest lists; an unlisted name is an error.
   std::string file(const std::string& name) const;
@@ -77,6 +79,7 @@ class Bundle {
   ModelConfig config_;
   std::map<std::string, AdapterEntry> adapters_;
   std::vector<EngineEntry> engines_;
+  std::vector<std::string> tool_tasks_;
 };
 
 // Read a whole file (TINYLLM_BUNDLE_ERROR when it cannot be read).

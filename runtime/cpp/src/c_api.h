@@ -112,3 +112,16 @@ inline std::string_view text_of(const char* text, size_t len) {
 struct tinyllm_task_results {
   std::vector<tinyllm::TaskResult> items;
 };
+
+namespace tinyllm::capi {
+
+// Fill a tinyllm_tool_call from a result's call (TINYLLM_NOT_FOUND: it has none).
+inline void tool_call_out(const tinyllm::TaskResult& r, tinyllm_tool_call* out) {
+  if (!r.tool_call) tinyllm::fail(TINYLLM_NOT_FOUND, "this result's task has no tools: it made no tool call");
+  const tinyllm::ToolCall& c = *r.tool_call;
+  *out = tinyllm_tool_call{c.name.c_str(),   c.name.size(),   c.arguments.c_str(), c.arguments.size(),
+                           c.ok ? 1 : 0,     c.result.c_str(), c.result.size(),    c.error.c_str(),
+                           c.error.size(),   c.seconds};
+}
+
+}  // namespace tinyllm::capi

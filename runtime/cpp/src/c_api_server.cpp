@@ -105,6 +105,16 @@ tinyllm_status tinyllm_request_wait(tinyllm_request* request, tinyllm_task_resul
   });
 }
 
+tinyllm_status tinyllm_request_get_tool_call(const tinyllm_request* request, tinyllm_tool_call* out) {
+  return guarded([&] {
+    require(request, "request");
+    require(out, "out");
+    if (!request->request->done() || request->request->wait() != TINYLLM_OK)
+      tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "the request has no answer: call tinyllm_request_wait first (it must return TINYLLM_OK)");
+    tool_call_out(request->request->result(), out);
+  });
+}
+
 int tinyllm_request_done(const tinyllm_request* request) {
   return request != nullptr && request->request->done() ? 1 : 0;
 }

@@ -92,4 +92,32 @@ tinyllm_status tinyllm_task_results_get(const tinyllm_task_results* results, siz
 
 void tinyllm_task_results_free(tinyllm_task_results* results) { delete results; }
 
+tinyllm_status tinyllm_task_results_get_tool_call(const tinyllm_task_results* results, size_t index,
+                                                  tinyllm_tool_call* out) {
+  return guarded([&] {
+    require(results, "results");
+    require(out, "out");
+    if (index >= results->items.size())
+      tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "result index " + std::to_string(index) + " is out of range");
+    tool_call_out(results->items[index], out);
+  });
+}
+
+tinyllm_status tinyllm_tool_reply_set(tinyllm_tool_reply* reply, const char* text, size_t text_len) {
+  return guarded([&] {
+    require(reply, "reply");
+    reply->text = std::string(text_of(text, text_len));
+  });
+}
+
+tinyllm_status tinyllm_engine_register_tool(tinyllm_engine* engine, const char* name, tinyllm_tool_fn fn,
+                                            void* user) {
+  return guarded([&] {
+    require(engine, "engine");
+    require(name, "name");
+    if (fn == nullptr) tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "fn is NULL: a tool needs a callback");
+    engine->engine->register_tool(name, {fn, user});
+  });
+}
+
 }  // extern "C"

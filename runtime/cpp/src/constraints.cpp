@@ -1,5 +1,7 @@
 #include "constraints.h"
 
+#include "callconstraint.h"
+
 #include <algorithm>
 
 #include "utf8.h"
@@ -204,7 +206,8 @@ JsonTokens::JsonTokens(std::vector<std::string> texts, int32_t eos, size_t state
     if (!texts_[i].empty() && plain(texts_[i])) plain_.push_back(static_cast<int32_t>(i));
 }
 
-const std::vector<int32_t>& JsonTokens::allowed(const JsonPrefix& state) {
+template <typename State>
+const std::vector<int32_t>& JsonTokens::allowed(const State& state) {
   std::string key = state.signature();
   auto hit = cache_.find(key);
   if (hit != cache_.end()) {
@@ -220,7 +223,7 @@ const std::vector<int32_t>& JsonTokens::allowed(const JsonPrefix& state) {
       found.push_back(static_cast<int32_t>(i));
       continue;
     }
-    JsonPrefix after = state;
+    State after = state;
     if (after.feed(text)) found.push_back(static_cast<int32_t>(i));
   }
   if (state.complete() && eos_ >= 0) found.push_back(eos_);
@@ -234,6 +237,9 @@ const std::vector<int32_t>& JsonTokens::allowed(const JsonPrefix& state) {
   }
   return cache_.at(key).first;
 }
+
+template const std::vector<int32_t>& JsonTokens::allowed(const JsonPrefix&);
+template const std::vector<int32_t>& JsonTokens::allowed(const CallPrefix&);
 
 int32_t best_allowed(const float* logits, size_t n, const std::vector<int32_t>& allowed) {
   int32_t best = -1;

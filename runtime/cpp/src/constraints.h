@@ -69,8 +69,10 @@ class JsonTokens {
  public:
   // `texts`: the text of every token id ("" for special tokens: never allowed).
   JsonTokens(std::vector<std::string> texts, int32_t eos, size_t states = 512);
-  // Ascending ids whose text keeps `state` a valid JSON prefix (eos once complete).
-  const std::vector<int32_t>& allowed(const JsonPrefix& state);
+  // Ascending ids whose text keeps `state` a valid prefix (eos once complete); `State`
+  // is JsonPrefix or CallPrefix (callconstraint.h), whose signatures never collide.
+  template <typename State>
+  const std::vector<int32_t>& allowed(const State& state);
 
  private:
   std::vector<std::string> texts_;

@@ -40,6 +40,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const LoadOptions&
   if (engine->bundle_.lists(table)) {
     std::string table_path = engine->bundle_.file(table);
     engine->tasks_ = TaskTable::parse(read_text_file(table_path), table_path);
+    engine->tasks_.mark_legacy_tools(engine->bundle_.tool_tasks());
   }
   return engine;
 }
@@ -154,6 +155,7 @@ int32_t Engine::pick(Row& row, const float* logits, const GenerationConfig& conf
   std::vector<int32_t> allowed;
   if (row.trie) allowed = row.trie->allowed(row.tokens);
   if (row.json) allowed = json_tokens().allowed(*row.json);
+  if (row.call) allowed = json_tokens().allowed(*row.call);
   allowed.erase(std::remove_if(allowed.begin(), allowed.end(), [&](int32_t id) { return id < 0 || static_cast<size_t>(id) >= n; }),
                 allowed.end());
   if (allowed.empty()) return sample(logits, n, params, *row.rng);  // unconstrained, as in Python
@@ -177,7 +179,7 @@ void Engine::advance(Row& row, const float* logits, const GenerationConfig& conf
     if (row.decoder.waiting()) row.text += utf8::kReplacement;
   }
   // runtime/live.py stopped(): the first line, stop strings, a whole label, the limits.
-  size_t cut = row.task && row.task->first_line ? first_line_cut(row.text) : std::string::npos;
+  size_t cut = row.first_line ? first_line_cut(row.text) : std::string::npos;
   for (const std::string& stop : config.stop)
     if (cut == std::string::npos) cut = row.text.find(stop);
   if (cut != std::string::npos) {
@@ -193,6 +195,14 @@ void Engine::advance(Row& row, const float* logits, const GenerationConfig& conf
     if (!row.json->feed(tokenizer_->decode({token}, true))) {
       row.json.reset();  // no token fitted: stop constraining; the output is reported invalid
     } else if (row.json->done()) {
+      row.done = true;
+      row.length = false;
+    }
+  }
+  if (row.call) {
+    if (!row.call->feed(tokenizer_->decode({token}, true))) {
+      row.call.reset();  // as for JSON: the call is then checked, and refused, when it runs
+    } else if (row.call->done()) {
       row.done = true;
       row.length = false;
     }

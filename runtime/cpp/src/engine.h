@@ -15,11 +15,13 @@
 #include <vector>
 
 #include "bundle.h"
+#include "callconstraint.h"
 #include "constraints.h"
 #include "session.h"
 #include "taskoutput.h"
 #include "tasks.h"
 #include "tokenizer.h"
+#include "tools.h"
 
 namespace tinyllm {
 
@@ -74,6 +76,7 @@ struct TaskOptions {
 struct TaskResult {
   Generation generation;
   ParsedOutput parsed;
+  std::optional<ToolCall> tool_call;  // a task with tools: the call its model wrote
 };
 
 struct TaskPrompt {
@@ -99,6 +102,11 @@ class Engine {
   TaskPrompt task_prompt(const std::string& task, std::string_view text) const;
   // The task table (an empty one when the engine was exported without it).
   const TaskTable& tasks() const { return tasks_; }
+  // The tool callbacks tasks with tools call (thread-safe; see tinyllm_engine_register_tool).
+  ToolRegistry& tools() { return tools_; }
+  const ToolRegistry& tools() const { return tools_; }
+  // Register `fn` as tool `name`: a tool some task of the table calls (else NOT_FOUND).
+  void register_tool(const std::string& name, ToolRegistry::Fn fn);
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const EngineEntry& entry() const { return entry_; }
@@ -121,6 +129,18 @@ class Engine {
   void advance(Row& row, const float* logits, const GenerationConfig& config, bool live_text);
   void stream(Row& row, const GenerationConfig& config, const StreamFn& on_text) const;
   Row task_row(const TaskRequest& request, const TaskOptions& options);
+  // Refuse a task with tools this engine cannot run: a table without tools, a tool
+  // without a schema, a tool without a callback.
+  void check_tools(const TaskEntry& entry) const;
+  // The row that writes a `result: context` task's answer after its call (`called`, a
+  // finished call row) returned `result` (runtime/router.py after_call).
+  Row answer_row(const Row& called, const std::string& result, bool constrain);
+  // A call row's outcome: its call run, and the answer when that is the result
+  // (`result: answer`) or the call failed; nullopt for `result: context` with a result
+  // (then `*call` holds it and answer_row decodes the answer).
+  std::optional<TaskResult> run_call(const Row& row, const Generation& generation, double left_s, ToolCall* call);
+  // A `result: context` answer (`answer`, from answer_row) with its call attached.
+  TaskResult context_result(const Row& called, const Generation& call_gen, Generation answer, ToolCall call) const;
   JsonTokens& json_tokens();
 
   Bundle bundle_;
@@ -132,6 +152,8 @@ class Engine {
   TaskTable tasks_;
   std::map<std::string, LabelTrie> tries_;
   std::unique_ptr<JsonTokens> json_tokens_;
+  std::map<std::string, std::shared_ptr<const CallShape>> call_shapes_;
+  ToolRegistry tools_;
   mutable std::mutex mutex_;
   EngineStats stats_;
 };

@@ -345,4 +345,60 @@ Value parse(std::string_view text, const std::string& where, tinyllm_status stat
   return Parser(text, where, status).document();
 }
 
+std::string quote(std::string_view text) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (char c : text) {
+    auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (u < 0x20) {
+          out += "\\u00";
+          out += kHex[u >> 4];
+          out += kHex[u & 15];
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string dump(const Value& v) {
+  switch (v.type()) {
+    case Type::Null: return "null";
+    case Type::Bool: return v.as_bool("") ? "true" : "false";
+    case Type::String: return quote(v.as_string(""));
+    case Type::Number: {
+      if (v.is_integer()) return std::to_string(v.as_int(""));
+      double d = v.as_number("");
+      if (std::isnan(d)) return "NaN";
+      if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
+      char buf[64];
+      auto r = std::to_chars(buf, buf + sizeof buf, d);  // the shortest text that reads back as d
+      std::string text(buf, r.ptr);
+      if (text.find_first_of(".e") == std::string::npos) text += ".0";  // a float stays a float
+      return text;
+    }
+    case Type::Array: {
+      std::string out = "[";
+      for (const Value& item : v.as_array("")) out += (out.size() > 1 ? ", " : "") + dump(item);
+      return out + "]";
+    }
+    case Type::Object: {
+      std::string out = "{";
+      for (const auto& [key, item] : v.as_object("")) out += (out.size() > 1 ? ", " : "") + quote(key) + ": " + dump(item);
+      return out + "}";
+    }
+  }
+  return "null";
+}
+
 }  // namespace tinyllm::json

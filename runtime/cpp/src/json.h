@@ -64,6 +64,11 @@ class Value {
 
 const char* type_name(Type type);
 
+// `text` as a JSON string literal, escaped as Python's json.dumps(..., ensure_ascii=False).
+std::string quote(std::string_view text);
+// A value as JSON text, in json.dumps(..., ensure_ascii=False)'s layout (", " and ": ").
+std::string dump(const Value& value);
+
 // Parse a whole document; throws tinyllm::LibError with `status`, naming `where` and the
 // byte offset. Duplicate keys in an object are an error.
 Value parse(std::string_view text, const std::string& where,

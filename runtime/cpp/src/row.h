@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "callconstraint.h"
 #include "constraints.h"
 #include "sampler.h"
 #include "tasks.h"
@@ -31,6 +32,11 @@ struct Row {
   const LabelTrie* trie = nullptr;
   std::optional<JsonPrefix> json;
   size_t prefix_len = 0;  // prompt tokens that are the task's fixed prefix
+  bool first_line = false;  // the first-line stop rule (label and text answers)
+  // A task with tools: the row writes a call (calls_tool), constrained to the tools'
+  // schemas unless unconstrained (runtime/callconstraint.py).
+  bool calls_tool = false;
+  std::optional<CallPrefix> call;
 };
 
 }  // namespace tinyllm

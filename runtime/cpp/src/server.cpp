@@ -48,7 +48,10 @@ Server::Server(Engine& engine, const ServerOptions& options)
   thread_ = std::thread([this] { loop(); });
 }
 
-Server::~Server() { close(true); }
+Server::~Server() {
+  close(true);
+  stop_tools();  // waits for callbacks still running (they cannot be interrupted)
+}
 
 std::shared_ptr<Request> Server::submit(const TaskRequest& request, const TaskOptions& options, TaskTextFn on_text) {
   if (options.max_new_tokens < 0) fail(TINYLLM_INVALID_ARGUMENT, "max_new_tokens must be >= 0 (0: the task's own)");
@@ -61,6 +64,7 @@ std::shared_ptr<Request> Server::submit(const TaskRequest& request, const TaskOp
   }
   TaskPrompt prompt = engine_.task_prompt(request.task, request.text);
   const TaskEntry& entry = engine_.tasks().task(request.task);
+  engine_.check_tools(entry);
   if (!entry.adapter.empty() && !engine_.bundle_.adapters().count(entry.adapter))
     fail(TINYLLM_NOT_FOUND, "task \"" + entry.name + "\" needs the LoRA adapter \"" + entry.adapter +
                                 "\", which the bundle does not have; re-export the engine from a bundle with it");
@@ -126,6 +130,7 @@ void Server::end(uint64_t id, tinyllm_status status, const std::string& error) {
     live->request->resolve(status, error, {});
     return;
   }
+  if (live->row.calls_tool) return take_call(std::move(live));  // the call runs off the loop
   TaskResult result;
   Row& row = live->row;
   result.generation.text = row.text;
@@ -133,7 +138,10 @@ void Server::end(uint64_t id, tinyllm_status status, const std::string& error) {
   result.generation.prompt_tokens = row.prompt.size();
   result.generation.length = row.length || !row.done;
   try {
-    result.parsed = parse_output(*row.task, row.text);
+    if (live->call)  // the answer after a `result: context` call
+      result = engine_.context_result(*live->called, live->call_generation, std::move(result.generation), *live->call);
+    else
+      result.parsed = parse_output(*row.task, row.text);
   } catch (const LibError& e) {
     ++counts_.failed;
     live->request->resolve(e.status(), e.what(), {});
@@ -156,8 +164,10 @@ void Server::loop() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      cond_.wait(lock, [&] { return closing_ || !live_.empty(); });
-      if (closing_ && (!drain_ || live_.empty())) {
+      // Draining waits for tool calls too: a `result: context` call still queues its answer.
+      cond_.wait(lock, [&] { return (closing_ && (!drain_ || tools_pending_ == 0)) || !live_.empty(); });
+      if (closing_ && (!drain_ || (live_.empty() && tools_pending_ == 0))) {
+        loop_done_ = true;
         std::vector<uint64_t> cancelled, closed;
         for (auto& [id, live] : live_) (live->request->cancelled_ ? cancelled : closed).push_back(id);
         fail_all(cancelled, TINYLLM_CANCELLED, "the request was cancelled");

@@ -13,6 +13,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <optional>
 #include <functional>
 #include <map>
 #include <memory>
@@ -111,6 +113,12 @@ class Server {
   void finish_done(std::chrono::steady_clock::time_point began, bool decoded);
   void fail_all(const std::vector<uint64_t>& ids, tinyllm_status status, const std::string& error);
   void end(uint64_t id, tinyllm_status status, const std::string& error);
+  // Tasks with tools (server_tools.cpp): a finished call row goes to the tool workers,
+  // which run the call off the loop, then answer or queue the answer's decoding.
+  void take_call(std::unique_ptr<Live> live);  // lock held
+  void tool_worker();
+  void run_tool(std::unique_ptr<Live> live);
+  void stop_tools();
 
   Engine& engine_;
   ServerOptions options_;
@@ -125,6 +133,12 @@ class Server {
   ServerStats counts_;
   LoopStats loop_;  // written by the loop at the end of each step
   std::thread thread_;
+  // The tool workers: calls waiting, calls taken and not yet settled, the threads.
+  std::deque<std::unique_ptr<Live>> tool_queue_;
+  size_t tools_pending_ = 0;
+  bool loop_done_ = false, tools_stop_ = false;
+  std::condition_variable tool_cond_;
+  std::vector<std::thread> tool_threads_;
 };
 
 }  // namespace tinyllm

@@ -19,6 +19,12 @@ struct Server::Live {
   PrefixHit hit;            // its task's cached prefix, copied into its row at admission
   tinyllm_status status = TINYLLM_OK;  // a failure of this request alone while decoding
   std::string error;
+  double deadline_at = 0;  // now_seconds() when its deadline passes (0: none yet)
+  // The answer of a `result: context` task: the finished call row, its generation and
+  // the call that ran (server_tools.cpp); this Live decodes the answer after them.
+  std::shared_ptr<Row> called;
+  Generation call_generation;
+  std::optional<ToolCall> call;
 };
 
 }  // namespace tinyllm

@@ -31,7 +31,8 @@ void Server::prepare() {
     try {
       TaskOptions o = options;
       o.constrain = options.constrain && options_.constrain;
-      live->row = engine_.task_row(live->request->request_, o);  // may fill an adapter slot
+      live->row = live->called ? engine_.answer_row(*live->called, live->call->result, o.constrain)
+                               : engine_.task_row(live->request->request_, o);  // may fill an adapter slot
     } catch (const LibError& e) {  // e.g. no free adapter slot
       std::lock_guard<std::mutex> lock(mutex_);
       end(live->id, e.status(), e.what());
@@ -53,7 +54,7 @@ void Server::prepare() {
     r.max_new_tokens = live->row.max_new_tokens;
     r.arrival = now;
     double deadline_s = live->request->options_.deadline_s;
-    if (deadline_s > 0) r.deadline = now + deadline_s;
+    if (deadline_s > 0) r.deadline = live->deadline_at = live->deadline_at > 0 ? live->deadline_at : now + deadline_s;
     scheduler_.admit(std::move(r));  // never full: submit counted it against queue_size
   }
   // Cancelled requests leave at the next plan; a waiting request takes its task's cached
@@ -174,7 +175,7 @@ void Server::decode(const StepPlan& step, const std::map<int64_t, uint64_t>& row
 void Server::advance(Live& live, const float* logits) {
   try {
     engine_.advance(live.row, logits, live.config, false);
-    if (live.request->on_text_) {
+    if (live.request->on_text_ && !live.row.calls_tool) {  // a call is not the answer: not streamed
       auto on_text = [&](size_t, std::string_view text) { return live.request->on_text_(text); };
       engine_.stream(live.row, live.config, on_text);
     }

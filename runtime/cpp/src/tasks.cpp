@@ -15,6 +15,21 @@ std::vector<int32_t> ids_of(const json::Value& v, const std::string& where) {
   return ids;
 }
 
+ToolUse parse_tools(const json::Value& raw, const std::string& where) {
+  ToolUse t;
+  for (const json::Value& v : raw.at("names", where).as_array(where + ": names")) t.names.push_back(v.as_string(where + ": names"));
+  if (t.names.empty()) fail(TINYLLM_BUNDLE_ERROR, where + ": names is empty");
+  t.result = raw.at("result", where).as_string(where + ": result");
+  if (t.result != "answer" && t.result != "context")
+    fail(TINYLLM_BUNDLE_ERROR, where + ": result is \"" + t.result + "\"; expected answer or context");
+  t.max_call_tokens = raw.at("max_call_tokens", where).as_int(where + ": max_call_tokens");
+  if (t.max_call_tokens < 1) fail(TINYLLM_BUNDLE_ERROR, where + ": max_call_tokens must be >= 1");
+  for (const auto& [name, schema] : raw.at("schemas", where).as_object(where + ": schemas")) t.schemas[name] = schema;
+  for (const auto& [name, limit] : raw.at("timeouts", where).as_object(where + ": timeouts"))
+    t.timeouts[name] = limit.as_number(where + ": timeouts");
+  return t;
+}
+
 TaskEntry parse_entry(const std::string& name, const json::Value& raw, const std::string& where) {
   TaskEntry e;
   e.name = name;
@@ -43,6 +58,10 @@ TaskEntry parse_entry(const std::string& name, const json::Value& raw, const std
     for (const json::Value& x : v->as_array(where + ": verifiers")) e.verifiers.push_back(x.as_string(where + ": verifiers"));
     if (const json::Value* s = raw.find("schema")) e.schema = *s;
   }
+  if (const json::Value* t = raw.find("tools"); t != nullptr && !t->is_null()) {
+    e.has_tools = true;
+    e.tools = parse_tools(*t, where + ": tools");
+  }
   return e;
 }
 
@@ -58,6 +77,13 @@ TaskTable TaskTable::parse(const std::string& text, const std::string& where) {
   for (const auto& [name, raw] : j.at("tasks", where).as_object(where + ": tasks"))
     table.tasks_.emplace(name, parse_entry(name, raw, where + ": task \"" + name + "\""));
   return table;
+}
+
+void TaskTable::mark_legacy_tools(const std::vector<std::string>& tool_tasks) {
+  for (const std::string& name : tool_tasks) {
+    auto it = tasks_.find(name);
+    if (it != tasks_.end() && !it->second.has_tools) it->second.legacy_tools = true;
+  }
 }
 
 const TaskEntry& TaskTable::task(const std::string& name) const {

@@ -14,6 +14,17 @@
 
 namespace tinyllm {
 
+// A task whose model calls tools (the table's "tools", sdk/tasktable.py tool_entry):
+// the tools it may call, in order, with each one's argument schema (null when the tool
+// was not registered at export) and time limit; "answer" or "context".
+struct ToolUse {
+  std::vector<std::string> names;
+  std::string result = "answer";
+  int64_t max_call_tokens = 96;
+  std::map<std::string, json::Value> schemas;
+  std::map<std::string, double> timeouts;
+};
+
 struct TaskEntry {
   std::string name, before, after, output, json_root;
   std::string adapter;  // "" = base model
@@ -26,12 +37,18 @@ struct TaskEntry {
   bool has_checks = false;
   std::vector<std::string> verifiers;
   json::Value schema;
+  // A task with tools: its tools (has_tools), or a tool task of a table written before
+  // tables carried tools (legacy_tools: the manifest says it has tools; refused).
+  bool has_tools = false, legacy_tools = false;
+  ToolUse tools;
 };
 
 class TaskTable {
  public:
   // Parse tasks.json text; `where` names the file in errors (TINYLLM_BUNDLE_ERROR).
   static TaskTable parse(const std::string& text, const std::string& where);
+  // Mark the tasks the manifest gives tools that the table has no tools for.
+  void mark_legacy_tools(const std::vector<std::string>& tool_tasks);
 
   // The task called `name`; an unknown name (TINYLLM_NOT_FOUND) lists the tasks served.
   const TaskEntry& task(const std::string& name) const;

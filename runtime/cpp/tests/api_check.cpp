@@ -4,6 +4,9 @@
 //   api_check errors BUNDLE                  bad inputs: each must fail with a message
 //   api_check serve BUNDLE FILE              one JSON [task, text] per line, submitted
 //                                            from 8 threads to a server -> answers, stats
+//   api_check tools BUNDLE TOOL,TOOL FILE    tasks with tools: each TOOL an echo callback
+//                                            (its result: the "expression" argument; a
+//                                            name with "broken" fails) -> answers, calls
 // Output is one JSON line per input; the exit status is nonzero on any unexpected result.
 #include <cstdio>
 #include <fstream>
@@ -322,12 +325,112 @@ int serve(const char* bundle, const char* file) {
   return 0;
 }
 
+// A tool callback: echoes the call's "expression" argument; `user` is the tool's name.
+int echo_tool(void* user, const char* arguments, size_t len, tinyllm_tool_reply* reply) {
+  std::string name = static_cast<const char*>(user);
+  std::string text = name.find("broken") != std::string::npos
+                         ? "ValueError: the tool broke"
+                         : tinyllm::json::parse(std::string(arguments, len), "arguments").at("expression", "arguments").as_string("expression");
+  tinyllm_tool_reply_set(reply, text.data(), text.size());
+  return name.find("broken") != std::string::npos ? 1 : 0;
+}
+
+std::string call_json(tinyllm_status s, const tinyllm_tool_call& c) {
+  if (s != TINYLLM_OK) return quote(tinyllm_status_name(s));
+  return "{\"name\":" + quote(std::string(c.name, c.name_len)) + ",\"arguments\":" +
+         quote(std::string(c.arguments, c.arguments_len)) + ",\"ok\":" + (c.ok ? "true" : "false") +
+         ",\"result\":" + quote(std::string(c.result, c.result_len)) + ",\"error\":" +
+         quote(std::string(c.error, c.error_len)) + "}";
+}
+
+// Tasks with tools: run every request in one tinyllm_run_tasks batch, then submit them
+// all from 4 threads to a server (calls on its tool threads, context answers decoded
+// after them), then submit them again and close without draining: every outcome a status.
+int tools(const char* bundle, const std::string& tool_list, const char* file) {
+  std::vector<std::string> names;
+  for (size_t start = 0, end; start <= tool_list.size(); start = end + 1) {
+    end = tool_list.find(',', start);
+    if (end == std::string::npos) end = tool_list.size();
+    names.push_back(tool_list.substr(start, end - start));
+  }
+  tinyllm_load_options options;
+  tinyllm_load_options_init(&options);
+  options.max_batch = 4;
+  tinyllm_engine* engine = nullptr;
+  if (tinyllm_engine_load(bundle, &options, &engine) != TINYLLM_OK) {
+    std::cerr << tinyllm_last_error() << "\n";
+    return 1;
+  }
+  for (std::string& name : names)
+    if (tinyllm_engine_register_tool(engine, name.c_str(), echo_tool, name.data()) != TINYLLM_OK) {
+      std::cerr << tinyllm_last_error() << "\n";
+      return 1;
+    }
+  std::ifstream in(file);
+  std::vector<std::pair<std::string, std::string>> requests;
+  for (std::string line; std::getline(in, line);) {
+    Value request = tinyllm::json::parse(line, "request");
+    const auto& pair = request.as_array("request");
+    requests.emplace_back(pair.at(0).as_string("task"), pair.at(1).as_string("text"));
+  }
+  std::vector<tinyllm_task_request> batch;
+  for (const auto& [task, text] : requests) batch.push_back({task.c_str(), text.data(), text.size()});
+  tinyllm_task_results* results = nullptr;
+  if (tinyllm_run_tasks(engine, batch.data(), batch.size(), nullptr, &results) != TINYLLM_OK) {
+    std::cerr << tinyllm_last_error() << "\n";
+    return 1;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    tinyllm_task_result r{};
+    tinyllm_tool_call c{};
+    tinyllm_status s = tinyllm_task_results_get(results, i, &r);
+    std::string answer = task_json(s, r);
+    answer.pop_back();
+    std::cout << answer << ",\"call\":" << call_json(tinyllm_task_results_get_tool_call(results, i, &c), c) << "}\n";
+  }
+  tinyllm_task_results_free(results);
+  tinyllm_server* server = nullptr;
+  if (tinyllm_server_start(engine, nullptr, &server) != TINYLLM_OK) return 1;
+  std::vector<std::string> answers(requests.size());
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < 4; ++k)
+    threads.emplace_back([&, k] {
+      for (size_t i = k; i < batch.size(); i += 4) {
+        tinyllm_request* handle = nullptr;
+        tinyllm_status s = tinyllm_server_submit(server, &batch[i], nullptr, &handle);
+        tinyllm_task_result r{};
+        tinyllm_tool_call c{};
+        if (s == TINYLLM_OK) s = tinyllm_request_wait(handle, &r);
+        answers[i] = task_json(s, r);
+        answers[i].pop_back();
+        answers[i] += ",\"call\":" + call_json(s == TINYLLM_OK ? tinyllm_request_get_tool_call(handle, &c) : s, c) + "}";
+        tinyllm_request_free(handle);
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const std::string& a : answers) std::cout << a << "\n";
+  std::vector<tinyllm_request*> pending(batch.size(), nullptr);
+  for (size_t i = 0; i < batch.size(); ++i) tinyllm_server_submit(server, &batch[i], nullptr, &pending[i]);
+  tinyllm_server_close(server, 0);
+  std::string outcomes;
+  for (tinyllm_request* p : pending) {
+    tinyllm_task_result r{};
+    outcomes += std::string(outcomes.empty() ? "" : ",") + quote(tinyllm_status_name(tinyllm_request_wait(p, &r)));
+    tinyllm_request_free(p);
+  }
+  std::cout << "{\"outcomes\":[" << outcomes << "]}\n";
+  tinyllm_server_free(server);
+  tinyllm_engine_free(engine);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "tokenize" && argc == 4) return tokenize(argv[2], argv[3]);
   if (mode == "generate" && argc == 4) return generate(argv[2], argv[3]);
   if (mode == "errors" && argc == 3) return errors(argv[2]);
   if (mode == "serve" && argc == 4) return serve(argv[2], argv[3]);
+  if (mode == "tools" && argc == 5) return tools(argv[2], argv[3], argv[4]);
   std::cerr << "usage: api_check tokenize PATH FILE | generate BUNDLE FILE | errors BUNDLE\n";
   return 2;
 }

@@ -8,7 +8,9 @@ Run alone, these tests skip when the library is not built.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,9 @@ import pytest
 import tinyllm
 from tinyllm.errors import TinyLLMError
 from tinyllm.runtime import native
+from tinyllm.tasks import TaskSpec, ToolUse
+from tinyllm.toolbox import calculator, register_tool
+from tinyllm.tools import Tool
 
 
 def require_built(path_of: str, build: str = "cpp") -> Path:
@@ -63,4 +68,71 @@ def smollm2_int4(smollm2_bundle: Path, tmp_path_factory: pytest.TempPathFactory)
     bundle, _ = tinyllm.export(
         smollm2_bundle, "onnx-cpu", folder / "int4.tllm", quant="int4", max_seq_len=512
     )
+    return bundle.path
+
+
+# Tasks with tools (test_native_tools.py, test_native_sanitized.py)
+EXPRESSIONS = ["2 + 3", "4 * 5", "7 / 2"]
+
+
+def broken(expression: str) -> str:
+    raise ValueError("the tool broke")
+
+
+def slow(expression: str) -> str:
+    time.sleep(0.6)
+    return calculator(expression)
+
+
+def bundle_tools() -> list[Tool]:
+    """Tools whose enums leave the random model few choices, so outcomes are checkable."""
+    fixed = {"type": "string", "enum": EXPRESSIONS}
+    one = {"type": "object", "properties": {"expression": fixed}, "required": ["expression"]}
+    free = {"type": "string", "minLength": 1, "maxLength": 12}
+    short = {"type": "object", "properties": {"expression": free}, "required": ["expression"]}
+    picky = {"expression": {**fixed, "pattern": "^Z"}, "twice": {"type": "boolean"}}
+    return [
+        Tool("n_fixed", "calculator on fixed expressions", one, calculator),
+        Tool("n_broken", "always fails", one, broken),
+        Tool("n_short", "calculator on short expressions", short, calculator),
+        Tool(
+            "n_picky",
+            "a pattern no enum value matches",
+            {"type": "object", "properties": picky},
+            lambda expression, twice=False: "never",
+        ),
+        Tool("n_slow", "too slow", one, slow, timeout_s=0.2),
+        Tool("n_nocb", "registered in Python only", one, calculator),
+    ]
+
+
+TOOL_TASKS = {  # name: (tools, result)
+    "calc": (["n_fixed"], "answer"),
+    "calc_ctx": (["n_fixed"], "context"),
+    "two": (["n_short", "n_fixed"], "answer"),
+    "broken": (["n_broken"], "answer"),
+    "free": (["n_short"], "answer"),
+    "picky": (["n_picky"], "answer"),
+    "slow": (["n_slow"], "answer"),
+    "nocb": (["n_nocb"], "answer"),
+}
+
+
+def _task(name: str, tools: list[str], result: str) -> TaskSpec:
+    return dataclasses.replace(
+        tinyllm.api.load_tasks().task("arithmetic"),
+        name=name,
+        tools=ToolUse(tools, result),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="session")
+def tool_bundle(tiny_qwen2_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-qwen2 serving tasks with tools, exported with their task table."""
+    for tool in bundle_tools():
+        register_tool(tool, replace=True)
+    folder = tmp_path_factory.mktemp("tools")
+    specs = [_task(name, tools, result) for name, (tools, result) in TOOL_TASKS.items()]
+    child = tinyllm.api.add_tasks(tiny_qwen2_bundle, folder / "tasks.tllm", specs, {})
+    bundle, _ = tinyllm.export(child.path, "onnx-cpu", folder / "tools.tllm", max_seq_len=256)
     return bundle.path

@@ -113,3 +113,37 @@ def test_serve_under_sanitizers(served: Path, tmp_path: Path) -> None:
     assert set(outcomes) <= {"TINYLLM_OK", "TINYLLM_CANCELLED", "TINYLLM_CLOSED"}
     assert out[-1]["prefix_hits"] > 0
     assert out[-1]["streamed"] is True and out[-1]["deadline"] == "TINYLLM_DEADLINE_EXCEEDED"
+
+
+def test_tools_under_sanitizers(tool_bundle: Path, tmp_path: Path) -> None:
+    """Tasks with tools through C callbacks: a batch, then 4 threads on a server (calls on
+    its tool threads, answers after results in context), then a close without draining
+    with calls in flight. The calls are Python's; the echo tool's result is the answer."""
+    requests = [
+        [task, text]
+        for task in ("calc", "calc_ctx", "broken", "picky")
+        for text in ("What is 2 plus 3?", "hello")
+    ]
+    out = run_check(
+        "tools", str(tool_bundle), "n_fixed,n_broken,n_picky", lines=requests, tmp_path=tmp_path
+    )
+    batch, served, outcomes = out[: len(requests)], out[len(requests) : -1], out[-1]["outcomes"]
+    assert served == batch  # the server answers as the batch does
+    python = Engine.load(tool_bundle, max_batch=1)
+    for (task, text), got in zip(requests, batch, strict=True):
+        want = python.run(task, text)
+        call = got["call"]
+        assert want.tool_call is not None and call["name"] == want.tool_call.name
+        assert json.loads(call["arguments"]) == want.tool_call.arguments
+        if task == "calc":  # the echo tool's result is the answer
+            assert got["ids"] == list(want.token_ids) and call["ok"]
+            assert got["text"] == call["result"] == want.tool_call.arguments["expression"]
+        elif task == "calc_ctx":  # the call, then the model's answer after the echoed result
+            written = python.tokenizer.decode(got["ids"])
+            assert written.startswith('{"name": "n_fixed", "arguments": ' + call["arguments"] + "}")
+            assert call["ok"] and call["result"] == want.tool_call.arguments["expression"]
+        else:  # the call fails: the same reason as Python's
+            assert got["ids"] == list(want.token_ids) and not got["valid"]
+            assert call["error"] == want.tool_call.error and not call["ok"]
+    python.close()
+    assert set(outcomes) <= {"TINYLLM_OK", "TINYLLM_CLOSED"} and len(outcomes) == len(requests)

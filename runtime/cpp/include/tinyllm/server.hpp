@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +15,14 @@
 
 namespace tinyllm {
 
+// The call a task with tools made (see tinyllm_tool_call).
+struct ToolCall {
+  std::string name, arguments;  // arguments: JSON text
+  bool ok = false;              // `result` is the tool's text; else `error` says why not
+  std::string result, error;
+  double seconds = 0;
+};
+
 // One task answer: `value` is the label, the JSON text or the answer line when `valid`.
 struct TaskOutput {
   std::string text, value, reason;
@@ -21,9 +30,32 @@ struct TaskOutput {
   std::vector<int32_t> token_ids;
   size_t prompt_tokens = 0;
   tinyllm_finish_reason finish_reason = TINYLLM_FINISH_STOP;
+  std::optional<ToolCall> tool_call;  // a task with tools: its call
 };
 
+// A tool (see tinyllm_tool_fn): the call's arguments (JSON text) in, the result text
+// out; throwing fails the call, with the exception's what() as the reason.
+using ToolFunction = std::function<std::string(std::string_view arguments)>;
+
 namespace detail {
+inline int call_tool(void* user, const char* arguments, size_t len, tinyllm_tool_reply* reply) {
+  try {
+    std::string result = (*static_cast<const ToolFunction*>(user))(std::string_view(arguments, len));
+    return tinyllm_tool_reply_set(reply, result.data(), result.size()) == TINYLLM_OK ? 0 : 1;
+  } catch (const std::exception& e) {  // nothing crosses the C boundary
+    tinyllm_tool_reply_set(reply, e.what(), std::char_traits<char>::length(e.what()));
+  } catch (...) {
+  }
+  return 1;
+}
+
+inline std::optional<ToolCall> tool_call(tinyllm_status status, const tinyllm_tool_call& c) {
+  if (status == TINYLLM_NOT_FOUND) return std::nullopt;  // a task without tools
+  check(status);
+  return ToolCall{std::string(c.name, c.name_len),     std::string(c.arguments, c.arguments_len), c.ok != 0,
+                  std::string(c.result, c.result_len), std::string(c.error, c.error_len),        c.seconds};
+}
+
 inline TaskOutput task_output(const tinyllm_task_result& r) {
   TaskOutput o;
   o.text.assign(r.text, r.text_len);
@@ -36,6 +68,13 @@ inline TaskOutput task_output(const tinyllm_task_result& r) {
   return o;
 }
 }  // namespace detail
+
+// Register `*fn` as the tool `name` of the engine's tasks; `*fn` must outlive the engine
+// (and any server on it), and may be called from several threads at once.
+inline void register_tool(Engine& engine, const std::string& name, const ToolFunction* fn) {
+  detail::check(tinyllm_engine_register_tool(engine.get(), name.c_str(), &detail::call_tool,
+                                             const_cast<ToolFunction*>(fn)));
+}
 
 // The tasks the engine serves, by name.
 inline std::vector<std::string> task_names(const Engine& engine) {
@@ -52,7 +91,10 @@ inline TaskOutput run_task(Engine& engine, const std::string& task, const std::s
   std::unique_ptr<tinyllm_task_results, void (*)(tinyllm_task_results*)> owned(results, tinyllm_task_results_free);
   tinyllm_task_result r{};
   detail::check(tinyllm_task_results_get(results, 0, &r));
-  return detail::task_output(r);
+  TaskOutput out = detail::task_output(r);
+  tinyllm_tool_call call{};
+  out.tool_call = detail::tool_call(tinyllm_task_results_get_tool_call(results, 0, &call), call);
+  return out;
 }
 
 // Per-request options of Server::submit.
@@ -81,7 +123,10 @@ class Request {
   TaskOutput wait() {
     tinyllm_task_result r{};
     detail::check(tinyllm_request_wait(request_.get(), &r));
-    return detail::task_output(r);
+    TaskOutput out = detail::task_output(r);
+    tinyllm_tool_call call{};
+    out.tool_call = detail::tool_call(tinyllm_request_get_tool_call(request_.get(), &call), call);
+    return out;
   }
   bool done() const { return tinyllm_request_done(request_.get()) != 0; }
   void cancel() { tinyllm_request_cancel(request_.get()); }

@@ -286,6 +286,71 @@ TINYLLM_API tinyllm_status tinyllm_task_results_get(const tinyllm_task_results* 
                                                     size_t index, tinyllm_task_result* out);
 TINYLLM_API void tinyllm_task_results_free(tinyllm_task_results* results);
 
+/* ---- Tools ----------------------------------------------------------------------- */
+
+/*
+ * A task with tools (docs/tools.md) does not write its answer: its model writes a call,
+ * {"name": "<tool>", "arguments": {...}}, constrained to the tools' argument schemas
+ * (the task table carries them), the arguments are checked against the schema, and the
+ * tool runs: here, a C callback registered by name on the engine. With `result: answer`
+ * the tool's text is the task's answer (parsed and verified like any output of the
+ * task); with `result: context` the model reads "\nResult: <text>\n" after its call and
+ * writes the answer. A call that does not parse, names another tool, breaks the schema,
+ * or whose callback fails or runs out of time makes the output invalid with the reason
+ * (valid = 0, reason), as in Python. A request of a task whose tools are not all
+ * registered fails at once with TINYLLM_NOT_FOUND naming the missing tool.
+ */
+typedef struct tinyllm_tool_reply tinyllm_tool_reply;
+
+/**
+ * A tool. `arguments` is the call's arguments as a JSON object (UTF-8, NUL-terminated,
+ * valid during the call), already checked against the tool's schema. Set the result
+ * text, or the reason of a failure, with tinyllm_tool_reply_set (the library copies it)
+ * and return 0 for a result, nonzero for a failure.
+ *
+ * Threads: tinyllm_run_tasks calls it on the caller's thread, with the engine held; a
+ * server calls it on one of its tool threads (up to 4 calls at once, off the decode
+ * loop), so a tool may run concurrently with itself. It must not call into the same
+ * engine or server. Time: each tool has a time limit (its timeout_s when the engine was
+ * exported, shortened to what is left of the request's deadline). A C callback cannot be
+ * interrupted: it always runs to its end, and one that returns after its limit is a
+ * failed call ("no result within ... s"), its result dropped. Bound the work yourself.
+ */
+typedef int (*tinyllm_tool_fn)(void* user, const char* arguments, size_t arguments_len,
+                               tinyllm_tool_reply* reply);
+
+/** Set a tool's reply text (valid UTF-8, at most 4096 characters for a result). */
+TINYLLM_API tinyllm_status tinyllm_tool_reply_set(tinyllm_tool_reply* reply, const char* text,
+                                                  size_t text_len);
+
+/**
+ * Register `fn` (with `user`, passed back on every call) as the tool `name` of this
+ * engine's tasks; registering a name again replaces it. TINYLLM_NOT_FOUND when no task
+ * of the engine calls a tool of that name. `user` must stay valid while the engine (and
+ * any server on it) may call the tool: until they are freed.
+ */
+TINYLLM_API tinyllm_status tinyllm_engine_register_tool(tinyllm_engine* engine, const char* name,
+                                                        tinyllm_tool_fn fn, void* user);
+
+/** The call a task with tools made (the Python runtime's TaskOutput.tool_call). The
+ * strings live as long as the results (or the request) they came from. */
+typedef struct tinyllm_tool_call {
+  const char* name; /* the tool the model named ("" when the call did not parse) */
+  size_t name_len;
+  const char* arguments; /* its arguments as JSON text ("" when the call did not parse) */
+  size_t arguments_len;
+  int32_t ok;         /* nonzero: result holds the tool's text; 0: error says why not */
+  const char* result; /* "" when not ok */
+  size_t result_len;
+  const char* error; /* "" when ok */
+  size_t error_len;
+  double seconds; /* the call's own time: its parse, the argument check, the callback */
+} tinyllm_tool_call;
+
+/** The tool call of result `index`; TINYLLM_NOT_FOUND when its task has no tools. */
+TINYLLM_API tinyllm_status tinyllm_task_results_get_tool_call(const tinyllm_task_results* results,
+                                                              size_t index, tinyllm_tool_call* out);
+
 /* ---- Serving ---------------------------------------------------------------------- */
 
 /*
@@ -348,6 +413,10 @@ TINYLLM_API tinyllm_status tinyllm_server_submit_stream(tinyllm_server* server,
 /** Wait for the answer: TINYLLM_OK and *out filled (valid as long as the request), or
  * the request's failure (TINYLLM_CANCELLED, TINYLLM_CLOSED, ...) with its message. */
 TINYLLM_API tinyllm_status tinyllm_request_wait(tinyllm_request* request, tinyllm_task_result* out);
+/** The tool call of an answered request (after tinyllm_request_wait returned TINYLLM_OK);
+ * TINYLLM_NOT_FOUND when its task has no tools, TINYLLM_INVALID_ARGUMENT before. */
+TINYLLM_API tinyllm_status tinyllm_request_get_tool_call(const tinyllm_request* request,
+                                                         tinyllm_tool_call* out);
 /** Nonzero once the request is answered (tinyllm_request_wait then returns at once). */
 TINYLLM_API int tinyllm_request_done(const tinyllm_request* request);
 /** When the server started the request's first prefill run, in seconds on

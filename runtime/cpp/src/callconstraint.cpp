@@ -1,0 +1,201 @@
+#include "callconstraint.h"
+
+#include <algorithm>
+
+#include "error.h"
+#include "json.h"
+#include "tools.h"
+#include "utf8.h"
+
+namespace tinyllm {
+namespace {
+
+constexpr size_t kMaxDigits = 18;
+constexpr size_t kPlainRoom = 64;  // string room beyond which every plain token fits
+
+std::u32string code_points(const std::string& text) {
+  std::u32string out;
+  size_t pos = 0;
+  while (pos < text.size()) out.push_back(utf8::next(text, pos));
+  return out;
+}
+
+CallShape::Seg lit(const std::string& text) { return {CallShape::Kind::Lit, {code_points(text)}, 0}; }
+
+void value_segments(const json::Value& prop, const std::string& where, std::vector<CallShape::Seg>& segs) {
+  const std::string& type = prop.at("type", where).as_string(where + ": type");
+  if (type == "boolean") {
+    segs.push_back({CallShape::Kind::Choice, {code_points("true"), code_points("false")}, 0});
+  } else if (type == "string" && prop.find("enum")) {
+    CallShape::Seg choice{CallShape::Kind::Choice, {}, 0};
+    for (const json::Value& v : prop.find("enum")->as_array(where + ": enum"))
+      choice.texts.push_back(code_points(json::quote(v.as_string(where + ": enum"))));
+    if (choice.texts.empty()) fail(TINYLLM_BUNDLE_ERROR, where + ": enum is empty");
+    segs.push_back(std::move(choice));
+  } else if (type == "string") {
+    const json::Value* limit = prop.find("maxLength");
+    int64_t n = limit ? limit->as_int(where + ": maxLength") : static_cast<int64_t>(kMaxArgumentChars);
+    if (n < 0) fail(TINYLLM_BUNDLE_ERROR, where + ": maxLength must be >= 0");
+    segs.push_back(lit("\""));
+    segs.push_back({CallShape::Kind::String, {}, static_cast<size_t>(n)});
+  } else if (type == "integer" || type == "number") {
+    segs.push_back({type == "integer" ? CallShape::Kind::Integer : CallShape::Kind::Number, {}, 0});
+  } else {
+    fail(TINYLLM_BUNDLE_ERROR, where + ": type \"" + type + "\" is not a tool argument type (string, integer, number, boolean)");
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const CallShape> CallShape::of(const ToolUse& use, const std::string& task) {
+  auto shape = std::make_shared<CallShape>();
+  for (const std::string& name : use.names) {
+    std::string where = "task \"" + task + "\": tool \"" + name + "\"";
+    auto it = use.schemas.find(name);
+    if (it == use.schemas.end())
+      fail(TINYLLM_BUNDLE_ERROR, where + " has no argument schema in the task table (it was not registered when the "
+                                         "engine was exported); register it in Python and re-export the engine");
+    std::vector<Seg> segs{lit("{\"name\": " + json::quote(name) + ", \"arguments\": {")};
+    size_t i = 0;
+    for (const auto& [key, prop] : it->second.at("properties", where).as_object(where + ": properties")) {
+      segs.push_back(lit((i++ ? ", " : "") + json::quote(key) + ": "));
+      value_segments(prop, where + ": property \"" + key + "\"", segs);
+    }
+    segs.push_back(lit("}}"));
+    shape->key += json::quote(name) + json::dump(it->second) + "\n";
+    shape->tools.push_back(std::move(segs));
+  }
+  return shape;
+}
+
+CallPrefix::CallPrefix(std::shared_ptr<const CallShape> shape) : shape_(std::move(shape)) {
+  for (size_t i = 0; i < shape_->tools.size(); ++i) threads_.push_back(enter(i, 0));
+}
+
+CallPrefix::Thread CallPrefix::enter(size_t tool, size_t seg) const {
+  Thread t;
+  t.tool = tool;
+  t.seg = seg;
+  const auto& segs = shape_->tools[tool];
+  if (seg < segs.size())
+    for (uint32_t i = 0; i < segs[seg].texts.size(); ++i) t.alive.push_back(i);
+  return t;
+}
+
+bool CallPrefix::feed(const std::string& text) {
+  size_t pos = 0;
+  std::vector<Thread> next;
+  while (pos < text.size()) {
+    uint32_t ch = utf8::next(text, pos);
+    next.clear();
+    for (const Thread& t : threads_) step(t, ch, next);
+    threads_.swap(next);
+    if (threads_.empty()) return false;
+  }
+  return true;
+}
+
+bool CallPrefix::complete() const {
+  return std::any_of(threads_.begin(), threads_.end(),
+                     [&](const Thread& t) { return t.seg == shape_->tools[t.tool].size(); });
+}
+
+bool CallPrefix::in_string() const {
+  if (complete() || threads_.size() != 1) return false;
+  const Thread& t = threads_[0];
+  const CallShape::Seg& s = shape_->tools[t.tool][t.seg];
+  return s.kind == CallShape::Kind::String && t.sub.empty() && s.limit > t.pos && s.limit - t.pos > kPlainRoom;
+}
+
+std::string CallPrefix::signature() const {
+  std::string sig = shape_->key;
+  for (const Thread& t : threads_) {
+    const auto& segs = shape_->tools[t.tool];
+    size_t pos = t.pos;
+    if (t.seg < segs.size() && segs[t.seg].kind == CallShape::Kind::String)  // room, bucketed
+      pos = std::min(segs[t.seg].limit - std::min(t.pos, segs[t.seg].limit), kPlainRoom + 1);
+    sig += std::to_string(t.tool) + ',' + std::to_string(t.seg) + ',' + std::to_string(pos) + ',';
+    for (uint32_t a : t.alive) sig += std::to_string(a) + ' ';
+    sig += t.sub + '|';
+  }
+  return sig;
+}
+
+void CallPrefix::step(const Thread& t, uint32_t ch, std::vector<Thread>& out) const {
+  const auto& segs = shape_->tools[t.tool];
+  if (t.seg == segs.size()) return;
+  const CallShape::Seg& s = segs[t.seg];
+  if (s.kind == CallShape::Kind::Lit || s.kind == CallShape::Kind::Choice) {
+    Thread n = t;
+    n.alive.clear();
+    bool ends = false;
+    for (uint32_t i : t.alive) {
+      const std::u32string& text = s.texts[i];
+      if (t.pos < text.size() && text[t.pos] == ch) {
+        n.alive.push_back(i);
+        ends |= text.size() == t.pos + 1;
+      }
+    }
+    if (n.alive.empty()) return;
+    if (ends) {  // the texts of a choice never nest
+      out.push_back(enter(t.tool, t.seg + 1));
+      return;
+    }
+    ++n.pos;
+    out.push_back(std::move(n));
+    return;
+  }
+  if (s.kind == CallShape::Kind::String) {
+    Thread n = t;
+    if (t.sub == "escape") {
+      if (ch < 128 && std::string_view("\"\\/bfnrt").find(static_cast<char>(ch)) != std::string_view::npos) {
+        ++n.pos;
+        n.sub.clear();
+        out.push_back(std::move(n));
+      }
+      return;
+    }
+    if (ch == '"') {
+      out.push_back(enter(t.tool, t.seg + 1));
+      return;
+    }
+    if (ch < ' ' || t.pos >= s.limit) return;
+    n.pos += ch != '\\';
+    n.sub = ch == '\\' ? "escape" : "";
+    out.push_back(std::move(n));
+    return;
+  }
+  number(t, s, ch, out);
+}
+
+void CallPrefix::number(const Thread& t, const CallShape::Seg& s, uint32_t ch, std::vector<Thread>& out) const {
+  size_t digits = 0;
+  for (char c : t.sub) digits += c != '-' && c != '.';
+  bool dot = t.sub.find('.') != std::string::npos;
+  bool zero = digits == 1 && t.sub.back() == '0' && !dot;  // the number is "0" or "-0"
+  if (ch == '-' && t.sub.empty()) {
+    Thread n = t;
+    ++n.pos;
+    n.sub = "-";
+    out.push_back(std::move(n));
+    return;
+  }
+  if (ch >= '0' && ch <= '9' && digits < kMaxDigits) {
+    if (zero) return;  // no leading zeros
+    Thread n = t;
+    ++n.pos;
+    n.sub += static_cast<char>(ch);
+    out.push_back(std::move(n));
+    return;
+  }
+  if (ch == '.' && s.kind == CallShape::Kind::Number && digits && !dot) {
+    Thread n = t;
+    ++n.pos;
+    n.sub += '.';
+    out.push_back(std::move(n));
+    return;
+  }
+  if (digits && t.sub.back() != '.') step(enter(t.tool, t.seg + 1), ch, out);  // the number ended
+}
+
+}  // namespace tinyllm
