@@ -207,7 +207,8 @@ def native_pass(
 
 def timer_problems(p: NativePass) -> list[str]:
     """Where the pass's timers disagree (empty if nowhere): the engine's stats and the run
-    trace count the same runs and time them alike, and the runs fit in the loop's steps."""
+    trace count the same runs and time them alike, the runs fit in the loop's steps, and
+    the trace's decode runs computed the rows the loop counted."""
     problems = []
     ort, traced = p.engine.ort_seconds, sum(r.seconds for r in p.runs)
     dropped = p.dropped
@@ -225,5 +226,10 @@ def timer_problems(p: NativePass) -> list[str]:
         problems.append(
             f"{p.engine.decode_steps} decode runs, but the loop counted {p.loop.decode_steps} "
             f"decode steps of {p.loop.steps}"
+        )
+    rows = sum(r.rows for r in p.runs if r.kind == "decode")
+    if not dropped and rows != p.loop.decode_rows:
+        problems.append(
+            f"the trace's decode runs computed {rows} rows, the loop counted {p.loop.decode_rows}"
         )
     return problems

@@ -34,6 +34,8 @@ class _LoopStats(ctypes.Structure):
         ("steps", ctypes.c_uint64),
         ("decode_steps", ctypes.c_uint64),
         ("busy_seconds", ctypes.c_double),
+        ("decode_rows", ctypes.c_uint64),
+        ("decode_placeholder_rows", ctypes.c_uint64),
     ]
 
 
@@ -81,24 +83,30 @@ class Run:
 class LoopStats:
     """A native server loop's step timer (``tinyllm_loop_stats``): steps since the server
     started, those that ran a decode run, and the steps' wall time (ONNX Runtime's runs
-    included, the loop's waits for work not)."""
+    included, the loop's waits for work not); the rows the decode runs computed and those
+    of them that took no token (placeholders inside a run)."""
 
     steps: int
     decode_steps: int
     busy_seconds: float
+    decode_rows: int = 0
+    decode_placeholder_rows: int = 0
 
     def since(self, before: LoopStats) -> LoopStats:
-        """The steps and time from ``before`` (an earlier reading) to this one."""
+        """The steps, time and rows from ``before`` (an earlier reading) to this one."""
         return LoopStats(
             self.steps - before.steps,
             self.decode_steps - before.decode_steps,
             self.busy_seconds - before.busy_seconds,
+            self.decode_rows - before.decode_rows,
+            self.decode_placeholder_rows - before.decode_placeholder_rows,
         )
 
 
 def loop_stats(server: NativeServer, struct_size: int | None = None) -> LoopStats:
     """The server loop's counters. ``struct_size`` overrides the size the struct says it
-    has (tests: a caller built against another trace.h is refused)."""
+    has (tests: a caller built against another trace.h is refused, or given the fields
+    of an earlier one)."""
     lib = server.lib
     _declare(lib)
     raw = _LoopStats()
@@ -106,7 +114,13 @@ def loop_stats(server: NativeServer, struct_size: int | None = None) -> LoopStat
     if struct_size is not None:
         raw.struct_size = struct_size
     check(lib, lib.tinyllm_server_get_loop_stats(server.handle, ctypes.byref(raw)))
-    return LoopStats(int(raw.steps), int(raw.decode_steps), float(raw.busy_seconds))
+    return LoopStats(
+        int(raw.steps),
+        int(raw.decode_steps),
+        float(raw.busy_seconds),
+        int(raw.decode_rows),
+        int(raw.decode_placeholder_rows),
+    )
 
 
 def _declare(lib: ctypes.CDLL) -> None:

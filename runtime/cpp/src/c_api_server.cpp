@@ -1,4 +1,6 @@
 // The C boundary of the server (see the Serving section of tinyllm.h).
+#include <cstddef>
+
 #include "c_api.h"
 #include "server.h"
 #include "tinyllm/trace.h"
@@ -160,11 +162,16 @@ tinyllm_status tinyllm_server_get_loop_stats(const tinyllm_server* server, tinyl
   return guarded([&] {
     require(server, "server");
     require(stats, "stats");
-    check_struct_size(stats->struct_size, sizeof(tinyllm_loop_stats), "tinyllm_loop_stats", "stats");
+    // A program built with the trace.h before decode_rows passes the struct up to there.
+    bool earlier = stats->struct_size == offsetof(tinyllm_loop_stats, decode_rows);
+    if (!earlier) check_struct_size(stats->struct_size, sizeof(tinyllm_loop_stats), "tinyllm_loop_stats", "stats");
     tinyllm::LoopStats s = server->server->loop_stats();
     stats->steps = s.steps;
     stats->decode_steps = s.decode_steps;
     stats->busy_seconds = s.busy_seconds;
+    if (earlier) return;
+    stats->decode_rows = s.decode_rows;
+    stats->decode_placeholder_rows = s.decode_placeholder_rows;
   });
 }
 

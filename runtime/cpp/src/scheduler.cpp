@@ -98,6 +98,14 @@ StepPlan Scheduler::schedule(double now) {
     else if (r.deadline && now >= *r.deadline) expired.push_back(finish(id, false));
   }
   StepPlan plan = config_.fifo ? plan_fifo() : plan_continuous(now);
+  // A prompt whose last chunk is prefilled now takes its second token in this step's
+  // decode run, so rows whose prefills end in different steps decode in the same runs
+  // from then on: left for the next step, such a row would be computed as a placeholder
+  // inside the run (it spans the rows from the lowest to the highest decoding) and would
+  // need a run of its own after the others finish.
+  for (const auto& group : plan.prefill)
+    for (const PrefillRow& p : group)
+      if (p.end >= requests_.at(p.request).prompt_len) plan.decode.push_back(p.request);
   plan.expired = std::move(expired);
   plan.cancelled = std::move(cancelled);
   return plan;

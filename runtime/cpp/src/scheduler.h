@@ -56,6 +56,9 @@ struct PrefillRow {
   int64_t row, start, end;
 };
 
+// What one step does. `decode` lists the requests that take one token from the step's
+// decode run, after the prefills: those already decoding and those whose prompt the
+// prefills complete (the server skips one that its first token ended).
 struct StepPlan {
   std::vector<std::vector<PrefillRow>> prefill;  // each group: contiguous rows, in order
   std::vector<uint64_t> decode;

@@ -181,9 +181,10 @@ void Server::loop() {
     prepare();
     std::map<int64_t, uint64_t> rows;  // KV row -> request, for the rows in flight
     StepPlan step = plan(rows);
+    DecodeRun decoded;
     try {
       for (const auto& group : step.prefill) prefill(group);
-      decode(step, rows);
+      decoded = decode(step, rows);
     } catch (const std::exception& e) {  // the session failed: fail what ran, keep serving
       tinyllm_status status = TINYLLM_RUNTIME_ERROR;
       if (const auto* lib = dynamic_cast<const LibError*>(&e)) status = lib->status();
@@ -192,7 +193,7 @@ void Server::loop() {
       std::lock_guard<std::mutex> lock(mutex_);
       fail_all(ids, status, std::string("the engine step failed: ") + e.what());
     }
-    finish_done(began, !step.decode.empty());
+    finish_done(began, decoded);
     std::lock_guard<std::mutex> lock(mutex_);
     if (live_.empty() && engine_lock.owns_lock()) engine_lock.unlock();  // direct engine calls may run now
   }

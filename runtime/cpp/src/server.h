@@ -75,9 +75,13 @@ struct ServerStats {
   PrefixCacheStats prefix_cache;
 };
 
-// The loop's own step timer (tinyllm_loop_stats).
+// The loop's own step timer and decode-run counters (tinyllm_loop_stats). A decode run
+// computes the rows from the lowest to the highest taking a token; placeholder rows are
+// those inside it that took none (a row between prompt chunks, a task left out, a free
+// row).
 struct LoopStats {
-  uint64_t steps = 0, decode_steps = 0;
+  uint64_t steps = 0, decode_steps = 0;  // decode_steps: steps that ran a decode run
+  uint64_t decode_rows = 0, decode_placeholder_rows = 0;
   double busy_seconds = 0;
 };
 
@@ -103,14 +107,17 @@ class Server {
 
  private:
   struct Live;
+  struct DecodeRun {  // one step's decode run: rows computed, rows that took a token
+    size_t rows = 0, tokens = 0;
+  };
   void loop();
   void prepare();
   StepPlan plan(std::map<int64_t, uint64_t>& rows);
   void prefill(const std::vector<PrefillRow>& group);
-  void decode(const StepPlan& plan, const std::map<int64_t, uint64_t>& rows);
+  DecodeRun decode(const StepPlan& plan, const std::map<int64_t, uint64_t>& rows);
   void advance(Live& live, const float* logits);
   // Resolve the requests that finished, and count the step that began at `began`.
-  void finish_done(std::chrono::steady_clock::time_point began, bool decoded);
+  void finish_done(std::chrono::steady_clock::time_point began, const DecodeRun& decoded);
   void fail_all(const std::vector<uint64_t>& ids, tinyllm_status status, const std::string& error);
   void end(uint64_t id, tinyllm_status status, const std::string& error);
   // Tasks with tools (server_tools.cpp): a finished call row goes to the tool workers,

@@ -1,9 +1,11 @@
 // One step of the serving loop (the engine is held): prepare the requests submitted since
 // the last step (their rows, their cached prefix) and give them to the scheduler; run its
-// plan (prefill groups, one decode step over the rows it names); resolve what finished.
+// plan (prefill groups, then one decode run over the rows from the lowest to the highest
+// taking a token); resolve what finished.
 #include <algorithm>
 #include <chrono>
 #include <random>
+#include <set>
 
 #include "error.h"
 #include "runtrace.h"
@@ -136,40 +138,41 @@ void Server::prefill(const std::vector<PrefillRow>& group) {
   }
 }
 
-void Server::decode(const StepPlan& step, const std::map<int64_t, uint64_t>& rows) {
-  if (step.decode.empty()) return;
-  size_t width = static_cast<size_t>(rows.rbegin()->first) + 1;
-  // Rows that skip this step (a prompt half prefilled, a task left out of the step) feed
-  // a placeholder at their next position, which their real token overwrites later; free
-  // rows feed one at position 0 (overwritten before any use).
-  std::vector<int32_t> tokens(width, engine_.tokenizer().pad_token_id());
-  std::vector<int64_t> held(width, 0), lora(width, 0);
-  std::vector<Live*> lives;
+Server::DecodeRun Server::decode(const StepPlan& step, const std::map<int64_t, uint64_t>& rows) {
+  // The run spans the rows from the lowest to the highest whose request takes a token (a
+  // request its prefill's first token ended, or failed, takes none).
+  std::set<uint64_t> planned(step.decode.begin(), step.decode.end());
+  std::map<int64_t, Live*> taking;  // by KV row
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (const auto& [row, id] : rows) {
-      Live& live = *live_.at(id);
-      const SchedRequest& r = *scheduler_.find(id);
-      const Row& state = live.row;
-      size_t k = static_cast<size_t>(row);
+      Live* live = live_.at(id).get();
+      if (planned.count(id) && !live->row.done) taking[row] = live;
+    }
+  }
+  if (taking.empty()) return {};
+  int64_t low = taking.begin()->first, high = taking.rbegin()->first;
+  size_t width = static_cast<size_t>(high - low) + 1;
+  // Rows inside the run that skip this step (a prompt between chunks, a task left out of
+  // the step) feed a placeholder at their next position, which their real token
+  // overwrites later; free rows feed one at position 0 (overwritten before any use).
+  std::vector<int32_t> tokens(width, engine_.tokenizer().pad_token_id());
+  std::vector<int64_t> held(width, 0), lora(width, 0);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = rows.lower_bound(low); it != rows.end() && it->first <= high; ++it) {
+      const Row& state = live_.at(it->second)->row;
+      const SchedRequest& r = *scheduler_.find(it->second);
+      size_t k = static_cast<size_t>(it->first - low);
       held[k] = r.decoding() ? static_cast<int64_t>(state.prompt.size() + state.tokens.size()) - 1 : r.prefilled;
       lora[k] = state.slot;
-      if (std::find(step.decode.begin(), step.decode.end(), id) != step.decode.end()) {
-        tokens[k] = state.tokens.back();
-        lives.push_back(&live);
-      }
+      if (taking.count(it->first)) tokens[k] = state.tokens.back();
     }
   }
-  const float* logits = engine_.session_->decode(tokens, held, lora);
+  const float* logits = engine_.session_->decode(tokens, held, lora, low);
   size_t vocab = static_cast<size_t>(engine_.vocab_size());
-  for (Live* live : lives) {
-    int64_t row;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      row = scheduler_.find(live->id)->row;
-    }
-    advance(*live, logits + static_cast<size_t>(row) * vocab);
-  }
+  for (const auto& [row, live] : taking) advance(*live, logits + static_cast<size_t>(row - low) * vocab);
+  return {width, taking.size()};
 }
 
 void Server::advance(Live& live, const float* logits) {
@@ -192,7 +195,7 @@ void Server::advance(Live& live, const float* logits) {
   scheduler_.decoded(live.id);
 }
 
-void Server::finish_done(std::chrono::steady_clock::time_point began, bool decoded) {
+void Server::finish_done(std::chrono::steady_clock::time_point began, const DecodeRun& decoded) {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<uint64_t> done;
   for (const auto& [id, live] : live_)
@@ -205,7 +208,9 @@ void Server::finish_done(std::chrono::steady_clock::time_point began, bool decod
   // Counted under the lock that resolved the step's requests: a client that reads the
   // loop stats after its answer sees this step.
   ++loop_.steps;
-  loop_.decode_steps += decoded ? 1 : 0;
+  loop_.decode_steps += decoded.rows > 0 ? 1 : 0;
+  loop_.decode_rows += decoded.rows;
+  loop_.decode_placeholder_rows += decoded.rows - decoded.tokens;
   loop_.busy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
   cond_.notify_all();
 }

@@ -236,8 +236,12 @@ size_t DecoderSession::kv_bytes() const {
 }
 
 const float* DecoderSession::decode(const std::vector<int32_t>& tokens, const std::vector<int64_t>& held,
-                                    const std::vector<int64_t>& lora_index) {
+                                    const std::vector<int64_t>& lora_index, int64_t start) {
   int64_t b = static_cast<int64_t>(tokens.size());
+  if (b < 1 || start < 0 || start + b > max_batch_ || held.size() != tokens.size())
+    fail(TINYLLM_INTERNAL_ERROR, "decode rows " + std::to_string(start) + ".." + std::to_string(start + b - 1) +
+                                     " are outside 0.." + std::to_string(max_batch_ - 1) +
+                                     " (or their lengths do not match)");
   int64_t longest = *std::max_element(held.begin(), held.end());
   if (longest >= max_seq_)
     fail(TINYLLM_CONTEXT_ERROR, "a sequence reached the engine's context of " + std::to_string(max_seq_));
@@ -248,7 +252,7 @@ const float* DecoderSession::decode(const std::vector<int32_t>& tokens, const st
   total_ = static_cast<int32_t>(longest + 1);
   traced_tokens_ = b;
   traced_past_ = 0;
-  return run(0, b, 1, lora_index, false);
+  return run(start, b, 1, lora_index, false);
 }
 
 }  // namespace tinyllm

@@ -3,7 +3,8 @@
 // One KV buffer per layer and kind, [max_batch, KV, max_seq, H], is allocated once and
 // bound as both past_* and present_* (GroupQueryAttention writes each row's new entries
 // at that row's own position, seqlens_k). The logits land in a bound [max_batch, V]
-// buffer. Prefill takes right-padded prompts; decode feeds one token per row.
+// buffer. Prefill takes right-padded prompts; decode feeds one token per row of a run of
+// rows.
 #pragma once
 
 #include <cstdint>
@@ -58,9 +59,10 @@ class DecoderSession {
   // Put the first n positions of read_kv's arrays at the first positions of `row`.
   void write_kv(int64_t row, const std::vector<std::vector<float>>& kv, int64_t n);
   size_t kv_bytes() const;
-  // One token per row; `held[i]` is the tokens row i already holds.
+  // One token per row start..start+b-1; `held[i]` is the tokens row start+i already
+  // holds. Returns the logits of those rows [b, V].
   const float* decode(const std::vector<int32_t>& tokens, const std::vector<int64_t>& held,
-                      const std::vector<int64_t>& lora_index);
+                      const std::vector<int64_t>& lora_index, int64_t start = 0);
 
   AdapterSlots& slots() { return slots_; }
   int64_t max_batch() const { return max_batch_; }

@@ -38,12 +38,17 @@ std::vector<uint64_t> run_step(Scheduler& s, const StepPlan& plan, const std::ma
       s.prefilled(p.request, p.end);
       if (p.end == s.find(p.request)->prompt_len) s.decoded(p.request);
     }
-  for (uint64_t id : plan.decode) s.decoded(id);
-  std::vector<uint64_t> done;
-  for (const auto& [id, r] : s.requests()) {
-    auto it = outputs.find(id);
-    if (r.generated >= (it == outputs.end() ? r.max_new_tokens : it->second)) done.push_back(id);
+  auto limit = [&](const SchedRequest& r) {
+    auto it = outputs.find(r.id);
+    return it == outputs.end() ? r.max_new_tokens : it->second;
+  };
+  for (uint64_t id : plan.decode) {
+    const SchedRequest& r = *s.find(id);
+    if (r.generated < limit(r)) s.decoded(id);  // the server skips a row its prefill's token ended
   }
+  std::vector<uint64_t> done;
+  for (const auto& [id, r] : s.requests())
+    if (r.generated >= limit(r)) done.push_back(id);
   for (uint64_t id : done) s.finish(id, true);
   return done;
 }
@@ -122,7 +127,7 @@ TEST_CASE(scheduler_similar_lengths_prefill_together_in_contiguous_rows) {
   run_step(s, plan, {});
   plan = s.schedule(0.1);
   CHECK(plan.prefill.size() == 1 && plan.prefill[0].size() == 1 && plan.prefill[0][0].request == 2);
-  CHECK((plan.decode == std::vector<uint64_t>{0, 1, 3}));
+  CHECK((plan.decode == std::vector<uint64_t>{0, 1, 3, 2}));  // 2 decodes right after its prefill
 }
 
 TEST_CASE(scheduler_long_prompt_prefills_in_chunks_while_others_decode) {
@@ -134,15 +139,18 @@ TEST_CASE(scheduler_long_prompt_prefills_in_chunks_while_others_decode) {
   run_step(s, s.schedule(0.0), {});
   s.admit(req(1, "a", 40, 4));
   std::vector<std::pair<int64_t, int64_t>> chunks;
+  std::vector<bool> decodes;
   for (int step = 1; step < 5; ++step) {
     StepPlan plan = s.schedule(step * 0.1);
     CHECK(std::find(plan.decode.begin(), plan.decode.end(), 0) != plan.decode.end());  // never frozen
     for (const auto& g : plan.prefill)
       for (const auto& p : g)
         if (p.request == 1) chunks.emplace_back(p.start, p.end);
+    decodes.push_back(std::find(plan.decode.begin(), plan.decode.end(), 1) != plan.decode.end());
     run_step(s, plan, {});
   }
   CHECK((chunks == std::vector<std::pair<int64_t, int64_t>>{{0, 16}, {16, 32}, {32, 40}}));
+  CHECK((decodes == std::vector<bool>{false, false, true, true}));  // from the step of its last chunk on
   CHECK(s.find(1)->decoding() && s.find(1)->row == 1);
 }
 
@@ -216,7 +224,8 @@ TEST_CASE(scheduler_fifo_runs_static_batches_in_arrival_order) {
     ++steps;
   }
   plan = s.schedule(0.2);
-  CHECK(plan.prefill.size() == 1 && plan.prefill[0][0].request == 2 && steps == 3);
+  // Request 1's 4 tokens: its prefill's and one decode in the first step, then 2 steps.
+  CHECK(plan.prefill.size() == 1 && plan.prefill[0][0].request == 2 && steps == 2);
 }
 
 TEST_CASE(scheduler_length_predictor_learns_task_mean_and_input_slope) {

@@ -208,15 +208,18 @@ def test_cpp_profile_queue_waits_over_max_batch(lib: ctypes.CDLL, served: Path) 
 def test_timer_problems_name_each_disagreement() -> None:
     runs = [_run("prefill", 4, 0.0, 0.1), _run("decode", 1, 0.2, 0.3)]
     engine = NativeStats(1, 1, 4, 2, 0.1, 0.1, 0.0)
-    good = NativePass([], runs, 1.0, 1.0, {}, {}, None, engine, LoopStats(2, 1, 0.5))
+    good = NativePass([], runs, 1.0, 1.0, {}, {}, None, engine, LoopStats(2, 1, 0.5, 1))
     assert timer_problems(good) == []
     cases = {
         "the engine counted 3 runs, the trace 2": {"engine": NativeStats(2, 1, 4, 2, 0.1, 0.1, 0)},
         "the engine timed 0.100000 s of runs, the trace 0.200000 s": {
             "engine": NativeStats(1, 1, 4, 2, 0.05, 0.05, 0)
         },
-        "do not fit in the loop's 0.150000 s of steps": {"loop": LoopStats(2, 1, 0.15)},
-        "1 decode runs, but the loop counted 2 decode steps of 2": {"loop": LoopStats(2, 2, 0.5)},
+        "do not fit in the loop's 0.150000 s of steps": {"loop": LoopStats(2, 1, 0.15, 1)},
+        "1 decode runs, but the loop counted 2 decode steps of 2": {
+            "loop": LoopStats(2, 2, 0.5, 1)
+        },
+        "decode runs computed 1 rows, the loop counted 2": {"loop": LoopStats(2, 1, 0.5, 2)},
     }
     for reason, change in cases.items():
         problems = timer_problems(dataclasses.replace(good, **change))

@@ -1,5 +1,6 @@
 """The libtinyllm server's scheduling (runtime/cpp/src/scheduler.cpp, the Python
 runtime's policy): chunked and batched prefill and the fifo policy change no answer,
+staggered prefills compute the Python loop's decode runs (no placeholder rows),
 deadlines end requests with DEADLINE_EXCEEDED, streamed pieces add up to the answer and
 a callback can cancel, and bad options (a short struct_size, a bad scheduler knob, a
 negative deadline) are INVALID_ARGUMENT with a message."""
@@ -14,8 +15,9 @@ import pytest
 
 from tinyllm.runtime import Engine
 from tinyllm.runtime.native import NativeEngine, NativeError, check
-from tinyllm.runtime.nativeserver import NativeServer
+from tinyllm.runtime.nativeserver import NativeRequest, NativeServer
 from tinyllm.runtime.nativetasks import NativeTasks, _TaskOptions, _TaskRequest
+from tinyllm.runtime.nativetrace import RunTracer, loop_stats
 
 REQUESTS = [
     ("sentiment", "The room was spotless and the staff were lovely"),
@@ -70,6 +72,83 @@ def test_policies_answer_as_python(
     stats = server.stats()
     assert stats["completed"] == len(REQUESTS) and stats["running"] == 0
     server.close()
+
+
+# Eight rewrite prompts of 60-61 tokens; a prefill budget of 256 tokens fits four of
+# them, so their prefills end in two steps.
+STAGGERED = [f"cheap flights rome {d}" for d in "12345678"]
+PREFILL_TOKENS = 256
+DECODE = ("decode_runs", "decode_rows", "decode_placeholder_rows")
+
+
+def python_staggered(served: Path) -> tuple[list[Any], list[tuple[int, int]], dict[str, Any]]:
+    """The Python engine's answers, decode runs (first row, rows) and stats."""
+    engine = Engine.load(
+        served,
+        max_batch=8,
+        chunk_size=PREFILL_TOKENS,
+        prefill_tokens=PREFILL_TOKENS,
+        prefix_cache_mb=0,
+    )
+    runs: list[tuple[int, int]] = []
+    decode = engine.session.decode
+
+    def spy(tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        runs.append((kwargs.get("start", 0), len(tokens)))
+        return decode(tokens, *args, **kwargs)
+
+    engine.session.decode = spy  # type: ignore[method-assign]
+    server = engine._serving()
+    with server.cond:  # all eight arrive before the loop plans its first step
+        futures = [engine.submit("rewrite", t, max_new_tokens=6) for t in STAGGERED]
+    answers = [f.result() for f in futures]
+    stats = engine.stats()
+    engine.close()
+    return answers, runs, stats
+
+
+def test_staggered_prefills_decode_as_python_without_placeholder_rows(
+    lib: ctypes.CDLL, served: Path
+) -> None:
+    """Eight prompts whose prefills end in two steps: each decode run computes only the
+    rows that take a token (rows 4-7 decode in the step of their prefill, the last run
+    covers rows 4-7 alone), and the runs, tokens and decode counts are the Python loop's.
+    The C++ loop used to run rows 0-7 from the second step on: 48 rows for 40 tokens."""
+    python, python_runs, python_stats = python_staggered(served)
+    engine = NativeEngine(lib, served, max_batch=8)
+    server = NativeServer(
+        engine, prefix_cache_mb=0.0, chunk_size=PREFILL_TOKENS, prefill_tokens=PREFILL_TOKENS
+    )
+    tracer = RunTracer(engine)
+    pending: list[NativeRequest] = []
+
+    def release(piece: str) -> bool:  # on the loop thread, inside the opener's step
+        if not pending:
+            pending.extend(server.submit("rewrite", t, max_new_tokens=6) for t in STAGGERED)
+        return True
+
+    tracer.start()
+    # Submitted while the loop runs the opener's step, all eight wait for the next step
+    # (Python's are held back by its loop's lock): the same first plan in both.
+    server.submit("rewrite", "go", max_new_tokens=1, on_text=release).wait()
+    assert len(pending) == len(STAGGERED), "the opener streamed no text to submit from"
+    native = [p.wait() for p in pending]
+    runs, dropped = tracer.take()
+    tracer.stop()
+    loop = loop_stats(server)
+    server.close()
+    engine.close()
+    # The premise: four prompts fit the budget, five do not; every answer runs to
+    # max_new_tokens.
+    lengths = [o.prompt_tokens for o in python]
+    assert 4 * max(lengths) <= PREFILL_TOKENS < 5 * min(lengths), lengths
+    assert [len(o.token_ids) for o in python] == [6] * 8
+    assert python_runs == [(0, 4), (0, 8), (0, 8), (0, 8), (0, 8), (4, 4)]
+    assert [(r.first_row, r.rows) for r in runs if r.kind == "decode"] == python_runs
+    assert dropped == 0
+    same(native, python)
+    counts = [loop.decode_steps, loop.decode_rows, loop.decode_placeholder_rows]
+    assert counts == [python_stats[k] for k in DECODE] == [6, 40, 0]  # 5 tokens a row
 
 
 def test_deadline_exceeded(engine: NativeEngine, python_answers: list[Any]) -> None:

@@ -75,9 +75,11 @@ def test_eight_threads_answer_as_sequential_python_runs(
     assert stats["submitted"] == stats["completed"] == len(requests)
     assert stats["queue_depth"] == stats["running"] == 0
     if prefix_cache_mb:
-        # Prompts are prefilled together (up to max_batch = 4 rows) before any prefix is
-        # cached, so the first group may miss more than once for one task.
-        assert stats["prefix_entries"] == 3 and stats["prefix_hits"] >= len(requests) - 4
+        # A task misses only in the prefill group that stores its prefix: the requests of
+        # that task that arrived before it was stored, up to max_batch = 4 rows. How many
+        # arrived by then is up to the threads (often 1, at times 2 for one task), so the
+        # bound is the worst case, 3 tasks x 4 rows.
+        assert stats["prefix_entries"] == 3 and stats["prefix_hits"] >= len(requests) - 3 * 4
         assert stats["prefix_hits"] + stats["prefix_misses"] == len(requests)
         assert 0 < stats["prefix_bytes"] <= stats["prefix_max_bytes"] == 64 * 2**20
         assert stats["prefix_tokens_saved"] > 0

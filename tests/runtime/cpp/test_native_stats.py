@@ -1,6 +1,6 @@
 """libtinyllm's own timers through ctypes: the engine's stats (graph runs and their time
 inside ONNX Runtime) agree with its run trace, and a server's loop stats count its steps
-and hold its runs; bad calls are errors, not crashes."""
+and decode rows and hold its runs; bad calls are errors, not crashes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tinyllm.runtime.native import NativeEngine, NativeError
 from tinyllm.runtime.nativeserver import NativeServer
-from tinyllm.runtime.nativetrace import RunTracer, loop_stats
+from tinyllm.runtime.nativetrace import RunTracer, _LoopStats, loop_stats
 from tinyllm.runtime.sampling import GenerationConfig
 
 
@@ -51,9 +51,16 @@ def test_loop_stats_count_the_servers_steps(lib: ctypes.CDLL, served: Path) -> N
         assert ran.prefill_calls >= 2 and ran.decode_steps == loop.decode_steps
         assert ran.decode_steps <= loop.steps <= ran.runs and tokens > 0
         assert 0 < ran.ort_seconds < loop.busy_seconds
+        # Each decode run computed at least the one row that took a token.
+        assert loop.decode_rows - loop.decode_placeholder_rows >= loop.decode_steps > 0
         refused = r"INVALID_ARGUMENT: stats\.struct_size is 8; this library.s tinyllm_loop_stats"
         with pytest.raises(NativeError, match=refused):
             loop_stats(server, struct_size=8)
+        # A caller built with the trace.h before the decode rows gets the fields it has,
+        # and nothing is written past its struct.
+        earlier = loop_stats(server, struct_size=_LoopStats.decode_rows.offset)
+        assert (earlier.steps, earlier.decode_steps) == (loop.steps, loop.decode_steps)
+        assert earlier.decode_rows == 0 < loop.decode_rows
     finally:
         server.close()
         engine.close()

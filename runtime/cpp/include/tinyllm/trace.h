@@ -21,7 +21,8 @@ typedef enum tinyllm_run_kind {
 typedef struct tinyllm_run_record {
   int32_t kind;      /* a tinyllm_run_kind */
   int32_t first_row; /* the first KV row the run computed */
-  int32_t rows;      /* rows computed (a server's decode runs up to its highest busy row) */
+  int32_t rows;      /* rows computed (a server's decode run: its lowest to highest row
+                        taking a token) */
   int32_t tokens;    /* prefill: prompt tokens fed, padding not counted; decode: rows */
   int64_t past;      /* prefill: tokens the first row already held (a cached prefix) */
   double start;      /* seconds on tinyllm_trace_clock() */
@@ -48,19 +49,29 @@ TINYLLM_API tinyllm_status tinyllm_engine_trace_take(tinyllm_engine* engine,
  * the last step (their prompt ids, adapter slot and cached prefix), plans, runs the
  * engine (prefill runs, then at most one decode run), samples, constrains and streams,
  * and resolves the requests that finished. Always on (two clock reads per step).
+ *
+ * A decode run computes the rows from the lowest to the highest that take a token (a
+ * prompt whose prefill ends in a step decodes in that step's run); a placeholder row is
+ * one inside the run that took none (a prompt between chunks, a task left out of the
+ * step, a free row).
  */
 typedef struct tinyllm_loop_stats {
   size_t struct_size;    /* set by tinyllm_loop_stats_init */
   uint64_t steps;        /* loop steps since tinyllm_server_start */
-  uint64_t decode_steps; /* of which ran a decode run */
+  uint64_t decode_steps; /* of which ran a decode run (the decode runs) */
   double busy_seconds;   /* wall time of the steps, ONNX Runtime's runs included; the loop's
                             waits for work, and for the engine while a direct call holds it,
                             are not */
+  /* Added after the fields above (a struct_size ending at busy_seconds, from an earlier
+   * trace.h, gets those fields only). */
+  uint64_t decode_rows;             /* rows the decode runs computed */
+  uint64_t decode_placeholder_rows; /* of which took no token */
 } tinyllm_loop_stats;
 
 TINYLLM_API void tinyllm_loop_stats_init(tinyllm_loop_stats* stats);
 /** The server's loop counters; stats->struct_size must be this library's (from
- * tinyllm_loop_stats_init), else TINYLLM_INVALID_ARGUMENT naming both sizes. */
+ * tinyllm_loop_stats_init) or an earlier trace.h's (the fields it has are filled), else
+ * TINYLLM_INVALID_ARGUMENT naming both sizes. */
 TINYLLM_API tinyllm_status tinyllm_server_get_loop_stats(const tinyllm_server* server,
                                                          tinyllm_loop_stats* stats);
 
