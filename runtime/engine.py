@@ -23,13 +23,14 @@ from tinyllm.errors import BundleError, ConfigError
 from tinyllm.manifest import EngineEntry
 from tinyllm.runtime.enginefile import check_graph, read_engine_info, verify_engine_files
 from tinyllm.runtime.engineinfo import EngineInfo
+from tinyllm.runtime.ortsession import make_session
 from tinyllm.runtime.router import TaskOutput
 from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.runtime.scheduler import Policy, SchedulerConfig
 from tinyllm.runtime.service import TaskService
 from tinyllm.runtime.serving import Server, ServingOptions
 from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
-from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
+from tinyllm.runtime.session import DecoderSession, SessionSpec
 from tinyllm.runtime.speculative import check_exact
 from tinyllm.tasktable import TaskTable
 

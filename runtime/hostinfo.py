@@ -251,7 +251,7 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     """The CPU's model, core counts and ISA features (empty where /proc is absent)."""
     import platform
 
-    from tinyllm.runtime.session import usable_cpus
+    from tinyllm.runtime.ortsession import usable_cpus
 
     try:
         model, isa = parse_cpuinfo(cpuinfo.read_text())

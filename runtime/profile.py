@@ -30,10 +30,10 @@ from tinyllm.runtime import profilestats as stats
 from tinyllm.runtime.engine import Engine, pick_engine
 from tinyllm.runtime.loadgen import Load, Outcome, drive
 from tinyllm.runtime.opprofile import OpProfile, label_graph, read_profile
+from tinyllm.runtime.ortsession import make_session, usable_cpus
 from tinyllm.runtime.profileoptions import ProfileOptions as ProfileOptions
 from tinyllm.runtime.roofline import graph_weights, peak_rss, roofline_section
 from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
-from tinyllm.runtime.session import make_session, usable_cpus
 from tinyllm.runtime.steprecorder import PhaseRecorder, RequestRecord, StepRecord, TimedSession
 from tinyllm.runtime.workload import (
     DEFAULT_NEW_TOKENS,

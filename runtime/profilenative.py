@@ -44,10 +44,10 @@ from tinyllm.runtime.nativepass import NativePass, native_pass, timer_problems
 from tinyllm.runtime.nativeserver import NativeServer
 from tinyllm.runtime.nativetasks import NativeTasks
 from tinyllm.runtime.nativetrace import Run, RunTracer
+from tinyllm.runtime.ortsession import usable_cpus
 from tinyllm.runtime.profile import ProfileOptions, Progress, read_quality, workload_items
 from tinyllm.runtime.roofline import graph_weights, peak_rss, roofline_section
 from tinyllm.runtime.servingdefaults import ServingDefaults, read_defaults
-from tinyllm.runtime.session import usable_cpus
 from tinyllm.runtime.workload import WorkItem
 
 OUTSIDE_LABEL = "outside ONNX Runtime (not split)"

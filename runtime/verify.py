@@ -18,7 +18,8 @@ import numpy as np
 from tinyllm.bundle import Bundle
 from tinyllm.errors import TinyLLMError
 from tinyllm.runtime.engineinfo import EngineInfo
-from tinyllm.runtime.session import DecoderSession, SessionSpec, make_session
+from tinyllm.runtime.ortsession import make_session
+from tinyllm.runtime.session import DecoderSession, SessionSpec
 
 PROMPTS = (
     "The room was spotless and the staff were friendly.",

@@ -1,7 +1,7 @@
-"""Device-resident sessions (session.py, ``device=``): KV, adapters and logits as OrtValues
-bound with IO binding. The CPU tests run the very code a CUDA session runs, with the
-OrtValues on the "cpu" device, against the host-array path; the gpu-marked tests run it
-on CUDA."""
+"""Device-resident sessions (devicebuffers.py, session.py's ``device=``): KV, adapters
+and logits as OrtValues bound with IO binding. The CPU tests run the very code a CUDA
+session runs, with the OrtValues on the "cpu" device, against the host-array path; the
+gpu-marked tests run it on CUDA."""
 
 from __future__ import annotations
 

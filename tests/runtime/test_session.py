@@ -1,6 +1,7 @@
-"""The KV buffers (session.py): they cost the pages their tokens fill, not the whole
-context, and GroupQueryAttention writes each row's new token in place at that row's own
-position (past and present share the buffer; ``seqlens_k`` is each row's length - 1)."""
+"""The KV buffers of a session (kvbuffers.py, hostbindings.py): they cost the pages their
+tokens fill, not the whole context, and GroupQueryAttention writes each row's new token in
+place at that row's own position (past and present share the buffer; ``seqlens_k`` is each
+row's length - 1)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from tinyllm.errors import ConfigError
 from tinyllm.runtime import Engine, GenerationConfig
-from tinyllm.runtime.session import lazy_zeros
+from tinyllm.runtime.kvbuffers import lazy_zeros
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc/self/pagemap"

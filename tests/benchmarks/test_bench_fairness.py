@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 # A worker that answers the harness's protocol (decode_worker.py's) and does nothing else.
 IDLE_WORKER = """#!/bin/bash
 echo '{"ready": true, "settings": {}, "load_s": 0.0, "base_rss": 0}'
@@ -28,10 +26,9 @@ def state(pid: int) -> str:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_only_the_measured_engine_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_the_measured_engine_runs(tmp_path: Path, bench: Path) -> None:
     """While one engine generates, the others are stopped (an idle llama.cpp worker kept
     polling on a core and slowed the ONNX Runtime engines about 3x); closing resumes them."""
-    monkeypatch.syspath_prepend(str(BENCH))
     import decode_cpu
 
     fake = tmp_path / "fake-python"
