@@ -29,8 +29,8 @@ The loss is ours too (:func:`answer_loss`): the batch is left-padded as our loop
 the LM head runs on the answer positions only (:func:`tinyllm.distill.sft.answer_logits`).
 ``SFTTrainer``'s own loss projects through its fused LM head instead, which on a device
 without Triton (the CPU) scores every position of every row against the whole vocabulary,
-with entropy and top-1 flags for its metrics: on SmolLM2 (49k tokens) that was most of a
-step (docs/distill.md, "Speed on this CPU"). Both backends give the same losses for a seed
+with entropy and top-1 flags for its metrics (docs/distill.md, "Speed on this CPU", has
+the cost on SmolLM2). Both backends give the same losses for a seed
 (tests/distill/test_trlbackend.py).
 """
 
