@@ -3,10 +3,10 @@ adapter's stages and a dissimilar task's own LoRA, for each backend (our loop or
 ``SFTTrainer``) and each method the curriculum takes (SFT, logit KD).
 
 They are the single-task path's trainers with the curriculum's batches: SFT is
-:func:`tinyllm.distill.sft.sft_loss` / ``SFTTrainer``'s loss; KD is
-:func:`tinyllm.distill.kd.kd_loss_fn` on our loop and the trl KD trainer
-(:func:`tinyllm.distill.trlbackend.trainer_class`) on trl, against the same frozen
-teacher, with :class:`tinyllm.distill.kd.KDConfig`'s defaults as ``--method kd`` uses.
+:func:`tinyllm.distill.sft.sft_loss` on our loop; KD is
+:func:`tinyllm.distill.kd.kd_loss_fn` there, against the same frozen teacher, with
+:class:`tinyllm.distill.kd.KDConfig`'s defaults as ``--method kd`` uses; on trl both are
+:func:`tinyllm.distill.trlbackend.answer_loss` (KD when given the teacher).
 GRPO is not one of them (:data:`tinyllm.distill.curriculum.CURRICULUM_METHODS`).
 """
 

@@ -24,8 +24,13 @@ logs. What stays ours, so both backends train the same thing:
 What every trl run shares (options, Trainer arguments, checkpoints, the schedule, the
 batch layout) is :mod:`tinyllm.distill.trlrun`.
 
-SFT uses ``SFTTrainer``'s own loss (the token mean of the answer tokens' cross-entropy
-over the global batch, as ours), so the two backends give the same losses for a seed
+The loss is ours too (:func:`answer_loss`): the batch is left-padded as our loop pads it
+(:func:`tinyllm.distill.trlrun.collate_rows`), so every answer ends at the right edge and
+the LM head runs on the answer positions only (:func:`tinyllm.distill.sft.answer_logits`).
+``SFTTrainer``'s own loss projects through its fused LM head instead, which on a device
+without Triton (the CPU) scores every position of every row against the whole vocabulary,
+with entropy and top-1 flags for its metrics (docs/distill.md, "Speed on this CPU", has
+the cost on SmolLM2). Both backends give the same losses for a seed
 (tests/distill/test_trlbackend.py).
 """
 
@@ -36,10 +41,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyllm.distill.sft import (
+    Batch,
     Encoded,
     TrainConfig,
     TrainResult,
     adapter_of,
+    answer_logits,
     encode,
     torch_module,
     with_lora,
@@ -47,6 +54,7 @@ from tinyllm.distill.sft import (
 from tinyllm.distill.trlrun import (
     TrlOptions,
     checkpoint_losses,
+    collate_rows,
     common_args,
     latest_checkpoint,
     loss_recorder,
@@ -85,16 +93,29 @@ def training_args(
     )
 
 
-def trainer_class(kd: bool) -> Any:
-    """``SFTTrainer`` with our warmup schedule (and, for ``kd``, our KD loss)."""
+def trainer_class() -> Any:
+    """``SFTTrainer`` with our loss (:func:`answer_loss`: SFT, or logit KD when the trainer
+    has a ``tiny_kd``) and our warmup schedule."""
     trl = trl_module()
     sft_trainer: Any = trl.SFTTrainer
 
     class TinySFTTrainer(sft_trainer):
-        """SFTTrainer whose schedule is our linear warmup to a constant rate, and whose
-        batches may be drawn as each step starts (``tiny_draw``)."""
+        """SFTTrainer whose loss is ours on the answer positions, whose schedule is our
+        linear warmup to a constant rate, and whose batches may be drawn as each step
+        starts (``tiny_draw``)."""
 
         tiny_draw: Callable[[], Sequence[Encoded]] | None = None
+        tiny_teacher: Any = None
+        tiny_kd: KDConfig | None = None
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            return answer_loss(self, model, inputs, num_items_in_batch)
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             return warmup_scheduler(self, optimizer)
@@ -112,57 +133,75 @@ def trainer_class(kd: bool) -> Any:
             batches = [self.data_collator(part) for part in parts]
             return batches, self._get_num_items_in_batch(batches, device)
 
-    class TinyKDTrainer(TinySFTTrainer):
-        """Logit KD against a frozen teacher: our divergence, summed over answer tokens and
-        divided by the global batch's answer tokens (as trl's SFT loss is)."""
-
-        def compute_loss(
-            self,
-            model: Any,
-            inputs: dict[str, Any],
-            return_outputs: bool = False,
-            num_items_in_batch: Any = None,
-        ) -> Any:
-            return kd_loss(self, model, inputs, num_items_in_batch)
-
-    return TinyKDTrainer if kd else TinySFTTrainer
+    return TinySFTTrainer
 
 
-def kd_loss(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
-    """The KD trainer's loss: ``trainer.tiny_kd``'s divergence from ``trainer.tiny_teacher``
-    over the answer tokens (plus its CE weight), divided by the global batch's answer
-    tokens as trl's SFT loss is."""
-    from tinyllm.distill.losses import IGNORE_INDEX, token_divergence
+def answer_loss(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
+    """A trl step's loss on the answer positions of a left-padded batch: the answer tokens'
+    cross-entropy (SFT), or ``trainer.tiny_kd``'s divergence from ``trainer.tiny_teacher``
+    plus its CE weight (logit KD), summed and divided by the global batch's answer tokens
+    as trl's SFT loss is. Logs trl's metrics (entropy, token accuracy) from the same logits.
+
+    ``inputs``: input_ids, attention_mask, labels, each [B, T] (:func:`collate_rows`).
+    """
+    from tinyllm.distill.losses import token_divergence
 
     torch = torch_module()
-    kd: KDConfig = trainer.tiny_kd
-    batch = {k: inputs[k] for k in ("input_ids", "attention_mask")}
-    targets = inputs["labels"][:, 1:]  # [B, T-1]: what position t predicts
-    s_logits = model(**batch, use_cache=False).logits[:, :-1]  # [B, T-1, V]
-    teacher = trainer.tiny_teacher
-    if next(teacher.parameters()).device != batch["input_ids"].device:
-        teacher.to(batch["input_ids"].device)  # the Trainer moved only the student
-    with torch.no_grad():
-        t_logits = teacher(**batch, use_cache=False).logits[:, :-1]
-    vocab = min(s_logits.shape[-1], t_logits.shape[-1])  # padded embedding rows
-    per_token = token_divergence(
-        s_logits[..., :vocab], t_logits[..., :vocab], kd.divergence, kd.beta, kd.temperature
-    )  # [B, T-1]
-    mask = targets != IGNORE_INDEX
-    total = (per_token * mask).sum()
-    if kd.ce_weight:
+    batch = Batch(inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+    s_logits, targets = answer_logits(model, batch)  # [B, K, V], [B, K]
+    mask = targets != IGNORE_INDEX  # [B, K]
+    kd: KDConfig | None = trainer.tiny_kd
+    ce_weight = 1.0 if kd is None else kd.ce_weight
+    total = torch.zeros((), device=s_logits.device)
+    if ce_weight:
         ce = torch.nn.functional.cross_entropy(
             s_logits.float().reshape(-1, s_logits.shape[-1]),
             targets.reshape(-1),
             ignore_index=IGNORE_INDEX,
             reduction="sum",
         )
-        total = total + kd.ce_weight * ce
+        total = total + ce_weight * ce
+    if kd is not None:
+        teacher = trainer.tiny_teacher
+        if next(teacher.parameters()).device != batch.input_ids.device:
+            teacher.to(batch.input_ids.device)  # the Trainer moved only the student
+        with torch.no_grad():
+            t_logits, _ = answer_logits(teacher, batch)  # [B, K, V']
+        vocab = min(s_logits.shape[-1], t_logits.shape[-1])  # padded embedding rows
+        per_token = token_divergence(
+            s_logits[..., :vocab], t_logits[..., :vocab], kd.divergence, kd.beta, kd.temperature
+        )  # [B, K]
+        total = total + (per_token * mask).sum()
+    log_metrics(trainer, s_logits, targets)
     count = num_items_in_batch if num_items_in_batch is not None else mask.sum()
     loss = total / torch.as_tensor(count).clamp(min=1)
     if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
         loss = loss * trainer.accelerator.num_processes  # DDP averages the gradients
     return loss
+
+
+def answer_metrics(logits: Any, targets: Any) -> Any:
+    """The sums behind trl's SFT metrics, over the answer tokens: [count, entropy sum,
+    tokens whose label is the logits' first maximum]. logits [B, K, V], targets [B, K]."""
+    torch = torch_module()
+    with torch.no_grad():
+        mask = targets != IGNORE_INDEX  # [B, K]
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [B, K, V]
+        entropy = -(logp.exp() * logp).sum(-1)  # [B, K]
+        top1 = logits.argmax(-1) == targets  # [B, K]
+        return torch.stack(
+            [mask.sum().float(), entropy[mask].sum(), (top1 & mask).sum().float()]
+        )  # [3]
+
+
+def log_metrics(trainer: Any, logits: Any, targets: Any) -> None:
+    """Append this micro-batch's entropy and token accuracy to trl's metrics (the names
+    ``SFTTrainer`` logs), gathered over processes as trl gathers them."""
+    sums = answer_metrics(logits, targets)
+    count, entropy, correct = trainer.accelerator.gather_for_metrics(sums[None]).sum(0).tolist()
+    mode = "train" if trainer.model.training else "eval"
+    trainer._metrics[mode]["entropy"].append(entropy / count if count else 0.0)
+    trainer._metrics[mode]["mean_token_accuracy"].append(correct / count if count else 0.0)
 
 
 def train_trl(
@@ -214,9 +253,10 @@ def train_trl(
         args = training_args(config, options, folder, config.steps, processes)
         if options.tensorboard:
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(folder) / "tensorboard")
-        trainer = trainer_class(kd is not None)(
+        trainer = trainer_class()(
             model=peft_model,
             args=args,
+            data_collator=collate_rows,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             callbacks=[loss_recorder(result, on_step, on_save)],

@@ -1,8 +1,8 @@
 """What every trl run of ours shares (SFT, KD, GRPO and the curriculum's stages): its
 options (:class:`TrlOptions`), trl's import, mixed precision, the ``Trainer`` arguments,
 the run's folder and checkpoints, our warmup schedule, the callback that records each
-step's loss, and the layout of a global batch (rows in our order, micro-batches per
-process and accumulation step).
+step's loss, and the layout of a global batch (rows in our order, left-padded,
+micro-batches per process and accumulation step).
 
 The recipes on top: :mod:`tinyllm.distill.trlbackend` (SFT and logit KD on
 ``SFTTrainer``) and :mod:`tinyllm.distill.trlgrpo` (GRPO on ``GRPOTrainer``).
@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tinyllm.distill.sft import Encoded, TrainConfig, TrainResult, batch_order, torch_module
+from tinyllm.distill.sft import (
+    Encoded,
+    TrainConfig,
+    TrainResult,
+    batch_order,
+    collate,
+    torch_module,
+)
 from tinyllm.errors import ConfigError, missing_dependency
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
@@ -83,6 +90,19 @@ def mixed_precision(precision: Precision) -> tuple[bool, bool]:
 def training_row(item: Encoded) -> dict[str, Any]:
     """An SFT/KD row as the trainer reads it: ids and labels (prompt masked)."""
     return {"input_ids": item.input_ids, "labels": item.labels}
+
+
+def collate_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The trainer's collator: rows left-padded as our loop pads its batches
+    (:func:`tinyllm.distill.sft.collate`), so every answer ends at the right edge and the
+    loss projects only the answer positions through the LM head. Returns input_ids,
+    attention_mask and labels, each [B, T]."""
+    batch = collate([Encoded(row["input_ids"], row["labels"]) for row in rows], 0)
+    return {
+        "input_ids": batch.input_ids,
+        "attention_mask": batch.attention_mask,
+        "labels": batch.labels,
+    }
 
 
 def ordered_rows(

@@ -3,6 +3,7 @@ accumulation, TensorBoard logs, KD with our loss, and the same bundle layout."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ import trl as _trl  # noqa: F401  (the dev extra installs trl: a broken install 
 
 import tinyllm
 from tinyllm.distill.kd import KDConfig, train_kd_lora
-from tinyllm.distill.sft import TrainConfig, train_lora
-from tinyllm.distill.trlbackend import train_lora_trl
+from tinyllm.distill.sft import TrainConfig, encode, train_lora
+from tinyllm.distill.trlbackend import answer_metrics, train_lora_trl
 from tinyllm.distill.trlrun import (
     TrlOptions,
     checkpoint_losses,
@@ -54,6 +55,43 @@ def test_trl_sft_gives_our_loops_losses_and_adapter(
     base = fresh(tiny_llama_bundle).model.state_dict()
     for name, value in trl.model.state_dict().items():
         assert np.array_equal(value.numpy(), base[name].numpy()), name
+
+
+def test_the_lm_head_runs_on_the_answer_positions_only(
+    tiny_llama_bundle: Path, color_task: TaskSpec, examples: Any
+) -> None:
+    # trl's own loss scores every position of every row on a CPU (its fused head is
+    # compact only under Triton); ours projects the answer positions only, as our loop.
+    loaded = fresh(tiny_llama_bundle)
+    data = examples(16)
+    seen: list[tuple[int, ...]] = []
+    hook = loaded.model.lm_head.register_forward_hook(
+        lambda _m, args, _out: seen.append(tuple(args[0].shape))
+    )
+    config = TrainConfig(**{**CONFIG.__dict__, "steps": 3})
+    train_lora_trl(
+        loaded.model, loaded.tokenizer, color_task, data, config, TrlOptions(tensorboard=False)
+    )
+    hook.remove()
+    rows = encode(loaded.tokenizer, color_task, data, CONFIG.max_len)
+    answer = max(sum(label != -100 for label in r.labels) for r in rows)
+    prompt = min(sum(label == -100 for label in r.labels) for r in rows)
+    assert len(seen) == config.steps  # one projection a step
+    for batch, positions, _hidden in seen:
+        assert batch == CONFIG.batch_size
+        assert positions <= answer + 1 < prompt  # the answers (and the last prompt token)
+
+
+def test_answer_metrics_are_trls_entropy_and_first_maximum_accuracy() -> None:
+    import torch
+
+    logits = torch.tensor([[[2.0, 0.0, 2.0], [0.0, 1.0, 0.0], [5.0, 0.0, 0.0]]])  # [1, 3, 3]
+    targets = torch.tensor([[2, 1, -100]])  # a tie lost to an earlier token; a hit; masked
+    count, entropy, correct = answer_metrics(logits, targets).tolist()
+    p = torch.softmax(logits[0, :2], -1)
+    assert count == 2 and correct == 1
+    assert entropy == pytest.approx(float(-(p * p.log()).sum()), rel=1e-6)
+    assert answer_metrics(logits, torch.tensor([[0, 1, -100]]))[2] == 2  # the first maximum
 
 
 def test_same_seed_same_losses_another_seed_others(
@@ -110,6 +148,10 @@ def test_checkpoints_resume_to_the_uninterrupted_losses_and_tensorboard_logs(
     checkpoint = latest_checkpoint(str(run / "color"))
     assert checkpoint is not None and checkpoint.endswith("checkpoint-4")
     np.testing.assert_allclose(checkpoint_losses(checkpoint), full.losses[:4], atol=TOL)
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    steps = [e for e in state["log_history"] if "loss" in e]
+    assert len(steps) == 4  # trl's metrics, from our loss's logits, every step
+    assert all(0 <= e["mean_token_accuracy"] <= 1 and e["entropy"] > 0 for e in steps)
     again = fresh(tiny_llama_bundle)
     adapter, resumed = train_lora_trl(
         again.model, again.tokenizer, color_task, examples(16), CONFIG,
