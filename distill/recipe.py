@@ -178,6 +178,15 @@ class DistillOptions:
     eval_batch_size: int = 32
     backend: str = "own"  # "own": our loop (tinyllm.distill.sft.train); "trl": trl's trainers
     trl: Any = None  # TrlOptions of the trl backend (None: its defaults)
+    # Temperature of sampling the training data over input wordings
+    # (tinyllm.distill.balance); None: the data as the teacher gave it.
+    balance: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.balance is not None and self.balance <= 0:
+            raise ConfigError(
+                f"balance is a sampling temperature and must be > 0, got {self.balance}"
+            )
 
     @classmethod
     def sized(
@@ -192,10 +201,12 @@ class DistillOptions:
         train_limit: int | None = None,
         eval_limit: int | None = None,
         seed: int = 0,
+        balance: float | None = None,
     ) -> DistillOptions:
         """The defaults, then :data:`QUICK_SIZES` if ``quick``, then the sizes given (not None).
 
-        LoRA alpha is twice the rank; ``seed`` and ``layers`` go to the training config.
+        LoRA alpha is twice the rank; ``seed`` and ``layers`` go to the training config;
+        ``balance`` is kept as given.
         """
         given = {
             "steps": steps,
@@ -210,7 +221,7 @@ class DistillOptions:
         limits = {k: sizes.pop(k) for k in ("train_limit", "eval_limit") if k in sizes}
         alpha = 2 * sizes.get("rank", TrainConfig.rank)
         train = TrainConfig(**sizes, alpha=alpha, seed=seed, layers=layers)
-        return cls(train=train, **limits)
+        return cls(train=train, balance=balance, **limits)
 
 
 def trained_adapters(
@@ -432,7 +443,8 @@ def student_and_data(
 ) -> tuple[Path, dict[str, list[Example]]]:
     """The student's base bundle and each task's training data: rank 0 imports and labels
     first, the other ranks then read its files; tool tasks learn the teacher's calls
-    (:mod:`tinyllm.distill.calltargets`)."""
+    (:mod:`tinyllm.distill.calltargets`); ``options.balance`` redraws each task's data
+    balanced over its inputs' wordings (:mod:`tinyllm.distill.balance`)."""
     from tinyllm.distill.calltargets import with_calls
 
     labels_dir = out.parent / f"{out.name.removesuffix('.tllm')}-labels"
@@ -445,6 +457,12 @@ def student_and_data(
     for t in selected:
         if t.tools:
             data[t.name] = with_calls(t, data[t.name], log)
+    if options.balance is not None:
+        from tinyllm.distill.balance import balanced
+
+        for t in selected:
+            data[t.name], summary = balanced(data[t.name], options.balance, options.train.seed)
+            log(summary.line(t.name, options.balance))
     return base, data
 
 

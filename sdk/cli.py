@@ -561,6 +561,12 @@ def profile_cmd(
 @click.option("--eval-limit", type=int, default=None, help="Test examples per task.")
 @click.option("--seed", type=int, show_default=True)
 @click.option(
+    "--balance",
+    type=float,
+    default=None,
+    help="Balance training data over input wordings at this temperature (larger: more even).",
+)
+@click.option(
     "--backend", type=click.Choice(["own", "trl"]), show_default=True, help="Training loop."
 )
 @click.option("--run-dir", type=click.Path(), default=None, help="trl: checkpoints, TensorBoard.")

@@ -78,6 +78,7 @@ def distill(
     train_limit: int | None = None,
     eval_limit: int | None = None,
     seed: int = 0,
+    balance: float | None = None,
     backend: str = TrainerChoice.backend,
     run_dir: PathLike | None = TrainerChoice.run_dir,
     checkpoint_every: int | None = TrainerChoice.checkpoint_every,
@@ -112,6 +113,10 @@ def distill(
         train_limit: use at most this many training examples per task.
         eval_limit: evaluate on the first N test examples per task.
         seed: seeds data order, LoRA init and sampling.
+        balance: redraw each task's training data balanced over its inputs' wordings
+            (their words without the numbers; :mod:`tinyllm.distill.balance`) with
+            temperature sampling ``p_w ∝ n_w^(1/T)`` at this T (1: the shares as they
+            are, larger: towards uniform); default: the data as the teacher gave it.
         backend: ``own`` (tinyllm's compact loop) or ``trl`` (trl's ``SFTTrainer`` and
             ``GRPOTrainer``: runs under ``accelerate launch``, checkpoints, accumulation,
             mixed precision, TensorBoard; every method, and the curriculum with SFT or
@@ -138,6 +143,7 @@ def distill(
         train_limit=train_limit,
         eval_limit=eval_limit,
         seed=seed,
+        balance=balance,
     )
     trainer = TrainerChoice(backend, run_dir, checkpoint_every, resume, grad_accum, precision)
     options = dataclasses.replace(options, backend=trainer.backend, trl=trainer.trl_options())
