@@ -11,6 +11,7 @@ a writer's events, so a test can kill it at each of them, or at a spread of them
 from __future__ import annotations
 
 import builtins
+import gc
 import io
 import os
 import shutil
@@ -109,6 +110,36 @@ def _hook(counter: _Counter, extra: list[tuple[Any, str]]) -> None:
         setattr(module, name, hooked)
 
 
+CHILD_LIMIT_S = 300.0  # a child that neither finishes nor reaches its kill point by then hangs
+
+
+def _fork() -> int:
+    """``os.fork()`` with the parent's garbage collected first and its objects frozen for
+    the child's collector: an ONNX Runtime session left in a reference cycle by an earlier
+    test, collected in the child, waited forever on its thread pool's condition variable
+    (threads that exist only in the parent)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        return os.fork()
+    finally:
+        gc.unfreeze()
+
+
+def _wait(pid: int, limit_s: float = CHILD_LIMIT_S) -> int:
+    """The child's wait status; one still running after ``limit_s`` is killed and the test
+    fails, instead of waiting forever."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the forked writer ran past {limit_s:g} s (hung?) and was killed")
+
+
 def run_child(
     work: Callable[[], None],
     kill_at: int,
@@ -121,7 +152,7 @@ def run_child(
     ``count_file`` (one line per event, its name); one that fails prints its traceback
     and exits 3.
     """
-    pid = os.fork()
+    pid = _fork()
     if pid == 0:  # the child: never returns into pytest
         code = 0
         counter = _Counter(kill_at)
@@ -136,13 +167,12 @@ def run_child(
             traceback.print_exc(file=sys.stderr)
             code = 3
         os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return status
+    return _wait(pid)
 
 
 def run_and_kill_after(work: Callable[[], None], seconds: float) -> int:
     """Fork, run ``work`` unhooked and SIGKILL it after ``seconds`` (if still running)."""
-    pid = os.fork()
+    pid = _fork()
     if pid == 0:
         code = 0
         try:
