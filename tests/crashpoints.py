@@ -126,15 +126,23 @@ def _fork() -> int:
         gc.unfreeze()
 
 
-def _wait(pid: int, limit_s: float = CHILD_LIMIT_S) -> int:
-    """The child's wait status; one still running after ``limit_s`` is killed and the test
-    fails, instead of waiting forever."""
-    deadline = time.monotonic() + limit_s
+def _poll(pid: int, seconds: float) -> int | None:
+    """The child's wait status once it ends within ``seconds``; else None (still running)."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return status
-        time.sleep(0.005)
+        time.sleep(0.002)
+    return None
+
+
+def _wait(pid: int, limit_s: float = CHILD_LIMIT_S) -> int:
+    """The child's wait status; one still running after ``limit_s`` is killed and the test
+    fails, instead of waiting forever."""
+    status = _poll(pid, limit_s)
+    if status is not None:
+        return status
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     raise AssertionError(f"the forked writer ran past {limit_s:g} s (hung?) and was killed")
@@ -181,12 +189,9 @@ def run_and_kill_after(work: Callable[[], None], seconds: float) -> int:
             traceback.print_exc(file=sys.stderr)
             code = 3
         os._exit(code)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.002)
+    status = _poll(pid, seconds)
+    if status is not None:
+        return status
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     return status
