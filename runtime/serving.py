@@ -439,13 +439,8 @@ class Server:
                 token = sample(logits, config, live.rng)
         watch = self.watch
         watch.lap("sample")
-        if token in self.stop_ids and not config.ignore_eos:
-            live.done = "stop"
-        else:
-            live.tokens.append(token)
-            live.text = self.router.tokenizer.decode(live.tokens)
+        if self._take(live, token):
             watch.lap("detokenize")
-            live.done = stopped(live, self.session.spec.max_seq_len)
             if live.json is not None:
                 if not live.json.feed(self.router.token_text(token)):
                     live.json = None  # no token fitted: stop constraining, report it invalid
@@ -469,7 +464,7 @@ class Server:
         Only a chain that ends the label is written: the row then ends and needs no KV for
         it; a chain that meets a choice between labels is left to the model.
         """
-        trie, config = live.route.trie, live.route.config
+        trie = live.route.trie
         assert trie is not None
         chain, prefix = [], list(live.tokens)
         while not trie.complete(prefix):
@@ -479,15 +474,24 @@ class Server:
             chain.append(allowed[0])
             prefix.append(allowed[0])
         for token in chain:
-            if token in self.stop_ids and not config.ignore_eos:
-                live.done = "stop"
+            if not self._take(live, token):
                 return
-            live.tokens.append(token)
             self.spec_stats.label_forwarded += 1
-            live.text = self.router.tokenizer.decode(live.tokens)
-            live.done = stopped(live, self.session.spec.max_seq_len)
             if live.done:
                 return
+
+    def _take(self, live: Live, token: int) -> bool:
+        """Write one token to a row, sampled or forwarded, and apply the stop rules both
+        share: a stop id ends the row unwritten (unless the task ignores EOS); otherwise
+        the text is decoded again and ``stopped`` says whether the row is done. Returns
+        whether the token was written."""
+        if token in self.stop_ids and not live.route.config.ignore_eos:
+            live.done = "stop"
+            return False
+        live.tokens.append(token)
+        live.text = self.router.tokenizer.decode(live.tokens)
+        live.done = stopped(live, self.session.spec.max_seq_len)
+        return True
 
     def _end(self, rid: int, error: Exception | None) -> None:
         """Resolve a request that left the scheduler (call with the lock held)."""

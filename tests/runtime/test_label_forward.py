@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 
 import tinyllm
 from tinyllm.runtime import Engine
+from tinyllm.runtime.live import Live
 
 INPUTS = [
     "Wake me at 6 tomorrow",
@@ -57,3 +60,38 @@ def test_a_forwarded_tail_that_is_not_the_labels_is_caught(served: Path) -> None
     engine.close()
     reference, _ = serve(served, forward=False)
     assert [o.token_ids for o in broken] != reference
+
+
+def test_take_applies_the_stop_rules_sampled_and_forwarded_tokens_share(served: Path) -> None:
+    """``_take`` is the one place both paths write a token: stop ids, text and ``stopped``."""
+    engine = Engine.load(served, max_batch=2)
+    engine.add_task(tinyllm.api.load_tasks().task("intent"))
+    server = engine._serving()
+    route = engine._route("intent", INPUTS[0], 64, None)  # room for any label
+    trie = route.trie
+    assert trie is not None
+    label: list[int] = []  # one whole label, token by token
+    while not trie.complete(label):
+        label.append(next(t for t in trie.allowed(label) if t != trie.eos))
+    assert len(label) > 1  # the length check below needs a label of 2+ tokens
+    eos = next(iter(server.stop_ids))
+
+    live = Live(0, route, Future(), None)
+    assert not server._take(live, eos)  # a stop id ends the row, unwritten
+    assert live.done == "stop" and live.tokens == [] and live.text == ""
+
+    live = Live(1, route, Future(), None)
+    for i, token in enumerate(label):
+        assert server._take(live, token)
+        assert live.done == (None if i < len(label) - 1 else "stop")  # the label's end
+    assert live.tokens == label
+    assert live.text == server.router.tokenizer.decode(label)
+
+    short = replace(route, config=replace(route.config, max_new_tokens=1))
+    live = Live(2, short, Future(), None)
+    assert server._take(live, label[0]) and live.done == "length"
+
+    ignoring = replace(route, config=replace(route.config, ignore_eos=True))
+    live = Live(3, ignoring, Future(), None)
+    assert server._take(live, eos) and live.tokens == [eos]  # written, the row goes on
+    engine.close()
