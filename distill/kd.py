@@ -25,6 +25,7 @@ from tinyllm.distill.sft import (
     Encoded,
     TrainConfig,
     TrainResult,
+    answer_ce,
     answer_logits,
     collate,
     train_lora,
@@ -133,12 +134,7 @@ def kd_loss_fn(
             config.temperature,
         )
         if config.ce_weight:
-            ce = torch.nn.functional.cross_entropy(
-                s_logits.float().reshape(-1, s_logits.shape[-1]),
-                targets.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-            )
-            value = value + config.ce_weight * ce
+            value = value + config.ce_weight * answer_ce(s_logits, targets)
         return value
 
     return loss

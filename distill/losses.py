@@ -93,12 +93,9 @@ def kd_loss(
             logits predict them); positions equal to ``ignore_index`` are masked.
             None: every position counts.
     """
-    torch = _torch()
     per_token = token_divergence(student_logits, teacher_logits, divergence, beta, temperature)
     if labels is None:
         return per_token.mean()
     mask = (labels != ignore_index).to(per_token.dtype)  # [B, T]
-    count = mask.sum()
-    if count.item() == 0:
-        return torch.zeros((), dtype=per_token.dtype, device=per_token.device)
-    return (per_token * mask).sum() / count
+    # no unmasked token: 0, still on the logits' graph (a loss backward can run through)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)

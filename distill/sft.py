@@ -146,27 +146,41 @@ def answer_logits(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]
     Left padding puts every answer in the last K positions, so the LM head (a large
     share of a small model's compute: vocab x hidden per position) runs on K positions
     only. Returns logits [B, K, V] and targets [B, K] (IGNORE_INDEX where not an answer).
+    A batch without answer tokens (every answer truncated away) gives K = 0: logits
+    [B, 0, V], still part of the model's graph, so a loss over them is 0 and backward runs.
     """
     answer = batch.labels != IGNORE_INDEX  # [B, T]
-    first = int(answer.float().argmax(dim=1).min().item()) if answer.any() else 0
-    keep = batch.labels.shape[1] - first + 1  # positions from first-1 (predicts first) on
+    rows = answer.any(dim=1)  # [B]: rows with an answer token
+    width = batch.labels.shape[1]
+    # a row without one would give argmax 0; it must not pull ``first`` to the start
+    first = int(answer[rows].float().argmax(dim=1).min().item()) if rows.any() else width
     positions = (batch.attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # [B, T]
     logits = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=positions,
-        logits_to_keep=keep,
-    ).logits  # [B, keep, V]
-    return logits[:, :-1], batch.labels[:, -(keep - 1) :]
+        logits_to_keep=width - first + 1,  # positions from first-1 (predicts first) on
+    ).logits  # [B, K + 1, V]
+    return logits[:, :-1], batch.labels[:, first:]
+
+
+def answer_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits [B, K, V] against targets [B, K] over the answer tokens
+    (not IGNORE_INDEX); 0, with a graph, when there are none (where a plain mean is NaN)."""
+    torch = torch_module()
+    total = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
 
 
 def sft_loss(model: Any, batch: Batch) -> torch.Tensor:
     """Mean cross-entropy over answer tokens. Batch tensors [B, T]."""
-    torch = torch_module()
     logits, targets = answer_logits(model, batch)  # [B, K, V], [B, K]
-    return torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
-    )
+    return answer_ce(logits, targets)
 
 
 def with_lora(model: Any, config: TrainConfig) -> Any:

@@ -52,7 +52,11 @@ def test_kd_loss_averages_only_unmasked_tokens() -> None:
     # Token 0 differs, token 1 is masked, token 2 is identical (0): mean over 2 tokens.
     want = kl(probs(T), probs(S)) / 2
     assert kd_loss(student, teacher, labels).item() == pytest.approx(want, rel=1e-5)
-    assert kd_loss(student, teacher, torch.full((1, 3), -100)).item() == 0.0
+    student.requires_grad_(True)
+    masked = kd_loss(student, teacher, torch.full((1, 3), -100))
+    assert masked.item() == 0.0
+    masked.backward()  # no token: 0 on the graph, so a training step still runs
+    assert student.grad is not None and not student.grad.any()
 
 
 def test_identical_logits_give_zero_and_gradients_flow() -> None:

@@ -11,8 +11,19 @@ import torch
 
 import tinyllm
 from tinyllm.api import add_tasks
+from tinyllm.distill.kd import KDConfig, kd_loss_fn
 from tinyllm.distill.losses import IGNORE_INDEX
-from tinyllm.distill.sft import TrainConfig, encode, prompt_text, train_full, train_lora
+from tinyllm.distill.sft import (
+    Encoded,
+    TrainConfig,
+    answer_logits,
+    collate,
+    encode,
+    prompt_text,
+    sft_loss,
+    train_full,
+    train_lora,
+)
 from tinyllm.errors import ConfigError, TaskError
 from tinyllm.models import adapter_applied
 from tinyllm.tasks import TaskSpec
@@ -99,3 +110,27 @@ def test_bad_training_inputs(tiny_model: Any, color_task: TaskSpec) -> None:
         TrainConfig(targets=("qkv",))
     with pytest.raises(ConfigError, match="steps"):
         TrainConfig(steps=0)
+
+
+def test_rows_and_batches_without_answer_tokens(tiny_model: Any, color_task: TaskSpec) -> None:
+    """An answer truncated away (all labels IGNORE_INDEX) must not shift the other rows'
+    positions, and a batch with no answer token at all gives an empty result and a loss
+    of 0 that backward runs through (not NaN, not an error)."""
+    model = tiny_model.model
+    answered = Encoded([5, 6, 7, 8, 9], [IGNORE_INDEX] * 3 + [8, 9])
+    cut = Encoded([5, 6, 7], [IGNORE_INDEX] * 3)
+    alone, _ = answer_logits(model, collate([answered], 0))  # [1, 2, V]
+    logits, targets = answer_logits(model, collate([answered, cut], 0))  # [2, 2, V], [2, 2]
+    assert targets.tolist() == [[8, 9], [IGNORE_INDEX] * 2]
+    assert torch.allclose(logits[0], alone[0], atol=1e-5)
+    mixed = sft_loss(model, collate([answered, cut], 0)).item()
+    assert mixed == pytest.approx(sft_loss(model, collate([answered], 0)).item(), rel=1e-5)
+
+    empty = collate([cut, cut], 0)
+    logits, targets = answer_logits(model, empty)
+    assert logits.shape == (2, 0, model.config.vocab_size) and targets.shape == (2, 0)
+    kd = kd_loss_fn(model, tiny_model.tokenizer, color_task, KDConfig(ce_weight=1.0), seed=0)
+    for loss in (sft_loss(model, empty), kd(model, empty)):
+        assert loss.item() == 0.0
+        loss.backward()  # on the graph: the training step runs, with zero gradients
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
