@@ -13,6 +13,7 @@ a message saying why.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -110,16 +111,39 @@ def on_policy_batch(model: Any, tokenizer: Any, batch: Batch, max_new_tokens: in
     return collate(items, pad, batch.task)
 
 
+class OnPolicySteps:
+    """Which training steps run on the student's own samples (``KDConfig.on_policy``).
+
+    Step ``s`` (0-based) does when the ``s``-th draw of ``random.Random(seed)`` is below
+    the share, so our loop and trl (:mod:`tinyllm.distill.trlbackend`) pick the same steps
+    for a seed, and a resumed trl run the steps of an uninterrupted one.
+    """
+
+    def __init__(self, share: float, seed: int) -> None:
+        self.share = share
+        self.rng = random.Random(seed)
+        self.draws: list[float] = []
+
+    def __call__(self, step: int) -> bool:
+        """Whether step ``step`` trains on the student's samples."""
+        if not self.share:
+            return False
+        while len(self.draws) <= step:
+            self.draws.append(self.rng.random())
+        return self.draws[step] < self.share
+
+
 def kd_loss_fn(
     teacher: Any, tokenizer: Any, task: TaskSpec, config: KDConfig, seed: int
 ) -> Callable[[Any, Batch], torch.Tensor]:
-    """``(student, batch) -> loss``: KD against the teacher on the answer positions."""
+    """``(student, batch) -> loss``: KD against the teacher on the answer positions (one
+    call per step: the calls count the steps for :class:`OnPolicySteps`)."""
     import torch
 
-    rng = random.Random(seed)
+    on_policy, steps = OnPolicySteps(config.on_policy, seed), itertools.count()
 
     def loss(model: Any, batch: Batch) -> Any:
-        if config.on_policy and rng.random() < config.on_policy:
+        if on_policy(next(steps)):
             batch = on_policy_batch(model, tokenizer, batch, task.output.max_new_tokens)
         s_logits, targets = answer_logits(model, batch)  # [B, K, V], [B, K]
         with torch.no_grad():

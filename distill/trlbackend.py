@@ -17,9 +17,13 @@ logs. What stays ours, so both backends train the same thing:
   :func:`tinyllm.distill.sft.adapter_of`, so the bundle gets the same adapters;
 - the optimizer and schedule: AdamW with our linear warmup to a constant rate;
 - for KD, the loss: :func:`tinyllm.distill.losses.token_divergence` (forward/reverse
-  KL, generalized JSD). trl's ``DistillationTrainer`` generates on-policy completions
-  (vLLM or ``generate``) for every batch; our KD is off-policy on the teacher's answers,
-  so it subclasses ``SFTTrainer`` and replaces ``compute_loss``.
+  KL, generalized JSD), and the on-policy steps: trl's ``DistillationTrainer`` generates
+  on-policy completions (vLLM or ``generate``) for every batch; ours, like our loop,
+  replaces the references by the student's samples on a share ``KDConfig.on_policy`` of
+  the steps (:class:`tinyllm.distill.kd.OnPolicySteps`, the same steps for a seed), so it
+  subclasses ``SFTTrainer``, samples as a step's batches are gathered
+  (``get_batch_samples``: the step's token count is then the samples') and replaces
+  ``compute_loss``.
 
 What every trl run shares (options, Trainer arguments, checkpoints, the schedule, the
 batch layout) is :mod:`tinyllm.distill.trlrun`.
@@ -40,6 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyllm.distill.kd import KDConfig, OnPolicySteps, on_policy_batch
 from tinyllm.distill.sft import (
     Batch,
     Encoded,
@@ -72,7 +77,6 @@ from tinyllm.torchkit import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from tinyllm.adapters import LoraAdapter
-    from tinyllm.distill.kd import KDConfig
 
 
 def training_args(
@@ -107,6 +111,8 @@ def trainer_class() -> Any:
         tiny_draw: Callable[[], Sequence[Encoded]] | None = None
         tiny_teacher: Any = None
         tiny_kd: KDConfig | None = None
+        tiny_on_policy: OnPolicySteps | None = None
+        tiny_answer_tokens = 0  # the length of an on-policy answer
 
         def compute_loss(
             self,
@@ -122,18 +128,40 @@ def trainer_class() -> Any:
 
         def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
             batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
-            if self.tiny_draw is None or not batches:
+            on_policy = self.tiny_on_policy is not None and self.tiny_on_policy(
+                self.state.global_step  # the steps done: this step's 0-based index
+            )
+            if (self.tiny_draw is None and not on_policy) or not batches:
                 return batches, count
-            # A drawn batch (the curriculum's mixture) is drawn as its step starts, after
-            # the last step's callbacks (early stopping) ran: the dataloader reads a batch
-            # ahead, so its rows are placeholders that only pace the loop.
-            acc = self.accelerator
-            rows = [training_row(e) for e in self.tiny_draw()]
-            parts = micro_parts(rows, len(batches), acc.num_processes, acc.process_index)
-            batches = [self.data_collator(part) for part in parts]
+            if self.tiny_draw is not None:
+                # A drawn batch (the curriculum's mixture) is drawn as its step starts,
+                # after the last step's callbacks (early stopping) ran: the dataloader
+                # reads a batch ahead, so its rows are placeholders that only pace the loop.
+                acc = self.accelerator
+                rows = [training_row(e) for e in self.tiny_draw()]
+                parts = micro_parts(rows, len(batches), acc.num_processes, acc.process_index)
+                batches = [self.data_collator(part) for part in parts]
+            if on_policy:
+                batches = [sampled_batch(self, b) for b in batches]
             return batches, self._get_num_items_in_batch(batches, device)
 
     return TinySFTTrainer
+
+
+def sampled_batch(trainer: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """``inputs``' prompts with the student's own sampled answers in place of the
+    references (:func:`tinyllm.distill.kd.on_policy_batch`), on the inputs' device; the
+    teacher scores them in :func:`answer_loss`. ``inputs``: input_ids, attention_mask,
+    labels, each [B, T] (the result's T is the samples')."""
+    batch = Batch(inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+    tokenizer, tokens = trainer.processing_class, trainer.tiny_answer_tokens
+    sampled = on_policy_batch(trainer.model, tokenizer, batch, tokens)
+    device = batch.input_ids.device
+    return {
+        "input_ids": sampled.input_ids.to(device),
+        "attention_mask": sampled.attention_mask.to(device),
+        "labels": sampled.labels.to(device),
+    }
 
 
 def answer_loss(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
@@ -204,6 +232,19 @@ def log_metrics(trainer: Any, logits: Any, targets: Any) -> None:
     trainer._metrics[mode]["mean_token_accuracy"].append(correct / count if count else 0.0)
 
 
+def on_policy_steps(kd: KDConfig | None, answer_tokens: int, seed: int) -> OnPolicySteps | None:
+    """The steps a trl KD run trains on the student's samples (None: none)."""
+    if kd is None or not kd.on_policy:
+        return None
+    if answer_tokens < 1:
+        raise ConfigError(
+            f"on-policy KD (on_policy={kd.on_policy}) samples the student's answers: give "
+            "answer_tokens (their most tokens, the task's max_new_tokens) as "
+            "train_lora_trl does, or set on_policy=0"
+        )
+    return OnPolicySteps(kd.on_policy, seed)
+
+
 def train_trl(
     peft_model: Any,
     tokenizer: Any,
@@ -217,6 +258,7 @@ def train_trl(
     on_step: Callable[[int, float], bool] | None = None,
     draw: Callable[[], Sequence[Encoded]] | None = None,
     on_save: Callable[[str, int], None] | None = None,
+    answer_tokens: int = 0,
 ) -> TrainResult:
     """Train ``peft_model``'s trainable weights on ``data`` with trl; the loss per step.
 
@@ -234,11 +276,14 @@ def train_trl(
             ``data`` is then unused.
         on_save: called on rank 0 with (checkpoint folder, step) after each checkpoint
             (the curriculum adds its own state there).
+        answer_tokens: the most tokens of a student's sampled answer, for ``kd.on_policy``
+            (the task's ``max_new_tokens``; needed when the share is above 0).
     """
     import os
 
     from datasets import Dataset
 
+    on_policy = on_policy_steps(kd, answer_tokens, config.seed)
     # The launcher's world size (torchrun, accelerate launch); accelerate's state is built
     # by the trainer's arguments, after the micro-batch must be known.
     processes = int(os.environ.get("WORLD_SIZE", "1"))
@@ -263,6 +308,7 @@ def train_trl(
         )
         trainer.tiny_warmup, trainer.tiny_teacher, trainer.tiny_kd = config.warmup, teacher, kd
         trainer.tiny_draw = draw
+        trainer.tiny_on_policy, trainer.tiny_answer_tokens = on_policy, answer_tokens
         from transformers import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # the losses go to the report, not stdout
@@ -298,8 +344,9 @@ def train_lora_trl(
     data = encode(tokenizer, task, examples, config.max_len)
     peft_model = with_lora(model, config)
     result = train_trl(
-        peft_model, tokenizer, data, config, options, task.name, teacher=teacher, kd=kd
-    )
+        peft_model, tokenizer, data, config, options, task.name, teacher=teacher, kd=kd,
+        answer_tokens=task.output.max_new_tokens,
+    )  # fmt: skip
     adapter = adapter_of(peft_model, config)
     peft_model.unload()
     return adapter, result

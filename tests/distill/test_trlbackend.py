@@ -4,6 +4,8 @@ accumulation, TensorBoard logs, KD with our loss, and the same bundle layout."""
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,10 @@ import pytest
 import trl as _trl  # noqa: F401  (the dev extra installs trl: a broken install fails)
 
 import tinyllm
+from tinyllm.distill import trlbackend
 from tinyllm.distill.kd import KDConfig, train_kd_lora
 from tinyllm.distill.sft import TrainConfig, encode, train_lora
-from tinyllm.distill.trlbackend import answer_metrics, train_lora_trl
+from tinyllm.distill.trlbackend import answer_metrics, train_lora_trl, train_trl
 from tinyllm.distill.trlrun import (
     TrlOptions,
     checkpoint_losses,
@@ -24,6 +27,7 @@ from tinyllm.distill.trlrun import (
 )
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import TaskSpec
+from tinyllm.torchkit import IGNORE_INDEX
 
 CONFIG = TrainConfig(steps=6, batch_size=4, lr=5e-3, warmup=2, rank=2, alpha=4, max_len=64)
 TOL = 1e-4  # fp32; the two backends sum the same terms in another order
@@ -192,3 +196,61 @@ def test_bad_trl_options_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         mixed_precision("fp16")
     assert mixed_precision("auto") == (False, False)  # CPU: fp32
+
+
+def test_trl_on_policy_kd_trains_our_loops_steps_on_the_students_samples(
+    tiny_llama_bundle: Path, color_task: TaskSpec, examples: Any, monkeypatch: Any
+) -> None:
+    """``KDConfig.on_policy`` on trl: the steps our loop picks (draw ``s`` of the seed's
+    ``random.Random`` below the share) train on the student's own answers to the batch's
+    prompts; the steps before the first of them are the off-policy run's."""
+    teacher = fresh(tiny_llama_bundle).model
+    config = replace(CONFIG, steps=4)
+    draws = random.Random(config.seed)
+    picked = [s for s in range(config.steps) if draws.random() < 0.5]
+    assert picked[0] > 0 and len(picked) < config.steps  # some steps each way
+    honest, calls = trlbackend.sampled_batch, []
+
+    def recorded(trainer: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+        out = honest(trainer, inputs)
+        calls.append((trainer.state.global_step, inputs, out))
+        return out
+
+    monkeypatch.setattr(trlbackend, "sampled_batch", recorded)
+
+    def kd(share: float) -> KDConfig:  # CE on the answers: the student starts as the teacher
+        return KDConfig(on_policy=share, ce_weight=1.0)
+
+    runs = {}
+    for share in (0.5, 0.0):
+        loaded = fresh(tiny_llama_bundle)
+        _, runs[share] = train_lora_trl(
+            loaded.model, loaded.tokenizer, color_task, examples(16), config,
+            TrlOptions(tensorboard=False), teacher=teacher, kd=kd(share),
+        )  # fmt: skip
+    assert [step for step, _, _ in calls] == picked  # and none in the off-policy run
+    first = picked[0]
+    on, off = runs[0.5].losses, runs[0.0].losses
+    np.testing.assert_allclose(on[:first], off[:first], atol=TOL)
+    assert abs(on[first] - off[first]) > 1e-3  # the samples, not the references
+    limit = color_task.output.max_new_tokens
+    for _, inputs, out in calls:
+        for i in range(len(inputs["labels"])):
+            ref, new = (rows_of(b, i) for b in (inputs, out))
+            assert new[0] == ref[0]  # the same prompt
+            assert 0 < len(new[1]) <= limit  # the student's answer, at most the task's length
+        rows = range(len(out["labels"]))
+        assert any(rows_of(out, i)[1] != rows_of(inputs, i)[1] for i in rows)
+
+
+def rows_of(batch: dict[str, Any], i: int) -> tuple[list[int], list[int]]:
+    """Row ``i`` of a left-padded batch: its prompt ids and its answer ids."""
+    real = batch["attention_mask"][i] == 1
+    answer = batch["labels"][i] != IGNORE_INDEX
+    return batch["input_ids"][i][real & ~answer].tolist(), batch["input_ids"][i][answer].tolist()
+
+
+def test_trl_on_policy_without_an_answer_length_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="answer_tokens"):
+        kd = KDConfig(on_policy=0.5)
+        train_trl(None, None, [], CONFIG, TrlOptions(), "x", teacher=object(), kd=kd)
