@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -229,15 +229,26 @@ class Router:
         """Serve ``spec`` with adapter ``slot`` (0: the base model); its tools, if any,
         must be registered (:func:`tinyllm.toolbox.register_tool`). Requests see the task
         only once all of it is ready."""
+        self.publish(self.prepare(spec), slot)
+
+    def prepare(self, spec: TaskSpec) -> ServedTask:
+        """Everything serving ``spec`` needs (its prompt rendered and tokenized, its tools,
+        its label trie), not served yet: :meth:`publish` serves it. Slow for a task added
+        after export (a chat template per render), so callers run it holding no lock."""
         tools = tuple(get_tool(n) for n in spec.tools.names) if spec.tools else ()
         entry = self.table.entry(spec) if self.table is not None else None
         if entry is None:  # a task added after export: render it here, once
-            entry = build_entry(spec, self.tokenizer, slot, None)
+            entry = build_entry(spec, self.tokenizer, 0, None)  # the slot comes at publish
         trie = None
         if spec.output.kind == "label" and self.constrain:  # a tool task's answer uses it
             trie = LabelTrie(entry.label_ids, self.tokenizer.eos_token_id)
+        return ServedTask(spec, 0, entry, tools, trie)
+
+    def publish(self, ready: ServedTask, slot: int) -> None:
+        """Serve a task :meth:`prepare` made, with adapter ``slot`` (0: the base model;
+        routes take it from here, never from the entry)."""
         with self._lock:
-            self._served[spec.name] = ServedTask(spec, slot, entry, tools, trie)
+            self._served[ready.spec.name] = replace(ready, slot=slot)
 
     def remove(self, name: str) -> int:
         """Stop serving a task; returns its adapter slot."""

@@ -165,8 +165,12 @@ class TaskService:
                 f"serves only that task: it cannot add task {spec.name!r}; export an engine "
                 f"with LoRA slots, or one with --merge-adapter {spec.name}"
             )
+        self._check_new(server, spec.name)
+        # Rendering runs chat templates: outside the lock, or requests and the decode loop
+        # wait for it; only the slot and the publication need the lock.
+        ready = server.router.prepare(spec)
         with server.cond:
-            self._check_new(server, spec.name)
+            self._check_new(server, spec.name)  # another thread may have added it since
             if adapter is not None and not server.slots.free() and server.slots.retired:
                 deadline = time.monotonic() + wait_s
                 while not server.slots.free() and server.slots.retired:
@@ -184,11 +188,7 @@ class TaskService:
             server.cache.drop(task=spec.name)
             if slot:
                 server.cache.drop(slot=slot)
-            try:
-                server.router.add(spec, slot)
-            except BaseException:
-                server.slots.release(slot)  # not served: its slot is free again
-                raise
+            server.router.publish(ready, slot)
 
     @staticmethod
     def _check_new(server: Server, name: str) -> None:

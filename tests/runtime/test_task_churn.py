@@ -170,3 +170,30 @@ def test_add_task_gives_up_on_draining_slots_after_wait_s(engine) -> None:
             engine.add_task(INTENT, adapter, wait_s=0)  # no wait: the lock stays held
     assert all(f.result(30).output_tokens > 0 for f in futures)
     assert "intent" not in engine.tasks
+
+
+def test_add_task_renders_outside_the_serving_lock(engine) -> None:
+    """While add_task renders a new task's prompt (held here), a request for another task
+    is admitted, decoded and answered: the loop and ``submit`` never wait for the render.
+    Before the fix the render ran holding ``server.cond`` and the request waited."""
+    engine, adapter = engine
+    suite = tinyllm.api.load_tasks()
+    engine.add_task(suite.task("dates"), adapter)
+    adder, _, release = add_in_background(engine, adapter)  # held inside the render
+    outputs, answered = [], threading.Event()
+
+    def request() -> None:
+        outputs.append(engine.run("dates", TEXT))
+        answered.set()
+
+    runner = threading.Thread(target=request)
+    runner.start()
+    try:
+        assert answered.wait(20), "the request waited for add_task's render"
+        assert adder.is_alive()  # the render is still held
+        assert outputs[0].task == "dates" and outputs[0].output_tokens > 0
+    finally:
+        release.set()
+        adder.join(30)
+        runner.join(30)
+    assert engine.run("intent", TEXT).task == "intent"
