@@ -9,30 +9,16 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import os
-import time
 from pathlib import Path
 
 import pytest
+from nativebuild import require_built
+from tooltasks import TOOL_TASKS, bundle_tools
 
 import tinyllm
-from tinyllm.errors import TinyLLMError
 from tinyllm.runtime import native
 from tinyllm.tasks import TaskSpec, ToolUse
-from tinyllm.toolbox import calculator, register_tool
-from tinyllm.tools import Tool
-
-
-def require_built(path_of: str, build: str = "cpp") -> Path:
-    """Path of a built artifact; fails under `make test`, skips otherwise when missing."""
-    try:
-        if path_of == native.LIBRARY:
-            return native.library_path(build)
-        return native.tool_path(path_of, build)
-    except TinyLLMError as e:
-        if os.environ.get("TINYLLM_NATIVE_REQUIRED"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
+from tinyllm.toolbox import register_tool
 
 
 @pytest.fixture(scope="session")
@@ -69,53 +55,6 @@ def smollm2_int4(smollm2_bundle: Path, tmp_path_factory: pytest.TempPathFactory)
         smollm2_bundle, "onnx-cpu", folder / "int4.tllm", quant="int4", max_seq_len=512
     )
     return bundle.path
-
-
-# Tasks with tools (test_native_tools.py, test_native_sanitized.py)
-EXPRESSIONS = ["2 + 3", "4 * 5", "7 / 2"]
-
-
-def broken(expression: str) -> str:
-    raise ValueError("the tool broke")
-
-
-def slow(expression: str) -> str:
-    time.sleep(0.6)
-    return calculator(expression)
-
-
-def bundle_tools() -> list[Tool]:
-    """Tools whose enums leave the random model few choices, so outcomes are checkable."""
-    fixed = {"type": "string", "enum": EXPRESSIONS}
-    one = {"type": "object", "properties": {"expression": fixed}, "required": ["expression"]}
-    free = {"type": "string", "minLength": 1, "maxLength": 12}
-    short = {"type": "object", "properties": {"expression": free}, "required": ["expression"]}
-    picky = {"expression": {**fixed, "pattern": "^Z"}, "twice": {"type": "boolean"}}
-    return [
-        Tool("n_fixed", "calculator on fixed expressions", one, calculator),
-        Tool("n_broken", "always fails", one, broken),
-        Tool("n_short", "calculator on short expressions", short, calculator),
-        Tool(
-            "n_picky",
-            "a pattern no enum value matches",
-            {"type": "object", "properties": picky},
-            lambda expression, twice=False: "never",
-        ),
-        Tool("n_slow", "too slow", one, slow, timeout_s=0.2),
-        Tool("n_nocb", "registered in Python only", one, calculator),
-    ]
-
-
-TOOL_TASKS = {  # name: (tools, result)
-    "calc": (["n_fixed"], "answer"),
-    "calc_ctx": (["n_fixed"], "context"),
-    "two": (["n_short", "n_fixed"], "answer"),
-    "broken": (["n_broken"], "answer"),
-    "free": (["n_short"], "answer"),
-    "picky": (["n_picky"], "answer"),
-    "slow": (["n_slow"], "answer"),
-    "nocb": (["n_nocb"], "answer"),
-}
 
 
 def _task(name: str, tools: list[str], result: str) -> TaskSpec:

@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import require_built
+from nativebuild import require_built
 
 from tinyllm.runtime import Engine
 

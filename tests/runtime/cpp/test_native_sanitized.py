@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import require_built
+from nativebuild import require_built
 from test_native_tokenizer import ADVERSARIAL, long_string
 from tokenizers import Tokenizer
 

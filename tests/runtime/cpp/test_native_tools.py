@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import EXPRESSIONS, TOOL_TASKS, bundle_tools
+from tooltasks import EXPRESSIONS, TOOL_TASKS, bundle_tools
 
 from tinyllm.runtime import Engine
 from tinyllm.runtime.native import NativeEngine, NativeError

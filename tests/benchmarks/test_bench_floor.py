@@ -14,13 +14,10 @@ import pytest
 import tinyllm
 from tinyllm.runtime.roofline import graph_weights
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 def test_floor_figures_are_steps_times_bytes_over_bandwidth(
-    monkeypatch: pytest.MonkeyPatch,
+    bench: Path,
 ) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
     import decode_cpu
 
     row = {"batch": 8, "decode_tok_s": {"median": 80.0}}  # 10 steps/s, each row a token
@@ -31,9 +28,8 @@ def test_floor_figures_are_steps_times_bytes_over_bandwidth(
 
 
 def test_step_bytes_are_counted_in_the_engine_graph(
-    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_llama_bundle: Path, tmp_path: Path, bench: Path
 ) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
     import decode_cpu
     import peers
 
@@ -99,8 +95,7 @@ def node_event(ts: int, dur: int, op: str) -> dict[str, Any]:
     }
 
 
-def test_decode_runs_and_kernel_times_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
+def test_decode_runs_and_kernel_times_per_step(bench: Path) -> None:
     import decode_steps
 
     # 5 new tokens: one prefill run (t=0), 4 decode runs and one trailing run (t=5000).
@@ -125,8 +120,7 @@ def test_decode_runs_and_kernel_times_per_step(monkeypatch: pytest.MonkeyPatch) 
         decode_steps.decode_runs(events, 7)
 
 
-def test_summarize_gives_median_and_range(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
+def test_summarize_gives_median_and_range(bench: Path) -> None:
     import decode_steps
 
     rounds = [
@@ -141,13 +135,10 @@ def test_summarize_gives_median_and_range(monkeypatch: pytest.MonkeyPatch) -> No
     assert got["ops_ms"] == {"A": 2.0, "B": 0.0}  # an op a round lacks counts as 0 there
 
 
-def test_decode_steps_profiles_tinyllm_in_its_own_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_decode_steps_profiles_tinyllm_in_its_own_process(tmp_path: Path, bench: Path) -> None:
     """decode_steps.py's main on tiny-llama: the engine profiled in its own worker over two
     rounds, the step split into ONNX Runtime's run and the host's share; a peer that
     cannot run is recorded as skipped."""
-    monkeypatch.syspath_prepend(str(BENCH))
     import decode_steps
 
     out = tmp_path / "steps.json"
@@ -171,11 +162,10 @@ def test_decode_steps_profiles_tinyllm_in_its_own_process(
 
 
 def test_instruction_counter_steps_the_graph_as_its_engine_does(
-    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_llama_bundle: Path, tmp_path: Path, bench: Path
 ) -> None:
     """benchmarks/decode_instructions.py's child, natively (no valgrind): tinyllm's graph
     fed per row, the KV written in place at position ``past`` of every row only."""
-    monkeypatch.syspath_prepend(str(BENCH))
     import decode_instructions
     import peers
 
@@ -201,8 +191,7 @@ def test_instruction_counter_steps_the_graph_as_its_engine_does(
         decode_instructions.graph_file(tmp_path / "nothing")
 
 
-def test_instruction_counter_reads_callgrind_annotate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
+def test_instruction_counter_reads_callgrind_annotate(bench: Path) -> None:
     import decode_instructions
 
     text = """--------------------------------------------------------------------------------
@@ -223,11 +212,10 @@ Ir                    file:function
 
 
 def test_host_counter_counts_rows_of_a_staggered_workload(
-    tiny_llama_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_llama_bundle: Path, tmp_path: Path, bench: Path
 ) -> None:
     """benchmarks/decode_host.py's main on tiny-llama, natively (no valgrind): four prompts
     prefilled two per step; each decode run computes only rows that take a token."""
-    monkeypatch.syspath_prepend(str(BENCH))
     import decode_host
     import peers
 
@@ -252,9 +240,8 @@ def test_host_counter_counts_rows_of_a_staggered_workload(
 
 
 def test_host_counter_sees_placeholder_rows_and_reads_callgrind_totals(
-    monkeypatch: pytest.MonkeyPatch,
+    bench: Path,
 ) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
     import decode_host
 
     # The loop before #15's fix: every run spanned all four rows.

@@ -4,18 +4,15 @@ end-to-end runs of multitask_serving.py and load_test.py (no request lost or dup
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture()
-def trace_module(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(BENCH))
+def trace_module(bench: Path):
     import serving_trace
 
     return serving_trace
@@ -56,13 +53,12 @@ def test_summarize_and_windows_on_hand_built_completions(trace_module) -> None:
 
 
 def test_multitask_benchmark_end_to_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, bench: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """multitask_serving.py's main, ``--quick`` and cut down (2 tasks, 4 requests, one
     rate; continuous batching against FIFO): every request of the trace answered in each
     peer's process, the figures and ratios computed from them; an unknown peer is refused
     before anything runs."""
-    monkeypatch.syspath_prepend(str(BENCH))
     monkeypatch.chdir(tmp_path)  # bundles and the JSON go under ./out/bench
     import multitask_serving
 
@@ -92,11 +88,10 @@ def test_multitask_benchmark_end_to_end(
     assert "unknown mode 'lifo'" in capsys.readouterr().err
 
 
-def test_load_test_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_test_end_to_end(tmp_path: Path, bench: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """load_test.py's main, 24 requests each way: every id answered exactly once, in
     process and over HTTP, and the engine's counters agree; the check counts a lost, a
     duplicated and a mismatched answer."""
-    monkeypatch.syspath_prepend(str(BENCH))
     monkeypatch.chdir(tmp_path)  # bundles and the JSON go under ./out/bench
     import load_test
 
@@ -113,20 +108,17 @@ def test_load_test_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_cpp_worker_serves_the_trace_as_the_python_engine_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    bench: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    native_problem: Callable[[Callable[[], object]], str],
 ) -> None:
     """The ``cpp`` peer of benchmarks/multitask_serving.py (libtinyllm's server) answers the
     same trace as ``continuous`` (the Python engine) with the same output tokens."""
-    from tinyllm.errors import TinyLLMError
     from tinyllm.runtime import native
 
-    try:
-        native.library_path()
-    except TinyLLMError as e:
-        if os.environ.get("TINYLLM_NATIVE_REQUIRED"):
-            pytest.fail(str(e))
-        pytest.skip(f"the C++ runtime is not built: {e}")
-    monkeypatch.syspath_prepend(str(BENCH))
+    if problem := native_problem(native.library_path):
+        pytest.skip(f"the C++ runtime is not built: {problem}")
     monkeypatch.chdir(tmp_path)  # the workers build their bundles under ./out/bench
     import multitask_serving
 
