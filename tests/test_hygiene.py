@@ -1,5 +1,6 @@
 """The test suite's own guards: a per-test timeout, the gpu marker's condition, and no
-test source that leans on the clock, a reused port or an unbounded read."""
+test source that leans on the clock, a reused port, an unbounded read or another folder's
+conftest."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ HAZARDS = {
     "pytest.importorskip of a package CI installs (nncf, trl, peft: import it)": re.compile(
         r"importorskip\(\s*[\"'](nncf|trl|peft)\b"
     ),
+    # ``conftest`` is whichever folder's conftest.py pytest imported last: collected with
+    # tests/benchmarks, tests/runtime/cpp's ``from conftest import`` found benchmarks' one.
+    "an import from conftest (use fixtures, or a module with its own name)": re.compile(
+        r"^\s*(from conftest import|import conftest\b)"
+    ),
 }
 
 
@@ -86,6 +92,9 @@ def test_the_hazard_scan_finds_each_pattern() -> None:
     nncf = pytest.importorskip("nncf")
     trl = pytest.importorskip("trl", reason="x")
     ok = socket.create_connection((host, port), timeout=10)
+    from conftest import require_built
+    import conftest
+    from tooltasks import bundle_tools
     """
     assert [hit.split(": ", 1)[1].split(" (")[0] for hit in hazards(bad)] == [
         "a wall-clock threshold",
@@ -94,4 +103,6 @@ def test_the_hazard_scan_finds_each_pattern() -> None:
         "a connection without a timeout",
         "pytest.importorskip of a package CI installs",
         "pytest.importorskip of a package CI installs",
+        "an import from conftest",
+        "an import from conftest",
     ]
