@@ -10,22 +10,30 @@ answer); its target is :func:`tinyllm.toolcalling.call_target` (the call, then f
 rejected, with the reason counted: the tool failed, its result failed the verifier, or the
 teacher answered something else (it did not answer with this call).
 
-SFT trains on these targets; GRPO samples calls from them and rewards the executed
-result (:func:`tinyllm.distill.grpo.call_reward`, ``tools.result: answer`` only). KD on
-calls is not built yet: :func:`check_method` says so.
+SFT and KD train on these targets, on the positions the model writes: the call, and for
+``context`` the answer, never the result, which the runtime inserts
+(:func:`tinyllm.distill.sft.encode` masks it). On-policy KD samples the student's own
+calls (:func:`sampled_calls`). GRPO samples calls and rewards the executed result
+(:func:`tinyllm.distill.grpo.call_reward`, ``tools.result: answer`` only; :func:`check_method`
+refuses ``context``).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from tinyllm.distill.sft import Encoded
 from tinyllm.errors import ConfigError
 from tinyllm.tasks import Example, TaskSpec
-from tinyllm.toolcalling import call_target, trace
+from tinyllm.toolcalling import call_target, execute_call, trace
+from tinyllm.tools import result_text
+from tinyllm.torchkit import IGNORE_INDEX
 
-__all__ = ["CallStats", "check_method", "trace", "with_calls"]
+__all__ = ["CallStats", "call_end", "check_method", "sampled_calls", "trace", "with_calls"]
 
 
 @dataclass
@@ -75,18 +83,74 @@ def with_calls(
 
 
 def check_method(method: str, tasks: Sequence[TaskSpec]) -> None:
-    """Refuse a method that cannot train on call targets yet: SFT can; GRPO can for
-    ``tools.result: answer`` (the reward is the executed call's); KD cannot."""
-    with_tools = [t for t in tasks if t.tools]
-    names = ", ".join(t.name for t in with_tools)
-    if with_tools and method == "kd":
-        raise ConfigError(
-            f"method 'kd' on tasks with tools ({names}) is not built yet: distil them with "
-            "method 'sft' or 'grpo' (the call targets), the others separately"
-        )
-    context = [t.name for t in with_tools if t.tools and t.tools.result == "context"]
+    """Refuse a method that cannot train on call targets yet: SFT and KD can; GRPO can for
+    ``tools.result: answer`` (the reward is the executed call's) only."""
+    context = [t.name for t in tasks if t.tools is not None and t.tools.result == "context"]
     if context and method == "grpo":
         raise ConfigError(
             f"method 'grpo' on tasks whose tool result goes in context ({', '.join(context)}) "
-            "is not built yet: distil them with method 'sft'"
+            "is not built yet (the executed result would have to be put in context before "
+            "the answer is sampled and rewarded): distil them with method 'sft' or 'kd'"
         )
+
+
+def sampled_calls(
+    model: Any, tokenizer: Any, task: TaskSpec, prompts: Sequence[list[int]]
+) -> list[Encoded]:
+    """On-policy sequences of a tool task (on-policy KD): per prompt, the student's own
+    call, sampled up to ``tools.max_call_tokens``; for ``tools.result: context`` the call
+    is cut where its JSON ends and executed, and a call that runs is followed by its
+    result (inserted as the runtime does, so masked) and the student's sampled answer.
+
+    The sampler is unconstrained (:func:`tinyllm.torchkit.sample_continuations`): the
+    serving constraint on calls lives in the runtime, which distillation does not import.
+    A call that fails is kept as written: the teacher's logits still say how to write it.
+    """
+    from tinyllm.torchkit import sample_continuations
+
+    tools = task.tools
+    if tools is None:
+        raise ConfigError(f"task {task.name!r} has no tools to sample calls of")
+    calls = sample_continuations(model, tokenizer, prompts, tools.max_call_tokens, 1.0)
+    if tools.result == "answer":
+        return [
+            Encoded(p + c, [IGNORE_INDEX] * len(p) + c) for p, c in zip(prompts, calls, strict=True)
+        ]
+    calls = [c[: call_end(tokenizer, c)] for c in calls]
+    executed = [execute_call(task, tokenizer.decode(c, skip_special_tokens=True)) for c in calls]
+    ran = [i for i, e in enumerate(executed) if e.result is not None]
+    inserted = {i: encode_text(tokenizer, result_text(executed[i].result or "")) for i in ran}
+    heads = [prompts[i] + calls[i] + inserted[i] for i in ran]
+    answers = (
+        sample_continuations(model, tokenizer, heads, task.output.max_new_tokens, 1.0)
+        if heads
+        else []
+    )
+    after = dict(zip(ran, answers, strict=True))
+    items = []
+    for i, (p, c) in enumerate(zip(prompts, calls, strict=True)):
+        gap, answer = inserted.get(i, []), after.get(i, [])
+        labels = [IGNORE_INDEX] * len(p) + c + [IGNORE_INDEX] * len(gap) + answer
+        items.append(Encoded(p + c + gap + answer, labels))
+    return items
+
+
+def call_end(tokenizer: Any, ids: Sequence[int]) -> int:
+    """How many of ``ids`` (a sampled call) it takes to write one whole JSON object; all of
+    them when none completes (the call is then invalid as written)."""
+    decoder = json.JSONDecoder()
+    for n in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:n], skip_special_tokens=True).lstrip()
+        if not text.startswith("{"):
+            continue
+        try:
+            decoder.raw_decode(text)
+        except ValueError:
+            continue
+        return n
+    return len(ids)
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` alone (no special tokens)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

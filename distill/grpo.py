@@ -25,6 +25,7 @@ from tinyllm.distill.sft import (
     TrainResult,
     answer_logits,
     collate,
+    prompt_ids,
     train_lora,
 )
 from tinyllm.errors import ConfigError
@@ -127,12 +128,11 @@ def grpo_loss_fn(
     import torch
 
     def loss(model: Any, batch: Batch) -> Any:
-        prompts, refs = [], []
-        for ids, mask, labels in zip(
-            batch.input_ids, batch.attention_mask, batch.labels, strict=True
-        ):
-            prompts.append(ids[(mask == 1) & (labels == IGNORE_INDEX)].tolist())
-            refs.append(tokenizer.decode(labels[labels != IGNORE_INDEX], skip_special_tokens=True))
+        prompts = prompt_ids(batch)
+        refs = [
+            tokenizer.decode(labels[labels != IGNORE_INDEX], skip_special_tokens=True)
+            for labels in batch.labels
+        ]
         g = config.group_size
         samples = sample(
             model, tokenizer, [p for p in prompts for _ in range(g)], config, max_new_tokens

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyllm.distill.calltargets import sampled_calls
 from tinyllm.distill.losses import DIVERGENCES, IGNORE_INDEX, Divergence, kd_loss
 from tinyllm.distill.sft import (
     Batch,
@@ -29,6 +30,7 @@ from tinyllm.distill.sft import (
     answer_ce,
     answer_logits,
     collate,
+    prompt_ids,
     train_lora,
 )
 from tinyllm.errors import ConfigError
@@ -94,20 +96,25 @@ def load_teacher_model(spec: str, student_tokenizer: Any, log: Callable[[str], N
     return loaded.model
 
 
-def on_policy_batch(model: Any, tokenizer: Any, batch: Batch, max_new_tokens: int) -> Batch:
-    """The batch's prompts with the student's own sampled answers in place of the references."""
+def on_policy_batch(
+    model: Any, tokenizer: Any, batch: Batch, max_new_tokens: int, task: TaskSpec | None = None
+) -> Batch:
+    """The batch's prompts with the student's own sampled answers (at most
+    ``max_new_tokens``) in place of the references; for a ``task`` with tools, its own
+    calls instead (:func:`tinyllm.distill.calltargets.sampled_calls`, with the task's call
+    and answer lengths)."""
     from tinyllm.torchkit import sample_continuations
 
-    prompts = []
-    for ids, mask, labels in zip(batch.input_ids, batch.attention_mask, batch.labels, strict=True):
-        keep = (mask == 1) & (labels == IGNORE_INDEX)
-        prompts.append(ids[keep].tolist())
-    answers = sample_continuations(model, tokenizer, prompts, max_new_tokens, temperature=1.0)
+    prompts = prompt_ids(batch)
+    if task is not None and task.tools is not None:
+        items = sampled_calls(model, tokenizer, task, prompts)
+    else:
+        answers = sample_continuations(model, tokenizer, prompts, max_new_tokens, temperature=1.0)
+        items = [
+            Encoded(p + answer, [IGNORE_INDEX] * len(p) + answer)
+            for p, answer in zip(prompts, answers, strict=True)
+        ]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    items = [
-        Encoded(p + answer, [IGNORE_INDEX] * len(p) + answer)
-        for p, answer in zip(prompts, answers, strict=True)
-    ]
     return collate(items, pad, batch.task)
 
 
@@ -144,7 +151,7 @@ def kd_loss_fn(
 
     def loss(model: Any, batch: Batch) -> Any:
         if on_policy(next(steps)):
-            batch = on_policy_batch(model, tokenizer, batch, task.output.max_new_tokens)
+            batch = on_policy_batch(model, tokenizer, batch, task.output.max_new_tokens, task)
         s_logits, targets = answer_logits(model, batch)  # [B, K, V], [B, K]
         with torch.no_grad():
             t_logits, _ = answer_logits(teacher, batch)  # [B, K, V']

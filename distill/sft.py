@@ -89,7 +89,8 @@ def prompt_text(tokenizer: Any, task: TaskSpec, text: str) -> str:
 def encode(
     tokenizer: Any, task: TaskSpec, examples: Sequence[Example], max_len: int
 ) -> list[Encoded]:
-    """Tokenize examples as prompt + answer + eos; prompt tokens masked; truncated to max_len."""
+    """Tokenize examples as prompt + answer + eos; prompt tokens masked (and the tool result
+    of a ``tools.result: context`` target, which the runtime inserts); truncated to max_len."""
     if not examples:
         raise TaskError(f"task {task.name!r}: no training examples (the data is empty)")
     if tokenizer.eos_token is None:
@@ -97,12 +98,30 @@ def encode(
     out = []
     for ex in examples:
         prompt = tokenizer(prompt_text(tokenizer, task, ex.input), add_special_tokens=False)
-        answer = tokenizer(ex.output + tokenizer.eos_token, add_special_tokens=False)
-        p_ids, a_ids = list(prompt["input_ids"]), list(answer["input_ids"])
-        ids = (p_ids + a_ids)[:max_len]
-        labels = ([IGNORE_INDEX] * len(p_ids) + a_ids)[:max_len]
-        out.append(Encoded(ids, labels))
+        ids = list(prompt["input_ids"])
+        labels = [IGNORE_INDEX] * len(ids)
+        for text, written in answer_spans(task, ex, tokenizer.eos_token):
+            part = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids += part
+            labels += part if written else [IGNORE_INDEX] * len(part)
+        out.append(Encoded(ids[:max_len], labels[:max_len]))
     return out
+
+
+def answer_spans(task: TaskSpec, example: Example, eos: str) -> list[tuple[str, bool]]:
+    """The answer text of one example + eos, in spans tokenized one by one: ``[(text,
+    trained)]``. A tool task's target with its result in context has three (the call, the
+    result the runtime inserts, untrained, and the answer), tokenized apart as the runtime
+    tokenizes the result after the written call (:func:`tinyllm.toolcalling.target_spans`)."""
+    spans = [(example.output, True)]
+    if task.tools is not None:
+        from tinyllm.toolcalling import target_spans
+
+        call = example.meta.get("tool_call")
+        result = call.get("result") if isinstance(call, dict) else None
+        spans = target_spans(task, example.output, result if isinstance(result, str) else None)
+    text, trained = spans[-1]
+    return [*spans[:-1], (text + eos, trained)]
 
 
 def collate(items: Sequence[Encoded], pad_id: int, task: str = "") -> Batch:
@@ -138,6 +157,17 @@ def batches(data: Sequence[Encoded], batch_size: int, seed: int, task: str = "")
     """Endless shuffled batches (a new permutation each epoch, from ``seed``)."""
     for take in batch_order(len(data), batch_size, seed):
         yield collate([data[i] for i in take], 0, task)
+
+
+def prompt_ids(batch: Batch) -> list[list[int]]:
+    """Each row's prompt: its tokens before the first answer token (a masked span inside
+    the answer, such as an inserted tool result, is not prompt). Batch tensors [B, T]."""
+    prompts = []
+    for ids, mask, labels in zip(batch.input_ids, batch.attention_mask, batch.labels, strict=True):
+        answer = (labels != IGNORE_INDEX).nonzero()
+        end = int(answer[0, 0]) if len(answer) else len(ids)
+        prompts.append(ids[:end][mask[:end] == 1].tolist())
+    return prompts
 
 
 def answer_logits(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

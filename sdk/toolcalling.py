@@ -69,6 +69,33 @@ def call_target(task: TaskSpec, call: ToolCall, answer: str) -> str:
     return text
 
 
+def target_spans(task: TaskSpec, text: str, result: str | None = None) -> list[tuple[str, bool]]:
+    """A call target cut into what the model writes and what the runtime inserts:
+    ``[(text, written)]``. For ``tools.result: context``: the call (written), the result
+    text the runtime puts after it (:func:`tinyllm.tools.result_text`, not written, so no
+    loss is taken on it) and the answer (written); any other target is one written span.
+
+    Args:
+        task: the target's task.
+        text: the target (:func:`call_target`).
+        result: the traced call's result, when known (it may hold newlines); else the
+            result ends at the first newline after ``Result: ``.
+    """
+    if task.tools is None or task.tools.result != "context":
+        return [(text, True)]
+    call, sep, rest = text.partition(result_text("")[:-1])  # a call is one line of JSON
+    if result is not None and rest.startswith(result + "\n"):
+        end = len(result) + 1
+    else:
+        end = rest.find("\n") + 1
+    if not sep or "\n" in call or end == 0:
+        raise ConfigError(
+            f"task {task.name!r} puts its tool's result in context, so a training target is "
+            f"the call, {result_text('RESULT')!r} and the answer; got {text[:80]!r}"
+        )
+    return [(call, True), (sep + rest[:end], False), (rest[end:], True)]
+
+
 def trace(task: TaskSpec, example: Example) -> tuple[ToolCall | None, str]:
     """The call that gives the teacher's answer for one example, or None and the reason."""
     if task.tools is None:
