@@ -53,7 +53,8 @@ def answers_after_calls(
     if task.tools is None or task.tools.result == "answer":
         return [c.result or "" for c in executed]
     ok = [i for i, c in enumerate(executed) if c.result is not None]
-    more = continue_texts(ok, [calls[i] + result_text(executed[i].result or "") for i in ok])
+    texts = [calls[i] + result_text(executed[i].result or "") for i in ok]
+    more = continue_texts(ok, texts) if ok else []  # no call ran: nothing to continue
     answers = [""] * len(calls)
     for i, text in zip(ok, more, strict=True):
         answers[i] = text

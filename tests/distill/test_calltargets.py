@@ -88,6 +88,9 @@ def test_written_calls_are_executed_like_the_engine_does() -> None:
     got = answers_after_calls(_task("context"), ["x", good], more)
     assert got == ["", "the answer"]
     assert seen == [([1], [good + "\nResult: 42\n"])]
+    # No call ran: nothing is continued (a generator given no prompts may fail).
+    assert answers_after_calls(_task("context"), ["x", "y"], more) == ["", ""]
+    assert len(seen) == 1
 
 
 def test_grpo_in_context_on_calls_is_refused_until_built() -> None:

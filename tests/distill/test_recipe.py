@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from callsuite import sums_suite_at, sums_targets, sums_task
 
 import tinyllm
 from tinyllm.api import distill
@@ -122,3 +123,73 @@ def test_bad_backend_choices(tiny_llama_bundle: Path, color_suite: Path, tmp_pat
     with pytest.raises(ConfigError, match="need a run_dir"):
         distill(color_suite, out=out, backend="trl", checkpoint_every=5, **common)  # type: ignore[arg-type]
     assert not out.exists()
+
+
+def test_cli_kd_on_a_tool_task_from_a_local_teacher(
+    tiny_llama_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tinyllm distill --method kd` on calls, with a local teacher sharing the tokenizer
+    (tiny-qwen2: another model, the same tiny tokenizer); the evaluation runs the student's
+    calls with the tool. The teacher's labels are the references here: a tiny random
+    model's own answers would trace to no call."""
+    import tinyllm.distill.recipe as recipe_module
+    import tinyllm.toolcalling as toolcalling
+    from tinyllm.suite import load_split
+
+    suite = sums_suite_at(tmp_path, "context")
+    teacher = tinyllm.import_model("tiny-qwen2", tmp_path / "teacher.tllm").path
+    monkeypatch.setattr(
+        recipe_module,
+        "teacher_data",
+        lambda suite, task, teacher, limit, out_dir, log: load_split(suite, task, "train", limit),
+    )
+    executed: list[str] = []
+    real_execute = toolcalling.execute_call
+
+    def execute(task, text):  # type: ignore[no-untyped-def]
+        executed.append(text)
+        return real_execute(task, text)
+
+    monkeypatch.setattr(toolcalling, "execute_call", execute)
+    out, report_json = tmp_path / "student.tllm", tmp_path / "report.json"
+    args = ["distill", str(suite), "--student", str(tiny_llama_bundle), "-o", str(out)]
+    args += ["--teacher", f"bundle:{teacher}", "--method", "kd", "--quick", "--steps", "2"]
+    main([*args, "--eval-limit", "4", "--json", str(report_json)])
+    logged = capsys.readouterr().err
+    assert "sums: 4/4 examples traced to a tool call" in logged
+    assert "shares the student's tokenizer: logit KD" in logged
+    (row,) = json.loads(report_json.read_text())["rows"]
+    assert row["steps"] == 2 and row["train_examples"] == 4
+    assert "sums" in tinyllm.open_bundle(out).manifest.adapters
+    assert len(executed) == 8  # the student's and the zero-shot base's calls, 4 each
+
+
+def test_kd_on_calls_without_teacher_logits_is_sft_on_the_traced_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    import tinyllm.distill.sft as sft_module
+    from tinyllm.distill.recipe import DistillOptions, trained_adapters
+    from tinyllm.distill.sft import TrainResult
+
+    seen: list[tuple[str, list[str]]] = []
+
+    def fake(model, tokenizer, task, examples, config, progress=False, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((task.name, [e.output for e in examples]))
+        return "adapter", TrainResult([1.0])
+
+    monkeypatch.setattr(sft_module, "train_lora", fake)
+    lines: list[str] = []
+    targets = sums_targets("answer", 2)
+    loaded = SimpleNamespace(model=None, tokenizer=None)
+    trained_adapters(
+        loaded, None, [sums_task("answer")], {"sums": targets}, "kd", "openai:gpt@http://x",
+        DistillOptions(), lines.append, False,
+    )  # fmt: skip
+    assert "sequence-level KD (SFT on its outputs)" in lines[0]
+    assert seen == [("sums", [e.output for e in targets])]
+    assert seen[0][1][0] == '{"name": "calculator", "arguments": {"expression": "2 + 3"}}'

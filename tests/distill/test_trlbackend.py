@@ -3,6 +3,7 @@ accumulation, TensorBoard logs, KD with our loss, and the same bundle layout."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import replace
@@ -11,7 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import trl as _trl  # noqa: F401  (the dev extra installs trl: a broken install fails)
+from callsuite import sums_targets, sums_task
 
 import tinyllm
 from tinyllm.distill import trlbackend
@@ -182,6 +185,29 @@ def test_trl_kd_uses_our_loss_and_matches_our_kd_loop(
     np.testing.assert_allclose(trl_result.losses, own_result.losses, atol=TOL)
     # The student starts as the teacher: the divergence part starts at 0, CE does not.
     assert trl_result.losses[0] > 0
+
+
+def test_trl_kd_on_calls_trains_the_written_positions_as_our_loop_does(
+    tiny_llama_bundle: Path,
+) -> None:
+    """Both backends take their rows from sft.encode, so trl's KD on a call target skips
+    the tool result the runtime inserts, as ours does: the same losses."""
+    teacher = fresh(tiny_llama_bundle).model
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.mul_(1.1)
+    task, targets = sums_task("context"), sums_targets("context", 8)
+    config = dataclasses.replace(CONFIG, steps=3, max_len=160)
+    kd = KDConfig(divergence="forward")
+    own = fresh(tiny_llama_bundle)
+    _, own_result = train_kd_lora(own.model, teacher, own.tokenizer, task, targets, config, kd)
+    mine = fresh(tiny_llama_bundle)
+    _, trl_result = train_lora_trl(
+        mine.model, mine.tokenizer, task, targets, config, TrlOptions(tensorboard=False),
+        teacher=teacher, kd=kd,
+    )  # fmt: skip
+    np.testing.assert_allclose(trl_result.losses, own_result.losses, atol=TOL)
+    assert own_result.losses[0] > 1e-3  # a different teacher: the divergence is not 0
 
 
 def test_bad_trl_options_are_config_errors() -> None:
