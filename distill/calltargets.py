@@ -13,9 +13,9 @@ teacher answered something else (it did not answer with this call).
 SFT and KD train on these targets, on the positions the model writes: the call, and for
 ``context`` the answer, never the result, which the runtime inserts
 (:func:`tinyllm.distill.sft.encode` masks it). On-policy KD samples the student's own
-calls (:func:`sampled_calls`). GRPO samples calls and rewards the executed result
-(:func:`tinyllm.distill.grpo.call_reward`, ``tools.result: answer`` only; :func:`check_method`
-refuses ``context``).
+calls (:func:`sampled_calls`). GRPO samples calls too and rewards the executed result
+(``tools.result: answer``, :func:`tinyllm.distill.grpo.call_reward`) or the answer the
+student writes after it (``context``, our loop only: :func:`check_method`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,15 @@ from tinyllm.toolcalling import call_target, execute_call, trace
 from tinyllm.tools import result_text
 from tinyllm.torchkit import IGNORE_INDEX
 
-__all__ = ["CallStats", "call_end", "check_method", "sampled_calls", "trace", "with_calls"]
+__all__ = [
+    "CallStats",
+    "answer_after_result",
+    "call_end",
+    "check_method",
+    "sampled_calls",
+    "trace",
+    "with_calls",
+]
 
 
 @dataclass
@@ -82,25 +90,33 @@ def with_calls(
     return out
 
 
-def check_method(method: str, tasks: Sequence[TaskSpec]) -> None:
-    """Refuse a method that cannot train on call targets yet: SFT and KD can; GRPO can for
-    ``tools.result: answer`` (the reward is the executed call's) only."""
+def check_method(method: str, tasks: Sequence[TaskSpec], backend: str = "own") -> None:
+    """Refuse a method that cannot train on call targets yet: SFT and KD can, on either
+    backend; GRPO can for ``tools.result: answer`` (the reward is the executed call's), and
+    for ``context`` on our loop only (the reward reads the answer written after the
+    executed result, a rollout trl's GRPOTrainer does not make)."""
     context = [t.name for t in tasks if t.tools is not None and t.tools.result == "context"]
-    if context and method == "grpo":
+    if context and method == "grpo" and backend == "trl":
         raise ConfigError(
             f"method 'grpo' on tasks whose tool result goes in context ({', '.join(context)}) "
-            "is not built yet (the executed result would have to be put in context before "
-            "the answer is sampled and rewarded): distil them with method 'sft' or 'kd'"
+            "is built on our loop only (each sample is a call, its executed result and the "
+            "answer after it; trl's GRPOTrainer samples one completion): use backend 'own'"
         )
 
 
 def sampled_calls(
-    model: Any, tokenizer: Any, task: TaskSpec, prompts: Sequence[list[int]]
+    model: Any,
+    tokenizer: Any,
+    task: TaskSpec,
+    prompts: Sequence[list[int]],
+    temperature: float = 1.0,
+    call_tokens: int | None = None,
 ) -> list[Encoded]:
-    """On-policy sequences of a tool task (on-policy KD): per prompt, the student's own
-    call, sampled up to ``tools.max_call_tokens``; for ``tools.result: context`` the call
-    is cut where its JSON ends and executed, and a call that runs is followed by its
-    result (inserted as the runtime does, so masked) and the student's sampled answer.
+    """On-policy sequences of a tool task (on-policy KD, GRPO): per prompt, the student's
+    own call, sampled up to ``call_tokens`` (None: ``tools.max_call_tokens``); for
+    ``tools.result: context`` the call is cut where its JSON ends and executed, and a call
+    that runs is followed by its result (inserted as the runtime does, so masked) and the
+    student's sampled answer (:func:`answer_after_result` finds it).
 
     The sampler is unconstrained (:func:`tinyllm.torchkit.sample_continuations`): the
     serving constraint on calls lives in the runtime, which distillation does not import.
@@ -111,7 +127,8 @@ def sampled_calls(
     tools = task.tools
     if tools is None:
         raise ConfigError(f"task {task.name!r} has no tools to sample calls of")
-    calls = sample_continuations(model, tokenizer, prompts, tools.max_call_tokens, 1.0)
+    budget = call_tokens or tools.max_call_tokens
+    calls = sample_continuations(model, tokenizer, prompts, budget, temperature)
     if tools.result == "answer":
         return [
             Encoded(p + c, [IGNORE_INDEX] * len(p) + c) for p, c in zip(prompts, calls, strict=True)
@@ -122,7 +139,7 @@ def sampled_calls(
     inserted = {i: encode_text(tokenizer, result_text(executed[i].result or "")) for i in ran}
     heads = [prompts[i] + calls[i] + inserted[i] for i in ran]
     answers = (
-        sample_continuations(model, tokenizer, heads, task.output.max_new_tokens, 1.0)
+        sample_continuations(model, tokenizer, heads, task.output.max_new_tokens, temperature)
         if heads
         else []
     )
@@ -133,6 +150,16 @@ def sampled_calls(
         labels = [IGNORE_INDEX] * len(p) + c + [IGNORE_INDEX] * len(gap) + answer
         items.append(Encoded(p + c + gap + answer, labels))
     return items
+
+
+def answer_after_result(labels: Sequence[int]) -> list[int] | None:
+    """The answer tokens of a ``tools.result: context`` sequence's labels (those after the
+    inserted result, which is masked); None when no result was inserted (the call failed)."""
+    written = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+    if not written:
+        return None
+    gaps = [i for i in range(written[0], len(labels)) if labels[i] == IGNORE_INDEX]
+    return list(labels[gaps[-1] + 1 :]) if gaps else None
 
 
 def call_end(tokenizer: Any, ids: Sequence[int]) -> int:

@@ -7,8 +7,10 @@ rewards normalised within the group, ``(r - mean) / (std + eps)``, and the loss 
 ``-mean_i A_i * mean_t log pi(a_i,t)``: GRPO with one policy update per sampled group
 (trl's default ``num_iterations=1``, where the clipped ratio is exactly 1) and no KL
 term (trl's default ``beta=0``). For a task with tools the samples are calls, and the
-reward is earned by the executed result (:func:`call_reward`). Our loop shares
-:func:`tinyllm.distill.sft.train`, so seeds, LoRA and adapters work as for SFT.
+reward is earned by the executed result (:func:`call_reward`), or, when the result goes in
+the model's context, by the answer the policy writes after it (:func:`verifier_reward`).
+Our loop shares :func:`tinyllm.distill.sft.train`, so seeds, LoRA and adapters work as
+for SFT.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tinyllm.distill.calltargets import answer_after_result, sampled_calls
 from tinyllm.distill.losses import IGNORE_INDEX
 from tinyllm.distill.sft import (
     Batch,
@@ -85,9 +88,9 @@ def call_reward(task: TaskSpec, weight: float = 0.5) -> Reward:
 
     if task.tools is None or task.tools.result != "answer":
         raise ConfigError(
-            f"task {task.name!r}: GRPO on calls needs tools.result 'answer' (for 'context' "
-            "the executed result would have to be put in context before the answer is "
-            "sampled, which is not built); distil it with method 'sft'"
+            f"task {task.name!r}: the call's result is the reward only for tools.result "
+            "'answer'; for 'context' the answer written after it is rewarded "
+            "(verifier_reward, which train_grpo_lora uses for such a task)"
         )
     wanted: dict[str, str] = {}  # reference call -> its answer (each is run once)
 
@@ -122,30 +125,53 @@ def group_advantages(rewards: Any, group_size: int) -> Any:
 
 
 def grpo_loss_fn(
-    tokenizer: Any, config: GRPOConfig, reward: Reward, max_new_tokens: int, log: RewardLog
+    tokenizer: Any,
+    config: GRPOConfig,
+    reward: Reward,
+    max_new_tokens: int,
+    log: RewardLog,
+    task: TaskSpec | None = None,
 ) -> Callable[[Any, Batch], Any]:
-    """``(policy, batch) -> loss``: sample groups, score them, policy-gradient step."""
+    """``(policy, batch) -> loss``: sample groups, score them, policy-gradient step.
+
+    For a ``task`` whose tool result goes in context, each sample is a call, its executed
+    result (inserted, masked) and the answer sampled after it
+    (:func:`tinyllm.distill.calltargets.sampled_calls`); ``reward`` scores that answer
+    against the reference's (a call that fails earns 0), and the step trains the call and
+    the answer.
+    """
     import torch
 
+    in_context = task is not None and task.tools is not None and task.tools.result == "context"
+    tool_task = task if in_context else None  # its samples are call, result, answer
+
+    def text(ids: Any) -> str:
+        return str(tokenizer.decode(ids, skip_special_tokens=True))
+
     def loss(model: Any, batch: Batch) -> Any:
-        prompts = prompt_ids(batch)
-        refs = [
-            tokenizer.decode(labels[labels != IGNORE_INDEX], skip_special_tokens=True)
-            for labels in batch.labels
-        ]
         g = config.group_size
-        samples = sample(
-            model, tokenizer, [p for p in prompts for _ in range(g)], config, max_new_tokens
-        )
-        texts = [tokenizer.decode(s, skip_special_tokens=True) for s in samples]
+        group = [p for p in prompt_ids(batch) for _ in range(g)]
+        texts: list[str | None]
+        if tool_task is not None:
+            items = sampled_calls(
+                model, tokenizer, tool_task, group, config.temperature, max_new_tokens
+            )
+            refs = [text(answer_after_result(labels.tolist()) or []) for labels in batch.labels]
+            answers = [answer_after_result(item.labels) for item in items]
+            texts = [None if a is None else text(a) for a in answers]  # None: the call failed
+        else:
+            refs = [text(labels[labels != IGNORE_INDEX]) for labels in batch.labels]
+            samples = sample(model, tokenizer, group, config, max_new_tokens)
+            texts = [text(s) for s in samples]
+            items = [
+                Encoded(p + s, [IGNORE_INDEX] * len(p) + s)
+                for p, s in zip(group, samples, strict=True)
+            ]
         rewards = torch.tensor(
-            [reward(t, refs[i // g]) for i, t in enumerate(texts)], dtype=torch.float32
+            [0.0 if t is None else reward(t, refs[i // g]) for i, t in enumerate(texts)],
+            dtype=torch.float32,
         )  # [B*G]
         log.means.append(float(rewards.mean()))
-        items = [
-            Encoded(p + s, [IGNORE_INDEX] * len(p) + s)
-            for p, s in zip([p for p in prompts for _ in range(g)], samples, strict=True)
-        ]
         scored = collate(items, tokenizer.pad_token_id or 0, batch.task)
         logits, targets = answer_logits(model, scored)  # [B*G, K, V], [B*G, K]
         mask = targets != IGNORE_INDEX
@@ -187,7 +213,8 @@ def train_grpo_lora(
     GRPO steps' losses (after ``grpo.sft_steps`` supervised steps, if any).
     """
     if reward is None:
-        make = call_reward if task.tools else verifier_reward
+        executed = task.tools is not None and task.tools.result == "answer"
+        make = call_reward if executed else verifier_reward
         reward = make(task, grpo.verifier_weight)
     budget = task.tools.max_call_tokens if task.tools else task.output.max_new_tokens
     loss = grpo_loss_fn(
@@ -196,6 +223,7 @@ def train_grpo_lora(
         reward,
         grpo.max_new_tokens or budget,
         rewards if rewards is not None else RewardLog(),
+        task,
     )
     return train_lora(
         model,

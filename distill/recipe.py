@@ -359,7 +359,7 @@ def run_distill(
     selected = suite.select(names)
     check_method(method, selected)
     check_backend(options.backend, method, curriculum)
-    check_call_method(method, selected)
+    check_call_method(method, selected, options.backend)
     prepare_tasks(selected)
     out = Path(out)
     if out.exists() and not overwrite:

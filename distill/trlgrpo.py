@@ -24,6 +24,7 @@ import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tinyllm.distill.calltargets import check_method
 from tinyllm.distill.grpo import GRPOConfig, Reward, call_reward, verifier_reward
 from tinyllm.distill.losses import IGNORE_INDEX
 from tinyllm.distill.sft import (
@@ -183,6 +184,7 @@ def train_grpo_lora_trl(
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("GRPO on trl runs in one process here; launch it without accelerate")
+    check_method("grpo", [task], "trl")  # a tool result in context: our loop only
     if reward is None:
         make = call_reward if task.tools else verifier_reward
         reward = make(task, grpo.verifier_weight)

@@ -93,12 +93,14 @@ def test_written_calls_are_executed_like_the_engine_does() -> None:
     assert len(seen) == 1
 
 
-def test_grpo_in_context_on_calls_is_refused_until_built() -> None:
-    check_method("sft", [_task(), _task("context")])
-    check_method("kd", [_task(), _task("context")])
-    check_method("grpo", [_task()])  # the reward is the executed call's result
-    with pytest.raises(ConfigError, match="'grpo' on tasks whose tool result goes in context"):
-        check_method("grpo", [_task("context")])
+def test_grpo_with_the_result_in_context_is_refused_on_trl() -> None:
+    for backend in ("own", "trl"):
+        check_method("sft", [_task(), _task("context")], backend)
+        check_method("kd", [_task(), _task("context")], backend)
+        check_method("grpo", [_task()], backend)  # the reward is the executed call's result
+    check_method("grpo", [_task("context")], "own")  # the answer after the result
+    with pytest.raises(ConfigError, match=r"context \(arith\) is built on our loop only"):
+        check_method("grpo", [_task("context")], "trl")
     assert json.dumps(_task().to_dict()["tools"]) == (
         '{"names": ["calculator"], "result": "answer", "max_call_tokens": 96}'
     )

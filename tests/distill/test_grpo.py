@@ -93,7 +93,7 @@ def test_call_reward_is_earned_by_the_executed_result() -> None:
     assert reward(_call("2 + 3", "date_parser"), ref) == 0.0  # not the task's tool
     assert reward(_call("2 + 3")[:-2], ref) == 0.0  # cut short
     assert reward(_call("2 * 3"), "") == 1.0  # no reference: the verifier alone
-    with pytest.raises(ConfigError, match=r"needs tools\.result 'answer'"):
+    with pytest.raises(ConfigError, match=r"only for tools\.result 'answer'"):
         call_reward(_calc_task("context"))
 
 
@@ -130,3 +130,63 @@ def test_grpo_on_calls_rewards_the_executed_calls_it_samples(
     # one); the bare answer is no call and earns 0. A batch of two examples: 0.25-0.5.
     assert budgets == [48, 48] and len(result.losses) == 2
     assert all(m in (0.25, 0.375, 0.5) for m in log.means), log.means
+
+
+def test_grpo_in_context_rewards_the_answer_written_after_the_result(
+    tiny_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each sample: a call, its executed result put in context, the answer sampled after
+    it; the reward reads that answer (not the call, not the result)."""
+    from callsuite import sums_targets, sums_task
+
+    import tinyllm.torchkit as torchkit
+    from tinyllm.distill.grpo import grpo_loss_fn
+    from tinyllm.distill.sft import collate, encode
+
+    tok, task = tiny_model.tokenizer, sums_task("context")
+    eos = [tok.eos_token_id]
+
+    def ids(text: str) -> list[int]:
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    rounds: list[list[list[int]]] = []
+    scripted = [
+        # the calls: 2 + 3 (result 5), 2 + 4 (result 6), one that does not parse
+        [ids(_call("2 + 3")) + eos, ids(_call("2 + 4")) + eos, ids("5") + eos],
+        # the answers after the two results: 5 (the reference's), 6
+        [ids("5") + eos, ids("6") + eos],
+    ]
+
+    def sample(model, tokenizer, prompts, max_new_tokens, temperature=1.0):  # type: ignore[no-untyped-def]
+        rounds.append(list(prompts))
+        return scripted[len(rounds) - 1]
+
+    monkeypatch.setattr(torchkit, "sample_continuations", sample)
+    (target,) = sums_targets("context", 1)  # 2 plus 3: the reference answer is 5
+    batch = collate(encode(tok, task, [target], 256), tok.pad_token_id or 0, task.name)
+    log = RewardLog()
+    loss = grpo_loss_fn(tok, GRPOConfig(group_size=3), verifier_reward(task), 48, log, task)
+    value = loss(tiny_model.model, batch)
+    # 1 (the right answer), 0.5 (a number, not the reference's), 0 (no call ran)
+    assert log.means == [pytest.approx(0.5)]
+    assert rounds[1][1][-len(ids("\nResult: 6\n")) :] == ids("\nResult: 6\n")
+    assert torch.isfinite(value) and value.requires_grad
+    # The reward is given the answer written after the result, and the reference's.
+    log.means.clear()
+    rounds.clear()
+    called: list[str] = []
+
+    def spy(completion: str, reference: str) -> float:
+        called.append(f"{completion}|{reference}")
+        return 0.0
+
+    grpo_loss_fn(tok, GRPOConfig(group_size=3), spy, 48, log, task)(tiny_model.model, batch)
+    assert called == ["5|5", "6|5"]  # the failed call earns 0 without a reward call
+    # train_grpo_lora picks that reward for such a task (the call's result is not it).
+    rounds.clear()
+    log.means.clear()
+    config = TrainConfig(steps=1, batch_size=1, lr=1e-3, warmup=1, rank=2, max_len=160)
+    _, result = train_grpo_lora(
+        tiny_model.model, tok, task, [target], config, GRPOConfig(group_size=3), rewards=log
+    )
+    assert log.means == [pytest.approx(0.5)] and len(result.losses) == 1

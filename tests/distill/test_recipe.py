@@ -122,6 +122,9 @@ def test_bad_backend_choices(tiny_llama_bundle: Path, color_suite: Path, tmp_pat
         distill(color_suite, out=out, grad_accum=2, precision="bf16", **common)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="need a run_dir"):
         distill(color_suite, out=out, backend="trl", checkpoint_every=5, **common)  # type: ignore[arg-type]
+    context = sums_suite_at(tmp_path, "context")
+    with pytest.raises(ConfigError, match=r"context \(sums\) is built on our loop only"):
+        distill(context, out=out, backend="trl", method="grpo", **common)  # type: ignore[arg-type]
     assert not out.exists()
 
 

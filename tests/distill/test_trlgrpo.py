@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trl as _trl  # noqa: F401  (the dev extra installs trl: a broken install fails)
+from callsuite import sums_targets, sums_task
 
 import tinyllm
 from tinyllm.distill.grpo import GRPOConfig, verifier_reward
@@ -85,6 +86,11 @@ def test_trl_grpo_refuses_what_it_cannot_run(
             OPTIONS,
         )  # fmt: skip
     monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(ConfigError, match="is built on our loop only"):  # result in context
+        train_grpo_lora_trl(
+            loaded.model, loaded.tokenizer, sums_task("context"), sums_targets("context", 2),
+            config, GRPOConfig(), OPTIONS,
+        )  # fmt: skip
     real = loaded.tokenizer.__class__.__call__
 
     def with_bos(self: Any, *a: Any, **kw: Any) -> Any:  # adds a token to text=[...] calls
