@@ -113,6 +113,7 @@ def trainer_class() -> Any:
         tiny_kd: KDConfig | None = None
         tiny_on_policy: OnPolicySteps | None = None
         tiny_answer_tokens = 0  # the length of an on-policy answer
+        tiny_task: TaskSpec | None = None  # a task with tools samples calls on-policy
 
         def compute_loss(
             self,
@@ -155,7 +156,7 @@ def sampled_batch(trainer: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     labels, each [B, T] (the result's T is the samples')."""
     batch = Batch(inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
     tokenizer, tokens = trainer.processing_class, trainer.tiny_answer_tokens
-    sampled = on_policy_batch(trainer.model, tokenizer, batch, tokens)
+    sampled = on_policy_batch(trainer.model, tokenizer, batch, tokens, trainer.tiny_task)
     device = batch.input_ids.device
     return {
         "input_ids": sampled.input_ids.to(device),
@@ -259,6 +260,7 @@ def train_trl(
     draw: Callable[[], Sequence[Encoded]] | None = None,
     on_save: Callable[[str, int], None] | None = None,
     answer_tokens: int = 0,
+    task: TaskSpec | None = None,
 ) -> TrainResult:
     """Train ``peft_model``'s trainable weights on ``data`` with trl; the loss per step.
 
@@ -278,6 +280,8 @@ def train_trl(
             (the curriculum adds its own state there).
         answer_tokens: the most tokens of a student's sampled answer, for ``kd.on_policy``
             (the task's ``max_new_tokens``; needed when the share is above 0).
+        task: the task, when it has tools: on-policy steps then sample the student's
+            calls (:func:`tinyllm.distill.calltargets.sampled_calls`) instead of answers.
     """
     import os
 
@@ -309,6 +313,7 @@ def train_trl(
         trainer.tiny_warmup, trainer.tiny_teacher, trainer.tiny_kd = config.warmup, teacher, kd
         trainer.tiny_draw = draw
         trainer.tiny_on_policy, trainer.tiny_answer_tokens = on_policy, answer_tokens
+        trainer.tiny_task = task
         from transformers import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # the losses go to the report, not stdout
@@ -345,7 +350,7 @@ def train_lora_trl(
     peft_model = with_lora(model, config)
     result = train_trl(
         peft_model, tokenizer, data, config, options, task.name, teacher=teacher, kd=kd,
-        answer_tokens=task.output.max_new_tokens,
+        answer_tokens=task.output.max_new_tokens, task=task,
     )  # fmt: skip
     adapter = adapter_of(peft_model, config)
     peft_model.unload()

@@ -276,6 +276,34 @@ def rows_of(batch: dict[str, Any], i: int) -> tuple[list[int], list[int]]:
     return batch["input_ids"][i][real & ~answer].tolist(), batch["input_ids"][i][answer].tolist()
 
 
+def test_trl_on_policy_kd_on_calls_samples_the_students_calls(
+    tiny_llama_bundle: Path, monkeypatch: Any
+) -> None:
+    """On a task with tools trl's on-policy steps sample calls (the call's length, not the
+    answer's), as our loop's do (:func:`tinyllm.distill.calltargets.sampled_calls`)."""
+    import tinyllm.distill.kd as kd_module
+
+    seen: list[int] = []
+    honest = kd_module.sampled_calls
+
+    def recorded(model: Any, tokenizer: Any, task: TaskSpec, prompts: Any) -> Any:
+        items = honest(model, tokenizer, task, prompts)
+        seen.extend(len(i.input_ids) - len(p) for i, p in zip(items, prompts, strict=True))
+        return items
+
+    monkeypatch.setattr(kd_module, "sampled_calls", recorded)
+    task = sums_task("answer")
+    loaded = fresh(tiny_llama_bundle)
+    _, result = train_lora_trl(
+        loaded.model, loaded.tokenizer, task, sums_targets("answer", 8),
+        replace(CONFIG, steps=2, max_len=160), TrlOptions(tensorboard=False),
+        teacher=fresh(tiny_llama_bundle).model, kd=KDConfig(on_policy=1.0),
+    )  # fmt: skip
+    assert len(result.losses) == 2 and len(seen) == 2 * CONFIG.batch_size
+    assert task.tools is not None and all(0 < n <= task.tools.max_call_tokens for n in seen)
+    assert max(seen) > task.output.max_new_tokens  # the call's budget, not the answer's
+
+
 def test_trl_on_policy_without_an_answer_length_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="answer_tokens"):
         kd = KDConfig(on_policy=0.5)
