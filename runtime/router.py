@@ -28,7 +28,7 @@ from tinyllm.errors import UnknownTaskError
 from tinyllm.runtime.constraints import JsonTokens
 from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.tasks import Example, TaskSpec, conversation
-from tinyllm.tasktable import TaskEntry, TaskTable, build_entry, common_prefix
+from tinyllm.tasktable import TaskEntry, TaskTable, answer_budget, build_entry, common_prefix
 from tinyllm.toolbox import get_tool
 from tinyllm.tools import Tool, ToolCall, ToolError, parse_call, result_text
 from tinyllm.verifiers import answer_text, parse_json_output, verify
@@ -302,7 +302,8 @@ class Router:
         prefix_len, variant = common_prefix(prompt, entry.prefix_ids), ""
         if shots:
             prefix_len, variant = self._shots_prefix(spec, entry, shots, prompt)
-        budget = spec.tools.max_call_tokens if spec.tools else spec.output.max_new_tokens
+        answer = answer_budget(spec.output.max_new_tokens, entry.label_ids)
+        budget = spec.tools.max_call_tokens if spec.tools else answer
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or budget,
             temperature=temperature or 0.0,
@@ -379,8 +380,9 @@ class Router:
         kind = spec.output.kind
         with self._lock:
             served = self._served.get(spec.name)
+        labels = served.entry.label_ids if served is not None and served.spec == spec else []
         config = GenerationConfig(
-            max_new_tokens=spec.output.max_new_tokens,
+            max_new_tokens=answer_budget(spec.output.max_new_tokens, labels),
             temperature=route.config.temperature,
             seed=route.config.seed,
             speculate=spec.output.speculates,

@@ -147,6 +147,7 @@ def build_entry(spec: TaskSpec, tok: ChatTokenizer, slot: int, adapter: str | No
     keep = min(common_prefix(head, tok.encode(render(p))) for p in PROBES)
     kind = spec.output.kind
     schema_type = (spec.output.schema or {}).get("type") if kind == "json" else None
+    label_ids = [tok.encode(label) for label in spec.output.labels] if kind == "label" else []
     return TaskEntry(
         name=spec.name,
         spec_hash=spec_hash(spec),
@@ -156,16 +157,23 @@ def build_entry(spec: TaskSpec, tok: ChatTokenizer, slot: int, adapter: str | No
         prefix_ids=head[:keep],
         slot=slot,
         adapter=adapter,
-        max_new_tokens=spec.output.max_new_tokens,
+        max_new_tokens=answer_budget(spec.output.max_new_tokens, label_ids),
         output=kind,
         first_line=kind != "json",
         labels=list(spec.output.labels),
-        label_ids=[tok.encode(label) for label in spec.output.labels] if kind == "label" else [],
+        label_ids=label_ids,
         json_root={"object": "{", "array": "["}.get(str(schema_type), ""),
         verifiers=list(spec.verifiers),
         schema=spec.output.schema if kind == "json" else None,
         tools=tool_entry(spec),
     )
+
+
+def answer_budget(max_new_tokens: int, label_ids: list[list[int]]) -> int:
+    """A task's answer budget in tokens: its ``max_new_tokens``, raised for a label task to
+    its longest label (a label that does not fit would be cut into an invalid answer; the
+    label constraint ends the answer at the label, so the room costs nothing)."""
+    return max([max_new_tokens, *map(len, label_ids)])
 
 
 def tool_entry(spec: TaskSpec) -> dict[str, Any] | None:

@@ -95,3 +95,20 @@ def test_take_applies_the_stop_rules_sampled_and_forwarded_tokens_share(served: 
     live = Live(3, ignoring, Future(), None)
     assert server._take(live, eos) and live.tokens == [eos]  # written, the row goes on
     engine.close()
+
+
+def test_a_label_longer_than_the_task_budget_is_written_whole(served: Path) -> None:
+    """A label task's budget is raised to its longest label: one token of room would cut
+    every multi-token label into an invalid answer (the old budget)."""
+    spec = tinyllm.api.load_tasks().task("intent")
+    short = replace(spec, output=replace(spec.output, max_new_tokens=1))
+    engine = Engine.load(served, max_batch=2)
+    engine.add_task(short)
+    route = engine._route("intent", INPUTS[0], None, None)
+    outputs = [engine.run("intent", x) for x in INPUTS]
+    engine.close()
+    assert all(o.valid for o in outputs), [o.text for o in outputs]
+    assert all(o.text in spec.output.labels for o in outputs)
+    longest = max(len(o.token_ids) for o in outputs)
+    assert longest > 1  # a budget of one token would have cut these
+    assert route.config.max_new_tokens >= longest

@@ -1,5 +1,7 @@
 #include "tasks.h"
 
+#include <algorithm>
+
 #include "error.h"
 
 namespace tinyllm {
@@ -53,6 +55,10 @@ TaskEntry parse_entry(const std::string& name, const json::Value& raw, const std
     fail(TINYLLM_BUNDLE_ERROR, where + ": output is \"" + e.output + "\"; expected label, json or text");
   if (e.output == "label" && e.label_ids.size() != e.labels.size())
     fail(TINYLLM_BUNDLE_ERROR, where + ": label_ids does not match labels");
+  // the longest label always fits (as Python's answer_budget; tables written before it kept
+  // the task's own max_new_tokens, which can cut a label into an invalid answer)
+  for (const auto& ids : e.label_ids)
+    e.max_new_tokens = std::max(e.max_new_tokens, static_cast<int64_t>(ids.size()));
   if (const json::Value* v = raw.find("verifiers")) {
     e.has_checks = true;
     for (const json::Value& x : v->as_array(where + ": verifiers")) e.verifiers.push_back(x.as_string(where + ": verifiers"));
