@@ -65,6 +65,13 @@ class _ToolCall(ctypes.Structure):
     ]
 
 
+_SPECULATION = ("label_forwarded",)
+
+
+class _SpeculationStats(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t)] + [(k, ctypes.c_uint64) for k in _SPECULATION]
+
+
 # int (*)(void* user, const char* arguments, size_t len, tinyllm_tool_reply* reply)
 TOOL_FN = ctypes.CFUNCTYPE(ctypes.c_int, _P, ctypes.c_void_p, ctypes.c_size_t, _P)
 
@@ -102,6 +109,11 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "tinyllm_request_get_tool_call": (ctypes.c_int, [_P, ctypes.POINTER(_ToolCall)]),
     "tinyllm_tool_reply_set": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t]),
     "tinyllm_engine_register_tool": (ctypes.c_int, [_P, ctypes.c_char_p, TOOL_FN, _P]),
+    "tinyllm_speculation_stats_init": (None, [ctypes.POINTER(_SpeculationStats)]),
+    "tinyllm_engine_get_speculation_stats": (
+        ctypes.c_int,
+        [_P, ctypes.POINTER(_SpeculationStats)],
+    ),
 }
 NOT_FOUND = 10  # TINYLLM_NOT_FOUND: a result of a task without tools has no call
 
@@ -180,6 +192,20 @@ class NativeTasks:
             None if raw.ok else text("error"),
             float(raw.seconds),
         )
+
+    def speculation(self, struct_size: int | None = None) -> dict[str, int]:
+        """The engine's tokens written without a model run of their own, named as the
+        Python engine's ``stats()["speculation"]`` (``struct_size`` overrides the size the
+        struct says it has: tests of a caller built against another tinyllm.h)."""
+        raw = _SpeculationStats()
+        self.lib.tinyllm_speculation_stats_init(ctypes.byref(raw))
+        if struct_size is not None:
+            raw.struct_size = struct_size
+        status = self.lib.tinyllm_engine_get_speculation_stats(
+            self.engine.handle, ctypes.byref(raw)
+        )
+        check(self.lib, status)
+        return {k: int(getattr(raw, k)) for k in _SPECULATION}
 
     def names(self) -> list[str]:
         """The tasks of the engine's task table, by name."""

@@ -267,4 +267,20 @@ tinyllm_status tinyllm_engine_get_stats(const tinyllm_engine* engine, tinyllm_st
   });
 }
 
+void tinyllm_speculation_stats_init(tinyllm_speculation_stats* stats) {
+  if (stats == nullptr) return;
+  *stats = tinyllm_speculation_stats{};
+  stats->struct_size = sizeof(tinyllm_speculation_stats);
+}
+
+tinyllm_status tinyllm_engine_get_speculation_stats(const tinyllm_engine* engine, tinyllm_speculation_stats* stats) {
+  return guarded([&] {
+    require(engine, "engine");
+    require(stats, "stats");
+    check_struct_size(stats->struct_size, sizeof(tinyllm_speculation_stats), "tinyllm_speculation_stats", "stats");
+    tinyllm::EngineStats s = engine->engine->stats();
+    stats->label_forwarded = s.label_forwarded;
+  });
+}
+
 }  // extern "C"

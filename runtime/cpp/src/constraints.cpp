@@ -80,6 +80,17 @@ bool LabelTrie::complete(const std::vector<int32_t>& prefix) const {
   return tokens.empty() || (tokens.size() == 1 && eos_ >= 0 && tokens[0] == eos_);
 }
 
+std::vector<int32_t> LabelTrie::forced_tail(const std::vector<int32_t>& prefix) const {
+  std::vector<int32_t> walked = prefix, tail;
+  while (!complete(walked)) {
+    std::vector<int32_t> next = allowed(walked);
+    if (next.size() != 1) return {};  // a choice ahead: the model makes it
+    tail.push_back(next[0]);
+    walked.push_back(next[0]);
+  }
+  return tail;
+}
+
 bool JsonPrefix::feed(const std::string& text) {
   size_t pos = 0;
   while (pos < text.size())

@@ -23,6 +23,11 @@ class LabelTrie {
   std::vector<int32_t> allowed(const std::vector<int32_t>& prefix) const;
   // `prefix` spells a whole label that no longer label continues.
   bool complete(const std::vector<int32_t>& prefix) const;
+  // The tokens that complete the label `prefix` began when the trie allows exactly one
+  // token at each step up to its end (runtime/serving.py _finish_label); empty when a
+  // choice lies ahead (between labels, or between ending and going on) or `prefix` is
+  // complete or off the trie.
+  std::vector<int32_t> forced_tail(const std::vector<int32_t>& prefix) const;
 
  private:
   struct Node {

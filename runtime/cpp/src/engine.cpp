@@ -131,21 +131,29 @@ void Engine::run_chunk(Row* rows, size_t count, const GenerationConfig& config, 
   if (!any_slot) index.clear();
   bool live_text = static_cast<bool>(on_text);
   const float* logits = session_->prefill(prompts, index);
+  size_t low = 0;  // the first row of `logits`
   while (true) {
-    for (size_t i = 0; i < count; ++i) {
+    for (size_t i = low; i < count; ++i) {
       if (rows[i].done) continue;
-      advance(rows[i], logits + i * session_->vocab_size(), config, live_text);
+      advance(rows[i], logits + (i - low) * session_->vocab_size(), config, live_text);
       if (live_text) stream(rows[i], config, on_text);
     }
-    if (std::all_of(rows, rows + count, [](const Row& r) { return r.done; })) return;
+    // The next run spans the rows from the lowest to the highest still generating (as
+    // the server's runs do): a finished row at either end is no longer computed.
+    size_t high = count;  // one past the last row still generating
+    while (high > 0 && rows[high - 1].done) --high;
+    if (high == 0) return;
+    low = 0;
+    while (rows[low].done) ++low;
     std::vector<int32_t> last;
-    std::vector<int64_t> held;
-    for (size_t i = 0; i < count; ++i) {
+    std::vector<int64_t> held, slots;
+    for (size_t i = low; i < high; ++i) {
       const Row& r = rows[i];
       last.push_back(r.tokens.empty() ? tokenizer_->pad_token_id() : r.tokens.back());
       held.push_back(static_cast<int64_t>(r.prompt.size() + r.tokens.size()) - 1);
+      if (!index.empty()) slots.push_back(index[i]);
     }
-    logits = session_->decode(last, held, index);
+    logits = session_->decode(last, held, slots, static_cast<int64_t>(low));
   }
 }
 
@@ -164,13 +172,38 @@ int32_t Engine::pick(Row& row, const float* logits, const GenerationConfig& conf
   return sample(masked.data(), n, params, *row.rng);
 }
 
+bool Engine::stops(int32_t token, const GenerationConfig& config) const {
+  return !config.ignore_eos && std::find(stop_ids_.begin(), stop_ids_.end(), token) != stop_ids_.end();
+}
+
 void Engine::advance(Row& row, const float* logits, const GenerationConfig& config, bool live_text) {
   int32_t token = pick(row, logits, config);
   ++stats_.generated_tokens;
-  if (!config.ignore_eos && std::find(stop_ids_.begin(), stop_ids_.end(), token) != stop_ids_.end()) {
+  if (stops(token, config)) {
     row.done = true;
     return;
   }
+  append(row, token, config, live_text);
+  if (row.json) {
+    if (!row.json->feed(tokenizer_->decode({token}, true))) {
+      row.json.reset();  // no token fitted: stop constraining; the output is reported invalid
+    } else if (row.json->done()) {
+      row.done = true;
+      row.length = false;
+    }
+  }
+  if (row.call) {
+    if (!row.call->feed(tokenizer_->decode({token}, true))) {
+      row.call.reset();  // as for JSON: the call is then checked, and refused, when it runs
+    } else if (row.call->done()) {
+      row.done = true;
+      row.length = false;
+    }
+  }
+  if (row.trie && !row.done) finish_label(row, config, live_text);
+}
+
+void Engine::append(Row& row, int32_t token, const GenerationConfig& config, bool live_text) {
   row.tokens.push_back(token);
   if (live_text || !config.stop.empty() || row.task) {
     row.decoder.push(tokenizer_->token_bytes(token, true), row.committed);
@@ -191,21 +224,21 @@ void Engine::advance(Row& row, const float* logits, const GenerationConfig& conf
     bool full = static_cast<int64_t>(row.prompt.size() + row.tokens.size()) >= session_->max_seq_len();
     row.done = row.length = static_cast<int64_t>(row.tokens.size()) >= row.max_new_tokens || full;
   }
-  if (row.json) {
-    if (!row.json->feed(tokenizer_->decode({token}, true))) {
-      row.json.reset();  // no token fitted: stop constraining; the output is reported invalid
-    } else if (row.json->done()) {
+}
+
+void Engine::finish_label(Row& row, const GenerationConfig& config, bool live_text) {
+  // Where the label mask allows one token, masked greedy picks it and masked sampling
+  // draws it with probability 1: appending it is exact, and a tail that ends the label
+  // ends the row, whose KV is then never read. A tail that meets a choice is the model's.
+  for (int32_t token : row.trie->forced_tail(row.tokens)) {
+    if (stops(token, config)) {
       row.done = true;
-      row.length = false;
+      return;
     }
-  }
-  if (row.call) {
-    if (!row.call->feed(tokenizer_->decode({token}, true))) {
-      row.call.reset();  // as for JSON: the call is then checked, and refused, when it runs
-    } else if (row.call->done()) {
-      row.done = true;
-      row.length = false;
-    }
+    append(row, token, config, live_text);
+    ++stats_.generated_tokens;
+    ++stats_.label_forwarded;
+    if (row.done) return;
   }
 }
 

@@ -58,6 +58,7 @@ struct Generation {
 struct EngineStats {
   RunTimes runs;
   uint64_t generated_tokens = 0;
+  uint64_t label_forwarded = 0;  // label tokens the trie forced, written without a model run
   double generate_seconds = 0;
 };
 
@@ -126,7 +127,13 @@ class Engine {
                                    const StreamFn& on_text);
   void run_chunk(Row* rows, size_t count, const GenerationConfig& config, const StreamFn& on_text);
   int32_t pick(Row& row, const float* logits, const GenerationConfig& config);
+  // Pick a row's next token from its logits [V] and apply the stop rules and constraints.
   void advance(Row& row, const float* logits, const GenerationConfig& config, bool live_text);
+  bool stops(int32_t token, const GenerationConfig& config) const;  // an end-of-sequence id
+  // Add a token to a row's output and apply runtime/live.py stopped().
+  void append(Row& row, int32_t token, const GenerationConfig& config, bool live_text);
+  // A label row: append the tail its trie forces, when it runs to the label's end.
+  void finish_label(Row& row, const GenerationConfig& config, bool live_text);
   void stream(Row& row, const GenerationConfig& config, const StreamFn& on_text) const;
   Row task_row(const TaskRequest& request, const TaskOptions& options);
   // Refuse a task with tools this engine cannot run: a table without tools, a tool

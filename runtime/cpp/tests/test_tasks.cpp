@@ -64,6 +64,22 @@ TEST_CASE(label_trie_allows_labels_and_eos) {
   CHECK(trie.allowed({4}).empty());
 }
 
+TEST_CASE(label_trie_forces_a_tail_only_up_to_the_labels_end) {
+  // labels: 5 6 | 5 7 8 9 | 10 11 12 | 10 11 | 13
+  LabelTrie trie({{5, 6}, {5, 7, 8, 9}, {10, 11, 12}, {10, 11}, {13}}, 2);
+  CHECK(trie.forced_tail({}).empty());         // five labels to choose from
+  CHECK(trie.forced_tail({5}).empty());        // 6 or 7: the model's choice
+  CHECK((trie.forced_tail({5, 7}) == std::vector<int32_t>{8, 9}));  // one way to the end
+  CHECK(trie.forced_tail({5, 7, 8}) == std::vector<int32_t>{9});
+  CHECK(trie.forced_tail({5, 6}).empty());     // complete: nothing to add
+  CHECK(trie.forced_tail({10}).empty());       // 11 is forced, then end or 12: left to the model
+  CHECK(trie.forced_tail({10, 11}).empty());   // end of sequence or 12
+  CHECK(trie.forced_tail({13}).empty());
+  CHECK(trie.forced_tail({4}).empty());        // off the trie
+  LabelTrie no_eos({{3, 4, 5}}, -1);           // without an end-of-sequence token
+  CHECK((no_eos.forced_tail({}) == std::vector<int32_t>{3, 4, 5}));
+}
+
 TEST_CASE(outputs_parse_as_the_python_router) {
   TaskEntry t = label_task();
   CHECK_EQ(answer_text(t, "  Positive.\nmore"), "positive");

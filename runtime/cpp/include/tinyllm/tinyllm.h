@@ -212,7 +212,7 @@ typedef struct tinyllm_stats {
   uint64_t prefill_calls;    /* prefill runs of the graph */
   uint64_t decode_steps;     /* decode runs of the graph */
   uint64_t prompt_tokens;    /* tokens prefilled */
-  uint64_t generated_tokens; /* tokens sampled */
+  uint64_t generated_tokens; /* tokens generated (a label's forced tail included) */
   double prefill_seconds;    /* wall time of prefill runs, inside ONNX Runtime */
   double decode_seconds;     /* wall time of decode runs, inside ONNX Runtime */
   double generate_seconds;   /* wall time of tinyllm_generate calls, all included */
@@ -447,6 +447,24 @@ TINYLLM_API tinyllm_status tinyllm_server_get_stats(const tinyllm_server* server
 /** Counters since the engine was loaded. */
 TINYLLM_API tinyllm_status tinyllm_engine_get_stats(const tinyllm_engine* engine,
                                                     tinyllm_stats* stats);
+
+/*
+ * Tokens the engine wrote without a model run of their own (the Python runtime's
+ * stats()["speculation"], same names), whoever asked for them (tinyllm_generate,
+ * tinyllm_run_tasks or a server). A label task's trie often allows one token only until
+ * the label ends: masked greedy picks it and masked sampling draws it with probability
+ * 1, so the loop appends that tail at once and ends the row (label_forwarded).
+ */
+typedef struct tinyllm_speculation_stats {
+  size_t struct_size;       /* set by tinyllm_speculation_stats_init */
+  uint64_t label_forwarded; /* label tokens the trie forced, written without a model run */
+} tinyllm_speculation_stats;
+
+TINYLLM_API void tinyllm_speculation_stats_init(tinyllm_speculation_stats* stats);
+/** The engine's speculation counters since it was loaded; stats->struct_size must be
+ * this library's (from tinyllm_speculation_stats_init), else TINYLLM_INVALID_ARGUMENT. */
+TINYLLM_API tinyllm_status tinyllm_engine_get_speculation_stats(const tinyllm_engine* engine,
+                                                                tinyllm_speculation_stats* stats);
 
 #ifdef __cplusplus
 }

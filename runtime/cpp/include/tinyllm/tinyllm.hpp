@@ -144,6 +144,13 @@ class Engine {
     return s;
   }
 
+  tinyllm_speculation_stats speculation_stats() const {
+    tinyllm_speculation_stats s;
+    tinyllm_speculation_stats_init(&s);
+    detail::check(tinyllm_engine_get_speculation_stats(engine_.get(), &s));
+    return s;
+  }
+
   std::vector<Generation> generate(const std::vector<Prompt>& prompts,
                                    const GenerationConfig& config = {},
                                    const OnText& on_text = nullptr) {
