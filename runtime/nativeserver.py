@@ -108,6 +108,7 @@ class NativeRequest:
     handle: Any
     is_json: bool
     on_text: Any = None  # the ctypes callback, kept alive as long as the request
+    raw_call: bool = False  # submitted with execute_tools False
 
     def wait(self) -> NativeTaskOutput:
         """Block until answered (the GIL is released while waiting)."""
@@ -118,7 +119,7 @@ class NativeRequest:
         call = self.server.tasks.tool_call(
             lib.tinyllm_request_get_tool_call(self.handle, ctypes.byref(raw)), raw
         )
-        return self.server.tasks.output_of(r, self.is_json, call)
+        return self.server.tasks.output_of(r, self.is_json, call, self.raw_call)
 
     def done(self) -> bool:
         """Whether the request is answered."""
@@ -176,14 +177,17 @@ class NativeServer:
         max_new_tokens: int = 0,
         deadline_s: float = 0.0,
         on_text: Callable[[str], bool] | None = None,
+        execute_tools: bool = True,
     ) -> NativeRequest:
         """Queue one request (a bad one raises NativeError at once). ``on_text`` gets each
-        new piece of the answer on the server's thread; returning False cancels."""
+        new piece of the answer on the server's thread; returning False cancels.
+        ``execute_tools`` False: a task with tools answers with its call, not run."""
         data = text.encode("utf-8")
         request = _TaskRequest(task.encode(), data, len(data))
         options = _TaskOptions()
         self.lib.tinyllm_task_options_init(ctypes.byref(options))
         options.max_new_tokens, options.deadline_s = max_new_tokens, deadline_s
+        options.raw_tool_calls = int(not execute_tools)
         raw = _P()
         callback = None
         if on_text is None:
@@ -202,7 +206,7 @@ class NativeServer:
             )
         check(self.lib, status)
         kind = self.lib.tinyllm_engine_task_kind(self.engine.handle, task.encode())
-        return NativeRequest(self, raw, kind == b"json", callback)
+        return NativeRequest(self, raw, kind == b"json", callback, not execute_tools)
 
     def stats(self) -> dict[str, int]:
         """Request counts, rows running, KV and prefix cache memory (plain data)."""

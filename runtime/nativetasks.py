@@ -28,6 +28,7 @@ class _TaskOptions(ctypes.Structure):
         ("seed", ctypes.c_uint64),
         ("constrain", ctypes.c_int32),
         ("deadline_s", ctypes.c_double),
+        ("raw_tool_calls", ctypes.c_int32),
     ]
 
 
@@ -232,8 +233,11 @@ class NativeTasks:
         requests: Sequence[tuple[str, str]],
         max_new_tokens: int = 0,
         constrain: bool = True,
+        execute_tools: bool = True,
     ) -> list[NativeTaskOutput]:
-        """Answer (task, text) requests together (batched as the engine batches)."""
+        """Answer (task, text) requests together (batched as the engine batches);
+        ``execute_tools`` False: a task with tools answers with its call, not run
+        (``value`` ``{"name", "arguments"}``, as the Python engine's)."""
         raw = (_TaskRequest * len(requests))()
         keep = []
         for i, (task, text) in enumerate(requests):
@@ -243,6 +247,7 @@ class NativeTasks:
         options = _TaskOptions()
         self.lib.tinyllm_task_options_init(ctypes.byref(options))
         options.max_new_tokens, options.constrain = max_new_tokens, int(constrain)
+        options.raw_tool_calls = int(not execute_tools)
         results = _P()
         status = self.lib.tinyllm_run_tasks(
             self.engine.handle, raw, len(requests), ctypes.byref(options), ctypes.byref(results)
@@ -253,23 +258,31 @@ class NativeTasks:
                 self.lib.tinyllm_engine_task_kind(self.engine.handle, t.encode())
                 for t, _ in requests
             ]
-            return [self._output(results, i, kinds[i] == b"json") for i in range(len(requests))]
+            return [
+                self._output(results, i, kinds[i] == b"json", not execute_tools)
+                for i in range(len(requests))
+            ]
         finally:
             self.lib.tinyllm_task_results_free(results)
 
-    def _output(self, results: Any, i: int, is_json: bool) -> NativeTaskOutput:
+    def _output(self, results: Any, i: int, is_json: bool, raw_call: bool) -> NativeTaskOutput:
         r = _TaskResult()
         check(self.lib, self.lib.tinyllm_task_results_get(results, i, ctypes.byref(r)))
         raw = _ToolCall()
         status = self.lib.tinyllm_task_results_get_tool_call(results, i, ctypes.byref(raw))
-        return self.output_of(r, is_json, self.tool_call(status, raw))
+        return self.output_of(r, is_json, self.tool_call(status, raw), raw_call)
 
     def output_of(
-        self, r: _TaskResult, is_json: bool, tool_call: ToolCall | None = None
+        self,
+        r: _TaskResult,
+        is_json: bool,
+        tool_call: ToolCall | None = None,
+        raw_call: bool = False,
     ) -> NativeTaskOutput:
-        """The Python view of a filled tinyllm_task_result."""
+        """The Python view of a filled tinyllm_task_result (``raw_call``: the request
+        asked for tool calls unexecuted, whose value is the call as JSON)."""
         value: Any = ctypes.string_at(r.value, r.value_len).decode("utf-8")
-        if r.valid and is_json:
+        if r.valid and (is_json or (raw_call and tool_call is not None)):
             value = json.loads(value)
         return NativeTaskOutput(
             text=ctypes.string_at(r.text, r.text_len).decode("utf-8"),

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -57,12 +58,15 @@ inline void check_struct_size(size_t given, size_t expected, const char* type, c
 inline tinyllm::TaskOptions task_options(const tinyllm_task_options* options) {
   tinyllm::TaskOptions o;
   if (options == nullptr) return o;
-  check_struct_size(options->struct_size, sizeof(tinyllm_task_options), "tinyllm_task_options");
+  // A caller built with the tinyllm.h before raw_tool_calls gets the fields it has.
+  bool earlier = options->struct_size == offsetof(tinyllm_task_options, raw_tool_calls);
+  if (!earlier) check_struct_size(options->struct_size, sizeof(tinyllm_task_options), "tinyllm_task_options");
   o.max_new_tokens = options->max_new_tokens;
   o.temperature = options->temperature;
   if (options->has_seed) o.seed = options->seed;
   o.constrain = options->constrain != 0;
   o.deadline_s = options->deadline_s;
+  o.raw_tool_calls = !earlier && options->raw_tool_calls != 0;
   return o;
 }
 

@@ -72,6 +72,7 @@ struct TaskOptions {
   std::optional<uint64_t> seed;
   bool constrain = true;
   double deadline_s = 0;  // serving: give up this many seconds after submit (0: never)
+  bool raw_tool_calls = false;  // a task with tools answers with its call, not run
 };
 
 struct TaskResult {
@@ -137,8 +138,8 @@ class Engine {
   void stream(Row& row, const GenerationConfig& config, const StreamFn& on_text) const;
   Row task_row(const TaskRequest& request, const TaskOptions& options);
   // Refuse a task with tools this engine cannot run: a table without tools, a tool
-  // without a schema, a tool without a callback.
-  void check_tools(const TaskEntry& entry) const;
+  // without a schema, a tool without a callback (unless `raw`: no tool runs).
+  void check_tools(const TaskEntry& entry, bool raw) const;
   // The row that writes a `result: context` task's answer after its call (`called`, a
   // finished call row) returned `result` (runtime/router.py after_call).
   Row answer_row(const Row& called, const std::string& result, bool constrain);
@@ -146,6 +147,9 @@ class Engine {
   // (`result: answer`) or the call failed; nullopt for `result: context` with a result
   // (then `*call` holds it and answer_row decodes the answer).
   std::optional<TaskResult> run_call(const Row& row, const Generation& generation, double left_s, ToolCall* call);
+  // A raw call's result (raw_tool_calls): the call checked against its tool's schema is
+  // the answer, {"name": ..., "arguments": {...}} (runtime/router.py check_call).
+  TaskResult raw_call(const Row& row, const Generation& generation) const;
   // A `result: context` answer (`answer`, from answer_row) with its call attached.
   TaskResult context_result(const Row& called, const Generation& call_gen, Generation answer, ToolCall call) const;
   JsonTokens& json_tokens();

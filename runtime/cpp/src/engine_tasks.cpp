@@ -47,7 +47,7 @@ void Engine::register_tool(const std::string& name, ToolRegistry::Fn fn) {
                               (known.empty() ? "no tools" : known));
 }
 
-void Engine::check_tools(const TaskEntry& entry) const {
+void Engine::check_tools(const TaskEntry& entry, bool raw) const {
   if (entry.legacy_tools)
     fail(TINYLLM_UNSUPPORTED, "task \"" + entry.name + "\" calls tools, but this engine's task table was written "
                               "before tables carried tools (their schemas); re-export the engine with this tinyllm");
@@ -57,16 +57,17 @@ void Engine::check_tools(const TaskEntry& entry) const {
       fail(TINYLLM_BUNDLE_ERROR, "task \"" + entry.name + "\" calls tool \"" + name + "\", whose argument schema is "
                                  "not in the task table (it was not registered when the engine was exported); "
                                  "register it in Python and re-export the engine");
-  std::string missing = tools_.missing(entry.tools);
+  std::string missing = raw ? "" : tools_.missing(entry.tools);
   if (!missing.empty())
     fail(TINYLLM_NOT_FOUND, "task \"" + entry.name + "\" calls tool \"" + missing + "\", which has no callback: "
-                            "register it with tinyllm_engine_register_tool before serving the task");
+                            "register it with tinyllm_engine_register_tool before serving the task, or "
+                            "ask for the call itself (raw_tool_calls)");
 }
 
 Row Engine::task_row(const TaskRequest& request, const TaskOptions& options) {
   TaskPrompt prompt = task_prompt(request.task, request.text);
   const TaskEntry& entry = tasks_.task(request.task);
-  check_tools(entry);
+  check_tools(entry, options.raw_tool_calls);
   Row row;
   row.task = &entry;
   row.prompt = std::move(prompt.ids);
@@ -74,6 +75,7 @@ Row Engine::task_row(const TaskRequest& request, const TaskOptions& options) {
   row.slot = session_->slots().slot_for(bundle_, entry.adapter);
   if (entry.has_tools) {  // the row writes a call (runtime/router.py route)
     row.calls_tool = true;
+    row.raw_call = options.raw_tool_calls;
     row.max_new_tokens = options.max_new_tokens > 0 ? options.max_new_tokens : entry.tools.max_call_tokens;
     if (options.constrain) {
       auto it = call_shapes_.find(entry.name);
@@ -140,6 +142,22 @@ std::optional<TaskResult> Engine::run_call(const Row& row, const Generation& gen
   return result;
 }
 
+TaskResult Engine::raw_call(const Row& row, const Generation& generation) const {
+  bool cut = generation.length && row.call && !row.call->complete();
+  ToolCall call = check_call(*row.task, generation.text, cut, row.tokens.size());
+  TaskResult result;
+  result.generation = generation;
+  result.parsed.valid = call.error.empty();
+  if (result.parsed.valid) {
+    result.parsed.value = "{\"name\": " + json::quote(call.name) + ", \"arguments\": " + call.arguments + "}";
+    call.error = "not run: the request asked for the call itself (raw_tool_calls)";
+  } else {
+    result.parsed.reason = call.error;
+  }
+  result.tool_call = std::move(call);
+  return result;
+}
+
 TaskResult Engine::context_result(const Row& called, const Generation& call_gen, Generation answer, ToolCall call) const {
   TaskResult result;
   result.parsed = parse_output(*called.task, answer.text);
@@ -178,6 +196,10 @@ std::vector<TaskResult> Engine::run_tasks(const std::vector<TaskRequest>& reques
     if (!rows[i].calls_tool) {
       results[i].parsed = parse_output(*rows[i].task, generations[i].text);
       results[i].generation = std::move(generations[i]);
+      continue;
+    }
+    if (rows[i].raw_call) {
+      results[i] = raw_call(rows[i], generations[i]);
       continue;
     }
     ToolCall call;

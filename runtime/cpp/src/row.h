@@ -36,6 +36,7 @@ struct Row {
   // A task with tools: the row writes a call (calls_tool), constrained to the tools'
   // schemas unless unconstrained (runtime/callconstraint.py).
   bool calls_tool = false;
+  bool raw_call = false;  // the call is the answer: checked, never run (raw_tool_calls)
   std::optional<CallPrefix> call;
 };
 

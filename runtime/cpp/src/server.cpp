@@ -64,7 +64,7 @@ std::shared_ptr<Request> Server::submit(const TaskRequest& request, const TaskOp
   }
   TaskPrompt prompt = engine_.task_prompt(request.task, request.text);
   const TaskEntry& entry = engine_.tasks().task(request.task);
-  engine_.check_tools(entry);
+  engine_.check_tools(entry, options.raw_tool_calls);
   if (!entry.adapter.empty() && !engine_.bundle_.adapters().count(entry.adapter))
     fail(TINYLLM_NOT_FOUND, "task \"" + entry.name + "\" needs the LoRA adapter \"" + entry.adapter +
                                 "\", which the bundle does not have; re-export the engine from a bundle with it");
@@ -130,7 +130,7 @@ void Server::end(uint64_t id, tinyllm_status status, const std::string& error) {
     live->request->resolve(status, error, {});
     return;
   }
-  if (live->row.calls_tool) return take_call(std::move(live));  // the call runs off the loop
+  if (live->row.calls_tool && !live->row.raw_call) return take_call(std::move(live));  // run off the loop
   TaskResult result;
   Row& row = live->row;
   result.generation.text = row.text;
@@ -138,7 +138,9 @@ void Server::end(uint64_t id, tinyllm_status status, const std::string& error) {
   result.generation.prompt_tokens = row.prompt.size();
   result.generation.length = row.length || !row.done;
   try {
-    if (live->call)  // the answer after a `result: context` call
+    if (row.raw_call)  // the call itself is the answer
+      result = engine_.raw_call(row, result.generation);
+    else if (live->call)  // the answer after a `result: context` call
       result = engine_.context_result(*live->called, live->call_generation, std::move(result.generation), *live->call);
     else
       result.parsed = parse_output(*row.task, row.text);

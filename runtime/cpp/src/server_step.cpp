@@ -178,7 +178,7 @@ Server::DecodeRun Server::decode(const StepPlan& step, const std::map<int64_t, u
 void Server::advance(Live& live, const float* logits) {
   try {
     engine_.advance(live.row, logits, live.config, false);
-    if (live.request->on_text_ && !live.row.calls_tool) {  // a call is not the answer: not streamed
+    if (live.request->on_text_ && (!live.row.calls_tool || live.row.raw_call)) {  // a call run is not the answer
       auto on_text = [&](size_t, std::string_view text) { return live.request->on_text_(text); };
       engine_.stream(live.row, live.config, on_text);
     }

@@ -157,12 +157,10 @@ std::string argument_error(const json::Value& schema, const json::Value& argumen
   return "";
 }
 
-ToolCall execute_call(const TaskEntry& task, const std::string& text, bool cut, size_t tokens,
-                      const ToolRegistry& tools, double left_s) {
+ToolCall check_call(const TaskEntry& task, const std::string& text, bool cut, size_t tokens) {
   auto start = Clock::now();
   ToolCall call;
   auto failed = [&](const std::string& error) {
-    call.ok = false;
     call.error = head(utf8::decode_lossy(error), 500);  // a JSON error may quote part of a character
     call.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     return call;
@@ -195,9 +193,24 @@ ToolCall execute_call(const TaskEntry& task, const std::string& text, bool cut, 
   }
   std::string bad = argument_error(schema->second, *arguments);
   if (!bad.empty()) return failed("tool " + call.name + ": bad arguments: " + bad);
+  call.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return call;
+}
+
+ToolCall execute_call(const TaskEntry& task, const std::string& text, bool cut, size_t tokens,
+                      const ToolRegistry& tools, double left_s) {
+  auto start = Clock::now();
+  ToolCall call = check_call(task, text, cut, tokens);
+  auto failed = [&](const std::string& error) {
+    call.error = head(utf8::decode_lossy(error), 500);
+    call.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    return call;
+  };
+  if (!call.error.empty()) return call;
   ToolRegistry::Fn fn;
   if (!tools.find(call.name, fn))
     return failed("tool " + call.name + ": no callback is registered for it (tinyllm_engine_register_tool)");
+  const ToolUse& use = task.tools;
   auto limit_at = use.timeouts.find(call.name);
   double limit = limit_at == use.timeouts.end() ? 5.0 : limit_at->second;
   if (left_s >= 0) limit = std::max(0.0, std::min(limit, left_s));

@@ -54,6 +54,11 @@ class ToolRegistry {
 // Why `arguments` break a tool's `schema`, or "" (sdk/argschema.py validation_error).
 std::string argument_error(const json::Value& schema, const json::Value& arguments);
 
+// Parse the call a row wrote and check it (runtime/router.py check_call): its name and
+// arguments when it parses, and `error` when it is no valid call of one of the task's
+// tools. `cut`, `tokens`: as for execute_call. Never runs the tool (`ok` stays false).
+ToolCall check_call(const TaskEntry& task, const std::string& text, bool cut, size_t tokens);
+
 // Parse and run the call a row wrote. `cut`: the row stopped at its token limit before
 // the call was complete (`tokens` long); `left_s`: what is left of the request's
 // deadline (< 0: none), which cuts the tool's time limit.

@@ -147,6 +147,31 @@ TEST_CASE(calls_run_through_callbacks) {
   CHECK_EQ(failed.error, "tool calculator: ValueError: the tool broke");
 }
 
+int counted(void* user, const char*, size_t, tinyllm_tool_reply* reply) {
+  ++*static_cast<int*>(user);
+  reply->text = "ran";
+  return 0;
+}
+
+TEST_CASE(checked_calls_never_run_their_tool) {
+  ToolRegistry tools;
+  int runs = 0;
+  tools.add("calculator", {&counted, &runs});
+  TaskEntry t = task();
+  ToolCall checked = check_call(t, R"({"name": "calculator", "arguments": {"expression": "2 + 3"}})", false, 9);
+  CHECK(!checked.ok && checked.error.empty() && checked.result.empty());
+  CHECK(checked.name == "calculator" && checked.arguments == R"({"expression": "2 + 3"})");
+  ToolCall bad = check_call(t, R"({"name": "calculator", "arguments": {"expression": 5}})", false, 2);
+  CHECK_EQ(bad.error, "tool calculator: bad arguments: 'expression' must be a string, got int");
+  CHECK(bad.name == "calculator" && bad.arguments == R"({"expression": 5})");  // parsed, then refused
+  CHECK_EQ(check_call(t, R"({"name": "eval", "arguments": {}})", false, 2).error,
+           "the call names 'eval', not one of the tools ['calculator', 'kinds']");
+  CHECK(check_call(t, "{\"name\": ", true, 2).error.rfind("the call was cut at 2 tokens", 0) == 0);
+  CHECK_EQ(runs, 0);
+  CHECK(execute_call(t, R"({"name": "calculator", "arguments": {"expression": "1"}})", false, 9, tools, -1).ok);
+  CHECK_EQ(runs, 1);  // the same call executed runs it
+}
+
 TEST_CASE(calls_past_their_time_limit_fail_after_the_callback_returns) {
   ToolRegistry tools;
   tools.add("calculator", {&slow, nullptr});

@@ -19,6 +19,8 @@ const char* kUsage =
     "       tinyllm-run BUNDLE --task NAME [TEXT...] [options]\n"
     "  --task NAME            answer each TEXT (else each stdin line) with the task; prints\n"
     "                         the answer per line (the value, or INVALID: reason | text)\n"
+    "  --raw-tools            a task with tools prints its call, {\"name\": ..., \"arguments\":\n"
+    "                         {...}}, checked but not run (tinyllm-run has no tools to run)\n"
     "  --max-batch N          rows served at once with --task (8)\n"
     "  --engine NAME          engine under engines/ (default: the first onnx-cpu one)\n"
     "  --adapter TASK         use TASK's LoRA adapter\n"
@@ -68,7 +70,7 @@ struct Args {
   tinyllm::LoadOptions load;
   tinyllm::GenerationConfig gen;
   int task_max_new_tokens = 0;  // --task: 0 is the task's own limit
-  bool ids = false, stats = false;
+  bool ids = false, stats = false, raw_tools = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -99,6 +101,7 @@ Args parse(int argc, char** argv) {
     else if (arg == "--ids") a.ids = true;
     else if (arg == "--stats") a.stats = true;
     else if (arg == "--task") a.task = value();
+    else if (arg == "--raw-tools") a.raw_tools = true;
     else if (arg == "--max-batch") a.load.max_batch = static_cast<int>(number(arg, value()));
     else if (!arg.empty() && arg[0] == '-') usage_error("unknown option " + arg);
     else if (a.bundle.empty()) a.bundle = arg;
@@ -106,6 +109,7 @@ Args parse(int argc, char** argv) {
   }
   if (a.bundle.empty()) usage_error("give the bundle folder");
   if (a.prompt.has_value() == a.task.has_value()) usage_error("give one of --prompt TEXT or --task NAME");
+  if (a.prompt && a.raw_tools) usage_error("--raw-tools goes with --task");
   if (a.prompt && !a.texts.empty()) usage_error("unexpected argument \"" + a.texts.front() + "\"");
   if (a.prompt) a.load.max_batch = 1;
   return a;
@@ -122,8 +126,17 @@ int run_task(const Args& args, tinyllm::Engine& engine) {
   tinyllm::Server server(engine, options);
   tinyllm::SubmitOptions submit;
   submit.max_new_tokens = args.task_max_new_tokens;
+  submit.raw_tool_calls = args.raw_tools;
   std::vector<tinyllm::Request> pending;
-  for (const std::string& text : texts) pending.push_back(server.submit(*args.task, text, submit));
+  try {
+    for (const std::string& text : texts) pending.push_back(server.submit(*args.task, text, submit));
+  } catch (const tinyllm::Error& e) {
+    std::string what = e.what();
+    if (e.status() == TINYLLM_NOT_FOUND && what.find("has no callback") != std::string::npos)
+      throw tinyllm::Error(e.status(), what + "; tinyllm-run registers no tools: give --raw-tools to print each "
+                                              "call, checked but not run");
+    throw;
+  }
   int status = 0;
   for (tinyllm::Request& request : pending) {
     try {

@@ -82,3 +82,26 @@ def test_tinyllm_run_task_answers_as_python(served: Path) -> None:
         text=True,
     )
     assert both.returncode == 2 and "one of --prompt TEXT or --task NAME" in both.stderr
+
+
+def test_tinyllm_run_prints_raw_tool_calls(tool_bundle: Path) -> None:
+    """tinyllm-run registers no tools: --raw-tools prints each call (checked, not run) as
+    the Python runtime's ``execute_tools=False`` value; without it the refusal says so."""
+    program = require_built("tinyllm-run")
+    texts = ["What is 2 plus 3?", "hello"]
+    proc = subprocess.run(
+        [str(program), str(tool_bundle), "--task", "calc", "--raw-tools", *texts],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    python = Engine.load(tool_bundle)
+    want = [python.run("calc", t, execute_tools=False) for t in texts]
+    python.close()
+    assert all(w.valid for w in want)
+    assert [json.loads(line) for line in proc.stdout.split("\n")[:-1]] == [w.value for w in want]
+    refused = subprocess.run(
+        [str(program), str(tool_bundle), "--task", "calc", "x"], capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "give --raw-tools" in refused.stderr

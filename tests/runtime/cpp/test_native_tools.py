@@ -189,3 +189,81 @@ def test_a_table_written_before_tools_refuses_tool_tasks(
         NativeTasks(native).run([("calc", "x")])
     assert e.value.status == "TINYLLM_UNSUPPORTED" and "re-export the engine" in str(e.value)
     native.close()
+
+
+def test_raw_calls_are_the_answer_unexecuted_as_in_python(
+    lib: ctypes.CDLL, tool_bundle: Path
+) -> None:
+    """``execute_tools=False`` (raw_tool_calls): the call, checked against its schema, is
+    the answer; no callback runs, none need be registered; batched and served."""
+    python = Engine.load(tool_bundle, max_batch=4)
+    requests = [(t, x) for t in ("calc", "calc_ctx", "two", "picky", "nocb") for x in INPUTS]
+    want = [python.run(t, x, execute_tools=False) for t, x in requests]
+    cut = [python.run("free", x, max_new_tokens=10, execute_tools=False) for x in INPUTS[:2]]
+    python.close()
+    native = NativeEngine(lib, tool_bundle, max_batch=4)  # no callbacks
+    tasks = NativeTasks(native)
+    got = tasks.run(requests, execute_tools=False)
+    for g, w in zip(got, want, strict=True):
+        assert g.token_ids == tuple(w.token_ids) and (g.text, g.valid) == (w.text, w.valid)
+        assert g.value == w.value and g.tool_call is not None and g.tool_call.result is None
+    valid = [g for g in got if g.valid]
+    assert valid and all(
+        g.value == {"name": g.tool_call.name, "arguments": g.tool_call.arguments}  # type: ignore[union-attr]
+        and str(g.tool_call.error).startswith("not run")  # type: ignore[union-attr]
+        for g in valid
+    )
+    picky = [g for (t, _), g in zip(requests, got, strict=True) if t == "picky"]
+    assert all(
+        g.error == "tool n_picky: bad arguments: 'expression' does not match '^Z'" for g in picky
+    )
+    short = tasks.run([("free", x) for x in INPUTS[:2]], max_new_tokens=10, execute_tools=False)
+    assert [(g.token_ids, g.valid) for g in short] == [(tuple(w.token_ids), False) for w in cut]
+    with pytest.raises(NativeError, match="raw_tool_calls"):  # executing needs the callbacks
+        tasks.run(requests[:1])
+
+    server = NativeServer(native)
+    pieces: list[list[str]] = [[] for _ in requests]
+
+    def sink(i: int):  # type: ignore[no-untyped-def]
+        return lambda piece: pieces[i].append(piece) is None  # True: go on
+
+    served = [
+        server.submit(t, x, execute_tools=False, on_text=sink(i))
+        for i, (t, x) in enumerate(requests)
+    ]
+    answers = [r.wait() for r in served]
+    stats = server.stats()
+    server.close()
+    assert [(a.token_ids, a.value, a.error) for a in answers] == [
+        (g.token_ids, g.value, g.error) for g in got
+    ]
+    assert ["".join(p) for p in pieces] == [a.text for a in answers]  # the call is streamed
+    assert stats["completed"] == len(requests) and stats["invalid"] == sum(not g.valid for g in got)
+    native.close()
+
+
+def test_task_options_from_an_earlier_header_are_read_as_theirs(
+    lib: ctypes.CDLL, tool_bundle: Path
+) -> None:
+    """A struct_size that ends before raw_tool_calls gets the fields it has (the call is
+    executed, so the missing callback is refused); any other size is refused."""
+    from tinyllm.runtime.nativetasks import _TaskOptions, _TaskRequest
+
+    native = NativeEngine(lib, tool_bundle, max_batch=1)
+    NativeTasks(native)  # declares the task functions
+    request = _TaskRequest(b"calc", b"x", 1)
+    for size, status, message in (
+        (_TaskOptions.raw_tool_calls.offset, "TINYLLM_NOT_FOUND", "has no callback"),
+        (8, "TINYLLM_INVALID_ARGUMENT", "options.struct_size is 8"),
+    ):
+        options = _TaskOptions()
+        lib.tinyllm_task_options_init(ctypes.byref(options))
+        options.struct_size, options.raw_tool_calls = size, 1
+        results = ctypes.c_void_p()
+        rc = lib.tinyllm_run_tasks(
+            native.handle, ctypes.byref(request), 1, ctypes.byref(options), ctypes.byref(results)
+        )
+        assert lib.tinyllm_status_name(rc).decode() == status
+        assert message in lib.tinyllm_last_error().decode()
+    native.close()

@@ -101,6 +101,7 @@ inline TaskOutput run_task(Engine& engine, const std::string& task, const std::s
 struct SubmitOptions {
   int32_t max_new_tokens = 0;  // 0: the task's own limit
   double deadline_s = 0;       // > 0: fail with TINYLLM_DEADLINE_EXCEEDED after this long
+  bool raw_tool_calls = false; // a task with tools answers with its call, not run (tinyllm.h)
   // Streaming: each new piece of the answer's text, on the server's thread; return false
   // to cancel the request.
   std::function<bool(std::string_view)> on_text;
@@ -161,6 +162,7 @@ class Server {
     tinyllm_task_options_init(&o);
     o.max_new_tokens = options.max_new_tokens;
     o.deadline_s = options.deadline_s;
+    o.raw_tool_calls = options.raw_tool_calls ? 1 : 0;
     std::unique_ptr<Request::TextFn> on_text;
     if (options.on_text) on_text = std::make_unique<Request::TextFn>(options.on_text);
     tinyllm_request* raw = nullptr;

@@ -250,6 +250,10 @@ typedef struct tinyllm_task_options {
   int32_t constrain;      /* nonzero: constrained decoding of label and JSON tasks (1) */
   double deadline_s;      /* serving: end with TINYLLM_DEADLINE_EXCEEDED this many seconds
                              after submit (0: no deadline; tinyllm_run_tasks ignores it) */
+  /* Added after the fields above (a struct_size ending at deadline_s, from an earlier
+   * tinyllm.h, is accepted and gets the fields it has). */
+  int32_t raw_tool_calls; /* nonzero: a task with tools answers with its call, checked but
+                             not run (Python's execute_tools=False); see Tools (0) */
 } tinyllm_task_options;
 
 TINYLLM_API void tinyllm_task_options_init(tinyllm_task_options* options);
@@ -299,6 +303,14 @@ TINYLLM_API void tinyllm_task_results_free(tinyllm_task_results* results);
  * or whose callback fails or runs out of time makes the output invalid with the reason
  * (valid = 0, reason), as in Python. A request of a task whose tools are not all
  * registered fails at once with TINYLLM_NOT_FOUND naming the missing tool.
+ *
+ * Raw calls (raw_tool_calls in tinyllm_task_options; Python's execute_tools=False, what
+ * `tinyllm serve` answers a client that sent tools): no tool runs and no callback is
+ * needed. The call is decoded under the same constraint and checked (it parses, names
+ * one of the task's tools, its arguments fit the schema); the answer is the call: text
+ * is the call as written (streamed like any answer), value {"name": "<tool>",
+ * "arguments": {...}} with valid = 1, or valid = 0 and the reason. Its tinyllm_tool_call
+ * has the name and arguments, ok = 0 and error "not run: ..." (or the reason).
  */
 typedef struct tinyllm_tool_reply tinyllm_tool_reply;
 
