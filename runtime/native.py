@@ -76,6 +76,7 @@ class _LoadOptions(ctypes.Structure):
         ("max_batch", ctypes.c_int32),
         ("max_seq_len", ctypes.c_int32),
         ("verify_hashes", ctypes.c_int32),
+        ("fast_forward", ctypes.c_int32),
     ]
 
 
@@ -291,7 +292,9 @@ class NativeTokenizer:
 
 
 class NativeEngine:
-    """A libtinyllm engine of a bundle (see tinyllm_engine_load)."""
+    """A libtinyllm engine of a bundle (see tinyllm_engine_load). ``fast_forward``: forced
+    text in one verify run, None on where exact, False off, True on (refused where not
+    exact), as the Python engine's."""
 
     def __init__(
         self,
@@ -303,6 +306,7 @@ class NativeEngine:
         max_seq_len: int = 0,
         threads: int = 0,
         verify_hashes: bool = False,
+        fast_forward: bool | None = None,
     ) -> None:
         self.lib = lib
         options = _LoadOptions()
@@ -310,6 +314,7 @@ class NativeEngine:
         options.engine = engine.encode() if engine else None
         options.max_batch, options.max_seq_len, options.threads = max_batch, max_seq_len, threads
         options.verify_hashes = int(verify_hashes)
+        options.fast_forward = 0 if fast_forward is None else 1 if fast_forward else -1
         raw = _P()
         check(lib, lib.tinyllm_engine_load(str(bundle).encode(), ctypes.byref(options), raw))
         self.handle: Any = raw

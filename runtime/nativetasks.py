@@ -66,7 +66,7 @@ class _ToolCall(ctypes.Structure):
     ]
 
 
-_SPECULATION = ("label_forwarded",)
+_SPECULATION = ("label_forwarded", "forced_steps", "forced_drafted", "forced_accepted")
 
 
 class _SpeculationStats(ctypes.Structure):

@@ -143,8 +143,10 @@ tinyllm_status tinyllm_engine_load(const char* bundle, const tinyllm_load_option
     *out = nullptr;
     tinyllm::LoadOptions o;
     if (options != nullptr) {
-      if (options->struct_size < sizeof(tinyllm_load_options))
+      bool earlier = options->struct_size == offsetof(tinyllm_load_options, fast_forward);
+      if (!earlier && options->struct_size < sizeof(tinyllm_load_options))
         tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "options.struct_size is wrong: fill options with tinyllm_load_options_init");
+      if (!earlier) o.fast_forward = options->fast_forward;
       if (options->engine) o.engine = options->engine;
       if (options->threads < 0) tinyllm::fail(TINYLLM_INVALID_ARGUMENT, "threads must be >= 0");
       o.threads = options->threads;
@@ -280,6 +282,9 @@ tinyllm_status tinyllm_engine_get_speculation_stats(const tinyllm_engine* engine
     check_struct_size(stats->struct_size, sizeof(tinyllm_speculation_stats), "tinyllm_speculation_stats", "stats");
     tinyllm::EngineStats s = engine->engine->stats();
     stats->label_forwarded = s.label_forwarded;
+    stats->forced_steps = s.forced_steps;
+    stats->forced_drafted = s.forced_drafted;
+    stats->forced_accepted = s.forced_accepted;
   });
 }
 

@@ -20,6 +20,18 @@ std::u32string code_points(const std::string& text) {
   return out;
 }
 
+// The longest common prefix of `texts` (none: "").
+std::u32string common(const std::vector<std::u32string>& texts) {
+  if (texts.empty()) return {};
+  std::u32string out = texts[0];
+  for (const std::u32string& t : texts) {
+    size_t n = 0;
+    while (n < out.size() && n < t.size() && out[n] == t[n]) ++n;
+    out.resize(n);
+  }
+  return out;
+}
+
 CallShape::Seg lit(const std::string& text) { return {CallShape::Kind::Lit, {code_points(text)}, 0}; }
 
 void value_segments(const json::Value& prop, const std::string& where, std::vector<CallShape::Seg>& segs) {
@@ -105,6 +117,30 @@ bool CallPrefix::in_string() const {
   const Thread& t = threads_[0];
   const CallShape::Seg& s = shape_->tools[t.tool][t.seg];
   return s.kind == CallShape::Kind::String && t.sub.empty() && s.limit > t.pos && s.limit - t.pos > kPlainRoom;
+}
+
+std::string CallPrefix::forced() const {
+  std::vector<std::u32string> texts;
+  for (const Thread& t : threads_) texts.push_back(forced(t));
+  std::string out;
+  for (char32_t ch : common(texts)) utf8::append(out, ch);
+  return out;
+}
+
+std::u32string CallPrefix::forced(const Thread& thread) const {
+  const auto& segs = shape_->tools[thread.tool];
+  size_t seg = thread.seg, pos = thread.pos;
+  std::vector<uint32_t> alive = thread.alive;
+  std::u32string out;
+  while (seg < segs.size() && (segs[seg].kind == CallShape::Kind::Lit || segs[seg].kind == CallShape::Kind::Choice)) {
+    std::vector<std::u32string> rests;
+    for (uint32_t i : alive) rests.push_back(segs[seg].texts[i].substr(std::min(pos, segs[seg].texts[i].size())));
+    out += common(rests);
+    if (alive.size() > 1) break;  // a choice: its common start only
+    alive = enter(thread.tool, ++seg).alive;
+    pos = 0;
+  }
+  return out;
 }
 
 std::string CallPrefix::signature() const {

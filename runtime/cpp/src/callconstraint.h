@@ -43,6 +43,10 @@ class CallPrefix {
   // Inside a long free string, where every plain token fits (Python's mode "string").
   bool in_string() const;
   std::string signature() const;
+  // The text every valid continuation starts with: the rest of the fixed call text up
+  // to the next place the model has a choice (a tool name among several, an enum, a free
+  // value); "" at a choice (runtime/callconstraint.py forced).
+  std::string forced() const;
 
  private:
   struct Thread {
@@ -51,6 +55,7 @@ class CallPrefix {
     std::string sub;              // "", "escape" in a string; the text so far of a number
   };
   Thread enter(size_t tool, size_t seg) const;
+  std::u32string forced(const Thread& t) const;
   void step(const Thread& t, uint32_t ch, std::vector<Thread>& out) const;
   void number(const Thread& t, const CallShape::Seg& s, uint32_t ch, std::vector<Thread>& out) const;
 

@@ -49,6 +49,9 @@ class JsonPrefix {
   bool complete() const;
   bool done() const { return mode_ == Mode::Done; }
   bool in_string() const { return mode_ == Mode::String; }
+  // The text every valid continuation starts with: the rest of a literal ("rue" after
+  // "t"), else "" (runtime/constraints.py JsonPrefix.forced).
+  std::string forced() const { return mode_ == Mode::Literal ? literal_ : std::string(); }
   // Everything that decides which texts may follow (equal states, equal answers).
   std::string signature() const;
 

@@ -12,6 +12,30 @@
 
 namespace tinyllm {
 
+namespace {
+
+// Whether forced text goes in one verify run (runtime/speculative.py check_exact): where
+// the graph takes several positions a row, and its verify runs pick what single steps
+// pick: not on int4 and int8 engines (MatMulNBits at accuracy level 4 rounds its
+// several-row path otherwise, measured on SmolLM2).
+bool fast_forward(const Engine& engine, int asked) {
+  if (asked < -1 || asked > 1)
+    fail(TINYLLM_INVALID_ARGUMENT, "fast_forward must be -1 (off), 0 (on where exact) or 1 (on), got " +
+                                       std::to_string(asked));
+  const std::string& precision = engine.info().precision;
+  bool exact = precision != "int4" && precision != "int8";
+  if (asked == 1 && !exact)
+    fail(TINYLLM_UNSUPPORTED, "fast_forward would change this " + precision + " engine's outputs (its several-token "
+                              "verify runs round differently from single-token steps); load it with fast_forward 0 "
+                              "or -1 (docs/runtime.md)");
+  if (asked == 1 && !engine.verifies())
+    fail(TINYLLM_UNSUPPORTED, "engine \"" + engine.entry().name + "\" returns one position's logits per row, so it "
+                              "cannot verify forced text in one step; re-export it, or load it with fast_forward 0");
+  return asked >= 0 && exact && engine.verifies();
+}
+
+}  // namespace
+
 std::unique_ptr<Engine> Engine::load(const std::string& path, const LoadOptions& options) {
   if (options.max_batch < 1) fail(TINYLLM_INVALID_ARGUMENT, "max_batch must be >= 1");
   if (options.max_seq_len < 0) fail(TINYLLM_INVALID_ARGUMENT, "max_seq_len must be >= 0");
@@ -33,6 +57,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const LoadOptions&
   engine->session_ = std::make_unique<DecoderSession>(
       engine->bundle_.file(folder + "/" + info.model), engine->bundle_.config(), info, options.max_batch,
       seq, options.threads, engine->tokenizer_->pad_token_id());
+  engine->fast_forward_ = fast_forward(*engine, options.fast_forward);
   auto& stop = engine->stop_ids_;
   if (engine->tokenizer_->eos_token_id() >= 0) stop.push_back(engine->tokenizer_->eos_token_id());
   for (int32_t id : engine->bundle_.config().eos_token_ids) stop.push_back(id);
@@ -131,9 +156,9 @@ void Engine::run_chunk(Row* rows, size_t count, const GenerationConfig& config, 
   if (!any_slot) index.clear();
   bool live_text = static_cast<bool>(on_text);
   const float* logits = session_->prefill(prompts, index);
-  size_t low = 0;  // the first row of `logits`
+  size_t low = 0;  // the first row of `logits` (none after a verify run)
   while (true) {
-    for (size_t i = low; i < count; ++i) {
+    for (size_t i = low; logits != nullptr && i < count; ++i) {
       if (rows[i].done) continue;
       advance(rows[i], logits + (i - low) * session_->vocab_size(), config, live_text);
       if (live_text) stream(rows[i], config, on_text);
@@ -145,6 +170,15 @@ void Engine::run_chunk(Row* rows, size_t count, const GenerationConfig& config, 
     if (high == 0) return;
     low = 0;
     while (rows[low].done) ++low;
+    if (high - low == 1) {  // one row left: the text its constraint forces goes in one run
+      std::vector<int32_t> draft = forced_draft(rows[low], config);
+      if (!draft.empty()) {
+        verify(rows[low], static_cast<int64_t>(low), draft, config, live_text);
+        if (live_text) stream(rows[low], config, on_text);
+        logits = nullptr;
+        continue;
+      }
+    }
     std::vector<int32_t> last;
     std::vector<int64_t> held, slots;
     for (size_t i = low; i < high; ++i) {

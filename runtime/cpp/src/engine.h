@@ -17,6 +17,7 @@
 #include "bundle.h"
 #include "callconstraint.h"
 #include "constraints.h"
+#include "forcing.h"
 #include "session.h"
 #include "taskoutput.h"
 #include "tasks.h"
@@ -31,6 +32,9 @@ struct LoadOptions {
   int64_t max_batch = 8;
   int64_t max_seq_len = 0;
   bool verify_hashes = false;
+  // Forced text in one verify run (runtime/speculative.py check_exact): 0 on where exact
+  // (fp32 engines whose graph verifies), -1 off, 1 on (refused where not exact).
+  int fast_forward = 0;
 };
 
 struct GenerationConfig {
@@ -59,6 +63,9 @@ struct EngineStats {
   RunTimes runs;
   uint64_t generated_tokens = 0;
   uint64_t label_forwarded = 0;  // label tokens the trie forced, written without a model run
+  // Verify runs of forced text (runtime/speculative.py SpeculationStats): runs, tokens
+  // drafted, tokens kept.
+  uint64_t forced_steps = 0, forced_drafted = 0, forced_accepted = 0;
   double generate_seconds = 0;
 };
 
@@ -116,6 +123,8 @@ class Engine {
   int64_t max_batch() const { return session_->max_batch(); }
   int64_t max_seq_len() const { return session_->max_seq_len(); }
   int64_t vocab_size() const { return session_->vocab_size(); }
+  bool verifies() const { return session_->verifies(); }  // the graph takes [B, P] logits_index
+  bool fast_forwards() const { return fast_forward_; }     // forced text goes in one verify run
   EngineStats stats() const;
   // The session's run trace (tinyllm/trace.h; it has a lock of its own).
   RunTrace& trace() { return session_->trace(); }
@@ -135,6 +144,14 @@ class Engine {
   void append(Row& row, int32_t token, const GenerationConfig& config, bool live_text);
   // A label row: append the tail its trie forces, when it runs to the label's end.
   void finish_label(Row& row, const GenerationConfig& config, bool live_text);
+  // Forced text in one step: the tokens a greedy constrained row's constraint forces
+  // next (within its token budget and the context), empty when none or fast-forward is
+  // off; `verify` feeds the row's next token and `draft` at KV row `kv_row` in one run
+  // and advances the row by the logits of each position as plain steps would, keeping
+  // draft tokens while they equal its picks (runtime/serving.py _verify and accept).
+  std::vector<int32_t> forced_draft(const Row& row, const GenerationConfig& config);
+  void verify(Row& row, int64_t kv_row, const std::vector<int32_t>& draft, const GenerationConfig& config,
+              bool live_text);
   void stream(Row& row, const GenerationConfig& config, const StreamFn& on_text) const;
   Row task_row(const TaskRequest& request, const TaskOptions& options);
   // Refuse a task with tools this engine cannot run: a table without tools, a tool
@@ -163,6 +180,8 @@ class Engine {
   TaskTable tasks_;
   std::map<std::string, LabelTrie> tries_;
   std::unique_ptr<JsonTokens> json_tokens_;
+  std::unique_ptr<Forcing> forcing_;
+  bool fast_forward_ = false;
   std::map<std::string, std::shared_ptr<const CallShape>> call_shapes_;
   ToolRegistry tools_;
   mutable std::mutex mutex_;

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 
@@ -137,5 +138,21 @@ std::vector<std::string> names(const OrtSession* session, bool inputs) {
 
 std::vector<std::string> input_names(const OrtSession* session) { return names(session, true); }
 std::vector<std::string> output_names(const OrtSession* session) { return names(session, false); }
+
+int64_t input_rank(const OrtSession* session, const std::string& name) {
+  std::vector<std::string> inputs = input_names(session);
+  auto it = std::find(inputs.begin(), inputs.end(), name);
+  if (it == inputs.end()) return -1;
+  OrtTypeInfo* info = nullptr;
+  check(api().SessionGetInputTypeInfo(session, static_cast<size_t>(it - inputs.begin()), &info),
+        "read the type of input " + name);
+  const OrtTensorTypeAndShapeInfo* tensor = nullptr;  // owned by `info`
+  size_t rank = 0;
+  OrtStatus* status = api().CastTypeInfoToTensorInfo(info, &tensor);
+  if (status == nullptr && tensor != nullptr) status = api().GetDimensionsCount(tensor, &rank);
+  api().ReleaseTypeInfo(info);
+  check(status, "read the shape of input " + name);
+  return static_cast<int64_t>(rank);
+}
 
 }  // namespace tinyllm::ort

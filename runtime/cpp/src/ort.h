@@ -41,6 +41,9 @@ Ptr<OrtValue> tensor(void* data, size_t bytes, const std::vector<int64_t>& shape
 
 // Names of a session's inputs and outputs.
 std::vector<std::string> input_names(const OrtSession* session);
+// The rank an input of the session declares (0 when it leaves the rank open); -1 when
+// the session has no such input.
+int64_t input_rank(const OrtSession* session, const std::string& name);
 std::vector<std::string> output_names(const OrtSession* session);
 
 }  // namespace tinyllm::ort

@@ -6,8 +6,11 @@
 // that only ever grows at the end, so a prefix of it, with each entry at its index,
 // works with every later release. The indices below were read from
 // include/onnxruntime/core/session/onnxruntime_c_api.h of microsoft/onnxruntime (API
-// versions 29 and 30, which agree on every entry used here); entries tinyllm does not
-// call are padding. The static_asserts pin each index, for both declarations.
+// versions 29 and 30, which agree on every entry used here; the type-info entries 33,
+// 55, 61 and 98 were read from an early copy of the same table, which only grows at the
+// end, and fall between entries pinned from those; the engine checks them on every load,
+// reading input_ids as rank 2); entries tinyllm does not call are padding. The
+// static_asserts pin each index, for both declarations.
 #pragma once
 
 #include <cstddef>
@@ -32,6 +35,8 @@ struct OrtValue;
 struct OrtIoBinding;
 struct OrtRunOptions;
 struct OrtAllocator;
+struct OrtTypeInfo;
+struct OrtTensorTypeAndShapeInfo;
 
 typedef enum OrtErrorCode {
   ORT_OK,
@@ -111,7 +116,10 @@ struct OrtApi {
   TINYLLM_ORT_PAD(26, 29);
   OrtStatus* (*SessionGetInputCount)(const OrtSession* session, size_t* out) noexcept;   // 30
   OrtStatus* (*SessionGetOutputCount)(const OrtSession* session, size_t* out) noexcept;  // 31
-  TINYLLM_ORT_PAD(32, 35);
+  TINYLLM_ORT_PAD(32, 32);
+  OrtStatus* (*SessionGetInputTypeInfo)(const OrtSession* session, size_t index,
+                                        OrtTypeInfo** type_info) noexcept;  // 33
+  TINYLLM_ORT_PAD(34, 35);
   OrtStatus* (*SessionGetInputName)(const OrtSession* session, size_t index,
                                     OrtAllocator* allocator, char** value) noexcept;  // 36
   OrtStatus* (*SessionGetOutputName)(const OrtSession* session, size_t index,
@@ -121,7 +129,12 @@ struct OrtApi {
                                                size_t data_len, const int64_t* shape,
                                                size_t shape_len, ONNXTensorElementDataType type,
                                                OrtValue** out) noexcept;  // 49
-  TINYLLM_ORT_PAD(50, 68);
+  TINYLLM_ORT_PAD(50, 54);
+  OrtStatus* (*CastTypeInfoToTensorInfo)(const OrtTypeInfo* type_info,
+                                         const OrtTensorTypeAndShapeInfo** out) noexcept;  // 55
+  TINYLLM_ORT_PAD(56, 60);
+  OrtStatus* (*GetDimensionsCount)(const OrtTensorTypeAndShapeInfo* info, size_t* out) noexcept;  // 61
+  TINYLLM_ORT_PAD(62, 68);
   OrtStatus* (*CreateCpuMemoryInfo)(OrtAllocatorType type, OrtMemType mem_type,
                                     OrtMemoryInfo** out) noexcept;  // 69
   TINYLLM_ORT_PAD(70, 75);
@@ -134,7 +147,9 @@ struct OrtApi {
   void (*ReleaseMemoryInfo)(OrtMemoryInfo* input) noexcept;          // 94
   void (*ReleaseSession)(OrtSession* input) noexcept;                // 95
   void (*ReleaseValue)(OrtValue* input) noexcept;                    // 96
-  TINYLLM_ORT_PAD(97, 99);
+  TINYLLM_ORT_PAD(97, 97);
+  void (*ReleaseTypeInfo)(OrtTypeInfo* input) noexcept;              // 98
+  TINYLLM_ORT_PAD(99, 99);
   void (*ReleaseSessionOptions)(OrtSessionOptions* input) noexcept;  // 100
   TINYLLM_ORT_PAD(101, 132);
   OrtStatus* (*RunWithBinding)(OrtSession* session, const OrtRunOptions* run_options,
@@ -172,9 +187,12 @@ static_assert(slot(offsetof(OrtApi, SetIntraOpNumThreads)) == 24);
 static_assert(slot(offsetof(OrtApi, SetInterOpNumThreads)) == 25);
 static_assert(slot(offsetof(OrtApi, SessionGetInputCount)) == 30);
 static_assert(slot(offsetof(OrtApi, SessionGetOutputCount)) == 31);
+static_assert(slot(offsetof(OrtApi, SessionGetInputTypeInfo)) == 33);
 static_assert(slot(offsetof(OrtApi, SessionGetInputName)) == 36);
 static_assert(slot(offsetof(OrtApi, SessionGetOutputName)) == 37);
 static_assert(slot(offsetof(OrtApi, CreateTensorWithDataAsOrtValue)) == 49);
+static_assert(slot(offsetof(OrtApi, CastTypeInfoToTensorInfo)) == 55);
+static_assert(slot(offsetof(OrtApi, GetDimensionsCount)) == 61);
 static_assert(slot(offsetof(OrtApi, CreateCpuMemoryInfo)) == 69);
 static_assert(slot(offsetof(OrtApi, AllocatorFree)) == 76);
 static_assert(slot(offsetof(OrtApi, GetAllocatorWithDefaultOptions)) == 78);
@@ -183,6 +201,7 @@ static_assert(slot(offsetof(OrtApi, ReleaseStatus)) == 93);
 static_assert(slot(offsetof(OrtApi, ReleaseMemoryInfo)) == 94);
 static_assert(slot(offsetof(OrtApi, ReleaseSession)) == 95);
 static_assert(slot(offsetof(OrtApi, ReleaseValue)) == 96);
+static_assert(slot(offsetof(OrtApi, ReleaseTypeInfo)) == 98);
 static_assert(slot(offsetof(OrtApi, ReleaseSessionOptions)) == 100);
 static_assert(slot(offsetof(OrtApi, RunWithBinding)) == 133);
 static_assert(slot(offsetof(OrtApi, CreateIoBinding)) == 134);

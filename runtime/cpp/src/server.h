@@ -115,7 +115,9 @@ class Server {
   StepPlan plan(std::map<int64_t, uint64_t>& rows);
   void prefill(const std::vector<PrefillRow>& group);
   DecodeRun decode(const StepPlan& plan, const std::map<int64_t, uint64_t>& rows);
-  void advance(Live& live, const float* logits);
+  // Take a row's next token(s) (`take`: an engine advance or verify run) and stream
+  // them; a failure fails this request alone.
+  void advance(Live& live, const std::function<void()>& take);
   // Resolve the requests that finished, and count the step that began at `began`.
   void finish_done(std::chrono::steady_clock::time_point began, const DecodeRun& decoded);
   void fail_all(const std::vector<uint64_t>& ids, tinyllm_status status, const std::string& error);

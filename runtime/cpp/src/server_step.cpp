@@ -134,7 +134,10 @@ void Server::prefill(const std::vector<PrefillRow>& group) {
       std::lock_guard<std::mutex> lock(mutex_);
       scheduler_.prefilled(p.request, p.end);
     }
-    if (p.end == static_cast<int64_t>(live.row.prompt.size())) advance(live, logits + i * vocab);
+    if (p.end == static_cast<int64_t>(live.row.prompt.size())) {
+      const float* own = logits + i * vocab;
+      advance(live, [&] { engine_.advance(live.row, own, live.config, false); });
+    }
   }
 }
 
@@ -151,6 +154,15 @@ Server::DecodeRun Server::decode(const StepPlan& step, const std::map<int64_t, u
     }
   }
   if (taking.empty()) return {};
+  if (taking.size() == 1) {  // one row decodes: the text its constraint forces goes in one run
+    int64_t row = taking.begin()->first;
+    Live* live = taking.begin()->second;
+    std::vector<int32_t> draft = engine_.forced_draft(live->row, live->config);
+    if (!draft.empty()) {
+      advance(*live, [&] { engine_.verify(live->row, row, draft, live->config, false); });
+      return {1, 1};
+    }
+  }
   int64_t low = taking.begin()->first, high = taking.rbegin()->first;
   size_t width = static_cast<size_t>(high - low) + 1;
   // Rows inside the run that skip this step (a prompt between chunks, a task left out of
@@ -171,13 +183,17 @@ Server::DecodeRun Server::decode(const StepPlan& step, const std::map<int64_t, u
   }
   const float* logits = engine_.session_->decode(tokens, held, lora, low);
   size_t vocab = static_cast<size_t>(engine_.vocab_size());
-  for (const auto& [row, live] : taking) advance(*live, logits + static_cast<size_t>(row - low) * vocab);
+  for (const auto& taken : taking) {
+    Live* live = taken.second;
+    const float* own = logits + static_cast<size_t>(taken.first - low) * vocab;
+    advance(*live, [&] { engine_.advance(live->row, own, live->config, false); });
+  }
   return {width, taking.size()};
 }
 
-void Server::advance(Live& live, const float* logits) {
+void Server::advance(Live& live, const std::function<void()>& take) {
   try {
-    engine_.advance(live.row, logits, live.config, false);
+    take();
     if (live.request->on_text_ && (!live.row.calls_tool || live.row.raw_call)) {  // a call run is not the answer
       auto on_text = [&](size_t, std::string_view text) { return live.request->on_text_(text); };
       engine_.stream(live.row, live.config, on_text);

@@ -64,6 +64,7 @@ DecoderSession::DecoderSession(const std::string& model_path, const ModelConfig&
   }
   session_.reset(raw);
   check_graph(model_path);
+  verifies_ = ort::input_rank(session_.get(), "logits_index") != 1;
   size_t kv = static_cast<size_t>(max_batch * config.num_key_value_heads * max_seq_len * config.head_dim);
   for (int64_t i = 0; i < 2 * config.num_hidden_layers; ++i) kv_.emplace_back(kv);
 }
@@ -89,11 +90,19 @@ void DecoderSession::check_graph(const std::string& model_path) const {
                                      "\"; it does not match its engine.json (re-export the engine)");
   if (have.size() != want.size())
     fail(TINYLLM_BUNDLE_ERROR, model_path + ": the graph has inputs its engine.json does not explain");
+  if (ort::input_rank(session_.get(), "input_ids") != 2)
+    fail(TINYLLM_BUNDLE_ERROR, model_path + ": the graph's input_ids is not [batch, seq] (re-export the engine)");
 }
 
 DecoderSession::Binding& DecoderSession::binding(int64_t start, int64_t b) {
   auto it = bindings_.find({start, b});
   if (it != bindings_.end()) return it->second;
+  Binding bind = make_binding(start, b, logits_.data() + start * vocab_, {b, vocab_});
+  return bindings_.emplace(std::make_pair(start, b), std::move(bind)).first->second;
+}
+
+DecoderSession::Binding DecoderSession::make_binding(int64_t start, int64_t b, float* logits_data,
+                                                     const std::vector<int64_t>& logits_shape) {
   const OrtApi& api = ort::api();
   Binding bind;
   OrtIoBinding* raw = nullptr;
@@ -113,8 +122,9 @@ DecoderSession::Binding& DecoderSession::binding(int64_t start, int64_t b) {
       bind.values.push_back(std::move(value));
     }
   }
-  auto logits = ort::tensor(logits_.data() + start * vocab_, static_cast<size_t>(b * vocab_) * sizeof(float), {b, vocab_},
-                            ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  size_t logits_floats = 1;
+  for (int64_t d : logits_shape) logits_floats *= static_cast<size_t>(d);
+  auto logits = ort::tensor(logits_data, logits_floats * sizeof(float), logits_shape, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   ort::check(api.BindOutput(bind.io.get(), "logits", logits.get()), "bind the logits");
   bind.values.push_back(std::move(logits));
   for (auto& [name, tensor] : slots_.tensors()) {  // bound once; slots are filled in place
@@ -123,13 +133,12 @@ DecoderSession::Binding& DecoderSession::binding(int64_t start, int64_t b) {
     ort::check(api.BindInput(bind.io.get(), name.c_str(), value.get()), "bind the LoRA slots");
     bind.values.push_back(std::move(value));
   }
-  return bindings_.emplace(std::make_pair(start, b), std::move(bind)).first->second;
+  return bind;
 }
 
-const float* DecoderSession::run(int64_t start, int64_t b, int64_t width, const std::vector<int64_t>& lora_index,
-                                 bool prefill) {
+const float* DecoderSession::run(Binding& bind, int64_t start, int64_t b, int64_t width,
+                                 const std::vector<int64_t>& lora_index, bool prefill, int64_t positions) {
   const OrtApi& api = ort::api();
-  Binding& bind = binding(start, b);
   auto i64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
   auto i32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
   std::vector<ort::Ptr<OrtValue>> inputs;
@@ -139,7 +148,8 @@ const float* DecoderSession::run(int64_t start, int64_t b, int64_t width, const 
     ort::check(api.BindInput(bind.io.get(), name, inputs.back().get()), std::string("bind ") + name);
   };
   bind_input("input_ids", ids_.data(), ids_.size() * 8, {b, width}, i64);
-  bind_input("logits_index", logits_index_.data(), logits_index_.size() * 8, {b}, i64);
+  std::vector<int64_t> index_shape = positions > 0 ? std::vector<int64_t>{b, positions} : std::vector<int64_t>{b};
+  bind_input("logits_index", logits_index_.data(), logits_index_.size() * 8, index_shape, i64);
   bind_input("seqlens_k", seqlens_.data(), seqlens_.size() * 4, {b}, i32);
   bind_input("total_sequence_length", &total_, 4, {}, i32);
   if (slots_.enabled()) {
@@ -160,7 +170,7 @@ const float* DecoderSession::run(int64_t start, int64_t b, int64_t width, const 
     ++times_.decode_steps;
     times_.decode_seconds += took;
   }
-  return logits_.data() + start * vocab_;
+  return positions > 0 ? verify_logits_.data() : logits_.data() + start * vocab_;
 }
 
 const float* DecoderSession::prefill(const std::vector<std::vector<int32_t>>& prompts,
@@ -201,7 +211,7 @@ const float* DecoderSession::prefill_rows(int64_t start, const std::vector<std::
   traced_tokens_ = 0;
   for (const auto& chunk : chunks) traced_tokens_ += static_cast<int64_t>(chunk.size());
   traced_past_ = past[0];
-  return run(start, b, width, lora_index, true);
+  return run(binding(start, b), start, b, width, lora_index, true);
 }
 
 std::vector<std::vector<float>> DecoderSession::read_kv(int64_t row, int64_t n) const {
@@ -252,7 +262,29 @@ const float* DecoderSession::decode(const std::vector<int32_t>& tokens, const st
   total_ = static_cast<int32_t>(longest + 1);
   traced_tokens_ = b;
   traced_past_ = 0;
-  return run(start, b, 1, lora_index, false);
+  return run(binding(start, b), start, b, 1, lora_index, false);
+}
+
+const float* DecoderSession::verify(int64_t row, const std::vector<int32_t>& tokens, int64_t past, int64_t slot) {
+  int64_t n = static_cast<int64_t>(tokens.size());
+  if (!verifies_)
+    fail(TINYLLM_UNSUPPORTED, "this engine returns one position's logits per row; re-export it to verify several "
+                              "tokens in one step");
+  if (n < 1 || row < 0 || row >= max_batch_ || past < 0)
+    fail(TINYLLM_INTERNAL_ERROR, "a verify run needs tokens and a row in 0.." + std::to_string(max_batch_ - 1));
+  if (past + n > max_seq_)
+    fail(TINYLLM_CONTEXT_ERROR, "a sequence exceeds the engine's context of " + std::to_string(max_seq_));
+  ids_.assign(tokens.begin(), tokens.end());
+  logits_index_.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) logits_index_[static_cast<size_t>(i)] = i;
+  seqlens_.assign(1, static_cast<int32_t>(past + n - 1));
+  total_ = static_cast<int32_t>(past + n);
+  traced_tokens_ = n;
+  traced_past_ = past;
+  verify_logits_.resize(static_cast<size_t>(n * vocab_));
+  // Its own binding: the logits output is [1, n, V], a shape no cached binding has.
+  Binding bind = make_binding(row, 1, verify_logits_.data(), {1, n, vocab_});
+  return run(bind, row, 1, n, {slot}, false, n);
 }
 
 }  // namespace tinyllm

@@ -63,6 +63,15 @@ class DecoderSession {
   // holds. Returns the logits of those rows [b, V].
   const float* decode(const std::vector<int32_t>& tokens, const std::vector<int64_t>& held,
                       const std::vector<int64_t>& lora_index, int64_t start = 0);
+  // A verify run (a speculative decoder's): feed `tokens` after the `past` tokens `row`
+  // holds, in one run, with adapter slot `slot`; returns the logits after each of them
+  // [n, V]. The row's KV then holds all n; a caller that keeps fewer counts fewer (later
+  // tokens overwrite the rest, and attention reads only a row's length). Counted, and
+  // traced, as a decode run of one row.
+  const float* verify(int64_t row, const std::vector<int32_t>& tokens, int64_t past, int64_t slot);
+  // The graph takes logits_index [B, P] (several positions a row), so verify runs work;
+  // engines exported before it declare [B] only.
+  bool verifies() const { return verifies_; }
 
   AdapterSlots& slots() { return slots_; }
   int64_t max_batch() const { return max_batch_; }
@@ -78,7 +87,12 @@ class DecoderSession {
   };
   void check_graph(const std::string& model_path) const;
   Binding& binding(int64_t start, int64_t b);
-  const float* run(int64_t start, int64_t b, int64_t width, const std::vector<int64_t>& lora_index, bool prefill);
+  // Bind rows start..start+b-1 of the KV cache and the LoRA slots, and `logits` (shape
+  // `logits_shape`) as the logits output.
+  Binding make_binding(int64_t start, int64_t b, float* logits, const std::vector<int64_t>& logits_shape);
+  // Run `bind` (positions > 0: logits_index is [b, positions], a verify run).
+  const float* run(Binding& bind, int64_t start, int64_t b, int64_t width, const std::vector<int64_t>& lora_index,
+                   bool prefill, int64_t positions = 0);
 
   ModelConfig config_;
   EngineInfo info_;
@@ -87,6 +101,8 @@ class DecoderSession {
   ort::Ptr<OrtSession> session_;
   std::vector<FloatBuffer> kv_;  // key.0, value.0, key.1, ...
   FloatBuffer logits_;
+  std::vector<float> verify_logits_;  // [n, V] of the last verify run
+  bool verifies_ = false;
   AdapterSlots slots_;
   std::map<std::pair<int64_t, int64_t>, Binding> bindings_;  // by (first row, rows)
   // Per-call inputs, bound from these buffers before each run.

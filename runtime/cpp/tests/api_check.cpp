@@ -6,7 +6,9 @@
 //                                            from 8 threads to a server -> answers, stats
 //   api_check tools BUNDLE TOOL,TOOL FILE    tasks with tools: each TOOL an echo callback
 //                                            (its result: the "expression" argument; a
-//                                            name with "broken" fails) -> answers, calls
+//                                            name with "broken" fails) -> answers, calls;
+//                                            then the raw calls (raw_tool_calls), batched
+//                                            and served
 // Output is one JSON line per input; the exit status is nonzero on any unexpected result.
 #include <cstdio>
 #include <fstream>
@@ -389,8 +391,35 @@ int tools(const char* bundle, const std::string& tool_list, const char* file) {
     std::cout << answer << ",\"call\":" << call_json(tinyllm_task_results_get_tool_call(results, i, &c), c) << "}\n";
   }
   tinyllm_task_results_free(results);
+  tinyllm_task_options raw;  // the calls unexecuted: batched, then served one at a time
+  tinyllm_task_options_init(&raw);
+  raw.raw_tool_calls = 1;
+  if (tinyllm_run_tasks(engine, batch.data(), batch.size(), &raw, &results) != TINYLLM_OK) {
+    std::cerr << tinyllm_last_error() << "\n";
+    return 1;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    tinyllm_task_result r{};
+    tinyllm_tool_call c{};
+    std::string answer = task_json(tinyllm_task_results_get(results, i, &r), r);
+    answer.pop_back();
+    std::cout << answer << ",\"call\":" << call_json(tinyllm_task_results_get_tool_call(results, i, &c), c) << "}\n";
+  }
+  tinyllm_task_results_free(results);
   tinyllm_server* server = nullptr;
   if (tinyllm_server_start(engine, nullptr, &server) != TINYLLM_OK) return 1;
+  for (const tinyllm_task_request& request : batch) {
+    tinyllm_request* handle = nullptr;
+    tinyllm_status s = tinyllm_server_submit(server, &request, &raw, &handle);
+    tinyllm_task_result r{};
+    tinyllm_tool_call c{};
+    if (s == TINYLLM_OK) s = tinyllm_request_wait(handle, &r);
+    std::string answer = task_json(s, r);
+    answer.pop_back();
+    std::cout << answer << ",\"call\":" << call_json(s == TINYLLM_OK ? tinyllm_request_get_tool_call(handle, &c) : s, c)
+              << "}\n";
+    tinyllm_request_free(handle);
+  }
   std::vector<std::string> answers(requests.size());
   std::vector<std::thread> threads;
   for (size_t k = 0; k < 4; ++k)

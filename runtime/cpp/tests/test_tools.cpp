@@ -8,6 +8,8 @@
 
 #include "callconstraint.h"
 #include "check.h"
+#include "constraints.h"
+#include "forcing.h"
 #include "json.h"
 #include "tools.h"
 
@@ -187,4 +189,58 @@ TEST_CASE(calls_past_their_time_limit_fail_after_the_callback_returns) {
 TEST_CASE(json_dump_reads_as_python_json_dumps) {
   json::Value v = json::parse(R"({"a": [1, 2.5, true, null], "b": "q\"\\\n\u0001é", "c": 3.0, "d": {}})", "d");
   CHECK_EQ(json::dump(v), R"({"a": [1, 2.5, true, null], "b": "q\"\\\n\u0001é", "c": 3.0, "d": {}})");
+}
+
+TEST_CASE(calls_force_their_fixed_text_as_python) {
+  // The strings runtime/callconstraint.py CallPrefix.forced() gives for the same tools.
+  auto forced = [](const std::string& fed) {
+    CallPrefix p = fresh();
+    CHECK(p.feed(fed));
+    return p.forced();
+  };
+  CHECK_EQ(forced(""), "{\"name\": \"");  // two tools: their common start
+  CHECK_EQ(forced("{\"name\": \"c"), "alculator\", \"arguments\": {\"expression\": \"");
+  CHECK_EQ(forced("{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2"), "");  // free text
+  CHECK_EQ(forced("{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2\""), "}}");
+  CHECK_EQ(forced("{\"name\": \"kinds\", \"arguments\": {\"s\": \"ab\""), ", \"e\": \"");  // an enum's common start
+  CHECK_EQ(forced("{\"name\": \"kinds\", \"arguments\": {\"s\": \"ab\", \"e\": \"r"), "ed\", \"i\": ");
+  CHECK_EQ(forced("{\"name\": \"kinds\", \"arguments\": {\"s\": \"ab\", \"e\": \"red\", \"i\": 1"), "");
+  JsonPrefix literal;
+  CHECK(literal.feed("[t"));
+  CHECK_EQ(literal.forced(), "rue");
+  CHECK_EQ(JsonPrefix().forced(), "");
+}
+
+TEST_CASE(forced_drafts_keep_only_tokens_the_constraint_allows) {
+  std::vector<std::string> vocab = {"{\"", "name", "\": \"", "calculator", "\", \"arguments\": {\"", "expression",
+                                    "3", "2", "\"", "}", "", "{"};
+  const int32_t eos = 10;
+  JsonTokens tokens(vocab, eos);
+  auto longest_match = [&](const std::string& text) {
+    std::vector<int32_t> ids;
+    for (size_t pos = 0; pos < text.size();) {
+      int32_t best = -1;
+      for (size_t i = 0; i < vocab.size(); ++i)
+        if (!vocab[i].empty() && text.compare(pos, vocab[i].size(), vocab[i]) == 0 &&
+            (best < 0 || vocab[i].size() > vocab[static_cast<size_t>(best)].size()))
+          best = static_cast<int32_t>(i);
+      if (best < 0) return ids;
+      ids.push_back(best);
+      pos += vocab[static_cast<size_t>(best)].size();
+    }
+    return ids;
+  };
+  auto text_of = [&](int32_t id) { return vocab[static_cast<size_t>(id)]; };
+  ToolUse calc = uses();
+  calc.names = {"calculator"};
+  CallPrefix state(CallShape::of(calc, "t"));
+  Forcing forcing(longest_match, text_of);
+  CHECK((forcing.draft(state, 20, tokens) == std::vector<int32_t>{0, 1, 2, 3, 4, 5, 2}));
+  CHECK((forcing.draft(state, 3, tokens) == std::vector<int32_t>{0, 1, 2}));  // the limit
+  CHECK(state.forced() == "{\"name\": \"calculator\", \"arguments\": {\"expression\": \"");  // not changed
+  CHECK(state.feed("{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2\""));
+  CHECK((forcing.draft(state, 20, tokens) == std::vector<int32_t>{9, 9}));  // "}}", then complete: no eos
+  // A tokenizer whose split the constraint refuses drafts nothing (a choice follows).
+  Forcing wrong([](const std::string&) { return std::vector<int32_t>{7}; }, text_of);
+  CHECK(wrong.draft(CallPrefix(CallShape::of(calc, "t")), 20, tokens).empty());
 }

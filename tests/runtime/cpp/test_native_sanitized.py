@@ -118,7 +118,8 @@ def test_serve_under_sanitizers(served: Path, tmp_path: Path) -> None:
 def test_tools_under_sanitizers(tool_bundle: Path, tmp_path: Path) -> None:
     """Tasks with tools through C callbacks: a batch, then 4 threads on a server (calls on
     its tool threads, answers after results in context), then a close without draining
-    with calls in flight. The calls are Python's; the echo tool's result is the answer."""
+    with calls in flight. The calls are Python's; the echo tool's result is the answer.
+    The raw calls (raw_tool_calls), batched and served, are Python's execute_tools=False."""
     requests = [
         [task, text]
         for task in ("calc", "calc_ctx", "broken", "picky")
@@ -127,8 +128,10 @@ def test_tools_under_sanitizers(tool_bundle: Path, tmp_path: Path) -> None:
     out = run_check(
         "tools", str(tool_bundle), "n_fixed,n_broken,n_picky", lines=requests, tmp_path=tmp_path
     )
-    batch, served, outcomes = out[: len(requests)], out[len(requests) : -1], out[-1]["outcomes"]
-    assert served == batch  # the server answers as the batch does
+    n = len(requests)
+    batch, raw, raw_served = out[:n], out[n : 2 * n], out[2 * n : 3 * n]
+    served, outcomes = out[3 * n : -1], out[-1]["outcomes"]
+    assert served == batch and raw_served == raw  # the server answers as the batch does
     python = Engine.load(tool_bundle, max_batch=1)
     for (task, text), got in zip(requests, batch, strict=True):
         want = python.run(task, text)
@@ -145,5 +148,10 @@ def test_tools_under_sanitizers(tool_bundle: Path, tmp_path: Path) -> None:
         else:  # the call fails: the same reason as Python's
             assert got["ids"] == list(want.token_ids) and not got["valid"]
             assert call["error"] == want.tool_call.error and not call["ok"]
+    for (task, text), got in zip(requests, raw, strict=True):
+        want = python.run(task, text, execute_tools=False)
+        assert got["ids"] == list(want.token_ids) and got["valid"] == want.valid
+        assert (json.loads(got["value"]) if got["valid"] else None) == want.value
+        assert not got["call"]["ok"] and got["call"]["result"] == ""
     python.close()
     assert set(outcomes) <= {"TINYLLM_OK", "TINYLLM_CLOSED"} and len(outcomes) == len(requests)

@@ -119,6 +119,11 @@ typedef struct tinyllm_load_options {
   int32_t max_batch;     /* rows generated together; KV memory is reserved for all (8) */
   int32_t max_seq_len;   /* context per row (0: the export's maximum, capped at 4096) */
   int32_t verify_hashes; /* nonzero: check every file's sha256 (sizes are always checked) */
+  /* Added after the fields above (a struct_size ending at verify_hashes, from an earlier
+   * tinyllm.h, is accepted and gets the defaults of the fields it lacks). */
+  int32_t fast_forward; /* forced text in one verify run (docs/cpp.md): 0 on where it keeps
+                           greedy outputs exact (fp32 engines whose graph verifies), -1 off,
+                           1 on (TINYLLM_UNSUPPORTED where it is not exact) (0) */
 } tinyllm_load_options;
 
 TINYLLM_API void tinyllm_load_options_init(tinyllm_load_options* options);
@@ -210,7 +215,7 @@ TINYLLM_API void tinyllm_results_free(tinyllm_results* results);
 
 typedef struct tinyllm_stats {
   uint64_t prefill_calls;    /* prefill runs of the graph */
-  uint64_t decode_steps;     /* decode runs of the graph */
+  uint64_t decode_steps;     /* decode runs of the graph (verify runs included) */
   uint64_t prompt_tokens;    /* tokens prefilled */
   uint64_t generated_tokens; /* tokens generated (a label's forced tail included) */
   double prefill_seconds;    /* wall time of prefill runs, inside ONNX Runtime */
@@ -465,11 +470,17 @@ TINYLLM_API tinyllm_status tinyllm_engine_get_stats(const tinyllm_engine* engine
  * stats()["speculation"], same names), whoever asked for them (tinyllm_generate,
  * tinyllm_run_tasks or a server). A label task's trie often allows one token only until
  * the label ends: masked greedy picks it and masked sampling draws it with probability
- * 1, so the loop appends that tail at once and ends the row (label_forwarded).
+ * 1, so the loop appends that tail at once and ends the row (label_forwarded). A greedy
+ * row whose tool call or JSON literal can only go on with fixed text drafts that text's
+ * tokens and feeds them in one verify run, picking every token from its logits as single
+ * steps would (forced_*; the load option fast_forward).
  */
 typedef struct tinyllm_speculation_stats {
   size_t struct_size;       /* set by tinyllm_speculation_stats_init */
   uint64_t label_forwarded; /* label tokens the trie forced, written without a model run */
+  uint64_t forced_steps;    /* verify runs of forced text (counted in decode_steps too) */
+  uint64_t forced_drafted;  /* tokens they drafted */
+  uint64_t forced_accepted; /* of which the model's picks kept */
 } tinyllm_speculation_stats;
 
 TINYLLM_API void tinyllm_speculation_stats_init(tinyllm_speculation_stats* stats);

@@ -87,6 +87,7 @@ struct LoadOptions {
   int max_batch = 8;
   int max_seq_len = 0;
   bool verify_hashes = false;
+  int fast_forward = 0;  // forced text in one verify run: 0 where exact, -1 off, 1 on
 };
 
 struct GenerationConfig {
@@ -125,6 +126,7 @@ class Engine {
     o.max_batch = options.max_batch;
     o.max_seq_len = options.max_seq_len;
     o.verify_hashes = options.verify_hashes ? 1 : 0;
+    o.fast_forward = options.fast_forward;
     tinyllm_engine* raw = nullptr;
     detail::check(tinyllm_engine_load(bundle.c_str(), &o, &raw));
     return Engine(raw);

@@ -15,7 +15,7 @@ extern "C" {
 
 typedef enum tinyllm_run_kind {
   TINYLLM_RUN_PREFILL = 0, /* prompt tokens of one or more rows */
-  TINYLLM_RUN_DECODE = 1   /* one token per row */
+  TINYLLM_RUN_DECODE = 1   /* one token per row (or a verify run: several, one row) */
 } tinyllm_run_kind;
 
 typedef struct tinyllm_run_record {
@@ -23,8 +23,10 @@ typedef struct tinyllm_run_record {
   int32_t first_row; /* the first KV row the run computed */
   int32_t rows;      /* rows computed (a server's decode run: its lowest to highest row
                         taking a token) */
-  int32_t tokens;    /* prefill: prompt tokens fed, padding not counted; decode: rows */
-  int64_t past;      /* prefill: tokens the first row already held (a cached prefix) */
+  int32_t tokens;    /* prefill: prompt tokens fed, padding not counted; decode: rows (a
+                        verify run of forced text: the tokens it fed its one row) */
+  int64_t past;      /* prefill, verify: tokens the first row already held (a cached
+                        prefix; a verify run's row length) */
   double start;      /* seconds on tinyllm_trace_clock() */
   double end;
 } tinyllm_run_record;
