@@ -148,10 +148,11 @@ class Engine {
   // next (within its token budget and the context), empty when none or fast-forward is
   // off; `verify` feeds the row's next token and `draft` at KV row `kv_row` in one run
   // and advances the row by the logits of each position as plain steps would, keeping
-  // draft tokens while they equal its picks (runtime/serving.py _verify and accept).
+  // draft tokens while they equal its picks (runtime/serving.py _verify and accept);
+  // returns the picks it made (positions whose logits it sampled).
   std::vector<int32_t> forced_draft(const Row& row, const GenerationConfig& config);
-  void verify(Row& row, int64_t kv_row, const std::vector<int32_t>& draft, const GenerationConfig& config,
-              bool live_text);
+  size_t verify(Row& row, int64_t kv_row, const std::vector<int32_t>& draft, const GenerationConfig& config,
+                bool live_text);
   void stream(Row& row, const GenerationConfig& config, const StreamFn& on_text) const;
   Row task_row(const TaskRequest& request, const TaskOptions& options);
   // Refuse a task with tools this engine cannot run: a table without tools, a tool

@@ -24,23 +24,27 @@ std::vector<int32_t> Engine::forced_draft(const Row& row, const GenerationConfig
   return row.call ? forcing_->draft(*row.call, limit, json_tokens()) : forcing_->draft(*row.json, limit, json_tokens());
 }
 
-void Engine::verify(Row& row, int64_t kv_row, const std::vector<int32_t>& draft, const GenerationConfig& config,
-                    bool live_text) {
+size_t Engine::verify(Row& row, int64_t kv_row, const std::vector<int32_t>& draft, const GenerationConfig& config,
+                      bool live_text) {
   std::vector<int32_t> fed{row.tokens.back()};
   fed.insert(fed.end(), draft.begin(), draft.end());
   int64_t kv_len = static_cast<int64_t>(row.prompt.size() + row.tokens.size()) - 1;
   const float* logits = session_->verify(kv_row, fed, kv_len, row.slot);
-  size_t vocab = static_cast<size_t>(session_->vocab_size()), kept = 0;
-  for (size_t j = 0; j < fed.size(); ++j) {
+  size_t vocab = static_cast<size_t>(session_->vocab_size()), kept = 0, picks = 0;
+  for (size_t j = 0; j < fed.size(); ++j, ++picks) {
     size_t held = row.tokens.size();
     advance(row, logits + j * vocab, config, live_text);
     bool same = j < draft.size() && row.tokens.size() > held && row.tokens.back() == draft[j];
     kept += same;
-    if (row.done || !same) break;
+    if (row.done || !same) {
+      ++picks;
+      break;
+    }
   }
   ++stats_.forced_steps;
   stats_.forced_drafted += draft.size();
   stats_.forced_accepted += kept;
+  return picks;
 }
 
 }  // namespace tinyllm

@@ -115,9 +115,10 @@ class Server {
   StepPlan plan(std::map<int64_t, uint64_t>& rows);
   void prefill(const std::vector<PrefillRow>& group);
   DecodeRun decode(const StepPlan& plan, const std::map<int64_t, uint64_t>& rows);
-  // Take a row's next token(s) (`take`: an engine advance or verify run) and stream
+  // Take a row's next token(s) (`take`: an engine advance or verify run, returning the
+  // picks it made, each reported to the scheduler as Python's loop does) and stream
   // them; a failure fails this request alone.
-  void advance(Live& live, const std::function<void()>& take);
+  void advance(Live& live, const std::function<size_t()>& take);
   // Resolve the requests that finished, and count the step that began at `began`.
   void finish_done(std::chrono::steady_clock::time_point began, const DecodeRun& decoded);
   void fail_all(const std::vector<uint64_t>& ids, tinyllm_status status, const std::string& error);

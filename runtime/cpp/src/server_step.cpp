@@ -136,7 +136,10 @@ void Server::prefill(const std::vector<PrefillRow>& group) {
     }
     if (p.end == static_cast<int64_t>(live.row.prompt.size())) {
       const float* own = logits + i * vocab;
-      advance(live, [&] { engine_.advance(live.row, own, live.config, false); });
+      advance(live, [&] {
+        engine_.advance(live.row, own, live.config, false);
+        return size_t{1};
+      });
     }
   }
 }
@@ -159,7 +162,7 @@ Server::DecodeRun Server::decode(const StepPlan& step, const std::map<int64_t, u
     Live* live = taking.begin()->second;
     std::vector<int32_t> draft = engine_.forced_draft(live->row, live->config);
     if (!draft.empty()) {
-      advance(*live, [&] { engine_.verify(live->row, row, draft, live->config, false); });
+      advance(*live, [&] { return engine_.verify(live->row, row, draft, live->config, false); });
       return {1, 1};
     }
   }
@@ -186,14 +189,18 @@ Server::DecodeRun Server::decode(const StepPlan& step, const std::map<int64_t, u
   for (const auto& taken : taking) {
     Live* live = taken.second;
     const float* own = logits + static_cast<size_t>(taken.first - low) * vocab;
-    advance(*live, [&] { engine_.advance(live->row, own, live->config, false); });
+    advance(*live, [&] {
+      engine_.advance(live->row, own, live->config, false);
+      return size_t{1};
+    });
   }
   return {width, taking.size()};
 }
 
-void Server::advance(Live& live, const std::function<void()>& take) {
+void Server::advance(Live& live, const std::function<size_t()>& take) {
+  size_t picks = 1;
   try {
-    take();
+    picks = take();
     if (live.request->on_text_ && (!live.row.calls_tool || live.row.raw_call)) {  // a call run is not the answer
       auto on_text = [&](size_t, std::string_view text) { return live.request->on_text_(text); };
       engine_.stream(live.row, live.config, on_text);
@@ -208,7 +215,7 @@ void Server::advance(Live& live, const std::function<void()>& take) {
     live.row.done = true;
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  scheduler_.decoded(live.id);
+  for (size_t i = 0; i < picks; ++i) scheduler_.decoded(live.id);
 }
 
 void Server::finish_done(std::chrono::steady_clock::time_point began, const DecodeRun& decoded) {
