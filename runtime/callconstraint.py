@@ -16,6 +16,7 @@ keyword before the call. It keeps the interface of
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from tinyllm.runtime.charpattern import CharPattern, PatternError, compile_patte
 from tinyllm.tools import Tool
 
 log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str]] = set()  # (tool and property, pattern) already logged
 
 MAX_DIGITS = 18
 PLAIN_ROOM = 64  # string room beyond which every plain token fits (the fast path)
@@ -43,14 +45,27 @@ class _Seg:
     pattern: CharPattern | None = None  # a "string" follows it (its states ride in alive)
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str) -> CharPattern | PatternError:
+    """A pattern compiled once per process (a call state is made per request)."""
+    try:
+        return compile_pattern(source)
+    except PatternError as e:
+        return e
+
+
 def _pattern(prop: dict[str, Any], where: str) -> CharPattern | None:
     if "pattern" not in prop:
         return None
-    try:
-        return compile_pattern(prop["pattern"])
-    except PatternError as e:
-        log.warning("%s: not constrained token by token, checked after the call: %s", where, e)
+    compiled = _compiled(prop["pattern"])
+    if isinstance(compiled, PatternError):
+        if (where, prop["pattern"]) not in _WARNED:  # once, not per request
+            _WARNED.add((where, prop["pattern"]))
+            log.warning(
+                "%s: not constrained token by token, checked after the call: %s", where, compiled
+            )
         return None
+    return compiled
 
 
 def _value(prop: dict[str, Any], where: str) -> list[_Seg]:
