@@ -20,14 +20,14 @@ std::u32string code_points(const std::string& text) {
   return out;
 }
 
-CallShape::Seg lit(const std::string& text) { return {CallShape::Kind::Lit, {code_points(text)}, 0, nullptr}; }
+CallShape::Seg lit(const std::string& text) { return {CallShape::Kind::Lit, {code_points(text)}, 0}; }
 
 void value_segments(const json::Value& prop, const std::string& where, std::vector<CallShape::Seg>& segs) {
   const std::string& type = prop.at("type", where).as_string(where + ": type");
   if (type == "boolean") {
-    segs.push_back({CallShape::Kind::Choice, {code_points("true"), code_points("false")}, 0, nullptr});
+    segs.push_back({CallShape::Kind::Choice, {code_points("true"), code_points("false")}, 0});
   } else if (type == "string" && prop.find("enum")) {
-    CallShape::Seg choice{CallShape::Kind::Choice, {}, 0, nullptr};
+    CallShape::Seg choice{CallShape::Kind::Choice, {}, 0};
     for (const json::Value& v : prop.find("enum")->as_array(where + ": enum"))
       choice.texts.push_back(code_points(json::quote(v.as_string(where + ": enum"))));
     if (choice.texts.empty()) fail(TINYLLM_BUNDLE_ERROR, where + ": enum is empty");
@@ -37,7 +37,7 @@ void value_segments(const json::Value& prop, const std::string& where, std::vect
     int64_t n = limit ? limit->as_int(where + ": maxLength") : static_cast<int64_t>(kMaxArgumentChars);
     if (n < 0) fail(TINYLLM_BUNDLE_ERROR, where + ": maxLength must be >= 0");
     segs.push_back(lit("\""));
-    segs.push_back({CallShape::Kind::String, {}, static_cast<size_t>(n), nullptr});
+    segs.push_back({CallShape::Kind::String, {}, static_cast<size_t>(n)});
     if (const json::Value* pattern = prop.find("pattern")) {
       try {
         segs.back().pattern = std::make_shared<CharPattern>(pattern->as_string(where + ": pattern"));
@@ -46,7 +46,7 @@ void value_segments(const json::Value& prop, const std::string& where, std::vect
       }
     }
   } else if (type == "integer" || type == "number") {
-    segs.push_back({type == "integer" ? CallShape::Kind::Integer : CallShape::Kind::Number, {}, 0, nullptr});
+    segs.push_back({type == "integer" ? CallShape::Kind::Integer : CallShape::Kind::Number, {}, 0});
   } else {
     fail(TINYLLM_BUNDLE_ERROR, where + ": type \"" + type + "\" is not a tool argument type (string, integer, number, boolean)");
   }
@@ -114,8 +114,7 @@ bool CallPrefix::in_string() const {
   if (complete() || threads_.size() != 1) return false;
   const Thread& t = threads_[0];
   const CallShape::Seg& s = shape_->tools[t.tool][t.seg];
-  return s.kind == CallShape::Kind::String && !s.pattern && t.sub.empty() && s.limit > t.pos &&
-         s.limit - t.pos > kPlainRoom;
+  return s.kind == CallShape::Kind::String && !s.pattern && t.sub.empty() && s.limit > t.pos && s.limit - t.pos > kPlainRoom;
 }
 
 std::string CallPrefix::signature() const {

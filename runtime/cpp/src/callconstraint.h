@@ -26,7 +26,7 @@ struct CallShape {
     Kind kind = Kind::Lit;
     std::vector<std::u32string> texts;  // Lit: one text; Choice: the options
     size_t limit = 0;                    // String: at most this many characters
-    std::shared_ptr<const CharPattern> pattern;  // String: followed (its states ride in alive)
+    std::shared_ptr<const CharPattern> pattern = nullptr;  // String: followed (its states ride in alive)
   };
   std::string key;  // the tools' names and schemas: states of different sets never share answers
   std::vector<std::vector<Seg>> tools;  // each tool's segments, in writing order
