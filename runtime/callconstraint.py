@@ -5,25 +5,34 @@ A call is written as ``{"name": "<tool>", "arguments": {<properties in schema or
 that shape for a set of tools: the name is one of the tools, the keys are forced (every
 property, in the schema's order), and each value follows its property's type: a string
 (escapes allowed, at most ``maxLength`` characters), a string from an ``enum``, an
-integer, a number without exponent, or a boolean. ``pattern``, ``minimum`` and
-``maximum`` are not constrained token by token; :func:`tinyllm.tools.call_tool` checks
-them before the call. It keeps the interface of
+integer, a number without exponent, or a boolean. A string's ``pattern`` in the subset of
+:mod:`tinyllm.runtime.charpattern` is followed too, on the decoded characters (a pattern
+outside it is logged and left to the check); ``minLength``, ``minimum`` and ``maximum``
+are not constrained token by token. :func:`tinyllm.tools.call_tool` checks every
+keyword before the call. It keeps the interface of
 :class:`~tinyllm.runtime.constraints.JsonPrefix`, so
 :class:`~tinyllm.runtime.constraints.JsonTokens` picks the allowed tokens for it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tinyllm.argschema import MAX_STRING
+from tinyllm.runtime.charpattern import CharPattern, PatternError, compile_pattern
 from tinyllm.tools import Tool
+
+log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str]] = set()  # (tool and property, pattern) already logged
 
 MAX_DIGITS = 18
 PLAIN_ROOM = 64  # string room beyond which every plain token fits (the fast path)
+ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
 @dataclass(frozen=True)
@@ -33,16 +42,41 @@ class _Seg:
     kind: str  # "lit", "choice", "string", "integer", "number"
     texts: tuple[str, ...] = ()
     limit: int = 0
+    pattern: CharPattern | None = None  # a "string" follows it (its states ride in alive)
 
 
-def _value(prop: dict[str, Any]) -> list[_Seg]:
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str) -> CharPattern | PatternError:
+    """A pattern compiled once per process (a call state is made per request)."""
+    try:
+        return compile_pattern(source)
+    except PatternError as e:
+        return e
+
+
+def _pattern(prop: dict[str, Any], where: str) -> CharPattern | None:
+    if "pattern" not in prop:
+        return None
+    compiled = _compiled(prop["pattern"])
+    if isinstance(compiled, PatternError):
+        if (where, prop["pattern"]) not in _WARNED:  # once, not per request
+            _WARNED.add((where, prop["pattern"]))
+            log.warning(
+                "%s: not constrained token by token, checked after the call: %s", where, compiled
+            )
+        return None
+    return compiled
+
+
+def _value(prop: dict[str, Any], where: str) -> list[_Seg]:
     kind = prop["type"]
     if kind == "boolean":
         return [_Seg("choice", ("true", "false"))]
     if kind == "string" and "enum" in prop:
         return [_Seg("choice", tuple(json.dumps(v, ensure_ascii=False) for v in prop["enum"]))]
     if kind == "string":
-        return [_Seg("lit", ('"',)), _Seg("string", limit=prop.get("maxLength", MAX_STRING))]
+        limit = prop.get("maxLength", MAX_STRING)
+        return [_Seg("lit", ('"',)), _Seg("string", limit=limit, pattern=_pattern(prop, where))]
     return [_Seg(kind)]
 
 
@@ -52,7 +86,7 @@ def call_segments(tool: Tool) -> tuple[_Seg, ...]:
     for i, (key, prop) in enumerate(tool.parameters["properties"].items()):
         sep = ", " if i else ""
         segs.append(_Seg("lit", (f"{sep}{json.dumps(key, ensure_ascii=False)}: ",)))
-        segs.extend(_value(prop))
+        segs.extend(_value(prop, f"tool {tool.name}: property {key!r}"))
     segs.append(_Seg("lit", ("}}",)))
     return tuple(segs)
 
@@ -100,7 +134,7 @@ class CallPrefix:
         if len(self.threads) == 1:
             tool, seg, pos, _, sub = self.threads[0]
             s = self.segments[tool][seg]
-            if s.kind == "string" and sub == "" and s.limit - pos > PLAIN_ROOM:
+            if s.kind == "string" and not s.pattern and not sub and s.limit - pos > PLAIN_ROOM:
                 return "string"
         return "call"
 
@@ -116,16 +150,38 @@ class CallPrefix:
         return _common(texts) if texts else ""
 
     def _forced(self, thread: _Thread) -> str:
-        tool, seg, pos, alive, _ = thread
-        segs, out = self.segments[tool], ""
-        while seg < len(segs) and segs[seg].kind in ("lit", "choice"):
-            rest = _common([segs[seg].texts[i][pos:] for i in alive])
-            out += rest
-            if len(alive) > 1:
-                break
-            seg, pos = seg + 1, 0
-            alive = tuple(range(len(segs[seg].texts))) if seg < len(segs) else ()
-        return out
+        out = ""
+        while True:
+            tool, seg, pos, alive, _ = thread
+            segs = self.segments[tool]
+            if seg == len(segs):
+                return out
+            s = segs[seg]
+            if s.kind in ("lit", "choice"):
+                out += _common([s.texts[i][pos:] for i in alive])
+                if len(alive) > 1:
+                    return out
+                thread = self._enter(tool, seg + 1, "")
+                continue
+            ch = self._pattern_forced(thread, s) if s.kind == "string" else ""
+            if not ch:
+                return out
+            out += ch
+            thread = self._step(thread, ch)[0]
+
+    def _pattern_forced(self, thread: _Thread, s: _Seg) -> str:
+        """The one character a patterned string goes on with ("" where there is a choice):
+        the closing quote, or a character written as itself (never one with an escape,
+        as "/" may be written "\\/")."""
+        states, sub = thread[3], thread[4]
+        if s.pattern is None or sub:
+            return ""
+        ch = s.pattern.only(states)
+        if ch and not self._string(thread, s, ch):
+            ch = ""  # it does not fit in the room left
+        if s.pattern.accepts(states):
+            return '"' if ch == "" else ""
+        return ch if ch and ch >= " " and ch not in '"\\/' else ""
 
     def feed(self, text: str) -> bool:
         """Advance over ``text``; False (and an undefined state) if it leaves the calls."""
@@ -139,12 +195,16 @@ class CallPrefix:
         tool, seg, pos, alive, sub = thread
         segs = self.segments[tool]
         if seg < len(segs) and segs[seg].kind == "string":
-            room = segs[seg].limit - pos
-            return (tool, seg, min(room, PLAIN_ROOM + 1), alive, sub)
+            s = segs[seg]
+            cap = PLAIN_ROOM + 1 + (s.pattern.reach if s.pattern else 0)
+            return (tool, seg, min(s.limit - pos, cap), alive, sub)
         return thread
 
     def _enter(self, tool: int, seg: int, sub: str) -> _Thread:
         segs = self.segments[tool]
+        pattern = segs[seg].pattern if seg < len(segs) else None
+        if pattern:
+            return (tool, seg, 0, pattern.start, sub)
         alive = tuple(range(len(segs[seg].texts))) if seg < len(segs) else ()
         return (tool, seg, 0, alive, sub)
 
@@ -168,12 +228,31 @@ class CallPrefix:
     def _string(self, thread: _Thread, s: _Seg, ch: str) -> list[_Thread]:
         tool, seg, pos, alive, sub = thread
         if sub == "escape":
-            return [(tool, seg, pos + 1, alive, "")] if ch in '"\\/bfnrt' else []
+            if ch not in ESCAPES:
+                return []
+            return self._char(thread, s, ESCAPES[ch])
         if ch == '"':
+            if s.pattern and not s.pattern.accepts(alive):
+                return []
             return [self._enter(tool, seg + 1, "")]
         if ch < " " or pos >= s.limit:
             return []
-        return [(tool, seg, pos + (ch != "\\"), alive, "escape" if ch == "\\" else "")]
+        if ch != "\\":
+            return self._char(thread, s, ch)
+        if s.pattern and not any(self._char(thread, s, c) for c in ESCAPES.values()):
+            return []  # no escaped character could follow
+        return [(tool, seg, pos, alive, "escape")]
+
+    def _char(self, thread: _Thread, s: _Seg, ch: str) -> list[_Thread]:
+        """The string after one more (decoded) character ``ch``, if the pattern and the
+        room allow it."""
+        tool, seg, pos, alive, _ = thread
+        if s.pattern is None:
+            return [(tool, seg, pos + 1, alive, "")]
+        after = s.pattern.step(alive, ch)
+        if not after or pos + 1 + s.pattern.least(after) > s.limit:
+            return []
+        return [(tool, seg, pos + 1, after, "")]
 
     def _number(self, thread: _Thread, s: _Seg, ch: str) -> list[_Thread]:
         tool, seg, pos, alive, sub = thread

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
+import re
+
+import numpy as np
 import pytest
 
 from tinyllm.runtime.callconstraint import CallPrefix
+from tinyllm.runtime.constraints import JsonTokens, pick_json_token
+from tinyllm.runtime.sampling import GenerationConfig
 from tinyllm.toolbox import get_tool
-from tinyllm.tools import Tool, format_call
+from tinyllm.tools import Tool, ToolError, call_tool, format_call
 
 KINDS = Tool(
     "kinds",
@@ -101,7 +109,10 @@ def test_forced_text_is_how_every_valid_call_goes_on() -> None:
     assert state.feed('{"name": "d') and state.forced() == (
         'ate_parser", "arguments": {"reference": "'
     )
-    assert state.feed('ate_parser", "arguments": {"reference": "2026') and state.forced() == ""
+    assert state.feed('ate_parser", "arguments": {"reference": "2026') and state.forced() == "-"
+    assert state.feed("-01-01 1") and state.forced() == ""  # the pattern leaves a digit free
+    assert state.feed("0:0") and state.forced() == ""
+    assert state.feed("0") and state.forced() == '", "expression": "'  # the pattern is done
     kinds = CallPrefix([KINDS])
     assert kinds.feed('{"name": "kinds", "arguments": {"s": "x"')
     assert kinds.forced() == ', "e": "'  # up to the enum's choice
@@ -123,3 +134,82 @@ def test_a_forced_text_that_runs_through_a_choice_is_caught(
     bad = overforced(CALLS)
     assert (CALLS[1], 0) in bad  # "calculator" forced before the model chose a tool
     assert (CALLS[2], CALLS[2].index('"green"')) in bad  # "red" forced where "green" follows
+
+
+def patterned(prop: dict[str, object]) -> Tool:
+    schema = {"type": "object", "properties": {"v": prop}}
+    return Tool("p", "one patterned string", schema, lambda **kw: "")
+
+
+@pytest.mark.parametrize(
+    ("prop", "good", "bad"),
+    [
+        ({"type": "string", "pattern": "^[0-9]+$"}, ["12", "0"], ["1a", "", "\\n", "\\"]),
+        ({"type": "string", "pattern": '^a"/b$'}, ['a\\"/b', 'a\\"\\/b'], ['a"', "a/", "ab"]),
+        ({"type": "string", "pattern": "^a\\nb$"}, ["a\\nb"], ["a\\tb", "a\\u000ab"]),
+        (
+            {"type": "string", "pattern": "^[a-z]{3,}$", "maxLength": 4},
+            ["abc", "abcd"],
+            ["ab", "abcde"],
+        ),
+        ({"type": "string", "pattern": "x"}, ["x", "axb", "yyx"], ["", "y"]),  # a search
+    ],
+)
+def test_patterned_strings_follow_the_decoded_characters(
+    prop: dict[str, object], good: list[str], bad: list[str]
+) -> None:
+    head = '{"name": "p", "arguments": {"v": "'
+    for value in good:
+        state = CallPrefix([patterned(prop)])
+        assert state.feed(head + value + '"}}') and state.complete, value
+    for value in bad:
+        assert not CallPrefix([patterned(prop)]).feed(head + value + '"}}'), value
+    state = CallPrefix([patterned({"type": "string", "pattern": "^[a-z]{3}$", "maxLength": 512})])
+    assert state.feed(head) and state.mode == "call"  # no fast path past a pattern
+    assert not state.copy().feed("1")
+
+
+def test_a_pattern_outside_the_subset_leaves_the_string_free(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tool = patterned({"type": "string", "pattern": "(?=a)ab", "maxLength": 8})
+    state = CallPrefix([tool])
+    assert "property 'v': not constrained token by token" in caplog.text
+    assert state.feed('{"name": "p", "arguments": {"v": "zz"}}')  # as without a pattern
+    with pytest.raises(ToolError, match="does not match"):
+        call_tool(tool, {"v": "zz"})  # the check after the call still applies
+
+
+def scripted_call(tool: Tool, want: str) -> str:
+    """Greedy constrained decoding of a scripted model that wants to write ``want``: a
+    token scores its length where it continues ``want`` (realigned on the second key once
+    written), 0.5 if it holds letters, else 0."""
+    texts = sorted(set(want) | set("0123456789:- ") | {"tomorrow", " at", " 5pm", "2026"})
+    tokens = JsonTokens(texts, eos=None)
+    state, out, rng = CallPrefix([tool]), "", np.random.default_rng(0)
+    key = ', "expression"'
+    while not state.complete:
+        at = out.find(key)
+        rest = want[len(out) :] if at < 0 else want[want.index(key) + len(out) - at :]
+        logits = np.array(
+            [float(len(t)) if rest.startswith(t) else 0.5 * any(map(str.isalpha, t)) for t in texts]
+        )
+        token = texts[pick_json_token(state, logits, GenerationConfig(temperature=0), rng, tokens)]
+        assert state.feed(token)
+        out += token
+    return out
+
+
+def test_the_date_pattern_forces_digits_where_the_model_prefers_letters() -> None:
+    date = get_tool("date_parser")
+    want = format_call(date, {"reference": "tomorrow at 5pm", "expression": "tomorrow at 5pm"})
+    written = json.loads(scripted_call(date, want))["arguments"]
+    assert re.fullmatch(date.parameters["properties"]["reference"]["pattern"], written["reference"])
+    assert written["expression"] == "tomorrow at 5pm"  # the free string is the model's
+    params = copy.deepcopy(date.parameters)
+    del params["properties"]["reference"]["pattern"]
+    loose = dataclasses.replace(date, parameters=params)
+    free = json.loads(scripted_call(loose, want))["arguments"]
+    assert free["reference"] == "tomorrow at 5pm"  # what the schema's check then refuses
+    with pytest.raises(ToolError, match="does not match"):
+        call_tool(date, free)

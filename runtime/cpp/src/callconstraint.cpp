@@ -50,6 +50,13 @@ void value_segments(const json::Value& prop, const std::string& where, std::vect
     if (n < 0) fail(TINYLLM_BUNDLE_ERROR, where + ": maxLength must be >= 0");
     segs.push_back(lit("\""));
     segs.push_back({CallShape::Kind::String, {}, static_cast<size_t>(n)});
+    if (const json::Value* pattern = prop.find("pattern")) {
+      try {
+        segs.back().pattern = std::make_shared<CharPattern>(pattern->as_string(where + ": pattern"));
+      } catch (const LibError& e) {
+        if (e.status() != TINYLLM_UNSUPPORTED) throw;  // outside the subset: free, checked after the call
+      }
+    }
   } else if (type == "integer" || type == "number") {
     segs.push_back({type == "integer" ? CallShape::Kind::Integer : CallShape::Kind::Number, {}, 0});
   } else {
@@ -89,8 +96,11 @@ CallPrefix::Thread CallPrefix::enter(size_t tool, size_t seg) const {
   t.tool = tool;
   t.seg = seg;
   const auto& segs = shape_->tools[tool];
-  if (seg < segs.size())
+  if (seg < segs.size() && segs[seg].pattern) {
+    t.alive = segs[seg].pattern->start();
+  } else if (seg < segs.size()) {
     for (uint32_t i = 0; i < segs[seg].texts.size(); ++i) t.alive.push_back(i);
+  }
   return t;
 }
 
@@ -116,7 +126,7 @@ bool CallPrefix::in_string() const {
   if (complete() || threads_.size() != 1) return false;
   const Thread& t = threads_[0];
   const CallShape::Seg& s = shape_->tools[t.tool][t.seg];
-  return s.kind == CallShape::Kind::String && t.sub.empty() && s.limit > t.pos && s.limit - t.pos > kPlainRoom;
+  return s.kind == CallShape::Kind::String && !s.pattern && t.sub.empty() && s.limit > t.pos && s.limit - t.pos > kPlainRoom;
 }
 
 std::string CallPrefix::forced() const {
@@ -148,8 +158,11 @@ std::string CallPrefix::signature() const {
   for (const Thread& t : threads_) {
     const auto& segs = shape_->tools[t.tool];
     size_t pos = t.pos;
-    if (t.seg < segs.size() && segs[t.seg].kind == CallShape::Kind::String)  // room, bucketed
-      pos = std::min(segs[t.seg].limit - std::min(t.pos, segs[t.seg].limit), kPlainRoom + 1);
+    if (t.seg < segs.size() && segs[t.seg].kind == CallShape::Kind::String) {  // room, bucketed
+      const CallShape::Seg& s = segs[t.seg];
+      size_t cap = kPlainRoom + 1 + (s.pattern ? s.pattern->reach() : 0);
+      pos = std::min(s.limit - std::min(t.pos, s.limit), cap);
+    }
     sig += std::to_string(t.tool) + ',' + std::to_string(t.seg) + ',' + std::to_string(pos) + ',';
     for (uint32_t a : t.alive) sig += std::to_string(a) + ' ';
     sig += t.sub + '|';
@@ -182,26 +195,51 @@ void CallPrefix::step(const Thread& t, uint32_t ch, std::vector<Thread>& out) co
     return;
   }
   if (s.kind == CallShape::Kind::String) {
-    Thread n = t;
-    if (t.sub == "escape") {
-      if (ch < 128 && std::string_view("\"\\/bfnrt").find(static_cast<char>(ch)) != std::string_view::npos) {
-        ++n.pos;
-        n.sub.clear();
-        out.push_back(std::move(n));
-      }
-      return;
-    }
-    if (ch == '"') {
-      out.push_back(enter(t.tool, t.seg + 1));
-      return;
-    }
-    if (ch < ' ' || t.pos >= s.limit) return;
-    n.pos += ch != '\\';
-    n.sub = ch == '\\' ? "escape" : "";
-    out.push_back(std::move(n));
+    string(t, s, ch, out);
     return;
   }
   number(t, s, ch, out);
+}
+
+// One character of a string (Python's _string): escapes decode before the pattern sees them.
+void CallPrefix::string(const Thread& t, const CallShape::Seg& s, uint32_t ch, std::vector<Thread>& out) const {
+  static const std::u32string kEscapes = U"\"\\/bfnrt", kDecoded = U"\"\\/\b\f\n\r\t";
+  if (t.sub == "escape") {
+    size_t at = kEscapes.find(static_cast<char32_t>(ch));
+    if (at != std::u32string::npos) decoded(t, s, kDecoded[at], out);
+    return;
+  }
+  if (ch == '"') {
+    if (!s.pattern || s.pattern->accepts(t.alive)) out.push_back(enter(t.tool, t.seg + 1));
+    return;
+  }
+  if (ch < ' ' || t.pos >= s.limit) return;
+  if (ch != '\\') {
+    decoded(t, s, ch, out);
+    return;
+  }
+  if (s.pattern) {  // no escaped character could follow
+    std::vector<Thread> probe;
+    bool any = false;
+    for (char32_t c : kDecoded) any = any || decoded(t, s, c, probe);
+    if (!any) return;
+  }
+  Thread n = t;
+  n.sub = "escape";
+  out.push_back(std::move(n));
+}
+
+// The string after one more decoded character, if the pattern and the room allow it.
+bool CallPrefix::decoded(const Thread& t, const CallShape::Seg& s, uint32_t ch, std::vector<Thread>& out) const {
+  Thread n = t;
+  n.sub.clear();
+  ++n.pos;
+  if (s.pattern) {
+    n.alive = s.pattern->step(t.alive, ch);
+    if (n.alive.empty() || t.pos + 1 + s.pattern->least(n.alive) > s.limit) return false;
+  }
+  out.push_back(std::move(n));
+  return true;
 }
 
 void CallPrefix::number(const Thread& t, const CallShape::Seg& s, uint32_t ch, std::vector<Thread>& out) const {

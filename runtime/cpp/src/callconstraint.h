@@ -3,8 +3,9 @@
 // {"name": "<tool>", "arguments": {<every property, in the schema's order>}}; the name
 // is one of the tools, the keys are forced, and each value follows its property's type:
 // a string (escapes allowed, at most maxLength characters), a string of an enum, an
-// integer, a number without exponent, or a boolean. pattern, minimum and maximum are
-// checked before the call (tools.h). Works on code points, as the Python machine works
+// integer, a number without exponent, or a boolean; a string's pattern in the subset of
+// charpattern.h is followed on the decoded characters (outside it: free, as in Python).
+// minLength, minimum and maximum are checked before the call (tools.h). Works on code points, as the Python machine works
 // on str characters, so both runtimes allow the same tokens in the same states.
 #pragma once
 
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "charpattern.h"
 #include "tasks.h"
 
 namespace tinyllm {
@@ -24,6 +26,7 @@ struct CallShape {
     Kind kind = Kind::Lit;
     std::vector<std::u32string> texts;  // Lit: one text; Choice: the options
     size_t limit = 0;                    // String: at most this many characters
+    std::shared_ptr<const CharPattern> pattern = nullptr;  // String: followed (its states ride in alive)
   };
   std::string key;  // the tools' names and schemas: states of different sets never share answers
   std::vector<std::vector<Seg>> tools;  // each tool's segments, in writing order
@@ -51,12 +54,15 @@ class CallPrefix {
  private:
   struct Thread {
     size_t tool = 0, seg = 0, pos = 0;
-    std::vector<uint32_t> alive;  // options of a Choice (or the one Lit text) still matching
+    std::vector<uint32_t> alive;  // options of a Choice (or the one Lit text) still matching;
+                                  // a patterned String: the pattern's states
     std::string sub;              // "", "escape" in a string; the text so far of a number
   };
   Thread enter(size_t tool, size_t seg) const;
   std::u32string forced(const Thread& t) const;
   void step(const Thread& t, uint32_t ch, std::vector<Thread>& out) const;
+  void string(const Thread& t, const CallShape::Seg& s, uint32_t ch, std::vector<Thread>& out) const;
+  bool decoded(const Thread& t, const CallShape::Seg& s, uint32_t ch, std::vector<Thread>& out) const;
   void number(const Thread& t, const CallShape::Seg& s, uint32_t ch, std::vector<Thread>& out) const;
 
   std::shared_ptr<const CallShape> shape_;

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 from pathlib import Path
 
 import pytest
-from tooltasks import EXPRESSIONS, TOOL_TASKS, bundle_tools
+from tooltasks import EXPRESSIONS, TIME, TOOL_TASKS, bundle_tools
 
 from tinyllm.runtime import Engine
 from tinyllm.runtime.native import NativeEngine, NativeError
@@ -61,11 +62,13 @@ def test_the_task_table_carries_the_tools(tool_bundle: Path) -> None:
 
 def test_calls_and_answers_equal_the_python_runtime(lib: ctypes.CDLL, tool_bundle: Path) -> None:
     """Result as the answer and in context, one or two tools, a failing tool, free
-    strings, schema-invalid arguments: batched in run_tasks and through the server."""
+    strings, a pattern, schema-invalid arguments: batched in run_tasks and through the server."""
     python = Engine.load(tool_bundle, max_batch=4)
     native, tasks = _native(lib, tool_bundle, max_batch=4)
     requests = [
-        (t, x) for t in ("calc", "calc_ctx", "two", "broken", "free", "picky") for x in INPUTS
+        (t, x)
+        for t in ("calc", "calc_ctx", "two", "broken", "free", "picky", "clock")
+        for x in INPUTS
     ]
     want = [python.run(t, x) for t, x in requests]
     got = tasks.run(requests)
@@ -88,6 +91,11 @@ def test_calls_and_answers_equal_the_python_runtime(lib: ctypes.CDLL, tool_bundl
         assert out.error == "tool n_broken: ValueError: the tool broke"
     for out in by_task["picky"]:  # the constraint keeps the enum; the pattern is checked after
         assert out.error == "tool n_picky: bad arguments: 'expression' does not match '^Z'"
+    for out in by_task["clock"]:  # the pattern holds the random model to a time
+        call = out.tool_call
+        assert (
+            call is not None and call.error is None and re.fullmatch(TIME, call.arguments["when"])
+        )
     assert {o.tool_call.name for o in by_task["two"]} <= {"n_short", "n_fixed"}  # type: ignore[union-attr]
     server = NativeServer(native)
     served = [server.submit(t, x) for t, x in requests]

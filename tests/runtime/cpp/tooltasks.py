@@ -10,6 +10,7 @@ from tinyllm.toolbox import calculator
 from tinyllm.tools import Tool
 
 EXPRESSIONS = ["2 + 3", "4 * 5", "7 / 2"]
+TIME = "^[0-2][0-9]:[0-5][0-9]$"
 
 
 def broken(expression: str) -> str:
@@ -28,6 +29,7 @@ def bundle_tools() -> list[Tool]:
     free = {"type": "string", "minLength": 1, "maxLength": 12}
     short = {"type": "object", "properties": {"expression": free}, "required": ["expression"]}
     picky = {"expression": {**fixed, "pattern": "^Z"}, "twice": {"type": "boolean"}}
+    clock = {"type": "string", "pattern": TIME, "maxLength": 5}
     return [
         Tool("n_fixed", "calculator on fixed expressions", one, calculator),
         Tool("n_broken", "always fails", one, broken),
@@ -37,6 +39,12 @@ def bundle_tools() -> list[Tool]:
             "a pattern no enum value matches",
             {"type": "object", "properties": picky},
             lambda expression, twice=False: "never",
+        ),
+        Tool(
+            "n_clock",
+            "a free string kept to a pattern token by token",
+            {"type": "object", "properties": {"when": clock}, "required": ["when"]},
+            lambda when: when,
         ),
         Tool("n_slow", "too slow", one, slow, timeout_s=0.2),
         Tool("n_nocb", "registered in Python only", one, calculator),
@@ -50,6 +58,7 @@ TOOL_TASKS = {  # name: (tools, result)
     "broken": (["n_broken"], "answer"),
     "free": (["n_short"], "answer"),
     "picky": (["n_picky"], "answer"),
+    "clock": (["n_clock"], "answer"),
     "slow": (["n_slow"], "answer"),
     "nocb": (["n_nocb"], "answer"),
 }
