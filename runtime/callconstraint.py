@@ -171,13 +171,14 @@ class CallPrefix:
 
     def _pattern_forced(self, thread: _Thread, s: _Seg) -> str:
         """The one character a patterned string goes on with ("" where there is a choice):
-        the closing quote, or a character written as itself (never one with an escape,
-        as "/" may be written "\\/")."""
+        the closing quote where the pattern matches and no character fits after it, or a
+        character written as itself (never one with an escape, as "/" may be written "\\/",
+        nor a control character, written only as an escape such as "\\n")."""
         states, sub = thread[3], thread[4]
         if s.pattern is None or sub:
             return ""
         ch = s.pattern.only(states)
-        if ch and not self._string(thread, s, ch):
+        if ch and not self._char(thread, s, ch):
             ch = ""  # it does not fit in the room left
         if s.pattern.accepts(states):
             return '"' if ch == "" else ""

@@ -169,6 +169,33 @@ def test_patterned_strings_follow_the_decoded_characters(
     assert not state.copy().feed("1")
 
 
+@pytest.mark.parametrize(
+    ("pattern", "room", "fed", "forced"),
+    [
+        ("^ab$", {}, "", 'ab"}}'),  # the pattern's characters, its closing quote, the end
+        ("^/x$", {}, "", ""),  # "/" may also be written "\\/"
+        ("^/x$", {}, "\\/", 'x"}}'),
+        ("^/x$", {}, "\\", ""),  # inside an escape
+        ("^a\\\\$", {}, "", "a"),  # a backslash is written only as "\\\\"
+        ("^a\\n?$", {}, "a", ""),  # the quote, or a newline written "\\n"
+        ("^a\\n?$", {}, "a\\n", '"}}'),
+        ("^ab(cd)?$", {"maxLength": 3}, "ab", '"}}'),  # "cd" does not fit
+        ("^ab(cd)?$", {"maxLength": 4}, "ab", ""),
+        ('^a"?$', {"maxLength": 1}, "a", '"}}'),  # an escaped quote does not fit
+        ('^a"?$', {}, "a", ""),
+    ],
+)
+def test_a_pattern_forces_its_only_character_unless_an_escape_could_write_it(
+    pattern: str, room: dict[str, int], fed: str, forced: str
+) -> None:
+    """The cases runtime/cpp/tests/test_tools.cpp pins C++'s forced() to."""
+    state = CallPrefix([patterned({"type": "string", "pattern": pattern, **room})])
+    assert state.feed('{"name": "p", "arguments": {"v": "' + fed)
+    assert state.forced() == forced
+    if forced:
+        assert state.feed(forced)  # how the call goes on
+
+
 def test_a_pattern_outside_the_subset_leaves_the_string_free(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
