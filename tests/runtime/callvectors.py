@@ -1,7 +1,9 @@
 """Shared test vectors of the call constraint over patterned strings: random walks through
-calls of a few tools, each state with the tokens Python's constraint allows there. The
-C++ unit tests (runtime/cpp/tests/test_charpattern.cpp) check that the native constraint
-allows the same tokens in every state; test_callvectors.py checks the file is current.
+calls of a few tools, each state with the tokens Python's constraint allows there and the
+text it forces (``CallPrefix.forced()``, which runs on through the characters a pattern
+forces). The C++ unit tests (runtime/cpp/tests/test_charpattern.cpp) check that the native
+constraint allows the same tokens and forces the same text in every state;
+test_callvectors.py checks the file is current.
 
 Regenerate: ``.venv/bin/python tests/runtime/callvectors.py``.
 """
@@ -35,7 +37,11 @@ TOOLS = [
         tag={"type": "string", "pattern": r'q"\\', "maxLength": 6},  # a search, with escapes
         note={"type": "string", "pattern": "(?=a)", "maxLength": 3},  # outside: free
     ),
-    _tool("slash", path={"type": "string", "pattern": r"^/[a-z]+(/[a-z]+)*\.?$"}),
+    _tool(
+        "slash",
+        path={"type": "string", "pattern": r"^/[a-z]+(/[a-z]+)*\.?$"},
+        end={"type": "string", "pattern": r"^x\n?$"},  # matched: the quote or "\n" next
+    ),
 ]
 VOCAB = sorted(
     set('0123456789-: ,{}ABXx/q"\\.é' + string.ascii_lowercase)
@@ -48,18 +54,19 @@ VOCAB = sorted(
 
 def walks(count: int = 40, steps: int = 80, seed: int = 0) -> list[dict[str, object]]:
     """Random walks: each its tokens (vocabulary ids), then per state (after 0, 1, ...
-    tokens) whether the call is complete ("1"/"0") and the allowed tokens as a hex mask
-    (bit i of the integer: vocabulary entry i)."""
+    tokens) whether the call is complete ("1"/"0"), the allowed tokens as a hex mask
+    (bit i of the integer: vocabulary entry i) and the forced text."""
     rng = np.random.default_rng(seed)
     tokens = JsonTokens(VOCAB, eos=None)
     out: list[dict[str, object]] = []
     for walk in range(count):
-        state, ids, complete, masks = CallPrefix(TOOLS), [], "", []
+        state, ids, complete, masks, forced = CallPrefix(TOOLS), [], "", [], []
         hurry = 0.2 + 0.6 * (walk % 2)  # how often a walk takes its longest allowed token
         for _ in range(steps):
             allowed = [int(i) for i in tokens.allowed(state)]
             complete += "1" if state.complete else "0"
             masks.append(f"{sum(1 << i for i in allowed):x}")
+            forced.append(state.forced())
             if not allowed:
                 break
             pick = allowed[int(rng.integers(len(allowed)))]
@@ -67,19 +74,26 @@ def walks(count: int = 40, steps: int = 80, seed: int = 0) -> list[dict[str, obj
             pick = longest if rng.random() < hurry else pick
             assert state.feed(VOCAB[pick])
             ids.append(pick)
-        out.append({"tokens": ids[: len(masks) - 1], "complete": complete, "allowed": masks})
+        walked = {"tokens": ids[: len(masks) - 1], "complete": complete, "allowed": masks}
+        out.append({**walked, "forced": forced})
     return out
 
 
 def disagreements(data: dict[str, Any]) -> list[tuple[int, int]]:
-    """(walk, step) where the vectors' allowed tokens or completeness are not Python's."""
+    """(walk, step) where the vectors' allowed tokens, completeness or forced text are not
+    Python's."""
     tokens = JsonTokens(data["vocab"], eos=None)
     bad = []
     for w, walk in enumerate(data["walks"]):
         state = CallPrefix(TOOLS)
-        for step, (done, mask) in enumerate(zip(walk["complete"], walk["allowed"], strict=True)):
+        states = zip(walk["complete"], walk["allowed"], walk["forced"], strict=True)
+        for step, (done, mask, forced) in enumerate(states):
             allowed = sum(1 << int(i) for i in tokens.allowed(state))
-            if allowed != int(mask, 16) or state.complete != (done == "1"):
+            if (
+                allowed != int(mask, 16)
+                or state.complete != (done == "1")
+                or state.forced() != forced
+            ):
                 bad.append((w, step))
             if step < len(walk["tokens"]):
                 state.feed(data["vocab"][walk["tokens"][step]])

@@ -139,18 +139,42 @@ std::string CallPrefix::forced() const {
 
 std::u32string CallPrefix::forced(const Thread& thread) const {
   const auto& segs = shape_->tools[thread.tool];
-  size_t seg = thread.seg, pos = thread.pos;
-  std::vector<uint32_t> alive = thread.alive;
+  Thread t = thread;
   std::u32string out;
-  while (seg < segs.size() && (segs[seg].kind == CallShape::Kind::Lit || segs[seg].kind == CallShape::Kind::Choice)) {
-    std::vector<std::u32string> rests;
-    for (uint32_t i : alive) rests.push_back(segs[seg].texts[i].substr(std::min(pos, segs[seg].texts[i].size())));
-    out += common(rests);
-    if (alive.size() > 1) break;  // a choice: its common start only
-    alive = enter(thread.tool, ++seg).alive;
-    pos = 0;
+  std::vector<Thread> next;
+  while (t.seg < segs.size()) {
+    const CallShape::Seg& s = segs[t.seg];
+    if (s.kind == CallShape::Kind::Lit || s.kind == CallShape::Kind::Choice) {
+      std::vector<std::u32string> rests;
+      for (uint32_t i : t.alive) rests.push_back(s.texts[i].substr(std::min(t.pos, s.texts[i].size())));
+      out += common(rests);
+      if (t.alive.size() > 1) break;  // a choice: its common start only
+      t = enter(t.tool, t.seg + 1);
+      continue;
+    }
+    char32_t ch = s.kind == CallShape::Kind::String ? pattern_forced(t, s) : 0;
+    if (!ch) break;
+    out.push_back(ch);
+    next.clear();
+    step(t, ch, next);  // one thread: pattern_forced checked that the character moves
+    if (next.empty()) break;
+    t = std::move(next[0]);
   }
   return out;
+}
+
+// Python's _pattern_forced: the one character a patterned string goes on with (0 where
+// the model has a choice): the closing quote where the pattern matches and no character
+// could follow, or a character written as itself (never one a JSON escape also writes,
+// as "/" may be written "\/", nor a control character, written only as an escape).
+char32_t CallPrefix::pattern_forced(const Thread& t, const CallShape::Seg& s) const {
+  if (!s.pattern || !t.sub.empty()) return 0;
+  int64_t ch = s.pattern->only(t.alive);
+  std::vector<Thread> probe;
+  if (ch >= 0 && !decoded(t, s, static_cast<uint32_t>(ch), probe)) ch = CharPattern::kNone;  // no room for it
+  if (s.pattern->accepts(t.alive)) return ch == CharPattern::kNone ? U'"' : 0;
+  bool plain = ch >= ' ' && ch != '"' && ch != '\\' && ch != '/';
+  return plain ? static_cast<char32_t>(ch) : 0;
 }
 
 std::string CallPrefix::signature() const {

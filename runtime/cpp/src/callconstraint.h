@@ -48,7 +48,9 @@ class CallPrefix {
   std::string signature() const;
   // The text every valid continuation starts with: the rest of the fixed call text up
   // to the next place the model has a choice (a tool name among several, an enum, a free
-  // value); "" at a choice (runtime/callconstraint.py forced).
+  // value), running on through the characters a string's pattern forces (the "-" after
+  // "2026" in a date, the closing quote once it matches); "" at a choice
+  // (runtime/callconstraint.py forced).
   std::string forced() const;
 
  private:
@@ -60,6 +62,7 @@ class CallPrefix {
   };
   Thread enter(size_t tool, size_t seg) const;
   std::u32string forced(const Thread& t) const;
+  char32_t pattern_forced(const Thread& t, const CallShape::Seg& s) const;
   void step(const Thread& t, uint32_t ch, std::vector<Thread>& out) const;
   void string(const Thread& t, const CallShape::Seg& s, uint32_t ch, std::vector<Thread>& out) const;
   bool decoded(const Thread& t, const CallShape::Seg& s, uint32_t ch, std::vector<Thread>& out) const;

@@ -1,7 +1,7 @@
 // Patterns in the call constraint: the subset's answers (the tables of
 // tests/runtime/test_charpattern.py, which checks them against Python's re), its refusals,
-// and the same allowed tokens as Python's constraint in every state of the shared vectors
-// (callvectors.json, written by tests/runtime/callvectors.py).
+// and the same allowed tokens and forced text as Python's constraint in every state of the
+// shared vectors (callvectors.json, written by tests/runtime/callvectors.py).
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -94,7 +94,7 @@ TEST_CASE(pattern_need_and_forced_character) {
   CHECK(date.step(states, 'x').empty());
 }
 
-TEST_CASE(pattern_calls_allow_the_tokens_python_allows_in_every_state) {
+TEST_CASE(pattern_calls_allow_the_tokens_and_force_the_text_python_does_in_every_state) {
   std::ifstream in(std::string(TINYLLM_TESTS_DIR) + "/callvectors.json");
   CHECK(in.good());
   std::stringstream text;
@@ -111,11 +111,13 @@ TEST_CASE(pattern_calls_allow_the_tokens_python_allows_in_every_state) {
   for (const json::Value& t : data.at("vocab", "v").as_array("vocab")) vocab.push_back(t.as_string("vocab"));
   auto shape = CallShape::of(use, "vectors");
   JsonTokens tokens(vocab, -1);
-  size_t states = 0, wrong = 0;
+  size_t states = 0, wrong = 0, wrong_forced = 0;
   for (const json::Value& walk : data.at("walks", "v").as_array("walks")) {
     const auto& ids = walk.at("tokens", "v").as_array("tokens");
     const std::string& complete = walk.at("complete", "v").as_string("complete");
     const auto& masks = walk.at("allowed", "v").as_array("allowed");
+    const auto& forced = walk.at("forced", "v").as_array("forced");
+    CHECK_EQ(forced.size(), masks.size());
     CallPrefix state(shape);
     for (size_t step = 0; step < masks.size(); ++step, ++states) {
       const std::string& mask = masks[step].as_string("mask");
@@ -123,9 +125,11 @@ TEST_CASE(pattern_calls_allow_the_tokens_python_allows_in_every_state) {
       for (size_t i = 0; i < vocab.size(); ++i)
         if (bit(mask, i)) want.push_back(static_cast<int32_t>(i));
       if (tokens.allowed(state) != want || state.complete() != (complete[step] == '1')) ++wrong;
+      if (state.forced() != forced[step].as_string("forced")) ++wrong_forced;
       if (step < ids.size()) CHECK(state.feed(vocab[static_cast<size_t>(ids[step].as_int("token"))]));
     }
   }
   CHECK(states > 1000);
   CHECK_EQ(wrong, size_t{0});
+  CHECK_EQ(wrong_forced, size_t{0});
 }

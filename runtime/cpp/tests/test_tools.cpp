@@ -211,6 +211,49 @@ TEST_CASE(calls_force_their_fixed_text_as_python) {
   CHECK_EQ(JsonPrefix().forced(), "");
 }
 
+TEST_CASE(patterned_calls_force_what_the_pattern_forces_as_python) {
+  // The strings CallPrefix.forced() gives in tests/runtime/test_callconstraint.py.
+  ToolUse date;
+  date.names = {"date_parser"};
+  date.schemas["date_parser"] = json::parse(R"({"type": "object", "properties": {
+    "reference": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}$"},
+    "expression": {"type": "string", "minLength": 1, "maxLength": 200}}})", "date");
+  CallPrefix p(CallShape::of(date, "t"));
+  CHECK_EQ(p.forced(), "{\"name\": \"date_parser\", \"arguments\": {\"reference\": \"");  // then a digit
+  CHECK(p.feed("{\"name\": \"date_parser\", \"arguments\": {\"reference\": \"2026"));
+  CHECK_EQ(p.forced(), "-");
+  CHECK(p.feed("-01-01 1") && p.forced().empty());  // the pattern leaves a digit free
+  CHECK(p.feed("0") && p.forced() == ":");
+  CHECK(p.feed(":0") && p.forced().empty());
+  CHECK(p.feed("0") && p.forced() == "\", \"expression\": \"");  // the pattern is done
+  struct Case {
+    const char *pattern, *room, *fed, *forced;
+  };
+  const Case cases[] = {
+      {"^ab$", "", "", "ab\"}}"},  // the pattern's characters, its closing quote, the end
+      {"^/x$", "", "", ""},        // "/" may also be written "\/"
+      {"^/x$", "", "\\/", "x\"}}"},
+      {"^/x$", "", "\\", ""},            // inside an escape
+      {"^a\\\\\\\\$", "", "", "a"},      // a backslash is written only as "\\"
+      {"^a\\\\n?$", "", "a", ""},        // the quote, or a newline written "\n"
+      {"^a\\\\n?$", "", "a\\n", "\"}}"},
+      {"^ab(cd)?$", ", \"maxLength\": 3", "ab", "\"}}"},  // "cd" does not fit
+      {"^ab(cd)?$", ", \"maxLength\": 4", "ab", ""},
+      {"^a\\\"?$", ", \"maxLength\": 1", "a", "\"}}"},  // an escaped quote does not fit
+      {"^a\\\"?$", "", "a", ""},
+  };
+  for (const Case& c : cases) {
+    ToolUse one;
+    one.names = {"p"};
+    one.schemas["p"] = json::parse(std::string(R"({"type": "object", "properties": {"v": {"type": "string", "pattern": ")") +
+                                       c.pattern + "\"" + c.room + "}}}",
+                                   "p");
+    CallPrefix state(CallShape::of(one, "t"));
+    CHECK(state.feed(std::string("{\"name\": \"p\", \"arguments\": {\"v\": \"") + c.fed));
+    CHECK_EQ(state.forced(), std::string(c.forced));
+  }
+}
+
 TEST_CASE(forced_drafts_keep_only_tokens_the_constraint_allows) {
   std::vector<std::string> vocab = {"{\"", "name", "\": \"", "calculator", "\", \"arguments\": {\"", "expression",
                                     "3", "2", "\"", "}", "", "{"};

@@ -16,7 +16,8 @@ from tinyllm.runtime.nativeserver import NativeServer
 from tinyllm.runtime.nativetasks import NativeTasks
 
 INPUTS = ["What is 2 plus 3?", "hello", "Solve 2*x = 4 for x."]
-TASKS = ("calc", "two", "free", "picky")  # enums, a name choice, a free string, two keys
+TASKS = ("calc", "two", "free", "picky", "clock")  # enums, a name choice, a free string,
+# two keys, a pattern (its ":" and closing quote forced)
 REQUESTS = [(t, x) for t in TASKS for x in INPUTS]
 FORCED = ("forced_steps", "forced_drafted", "forced_accepted")
 
