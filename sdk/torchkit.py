@@ -167,7 +167,8 @@ def sample_continuations(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos = tokenizer.eos_token_id
     width = max(len(p) for p in prompts)
-    device = next(model.parameters()).device  # a trl run's student may be on a GPU
+    first = next(iter(model.parameters()), None)  # a trl run's student may be on a GPU
+    device = first.device if first is not None else None
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
     mask = torch.tensor(
         [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device
