@@ -239,6 +239,8 @@ class Router:
         entry = self.table.entry(spec) if self.table is not None else None
         if entry is None:  # a task added after export: render it here, once
             entry = build_entry(spec, self.tokenizer, 0, None)  # the slot comes at publish
+        # a table written before answer_budget kept max_new_tokens, which can cut a label
+        entry = replace(entry, max_new_tokens=answer_budget(entry.max_new_tokens, entry.label_ids))
         trie = None
         if spec.output.kind == "label" and self.constrain:  # a tool task's answer uses it
             trie = LabelTrie(entry.label_ids, self.tokenizer.eos_token_id)
@@ -302,8 +304,7 @@ class Router:
         prefix_len, variant = common_prefix(prompt, entry.prefix_ids), ""
         if shots:
             prefix_len, variant = self._shots_prefix(spec, entry, shots, prompt)
-        answer = answer_budget(spec.output.max_new_tokens, entry.label_ids)
-        budget = spec.tools.max_call_tokens if spec.tools else answer
+        budget = spec.tools.max_call_tokens if spec.tools else entry.max_new_tokens
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or budget,
             temperature=temperature or 0.0,
@@ -380,15 +381,16 @@ class Router:
         kind = spec.output.kind
         with self._lock:
             served = self._served.get(spec.name)
-        labels = served.entry.label_ids if served is not None and served.spec == spec else []
+        if served is not None and served.spec != spec:
+            served = None  # the task was re-added with another spec since the call began
         config = GenerationConfig(
-            max_new_tokens=answer_budget(spec.output.max_new_tokens, labels),
+            max_new_tokens=served.entry.max_new_tokens if served else spec.output.max_new_tokens,
             temperature=route.config.temperature,
             seed=route.config.seed,
             speculate=spec.output.speculates,
         )
         # the answer keeps to the labels, unless the task was re-added with other ones
-        trie = served.trie if served is not None and served.spec == spec else None
+        trie = served.trie if served is not None else None
         json = kind == "json" and self.constrain
         return Route(
             spec,
